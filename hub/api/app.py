@@ -1,0 +1,147 @@
+"""FastAPI application factory: routers, error mapping, metrics and request limits.
+
+Errors are mapped in one place: `HubError` subclasses carry their status; validation errors
+never echo the request body; anything unexpected becomes a generic 500 with a request id and is
+logged with the traceback server-side only. Under `/open311/` errors use the GeoReport v2
+error list format in the representation the path asks for (`.xml` or `.json`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hub.core.errors import HubError
+from hub.core.logging import bind_ids, clear_ids, configure_logging
+from hub.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, render_latest
+from hub.core.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+ErrorRenderer = Callable[[Request, int, str, str], Response]
+
+
+def _json_error(_request: Request, status: int, code: str, message: str) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _renderer_for(request: Request) -> ErrorRenderer:
+    renderers: list[tuple[str, ErrorRenderer]] = request.app.state.error_renderers
+    for prefix, renderer in renderers:
+        if request.url.path.startswith(prefix):
+            return renderer
+    return _json_error
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HubError)
+    async def _hub_error(request: Request, exc: HubError) -> Response:
+        return _renderer_for(request)(request, exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        # Name the fields, never echo their values: the body may hold personal data.
+        fields = sorted({".".join(str(p) for p in err.get("loc", ())[1:]) for err in exc.errors()})
+        message = "invalid or missing parameter: " + ", ".join(f for f in fields if f)
+        return _renderer_for(request)(request, 400, "invalid", message.rstrip(": "))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return _renderer_for(request)(request, exc.status_code, "http_error", message)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError) -> Response:
+        log.error("database_unavailable", error=type(exc).__name__)
+        return _renderer_for(request)(
+            request, 503, "unavailable", "the database is unavailable; retry later"
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled_error", path_template=_route_template(request))
+        return _renderer_for(request)(
+            request, 500, "internal", "internal error; the operator has the request id"
+        )
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", "unmatched")
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    limit = settings.max_body_bytes
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        bind_ids(request_id=request_id)
+        started = time.perf_counter()
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            response = _renderer_for(request)(
+                request, 400, "too_large", f"request body larger than {limit} bytes"
+            )
+        else:
+            response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = _route_template(request)
+        tenant = getattr(request.state, "tenant_id", None) or "none"
+        HTTP_REQUESTS.labels(
+            route=route,
+            method=request.method,
+            status=f"{response.status_code // 100}xx",
+            tenant=tenant,
+        ).inc()
+        HTTP_LATENCY.labels(route=route, method=request.method).observe(elapsed)
+        response.headers["x-request-id"] = request_id
+        clear_ids()
+        return response
+
+
+def create_app(settings: Settings | None = None, *, start_relay: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from hub.api import runtime
+
+        app.state.runtime = runtime.start(settings, start_relay=start_relay)
+        try:
+            yield
+        finally:
+            app.state.runtime.stop()
+
+    app = FastAPI(
+        title="Regional 311 hub",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.error_renderers = []
+    _install_error_handlers(app)
+    _install_middleware(app, settings)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        body, content_type = render_latest()
+        return Response(body, media_type=content_type)
+
+    from hub.api import routes
+
+    routes.include_all(app)
+    return app

@@ -1,0 +1,40 @@
+"""Liveness and readiness endpoints.
+
+`/healthz` says the process is alive. `/readyz` says it can take work: the database answers and
+the outbox relay can reach the broker; it returns 503 with the failing checks otherwise.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from hub.core.db import get_engine
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz() -> JSONResponse:
+    from hub.api.runtime import active_relay
+
+    checks: dict[str, str] = {}
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = f"failed: {type(exc).__name__}"
+    relay = active_relay()
+    checks["broker"] = "ok" if relay is None or relay.healthy else "failed: relay cannot publish"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

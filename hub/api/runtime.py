@@ -1,0 +1,58 @@
+"""Per-process runtime of the API: the outbox relay thread and its publisher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import event
+
+from hub.core.db import HubSession
+from hub.core.outbox import OutboxMessage, OutboxRelay
+from hub.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def celery_publisher(message: OutboxMessage) -> None:
+    """Publish one outbox row as a Celery task (blocks until the broker confirms on RabbitMQ)."""
+    from hub.worker.app import celery_app
+
+    celery_app.send_task(message.task, kwargs=message.kwargs, queue=message.queue)
+
+
+@dataclass
+class Runtime:
+    relay: OutboxRelay | None
+
+    def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+
+
+_active: Runtime | None = None
+
+
+def start(settings: Settings, *, start_relay: bool = True) -> Runtime:
+    global _active
+    relay = None
+    if start_relay:
+        relay = OutboxRelay(
+            celery_publisher,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+        relay.start()
+    _active = Runtime(relay=relay)
+    return _active
+
+
+def active_relay() -> OutboxRelay | None:
+    return _active.relay if _active else None
+
+
+@event.listens_for(HubSession, "after_commit")
+def _wake_relay(session: HubSession) -> None:
+    # A commit that added outbox rows wakes the relay, so tasks start without waiting a poll.
+    if session.info.pop("outbox_added", False) and _active and _active.relay:
+        _active.relay.notify()

@@ -1,0 +1,28 @@
+"""The `hub` command: serve, worker, demo and the operator command groups."""
+
+from __future__ import annotations
+
+import typer
+
+from hub.cli import db as db_commands
+from hub.cli import serve as serve_commands
+
+app = typer.Typer(
+    name="hub",
+    help="Regional 311 hub: a multi-tenant Open311 back end with alerts and overflow routing.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.command("serve")(serve_commands.serve)
+app.command("worker")(serve_commands.worker)
+app.add_typer(db_commands.app, name="db")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Shared output for `hub` commands: `--json` for scripts, tables for people, clear errors.
+
+Every command that prints results takes `--json`; with it, the command prints exactly one JSON
+document on stdout and nothing else there (progress and logs go to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hub.core.errors import ConfigurationError, HubError
+
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document instead of text.")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=_default, ensure_ascii=False, indent=2) + "\n")
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    """Print `data` as JSON, or through `render` for people."""
+    if as_json:
+        print_json(data)
+    else:
+        render(data)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    t = Table(title=title)
+    for column in columns:
+        t.add_column(column)
+    for row in rows:
+        t.add_row(*["" if v is None else str(v) for v in row])
+    console.print(t)
+
+
+def fail(message: str, *, code: int = 2) -> NoReturn:
+    """Print an error (what failed, on which value, what to do) and exit non-zero."""
+    err_console.print(f"error: {message}", highlight=False, markup=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn domain and configuration errors into one-line messages instead of tracebacks."""
+    try:
+        yield
+    except HubError as exc:
+        fail(exc.message)
+    except ConfigurationError as exc:
+        fail(str(exc))
+    except FileNotFoundError as exc:
+        fail(f"file not found: {exc.filename}; check the path")

@@ -1,0 +1,133 @@
+"""`hub serve` and `hub worker`.
+
+With no configuration `hub serve` is the embedded default: SQLite and kombu's SQLAlchemy
+transport under ./var, with one worker process started alongside the API. With
+HUB_DATABASE_URL and HUB_BROKER_URL pointing at PostgreSQL and RabbitMQ it serves the API only,
+and `hub worker` processes are started separately, as many as needed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import structlog
+import typer
+
+from hub.cli.output import cli_errors
+from hub.core.logging import configure_logging
+from hub.core.migrate import upgrade
+from hub.core.settings import get_settings
+from hub.core.tasks import ALL_QUEUES
+
+log = structlog.get_logger(__name__)
+
+
+def _start_embedded_worker() -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "hub.cli.main",
+        "worker",
+        "--concurrency",
+        "2",
+        "--pool",
+        "threads",
+    ]
+    return subprocess.Popen(command, env=os.environ.copy())
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8311, help="TCP port to listen on."),
+    processes: int = typer.Option(1, "--processes", min=1, help="API processes (uvicorn workers)."),
+    worker: bool = typer.Option(
+        None,
+        "--worker/--no-worker",
+        help="Also start a worker process. Default: on for the embedded default, off otherwise.",
+    ),
+) -> None:
+    """Run the HTTP API (and, on the embedded default, a worker beside it)."""
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings)
+    with cli_errors():
+        upgrade()
+
+    start_worker = settings.is_embedded if worker is None else worker
+    child = _start_embedded_worker() if start_worker else None
+    log.info(
+        "serve_starting",
+        host=host,
+        port=port,
+        processes=processes,
+        worker=bool(child),
+        embedded=settings.is_embedded,
+    )
+    try:
+        uvicorn.run(
+            "hub.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=processes,
+            log_level="warning",
+            timeout_graceful_shutdown=20,
+        )
+    finally:
+        if child is not None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        log.info("serve_stopped")
+
+
+def worker(
+    queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separated queues to consume."),
+    concurrency: int = typer.Option(2, min=1, help="Worker processes or threads."),
+    pool: str = typer.Option("prefork", help="Celery pool: prefork, threads or solo."),
+    relay: bool = typer.Option(True, "--relay/--no-relay", help="Also run an outbox relay."),
+) -> None:
+    """Run a Celery worker on the configured broker."""
+    from hub.api.runtime import celery_publisher
+    from hub.core.outbox import OutboxRelay
+    from hub.worker.app import celery_app
+
+    settings = get_settings()
+    configure_logging(settings)
+    with cli_errors():
+        upgrade()
+
+    outbox_relay = None
+    if relay:
+        outbox_relay = OutboxRelay(
+            celery_publisher,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+        outbox_relay.start()
+    try:
+        celery_app.worker_main(
+            [
+                "worker",
+                "--queues",
+                queues,
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                pool,
+                "--loglevel",
+                settings.log_level,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+        )
+    finally:
+        if outbox_relay is not None:
+            outbox_relay.stop()

@@ -1,0 +1,1 @@
+"""Shared foundations: settings, database, tenant context, errors, logging, metrics, outbox."""

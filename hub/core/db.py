@@ -1,0 +1,225 @@
+"""Database engine, sessions and central tenant enforcement.
+
+Two mechanisms keep one tenant's session from reaching another tenant's rows:
+
+1. SQLAlchemy `do_orm_execute` adds `with_loader_criteria(TenantOwned, tenant_id == ...)` to
+   every ORM SELECT, UPDATE and DELETE issued by a tenant session, and `before_flush` rejects
+   new or changed rows whose `tenant_id` differs from the session's tenant.
+2. On PostgreSQL every transaction starts with `set_config('app.tenant_id', ..., true)` and
+   `set_config('role', 'hub_app', true)`, the equivalents of `SET LOCAL`, so row-level
+   security policies apply even to hand-written SQL. Plain `SET` is never used because pooled
+   connections would carry one tenant's setting into the next transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import JSON, DateTime, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker, with_loader_criteria
+from sqlalchemy.pool import NullPool
+
+from hub.core.errors import Forbidden
+from hub.core.settings import Settings, get_settings
+from hub.core.tenancy import SystemContext, TenantContext, TenantOwned
+
+log = structlog.get_logger(__name__)
+
+# Role the application switches to inside each PostgreSQL transaction, so row-level security
+# applies even when the connecting user owns the tables. Created by the first migration.
+RLS_ROLE = "hub_app"
+# Value of `app.tenant_id` that the policies treat as "all tenants", used by SystemContext only.
+SYSTEM_TENANT = "*"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class HubSession(Session):
+    """The hub's session class. The tenant listeners below are attached to it alone, so other
+    libraries' sessions in the same process (kombu's SQLAlchemy transport) are unaffected."""
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own transaction handling is switched off so that the `begin` listener
+        # below decides between deferred and immediate transactions.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
+        # another writer committed in between; writers therefore take the lock up front.
+        write = connection.get_execution_options().get("sqlite_write", True)
+        mode = "IMMEDIATE" if write else "DEFERRED"
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def get_engine(url: str | None = None, settings: Settings | None = None) -> Engine:
+    """Return the process-wide engine for `url` (default: the configured database)."""
+    settings = settings or get_settings()
+    url = url or settings.effective_database_url
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is not None:
+            return engine
+
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database:
+                settings.ensure_var_dir()
+            engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                poolclass=NullPool if parsed.database in (None, "", ":memory:") else None,
+            )
+            _configure_sqlite(engine)
+        else:
+            engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (after fork, at shutdown, between tests)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _session_factories.clear()
+        _read_only_binds.clear()
+
+
+def is_postgres(bind: Engine | Session | Any) -> bool:
+    engine = bind.get_bind() if isinstance(bind, Session) else bind
+    return engine.dialect.name == "postgresql"
+
+
+_session_factories: dict[str, sessionmaker[HubSession]] = {}
+
+
+def _factory(engine: Engine) -> sessionmaker[HubSession]:
+    key = str(engine.url)
+    factory = _session_factories.get(key)
+    if factory is None:
+        factory = sessionmaker(
+            bind=engine, class_=HubSession, expire_on_commit=False, autoflush=True
+        )
+        _session_factories[key] = factory
+    return factory
+
+
+_read_only_binds: dict[str, Engine] = {}
+
+
+def _read_only_bind(engine: Engine) -> Engine:
+    """Return a view of a SQLite engine whose transactions begin deferred (readers only)."""
+    key = str(engine.url)
+    bind = _read_only_binds.get(key)
+    if bind is None:
+        bind = engine.execution_options(sqlite_write=False)
+        _read_only_binds[key] = bind
+    return bind
+
+
+def _scope_of(session: Session) -> TenantContext | SystemContext | None:
+    return session.info.get("scope")
+
+
+@event.listens_for(HubSession, "do_orm_execute")
+def _restrict_to_tenant(state: Any) -> None:
+    scope = _scope_of(state.session)
+    if isinstance(scope, SystemContext):
+        return
+    if scope is None:
+        raise Forbidden("database session has no tenant scope", code="no_tenant_scope")
+    if state.is_select or state.is_update or state.is_delete:
+        tenant_id = scope.tenant_id
+        state.statement = state.statement.options(
+            with_loader_criteria(
+                TenantOwned,
+                lambda cls: cls.tenant_id == tenant_id,
+                include_aliases=True,
+                track_closure_variables=False,
+            )
+        )
+
+
+@event.listens_for(HubSession, "before_flush")
+def _check_tenant_on_write(session: Session, _flush_context: Any, _instances: Any) -> None:
+    scope = _scope_of(session)
+    if isinstance(scope, SystemContext):
+        return
+    for obj in list(session.new) + list(session.dirty):
+        if not isinstance(obj, TenantOwned):
+            continue
+        if scope is None:
+            raise Forbidden("database session has no tenant scope", code="no_tenant_scope")
+        if obj.tenant_id is None:
+            obj.tenant_id = scope.tenant_id
+        elif obj.tenant_id != scope.tenant_id:
+            raise Forbidden("row belongs to another tenant", code="cross_tenant_write")
+
+
+@event.listens_for(HubSession, "after_begin")
+def _set_local_tenant(session: Session, _transaction: Any, connection: Any) -> None:
+    if connection.dialect.name != "postgresql":
+        return
+    scope = _scope_of(session)
+    tenant = scope.tenant_id if isinstance(scope, TenantContext) else SYSTEM_TENANT
+    connection.execute(
+        text("SELECT set_config('app.tenant_id', :tenant, true), set_config('role', :role, true)"),
+        {"tenant": tenant, "role": RLS_ROLE},
+    )
+
+
+def open_session(
+    scope: TenantContext | SystemContext, *, engine: Engine | None = None, write: bool = True
+) -> Session:
+    """Open a session bound to one tenant (or to the system scope). The caller closes it."""
+    engine = engine or get_engine()
+    bind = engine
+    if engine.dialect.name == "sqlite" and not write:
+        bind = _read_only_bind(engine)
+    session = _factory(engine)(bind=bind)
+    session.info["scope"] = scope
+    if isinstance(scope, SystemContext):
+        log.debug("system_session_opened", reason=scope.reason)
+    return session
+
+
+@contextmanager
+def unit_of_work(
+    scope: TenantContext | SystemContext, *, engine: Engine | None = None, write: bool = True
+) -> Iterator[Session]:
+    """Run one transaction: commit when the block succeeds, roll back when it raises.
+
+    This is the only place that commits. Services and repositories only flush.
+    """
+    session = open_session(scope, engine=engine, write=write)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,192 @@
+"""Transactional outbox: tasks are written as rows in the business transaction, then relayed.
+
+A request is acknowledged only after its row and its outbox row commit together, so a broker
+outage delays work but never loses it. The relay publishes rows in id order and marks each one
+published after the broker confirms it; a crash between the two republishes the row, which is
+why every task is idempotent (state guards on the rows it touches).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from hub.core.clock import utcnow
+from hub.core.db import Base, unit_of_work
+from hub.core.errors import InvalidInput
+from hub.core.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
+from hub.core.tenancy import SystemContext
+
+log = structlog.get_logger(__name__)
+
+# Task arguments are identifiers only, never personal data: short tokens of letters, digits and
+# `_.:-`. An email address, a phone number with `+` or any text with spaces fails this check.
+_ID_VALUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,80}$")
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(120))
+    queue: Mapped[str] = mapped_column(String(64))
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_outbox_pending", "published_at", "id"),)
+
+
+def _check_id_value(key: str, value: Any) -> None:
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, str) and _ID_VALUE.match(value):
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_id_value(key, item)
+        return
+    raise InvalidInput(
+        f"task argument {key!r} is not an identifier; tasks take ids only, never personal data"
+    )
+
+
+def enqueue(
+    session: Session,
+    task: str,
+    *,
+    queue: str,
+    tenant_id: str | None,
+    delay_seconds: float = 0,
+    **kwargs: Any,
+) -> OutboxMessage:
+    """Add a task to the outbox inside the caller's transaction; it is published after commit."""
+    for key, value in kwargs.items():
+        _check_id_value(key, value)
+    if tenant_id is not None:
+        _check_id_value("tenant_id", tenant_id)
+        kwargs["tenant_id"] = tenant_id
+    now = utcnow()
+    message = OutboxMessage(
+        tenant_id=tenant_id,
+        task=task,
+        queue=queue,
+        kwargs=kwargs,
+        created_at=now,
+        available_at=now + timedelta(seconds=delay_seconds),
+    )
+    session.add(message)
+    session.info["outbox_added"] = True
+    return message
+
+
+Publisher = Callable[[OutboxMessage], None]
+
+
+def relay_once(publish: Publisher, *, batch_size: int = 500, engine: Any = None) -> int:
+    """Publish up to `batch_size` due messages; return how many were published.
+
+    Rows are locked with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several relays (one per API
+    or worker process) share the backlog without publishing a row twice in the normal case.
+    When publishing fails the rows published so far stay marked and the rest wait.
+    """
+    published = 0
+    with unit_of_work(SystemContext("outbox relay"), engine=engine) as session:
+        now = utcnow()
+        rows = session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.published_at.is_(None), OutboxMessage.available_at <= now)
+            .order_by(OutboxMessage.id)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for row in rows:
+            try:
+                publish(row)
+            except Exception as exc:  # noqa: BLE001 - any broker error keeps the row for later
+                row.attempts += 1
+                OUTBOX_PUBLISH_FAILURES.inc()
+                log.warning(
+                    "outbox_publish_failed", outbox_id=row.id, task=row.task, error=str(exc)
+                )
+                break
+            row.published_at = utcnow()
+            OUTBOX_PUBLISHED.labels(queue=row.queue).inc()
+            published += 1
+    return published
+
+
+def backlog(engine: Any = None) -> int:
+    with unit_of_work(SystemContext("outbox backlog"), engine=engine, write=False) as session:
+        count = session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.published_at.is_(None))
+        )
+    return int(count or 0)
+
+
+class OutboxRelay:
+    """Background thread that drains the outbox, woken early by `notify()` after a commit."""
+
+    def __init__(
+        self,
+        publish: Publisher,
+        *,
+        batch_size: int = 500,
+        poll_seconds: float = 0.5,
+        engine: Any = None,
+    ) -> None:
+        self._publish = publish
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._engine = engine
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.healthy = True
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._thread.start()
+        log.info("outbox_relay_started")
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        log.info("outbox_relay_stopped")
+
+    def _run(self) -> None:
+        rounds = 0
+        while not self._stop.is_set():
+            try:
+                count = relay_once(self._publish, batch_size=self._batch_size, engine=self._engine)
+                self.healthy = True
+            except Exception as exc:  # noqa: BLE001 - the relay must survive database outages
+                log.warning("outbox_relay_round_failed", error=str(exc))
+                self.healthy = False
+                count = 0
+            rounds += 1
+            if rounds % 20 == 0:
+                try:
+                    OUTBOX_BACKLOG.set(backlog(self._engine))
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("outbox_backlog_read_failed", error=str(exc))
+            if count < self._batch_size:
+                self._wake.wait(self._poll_seconds)
+                self._wake.clear()

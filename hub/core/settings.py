@@ -1,0 +1,85 @@
+"""The one typed settings object, read from `HUB_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+
+class Settings(BaseSettings):
+    """Hub configuration.
+
+    With no variables set, the hub runs the embedded default: SQLite and kombu's SQLAlchemy
+    transport under `./var/`, a root key file created there on first use.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+
+    env: Environment = "development"
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    root_key_file: Path | None = None
+
+    # Number of outbox rows the relay publishes per round, and its idle poll interval in seconds.
+    outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
+    outbox_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+
+    # Largest request body the API reads, in bytes; larger bodies get a 400.
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+
+    log_level: str = "INFO"
+    log_json: bool | None = None
+
+    @field_validator("var_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'hub.db').resolve()}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.var_dir / 'broker.db').resolve()}"
+
+    @property
+    def effective_root_key_file(self) -> Path:
+        return self.root_key_file or (self.var_dir / "root.key")
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the database is SQLite, so API and worker share one process."""
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        return self.effective_broker_url.startswith(("amqp", "pyamqp"))
+
+    def ensure_var_dir(self) -> None:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings so the next `get_settings()` rereads the environment."""
+    get_settings.cache_clear()

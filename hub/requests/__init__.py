@@ -1,0 +1,1 @@
+"""The service-request lifecycle: intake, status events, agency routing, SLAs, duplicates."""

@@ -1,0 +1,1 @@
+"""Celery tasks of the request lifecycle (routing to agencies, SLA checks)."""

@@ -1,0 +1,11 @@
+"""Import every model module so `Base.metadata` holds the whole schema (for Alembic and tests).
+
+Each feature that adds models adds its module here.
+"""
+
+from hub.core import outbox  # noqa: F401
+from hub.core.db import Base
+from hub.requests import models as request_models  # noqa: F401
+from tenants import models as tenant_models  # noqa: F401
+
+metadata = Base.metadata

@@ -1,0 +1,77 @@
+"""The Celery application: broker settings, queues and the task modules it runs.
+
+On RabbitMQ the queues are quorum queues, publishing waits for publisher confirms, tasks are
+acknowledged late and re-queued when a worker dies. On the embedded default the broker is
+kombu's SQLAlchemy transport on SQLite, so no server is needed.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from hub.core.settings import Settings, get_settings
+from hub.core.tasks import ALL_QUEUES
+
+# Modules that declare tasks with `hub_task`; the worker imports them at start.
+TASK_MODULES = [
+    "hub.requests.tasks",
+]
+
+
+def _queues(settings: Settings) -> list[Queue]:
+    exchange = Exchange("hub", type="direct", durable=True)
+    arguments = {"x-queue-type": "quorum"} if settings.uses_rabbitmq else None
+    return [
+        Queue(name, exchange, routing_key=name, durable=True, queue_arguments=arguments)
+        for name in ALL_QUEUES
+    ]
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    settings.ensure_var_dir()
+    app = Celery("hub", broker=settings.effective_broker_url, include=TASK_MODULES)
+    transport_options: dict[str, object] = {}
+    if settings.uses_rabbitmq:
+        transport_options["confirm_publish"] = True
+    else:
+        # kombu's SQLAlchemy transport hands these options to `create_engine`; the timeout makes
+        # SQLite wait for a lock instead of failing while the API process writes.
+        transport_options["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    app.conf.update(
+        task_queues=_queues(settings),
+        task_default_queue="intake",
+        task_default_exchange="hub",
+        task_default_routing_key="intake",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        result_backend=None,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_pool_limit=10,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_create_missing_queues=False,
+        enable_utc=True,
+    )
+    return app
+
+
+celery_app = create_celery()
+
+
+def _after_fork(**_kwargs: object) -> None:
+    # Pooled connections must not be shared between a parent and its forked children.
+    from hub.core.db import dispose_engines
+
+    dispose_engines()
+
+
+from celery.signals import worker_process_init  # noqa: E402
+
+worker_process_init.connect(_after_fork, weak=False)

@@ -1,0 +1,1 @@
+"""Tenant registry: manifests, onboarding and offboarding, API keys and roles, profiles."""

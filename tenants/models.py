@@ -1,0 +1,100 @@
+"""Tenants, their credentials, agencies and service catalog."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hub.core.clock import utcnow
+from hub.core.db import Base
+from hub.core.tenancy import TenantOwned
+
+
+class Tenant(Base):
+    """A jurisdiction served by the hub. Not tenant-owned itself: it is the tenant."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The city's domain, as Open311 clients send it in `jurisdiction_id`.
+    jurisdiction_id: Mapped[str] = mapped_column(String(253), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    languages: Mapped[list[str]] = mapped_column(JSON)
+    default_language: Mapped[str] = mapped_column(String(16))
+    region: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The validated manifest as loaded, so per-tenant settings need no extra tables.
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    offboarded_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApiKey(TenantOwned, Base):
+    """A credential. Only a SHA-256 of the key is stored; the key is shown once at creation.
+
+    Keys are 32 random bytes, so a fast hash is enough: there is nothing to brute-force.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # First characters of the key, used to find the row before comparing hashes.
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(120))
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    # For partner agents: the contact center whose contacts the key may see.
+    center_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant_id"),)
+
+
+class Agency(TenantOwned, Base):
+    """An agency back office that receives routed requests."""
+
+    __tablename__ = "agencies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    # Shared secret for the HMAC signature on outbound webhooks.
+    webhook_secret: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (UniqueConstraint("tenant_id", "code", name="uq_agencies_tenant_code"),)
+
+
+class Service(TenantOwned, Base):
+    """One entry of a tenant's Open311 service catalog."""
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64))
+    # Resident-facing text per language code, e.g. {"en": "Pothole", "es": "Bache"}.
+    names: Mapped[dict[str, str]] = mapped_column(JSON)
+    descriptions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    type: Mapped[str] = mapped_column(String(16), default="realtime")
+    keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
+    group: Mapped[str] = mapped_column(String(120), default="")
+    # Open311 service definition attributes, as validated by the manifest schema.
+    attributes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    agency_code: Mapped[str | None] = mapped_column(String(64))
+    # SLA target in business hours on the tenant's calendar; None means no target.
+    sla_hours: Mapped[float | None] = mapped_column(Float)
+    # Exact coordinates of location-sensitive services are stored encrypted only.
+    location_sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Open-data location rule: exact, h3, district or withheld; h3_resolution for "h3".
+    open_data_location: Mapped[str] = mapped_column(String(16), default="h3")
+    h3_resolution: Mapped[int] = mapped_column(Integer, default=8)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    notes: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("tenant_id", "code", name="uq_services_tenant_code"),)
