@@ -21,3 +21,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# Rewrite the single initial migration from the models (until the first release).
+migration: $(VENV)/.installed
+	$(VENV)/bin/python -m hub.migrations.regenerate

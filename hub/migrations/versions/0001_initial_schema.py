@@ -1,8 +1,7 @@
-"""core tenants and requests
+"""initial schema
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-04 19:52:48.477957
 """
 
 from alembic import op
@@ -10,15 +9,16 @@ import sqlalchemy as sa
 
 from hub.core import rls
 
+# Tables with a row-level security policy on PostgreSQL.
 TENANT_TABLES = (
-    "api_keys",
     "agencies",
-    "services",
-    "service_requests",
-    "status_events",
+    "api_keys",
     "deliveries",
-    "request_tokens",
     "idempotency_keys",
+    "request_tokens",
+    "service_requests",
+    "services",
+    "status_events",
 )
 
 
