@@ -50,7 +50,8 @@ def main() -> None:
     text = text.replace(
         "import sqlalchemy as sa\n",
         "import sqlalchemy as sa\n\nfrom hub.core import rls\n\n"
-        f"# Tables with a row-level security policy on PostgreSQL.\nTENANT_TABLES = (\n{listing})\n",
+        "# Tables with a row-level security policy on PostgreSQL.\n"
+        f"TENANT_TABLES = (\n{listing})\n",
         1,
     )
     text = text.replace(
@@ -62,7 +63,8 @@ def main() -> None:
         "        rls.enable_tenant_rls(table)\n",
         1,
     )
-    text = "\n".join(line for line in text.splitlines() if not line.startswith("Create Date:")) + "\n"
+    lines = [line for line in text.splitlines() if not line.startswith("Create Date:")]
+    text = "\n".join(lines) + "\n"
     path.write_text(text)
     ruff = Path(sys.executable).parent / "ruff"
     subprocess.run([str(ruff), "format", "-q", str(path)], check=False)
