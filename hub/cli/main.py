@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from hub.cli import bench as bench_commands
 from hub.cli import db as db_commands
 from hub.cli import serve as serve_commands
+from hub.cli.demo.command import demo as demo_command
 
 app = typer.Typer(
     name="hub",
@@ -17,6 +19,8 @@ app = typer.Typer(
 
 app.command("serve")(serve_commands.serve)
 app.command("worker")(serve_commands.worker)
+app.command("demo")(demo_command)
+app.add_typer(bench_commands.app, name="bench")
 app.add_typer(db_commands.app, name="db")
 
 

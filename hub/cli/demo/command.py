@@ -1,0 +1,97 @@
+"""The `hub demo` command: option parsing, running the steps, printing, serving until Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import typer
+
+from hub.cli.demo.context import DemoContext, DemoOptions
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail
+from hub.core.db import get_engine
+from hub.core.logging import configure_logging
+from hub.core.migrate import upgrade
+from hub.core.settings import get_settings
+
+
+def demo(
+    requests: int = typer.Option(
+        40, "--requests", min=1, max=5000, help="Requests to file per tenant."
+    ),
+    replay: Path | None = typer.Option(
+        None, "--replay", help="Replay a real 311 export instead of generated requests."
+    ),
+    replay_format: str | None = typer.Option(
+        None, "--format", help="Format of the --replay file, as `hub import` names it."
+    ),
+    tenant: str | None = typer.Option(None, "--tenant", help="Tenant the --replay file is for."),
+    serve: bool = typer.Option(
+        True, "--serve/--no-serve", help="Keep serving after the summary until Ctrl-C."
+    ),
+    wait: float = typer.Option(
+        60.0, "--wait", min=1, help="Seconds to wait for routing before summarizing."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Onboard the example cities, file a day of requests through Open311, route them to
+    local agency receivers and print a summary per tenant."""
+    from hub.cli.demo.steps import STEPS
+
+    if replay is not None and (replay_format is None or tenant is None):
+        fail(f"--replay {replay} needs --format FORMAT and --tenant ID as well")
+
+    settings = get_settings()
+    configure_logging(settings)
+    with cli_errors():
+        upgrade()
+    options = DemoOptions(
+        requests_per_tenant=requests,
+        replay_file=replay,
+        replay_format=replay_format,
+        replay_tenant=tenant,
+        wait_seconds=wait,
+    )
+    ctx = DemoContext(settings=settings, engine=get_engine(), options=options)
+    try:
+        for step in STEPS:
+            err_console.print(f"[demo] {step.title or step.name}", highlight=False, markup=False)
+            with cli_errors():
+                section = step.run(ctx)
+            if section is not None:
+                ctx.summary[step.name] = section
+        emit(ctx.summary, as_json, lambda data: _render(data, STEPS))
+        if serve:
+            _serve_until_interrupted(ctx)
+    finally:
+        ctx.close()
+
+
+def _render(summary: dict, steps: list) -> None:
+    for step in steps:
+        section = summary.get(step.name)
+        if section is None:
+            continue
+        if step.render is not None:
+            step.render(section)
+        else:
+            console.print(f"{step.name}:")
+            console.print(json.dumps(section, indent=2, ensure_ascii=False, default=str))
+
+
+def _serve_until_interrupted(ctx: DemoContext) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    err_console.print(
+        f"[demo] serving at {ctx.base_url} (Open311 at {ctx.base_url}/open311/v2/); "
+        "press Ctrl-C to stop",
+        highlight=False,
+        markup=False,
+    )
+    try:
+        while not stop.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,44 @@
+"""The ordered steps of `hub demo`.
+
+A step is a name, a function that takes the `DemoContext` and returns its section of the summary
+(a JSON-serializable dict, or None for no section), and an optional renderer that prints that
+section for people. The first five steps set the demo up and run the pipeline; features append
+their own step to `STEPS` with a small edit, for example:
+
+    from hub.cli.demo_alerts import alerts_step
+    STEPS.append(alerts_step)
+
+A step that raises stops the demo with a one-line error naming the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hub.cli.demo import pipeline
+from hub.cli.demo.context import DemoContext
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[DemoContext], dict[str, Any] | None]
+    render: Callable[[dict[str, Any]], None] | None = None
+    # Shown on stderr while the step runs.
+    title: str = ""
+
+
+STEPS: list[Step] = [
+    Step("tenants", pipeline.onboard_tenants, title="onboarding the example tenants"),
+    Step("agencies", pipeline.start_agency_receivers, title="starting agency webhook receivers"),
+    Step("server", pipeline.start_server, title="starting the API and a worker"),
+    Step("replay", pipeline.replay_requests, title="filing requests through Open311"),
+    Step(
+        "pipeline",
+        pipeline.wait_and_summarize,
+        render=pipeline.render_summary,
+        title="waiting for routing to agencies",
+    ),
+]
