@@ -1,0 +1,28 @@
+"""Prometheus metrics of the request lifecycle.
+
+Labels are bounded: tenant ids, agency codes from the tenant's manifest, and fixed outcome
+names. Never a request id or anything a resident typed.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from hub.core.metrics import LATENCY_BUCKETS
+
+DELIVERY_ATTEMPTS = Counter(
+    "hub_requests_delivery_attempts_total",
+    "Webhook deliveries to agencies, by tenant and outcome (sent, retry, dead).",
+    ["tenant", "outcome"],
+)
+DELIVERY_LATENCY = Histogram(
+    "hub_requests_delivery_seconds",
+    "Time of one webhook POST to an agency, including connection setup.",
+    ["tenant"],
+    buckets=LATENCY_BUCKETS,
+)
+SLA_BREACHES = Counter(
+    "hub_requests_sla_breaches_total",
+    "Requests found open past their expected time, by tenant and service code.",
+    ["tenant", "service"],
+)
