@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from hub.cli import alerts as alert_commands
 from hub.cli import bench as bench_commands
 from hub.cli import db as db_commands
 from hub.cli import serve as serve_commands
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.command("serve")(serve_commands.serve)
 app.command("worker")(serve_commands.worker)
 app.command("demo")(demo_command)
+app.add_typer(alert_commands.app, name="alerts")
 app.add_typer(bench_commands.app, name="bench")
 app.add_typer(db_commands.app, name="db")
 
