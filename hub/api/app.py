@@ -136,6 +136,10 @@ def create_app(settings: Settings | None = None, *, start_relay: bool = True) ->
     _install_error_handlers(app)
     _install_middleware(app, settings)
 
+    from hub.api.observability import install_collectors
+
+    install_collectors()
+
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         body, content_type = render_latest()

@@ -16,6 +16,7 @@ import sys
 import structlog
 import typer
 
+from hub.cli.multiprocess_metrics import ensure_multiprocess_metrics, start_exporter
 from hub.cli.output import cli_errors
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
@@ -53,6 +54,7 @@ def serve(
     import uvicorn
 
     settings = get_settings()
+    ensure_multiprocess_metrics(settings, "serve")
     configure_logging(settings)
     with cli_errors():
         upgrade()
@@ -92,16 +94,27 @@ def worker(
     concurrency: int = typer.Option(2, min=1, help="Worker processes or threads."),
     pool: str = typer.Option("prefork", help="Celery pool: prefork, threads or solo."),
     relay: bool = typer.Option(True, "--relay/--no-relay", help="Also run an outbox relay."),
+    metrics_port: int = typer.Option(
+        0,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve this worker's Prometheus metrics on 127.0.0.1 at this TCP port; 0: off.",
+    ),
 ) -> None:
     """Run a Celery worker on the configured broker."""
+    settings = get_settings()
+    ensure_multiprocess_metrics(settings, "worker")
+
     from hub.api.runtime import celery_publisher
     from hub.core.outbox import OutboxRelay
     from hub.worker.app import celery_app
 
-    settings = get_settings()
     configure_logging(settings)
     with cli_errors():
         upgrade()
+    if metrics_port:
+        start_exporter(metrics_port)
 
     outbox_relay = None
     if relay:

@@ -21,6 +21,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 
 # Latency buckets in seconds, from 1 ms to 10 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -60,10 +61,30 @@ TASK_LATENCY = Histogram(
 )
 
 
-def render_latest() -> tuple[bytes, str]:
-    """Return the exposition text for `/metrics` and its content type."""
+# Collectors read at scrape time (queue depth, key ages, audit chain length), registered by the
+# composition roots. They are rendered after the process metrics, once per scrape.
+_scrape_registry = CollectorRegistry(auto_describe=False)
+
+
+def register_scrape_collector(collector: Collector) -> None:
+    """Add a collector whose families are read when `/metrics` is scraped."""
+    _scrape_registry.register(collector)
+
+
+def unregister_scrape_collector(collector: Collector) -> None:
+    _scrape_registry.unregister(collector)
+
+
+def process_registry() -> CollectorRegistry:
+    """Return the registry of process metrics, aggregated over processes in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY
+
+
+def render_latest() -> tuple[bytes, str]:
+    """Return the exposition text for `/metrics` and its content type."""
+    body = generate_latest(process_registry()) + generate_latest(_scrape_registry)
+    return body, CONTENT_TYPE_LATEST

@@ -72,6 +72,17 @@ def _after_fork(**_kwargs: object) -> None:
     dispose_engines()
 
 
-from celery.signals import worker_process_init  # noqa: E402
+def _process_shutdown(pid: int | None = None, **_kwargs: object) -> None:
+    # A pool process that exits leaves its metric files; live gauges must stop counting it.
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and pid:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+from celery.signals import worker_process_init, worker_process_shutdown  # noqa: E402
 
 worker_process_init.connect(_after_fork, weak=False)
+worker_process_shutdown.connect(_process_shutdown, weak=False)

@@ -1,0 +1,76 @@
+"""`/metrics` on the API: valid exposition text, bounded labels, no personal data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from hub.api.app import create_app
+from hub.core.settings import Settings, reset_settings_cache
+
+# Values a careless label would copy from a request: an email, a phone number and a name.
+PLANTED = ("jane.canary@example.org", "+15555550147", "Canaryname")
+
+
+@pytest.fixture
+def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("HUB_DATABASE_URL", sqlite_url)
+    reset_settings_cache()
+    app = create_app(Settings(database_url=sqlite_url), start_relay=False)
+    with TestClient(app) as test_client:
+        yield test_client
+    reset_settings_cache()
+
+
+def scrape(client: TestClient) -> dict[str, list]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    families = text_string_to_metric_families(response.text)
+    return {family.name: family.samples for family in families}
+
+
+def test_metrics_parse_with_prometheus_parser(client: TestClient) -> None:
+    client.get("/healthz")
+    families = scrape(client)
+
+    assert "hub_http_requests" in families
+    assert "hub_http_request_seconds" in families
+    assert "hub_worker_queue_depth" in families
+    assert "hub_outbox_pending" in families
+
+
+def test_metrics_collectors_report_up(client: TestClient) -> None:
+    families = scrape(client)
+    up = {s.labels["collector"]: s.value for s in families["hub_scrape_collector_up"]}
+
+    assert up["outbox"] == 1.0
+    assert up["broker_queues"] == 1.0
+
+
+def test_metrics_queue_depth_per_queue(client: TestClient) -> None:
+    families = scrape(client)
+    queues = {s.labels["queue"] for s in families["hub_worker_queue_depth"]}
+
+    assert queues == {"intake", "alerts.urgent", "alerts.bulk", "notify", "overflow", "maintenance"}
+
+
+def test_metrics_labels_carry_no_personal_data(client: TestClient) -> None:
+    email, phone, name = PLANTED
+    client.get(f"/open311/v2/requests/{email}.json")
+    client.get("/healthz", params={"email": email, "phone": phone, "name": name})
+    client.post(
+        "/open311/v2/requests.json",
+        data={"email": email, "phone": phone, "first_name": name, "description": name},
+    )
+    client.get(f"/api/v1/{phone}", headers={"x-request-id": name})
+
+    families = scrape(client)
+    label_values = [
+        value for samples in families.values() for s in samples for value in s.labels.values()
+    ]
+    assert label_values, "the scrape returned no labelled samples"
+    for planted in PLANTED:
+        assert not [v for v in label_values if planted.lower() in v.lower()], planted
