@@ -1,0 +1,189 @@
+"""Eligibility checks of partner centers for a contact, as pure functions over snapshots.
+
+Each check returns the reason a partner is excluded, or None, so the routing decision can
+record why every other center was passed over. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from hub.core.clock import as_utc
+
+
+class CenterState(StrEnum):
+    ACTIVE = "active"
+    OVERLOADED = "overloaded"
+    FULL = "full"
+    STANDBY = "standby"
+    UNREACHABLE = "unreachable"
+
+
+# A partner in one of these states takes no new contacts. Standby centers are staffed on call
+# and do take overflow, which is what they are on standby for.
+BLOCKED_STATES = frozenset({CenterState.OVERLOADED, CenterState.FULL, CenterState.UNREACHABLE})
+
+CHANNELS = ("call", "chat", "web", "sms")
+
+
+@dataclass(frozen=True)
+class Hours:
+    """Opening hours in a center's local time. `close` before `open` spans midnight.
+
+    `open == close` means open around the clock on the listed weekdays (0 is Monday).
+    """
+
+    open: time = time(0, 0)
+    close: time = time(0, 0)
+    weekdays: frozenset[int] = frozenset(range(7))
+
+    def is_open(self, local: datetime) -> bool:
+        now = local.time().replace(tzinfo=None)
+        day = local.weekday()
+        if self.open == self.close:
+            return day in self.weekdays
+        if self.open < self.close:
+            return day in self.weekdays and self.open <= now < self.close
+        # Overnight: the evening part belongs to today, the morning part to yesterday's shift.
+        if now >= self.open:
+            return day in self.weekdays
+        return now < self.close and (day - 1) % 7 in self.weekdays
+
+
+ALWAYS_OPEN = Hours()
+
+
+@dataclass(frozen=True)
+class AgreementTerms:
+    """The terms under which one partner center takes contacts of one tenant."""
+
+    id: str
+    tenant_id: str
+    center_id: str
+    # Empty means any service group, channel or language the center itself supports.
+    service_groups: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
+    languages: frozenset[str] = frozenset()
+    # Largest share of the partner's staffed agents this tenant's open contacts may occupy.
+    share_cap: float = 0.5
+    hours: Hours | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    active: bool = True
+    data_level: str = "minimal"
+    # Multiplier on the partner's expected wait when ranking; above 1 makes it a later choice.
+    cost_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class CenterSnapshot:
+    """A center's configuration and live figures at one moment."""
+
+    id: str
+    tenant_id: str | None
+    timezone: str = "UTC"
+    skills: frozenset[str] = frozenset()
+    languages: frozenset[str] = frozenset()
+    hours: Hours = ALWAYS_OPEN
+    state: CenterState = CenterState.ACTIVE
+    agents: int = 0
+    expected_wait: float = 0.0
+    # Open (waiting or in progress) contacts at this center, per owning tenant.
+    open_by_tenant: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContactTraits:
+    tenant_id: str
+    channel: str
+    language: str
+    service_group: str
+
+
+def primary_language(tag: str) -> str:
+    """Return the primary subtag of a BCP 47 tag, lower-cased (`es-US` -> `es`)."""
+    return tag.split("-", 1)[0].strip().lower()
+
+
+def _speaks(languages: Iterable[str], tag: str) -> bool:
+    wanted = primary_language(tag)
+    return any(primary_language(lang) == wanted for lang in languages)
+
+
+def exclusion_reason(
+    terms: AgreementTerms,
+    center: CenterSnapshot,
+    contact: ContactTraits,
+    now: datetime,
+) -> str | None:
+    """Return why `center` may not take `contact` under `terms`, or None when it may."""
+    now = as_utc(now)
+    if terms.tenant_id != contact.tenant_id or terms.center_id != center.id:
+        return "no_agreement"
+    if not terms.active:
+        return "agreement_inactive"
+    if terms.valid_from is not None and now < as_utc(terms.valid_from):
+        return "agreement_not_started"
+    if terms.valid_until is not None and now >= as_utc(terms.valid_until):
+        return "agreement_expired"
+    if terms.channels and contact.channel not in terms.channels:
+        return "channel"
+    if contact.service_group not in center.skills:
+        return "skill"
+    if terms.service_groups and contact.service_group not in terms.service_groups:
+        return "skill"
+    if not _speaks(center.languages, contact.language):
+        return "language"
+    if terms.languages and not _speaks(terms.languages, contact.language):
+        return "language"
+
+    local = now.astimezone(ZoneInfo(center.timezone))
+    if not center.hours.is_open(local):
+        return "hours"
+    if terms.hours is not None and not terms.hours.is_open(local):
+        return "hours"
+
+    if center.state in BLOCKED_STATES:
+        return f"state_{center.state.value}"
+    cap = int(terms.share_cap * center.agents)
+    if center.open_by_tenant.get(contact.tenant_id, 0) >= cap:
+        return "share_cap"
+    return None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    center: CenterSnapshot
+    terms: AgreementTerms
+
+    @property
+    def score(self) -> float:
+        # One second is added so a cost weight still separates partners that have no wait.
+        return (self.center.expected_wait + 1.0) * self.terms.cost_weight
+
+
+def eligible_partners(
+    contact: ContactTraits,
+    agreements: Iterable[AgreementTerms],
+    centers: Mapping[str, CenterSnapshot],
+    now: datetime,
+) -> tuple[list[Candidate], dict[str, str]]:
+    """Return eligible partners ranked best first, and the exclusion reason per other center."""
+    eligible: list[Candidate] = []
+    excluded: dict[str, str] = {}
+    for terms in agreements:
+        center = centers.get(terms.center_id)
+        if center is None:
+            excluded[terms.center_id] = "center_unknown"
+            continue
+        reason = exclusion_reason(terms, center, contact, now)
+        if reason is None:
+            eligible.append(Candidate(center, terms))
+        else:
+            excluded[center.id] = reason
+    eligible.sort(key=lambda c: (c.score, c.center.id))
+    return eligible, excluded
