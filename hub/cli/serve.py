@@ -26,18 +26,34 @@ from hub.core.tasks import ALL_QUEUES
 log = structlog.get_logger(__name__)
 
 
-def _start_embedded_worker() -> subprocess.Popen[bytes]:
+def start_worker_process(
+    *, concurrency: int = 2, pool: str = "threads", env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `hub worker` as a child process (the embedded default's worker, and the demo's)."""
     command = [
         sys.executable,
         "-m",
         "hub.cli.main",
         "worker",
         "--concurrency",
-        "2",
+        str(concurrency),
         "--pool",
-        "threads",
+        pool,
     ]
-    return subprocess.Popen(command, env=os.environ.copy())
+    return subprocess.Popen(command, env={**os.environ, **(env or {})})
+
+
+def stop_process(child: subprocess.Popen[bytes], *, timeout: float = 30) -> None:
+    """Ask a child to finish its running work (SIGTERM), and kill it after `timeout` seconds."""
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("child_killed_after_timeout", pid=child.pid, timeout_seconds=timeout)
+        child.kill()
+        child.wait()
 
 
 def serve(
@@ -60,7 +76,7 @@ def serve(
         upgrade()
 
     start_worker = settings.is_embedded if worker is None else worker
-    child = _start_embedded_worker() if start_worker else None
+    child = start_worker_process() if start_worker else None
     log.info(
         "serve_starting",
         host=host,
@@ -81,11 +97,7 @@ def serve(
         )
     finally:
         if child is not None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            stop_process(child)
         log.info("serve_stopped")
 
 
@@ -101,14 +113,24 @@ def worker(
         max=65535,
         help="Serve this worker's Prometheus metrics on 127.0.0.1 at this TCP port; 0: off.",
     ),
+    schedule: bool = typer.Option(
+        True,
+        "--schedule/--no-schedule",
+        help="Also enqueue periodic tasks (SLA check, delivery sweep) when they are due.",
+    ),
 ) -> None:
-    """Run a Celery worker on the configured broker."""
+    """Run a Celery worker on the configured broker.
+
+    SIGTERM is a warm shutdown: the worker stops taking messages, finishes the tasks it is
+    running and acknowledges them; messages it had not started go back to the queue.
+    """
     settings = get_settings()
     ensure_multiprocess_metrics(settings, "worker")
 
     from hub.api.runtime import celery_publisher
     from hub.core.outbox import OutboxRelay
     from hub.worker.app import celery_app
+    from hub.worker.schedule import Scheduler
 
     configure_logging(settings)
     with cli_errors():
@@ -124,6 +146,9 @@ def worker(
             poll_seconds=settings.outbox_poll_seconds,
         )
         outbox_relay.start()
+    scheduler = Scheduler() if schedule else None
+    if scheduler is not None:
+        scheduler.start()
     try:
         celery_app.worker_main(
             [
@@ -142,5 +167,7 @@ def worker(
             ]
         )
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         if outbox_relay is not None:
             outbox_relay.stop()

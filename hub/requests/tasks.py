@@ -1,1 +1,73 @@
-"""Celery tasks of the request lifecycle (routing to agencies, SLA checks)."""
+"""Celery tasks of the request lifecycle: routing to agencies, SLA checks, delivery sweeps.
+
+Each task is a transaction boundary (`unit_of_work`); the functions it calls only flush. All
+three are idempotent: routing takes only due, unsent deliveries; the SLA check skips requests
+already marked; the sweep only enqueues more idempotent routing.
+"""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy import select
+
+from hub.core.db import unit_of_work
+from hub.core.tasks import QUEUE_INTAKE, QUEUE_MAINTENANCE, hub_task
+from hub.core.tenancy import SystemContext, TenantContext
+from hub.requests import routing, sla, webhook
+from hub.requests.metrics import DELIVERY_LATENCY
+from tenants.models import Tenant
+
+log = structlog.get_logger(__name__)
+
+CHECK_SLA_TASK = "hub.requests.check_sla"
+SWEEP_TASK = "hub.requests.sweep_deliveries"
+WORKER_ACTOR = "worker:routing"
+
+
+@hub_task(routing.ROUTE_TASK, queue=QUEUE_INTAKE)
+def route(request_id: str, *, tenant_id: str) -> dict[str, int]:
+    """Send the request to every destination agency that has not received it yet."""
+    ctx = TenantContext(tenant_id=tenant_id, actor=WORKER_ACTOR)
+    with unit_of_work(ctx) as session:
+        claims = routing.claim_deliveries(session, ctx, request_id)
+
+    outcomes: dict[str, int] = {}
+    for claim in claims:
+        with DELIVERY_LATENCY.labels(tenant=tenant_id).time():
+            result = webhook.post(
+                claim.url,
+                claim.body,
+                secret=claim.secret,
+                delivery_id=f"{tenant_id}:{claim.delivery_id}",
+            )
+        with unit_of_work(ctx) as session:
+            outcome = routing.record_outcome(session, ctx, claim, result)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    log.info("request_routed", request_id=request_id, claimed=len(claims), **outcomes)
+    return outcomes
+
+
+@hub_task(CHECK_SLA_TASK, queue=QUEUE_MAINTENANCE, requires_tenant=False)
+def check_sla() -> int:
+    """Mark SLA breaches for every active tenant, one transaction per tenant."""
+    with unit_of_work(SystemContext("sla check: list tenants"), write=False) as session:
+        tenant_ids = session.scalars(select(Tenant.id).where(Tenant.status == "active")).all()
+
+    breached = 0
+    for tenant_id in tenant_ids:
+        ctx = TenantContext(tenant_id=tenant_id, actor=sla.ESCALATION_ACTOR)
+        with unit_of_work(ctx) as session:
+            breached += len(sla.mark_breaches(session, ctx))
+    log.info("sla_checked", tenants=len(tenant_ids), breached=breached)
+    return breached
+
+
+@hub_task(SWEEP_TASK, queue=QUEUE_MAINTENANCE, requires_tenant=False)
+def sweep_deliveries() -> int:
+    """Re-enqueue routing for deliveries left overdue by a dead worker or a lost message."""
+    with unit_of_work(SystemContext("delivery sweep")) as session:
+        pairs = routing.overdue_requests(session)
+        routing.requeue(session, pairs)
+    if pairs:
+        log.warning("deliveries_requeued", requests=len(pairs))
+    return len(pairs)

@@ -1,0 +1,348 @@
+"""Routing of service requests to agency back offices, one delivery row per destination.
+
+A delivery moves through `pending` -> `sent`, or `failed` (waiting for a retry) -> `sent`, or to
+`dead` after a permanent error or `MAX_ATTEMPTS` transient ones. Each destination has its own row,
+so a failing agency never holds back or marks the others.
+
+Sending happens outside any database transaction, in three steps run by the task:
+
+1. `claim_deliveries` (one transaction): take the due rows of the request, count the attempt and
+   set `next_attempt_at` to a lease, so a second worker that gets the same message skips them;
+   build the signed payload by decrypting through `privacy.access.decrypt_fields`.
+2. `webhook.post` for each claim, with no transaction open.
+3. `record_outcome` (one transaction per claim): mark the row sent, or schedule the retry through
+   the outbox, guarded by the attempt number so a late writer cannot overwrite a newer attempt.
+
+A worker that dies between steps 1 and 3 leaves a lease that expires; `sweep_overdue` re-enqueues
+such rows. The payload carries no state, so nothing decrypted is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from hub.core.clock import isoformat, utcnow
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_INTAKE
+from hub.core.tenancy import TenantContext
+from hub.requests.metrics import DELIVERY_ATTEMPTS
+from hub.requests.models import Delivery, ServiceRequest, StatusEvent
+from hub.requests.webhook import SendResult
+from tenants.models import Agency, Tenant
+
+log = structlog.get_logger(__name__)
+
+ROUTE_TASK = "hub.requests.route"
+DECRYPT_PURPOSE = "agency_delivery"
+# Seconds a claimed delivery stays reserved for the worker sending it. Well above the webhook's
+# connect plus read timeout, so a slow but live POST is never sent twice by a second worker.
+LEASE_SECONDS = 60
+MAX_ATTEMPTS = 8
+# Backoff before retry n (1-based) is drawn from [b/2, b] with b = BASE * 2**(n-1), capped.
+BACKOFF_BASE_SECONDS = 5.0
+BACKOFF_MAX_SECONDS = 3600.0
+# A due delivery not picked up this long after its time is re-enqueued by the sweep.
+SWEEP_GRACE_SECONDS = 300
+
+# Encrypted columns of a request and the payload field each one fills.
+_ENCRYPTED_FIELDS = {
+    "description_enc": "description",
+    "address_enc": "address",
+    "location_enc": "location",
+    "first_name_enc": "first_name",
+    "last_name_enc": "last_name",
+    "email_enc": "email",
+    "phone_enc": "phone",
+    "media_url_enc": "media_url",
+    "attributes_enc": "attributes",
+}
+_RETRYABLE_STATES = ("pending", "failed")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One delivery reserved for one POST attempt."""
+
+    delivery_id: int
+    request_id: str
+    destination: str
+    attempt: int
+    url: str
+    secret: str
+    body: bytes
+
+
+def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
+    """Return the wait before retrying after failed attempt number `attempt` (1-based)."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def _is_due(now: datetime) -> Any:
+    return or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
+
+
+def claim_deliveries(
+    session: Session, ctx: TenantContext, request_id: str, *, now: datetime | None = None
+) -> list[Claim]:
+    """Reserve the request's due deliveries and build their signed bodies.
+
+    Destinations without a webhook URL or secret, or no longer in the catalog, are marked dead
+    here with the reason, because retrying cannot fix them.
+    """
+    now = now or utcnow()
+    rows = session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.request_id == request_id,
+            Delivery.state.in_(_RETRYABLE_STATES),
+            _is_due(now),
+        )
+        .order_by(Delivery.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return []
+
+    request = session.get(ServiceRequest, request_id)
+    if request is None:
+        return []
+    agencies = {
+        agency.code: agency
+        for agency in session.scalars(
+            select(Agency).where(Agency.code.in_([row.destination for row in rows]))
+        )
+    }
+    tenant = session.get(Tenant, ctx.tenant_id)
+    payload = _payload(session, ctx, request, tenant)
+
+    claims: list[Claim] = []
+    for row in rows:
+        agency = agencies.get(row.destination)
+        problem = _unroutable(agency)
+        if problem is not None:
+            _mark_dead(row, problem, ctx, now)
+            continue
+        assert agency is not None and agency.webhook_url and agency.webhook_secret
+        row.attempts += 1
+        row.next_attempt_at = now + timedelta(seconds=LEASE_SECONDS)
+        delivery_key = f"{ctx.tenant_id}:{row.id}"
+        body = json.dumps(
+            {**payload, "delivery_id": delivery_key, "agency_code": row.destination},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
+        claims.append(
+            Claim(
+                delivery_id=row.id,
+                request_id=request_id,
+                destination=row.destination,
+                attempt=row.attempts,
+                url=agency.webhook_url,
+                secret=agency.webhook_secret,
+                body=body,
+            )
+        )
+    session.flush()
+    return claims
+
+
+def _unroutable(agency: Agency | None) -> str | None:
+    if agency is None:
+        return "agency not in the tenant's catalog"
+    if not agency.webhook_url:
+        return "agency has no webhook URL"
+    if not agency.webhook_secret:
+        return "agency has no webhook secret"
+    return None
+
+
+def _mark_dead(row: Delivery, reason: str, ctx: TenantContext, now: datetime) -> None:
+    row.state = "dead"
+    row.last_error = reason
+    row.next_attempt_at = None
+    DELIVERY_ATTEMPTS.labels(tenant=ctx.tenant_id, outcome="dead").inc()
+    log.warning(
+        "delivery_dead",
+        delivery_id=row.id,
+        request_id=row.request_id,
+        agency=row.destination,
+        attempts=row.attempts,
+        error=reason,
+    )
+
+
+def _payload(
+    session: Session, ctx: TenantContext, request: ServiceRequest, tenant: Tenant | None
+) -> dict[str, Any]:
+    from privacy.access import decrypt_fields
+
+    blobs = {column: getattr(request, column) for column in _ENCRYPTED_FIELDS}
+    present = {column: blob for column, blob in blobs.items() if blob is not None}
+    plain: dict[str, str | None] = {}
+    if present:
+        plain = decrypt_fields(
+            session, ctx, "service_requests", request.id, present, purpose=DECRYPT_PURPOSE
+        )
+    fields = {name: plain.get(column) for column, name in _ENCRYPTED_FIELDS.items()}
+
+    lat, lon = _exact_location(fields.pop("location"), request)
+    return {
+        "tenant_id": ctx.tenant_id,
+        "jurisdiction_id": tenant.jurisdiction_id if tenant else None,
+        "service_request_id": request.id,
+        "service_code": request.service_code,
+        "status": request.status,
+        "requested_datetime": isoformat(request.requested_at),
+        "expected_datetime": isoformat(request.expected_at),
+        "lat": lat,
+        "long": lon,
+        "address_id": request.address_id,
+        "zipcode": request.zipcode,
+        "attributes": _json_or_text(fields.pop("attributes")),
+        **fields,
+    }
+
+
+def _exact_location(plain: str | None, request: ServiceRequest) -> tuple[Any, Any]:
+    """Return the exact point: the encrypted one of a location-sensitive request when present
+    (stored as `lat,long` or a JSON object), else the public coordinates."""
+    if plain:
+        try:
+            value = json.loads(plain)
+        except ValueError:
+            value = plain
+        if isinstance(value, dict):
+            return value.get("lat"), value.get("long", value.get("lon"))
+        if isinstance(value, list) and len(value) == 2:
+            return value[0], value[1]
+        if isinstance(value, str) and "," in value:
+            lat, lon = value.split(",", 1)
+            return float(lat), float(lon)
+    return request.lat, request.lon
+
+
+def _json_or_text(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def record_outcome(
+    session: Session,
+    ctx: TenantContext,
+    claim: Claim,
+    result: SendResult,
+    *,
+    now: datetime | None = None,
+) -> str:
+    """Store the outcome of one attempt; return `sent`, `retry`, `dead` or `stale`.
+
+    `stale` means another worker has claimed the row since (this worker's lease ran out), so
+    this attempt's outcome is dropped rather than overwriting the newer one.
+    """
+    now = now or utcnow()
+    row = session.scalars(
+        select(Delivery).where(Delivery.id == claim.delivery_id).with_for_update()
+    ).one_or_none()
+    if row is None or row.attempts != claim.attempt or row.state not in _RETRYABLE_STATES:
+        log.info("delivery_outcome_stale", delivery_id=claim.delivery_id, attempt=claim.attempt)
+        return "stale"
+
+    if result.ok:
+        row.state = "sent"
+        row.sent_at = now
+        row.next_attempt_at = None
+        row.last_error = None
+        _acknowledge(session, ctx, claim, now)
+        DELIVERY_ATTEMPTS.labels(tenant=ctx.tenant_id, outcome="sent").inc()
+        log.info("delivery_sent", delivery_id=row.id, agency=row.destination, attempts=row.attempts)
+        return "sent"
+
+    if not result.transient or row.attempts >= MAX_ATTEMPTS:
+        _mark_dead(row, result.error or "failed", ctx, now)
+        return "dead"
+
+    delay = backoff_seconds(row.attempts)
+    if result.retry_after is not None:
+        delay = max(delay, result.retry_after)
+    row.state = "failed"
+    row.last_error = result.error
+    row.next_attempt_at = now + timedelta(seconds=delay)
+    enqueue(
+        session,
+        ROUTE_TASK,
+        queue=QUEUE_INTAKE,
+        tenant_id=ctx.tenant_id,
+        delay_seconds=delay,
+        request_id=claim.request_id,
+    )
+    DELIVERY_ATTEMPTS.labels(tenant=ctx.tenant_id, outcome="retry").inc()
+    log.warning(
+        "delivery_retry_scheduled",
+        delivery_id=row.id,
+        agency=row.destination,
+        attempts=row.attempts,
+        error=result.error,
+        delay_seconds=round(delay, 1),
+    )
+    return "retry"
+
+
+def _acknowledge(session: Session, ctx: TenantContext, claim: Claim, now: datetime) -> None:
+    """Move a submitted request to `acknowledged` once its first destination has it."""
+    request = session.scalars(
+        select(ServiceRequest).where(ServiceRequest.id == claim.request_id).with_for_update()
+    ).one_or_none()
+    if request is None or request.status != "submitted":
+        return
+    request.status = "acknowledged"
+    request.updated_at = now
+    session.add(
+        StatusEvent(
+            tenant_id=ctx.tenant_id,
+            request_id=request.id,
+            at=now,
+            status="acknowledged",
+            actor=f"agency:{claim.destination}",
+            channel="webhook",
+        )
+    )
+
+
+def overdue_requests(
+    session: Session, *, now: datetime | None = None, limit: int = 500
+) -> list[tuple[str, str]]:
+    """Return (tenant_id, request_id) pairs with a due delivery nobody has picked up for
+    `SWEEP_GRACE_SECONDS`: a lease left by a dead worker, or a lost retry message."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=SWEEP_GRACE_SECONDS)
+    rows = session.execute(
+        select(Delivery.tenant_id, Delivery.request_id)
+        .where(
+            Delivery.state.in_(_RETRYABLE_STATES),
+            or_(
+                Delivery.next_attempt_at <= cutoff,
+                Delivery.next_attempt_at.is_(None) & (Delivery.created_at <= cutoff),
+            ),
+        )
+        .distinct()
+        .limit(limit)
+    ).all()
+    return [(tenant_id, request_id) for tenant_id, request_id in rows]
+
+
+def requeue(session: Session, pairs: list[tuple[str, str]]) -> None:
+    for tenant_id, request_id in pairs:
+        enqueue(session, ROUTE_TASK, queue=QUEUE_INTAKE, tenant_id=tenant_id, request_id=request_id)

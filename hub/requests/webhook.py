@@ -1,0 +1,106 @@
+"""Outbound HTTP webhooks to agency back offices: signing, sending, classifying failures.
+
+The receiver authenticates the hub by recomputing `X-Hub-Signature-256` (HMAC-SHA256 of the raw
+body under the agency's shared secret, as `sha256=<hex>`) and drops repeats by
+`X-Hub-Delivery-Id`, because delivery is at least once: a worker that dies after the POST and
+before recording it sends the same delivery again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from dataclasses import dataclass
+
+import httpx
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+DELIVERY_HEADER = "X-Hub-Delivery-Id"
+# Connect and read timeouts in seconds. A lease on the delivery row (routing.LEASE_SECONDS)
+# must stay well above their sum so that no second worker claims a POST still in flight.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
+# Longest Retry-After, in seconds, that the sender honours before falling back to backoff.
+MAX_RETRY_AFTER = 3600.0
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """Outcome of one POST. `error` holds no response body, only a status or an error class."""
+
+    ok: bool
+    transient: bool
+    error: str | None = None
+    retry_after: float | None = None
+
+
+def sign(secret: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify(secret: str, body: bytes, header: str | None) -> bool:
+    """Check a signature header in constant time (used by receivers and tests)."""
+    if not header:
+        return False
+    return hmac.compare_digest(sign(secret, body), header)
+
+
+_clients: dict[int, httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _client() -> httpx.Client:
+    # One pooled client per process: a client inherited through fork shares its sockets with
+    # the parent, so a forked worker child builds its own.
+    pid = os.getpid()
+    with _clients_lock:
+        client = _clients.get(pid)
+        if client is None:
+            client = httpx.Client(
+                timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            )
+            _clients[pid] = client
+        return client
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def post(url: str, body: bytes, *, secret: str, delivery_id: str) -> SendResult:
+    """POST `body` to `url`, signed, and classify the outcome.
+
+    Transient, so retried with backoff: connection errors, timeouts and other transport errors,
+    HTTP 5xx and 429. Any other non-2xx status (including redirects, which are not followed) is
+    permanent, because sending the same body again cannot succeed.
+    """
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        SIGNATURE_HEADER: sign(secret, body),
+        DELIVERY_HEADER: delivery_id,
+        "User-Agent": "regional-311-hub",
+    }
+    try:
+        response = _client().post(url, content=body, headers=headers)
+    except httpx.TransportError as exc:
+        return SendResult(ok=False, transient=True, error=type(exc).__name__)
+
+    status = response.status_code
+    response.close()
+    if 200 <= status < 300:
+        return SendResult(ok=True, transient=False)
+    if status == 429 or status >= 500:
+        return SendResult(
+            ok=False, transient=True, error=f"HTTP {status}", retry_after=_retry_after(response)
+        )
+    return SendResult(ok=False, transient=False, error=f"HTTP {status}")
