@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -30,28 +30,31 @@ BLOCKED_STATES = frozenset({CenterState.OVERLOADED, CenterState.FULL, CenterStat
 CHANNELS = ("call", "chat", "web", "sms")
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DAY = 24 * 60
+
+
 @dataclass(frozen=True)
 class Hours:
-    """Opening hours in a center's local time. `close` before `open` spans midnight.
+    """Weekly opening hours in a center's local time.
 
-    `open == close` means open around the clock on the listed weekdays (0 is Monday).
+    `ranges[d]` lists (start, end) in minutes after midnight on weekday `d` (0 is Monday),
+    with the end up to 1440. A night shift is two ranges: to 1440 on one day, from 0 the next.
     """
 
-    open: time = time(0, 0)
-    close: time = time(0, 0)
-    weekdays: frozenset[int] = frozenset(range(7))
+    ranges: tuple[tuple[tuple[int, int], ...], ...] = tuple(((0, _DAY),) for _ in range(7))
+
+    @classmethod
+    def from_weekly(cls, weekly: Mapping[str, Iterable[tuple[int, int]]]) -> Hours:
+        """Build from weekday names (`monday`...) to (start, end) minute ranges."""
+        unknown = set(weekly) - set(WEEKDAYS)
+        if unknown:
+            raise ValueError(f"unknown weekday {sorted(unknown)[0]!r}; use {', '.join(WEEKDAYS)}")
+        return cls(tuple(tuple(weekly.get(day, ())) for day in WEEKDAYS))
 
     def is_open(self, local: datetime) -> bool:
-        now = local.time().replace(tzinfo=None)
-        day = local.weekday()
-        if self.open == self.close:
-            return day in self.weekdays
-        if self.open < self.close:
-            return day in self.weekdays and self.open <= now < self.close
-        # Overnight: the evening part belongs to today, the morning part to yesterday's shift.
-        if now >= self.open:
-            return day in self.weekdays
-        return now < self.close and (day - 1) % 7 in self.weekdays
+        minute = local.hour * 60 + local.minute
+        return any(start <= minute < end for start, end in self.ranges[local.weekday()])
 
 
 ALWAYS_OPEN = Hours()

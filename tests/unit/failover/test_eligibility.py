@@ -1,9 +1,10 @@
 from dataclasses import replace
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 
 import pytest
 
 from failover.eligibility import (
+    WEEKDAYS,
     AgreementTerms,
     CenterSnapshot,
     CenterState,
@@ -25,7 +26,7 @@ CENTER = CenterSnapshot(
     timezone="America/New_York",
     skills=frozenset({"streets", "sanitation"}),
     languages=frozenset({"en", "es"}),
-    hours=Hours(time(8, 0), time(20, 0), frozenset(range(5))),
+    hours=Hours.from_weekly({day: [(8 * 60, 20 * 60)] for day in WEEKDAYS[:5]}),
     state=CenterState.ACTIVE,
     agents=20,
     expected_wait=15.0,
@@ -48,7 +49,13 @@ def test_eligible_baseline():
         (TERMS, CENTER, CONTACT, datetime(2026, 3, 11, 6, 0, tzinfo=UTC), "hours"),
         # Saturday.
         (TERMS, CENTER, CONTACT, datetime(2026, 3, 14, 15, 0, tzinfo=UTC), "hours"),
-        (replace(TERMS, hours=Hours(time(12, 0), time(13, 0))), CENTER, CONTACT, NOW, "hours"),
+        (
+            replace(TERMS, hours=Hours.from_weekly({"wednesday": [(12 * 60, 13 * 60)]})),
+            CENTER,
+            CONTACT,
+            NOW,
+            "hours",
+        ),
         (TERMS, replace(CENTER, open_by_tenant={"springfield": 10}), CONTACT, NOW, "share_cap"),
         (TERMS, replace(CENTER, state=CenterState.OVERLOADED), CONTACT, NOW, "state_overloaded"),
         (TERMS, replace(CENTER, state=CenterState.FULL), CONTACT, NOW, "state_full"),
@@ -104,7 +111,8 @@ def test_share_cap_just_under_limit():
 
 
 def test_overnight_hours():
-    hours = Hours(time(22, 0), time(6, 0), frozenset({0}))  # Monday night shift
+    # Monday night shift, 22:00 to 06:00.
+    hours = Hours.from_weekly({"monday": [(22 * 60, 1440)], "tuesday": [(0, 6 * 60)]})
     assert hours.is_open(datetime(2026, 3, 9, 23, 0)) is True  # Monday 23:00
     assert hours.is_open(datetime(2026, 3, 10, 5, 0)) is True  # Tuesday 05:00
     assert hours.is_open(datetime(2026, 3, 10, 23, 0)) is False  # Tuesday 23:00
@@ -172,3 +180,8 @@ def test_decide_home_when_no_partner_eligible():
     assert decision.target == HOME
     assert decision.reason == "disaster_no_partner"
     assert decision.excluded == {"partner-a": "state_full"}
+
+
+def test_unknown_weekday_rejected():
+    with pytest.raises(ValueError, match="unknown weekday 'funday'"):
+        Hours.from_weekly({"funday": [(0, 60)]})

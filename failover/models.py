@@ -1,0 +1,157 @@
+"""Contact centers, overflow agreements, contacts, live center state and overflow switches.
+
+Centers are not tenant-owned: an independent partner center serves several tenants. Agreements,
+contacts and switches belong to the tenant whose residents are served. Contact personal data is
+stored only as ciphertext from `privacy.fields`, bound to the contact's row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hub.core.clock import utcnow
+from hub.core.db import Base
+from hub.core.tenancy import TenantOwned
+
+CONTACT_STATES = ("waiting", "claimed", "completed", "abandoned")
+OPEN_STATES = ("waiting", "claimed")
+CONTACTS_TABLE = "overflow_contacts"
+
+
+class ContactCenter(Base):
+    """A contact center: a tenant's own (from its manifest) or an independent partner."""
+
+    __tablename__ = "overflow_centers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # The tenant that runs the center, or None for an independent partner.
+    owner_tenant_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    timezone: Mapped[str] = mapped_column(String(64))
+    agents: Mapped[int] = mapped_column(Integer)
+    skills: Mapped[list[str]] = mapped_column(JSON)
+    languages: Mapped[list[str]] = mapped_column(JSON)
+    # Weekday name -> list of [start, end] minutes after local midnight.
+    hours: Mapped[dict[str, Any]] = mapped_column(JSON)
+    average_handle_seconds: Mapped[float] = mapped_column(Float, default=240.0)
+    # Waiting contacts at which the center counts as Full and takes no overflow.
+    max_waiting: Mapped[int] = mapped_column(Integer, default=200)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CenterHeartbeat(Base):
+    """The last heartbeat a center sent: its staffing now, and whether it is on standby."""
+
+    __tablename__ = "overflow_heartbeats"
+
+    center_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("overflow_centers.id", ondelete="CASCADE"), primary_key=True
+    )
+    at: Mapped[datetime] = mapped_column()
+    agents_staffed: Mapped[int] = mapped_column(Integer)
+    agents_available: Mapped[int] = mapped_column(Integer)
+    standby: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Agreement(TenantOwned, Base):
+    """The terms under which a partner center takes the tenant's contacts."""
+
+    __tablename__ = "overflow_agreements"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    center_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("overflow_centers.id", ondelete="CASCADE")
+    )
+    service_groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    channels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    languages: Mapped[list[str]] = mapped_column(JSON, default=list)
+    share_cap: Mapped[float] = mapped_column(Float, default=0.5)
+    # Weekday name -> list of [start, end] minutes in the partner's time zone; None: its hours.
+    hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    valid_from: Mapped[datetime | None] = mapped_column()
+    valid_until: Mapped[datetime | None] = mapped_column()
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    data_level: Mapped[str] = mapped_column(String(16), default="minimal")
+    cost_weight: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "center_id", name="uq_overflow_agreements_center"),
+    )
+
+
+class Contact(TenantOwned, Base):
+    """One call, chat, web or SMS contact of a tenant's resident, and where it was routed."""
+
+    __tablename__ = CONTACTS_TABLE
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # The telephony or chat system's id, so a repeated POST returns the first decision.
+    external_id: Mapped[str | None] = mapped_column(String(120))
+    channel: Mapped[str] = mapped_column(String(8))
+    language: Mapped[str] = mapped_column(String(16))
+    service_group: Mapped[str] = mapped_column(String(120))
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    home_center_id: Mapped[str | None] = mapped_column(String(64))
+    center_id: Mapped[str | None] = mapped_column(String(64))
+    decision_id: Mapped[str] = mapped_column(String(36))
+    decision_reason: Mapped[str] = mapped_column(String(32))
+    agreement_id: Mapped[str | None] = mapped_column(String(64))
+    data_level: Mapped[str] = mapped_column(String(16), default="full")
+    arrived_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    # The service request this contact is about, and the outcome an agent recorded.
+    request_id: Mapped[str | None] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+
+    caller_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    address_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    summary_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    dek_version: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_overflow_contacts_tenant_center_state", "tenant_id", "center_id", "state"),
+        Index("ix_overflow_contacts_tenant_arrived", "tenant_id", "arrived_at"),
+        UniqueConstraint("tenant_id", "external_id", name="uq_overflow_contacts_external"),
+    )
+
+
+class OverflowSwitch(TenantOwned, Base):
+    """A tenant's overflow and disaster switches, with the surge detector's running timers.
+
+    The timers live in the row so every API process continues the same hold period.
+    """
+
+    __tablename__ = "overflow_switches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    overflow_on: Mapped[bool] = mapped_column(Boolean, default=False)
+    disaster: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Seconds since the epoch at which the current run above high / below low began.
+    above_since: Mapped[float | None] = mapped_column(Float)
+    below_since: Mapped[float | None] = mapped_column(Float)
+    expected_wait: Mapped[float] = mapped_column(Float, default=0.0)
+    changed_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("tenant_id", name="uq_overflow_switches_tenant"),)
