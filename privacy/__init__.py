@@ -1,1 +1,5 @@
-"""privacy"""
+"""Per-tenant key hierarchy, field encryption, blind indexes, the audit log and privacy evidence.
+
+Features encrypt with `privacy.fields.FieldCipher`, decrypt only through `privacy.access`, find
+callers with `privacy.blind_index.blind_index` and record evidence with `privacy.audit.audit`.
+"""

@@ -1,0 +1,398 @@
+"""The key hierarchy: root key (KeyProvider) -> per-tenant KEK -> DEKs, index and audit keys.
+
+The root key never leaves its provider; it wraps each tenant's KEK. The KEK wraps the tenant's
+versioned data keys. Each wrap is AES-256-GCM with a random 96-bit nonce and associated data
+that names the key's kind, tenant and version (and the KEK version for keys under a KEK), so a
+wrapped key copied to another tenant or version fails to unwrap. Random nonces are safe here
+because a wrapping key wraps at most a few thousand keys in its life.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import stat
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.core.clock import utcnow
+from hub.core.errors import ConfigurationError, HubError, NotFound
+from hub.core.settings import Settings, get_settings
+from privacy.encoding import length_prefixed
+from privacy.models import KEY_KINDS, KIND_AUDIT, KIND_DEK, KIND_INDEX, KIND_KEK, TenantKey
+
+log = structlog.get_logger(__name__)
+
+KEY_BYTES = 32
+_NONCE_BYTES = 12
+_HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
+_PLACEHOLDER_WORDS = ("change", "placeholder", "example", "secret", "dummy", "xxxx")
+
+
+class KeyUnwrapFailed(HubError):
+    """A wrapped key failed authentication: wrong root key, or key material was altered."""
+
+    status = 500
+    code = "key_unwrap_failed"
+
+
+class KeyProvider(ABC):
+    """Holder of the root key. Vault Transit or a cloud KMS fit behind the same three calls."""
+
+    @property
+    @abstractmethod
+    def key_id(self) -> str:
+        """Identifier of the current root key, stored beside each KEK it wraps."""
+
+    @abstractmethod
+    def wrap(self, key: bytes, associated_data: bytes) -> bytes:
+        """Encrypt `key` under the current root key, bound to `associated_data`."""
+
+    @abstractmethod
+    def unwrap(self, blob: bytes, associated_data: bytes, *, key_id: str) -> bytes:
+        """Decrypt a blob made by `wrap` under the root key named `key_id`."""
+
+    @abstractmethod
+    def derive(self, purpose: str) -> bytes:
+        """Return a 32-byte hub-wide secret for `purpose` (audit signing, hub-wide HMACs)."""
+
+
+def _aes_wrap(wrapping_key: bytes, key: bytes, associated_data: bytes) -> bytes:
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + AESGCM(wrapping_key).encrypt(nonce, key, associated_data)
+
+
+def _aes_unwrap(wrapping_key: bytes, blob: bytes, associated_data: bytes) -> bytes:
+    try:
+        return AESGCM(wrapping_key).decrypt(
+            blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], associated_data
+        )
+    except InvalidTag as exc:
+        raise KeyUnwrapFailed(
+            "a wrapped key failed authentication", code="key_unwrap_failed"
+        ) from exc
+
+
+def root_key_id(root_key: bytes) -> str:
+    """Fingerprint of a root key: the first 16 hex digits of SHA-256 over a label and the key."""
+    return hashlib.sha256(b"hub-root-key-id\x00" + root_key).hexdigest()[:16]
+
+
+def _looks_like_placeholder(raw: bytes, key: bytes) -> bool:
+    lowered = raw.lower()
+    if any(word.encode() in lowered for word in _PLACEHOLDER_WORDS):
+        return True
+    return len(set(key)) <= 2
+
+
+def parse_root_key(raw: bytes, path: Path) -> bytes:
+    """Read a root key file's bytes: 64 hex digits (optionally with a trailing newline)."""
+    text = raw.strip()
+    if not _HEX_KEY.match(text.decode("ascii", errors="replace")):
+        raise ConfigurationError(
+            f"root key file {path} is invalid: expected 64 hex digits (256 bits); "
+            f"write a new one with `hub privacy rotate-root` or "
+            f"`python -c 'import secrets; print(secrets.token_hex(32))' > {path}`"
+        )
+    return bytes.fromhex(text.decode("ascii"))
+
+
+def write_root_key(path: Path, key: bytes) -> None:
+    """Create `path` with mode 0600 holding `key` as hex; an existing file is never replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+
+
+def load_root_key(path: Path, *, production: bool) -> bytes:
+    """Read the root key at `path`, creating it outside production when it is missing.
+
+    In production a missing key, a key readable by group or others, and a placeholder value
+    all raise ConfigurationError naming the path and the fix.
+    """
+    if not path.exists():
+        if production:
+            raise ConfigurationError(
+                f"root key file {path} is missing; create it with "
+                f"`umask 077; python -c 'import secrets; print(secrets.token_hex(32))' > {path}` "
+                f"or point HUB_ROOT_KEY_FILE at your key"
+            )
+        try:
+            write_root_key(path, secrets.token_bytes(KEY_BYTES))
+            log.info("root_key_created", path=str(path))
+        except FileExistsError:
+            pass  # another process created it first; read theirs
+
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        if production:
+            raise ConfigurationError(
+                f"root key file {path} has mode {mode:o} and is readable by group or others; "
+                f"run `chmod 600 {path}`"
+            )
+        log.warning("root_key_permissions_too_open", path=str(path), mode=f"{mode:o}")
+
+    raw = path.read_bytes()
+    key = parse_root_key(raw, path)
+    if _looks_like_placeholder(raw, key):
+        if production:
+            raise ConfigurationError(
+                f"root key file {path} holds a placeholder value; replace it with 64 random "
+                f"hex digits from `python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
+        log.warning("root_key_placeholder", path=str(path))
+    return key
+
+
+class LocalKeyProvider(KeyProvider):
+    """The embedded default: a 256-bit root key in a file of mode 0600.
+
+    During root rotation the provider also holds the previous keys, so KEKs wrapped under any
+    of them still unwrap until they are re-wrapped.
+    """
+
+    def __init__(self, root_key: bytes, previous: dict[str, bytes] | None = None) -> None:
+        if len(root_key) != KEY_BYTES:
+            raise ConfigurationError("root key must be 32 bytes (256 bits)")
+        self._key = root_key
+        self._key_id = root_key_id(root_key)
+        self._keys = dict(previous or {})
+        self._keys[self._key_id] = root_key
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalKeyProvider:
+        path = settings.effective_root_key_file
+        key = load_root_key(path, production=settings.is_production)
+        previous = {}
+        # Root keys replaced by `hub privacy rotate-root` stay beside the current one as
+        # `<name>.<key id>.previous` until every KEK is re-wrapped.
+        for old in sorted(path.parent.glob(f"{path.name}.*.previous")):
+            old_key = parse_root_key(old.read_bytes(), old)
+            previous[root_key_id(old_key)] = old_key
+        return cls(key, previous)
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id
+
+    def wrap(self, key: bytes, associated_data: bytes) -> bytes:
+        return _aes_wrap(self._key, key, associated_data)
+
+    def unwrap(self, blob: bytes, associated_data: bytes, *, key_id: str) -> bytes:
+        root = self._keys.get(key_id)
+        if root is None:
+            raise KeyUnwrapFailed(
+                f"root key {key_id} is not available to this process; restore its file "
+                f"or finish root rotation",
+                code="root_key_missing",
+            )
+        return _aes_unwrap(root, blob, associated_data)
+
+    def derive(self, purpose: str) -> bytes:
+        return hmac.new(self._key, b"hub-derive\x00" + purpose.encode(), hashlib.sha256).digest()
+
+
+_providers: dict[str, KeyProvider] = {}
+_providers_lock = threading.Lock()
+
+
+def get_key_provider(settings: Settings | None = None) -> KeyProvider:
+    """Return the process-wide provider for the configured root key file."""
+    settings = settings or get_settings()
+    cache_key = str(settings.effective_root_key_file.resolve())
+    with _providers_lock:
+        provider = _providers.get(cache_key)
+        if provider is None:
+            provider = LocalKeyProvider.from_settings(settings)
+            _providers[cache_key] = provider
+        return provider
+
+
+def forget_key_provider() -> None:
+    """Drop cached providers and unwrapped keys (after root rotation, in tests)."""
+    with _providers_lock:
+        _providers.clear()
+    clear_key_cache()
+
+
+# Unwrapped keys cached per process, keyed by tenant, kind, version and a digest of the wrapped
+# bytes. Every use re-reads the wrapped rows from the database, so a shredded or re-wrapped key
+# is never served from this cache: its row, and therefore its cache key, is gone.
+_unwrapped: dict[tuple[str, str, int, bytes], bytes] = {}
+_unwrapped_lock = threading.Lock()
+_CACHE_LIMIT = 10_000
+
+
+def clear_key_cache(tenant_id: str | None = None) -> None:
+    with _unwrapped_lock:
+        if tenant_id is None:
+            _unwrapped.clear()
+            return
+        for cache_key in [k for k in _unwrapped if k[0] == tenant_id]:
+            del _unwrapped[cache_key]
+
+
+def kek_associated_data(tenant_id: str, version: int) -> bytes:
+    return length_prefixed("hub-kek-v1", tenant_id, version)
+
+
+def data_key_associated_data(kind: str, tenant_id: str, version: int, kek_version: int) -> bytes:
+    return length_prefixed("hub-key-v1", kind, tenant_id, version, kek_version)
+
+
+@dataclass
+class Keyring:
+    """A tenant's wrapped key rows, loaded in one query, unwrapping on demand."""
+
+    tenant_id: str
+    rows: dict[tuple[str, int], TenantKey] = field(default_factory=dict)
+    provider: KeyProvider | None = None
+
+    @classmethod
+    def load(cls, session: Session, tenant_id: str) -> Keyring:
+        rows = session.scalars(select(TenantKey).where(TenantKey.tenant_id == tenant_id)).all()
+        if not rows:
+            raise NotFound(
+                f"tenant {tenant_id} has no encryption keys; it was never onboarded or its "
+                f"keys were crypto-shredded",
+                code="tenant_keys_missing",
+            )
+        ring = cls(tenant_id=tenant_id, provider=get_key_provider())
+        for row in rows:
+            ring.rows[(row.kind, row.version)] = row
+        return ring
+
+    def versions(self, kind: str) -> list[int]:
+        return sorted(v for (k, v) in self.rows if k == kind)
+
+    def primary_version(self, kind: str) -> int:
+        active = [v for (k, v), row in self.rows.items() if k == kind and row.retired_at is None]
+        if not active:
+            raise NotFound(
+                f"tenant {self.tenant_id} has no active {kind} key; run "
+                f"`hub privacy rotate --tenant {self.tenant_id} --dek` to create one",
+                code="tenant_keys_missing",
+            )
+        return max(active)
+
+    def key(self, kind: str, version: int) -> bytes:
+        """Return the unwrapped key of `kind` at `version`; NotFound when it does not exist."""
+        row = self.rows.get((kind, version))
+        if row is None:
+            raise NotFound(
+                f"tenant {self.tenant_id} has no {kind} key version {version}",
+                code="key_version_missing",
+            )
+        cache_key = (self.tenant_id, kind, version, hashlib.sha256(row.wrapped).digest())
+        with _unwrapped_lock:
+            cached = _unwrapped.get(cache_key)
+        if cached is not None:
+            return cached
+
+        assert self.provider is not None
+        if kind == KIND_KEK:
+            key = self.provider.unwrap(
+                row.wrapped, kek_associated_data(self.tenant_id, version), key_id=row.wrapped_by
+            )
+        else:
+            kek_version = int(row.wrapped_by)
+            kek = self.key(KIND_KEK, kek_version)
+            key = _aes_unwrap(
+                kek,
+                row.wrapped,
+                data_key_associated_data(kind, self.tenant_id, version, kek_version),
+            )
+        with _unwrapped_lock:
+            if len(_unwrapped) >= _CACHE_LIMIT:
+                _unwrapped.clear()
+            _unwrapped[cache_key] = key
+        return key
+
+
+def _new_kek_row(provider: KeyProvider, tenant_id: str, version: int) -> TenantKey:
+    kek = secrets.token_bytes(KEY_BYTES)
+    return TenantKey(
+        tenant_id=tenant_id,
+        kind=KIND_KEK,
+        version=version,
+        wrapped_by=provider.key_id,
+        wrapped=provider.wrap(kek, kek_associated_data(tenant_id, version)),
+        created_at=utcnow(),
+    )
+
+
+def new_data_key_row(
+    ring: Keyring, kind: str, version: int, *, key: bytes | None = None
+) -> TenantKey:
+    """Build a row for a new (or given) key of `kind` at `version`, wrapped by the primary KEK."""
+    if kind not in KEY_KINDS or kind == KIND_KEK:
+        raise ValueError(f"not a data key kind: {kind}")
+    kek_version = ring.primary_version(KIND_KEK)
+    kek = ring.key(KIND_KEK, kek_version)
+    key = key if key is not None else secrets.token_bytes(KEY_BYTES)
+    return TenantKey(
+        tenant_id=ring.tenant_id,
+        kind=kind,
+        version=version,
+        wrapped_by=str(kek_version),
+        wrapped=_aes_wrap(
+            kek, key, data_key_associated_data(kind, ring.tenant_id, version, kek_version)
+        ),
+        created_at=utcnow(),
+    )
+
+
+def create_tenant_keys(session: Session, tenant_id: str) -> None:
+    """Create a tenant's KEK and the first DEK, index key and audit key; idempotent.
+
+    Called at onboarding, after the tenant row is added. A tenant that already has a KEK is
+    left as it is, and only missing kinds are added.
+    """
+    existing = {
+        (row.kind, row.version)
+        for row in session.scalars(select(TenantKey).where(TenantKey.tenant_id == tenant_id))
+    }
+    kinds = {kind for kind, _ in existing}
+    if kinds >= set(KEY_KINDS):
+        return
+
+    session.flush()  # the tenant row must exist before rows that reference it
+    provider = get_key_provider()
+    ring = Keyring(tenant_id=tenant_id, provider=provider)
+    if KIND_KEK not in kinds:
+        kek_row = _new_kek_row(provider, tenant_id, 1)
+        session.add(kek_row)
+        ring.rows[(KIND_KEK, 1)] = kek_row
+    else:
+        ring = Keyring.load(session, tenant_id)
+
+    for kind in (KIND_DEK, KIND_INDEX, KIND_AUDIT):
+        if kind not in kinds:
+            row = new_data_key_row(ring, kind, 1)
+            session.add(row)
+            ring.rows[(kind, 1)] = row
+    session.flush()
+
+    # Imported here because privacy.audit imports this module.
+    from privacy.audit import audit
+
+    audit(
+        session,
+        tenant_id=tenant_id,
+        actor="system",
+        action="keys.create",
+        details={"kinds": sorted(set(KEY_KINDS) - kinds), "root_key_id": provider.key_id},
+    )
+    log.info("tenant_keys_created", tenant_id=tenant_id)

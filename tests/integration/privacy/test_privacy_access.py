@@ -1,0 +1,96 @@
+"""The audited decryption path: auditors are refused and every call leaves one audit entry."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from hub.core.db import unit_of_work
+from hub.core.errors import Forbidden, InvalidInput
+from hub.core.tenancy import TenantContext
+from privacy.access import decrypt_fields, decrypt_rows
+from privacy.fields import FieldCipher
+from privacy.models import AuditEntry
+
+TABLE = "service_requests"
+
+
+def sealed_row(engine, tenant, row_id):
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        cipher = FieldCipher.for_tenant(session, tenant)
+        return {
+            "email_enc": cipher.encrypt(TABLE, "email_enc", row_id, "resident@example.org"),
+            "phone_enc": cipher.encrypt(TABLE, "phone_enc", row_id, "+12025550123"),
+            "address_enc": None,
+        }
+
+
+def decrypt_entries(engine, tenant):
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        return session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.tenant_id == tenant, AuditEntry.action.like("pii.%"))
+            .order_by(AuditEntry.seq)
+        ).all()
+
+
+def test_staff_decrypts_with_purpose(engine, tenant, staff):
+    blobs = sealed_row(engine, tenant, "R1")
+    with unit_of_work(staff, engine=engine) as session:
+        plain = decrypt_fields(session, staff, TABLE, "R1", blobs, purpose="staff.request_view")
+    assert plain["email_enc"] == "resident@example.org"
+    assert plain["phone_enc"] == "+12025550123"
+    assert plain["address_enc"] is None
+
+
+def test_decryption_writes_one_audit_entry(engine, tenant, staff):
+    blobs = sealed_row(engine, tenant, "R1")
+    with unit_of_work(staff, engine=engine) as session:
+        decrypt_fields(session, staff, TABLE, "R1", blobs, purpose="staff.request_view")
+    entries = decrypt_entries(engine, tenant)
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry.action == "pii.decrypt"
+    assert entry.actor == "apikey:1"
+    assert entry.details["purpose"] == "staff.request_view"
+    assert entry.details["columns"] == ["email_enc", "phone_enc"]
+    assert entry.details["roles"] == ["staff"]
+    assert len(entry.subject) == 64
+    assert "R1" not in entry.subject
+
+
+def test_auditor_cannot_decrypt(engine, tenant, auditor):
+    blobs = sealed_row(engine, tenant, "R1")
+    with unit_of_work(auditor, engine=engine) as session:
+        with pytest.raises(Forbidden):
+            decrypt_fields(session, auditor, TABLE, "R1", blobs, purpose="staff.request_view")
+    with unit_of_work(auditor, engine=engine) as session:
+        with pytest.raises(Forbidden):
+            decrypt_rows(session, auditor, TABLE, [("R1", blobs)], purpose="export.sealed")
+    assert decrypt_entries(engine, tenant) == []
+
+
+def test_purpose_must_be_a_code(engine, tenant, staff):
+    blobs = sealed_row(engine, tenant, "R1")
+    with unit_of_work(staff, engine=engine) as session:
+        with pytest.raises(InvalidInput):
+            decrypt_fields(session, staff, TABLE, "R1", blobs, purpose="Looked at it")
+
+
+def test_batch_writes_one_entry(engine, tenant, staff):
+    rows = [(f"R{i}", sealed_row(engine, tenant, f"R{i}")) for i in range(3)]
+    with unit_of_work(staff, engine=engine) as session:
+        plain = decrypt_rows(session, staff, TABLE, rows, purpose="export.sealed")
+    assert [p["email_enc"] for p in plain] == ["resident@example.org"] * 3
+    entries = decrypt_entries(engine, tenant)
+    assert len(entries) == 1
+    assert entries[0].action == "pii.decrypt_batch"
+    assert entries[0].details["rows"] == 3
+
+
+def test_other_tenant_context_cannot_decrypt(engine, tenant, other_tenant):
+    blobs = sealed_row(engine, tenant, "R1")
+    intruder = TenantContext(other_tenant, actor="apikey:9", roles=frozenset({"staff"}))
+    with unit_of_work(intruder, engine=engine) as session:
+        with pytest.raises(Exception, match="failed authentication"):
+            decrypt_fields(session, intruder, TABLE, "R1", blobs, purpose="staff.request_view")
