@@ -7,6 +7,7 @@ import typer
 from hub.cli import alerts as alert_commands
 from hub.cli import bench as bench_commands
 from hub.cli import db as db_commands
+from hub.cli import loadtest as loadtest_commands
 from hub.cli import serve as serve_commands
 from hub.cli.demo.command import demo as demo_command
 
@@ -24,6 +25,7 @@ app.command("demo")(demo_command)
 app.add_typer(alert_commands.app, name="alerts")
 app.add_typer(bench_commands.app, name="bench")
 app.add_typer(db_commands.app, name="db")
+app.command("loadtest")(loadtest_commands.loadtest)
 
 
 def main() -> None:

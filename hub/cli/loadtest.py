@@ -1,0 +1,91 @@
+"""`hub loadtest`: capacity runs with a pass or fail report (logic in loadtests.harness)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from hub.cli.output import JSON_OPTION, emit, err_console, fail, table
+
+
+def loadtest(
+    scenario: str = typer.Argument(..., help="Scenario: daily, surge, alert-storm or overflow."),
+    target: str = typer.Option(
+        None, "--target", help="Base URL of a running hub on loopback; default: start one."
+    ),
+    users: int = typer.Option(4, "--users", min=1, max=500, help="Simulated users (baseline)."),
+    duration: int = typer.Option(
+        60, "--duration", min=5, max=3600, help="Run time in seconds; the surge stages scale."
+    ),
+    criteria: Path = typer.Option(
+        None, "--criteria", help="Capacity criteria YAML; default: loadtests/criteria/ci.yaml."
+    ),
+    report: Path = typer.Option(
+        Path("var/loadtest"), "--report", help="Directory for the report, charts and records."
+    ),
+    profile: Path = typer.Option(
+        None, "--profile", help="Load profile YAML for every tenant instead of the stored ones."
+    ),
+    recheck: bool = typer.Option(
+        False,
+        "--recheck",
+        help="Reconcile and check the records in --report again without generating load.",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Run a Locust scenario headless, reconcile with the database, check the criteria."""
+    from loadtests.harness import DEFAULT_CRITERIA, SCENARIOS, RunOptions, run
+
+    if scenario not in SCENARIOS:
+        fail(f"unknown scenario {scenario!r}; use one of: {', '.join(SCENARIOS)}")
+    if target and not target.startswith(("http://127.0.0.1", "http://[::1]", "http://localhost")):
+        fail(f"--target {target!r} is not a loopback URL; load runs target 127.0.0.1 or ::1 only")
+    criteria = criteria or DEFAULT_CRITERIA
+    for label, path in (("--criteria", criteria), ("--profile", profile)):
+        if path is not None and not path.is_file():
+            fail(f"{label} file not found: {path}; check the path")
+
+    options = RunOptions(
+        scenario=scenario,
+        target=target,
+        users=users,
+        duration=duration,
+        criteria=criteria,
+        report_dir=report,
+        profile=profile,
+        recheck=recheck,
+        command=shlex.join(["hub", *sys.argv[1:]]),
+    )
+    err_console.print(f"running {scenario} for {duration} s with {users} users", highlight=False)
+    try:
+        result = run(options)
+    except (RuntimeError, ValueError) as exc:
+        fail(str(exc))
+
+    def render(data: dict) -> None:
+        rows = [
+            (
+                f["name"],
+                f["requests"],
+                f["failures"],
+                f["requests_per_second"],
+                f["p95_ms"],
+                f["p99_ms"],
+            )
+            for f in data["endpoints"]
+        ]
+        table("Endpoints", ["endpoint", "requests", "failures", "req/s", "p95 ms", "p99 ms"], rows)
+        checks = [
+            (c["criterion"], c["limit"], c["measured"], "pass" if c["passed"] else "FAIL")
+            for c in data["checks"]
+        ]
+        table("Criteria", ["criterion", "limit", "measured", "result"], checks)
+        verdict = "PASS" if data["passed"] else "FAIL"
+        print(f"{verdict}: report in {report / 'report.md'}")
+
+    emit(result, as_json, render)
+    if not result["passed"]:
+        raise typer.Exit(1)
