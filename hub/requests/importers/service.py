@@ -1,0 +1,382 @@
+"""Run one import: read an export row by row, map it, and write it in batched transactions.
+
+Each batch is one transaction: the ids already stored for this tenant and source are looked up
+in one query and skipped, the rest are encrypted and inserted with their status events. A
+re-import of the same file therefore changes nothing, and a failed batch leaves the earlier
+batches committed. Imported requests are history: they get no agency deliveries and no routing
+task, because the source city handled them already.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hub.core.db import unit_of_work
+from hub.core.errors import HubError, InvalidInput
+from hub.core.ids import tracking_code
+from hub.core.tenancy import TenantContext
+from hub.requests import catalog
+from hub.requests.catalog import TenantSnapshot
+from hub.requests.importers.formats import ExportFormat, RowError, SourceRecord
+from hub.requests.importers.localtime import LocalTimes, load_zone
+from hub.requests.importers.mapping import CategoryMapper
+from hub.requests.importers.metrics import IMPORT_BATCH_LATENCY, IMPORT_ROWS
+from hub.requests.importers.readers import ExportFile
+from hub.requests.models import ServiceRequest, StatusEvent
+from hub.requests.records import PersonalFields, seal_event_note, sealed_request_columns
+from hub.requests.validation import MAX_DESCRIPTION_CHARS, check_media_url, check_text
+from privacy.fields import FieldCipher
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_BATCH_SIZE = 1000
+# Rejected rows listed one by one in the report; the counts by reason cover all of them.
+MAX_LISTED_REJECTIONS = 100
+# Distinct unmapped categories counted by name; further ones are counted under "(more)".
+MAX_LISTED_CATEGORIES = 500
+MAX_ADDRESS_CHARS = 500
+
+
+@dataclass
+class Rejection:
+    position: int
+    column: str
+    reason: str
+    message: str
+
+
+@dataclass
+class ImportReport:
+    tenant_id: str
+    format: str
+    file: str
+    source: str
+    # "line" for CSV and JSON lines, "record" (1-based item number) for JSON arrays.
+    position_kind: str
+    read: int = 0
+    imported: int = 0
+    skipped_existing: int = 0
+    rejected: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    rejections: list[Rejection] = field(default_factory=list)
+    unmapped_categories: Counter[str] = field(default_factory=Counter)
+    dst_adjustments: dict[str, int] = field(default_factory=dict)
+    dst_examples: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def reject(self, position: int, error: RowError) -> None:
+        self.rejected += 1
+        self.rejected_by_reason[error.reason] += 1
+        if len(self.rejections) < MAX_LISTED_REJECTIONS:
+            self.rejections.append(Rejection(position, error.column, error.reason, error.message))
+
+    def count_unmapped(self, category: str) -> None:
+        if category in self.unmapped_categories or (
+            len(self.unmapped_categories) < MAX_LISTED_CATEGORIES
+        ):
+            self.unmapped_categories[category] += 1
+        else:
+            self.unmapped_categories["(more)"] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.read / self.seconds if self.seconds > 0 else None
+        return {
+            "tenant": self.tenant_id,
+            "format": self.format,
+            "file": self.file,
+            "source": self.source,
+            "read": self.read,
+            "imported": self.imported,
+            "skipped_existing": self.skipped_existing,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(self.rejected_by_reason),
+            "rejections": [
+                {
+                    self.position_kind: r.position,
+                    "column": r.column,
+                    "reason": r.reason,
+                    "message": r.message,
+                }
+                for r in self.rejections
+            ],
+            "unmapped_categories": dict(self.unmapped_categories),
+            "dst_adjustments": self.dst_adjustments,
+            "dst_examples": self.dst_examples,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(rate, 1) if rate else None,
+        }
+
+
+@dataclass(frozen=True)
+class Progress:
+    bytes_read: int
+    bytes_total: int
+    rows_read: int
+
+
+@dataclass
+class _Pending:
+    record: SourceRecord
+    service_code: str
+
+
+class Importer:
+    """One import of one file into one tenant. Use `run()` once."""
+
+    def __init__(
+        self,
+        ctx: TenantContext,
+        tenant: TenantSnapshot,
+        export_format: ExportFormat,
+        path: Path,
+        *,
+        engine: Engine | None = None,
+        limit: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        fallback: str | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ):
+        if ctx.tenant_id != tenant.id:
+            raise InvalidInput(f"context tenant {ctx.tenant_id} does not match {tenant.id}")
+        if limit is not None and limit < 1:
+            raise InvalidInput(f"limit must be 1 or more, got {limit}")
+        if not 1 <= batch_size <= 50_000:
+            raise InvalidInput(f"batch size must be between 1 and 50000, got {batch_size}")
+        self.ctx = ctx
+        self.tenant = tenant
+        self.format = export_format
+        self.path = path
+        self.engine = engine
+        self.limit = limit
+        self.batch_size = batch_size
+        self.progress = progress
+        self.mapper = CategoryMapper(tenant, export_format, fallback=fallback)
+        self.times = LocalTimes(load_zone(tenant.timezone))
+        self.area = catalog.service_area(tenant)
+        self.report = ImportReport(
+            tenant_id=tenant.id,
+            format=export_format.name,
+            file=path.name,
+            source=export_format.source,
+            position_kind="record" if export_format.container == "json" else "line",
+        )
+
+    def run(self) -> ImportReport:
+        started = time.perf_counter()
+        log.info("import_started", tenant_id=self.tenant.id, format=self.format.name)
+        batch: list[_Pending] = []
+        with ExportFile(self.path) as export:
+            for position, row in self.format.rows(export):
+                self.report.read += 1
+                pending = self._prepare(position, row)
+                if pending is not None:
+                    batch.append(pending)
+                if len(batch) >= self.batch_size:
+                    self._flush(batch)
+                    batch = []
+                    self._tick(export)
+                if self.limit is not None and self.report.read >= self.limit:
+                    break
+            if batch:
+                self._flush(batch)
+            self._tick(export)
+
+        self.report.dst_adjustments = self.times.counts()
+        self.report.dst_examples = {k: v for k, v in self.times.examples.items() if v}
+        self.report.seconds = time.perf_counter() - started
+        IMPORT_ROWS.labels(self.tenant.id, self.format.name, "rejected").inc(self.report.rejected)
+        log.info(
+            "import_finished",
+            tenant_id=self.tenant.id,
+            format=self.format.name,
+            read=self.report.read,
+            imported=self.report.imported,
+            skipped_existing=self.report.skipped_existing,
+            rejected=self.report.rejected,
+            seconds=round(self.report.seconds, 3),
+        )
+        return self.report
+
+    def _tick(self, export: ExportFile) -> None:
+        if self.progress is not None:
+            self.progress(Progress(export.bytes_read, export.size, self.report.read))
+
+    # -- one row -------------------------------------------------------------------------
+
+    def _prepare(self, position: int, row: dict[str, Any]) -> _Pending | None:
+        try:
+            record = self.format.parse_row(position, row, self.times)
+            code, mapped = self.mapper.resolve(record, self.format.category_column)
+            self._check(record)
+        except RowError as error:
+            self.report.reject(position, error)
+            return None
+        if not mapped:
+            self.report.count_unmapped(record.category)
+        return _Pending(record, code)
+
+    def _check(self, record: SourceRecord) -> None:
+        if record.lat is not None and record.lon is not None:
+            if self.area is not None and not self.area.contains(record.lat, record.lon):
+                raise RowError(
+                    "coordinates",
+                    "outside_service_area",
+                    f"the location is outside tenant {self.tenant.id}'s service area",
+                )
+        elif record.address is None:
+            raise RowError(
+                "coordinates",
+                "missing_location",
+                "the row has neither coordinates nor an address",
+            )
+        checks = (
+            ("description", record.description, MAX_DESCRIPTION_CHARS),
+            ("address", record.address, MAX_ADDRESS_CHARS),
+            ("status note", record.status_note, MAX_DESCRIPTION_CHARS),
+        )
+        try:
+            for name, value, max_chars in checks:
+                check_text(name, value, max_chars=max_chars)
+            check_media_url(record.media_url)
+        except InvalidInput as exc:
+            raise RowError(exc.field or "text", "invalid_value", exc.message) from None
+
+    # -- one batch -----------------------------------------------------------------------
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            imported, existing = self._write(batch)
+        except IntegrityError:
+            # Another import of the same source committed some of these ids after the lookup;
+            # the lookup on retry sees them and skips them.
+            log.warning("import_batch_retried", tenant_id=self.tenant.id, rows=len(batch))
+            imported, existing = self._write(batch)
+        self.report.imported += imported
+        self.report.skipped_existing += existing
+        IMPORT_ROWS.labels(self.tenant.id, self.format.name, "imported").inc(imported)
+        IMPORT_ROWS.labels(self.tenant.id, self.format.name, "existing").inc(existing)
+        IMPORT_BATCH_LATENCY.labels(self.format.name).observe(time.perf_counter() - started)
+
+    def _write(self, batch: list[_Pending]) -> tuple[int, int]:
+        with unit_of_work(self.ctx, engine=self.engine) as session:
+            stored = self._stored_ids(session, [p.record.source_id for p in batch])
+            fresh: dict[str, _Pending] = {}
+            for pending in batch:
+                source_id = pending.record.source_id
+                if source_id not in stored and source_id not in fresh:
+                    fresh[source_id] = pending
+            if not fresh:
+                return 0, len(batch)
+
+            cipher = FieldCipher.for_tenant(session, self.tenant.id)
+            requests, notes = self._build(cipher, list(fresh.values()))
+            session.add_all(requests)
+            session.flush()
+            events = [event for event, _ in notes]
+            session.add_all(events)
+            session.flush()
+            for event, note in notes:
+                if note is not None:
+                    event.note_enc = seal_event_note(cipher, event.id, note)
+                    event.dek_version = cipher.dek_version
+        return len(fresh), len(batch) - len(fresh)
+
+    def _stored_ids(self, session: Session, source_ids: list[str]) -> set[str]:
+        statement = select(ServiceRequest.source_id).where(
+            ServiceRequest.tenant_id == self.tenant.id,
+            ServiceRequest.source == self.format.source,
+            ServiceRequest.source_id.in_(set(source_ids)),
+        )
+        return set(session.scalars(statement))
+
+    def _build(
+        self, cipher: FieldCipher, batch: list[_Pending]
+    ) -> tuple[list[ServiceRequest], list[tuple[StatusEvent, str | None]]]:
+        actor = f"import:{self.format.name}"
+        requests: list[ServiceRequest] = []
+        notes: list[tuple[StatusEvent, str | None]] = []
+        for pending in batch:
+            record = pending.record
+            service = self.tenant.services[pending.service_code]
+            request_id = tracking_code()
+            destinations = catalog.destinations(self.tenant, service)
+            personal = PersonalFields(
+                description=record.description,
+                address=record.address,
+                media_url=record.media_url,
+            )
+            requests.append(
+                ServiceRequest(
+                    id=request_id,
+                    tenant_id=self.tenant.id,
+                    service_code=service.code,
+                    status=record.status,
+                    resolution=record.resolution,
+                    agency_code=destinations[0] if destinations else None,
+                    requested_at=record.requested_at,
+                    updated_at=record.updated_at or record.closed_at or record.requested_at,
+                    expected_at=record.expected_at,
+                    closed_at=record.closed_at if record.status == "closed" else None,
+                    zipcode=(record.zipcode or "")[:16] or None,
+                    channel=record.channel,
+                    source=self.format.source,
+                    source_id=record.source_id,
+                    **sealed_request_columns(
+                        cipher, service, request_id, personal, record.lat, record.lon
+                    ),
+                )
+            )
+            notes.extend(self._events(request_id, record, actor))
+        return requests, notes
+
+    def _events(
+        self, request_id: str, record: SourceRecord, actor: str
+    ) -> list[tuple[StatusEvent, str | None]]:
+        """The filing event, and one for the state the source reports when it is later."""
+
+        def event(status: str, at: Any, resolution: str | None = None) -> StatusEvent:
+            return StatusEvent(
+                tenant_id=self.tenant.id,
+                request_id=request_id,
+                at=at,
+                status=status,
+                resolution=resolution,
+                actor=actor,
+                channel="import",
+            )
+
+        if record.status == "submitted":
+            return [(event("submitted", record.requested_at), record.status_note)]
+        when = record.closed_at if record.status == "closed" else None
+        when = when or record.updated_at or record.requested_at
+        return [
+            (event("submitted", record.requested_at), None),
+            (event(record.status, when, record.resolution), record.status_note),
+        ]
+
+
+def run_import(
+    ctx: TenantContext,
+    tenant: TenantSnapshot,
+    export_format: ExportFormat,
+    path: Path,
+    **options: Any,
+) -> ImportReport:
+    """Import `path` in `export_format` into the tenant; see `Importer` for the options."""
+    try:
+        return Importer(ctx, tenant, export_format, path, **options).run()
+    except HubError:
+        raise
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}; check the path") from None

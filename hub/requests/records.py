@@ -1,0 +1,84 @@
+"""Build the stored columns of a new service request: encrypted personal data and location.
+
+Intake through the API and the importers both create `service_requests` rows; this module is
+the one place that decides which columns hold ciphertext and how a point is published, so the
+two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.requests import geo
+from hub.requests.catalog import CatalogService, open_data_rule
+from privacy.fields import FieldCipher
+
+REQUESTS_TABLE = "service_requests"
+EVENTS_TABLE = "status_events"
+
+
+@dataclass
+class PersonalFields:
+    """The personal data of one request, in plain text, before encryption."""
+
+    description: str | None = None
+    address: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    media_url: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def sealed_request_columns(
+    cipher: FieldCipher,
+    service: CatalogService,
+    request_id: str,
+    personal: PersonalFields,
+    lat: float | None,
+    lon: float | None,
+) -> dict[str, Any]:
+    """Return the ciphertext, location and key-version columns of a new request row.
+
+    Each ciphertext is bound to `request_id`, so the id must be the row's final primary key.
+    For a location-sensitive service the exact point is stored only encrypted, and the public
+    `lat`/`lon` follow the service's open-data rule.
+    """
+
+    def seal(column: str, plaintext: str | None) -> bytes | None:
+        return cipher.encrypt(REQUESTS_TABLE, column, request_id, plaintext)
+
+    public_lat, public_lon, location_enc, cell = lat, lon, None, None
+    if lat is not None and lon is not None:
+        cell = geo.storage_cell(lat, lon)
+        if service.location_sensitive:
+            location_enc = seal("location_enc", json.dumps([lat, lon]))
+            rule, resolution = open_data_rule(service)
+            public_lat, public_lon = geo.public_point(lat, lon, rule, resolution)
+
+    attributes = personal.attributes
+    return {
+        "lat": public_lat,
+        "lon": public_lon,
+        "h3_cell": cell,
+        "location_enc": location_enc,
+        "description_enc": seal("description_enc", personal.description),
+        "address_enc": seal("address_enc", personal.address),
+        "first_name_enc": seal("first_name_enc", personal.first_name),
+        "last_name_enc": seal("last_name_enc", personal.last_name),
+        "email_enc": seal("email_enc", personal.email),
+        "phone_enc": seal("phone_enc", personal.phone),
+        "media_url_enc": seal("media_url_enc", personal.media_url),
+        "attributes_enc": seal("attributes_enc", json.dumps(attributes, ensure_ascii=False))
+        if attributes
+        else None,
+        "dek_version": cipher.dek_version,
+    }
+
+
+def seal_event_note(cipher: FieldCipher, event_id: int, note: str | None) -> bytes | None:
+    """Return the ciphertext of a status event's note, bound to the event's id."""
+    return cipher.encrypt(EVENTS_TABLE, "note_enc", str(event_id), note)
