@@ -49,6 +49,8 @@ class DemoContext:
     # Agency code per tenant -> the loopback URL of its demo receiver.
     receiver_urls: dict[tuple[str, str], str] = field(default_factory=dict)
     receivers: Any = None
+    # Tenant id -> ids of the requests the replay step filed and the API accepted.
+    request_ids: dict[str, list[str]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 

@@ -1,0 +1,89 @@
+"""Helpers for the pipeline tests: tenants with agencies and requests with deliveries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from hub.cli.demo.receiver import AgencyReceiver
+from hub.core.clock import utcnow
+from hub.core.db import unit_of_work
+from hub.core.tenancy import SystemContext, TenantContext
+from hub.requests.models import Delivery, ServiceRequest
+from privacy.fields import FieldCipher
+from privacy.keys import create_tenant_keys
+from tenants.models import Agency, Tenant
+
+
+def add_tenant(engine: Engine, receiver: AgencyReceiver, agencies: list[str]) -> str:
+    """Insert a tenant with keys and agencies whose webhooks point at `receiver`."""
+    tenant_id = f"t{uuid.uuid4().hex[:10]}"
+    with unit_of_work(SystemContext("test setup"), engine=engine) as session:
+        session.add(
+            Tenant(
+                id=tenant_id,
+                jurisdiction_id=f"{tenant_id}.example.org",
+                name=f"Test city {tenant_id}",
+                timezone="America/New_York",
+                languages=["en", "es"],
+                default_language="en",
+                manifest={},
+            )
+        )
+        session.flush()
+        create_tenant_keys(session, tenant_id)
+        for code in agencies:
+            secret = uuid.uuid4().hex
+            path = receiver.path_for(tenant_id, code)
+            receiver.secrets[path] = secret
+            session.add(
+                Agency(
+                    tenant_id=tenant_id,
+                    code=code,
+                    name=f"Agency {code}",
+                    webhook_url=receiver.url_for(tenant_id, code),
+                    webhook_secret=secret,
+                )
+            )
+    return tenant_id
+
+
+def add_request(
+    engine: Engine,
+    tenant_id: str,
+    destinations: list[str],
+    *,
+    description: str = "Pothole in front of the library",
+    expected_at: datetime | None = None,
+) -> str:
+    """Insert a submitted request with an encrypted description and one delivery per agency."""
+    request_id = uuid.uuid4().hex[:10].upper()
+    ctx = TenantContext(tenant_id=tenant_id, actor="test")
+    with unit_of_work(ctx, engine=engine) as session:
+        cipher = FieldCipher.for_tenant(session, tenant_id)
+        fields: dict[str, Any] = {
+            "description_enc": cipher.encrypt(
+                "service_requests", "description_enc", request_id, description
+            ),
+            "dek_version": cipher.dek_version,
+        }
+        session.add(
+            ServiceRequest(
+                id=request_id,
+                tenant_id=tenant_id,
+                service_code="pothole",
+                agency_code=destinations[0] if destinations else None,
+                lat=42.36,
+                lon=-71.06,
+                requested_at=utcnow() - timedelta(hours=1),
+                expected_at=expected_at,
+                **fields,
+            )
+        )
+        session.flush()
+        for code in destinations:
+            session.add(Delivery(tenant_id=tenant_id, request_id=request_id, destination=code))
+    return request_id

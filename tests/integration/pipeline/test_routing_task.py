@@ -1,0 +1,219 @@
+"""The routing task against a real database and a loopback agency receiver."""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+
+from pipeline_support import add_request, add_tenant
+from sqlalchemy import Engine, func, select
+
+from hub.cli.demo.receiver import AgencyReceiver
+from hub.core.clock import as_utc, utcnow
+from hub.core.db import unit_of_work
+from hub.core.outbox import OutboxMessage
+from hub.core.tenancy import SystemContext
+from hub.requests import routing
+from hub.requests.models import Delivery, ServiceRequest, StatusEvent
+from hub.requests.tasks import route
+
+
+def _deliveries(engine: Engine, request_id: str) -> dict[str, Delivery]:
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        rows = session.scalars(select(Delivery).where(Delivery.request_id == request_id)).all()
+        return {row.destination: row for row in rows}
+
+
+def _events(engine: Engine, request_id: str) -> list[StatusEvent]:
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        return list(
+            session.scalars(select(StatusEvent).where(StatusEvent.request_id == request_id))
+        )
+
+
+def _retry_messages(engine: Engine, request_id: str) -> list[OutboxMessage]:
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        rows = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.task == routing.ROUTE_TASK)
+        ).all()
+        return [row for row in rows if row.kwargs.get("request_id") == request_id]
+
+
+def test_route_sends_each_agency_once(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw", "parks"])
+    request_id = add_request(configured_db, tenant_id, ["dpw", "parks"])
+
+    first = route(request_id, tenant_id=tenant_id)
+    second = route(request_id, tenant_id=tenant_id)
+
+    assert first == {"sent": 2}
+    assert second == {}
+    assert receiver.count_for(receiver.path_for(tenant_id, "dpw")) == 1
+    assert receiver.count_for(receiver.path_for(tenant_id, "parks")) == 1
+    assert sum(receiver.duplicates.values()) == 0
+    assert sum(receiver.rejected.values()) == 0
+    deliveries = _deliveries(configured_db, request_id)
+    assert {row.state for row in deliveries.values()} == {"sent"}
+    assert all(row.attempts == 1 for row in deliveries.values())
+
+
+def test_route_payload_is_decrypted(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    request_id = add_request(configured_db, tenant_id, ["dpw"], description="Bache grande ñ 🚧")
+
+    route(request_id, tenant_id=tenant_id)
+
+    (item,) = receiver.snapshot()
+    assert item.signature_ok
+    assert item.payload["description"] == "Bache grande ñ 🚧"
+    assert item.payload["service_request_id"] == request_id
+    assert item.payload["agency_code"] == "dpw"
+    assert item.payload["jurisdiction_id"] == f"{tenant_id}.example.org"
+    assert item.delivery_id == item.payload["delivery_id"]
+
+
+def test_route_acknowledges_request_once(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw", "parks"])
+    request_id = add_request(configured_db, tenant_id, ["dpw", "parks"])
+
+    route(request_id, tenant_id=tenant_id)
+    route(request_id, tenant_id=tenant_id)
+
+    with unit_of_work(SystemContext("test read"), engine=configured_db) as session:
+        status = session.get(ServiceRequest, request_id).status
+    events = _events(configured_db, request_id)
+    assert status == "acknowledged"
+    assert [event.status for event in events] == ["acknowledged"]
+    assert events[0].channel == "webhook"
+
+
+def test_failing_agency_retries_others_sent(
+    configured_db: Engine, receiver: AgencyReceiver
+) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw", "water"])
+    receiver.fail_paths[receiver.path_for(tenant_id, "water")] = 503
+    request_id = add_request(configured_db, tenant_id, ["dpw", "water"])
+
+    outcomes = route(request_id, tenant_id=tenant_id)
+
+    deliveries = _deliveries(configured_db, request_id)
+    assert outcomes == {"sent": 1, "retry": 1}
+    assert deliveries["dpw"].state == "sent"
+    assert deliveries["water"].state == "failed"
+    assert deliveries["water"].attempts == 1
+    assert deliveries["water"].last_error == "HTTP 503"
+    assert as_utc(deliveries["water"].next_attempt_at) > utcnow()
+    retries = _retry_messages(configured_db, request_id)
+    assert len(retries) == 1
+    assert as_utc(retries[0].available_at) > as_utc(retries[0].created_at)
+
+
+def test_retry_sends_after_agency_recovers(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw", "water"])
+    water = receiver.path_for(tenant_id, "water")
+    receiver.fail_paths[water] = 429
+    request_id = add_request(configured_db, tenant_id, ["dpw", "water"])
+    route(request_id, tenant_id=tenant_id)
+
+    not_yet_due = route(request_id, tenant_id=tenant_id)
+    del receiver.fail_paths[water]
+    with unit_of_work(SystemContext("test: make the retry due"), engine=configured_db) as session:
+        row = session.scalars(
+            select(Delivery).where(
+                Delivery.destination == "water", Delivery.request_id == request_id
+            )
+        ).one()
+        row.next_attempt_at = utcnow() - timedelta(seconds=1)
+    retried = route(request_id, tenant_id=tenant_id)
+
+    assert not_yet_due == {}
+    assert retried == {"sent": 1}
+    assert receiver.count_for(water) == 1
+    assert _deliveries(configured_db, request_id)["water"].attempts == 2
+    assert receiver.count_for(receiver.path_for(tenant_id, "dpw")) == 1
+
+
+def test_client_error_is_permanent(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    receiver.fail_paths[receiver.path_for(tenant_id, "dpw")] = 404
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+
+    outcomes = route(request_id, tenant_id=tenant_id)
+
+    row = _deliveries(configured_db, request_id)["dpw"]
+    assert outcomes == {"dead": 1}
+    assert row.state == "dead"
+    assert row.last_error == "HTTP 404"
+    assert _retry_messages(configured_db, request_id) == []
+
+
+def test_connection_refused_is_transient(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with unit_of_work(SystemContext("test: point at a closed port"), engine=configured_db) as s:
+        from tenants.models import Agency
+
+        agency = s.scalars(select(Agency).where(Agency.tenant_id == tenant_id)).one()
+        agency.webhook_url = f"http://127.0.0.1:{closed_port}/hook"
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+
+    outcomes = route(request_id, tenant_id=tenant_id)
+
+    row = _deliveries(configured_db, request_id)["dpw"]
+    assert outcomes == {"retry": 1}
+    assert row.state == "failed"
+    assert row.last_error == "ConnectError"
+
+
+def test_last_attempt_marks_dead(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    receiver.fail_paths[receiver.path_for(tenant_id, "dpw")] = 500
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+    with unit_of_work(SystemContext("test: near the attempt limit"), engine=configured_db) as s:
+        row = s.scalars(select(Delivery).where(Delivery.request_id == request_id)).one()
+        row.attempts = routing.MAX_ATTEMPTS - 1
+        row.state = "failed"
+
+    outcomes = route(request_id, tenant_id=tenant_id)
+
+    row = _deliveries(configured_db, request_id)["dpw"]
+    assert outcomes == {"dead": 1}
+    assert row.state == "dead"
+    assert row.attempts == routing.MAX_ATTEMPTS
+
+
+def test_other_tenant_cannot_route(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    owner = add_tenant(configured_db, receiver, ["dpw"])
+    other = add_tenant(configured_db, receiver, ["dpw"])
+    request_id = add_request(configured_db, owner, ["dpw"])
+
+    outcomes = route(request_id, tenant_id=other)
+
+    assert outcomes == {}
+    assert receiver.snapshot() == []
+    assert _deliveries(configured_db, request_id)["dpw"].state == "pending"
+
+
+def test_sweep_requeues_abandoned_lease(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+    with unit_of_work(
+        SystemContext("test: a lease left by a dead worker"), engine=configured_db
+    ) as s:
+        row = s.scalars(select(Delivery).where(Delivery.request_id == request_id)).one()
+        row.attempts = 1
+        row.next_attempt_at = utcnow() - timedelta(seconds=routing.SWEEP_GRACE_SECONDS + 5)
+
+    with unit_of_work(SystemContext("test sweep"), engine=configured_db) as session:
+        pairs = routing.overdue_requests(session)
+
+    assert (tenant_id, request_id) in pairs
+    with unit_of_work(SystemContext("test read"), engine=configured_db) as session:
+        pending = session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.state == "pending", Delivery.request_id == request_id)
+        )
+    assert pending == 1
