@@ -9,3 +9,18 @@ def include_all(app: FastAPI) -> None:
     from hub.api import health
 
     app.include_router(health.router)
+    _include_open311(app)
+
+
+def _include_open311(app: FastAPI) -> None:
+    from hub.api.runtime import active_relay
+    from hub.open311 import router as open311
+    from hub.requests import api as requests_api
+    from hub.requests.health import IntakeDegradedCheck
+
+    def relay_healthy() -> bool:
+        relay = active_relay()
+        return relay is None or relay.healthy
+
+    open311.install(app, degraded=IntakeDegradedCheck(relay_healthy))
+    app.include_router(requests_api.router)

@@ -26,3 +26,23 @@ SLA_BREACHES = Counter(
     "Requests found open past their expected time, by tenant and service code.",
     ["tenant", "service"],
 )
+INTAKE = Counter(
+    "hub_requests_intake_total",
+    "New service requests by tenant and outcome (accepted, replayed, rejected).",
+    ["tenant", "outcome"],
+)
+STATUS_UPDATES = Counter(
+    "hub_requests_status_updates_total",
+    "Status updates by tenant and outcome (applied, duplicate).",
+    ["tenant", "outcome"],
+)
+DUPLICATES_LINKED = Counter(
+    "hub_requests_duplicates_linked_total",
+    "New requests linked to an open request nearby, by tenant and scope (tenant, region).",
+    ["tenant", "scope"],
+)
+TRANSFERS = Counter(
+    "hub_requests_transfers_total",
+    "Requests transferred to another jurisdiction, by receiving tenant.",
+    ["tenant"],
+)

@@ -1,0 +1,94 @@
+"""JSON and XML representations of GeoReport v2 documents, and the spec's error format.
+
+Both formats are built from the same plain data: a list of dicts for a collection, where a
+list value inside a dict becomes a wrapper element with one child per item (`attributes` holds
+`attribute` elements, as the spec's XML examples show).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from xml.etree.ElementTree import Element, SubElement, tostring
+
+from fastapi import Request, Response
+
+JSON_TYPE = "application/json; charset=utf-8"
+XML_TYPE = "text/xml; charset=utf-8"
+FORMATS = ("json", "xml")
+
+# Child element names of the list-valued fields in the spec's XML.
+_ITEM_TAGS = {
+    "attributes": "attribute",
+    "values": "value",
+    "notes": "note",
+    "endpoints": "endpoint",
+    "formats": "format",
+    "services": "service",
+    "service_requests": "request",
+    "errors": "error",
+    "service_request_updates": "request_update",
+}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _fill(element: Element, value: Any, tag: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            _fill(SubElement(element, key), child, key)
+    elif isinstance(value, list | tuple):
+        item_tag = _ITEM_TAGS.get(tag, "item")
+        for item in value:
+            _fill(SubElement(element, item_tag), item, item_tag)
+    else:
+        element.text = _text(value)
+
+
+def to_xml(root: str, payload: Sequence[Any] | Mapping[str, Any]) -> bytes:
+    """Serialize `payload` under `root`: a sequence gives one child per item."""
+    element = Element(root)
+    _fill(element, payload, root)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + tostring(
+        element, encoding="unicode"
+    ).encode("utf-8")
+
+
+def to_json(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def render(fmt: str, root: str, payload: Any, *, status: int = 200) -> Response:
+    """Answer `payload` as JSON, or as XML under the root element `root`."""
+    if fmt == "xml":
+        return Response(to_xml(root, payload), status_code=status, media_type=XML_TYPE)
+    return Response(to_json(payload), status_code=status, media_type=JSON_TYPE)
+
+
+def format_of_path(path: str) -> str:
+    """The representation a path asks for by its suffix; JSON unless it ends in `.xml`."""
+    return "xml" if path.endswith(".xml") else "json"
+
+
+# HTTP statuses the spec's error list uses as they are; other client errors become 400.
+_SPEC_STATUSES = {400, 403, 404, 409, 413, 500, 503}
+
+
+def render_error(request: Request, status: int, _code: str, message: str) -> Response:
+    """Render any error under `/open311/` as the spec's list of `{code, description}`.
+
+    The description is the error's own message, which never echoes the request body.
+    """
+    if status not in _SPEC_STATUSES:
+        status = 400 if 400 <= status < 500 else status
+    payload = [{"code": status, "description": message}]
+    return render(format_of_path(request.url.path), "errors", payload, status=status)

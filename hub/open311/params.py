@@ -1,0 +1,118 @@
+"""Parsing of GeoReport v2 parameters: form fields, list filters, numbers and languages.
+
+Messages name the parameter and the rule, never the submitted value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from hub.core.errors import InvalidInput
+from hub.requests.schemas import AttributeValue
+from hub.requests.validation import parse_datetime
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def first(items: Iterable[tuple[str, str]], name: str) -> str | None:
+    for key, value in items:
+        if key == name:
+            return value
+    return None
+
+
+def optional_text(items: list[tuple[str, str]], name: str) -> str | None:
+    """The parameter's value, with an empty string counted as absent."""
+    value = first(items, name)
+    return value if value else None
+
+
+def coordinate(items: list[tuple[str, str]], name: str) -> float | None:
+    raw = optional_text(items, name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a decimal number", code="invalid_location") from None
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a finite number", code="invalid_location")
+    return value
+
+
+def attributes(items: list[tuple[str, str]]) -> dict[str, AttributeValue]:
+    """Collect `attribute[code]=v` and flat multivalue lists `attribute[code][]=v1&...=v2`."""
+    result: dict[str, AttributeValue] = {}
+    for key, value in items:
+        if not key.startswith("attribute[") or "]" not in key:
+            continue
+        code, _, rest = key[len("attribute[") :].partition("]")
+        if not code:
+            raise InvalidInput("attribute parameters need a code: attribute[CODE]")
+        if rest == "[]":
+            existing = result.get(code)
+            values = existing if isinstance(existing, list) else []
+            values.append(value)
+            result[code] = values
+        elif rest == "":
+            if code in result:
+                raise InvalidInput(
+                    f"attribute[{code}] is given twice; use attribute[{code}][] for a list",
+                    field=f"attribute[{code}]",
+                )
+            result[code] = value
+        else:
+            raise InvalidInput(
+                "attribute parameter names look like attribute[CODE] or attribute[CODE][]"
+            )
+    return result
+
+
+def comma_list(raw: str | None) -> list[str]:
+    if not raw:
+        return []
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def statuses(raw: str | None) -> list[str]:
+    values = comma_list(raw)
+    for value in values:
+        if value not in ("open", "closed"):
+            raise InvalidInput("status must be open, closed or both (comma-separated)")
+    return values
+
+
+def date_param(raw: str | None, name: str):
+    return parse_datetime(name, raw) if raw else None
+
+
+def positive_int(raw: str | None, name: str, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise InvalidInput(f"{name} must be a positive whole number", field=name)
+    return int(raw)
+
+
+def language(locale: str | None, accept_language: str | None) -> str:
+    """The caller's language: the `locale` parameter, else the first Accept-Language tag."""
+    if locale:
+        return locale.strip().replace("_", "-")
+    if accept_language:
+        tag = accept_language.split(",", 1)[0].split(";", 1)[0].strip()
+        if tag and tag != "*":
+            return tag
+    return ""
+
+
+def idempotency_key(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        raise InvalidInput(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
+            code="invalid_idempotency_key",
+        )
+    return key

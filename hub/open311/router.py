@@ -1,0 +1,362 @@
+"""GeoReport v2 endpoints at `/open311/v2/`, one multi-jurisdiction endpoint for every tenant.
+
+Each path takes a `.json` or `.xml` suffix. `jurisdiction_id` (the city's domain) is required:
+empty counts as missing (400) and an unknown one is 404. Reads are public and anonymized;
+POST requests needs an api_key with the open311 role, and servicerequestupdates one with the
+agency role. Errors come out as the spec's error list through the renderer in `formats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
+
+from hub.core.db import unit_of_work
+from hub.core.errors import HubError, InvalidInput, NotFound
+from hub.core.tenancy import ROLE_AGENCY, ROLE_AGENT, ROLE_OPEN311, ROLE_STAFF, TenantContext
+from hub.open311 import formats, params, views
+from hub.requests import queries, service
+from hub.requests.catalog import TenantSnapshot
+from hub.requests.metrics import INTAKE
+from hub.requests.schemas import IntakeData, IntakeResult, RequestQuery
+from tenants.auth import authenticate_for_tenant, credential_for
+from tenants.registry import get_tenant_by_jurisdiction
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "/open311/v2"
+CHANGESET = "2026-12-04T00:00:00Z"
+# Roles that may file requests, and roles that may post agency status updates.
+INTAKE_ROLES = frozenset({ROLE_OPEN311, ROLE_AGENT, ROLE_STAFF})
+UPDATE_ROLES = frozenset({ROLE_AGENCY})
+
+router = APIRouter(prefix=PREFIX, tags=["open311"])
+
+Items = list[tuple[str, str]]
+
+
+def _format(fmt: str) -> str:
+    if fmt not in formats.FORMATS:
+        raise NotFound("unknown format; use .json or .xml", code="unknown_format")
+    return fmt
+
+
+def _tenant(jurisdiction_id: str | None) -> TenantSnapshot:
+    if jurisdiction_id is None or not jurisdiction_id.strip():
+        raise InvalidInput("jurisdiction_id is required", code="missing_jurisdiction")
+    tenant = get_tenant_by_jurisdiction(jurisdiction_id.strip())
+    if tenant is None:
+        raise NotFound(
+            "jurisdiction_id is not served by this endpoint", code="unknown_jurisdiction"
+        )
+    return tenant
+
+
+def _language(request: Request, items: Items) -> str:
+    return params.language(params.first(items, "locale"), request.headers.get("accept-language"))
+
+
+def _public_context(tenant: TenantSnapshot, request: Request) -> TenantContext:
+    request.state.tenant_id = tenant.id
+    return TenantContext(tenant.id, actor="open311:public")
+
+
+def _authenticate(
+    request: Request, tenant: TenantSnapshot, raw_key: str | None, roles: frozenset[str]
+) -> tuple[TenantContext, int]:
+    """Return the context and key id of an api_key valid for this jurisdiction and role."""
+    ctx = authenticate_for_tenant(
+        raw_key, tenant.id, any_of=roles, request_id=request.headers.get("x-request-id")
+    )
+    return ctx, credential_for(raw_key).key_id
+
+
+async def _form_items(request: Request) -> Items:
+    """Query and form parameters in order; the body size limit holds for chunked bodies too."""
+    limit = request.app.state.settings.max_body_bytes
+    body = await request.body()
+    if len(body) > limit:
+        raise InvalidInput(f"request body larger than {limit} bytes", code="too_large")
+    items = list(request.query_params.multi_items())
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        try:
+            form = await request.form()
+        except (ValueError, AssertionError) as exc:
+            log.info("open311_form_unreadable", error=type(exc).__name__)
+            raise InvalidInput("the form body could not be parsed") from None
+        for key, value in form.multi_items():
+            if not isinstance(value, str):
+                raise InvalidInput("file uploads are not accepted; send media_url instead")
+            items.append((key, value))
+    return items
+
+
+# --- discovery and services --------------------------------------------------------------
+
+
+@router.get("/discovery.{fmt}")
+def discovery(fmt: str, request: Request, jurisdiction_id: str | None = None) -> Response:
+    fmt = _format(fmt)
+    tenant = _tenant(jurisdiction_id) if jurisdiction_id is not None else None
+    base_url = str(request.base_url).rstrip("/") + PREFIX + "/"
+    return formats.render(fmt, "discovery", views.discovery(base_url, tenant, CHANGESET))
+
+
+@router.get("/services.{fmt}")
+def services(fmt: str, request: Request) -> Response:
+    fmt = _format(fmt)
+    items = list(request.query_params.multi_items())
+    tenant = _tenant(params.first(items, "jurisdiction_id"))
+    request.state.tenant_id = tenant.id
+    return formats.render(fmt, "services", views.service_list(tenant, _language(request, items)))
+
+
+@router.get("/services/{service_code}.{fmt}")
+def service_definition(service_code: str, fmt: str, request: Request) -> Response:
+    fmt = _format(fmt)
+    items = list(request.query_params.multi_items())
+    tenant = _tenant(params.first(items, "jurisdiction_id"))
+    request.state.tenant_id = tenant.id
+    definition = service.active_service(tenant, service_code)
+    body = views.service_definition(tenant, definition, _language(request, items))
+    return formats.render(fmt, "service_definition", body)
+
+
+# --- POST requests -----------------------------------------------------------------------
+
+
+def _intake_data(items: Items, api_key_id: int) -> IntakeData:
+    service_code = params.optional_text(items, "service_code")
+    if service_code is None:
+        raise InvalidInput("service_code is required", field="service_code")
+    return IntakeData(
+        service_code=service_code,
+        lat=params.coordinate(items, "lat"),
+        lon=params.coordinate(items, "long"),
+        address=params.optional_text(items, "address_string"),
+        address_id=params.optional_text(items, "address_id"),
+        zipcode=params.optional_text(items, "zipcode"),
+        description=params.optional_text(items, "description"),
+        first_name=params.optional_text(items, "first_name"),
+        last_name=params.optional_text(items, "last_name"),
+        email=params.optional_text(items, "email"),
+        phone=params.optional_text(items, "phone"),
+        device_id=params.optional_text(items, "device_id"),
+        account_id=params.optional_text(items, "account_id"),
+        media_url=params.optional_text(items, "media_url"),
+        attributes=params.attributes(items),
+        channel="api",
+        source="open311",
+        api_key_id=api_key_id,
+    )
+
+
+def _post_request(
+    tenant: TenantSnapshot,
+    ctx: TenantContext,
+    data: IntakeData,
+    key: str | None,
+    request_hash: str,
+    degraded: bool,
+    language: str,
+) -> IntakeResult:
+    try:
+        with unit_of_work(ctx) as session:
+            return service.intake(
+                session,
+                ctx,
+                tenant,
+                data,
+                idempotency_key=key,
+                request_hash=request_hash,
+                degraded=degraded,
+                language=language,
+            )
+    except IntegrityError:
+        if key is None:
+            raise
+        # Another call with the same Idempotency-Key committed first: answer as a repeat.
+        with unit_of_work(ctx, write=False) as session:
+            stored = service.find_idempotent_result(session, data.api_key_id, key, request_hash)
+        if stored is None:
+            raise
+        return stored
+
+
+@router.post("/requests.{fmt}")
+async def post_request(fmt: str, request: Request) -> Response:
+    fmt = _format(fmt)
+    items = await _form_items(request)
+    tenant = _tenant(params.first(items, "jurisdiction_id"))
+    request.state.tenant_id = tenant.id
+    try:
+        ctx, key_id = _authenticate(request, tenant, params.first(items, "api_key"), INTAKE_ROLES)
+        key = params.idempotency_key(request.headers.get("idempotency-key"))
+        data = _intake_data(items, key_id)
+    except HubError:
+        INTAKE.labels(tenant=tenant.id, outcome="rejected").inc()
+        raise
+    degraded_check: Callable[[], bool] = request.app.state.open311_degraded
+    try:
+        result = await run_in_threadpool(
+            _post_request,
+            tenant,
+            ctx,
+            data,
+            key,
+            service.body_hash(items),
+            degraded_check(),
+            _language(request, items),
+        )
+    except HubError:
+        INTAKE.labels(tenant=tenant.id, outcome="rejected").inc()
+        raise
+    return formats.render(fmt, "service_requests", [result.as_open311()], status=201)
+
+
+# --- tokens and GET requests -------------------------------------------------------------
+
+
+@router.get("/tokens/{token}.{fmt}")
+def get_token(token: str, fmt: str, request: Request) -> Response:
+    fmt = _format(fmt)
+    items = list(request.query_params.multi_items())
+    tenant = _tenant(params.first(items, "jurisdiction_id"))
+    ctx = _public_context(tenant, request)
+    with unit_of_work(ctx, write=False) as session:
+        row = service.resolve_token(session, ctx, token)
+    body = [{"service_request_id": row.request_id, "token": row.token}]
+    return formats.render(fmt, "service_requests", body)
+
+
+def _query(items: Items) -> RequestQuery:
+    return RequestQuery(
+        service_request_ids=params.comma_list(params.first(items, "service_request_id")),
+        service_codes=params.comma_list(params.first(items, "service_code")),
+        start_date=params.date_param(params.first(items, "start_date"), "start_date"),
+        end_date=params.date_param(params.first(items, "end_date"), "end_date"),
+        statuses=params.statuses(params.first(items, "status")),
+        page=params.positive_int(params.first(items, "page"), "page", 1),
+        page_size=params.positive_int(
+            params.first(items, "page_size"), "page_size", queries.MAX_PAGE_SIZE
+        ),
+    )
+
+
+def _extensions(items: Items) -> bool:
+    return (params.first(items, "extensions") or "").lower() in ("true", "1", "yes")
+
+
+@router.get("/requests.{fmt}")
+def get_requests(fmt: str, request: Request) -> Response:
+    fmt = _format(fmt)
+    items = list(request.query_params.multi_items())
+    tenant = _tenant(params.first(items, "jurisdiction_id"))
+    ctx = _public_context(tenant, request)
+    query = _query(items)
+    extended = _extensions(items)
+    language = _language(request, items)
+    with unit_of_work(ctx, write=False) as session:
+        rows = queries.query_requests(session, ctx, query)
+        history = (
+            queries.events_by_request(session, ctx, [row.id for row in rows]) if extended else {}
+        )
+        body = [
+            views.request_entry(
+                tenant, row, language, events=history.get(row.id, []) if extended else None
+            )
+            for row in rows
+        ]
+    return formats.render(fmt, "service_requests", body)
+
+
+@router.get("/requests/{request_id}.{fmt}")
+def get_request(request_id: str, fmt: str, request: Request) -> Response:
+    fmt = _format(fmt)
+    items = list(request.query_params.multi_items())
+    tenant = _tenant(params.first(items, "jurisdiction_id"))
+    ctx = _public_context(tenant, request)
+    extended = _extensions(items)
+    with unit_of_work(ctx, write=False) as session:
+        row = service.get_request(session, ctx, request_id)
+        events = queries.events_by_request(session, ctx, [row.id]).get(row.id, [])
+        body = [
+            views.request_entry(
+                tenant, row, _language(request, items), events=events if extended else None
+            )
+        ]
+    return formats.render(fmt, "service_requests", body)
+
+
+# --- agency status updates ---------------------------------------------------------------
+
+# Open311 statuses map onto the lifecycle; the lifecycle's own names are accepted as they are.
+_UPDATE_STATUS = {"open": "in_progress"}
+
+
+def _post_update(ctx: TenantContext, items: Items) -> dict:
+    request_id = params.optional_text(items, "service_request_id")
+    if request_id is None:
+        raise InvalidInput("service_request_id is required", field="service_request_id")
+    update_id = params.optional_text(items, "update_id")
+    if update_id is None:
+        raise InvalidInput("update_id is required", field="update_id")
+    raw_status = params.optional_text(items, "status")
+    if raw_status is None:
+        raise InvalidInput("status is required", field="status")
+    status = _UPDATE_STATUS.get(raw_status, raw_status)
+    resolution = params.optional_text(items, "resolution")
+    if status == "closed" and resolution is None:
+        resolution = "fixed"
+    updated = params.date_param(params.first(items, "updated_datetime"), "updated_datetime")
+    try:
+        with unit_of_work(ctx) as session:
+            event, created = service.post_status_update(
+                session,
+                ctx,
+                request_id,
+                status,
+                note=params.optional_text(items, "description"),
+                update_id=update_id,
+                resolution=resolution,
+                channel="agency",
+                at=updated,
+            )
+            event_request_id, event_status = event.request_id, event.status
+    except IntegrityError:
+        # A concurrent delivery of the same update_id committed first.
+        with unit_of_work(ctx, write=False) as session:
+            event, created = service.post_status_update(
+                session, ctx, request_id, status, update_id=update_id, resolution=resolution
+            )
+            event_request_id, event_status = event.request_id, event.status
+    return {
+        "service_request_id": event_request_id,
+        "update_id": update_id,
+        "status": "closed" if event_status == "closed" else "open",
+        "status_detail": event_status,
+        "duplicate": not created,
+    }
+
+
+@router.post("/servicerequestupdates.{fmt}")
+async def post_update(fmt: str, request: Request) -> Response:
+    fmt = _format(fmt)
+    items = await _form_items(request)
+    tenant = _tenant(params.first(items, "jurisdiction_id"))
+    request.state.tenant_id = tenant.id
+    ctx, _ = _authenticate(request, tenant, params.first(items, "api_key"), UPDATE_ROLES)
+    body = await run_in_threadpool(_post_update, ctx, items)
+    return formats.render(fmt, "service_request_updates", [body], status=200)
+
+
+def install(app: FastAPI, *, degraded: Callable[[], bool]) -> None:
+    """Mount the endpoints, the Open311 error format and the intake degradation check."""
+    app.state.open311_degraded = degraded
+    app.state.error_renderers.append(("/open311/", formats.render_error))
+    app.include_router(router)

@@ -1,0 +1,151 @@
+"""The public GeoReport v2 view of services and requests.
+
+Requests are shown anonymized: no names, contact details, address text or media references,
+the description withheld, and coordinates only as the service's open-data rule allows.
+Resident-facing text comes in the caller's language when the tenant offers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hub.core.clock import isoformat
+from hub.requests import geo
+from hub.requests.catalog import CatalogService, TenantSnapshot, localized
+from hub.requests.models import ServiceRequest, StatusEvent
+from hub.requests.texts import status_text_key, text_for
+
+SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
+
+
+def service_entry(tenant: TenantSnapshot, service: CatalogService, language: str) -> dict:
+    fallback = tenant.default_language
+    return {
+        "service_code": service.code,
+        "service_name": localized(service.names, language, fallback) or service.code,
+        "description": localized(service.descriptions, language, fallback) or "",
+        "metadata": bool(service.attributes),
+        "type": service.type,
+        "keywords": ",".join(service.keywords),
+        "group": service.group,
+    }
+
+
+def service_list(tenant: TenantSnapshot, language: str) -> list[dict]:
+    return [service_entry(tenant, service, language) for service in tenant.services.values()]
+
+
+def service_definition(tenant: TenantSnapshot, service: CatalogService, language: str) -> dict:
+    fallback = tenant.default_language
+    attributes = []
+    ordered = sorted(
+        enumerate(service.attributes), key=lambda pair: (pair[1].get("order", 0), pair[0])
+    )
+    for position, (_, attribute) in enumerate(ordered, start=1):
+        entry: dict[str, Any] = {
+            "variable": attribute.get("variable", True),
+            "code": attribute["code"],
+            "datatype": attribute.get("datatype", "string"),
+            "required": bool(attribute.get("required", False)),
+            "datatype_description": localized(
+                attribute.get("datatype_descriptions") or None, language, fallback
+            ),
+            "order": attribute.get("order") or position,
+            "description": localized(attribute.get("descriptions"), language, fallback) or "",
+        }
+        values = attribute.get("values") or []
+        if values:
+            entry["values"] = [
+                {
+                    "key": value["key"],
+                    "name": localized(value.get("names"), language, fallback) or value["key"],
+                }
+                for value in values
+            ]
+        attributes.append(entry)
+    return {"service_code": service.code, "attributes": attributes}
+
+
+def _public_point(
+    service: CatalogService | None, row: ServiceRequest
+) -> tuple[float | None, float | None]:
+    if row.lat is None or row.lon is None:
+        return None, None
+    if service is None:
+        return None, None
+    return geo.public_point(row.lat, row.lon, service.open_data_location, service.h3_resolution)
+
+
+def _status_text(tenant: TenantSnapshot, language: str, status: str, resolution: str | None) -> str:
+    return text_for(
+        tenant.manifest, tenant.languages, language, status_text_key(status, resolution)
+    )
+
+
+def request_entry(
+    tenant: TenantSnapshot,
+    row: ServiceRequest,
+    language: str,
+    *,
+    events: Sequence[StatusEvent] | None = None,
+) -> dict[str, Any]:
+    """One request as GET requests shows it; `events` adds the extensions."""
+    service = tenant.services.get(row.service_code)
+    lat, lon = _public_point(service, row)
+    names = service.names if service is not None else None
+    entry: dict[str, Any] = {
+        "service_request_id": row.id,
+        "status": "closed" if row.status == "closed" else "open",
+        "status_notes": _status_text(tenant, language, row.status, row.resolution),
+        "service_name": localized(names, language, tenant.default_language) or row.service_code,
+        "service_code": row.service_code,
+        "description": None,
+        "agency_responsible": row.agency_code,
+        "service_notice": None,
+        "requested_datetime": isoformat(row.requested_at),
+        "updated_datetime": isoformat(row.updated_at),
+        "expected_datetime": isoformat(row.expected_at),
+        "address": None,
+        "address_id": row.address_id,
+        "zipcode": row.zipcode,
+        "lat": lat,
+        "long": lon,
+        "media_url": None,
+    }
+    if events is not None:
+        entry["extended_attributes"] = {
+            "status_detail": row.status,
+            "resolution": row.resolution,
+            "duplicate_of": row.duplicate_of,
+            "closed_datetime": isoformat(row.closed_at),
+            "channel": row.channel,
+        }
+        entry["notes"] = [
+            {
+                "datetime": isoformat(event.at),
+                "status": "closed" if event.status == "closed" else "open",
+                "status_detail": event.status,
+                "type": event.channel,
+                "summary": _status_text(tenant, language, event.status, event.resolution),
+            }
+            for event in events
+        ]
+    return entry
+
+
+def discovery(base_url: str, tenant: TenantSnapshot | None, changeset: str) -> dict:
+    return {
+        "changeset": changeset,
+        "contact": f"{tenant.name} 311" if tenant else "Regional 311 hub operator",
+        "key_service": "API keys are issued by the hub operator for each jurisdiction.",
+        "endpoints": [
+            {
+                "specification": SPEC_URL,
+                "url": base_url,
+                "changeset": changeset,
+                "type": "production",
+                "formats": ["text/xml", "application/json"],
+            }
+        ],
+    }

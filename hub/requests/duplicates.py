@@ -1,0 +1,122 @@
+"""Duplicate linking: a new request is linked to an open request of the same service nearby.
+
+Candidates come from the indexed `(tenant_id, service_code, h3_cell)` lookup over the cells that
+can hold points within the radius; the exact distance then decides. Within a region the search
+also covers the other tenants' open requests (a pothole on a city border is reported to both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import h3
+import structlog
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from hub.core.db import unit_of_work
+from hub.core.tenancy import SystemContext
+from hub.requests import geo
+from hub.requests.catalog import TenantSnapshot
+from hub.requests.metrics import DUPLICATES_LINKED
+from hub.requests.models import ServiceRequest
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_RADIUS_M = 50.0
+# Candidates examined per lookup; a busy corner with more open reports links to the oldest.
+MAX_CANDIDATES = 200
+
+
+def duplicate_radius_m(_tenant: TenantSnapshot) -> float:
+    """Link radius in metres; the same for every tenant until manifests carry one."""
+    return DEFAULT_RADIUS_M
+
+
+def _point_of(row: ServiceRequest) -> tuple[float, float]:
+    if row.lat is not None and row.lon is not None:
+        return row.lat, row.lon
+    # A location-sensitive request publishes no exact point; its storage cell's centre is
+    # within about 200 m of the point, which is the precision left for matching.
+    return h3.cell_to_latlng(row.h3_cell)
+
+
+def _closest_oldest(
+    rows: Iterable[ServiceRequest], lat: float, lon: float, radius_m: float, exclude: str
+) -> ServiceRequest | None:
+    matches = [
+        row
+        for row in rows
+        if row.id != exclude and geo.distance_m(lat, lon, *_point_of(row)) <= radius_m
+    ]
+    if not matches:
+        return None
+    # Link to the original report, so a chain of duplicates points at one request.
+    return min(matches, key=lambda row: (row.requested_at, row.id))
+
+
+def _open_nearby(service_code: str, lat: float, lon: float, radius_m: float):
+    return (
+        select(ServiceRequest)
+        .where(
+            ServiceRequest.service_code == service_code,
+            ServiceRequest.h3_cell.in_(geo.cells_within(lat, lon, radius_m)),
+            ServiceRequest.status != "closed",
+        )
+        .order_by(ServiceRequest.requested_at)
+        .limit(MAX_CANDIDATES)
+    )
+
+
+def find_duplicate(
+    session: Session,
+    tenant: TenantSnapshot,
+    service_code: str,
+    lat: float,
+    lon: float,
+    *,
+    exclude: str,
+) -> str | None:
+    """Return the id of the tenant's oldest open request of the service within the radius."""
+    radius = duplicate_radius_m(tenant)
+    rows = session.scalars(_open_nearby(service_code, lat, lon, radius)).all()
+    match = _closest_oldest(rows, lat, lon, radius, exclude)
+    if match is None:
+        return None
+    original = match.duplicate_of or match.id
+    DUPLICATES_LINKED.labels(tenant=tenant.id, scope="tenant").inc()
+    log.info("request_duplicate_found", request_id=exclude, duplicate_of=original)
+    return original
+
+
+def find_regional_duplicate(
+    engine: Engine | None,
+    tenant: TenantSnapshot,
+    region_tenant_ids: list[str],
+    service_code: str,
+    lat: float,
+    lon: float,
+    *,
+    exclude: str,
+) -> str | None:
+    """Search the other tenants of the tenant's region for an open duplicate.
+
+    Reads across tenants in its own system-scoped session, so call it outside the intake
+    transaction (the routing task does). Service codes must match exactly across tenants.
+    """
+    others = [tenant_id for tenant_id in region_tenant_ids if tenant_id != tenant.id]
+    if not others:
+        return None
+    radius = duplicate_radius_m(tenant)
+    scope = SystemContext("regional duplicate search", actor=f"tenant:{tenant.id}")
+    with unit_of_work(scope, engine=engine, write=False) as session:
+        statement = _open_nearby(service_code, lat, lon, radius).where(
+            ServiceRequest.tenant_id.in_(others)
+        )
+        match = _closest_oldest(session.scalars(statement).all(), lat, lon, radius, exclude)
+        original = (match.duplicate_of or match.id) if match is not None else None
+    if original is not None:
+        DUPLICATES_LINKED.labels(tenant=tenant.id, scope="region").inc()
+        log.info("request_regional_duplicate_found", request_id=exclude, duplicate_of=original)
+    return original

@@ -1,0 +1,66 @@
+"""Whether intake is degraded: the pipeline behind it cannot keep up or cannot publish.
+
+While degraded, POST requests answers with a token instead of the request id (the Open311
+spec's answer for requests that are not processed at once). The composition root builds the
+check with its own relay-health signal, so this package never depends on the API runtime.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from hub.core.outbox import backlog
+
+log = structlog.get_logger(__name__)
+
+# Unpublished outbox rows above which intake counts as degraded: at the relay's default of
+# 500 rows per round this is about 10 rounds behind.
+DEFAULT_BACKLOG_THRESHOLD = 5000
+# How long one backlog count is reused, in seconds, so the hot path rarely counts rows.
+DEFAULT_CACHE_SECONDS = 2.0
+
+
+class IntakeDegradedCheck:
+    """Callable that returns True while the relay is unhealthy or the outbox backlog is high."""
+
+    def __init__(
+        self,
+        relay_healthy: Callable[[], bool],
+        *,
+        backlog_threshold: int = DEFAULT_BACKLOG_THRESHOLD,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+        engine: Engine | None = None,
+        count_backlog: Callable[[], int] | None = None,
+    ) -> None:
+        self._relay_healthy = relay_healthy
+        self._threshold = backlog_threshold
+        self._cache_seconds = cache_seconds
+        self._count = count_backlog or (lambda: backlog(engine))
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self._backlog = 0
+
+    def backlog(self) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked_at < self._cache_seconds:
+                return self._backlog
+            self._checked_at = now
+        try:
+            count = self._count()
+        except Exception as exc:  # noqa: BLE001 - an unreadable backlog must not fail intake
+            log.warning("intake_backlog_read_failed", error=type(exc).__name__)
+            return self._backlog
+        with self._lock:
+            self._backlog = count
+        return count
+
+    def __call__(self) -> bool:
+        if not self._relay_healthy():
+            return True
+        return self.backlog() > self._threshold

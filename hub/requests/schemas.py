@@ -1,0 +1,73 @@
+"""Plain data passed into and out of the request services (no HTTP, no ORM)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+AttributeValue = str | list[str]
+
+
+@dataclass
+class IntakeData:
+    """One new service request as a client or importer submits it, before validation.
+
+    Text fields hold the client's exact text. Personal fields (names, email, phone, address,
+    description, media_url, attributes) are encrypted before they are stored.
+    """
+
+    service_code: str
+    lat: float | None = None
+    lon: float | None = None
+    address: str | None = None
+    address_id: str | None = None
+    zipcode: str | None = None
+    description: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    device_id: str | None = None
+    account_id: str | None = None
+    media_url: str | None = None
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    channel: str = "api"
+    source: str = "open311"
+    # The id in the source system (importers); unique per tenant and source.
+    source_id: str | None = None
+    # Importers pass the original filing time; intake through the API uses the current time.
+    requested_at: datetime | None = None
+    api_key_id: int | None = None
+
+
+@dataclass
+class RequestQuery:
+    """Filters of Open311 GET requests, already parsed. Dates carry an offset."""
+
+    service_request_ids: list[str] = field(default_factory=list)
+    service_codes: list[str] = field(default_factory=list)
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    statuses: list[str] = field(default_factory=list)  # Open311 "open" and "closed"
+    page: int = 1
+    page_size: int = 1000
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """What POST requests returns: an id, or a token while intake is degraded."""
+
+    service_request_id: str | None
+    token: str | None
+    service_notice: str | None
+    account_id: str | None
+
+    def as_open311(self) -> dict[str, str | None]:
+        body: dict[str, str | None] = {}
+        if self.token is not None:
+            body["token"] = self.token
+        else:
+            body["service_request_id"] = self.service_request_id
+        body["service_notice"] = self.service_notice
+        body["account_id"] = self.account_id
+        return body

@@ -1,0 +1,387 @@
+"""Intake and status updates of service requests, inside the caller's transaction.
+
+`submit_request` validates a new request against the tenant's catalog, encrypts its personal
+fields under the tenant's data key bound to the new row id, and writes the request, its first
+status event, one delivery per destination agency and the routing task's outbox row. The
+boundary (API call, importer, task) commits; nothing here commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.core.clock import as_utc, utcnow
+from hub.core.errors import Conflict, InvalidInput, NotFound
+from hub.core.ids import new_token, tracking_code
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_INTAKE
+from hub.core.tenancy import TenantContext
+from hub.requests import catalog, geo
+from hub.requests.catalog import CatalogService, TenantSnapshot
+from hub.requests.duplicates import find_duplicate
+from hub.requests.metrics import INTAKE, STATUS_UPDATES
+from hub.requests.models import (
+    RESOLUTIONS,
+    STATES,
+    Delivery,
+    IdempotencyRecord,
+    RequestToken,
+    ServiceRequest,
+    StatusEvent,
+)
+from hub.requests.routing import ROUTE_TASK
+from hub.requests.schemas import IntakeData, IntakeResult
+from hub.requests.texts import text_for
+from hub.requests.validation import (
+    MAX_DESCRIPTION_CHARS,
+    check_attributes,
+    check_media_url,
+    check_text,
+)
+from privacy.blind_index import blind_index
+from privacy.fields import FieldCipher
+
+log = structlog.get_logger(__name__)
+
+REQUESTS_TABLE = "service_requests"
+EVENTS_TABLE = "status_events"
+
+# Allowed status changes. A repeated status is a note-only update; reopening a closed request
+# moves it back to in_progress.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "submitted": frozenset({"submitted", "acknowledged", "in_progress", "on_hold", "closed"}),
+    "acknowledged": frozenset({"acknowledged", "in_progress", "on_hold", "closed"}),
+    "in_progress": frozenset({"in_progress", "on_hold", "closed"}),
+    "on_hold": frozenset({"on_hold", "in_progress", "closed"}),
+    "closed": frozenset({"closed", "in_progress"}),
+}
+
+
+def active_service(tenant: TenantSnapshot, service_code: str) -> CatalogService:
+    service = tenant.services.get(service_code)
+    if service is None:
+        raise NotFound(
+            "service_code is not in this jurisdiction's catalog; GET services for the list",
+            code="unknown_service",
+        )
+    return service
+
+
+def _validate(tenant: TenantSnapshot, service: CatalogService, data: IntakeData) -> dict:
+    has_point = data.lat is not None or data.lon is not None
+    if has_point:
+        if data.lat is None or data.lon is None:
+            raise InvalidInput("lat and long must be given together", code="invalid_location")
+        geo.check_coordinates(data.lat, data.lon)
+        area = catalog.service_area(tenant)
+        if area is not None and not area.contains(data.lat, data.lon):
+            raise InvalidInput(
+                "the location is outside this jurisdiction's service area",
+                code="outside_service_area",
+            )
+    elif not (data.address or data.address_id):
+        raise InvalidInput(
+            "a location is required: lat and long, address_string or address_id",
+            code="missing_location",
+        )
+
+    check_text("description", data.description, max_chars=MAX_DESCRIPTION_CHARS)
+    for name in ("address_string", "first_name", "last_name", "email", "phone", "device_id"):
+        value = data.address if name == "address_string" else getattr(data, name)
+        check_text(name, value)
+    for name in ("address_id", "zipcode", "account_id"):
+        check_text(name, getattr(data, name), max_chars=120 if name != "zipcode" else 16)
+    check_media_url(data.media_url)
+    return check_attributes(service.code, service.attributes, data.attributes)
+
+
+def _device_hash(tenant_id: str, device_id: str | None) -> str | None:
+    if not device_id:
+        return None
+    return hashlib.sha256(f"{tenant_id}\x00{device_id}".encode()).hexdigest()
+
+
+def submit_request(
+    session: Session,
+    ctx: TenantContext,
+    tenant: TenantSnapshot,
+    data: IntakeData,
+    *,
+    request_id: str | None = None,
+) -> ServiceRequest:
+    """Validate and store one new request with its first event, deliveries and routing task."""
+    if ctx.tenant_id != tenant.id:
+        raise NotFound("tenant not found", code="unknown_jurisdiction")
+    service = active_service(tenant, data.service_code)
+    attributes = _validate(tenant, service, data)
+
+    now = utcnow()
+    requested_at = as_utc(data.requested_at) if data.requested_at else now
+    request_id = request_id or tracking_code()
+    cipher = FieldCipher.for_tenant(session, tenant.id)
+
+    def seal(column: str, plaintext: str | None) -> bytes | None:
+        return cipher.encrypt(REQUESTS_TABLE, column, request_id, plaintext)
+
+    email_bidx, bidx_version = blind_index(session, tenant.id, "email", data.email or None)
+    phone_bidx, _ = blind_index(session, tenant.id, "phone", data.phone or None)
+
+    rule, resolution = catalog.open_data_rule(service)
+    lat, lon, location_enc, cell = data.lat, data.lon, None, None
+    if data.lat is not None and data.lon is not None:
+        cell = geo.storage_cell(data.lat, data.lon)
+        if service.location_sensitive:
+            location_enc = seal("location_enc", json.dumps([data.lat, data.lon]))
+            lat, lon = geo.public_point(data.lat, data.lon, rule, resolution)
+
+    expected_at = catalog.expected_at(tenant, service, requested_at)
+    destinations = catalog.destinations(tenant, service)
+    request = ServiceRequest(
+        id=request_id,
+        tenant_id=tenant.id,
+        service_code=service.code,
+        status="submitted",
+        agency_code=destinations[0] if destinations else None,
+        requested_at=requested_at,
+        updated_at=now,
+        expected_at=expected_at,
+        lat=lat,
+        lon=lon,
+        h3_cell=cell,
+        address_id=data.address_id,
+        zipcode=data.zipcode,
+        description_enc=seal("description_enc", data.description),
+        address_enc=seal("address_enc", data.address),
+        location_enc=location_enc,
+        first_name_enc=seal("first_name_enc", data.first_name),
+        last_name_enc=seal("last_name_enc", data.last_name),
+        email_enc=seal("email_enc", data.email),
+        phone_enc=seal("phone_enc", data.phone),
+        media_url_enc=seal("media_url_enc", data.media_url),
+        attributes_enc=seal("attributes_enc", json.dumps(attributes, ensure_ascii=False))
+        if attributes
+        else None,
+        dek_version=cipher.dek_version,
+        email_bidx=email_bidx,
+        phone_bidx=phone_bidx,
+        bidx_version=bidx_version,
+        channel=data.channel,
+        source=data.source,
+        source_id=data.source_id,
+        device_id_hash=_device_hash(tenant.id, data.device_id),
+        account_id=data.account_id,
+        api_key_id=data.api_key_id,
+    )
+    if data.lat is not None and data.lon is not None:
+        request.duplicate_of = find_duplicate(
+            session, tenant, service.code, data.lat, data.lon, exclude=request_id
+        )
+    session.add(request)
+    # The models declare no relationships, so the unit of work cannot order the inserts by
+    # foreign key: the request row goes first.
+    session.flush()
+    session.add(
+        StatusEvent(
+            tenant_id=tenant.id,
+            request_id=request_id,
+            at=requested_at,
+            status="submitted",
+            actor=ctx.actor,
+            channel=data.channel,
+        )
+    )
+    for destination in destinations:
+        session.add(Delivery(tenant_id=tenant.id, request_id=request_id, destination=destination))
+    enqueue(session, ROUTE_TASK, queue=QUEUE_INTAKE, tenant_id=tenant.id, request_id=request_id)
+    INTAKE.labels(tenant=tenant.id, outcome="accepted").inc()
+    log.info("request_submitted", request_id=request_id, service_code=service.code)
+    return request
+
+
+def service_notice(
+    tenant: TenantSnapshot, request: ServiceRequest, language: str | None, *, token: bool
+) -> str:
+    if token:
+        return text_for(tenant.manifest, tenant.languages, language, "notice.token")
+    if request.expected_at is None:
+        return text_for(tenant.manifest, tenant.languages, language, "notice.received")
+    expected = catalog.local_time(tenant, request.expected_at).strftime("%Y-%m-%d %H:%M")
+    template = text_for(tenant.manifest, tenant.languages, language, "notice.expected")
+    return template.format(expected=expected)
+
+
+def body_hash(items: list[tuple[str, str]]) -> str:
+    """Return a digest of the form fields that identifies one submission (api_key excluded)."""
+    canonical = sorted((k, v) for k, v in items if k != "api_key")
+    return hashlib.sha256(json.dumps(canonical, ensure_ascii=False).encode()).hexdigest()
+
+
+def find_idempotent_result(
+    session: Session, api_key_id: int, key: str, request_hash: str
+) -> IntakeResult | None:
+    """Return the stored result for a repeated Idempotency-Key, or None for a new key.
+
+    Raises Conflict when the key was used before with a different body.
+    """
+    record = session.scalars(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key
+        )
+    ).one_or_none()
+    if record is None:
+        return None
+    if record.request_hash != request_hash:
+        raise Conflict(
+            "Idempotency-Key was already used with a different request body; "
+            "use a new key for a new request",
+            code="idempotency_conflict",
+        )
+    return IntakeResult(**record.response)
+
+
+def intake(
+    session: Session,
+    ctx: TenantContext,
+    tenant: TenantSnapshot,
+    data: IntakeData,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    degraded: bool = False,
+    language: str | None = None,
+) -> IntakeResult:
+    """Run POST requests: replay a repeated Idempotency-Key, else submit and store the result.
+
+    While intake is `degraded` (the pipeline is behind) the client gets a token instead of the
+    id, and `GET tokens/{token}` gives the id. The request itself is stored either way.
+    """
+    if idempotency_key is not None:
+        if data.api_key_id is None or request_hash is None:
+            raise InvalidInput("Idempotency-Key needs an api_key", code="invalid")
+        stored = find_idempotent_result(session, data.api_key_id, idempotency_key, request_hash)
+        if stored is not None:
+            INTAKE.labels(tenant=tenant.id, outcome="replayed").inc()
+            return stored
+
+    request = submit_request(session, ctx, tenant, data)
+    token = None
+    if degraded:
+        token = new_token()
+        session.add(RequestToken(token=token, tenant_id=tenant.id, request_id=request.id))
+    result = IntakeResult(
+        service_request_id=request.id,
+        token=token,
+        service_notice=service_notice(tenant, request, language, token=token is not None),
+        account_id=data.account_id,
+    )
+    if idempotency_key is not None:
+        session.add(
+            IdempotencyRecord(
+                tenant_id=tenant.id,
+                api_key_id=data.api_key_id,
+                key=idempotency_key,
+                request_hash=request_hash,
+                request_id=request.id,
+                token=token,
+                response={
+                    "service_request_id": result.service_request_id,
+                    "token": result.token,
+                    "service_notice": result.service_notice,
+                    "account_id": result.account_id,
+                },
+            )
+        )
+    return result
+
+
+def resolve_token(session: Session, ctx: TenantContext, token: str) -> RequestToken:
+    row = session.get(RequestToken, token)
+    if row is None or row.tenant_id != ctx.tenant_id:
+        raise NotFound("token not found", code="not_found")
+    return row
+
+
+def get_request(session: Session, ctx: TenantContext, request_id: str) -> ServiceRequest:
+    """Return the tenant's request; another tenant's id is NotFound like an unknown one."""
+    request = session.get(ServiceRequest, request_id)
+    if request is None or request.tenant_id != ctx.tenant_id:
+        raise NotFound(f"service request {request_id} not found", code="not_found")
+    return request
+
+
+def post_status_update(
+    session: Session,
+    ctx: TenantContext,
+    request_id: str,
+    status: str,
+    *,
+    note: str | None = None,
+    update_id: str | None = None,
+    resolution: str | None = None,
+    channel: str = "agency",
+    at: datetime | None = None,
+) -> tuple[StatusEvent, bool]:
+    """Apply one status change; return the event and whether it was new.
+
+    An `update_id` seen before returns the earlier event and changes nothing, so an agency may
+    resend an update safely.
+    """
+    if update_id is not None:
+        check_text("update_id", update_id, max_chars=120)
+        earlier = session.scalars(
+            select(StatusEvent).where(StatusEvent.update_id == update_id)
+        ).one_or_none()
+        if earlier is not None:
+            STATUS_UPDATES.labels(tenant=ctx.tenant_id, outcome="duplicate").inc()
+            return earlier, False
+
+    if status not in STATES:
+        raise InvalidInput(f"status must be one of {', '.join(STATES)}", field="status")
+    if status == "closed":
+        if resolution not in RESOLUTIONS:
+            raise InvalidInput(
+                f"closing needs a resolution: one of {', '.join(RESOLUTIONS)}",
+                field="resolution",
+            )
+    elif resolution is not None:
+        raise InvalidInput("resolution applies only to status closed", field="resolution")
+    check_text("note", note, max_chars=MAX_DESCRIPTION_CHARS)
+
+    request = get_request(session, ctx, request_id)
+    if status not in TRANSITIONS[request.status]:
+        raise Conflict(
+            f"cannot change status from {request.status} to {status}", code="invalid_transition"
+        )
+
+    when = as_utc(at) if at else utcnow()
+    event = StatusEvent(
+        tenant_id=ctx.tenant_id,
+        request_id=request.id,
+        at=when,
+        status=status,
+        resolution=resolution,
+        actor=ctx.actor,
+        channel=channel,
+        update_id=update_id,
+    )
+    session.add(event)
+    if note is not None:
+        # The ciphertext is bound to the event's id, which exists only after the insert.
+        session.flush()
+        cipher = FieldCipher.for_tenant(session, ctx.tenant_id)
+        event.note_enc = cipher.encrypt(EVENTS_TABLE, "note_enc", str(event.id), note)
+        event.dek_version = cipher.dek_version
+
+    request.status = status
+    request.resolution = resolution
+    request.updated_at = when
+    request.closed_at = when if status == "closed" else None
+    STATUS_UPDATES.labels(tenant=ctx.tenant_id, outcome="applied").inc()
+    log.info("request_status_changed", request_id=request.id, status=status)
+    return event, True

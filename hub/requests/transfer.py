@@ -1,0 +1,156 @@
+"""Transfer of a request filed with the wrong jurisdiction to the right one.
+
+The request keeps its tracking id and history. Its personal fields and event notes are
+decrypted under the sending tenant's keys (one audited decryption per row) and encrypted again
+under the receiving tenant's, because every ciphertext is bound to its tenant. Blind indexes
+are recomputed under the receiving tenant's index key, and routing starts over there.
+"""
+
+from __future__ import annotations
+
+import json
+
+import structlog
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from hub.core.clock import utcnow
+from hub.core.errors import Forbidden, InvalidInput, NotFound
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_INTAKE
+from hub.core.tenancy import SystemContext, TenantContext
+from hub.requests import catalog
+from hub.requests.catalog import TenantSnapshot
+from hub.requests.metrics import TRANSFERS
+from hub.requests.models import Delivery, IdempotencyRecord, ServiceRequest, StatusEvent
+from hub.requests.service import EVENTS_TABLE, REQUESTS_TABLE, ROUTE_TASK, active_service
+from privacy.access import decrypt_fields, decrypt_rows
+from privacy.blind_index import blind_index
+from privacy.fields import FieldCipher
+
+log = structlog.get_logger(__name__)
+
+PURPOSE = "request.transfer"
+ENCRYPTED_COLUMNS = (
+    "description_enc",
+    "address_enc",
+    "location_enc",
+    "first_name_enc",
+    "last_name_enc",
+    "email_enc",
+    "phone_enc",
+    "media_url_enc",
+    "attributes_enc",
+)
+
+
+def transfer_request(
+    session: Session,
+    source: TenantContext,
+    target: TenantSnapshot,
+    request_id: str,
+    *,
+    service_code: str | None = None,
+) -> ServiceRequest:
+    """Move a request from `source`'s tenant to `target`, keeping its id and history.
+
+    `session` must be system-scoped, because the rows change tenant. `service_code` names the
+    service in the receiving catalog when its code differs.
+    """
+    if not isinstance(session.info.get("scope"), SystemContext):
+        raise Forbidden("a transfer needs a system-scoped session", code="transfer_scope")
+    if target.id == source.tenant_id:
+        raise InvalidInput("the request already belongs to that jurisdiction", field="tenant")
+    request = session.get(ServiceRequest, request_id)
+    if request is None or request.tenant_id != source.tenant_id:
+        raise NotFound(f"service request {request_id} not found", code="not_found")
+    service = active_service(target, service_code or request.service_code)
+
+    plain = decrypt_fields(
+        session,
+        source,
+        REQUESTS_TABLE,
+        request.id,
+        {column: getattr(request, column) for column in ENCRYPTED_COLUMNS},
+        purpose=PURPOSE,
+    )
+    events = session.scalars(
+        select(StatusEvent).where(StatusEvent.request_id == request.id).order_by(StatusEvent.id)
+    ).all()
+    with_notes = [event for event in events if event.note_enc is not None]
+    notes: dict[int, str | None] = {}
+    if with_notes:
+        plain_notes = decrypt_rows(
+            session,
+            source,
+            EVENTS_TABLE,
+            [(str(event.id), {"note_enc": event.note_enc}) for event in with_notes],
+            purpose=PURPOSE,
+        )
+        for event, note in zip(with_notes, plain_notes, strict=True):
+            notes[event.id] = note["note_enc"]
+
+    cipher = FieldCipher.for_tenant(session, target.id)
+    for column in ENCRYPTED_COLUMNS:
+        setattr(request, column, cipher.encrypt(REQUESTS_TABLE, column, request.id, plain[column]))
+    request.dek_version = cipher.dek_version
+    request.email_bidx, request.bidx_version = blind_index(
+        session, target.id, "email", plain["email_enc"]
+    )
+    request.phone_bidx, _ = blind_index(session, target.id, "phone", plain["phone_enc"])
+
+    # Public coordinates follow the receiving service's open-data rule.
+    if service.location_sensitive and plain["location_enc"] is None and request.lat is not None:
+        exact = [request.lat, request.lon]
+        request.location_enc = cipher.encrypt(
+            REQUESTS_TABLE, "location_enc", request.id, json.dumps(exact)
+        )
+    if plain["location_enc"] is not None and not service.location_sensitive:
+        request.lat, request.lon = json.loads(plain["location_enc"])
+        request.location_enc = None
+
+    for event in events:
+        event.tenant_id = target.id
+        if event.id in notes:
+            note = notes[event.id]
+            event.note_enc = cipher.encrypt(EVENTS_TABLE, "note_enc", str(event.id), note)
+            event.dek_version = cipher.dek_version
+
+    session.execute(delete(Delivery).where(Delivery.request_id == request.id))
+    session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.request_id == request.id)
+        .values(request_id=None)
+    )
+    now = utcnow()
+    agencies = catalog.destinations(target, service)
+    request.tenant_id = target.id
+    request.transferred_from = source.tenant_id
+    request.service_code = service.code
+    request.agency_code = agencies[0] if agencies else None
+    request.expected_at = catalog.expected_at(target, service, now)
+    request.duplicate_of = None
+    request.sla_breached_at = None
+    request.updated_at = now
+    session.add(
+        StatusEvent(
+            tenant_id=target.id,
+            request_id=request.id,
+            at=now,
+            status=request.status,
+            resolution=request.resolution,
+            actor=source.actor,
+            channel="transfer",
+        )
+    )
+    for agency in agencies:
+        session.add(Delivery(tenant_id=target.id, request_id=request.id, destination=agency))
+    enqueue(session, ROUTE_TASK, queue=QUEUE_INTAKE, tenant_id=target.id, request_id=request.id)
+    TRANSFERS.labels(tenant=target.id).inc()
+    log.info(
+        "request_transferred",
+        request_id=request.id,
+        from_tenant=source.tenant_id,
+        to_tenant=target.id,
+    )
+    return request

@@ -1,0 +1,146 @@
+"""Input checks for new requests: text, media URLs, dates and service-definition attributes.
+
+Every failure raises `InvalidInput` naming the field and the rule, never the submitted value:
+the value may be personal data.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from hub.core.errors import InvalidInput
+from hub.requests.schemas import AttributeValue
+
+MAX_DESCRIPTION_CHARS = 4000
+MAX_SHORT_TEXT_CHARS = 200
+MAX_MEDIA_URL_CHARS = 2000
+
+# A tag opener such as `<b`, `</p`, `<!--` or `<?xml`, or a character reference such as
+# `&lt;` or `&#60;`. Plain `<` in "a < b" or a lone `&` stays allowed.
+_HTML = re.compile(r"<\s*[A-Za-z!/?]|&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
+# C0 controls other than tab, line feed and carriage return, DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+OPEN311_DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
+
+
+def check_text(field: str, value: str | None, *, max_chars: int = MAX_SHORT_TEXT_CHARS) -> None:
+    """Reject over-long text, HTML markup and control characters in a free-text field."""
+    if value is None:
+        return
+    if len(value) > max_chars:
+        raise InvalidInput(
+            f"{field} is {len(value)} characters long; the maximum is {max_chars}", field=field
+        )
+    if _HTML.search(value):
+        raise InvalidInput(f"{field} must be plain text without HTML markup", field=field)
+    if _CONTROL.search(value):
+        raise InvalidInput(f"{field} contains control characters", field=field)
+
+
+def check_media_url(value: str | None) -> None:
+    if value is None:
+        return
+    if len(value) > MAX_MEDIA_URL_CHARS:
+        raise InvalidInput(
+            f"media_url is longer than {MAX_MEDIA_URL_CHARS} characters", field="media_url"
+        )
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise InvalidInput("media_url must be an absolute http or https URL", field="media_url")
+    if any(ch.isspace() for ch in value) or _CONTROL.search(value):
+        raise InvalidInput("media_url must not contain spaces or control characters")
+
+
+def parse_datetime(field: str, value: str) -> datetime:
+    """Parse an ISO 8601 date-time that carries a UTC offset, such as `2024-01-31T09:00:00-05:00`.
+
+    A value without an offset is ambiguous across time zones and is rejected.
+    """
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"{field} is not an ISO 8601 date-time; use a form like 2024-01-31T09:00:00Z",
+            field=field,
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InvalidInput(
+            f"{field} has no UTC offset; add Z or an offset such as -05:00", field=field
+        )
+    return parsed
+
+
+def _allowed_keys(attribute: Mapping[str, Any]) -> set[str]:
+    return {str(value.get("key")) for value in attribute.get("values") or []}
+
+
+def _check_one(code: str, datatype: str, attribute: Mapping[str, Any], value: str) -> str:
+    label = f"attribute[{code}]"
+    if datatype == "number":
+        try:
+            number = float(value)
+        except ValueError:
+            raise InvalidInput(f"{label} must be a number", field=label) from None
+        if not math.isfinite(number):
+            raise InvalidInput(f"{label} must be a finite number", field=label)
+        return value.strip()
+    if datatype == "datetime":
+        parse_datetime(label, value)
+        return value.strip()
+    if datatype == "singlevaluelist" or datatype == "multivaluelist":
+        if value not in _allowed_keys(attribute):
+            raise InvalidInput(f"{label} is not one of the service's allowed keys", field=label)
+        return value
+    max_chars = MAX_DESCRIPTION_CHARS if datatype == "text" else MAX_SHORT_TEXT_CHARS
+    check_text(label, value, max_chars=max_chars)
+    return value
+
+
+def check_attributes(
+    service_code: str,
+    definition: Sequence[Mapping[str, Any]],
+    submitted: Mapping[str, AttributeValue],
+) -> dict[str, AttributeValue]:
+    """Validate submitted attribute values against a service definition; return the clean set.
+
+    Informational attributes (`variable: false`) take no input. A multivaluelist takes a list
+    of allowed keys; every other datatype takes one value. Unknown codes are rejected so a
+    client learns about a typo instead of losing the value.
+    """
+    by_code = {str(item.get("code")): item for item in definition}
+    for code in submitted:
+        attribute = by_code.get(code)
+        if attribute is None or attribute.get("variable", True) is False:
+            # The unknown code is not repeated: it is client input.
+            raise InvalidInput(
+                f"an attribute is not defined for service {service_code}; "
+                f"see services/{service_code} for its attributes",
+                field="attribute",
+            )
+
+    clean: dict[str, AttributeValue] = {}
+    for code, attribute in by_code.items():
+        if attribute.get("variable", True) is False:
+            continue
+        datatype = str(attribute.get("datatype", "string"))
+        raw = submitted.get(code)
+        values = [raw] if isinstance(raw, str) else list(raw or [])
+        values = [v for v in values if v != ""]
+        label = f"attribute[{code}]"
+        if not values:
+            if attribute.get("required"):
+                raise InvalidInput(f"{label} is required for service {service_code}", field=label)
+            continue
+        if datatype == "multivaluelist":
+            clean[code] = [_check_one(code, datatype, attribute, v) for v in values]
+            continue
+        if len(values) > 1:
+            raise InvalidInput(f"{label} takes one value, not a list", field=label)
+        clean[code] = _check_one(code, datatype, attribute, values[0])
+    return clean
