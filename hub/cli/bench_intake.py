@@ -1,10 +1,276 @@
-"""`hub bench intake`: Open311 POST and GET throughput of the hub against a bare FastAPI app."""
+"""`hub bench intake`: Open311 POST and GET throughput of the hub against a bare FastAPI app.
+
+Both servers run under the same uvicorn settings (loopback, the same number of worker
+processes, log level warning), one after the other, and the same load generator drives both
+from a separate process. The hub runs on PostgreSQL: a fresh database that the benchmark creates
+and drops, or the one in HUB_DATABASE_URL.
+"""
 
 from __future__ import annotations
 
-from hub.cli.output import JSON_OPTION, fail
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import typer
+from rich.progress import Progress
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from hub.cli.demo.generate import generate_day
+from hub.cli.demo.pipeline import free_port
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
+from hub.cli.serve import stop_process
+from hub.core.db import dispose_engines, get_engine, unit_of_work
+from hub.core.migrate import upgrade
+from hub.core.settings import get_settings
+from hub.core.tenancy import SystemContext, TenantContext
+
+DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+BENCH_TENANT_MANIFEST = "boston.yaml"
+SERVER_START_SECONDS = 60.0
+WARMUP_REQUESTS = 300
 
 
-def intake(as_json: bool = JSON_OPTION) -> None:
+def intake(
+    processes: int = typer.Option(2, min=1, max=32, help="uvicorn worker processes per server."),
+    duration: float = typer.Option(
+        10.0, min=1, max=300, help="Seconds per measured run (four runs)."
+    ),
+    requests: int = typer.Option(
+        20_000, min=100, max=1_000_000, help="Upper bound of requests per measured run."
+    ),
+    concurrency: int = typer.Option(32, min=1, max=512, help="Concurrent client connections."),
+    admin_url: str = typer.Option(
+        DEFAULT_ADMIN_URL,
+        "--admin-url",
+        help="PostgreSQL URL used to create and drop the benchmark database "
+        "when HUB_DATABASE_URL is not set.",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Measure POST and GET requests/s and p99 of the hub and of a bare FastAPI endpoint."""
-    fail("hub bench intake is not built yet")
+    configured = get_settings().database_url
+    if configured and not configured.startswith("postgresql"):
+        fail(
+            f"HUB_DATABASE_URL={make_url(configured).render_as_string(hide_password=True)} is "
+            "not PostgreSQL; unset it (a fresh database is created) or point it at PostgreSQL"
+        )
+
+    created = None
+    with cli_errors():
+        if configured:
+            database_url = configured
+        else:
+            database_url = created = _create_database(admin_url)
+    try:
+        figures = _run(database_url, processes, duration, requests, concurrency)
+    finally:
+        if created is not None:
+            _drop_database(admin_url, created)
+
+    figures["settings"] = {
+        "processes": processes,
+        "duration_seconds": duration,
+        "max_requests": requests,
+        "concurrency": concurrency,
+        "database": "created" if created else "HUB_DATABASE_URL",
+        "cpus": os.cpu_count(),
+    }
+    emit(figures, as_json, _render)
+
+
+def _create_database(admin_url: str) -> str:
+    name = f"hub_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except Exception as exc:  # noqa: BLE001 - any connection failure gets the same advice
+        fail(
+            f"could not create a benchmark database through {admin_url} "
+            f"({type(exc).__name__}); start PostgreSQL or pass --admin-url"
+        )
+    return str(make_url(admin_url).set(database=name).render_as_string(hide_password=False))
+
+
+def _drop_database(admin_url: str, url: str) -> None:
+    dispose_engines()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _prepare_tenant(database_url: str) -> tuple[str, str, list[str]]:
+    """Onboard the Boston example; return its jurisdiction, an Open311 key and POST bodies."""
+    from tenants.keys import create_api_key
+    from tenants.manifest import example_paths, load_manifest
+    from tenants.onboarding import onboard
+
+    upgrade(database_url)
+    path = next(p for p in example_paths() if p.name == BENCH_TENANT_MANIFEST)
+    manifest = load_manifest(path)
+    with unit_of_work(SystemContext("bench setup"), engine=get_engine(database_url)) as session:
+        tenant, _ = onboard(session, manifest, actor="cli:bench")
+        ctx = TenantContext(tenant_id=tenant.id, actor="cli:bench")
+        _, api_key = create_api_key(session, ctx, roles=["open311"], label="hub bench intake")
+        jurisdiction = tenant.jurisdiction_id
+    bodies = [
+        urlencode(item.form(jurisdiction, api_key)) for item in generate_day(manifest, 500, seed=7)
+    ]
+    return jurisdiction, api_key, bodies
+
+
+def _run(
+    database_url: str, processes: int, duration: float, requests: int, concurrency: int
+) -> dict[str, Any]:
+    jurisdiction, _api_key, bodies = _prepare_tenant(database_url)
+    env = {**os.environ, "HUB_DATABASE_URL": database_url}
+    results: dict[str, Any] = {}
+
+    with Progress(console=err_console, transient=True) as progress:
+        phase = progress.add_task("benchmark", total=4)
+
+        for target in ("hub", "bare"):
+            port = free_port()
+            server = _start_server(target, port, processes, env)
+            try:
+                _wait_healthy(port, server)
+                base = f"http://127.0.0.1:{port}/open311/v2/requests"
+                post_plan = {
+                    "base_url": f"{base}.json",
+                    "method": "POST",
+                    "targets": bodies,
+                    "concurrency": concurrency,
+                    "collect_ids": True,
+                }
+                _load({**post_plan, "requests": WARMUP_REQUESTS, "duration_seconds": 5})
+                post = _load({**post_plan, "requests": requests, "duration_seconds": duration})
+                progress.advance(phase)
+                ids = post.pop("ids") or ["B000000001"]
+                get_plan = {
+                    "base_url": base,
+                    "method": "GET",
+                    "targets": [f"/{i}.json?jurisdiction_id={jurisdiction}" for i in ids],
+                    "concurrency": concurrency,
+                }
+                _load({**get_plan, "requests": WARMUP_REQUESTS, "duration_seconds": 5})
+                get = _load({**get_plan, "requests": requests, "duration_seconds": duration})
+                get.pop("ids")
+                progress.advance(phase)
+            finally:
+                stop_process(server)
+            results[target] = {"post": post, "get": get}
+
+    results["ratio"] = {
+        method: round(
+            results["hub"][method]["requests_per_second"]
+            / max(results["bare"][method]["requests_per_second"], 1e-9),
+            3,
+        )
+        for method in ("post", "get")
+    }
+    return results
+
+
+def _start_server(
+    target: str, port: int, processes: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    common = ["--host", "127.0.0.1", "--port", str(port)]
+    if target == "hub":
+        command = [
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "serve",
+            *common,
+            "--processes",
+            str(processes),
+            "--no-worker",
+        ]
+    else:
+        # The same uvicorn settings `hub serve` uses: workers, log level warning.
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "hub.cli.bench_bare:create_app",
+            "--factory",
+            *common,
+            "--workers",
+            str(processes),
+            "--log-level",
+            "warning",
+        ]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+
+
+def _wait_healthy(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    url = f"http://127.0.0.1:{port}/open311/v2/requests/none.json"
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            fail(f"the benchmark server on port {port} exited with code {server.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    fail(f"the benchmark server on port {port} did not start within {SERVER_START_SECONDS:.0f} s")
+
+
+def _load(plan: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(plan, handle)
+    try:
+        output = subprocess.run(
+            [sys.executable, "-m", "hub.cli.bench_load", handle.name],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=plan["duration_seconds"] + 120,
+        ).stdout
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _render(figures: dict[str, Any]) -> None:
+    rows = []
+    for target in ("hub", "bare"):
+        for method in ("post", "get"):
+            item = figures[target][method]
+            errors = sum(item["errors"].values())
+            rows.append(
+                [
+                    target,
+                    method.upper(),
+                    item["ok"],
+                    errors,
+                    item["requests_per_second"],
+                    item["p50_ms"],
+                    item["p99_ms"],
+                ]
+            )
+    table(
+        "hub bench intake (Open311 POST requests.json, GET requests/{id}.json)",
+        ["server", "method", "ok", "errors", "requests/s", "p50 ms", "p99 ms"],
+        rows,
+    )
+    ratio = figures["ratio"]
+    console.print(
+        f"hub / bare throughput: POST {ratio['post']:.0%}, GET {ratio['get']:.0%} "
+        "(goal: 50% or more)",
+        highlight=False,
+        markup=False,
+    )

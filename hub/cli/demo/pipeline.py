@@ -174,11 +174,19 @@ async def _post_all(
         async with httpx.AsyncClient(timeout=30) as client:
 
             async def post(demo_tenant: DemoTenant, form: list[tuple[str, str]]) -> None:
-                async with semaphore:
-                    response = await client.post(
-                        url, content=urlencode(form).encode("ascii"), headers=FORM_HEADERS
-                    )
                 entry = results.setdefault(demo_tenant.tenant_id, {"ids": [], "errors": Counter()})
+                try:
+                    async with semaphore:
+                        response = await client.post(
+                            url, content=urlencode(form).encode("ascii"), headers=FORM_HEADERS
+                        )
+                except httpx.HTTPError as exc:
+                    entry["errors"][type(exc).__name__] += 1
+                    log.warning(
+                        "demo_request_failed", tenant_id=demo_tenant.tenant_id, error=repr(exc)
+                    )
+                    progress.advance(bar)
+                    return
                 request_id = _request_id(response)
                 if request_id:
                     entry["ids"].append(request_id)

@@ -1,0 +1,43 @@
+"""The baseline for `hub bench intake`: bare FastAPI endpoints on the Open311 paths.
+
+They parse the same form body and return a JSON list of the same shape, but touch no database,
+so the ratio of the hub's throughput to theirs is the cost of the hub's own work.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+def create_app() -> FastAPI:
+    app = FastAPI()
+    counter = itertools.count(1)
+
+    @app.post("/open311/v2/requests.json")
+    async def post_request(request: Request) -> JSONResponse:
+        form = await request.form()
+        request_id = f"B{next(counter):09d}"
+        body = [{"service_request_id": request_id, "service_notice": "", "account_id": None}]
+        if not form.get("service_code"):
+            return JSONResponse([{"code": 400, "description": "service_code"}], status_code=400)
+        return JSONResponse(body, status_code=201)
+
+    @app.get("/open311/v2/requests/{request_id}.json")
+    async def get_request(request_id: str) -> JSONResponse:
+        return JSONResponse(
+            [
+                {
+                    "service_request_id": request_id,
+                    "status": "open",
+                    "service_code": "REQPOTHL",
+                    "requested_datetime": "2026-12-04T12:00:00-05:00",
+                    "lat": 42.36,
+                    "long": -71.06,
+                }
+            ]
+        )
+
+    return app
