@@ -163,8 +163,9 @@ def onboard(manifest: Path, tenant_id: str, env: dict[str, str], roles: Sequence
     if key and list(roles) == ["open311"]:
         return key
     role_args = [arg for role in roles for arg in ("--role", role)]
-    created = run_hub_json(["tenants", "keys", "create", tenant_id, *role_args], env)
-    key = _find_key(created)
+    command = ["tenants", "keys", "create", "--tenant", tenant_id, *role_args]
+    command += ["--label", "load test"]
+    key = _find_key(run_hub_json(command, env))
     if not key:
-        raise RuntimeError(f"`hub tenants keys create {tenant_id}` printed no key")
+        raise RuntimeError(f"`hub tenants keys create --tenant {tenant_id}` printed no key")
     return key

@@ -1,0 +1,166 @@
+"""Runbooks, README and monitoring files: every `hub` command exists and the rules load."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from hub.cli.main import app
+
+REPO = Path(__file__).resolve().parents[3]
+RUNBOOKS = REPO / "runbooks"
+DOCUMENTS = sorted(RUNBOOKS.glob("*.md")) + [REPO / "README.md", REPO / "docs" / "capacity.md"]
+CODE_BLOCK = re.compile(r"```(?:sh|bash|console)?\n(.*?)```", re.DOTALL)
+RUNBOOK_NAMES = [
+    "surge-and-overflow",
+    "broker-outage",
+    "database-outage",
+    "worker-crash-loop",
+    "key-rotation",
+    "suspected-key-compromise",
+    "tenant-onboarding",
+    "tenant-offboarding",
+    "false-alert",
+    "disaster-mode",
+    "audit-evidence-for-an-assessor",
+]
+SECTIONS = ["## Symptom", "## Detection", "## Steps", "## Verification", "## Rollback"]
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """Return (document name, command line) for each `hub` line in a shell code block."""
+    commands = []
+    for path in DOCUMENTS:
+        if not path.is_file():
+            continue
+        for block in CODE_BLOCK.findall(path.read_text(encoding="utf-8")):
+            for line in block.splitlines():
+                line = line.strip()
+                if line.startswith("hub "):
+                    commands.append((path.name, line.split("  #")[0].strip()))
+    return commands
+
+
+def is_group(command: Any) -> bool:
+    # Typer ships its own copy of click, so command classes are checked by their attributes.
+    return hasattr(command, "commands")
+
+
+def resolve(words: list[str]) -> tuple[Any, list[str], list[str]]:
+    """Walk the command tree along `words`; return the command, its path and the rest."""
+    command = typer.main.get_command(app)
+    path: list[str] = []
+    rest = list(words)
+    while is_group(command) and rest and rest[0] in command.commands:
+        path.append(rest[0])
+        command = command.commands[rest.pop(0)]
+    return command, path, rest
+
+
+COMMANDS = documented_commands()
+
+
+def test_documents_contain_hub_commands() -> None:
+    assert len(COMMANDS) > 40
+
+
+@pytest.mark.parametrize(("document", "line"), COMMANDS, ids=[f"{d}:{c}" for d, c in COMMANDS])
+def test_documented_command_accepts_arguments(document: str, line: str) -> None:
+    words = shlex.split(line)[1:]
+    command, path, rest = resolve(words)
+
+    assert path, f"{document}: `hub {words[0]}` does not exist: {line}"
+    assert not is_group(command), f"{document}: `hub {' '.join(path)}` needs a subcommand"
+    help_result = CliRunner().invoke(app, [*path, "--help"])
+    assert help_result.exit_code == 0, f"{document}: `hub {' '.join(path)} --help` failed"
+    options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    used = [word.split("=")[0] for word in rest if word.startswith("--")]
+    unknown = [word for word in used if word not in options]
+    assert not unknown, f"{document}: `hub {' '.join(path)}` has no option {unknown}"
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
+    takes_value = {
+        opt
+        for param in command.params
+        if param.param_type_name == "option" and not param.is_flag
+        for opt in param.opts
+    }
+    positional, skip = [], False
+    for word in rest:
+        if skip:
+            skip = False
+        elif word.startswith("--"):
+            skip = "=" not in word and word in takes_value
+        else:
+            positional.append(word)
+    maximum = sum(1 if a.nargs == 1 else 10**6 for a in arguments)
+    assert len(positional) <= maximum, f"{document}: too many arguments for `hub {' '.join(path)}`"
+    required = sum(1 for a in arguments if a.required)
+    assert len(positional) >= required, f"{document}: missing arguments for `hub {' '.join(path)}`"
+
+
+@pytest.mark.parametrize("name", RUNBOOK_NAMES)
+def test_runbook_has_every_section(name: str) -> None:
+    text = (RUNBOOKS / f"{name}.md").read_text(encoding="utf-8")
+
+    for section in SECTIONS:
+        assert section in text, f"{name}.md lacks {section}"
+    assert "```sh" in text
+
+
+def rule_files() -> list[dict]:
+    return yaml.safe_load((RUNBOOKS / "alerts.yml").read_text(encoding="utf-8"))["groups"]
+
+
+def test_alert_rules_structure() -> None:
+    names = []
+    for group in rule_files():
+        assert group["name"]
+        for rule in group["rules"]:
+            assert rule["alert"]
+            assert rule["expr"].strip()
+            assert rule["labels"]["severity"] in {"page", "warning", "info"}
+            assert (REPO / rule["annotations"]["runbook"]).is_file(), rule["alert"]
+            names.append(rule["alert"])
+    assert len(names) == len(set(names))
+
+
+def test_alert_rules_pass_promtool() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus); structure checked")
+    result = subprocess.run(
+        [promtool, "check", "rules", str(RUNBOOKS / "alerts.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_runbooks_name_existing_alert_rules() -> None:
+    alerts = {rule["alert"] for group in rule_files() for rule in group["rules"]}
+    index = (RUNBOOKS / "README.md").read_text(encoding="utf-8")
+
+    named = set(re.findall(r"\bHub[A-Z][A-Za-z]+\b", index))
+    assert named <= alerts
+    assert alerts <= named
+
+
+def test_grafana_dashboard_uses_hub_metrics() -> None:
+    dashboard = json.loads((RUNBOOKS / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+    assert dashboard["uid"]
+    assert len(expressions) >= 15
+    assert all("hub_" in expr for expr in expressions)
