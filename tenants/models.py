@@ -29,6 +29,10 @@ class Tenant(Base):
     # The validated manifest as loaded, so per-tenant settings need no extra tables.
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="active")
+    # Incremented when onboarding changes the manifest; equal content keeps the version.
+    manifest_version: Mapped[int] = mapped_column(Integer, default=1)
+    # SHA-256 of the manifest's canonical JSON (secrets included), to detect changes.
+    manifest_hash: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     offboarded_at: Mapped[datetime | None] = mapped_column()
@@ -67,8 +71,28 @@ class Agency(TenantOwned, Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     # Shared secret for the HMAC signature on outbound webhooks.
     webhook_secret: Mapped[str | None] = mapped_column(String(128))
+    # False once an agency is removed from the manifest; past deliveries still name it.
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
 
     __table_args__ = (UniqueConstraint("tenant_id", "code", name="uq_agencies_tenant_code"),)
+
+
+class ManifestRevision(TenantOwned, Base):
+    """One onboarded version of a tenant's manifest, kept so catalog changes can be traced."""
+
+    __tablename__ = "tenant_manifest_revisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    manifest_hash: Mapped[str] = mapped_column(String(64))
+    # The stored form of the manifest (webhook secrets removed).
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "version", name="uq_manifest_revisions_version"),
+    )
 
 
 class Service(TenantOwned, Base):

@@ -24,6 +24,7 @@ TENANT_TABLES = (
     "service_requests",
     "services",
     "status_events",
+    "tenant_manifest_revisions",
 )
 
 
@@ -95,6 +96,8 @@ def upgrade() -> None:
         sa.Column("region", sa.String(length=64), nullable=True),
         sa.Column("manifest", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("manifest_version", sa.Integer(), nullable=False),
+        sa.Column("manifest_hash", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("offboarded_at", sa.DateTime(timezone=True), nullable=True),
@@ -111,6 +114,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("webhook_url", sa.String(length=2000), nullable=True),
         sa.Column("webhook_secret", sa.String(length=128), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
@@ -360,6 +364,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "code", name="uq_services_tenant_code"),
     )
     op.create_table(
+        "tenant_manifest_revisions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("manifest_hash", sa.String(length=64), nullable=False),
+        sa.Column("manifest", sa.JSON(), nullable=False),
+        sa.Column("actor", sa.String(length=120), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "version", name="uq_manifest_revisions_version"),
+    )
+    op.create_table(
         "deliveries",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("request_id", sa.String(length=16), nullable=False),
@@ -452,6 +469,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_deliveries_tenant_state")
 
     op.drop_table("deliveries")
+    op.drop_table("tenant_manifest_revisions")
     op.drop_table("services")
     with op.batch_alter_table("service_requests", schema=None) as batch_op:
         batch_op.drop_index("ix_requests_tenant_updated")

@@ -1,0 +1,272 @@
+"""API keys and their roles.
+
+A key looks like `hub_<prefix>_<secret>`: `prefix` is 12 random hex characters stored in clear
+to find the row, `secret` is 32 random bytes in URL-safe base64. Only the SHA-256 of the whole
+key is stored; the key is shown once, when it is created. A fast hash is enough because the
+key carries 256 random bits, so there is nothing to guess.
+
+`resolve_api_key` runs on every Open311 POST, so resolved keys (and unknown ones) are cached in
+the process for `CACHE_TTL_SECONDS`. A revocation made in this process clears the cache at once;
+other processes stop accepting the key within the TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from hub.core.clock import utcnow
+from hub.core.db import get_engine, unit_of_work
+from hub.core.errors import InvalidInput, NotFound
+from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
+from privacy.audit import audit
+from tenants.metrics import API_KEY_LOOKUPS
+from tenants.models import ApiKey, Tenant
+
+log = structlog.get_logger(__name__)
+
+KEY_PATTERN = re.compile(r"^hub_([0-9a-f]{12})_([A-Za-z0-9_\-]{43})$")
+CACHE_TTL_SECONDS = 5.0
+# Upper bound on cached lookups, so a flood of random keys cannot grow memory without limit.
+CACHE_MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class ApiCredential:
+    """The grant of a valid key: its tenant, its roles and, for partner agents, its center."""
+
+    tenant_id: str
+    key_id: int
+    roles: frozenset[str]
+    center_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """The non-personal actor id recorded in status events and audit entries."""
+        return f"apikey:{self.key_id}"
+
+    def context(self, request_id: str | None = None) -> TenantContext:
+        return TenantContext(
+            tenant_id=self.tenant_id, actor=self.actor, roles=self.roles, request_id=request_id
+        )
+
+
+def check_roles(roles: list[str] | tuple[str, ...] | frozenset[str]) -> list[str]:
+    """Return the roles sorted and deduplicated; raise InvalidInput naming an unknown one."""
+    if not roles:
+        raise InvalidInput(
+            "a key needs at least one role; choose from " + ", ".join(sorted(ALL_ROLES))
+        )
+    unknown = sorted(set(roles) - ALL_ROLES)
+    if unknown:
+        raise InvalidInput(
+            f"unknown role {unknown[0]!r}; choose from {', '.join(sorted(ALL_ROLES))}",
+            field="roles",
+        )
+    return sorted(set(roles))
+
+
+def _hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def generate_key() -> tuple[str, str]:
+    """Return a new raw key and its prefix."""
+    prefix = secrets.token_hex(6)
+    return f"hub_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def _audit_key(
+    session: Session, ctx: TenantContext, action: str, row: ApiKey, **details: object
+) -> None:
+    audit(
+        session,
+        tenant_id=ctx.tenant_id,
+        actor=ctx.actor,
+        action=action,
+        subject=f"api_keys:{row.id}",
+        details={"key_id": row.id, **details},
+    )
+
+
+def create_api_key(
+    session: Session,
+    ctx: TenantContext,
+    *,
+    roles: list[str] | tuple[str, ...],
+    label: str,
+    center_id: str | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key for `ctx.tenant_id` and return the row and the raw key (shown once).
+
+    The session may be the tenant's own or a system session; the caller commits.
+    """
+    clean_roles = check_roles(roles)
+    label = label.strip()
+    if not label or len(label) > 120:
+        raise InvalidInput("key label must be 1 to 120 characters", field="label")
+    raw, prefix = generate_key()
+    row = ApiKey(
+        tenant_id=ctx.tenant_id,
+        prefix=prefix,
+        key_hash=_hash(raw),
+        label=label,
+        roles=clean_roles,
+        center_id=center_id,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    _audit_key(session, ctx, "api_key.create", row, roles=clean_roles, center_id=center_id)
+    log.info("api_key_created", tenant_id=ctx.tenant_id, key_id=row.id, roles=clean_roles)
+    return row, raw
+
+
+def list_api_keys(session: Session, ctx: TenantContext) -> list[ApiKey]:
+    """Return the tenant's keys, newest first, revoked ones included."""
+    return list(
+        session.scalars(
+            select(ApiKey)
+            .where(ApiKey.tenant_id == ctx.tenant_id)
+            .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+        )
+    )
+
+
+def _own_key(session: Session, ctx: TenantContext, key_id: int) -> ApiKey:
+    row = session.scalars(
+        select(ApiKey).where(ApiKey.tenant_id == ctx.tenant_id, ApiKey.id == key_id)
+    ).first()
+    if row is None:
+        # Another tenant's key is reported exactly like a missing one.
+        raise NotFound(f"API key {key_id} not found for tenant {ctx.tenant_id}")
+    return row
+
+
+def revoke_api_key(session: Session, ctx: TenantContext, key_id: int) -> ApiKey:
+    """Revoke a key of the tenant; revoking twice keeps the first revocation time."""
+    row = _own_key(session, ctx, key_id)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.flush()
+        _audit_key(session, ctx, "api_key.revoke", row)
+        log.info("api_key_revoked", tenant_id=ctx.tenant_id, key_id=row.id)
+    forget_cached_keys()
+    return row
+
+
+def set_api_key_roles(
+    session: Session, ctx: TenantContext, key_id: int, roles: list[str] | tuple[str, ...]
+) -> ApiKey:
+    """Replace a key's roles (audited with the old and new roles)."""
+    row = _own_key(session, ctx, key_id)
+    if row.revoked_at is not None:
+        raise InvalidInput(f"API key {key_id} is revoked; create a new key instead")
+    clean_roles = check_roles(roles)
+    previous = list(row.roles)
+    if previous != clean_roles:
+        row.roles = clean_roles
+        session.flush()
+        _audit_key(session, ctx, "api_key.roles_change", row, previous=previous, roles=clean_roles)
+        log.info("api_key_roles_changed", tenant_id=ctx.tenant_id, key_id=row.id)
+    forget_cached_keys()
+    return row
+
+
+# --- resolution on the hot path -------------------------------------------------------------
+
+
+class _KeyCache:
+    """A bounded LRU of key hash -> (expiry, credential or None for an unknown key)."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[str, str], tuple[float, ApiCredential | None]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> tuple[bool, ApiCredential | None]:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return False, None
+            if entry[0] < time.monotonic():
+                del self._entries[key]
+                return False, None
+            self._entries.move_to_end(key)
+            return True, entry[1]
+
+    def put(self, key: tuple[str, str], value: ApiCredential | None) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic() + CACHE_TTL_SECONDS, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > CACHE_MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_cache = _KeyCache()
+
+
+def forget_cached_keys() -> None:
+    """Drop every cached key lookup in this process."""
+    _cache.clear()
+
+
+def _lookup(engine: Engine, prefix: str, digest: str) -> ApiCredential | None:
+    with unit_of_work(SystemContext("api key lookup"), engine=engine, write=False) as session:
+        row = session.execute(
+            select(ApiKey, Tenant.status)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.prefix == prefix)
+        ).first()
+    if row is None:
+        return None
+    key, tenant_status = row
+    if not hmac.compare_digest(key.key_hash, digest):
+        return None
+    if key.revoked_at is not None or tenant_status != "active":
+        return None
+    return ApiCredential(
+        tenant_id=key.tenant_id,
+        key_id=key.id,
+        roles=frozenset(key.roles),
+        center_id=key.center_id,
+    )
+
+
+def resolve_api_key(raw: str | None, *, engine: Engine | None = None) -> ApiCredential | None:
+    """Return the credential for a raw key, or None when it is malformed, unknown, revoked or
+    belongs to an offboarded tenant. Bad input returns None; database errors propagate."""
+    if not raw:
+        API_KEY_LOOKUPS.labels(outcome="missing").inc()
+        return None
+    match = KEY_PATTERN.match(raw.strip())
+    if match is None:
+        API_KEY_LOOKUPS.labels(outcome="malformed").inc()
+        return None
+    engine = engine or get_engine()
+    digest = _hash(raw.strip())
+    cache_key = (str(engine.url), digest)
+    hit, credential = _cache.get(cache_key)
+    if not hit:
+        credential = _lookup(engine, match.group(1), digest)
+        _cache.put(cache_key, credential)
+    outcome = "valid" if credential else "rejected"
+    if hit:
+        outcome += "_cached"
+    API_KEY_LOOKUPS.labels(outcome=outcome).inc()
+    return credential

@@ -1,0 +1,762 @@
+"""The tenant manifest: one YAML document that describes a jurisdiction served by the hub.
+
+`load_manifest(path)` and `parse_manifest(data)` return a validated `Manifest` or raise
+`ManifestError`, whose message lists every problem with its field path, for example
+`services[3].attributes[0].datatype: must be one of string, number, ...`.
+
+Core sections (`id`, `jurisdiction_id`, `services`, ...) reject unknown keys so that a typo
+fails loudly. The feature sections `privacy`, `alerts` and `overflow` accept extra keys, so a
+feature can read a new setting before this schema names it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hub.core.errors import InvalidInput
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# A DNS name with at least two labels, such as `nyc.gov` or `311.boston.gov`.
+DOMAIN = re.compile(
+    r"^(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+)
+# BCP 47 language tag in its common form: language, then optional script, region or variant.
+LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+# Open311 service codes seen in the field include `001`, `ABNDBIKE`, `DMV66` and `4fd3b167e750`.
+SERVICE_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+HOURS_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
+LIST_DATATYPES = ("singlevaluelist", "multivaluelist")
+
+
+class ManifestError(InvalidInput):
+    """A manifest failed validation; `problems` contains one `path: message` line per error."""
+
+    def __init__(self, problems: list[str], *, source: str | None = None):
+        self.problems = problems
+        where = f"{source}: " if source else ""
+        summary = f"{where}invalid manifest ({len(problems)} problem(s)): " + "; ".join(problems)
+        super().__init__(summary, code="invalid_manifest")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class _Extensible(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
+
+
+# Text per language code, e.g. {"en": "Pothole", "es": "Bache"}.
+LocalizedText = dict[str, str]
+
+
+def _check_localized(value: LocalizedText, *, required: bool) -> LocalizedText:
+    if required and not value:
+        raise ValueError("must give the text in at least one language")
+    for tag, text in value.items():
+        if not LANGUAGE_TAG.match(tag):
+            raise ValueError(f"language key {tag!r} is not a BCP 47 tag such as en or es-US")
+        if not text.strip():
+            raise ValueError(f"text for language {tag!r} is empty")
+    return value
+
+
+# --- geometry -------------------------------------------------------------------------------
+
+
+def _check_ring(ring: list[list[float]], where: str) -> None:
+    if len(ring) < 4:
+        raise ValueError(f"{where}: a linear ring needs at least 4 positions, got {len(ring)}")
+    for index, position in enumerate(ring):
+        if len(position) < 2:
+            raise ValueError(f"{where}[{index}]: a position is [longitude, latitude]")
+        lon, lat = position[0], position[1]
+        if not (math.isfinite(lon) and math.isfinite(lat)):
+            raise ValueError(f"{where}[{index}]: coordinates must be finite numbers")
+        if not -180 <= lon <= 180:
+            raise ValueError(f"{where}[{index}]: longitude {lon} is outside [-180, 180]")
+        if not -90 <= lat <= 90:
+            raise ValueError(
+                f"{where}[{index}]: latitude {lat} is outside [-90, 90]; "
+                "GeoJSON positions are [longitude, latitude]"
+            )
+    if list(ring[0][:2]) != list(ring[-1][:2]):
+        raise ValueError(f"{where}: ring is not closed; repeat the first position at the end")
+
+
+class Geometry(_Strict):
+    """A GeoJSON Polygon or MultiPolygon in WGS 84 longitude/latitude (RFC 7946)."""
+
+    type: Literal["Polygon", "MultiPolygon"]
+    coordinates: list[Any]
+
+    @model_validator(mode="after")
+    def _check_rings(self) -> Geometry:
+        polygons = [self.coordinates] if self.type == "Polygon" else self.coordinates
+        if not polygons:
+            raise ValueError("coordinates: a MultiPolygon needs at least one polygon")
+        for p_index, polygon in enumerate(polygons):
+            prefix = "coordinates" if self.type == "Polygon" else f"coordinates[{p_index}]"
+            if not isinstance(polygon, list) or not polygon:
+                raise ValueError(f"{prefix}: a polygon is a non-empty list of rings")
+            for r_index, ring in enumerate(polygon):
+                if not isinstance(ring, list) or not all(
+                    isinstance(pos, list) and all(isinstance(c, int | float) for c in pos)
+                    for pos in ring
+                ):
+                    raise ValueError(f"{prefix}[{r_index}]: a ring is a list of [lon, lat] pairs")
+                _check_ring(ring, f"{prefix}[{r_index}]")
+        return self
+
+    def polygons(self) -> list[list[list[list[float]]]]:
+        """Return the rings of each polygon: outer ring first, then holes."""
+        return [self.coordinates] if self.type == "Polygon" else list(self.coordinates)
+
+    def contains(self, lon: float, lat: float) -> bool:
+        """Return True when the point lies inside (holes excluded), by ray casting."""
+        for polygon in self.polygons():
+            if _in_ring(lon, lat, polygon[0]) and not any(
+                _in_ring(lon, lat, hole) for hole in polygon[1:]
+            ):
+                return True
+        return False
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """Return (min_lon, min_lat, max_lon, max_lat) of the outer rings."""
+        points = [pos for polygon in self.polygons() for pos in polygon[0]]
+        lons = [p[0] for p in points]
+        lats = [p[1] for p in points]
+        return min(lons), min(lats), max(lons), max(lats)
+
+
+def _in_ring(lon: float, lat: float, ring: list[list[float]]) -> bool:
+    inside = False
+    previous = ring[-1]
+    for current in ring:
+        x1, y1 = previous[0], previous[1]
+        x2, y2 = current[0], current[1]
+        if (y1 > lat) != (y2 > lat):
+            crossing = x1 + (lat - y1) * (x2 - x1) / (y2 - y1)
+            if lon < crossing:
+                inside = not inside
+        previous = current
+    return inside
+
+
+class District(_Strict):
+    """A named area inside the service area, used by the open-data `district` location rule."""
+
+    code: Annotated[str, Field(pattern=CODE.pattern)]
+    name: str = Field(min_length=1, max_length=200)
+    geometry: Geometry
+
+
+# --- service catalog ------------------------------------------------------------------------
+
+
+class AttributeValue(_Strict):
+    """One allowed value of a list attribute: the `key` sent by clients and its display names."""
+
+    key: str = Field(min_length=1, max_length=120)
+    names: LocalizedText
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: LocalizedText) -> LocalizedText:
+        return _check_localized(value, required=True)
+
+
+class Attribute(_Strict):
+    """An Open311 service definition attribute (GeoReport v2 `GET services/{code}`).
+
+    `variable: false` marks an informational attribute that clients show but never submit.
+    `values` is required for the two list datatypes and forbidden for the others.
+    """
+
+    code: Annotated[str, Field(pattern=CODE.pattern)]
+    datatype: str
+    descriptions: LocalizedText
+    variable: bool = True
+    required: bool = False
+    order: int = Field(default=0, ge=0)
+    datatype_descriptions: LocalizedText = Field(default_factory=dict)
+    values: list[AttributeValue] = Field(default_factory=list)
+
+    @field_validator("datatype")
+    @classmethod
+    def _datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"must be one of {', '.join(DATATYPES)}; got {value!r}")
+        return value
+
+    @field_validator("descriptions")
+    @classmethod
+    def _descriptions(cls, value: LocalizedText) -> LocalizedText:
+        return _check_localized(value, required=True)
+
+    @model_validator(mode="after")
+    def _values_match_datatype(self) -> Attribute:
+        if self.datatype in LIST_DATATYPES and not self.values:
+            raise ValueError(f"values: a {self.datatype} attribute needs at least one value")
+        if self.datatype not in LIST_DATATYPES and self.values:
+            raise ValueError(f"values: only list datatypes take values, not {self.datatype}")
+        keys = [v.key for v in self.values]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"values: duplicate key(s) {', '.join(duplicates)}")
+        return self
+
+
+OpenDataLocation = Literal["exact", "h3", "district", "withheld"]
+
+
+class OpenData(_Strict):
+    """How a service's location appears in anonymized open data.
+
+    `exact` publishes the stored public point, `h3` the center of its H3 cell at
+    `h3_resolution` (0 to 15; resolution 8 cells are about 0.7 km² in area), `district` the
+    district name from the manifest, `withheld` nothing.
+    """
+
+    location: OpenDataLocation = "h3"
+    h3_resolution: int = Field(default=8, ge=0, le=15)
+
+
+class ServiceSpec(_Strict):
+    """One entry of the Open311 service catalog.
+
+    `agency` overrides the routing rules for this service. `sla_hours` is the target in hours
+    on the clock named by `sla_clock`: `business` counts only the tenant's working hours,
+    `continuous` counts every hour (for hazards such as a water main break).
+    `location_sensitive` services keep their exact point encrypted only.
+    """
+
+    code: Annotated[str, Field(pattern=SERVICE_CODE.pattern)]
+    names: LocalizedText
+    descriptions: LocalizedText = Field(default_factory=dict)
+    # Names this service has in the city's own exports (e.g. NYC's "Complaint Type"), so
+    # importers can map a source category to this code.
+    aliases: list[str] = Field(default_factory=list)
+    type: Literal["realtime", "batch", "blackbox"] = "realtime"
+    keywords: list[str] = Field(default_factory=list)
+    group: str = Field(default="", max_length=120)
+    attributes: list[Attribute] = Field(default_factory=list)
+    agency: str | None = None
+    sla_hours: float | None = Field(default=None, gt=0, le=24 * 365)
+    sla_clock: Literal["business", "continuous"] = "business"
+    location_sensitive: bool = False
+    open_data: OpenData = Field(default_factory=OpenData)
+    active: bool = True
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: LocalizedText) -> LocalizedText:
+        return _check_localized(value, required=True)
+
+    @field_validator("descriptions")
+    @classmethod
+    def _descriptions(cls, value: LocalizedText) -> LocalizedText:
+        return _check_localized(value, required=False)
+
+    @model_validator(mode="after")
+    def _unique_attribute_codes(self) -> ServiceSpec:
+        codes = [a.code for a in self.attributes]
+        duplicates = sorted({c for c in codes if codes.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"attributes: duplicate code(s) {', '.join(duplicates)}")
+        return self
+
+    @property
+    def metadata(self) -> bool:
+        """Open311 `metadata`: true when the service has a definition with attributes."""
+        return bool(self.attributes)
+
+
+# --- agencies and routing -------------------------------------------------------------------
+
+
+class AgencySpec(_Strict):
+    """An agency back office that receives routed requests by HTTP webhook.
+
+    `webhook_secret` signs the webhook body with HMAC-SHA256. When it is missing, onboarding
+    generates a random one and keeps it across later onboardings.
+    """
+
+    code: Annotated[str, Field(pattern=CODE.pattern)]
+    name: str = Field(min_length=1, max_length=200)
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_secret: str | None = Field(default=None, min_length=16, max_length=128)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL; got {value!r}")
+        return value
+
+
+class RoutingRule(_Strict):
+    """Send requests of `service_code`, or of every service in `group`, to `agency`."""
+
+    agency: str
+    service_code: str | None = None
+    group: str | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> RoutingRule:
+        if (self.service_code is None) == (self.group is None):
+            raise ValueError("give exactly one of service_code or group")
+        return self
+
+
+class Routing(_Strict):
+    """Agency routing: a service's own `agency` first, then the first matching rule, then
+    `default`. A service that matches nothing and has no default is not routed."""
+
+    default: str | None = None
+    rules: list[RoutingRule] = Field(default_factory=list)
+
+
+# --- business calendar ----------------------------------------------------------------------
+
+
+class Holiday(_Strict):
+    """A date with no working hours, named for people reading the calendar."""
+
+    date: date
+    name: str = ""
+
+
+def _default_hours() -> dict[str, list[str]]:
+    return {day: ["09:00-17:00"] for day in WEEKDAYS[:5]}
+
+
+class CalendarSpec(_Strict):
+    """Working hours per weekday as local wall-clock ranges `HH:MM-HH:MM` (end may be 24:00),
+    and holidays. A weekday left out has no working hours. Default: Monday to Friday,
+    09:00-17:00, no holidays."""
+
+    hours: dict[str, list[str]] = Field(default_factory=_default_hours)
+    holidays: list[Holiday] = Field(default_factory=list)
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return check_weekly_hours(value)
+
+
+def check_weekly_hours(value: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Check weekday names and `HH:MM-HH:MM` ranges (in order, not overlapping)."""
+    for day, ranges in value.items():
+        if day not in WEEKDAYS:
+            raise ValueError(f"weekday {day!r} must be one of {', '.join(WEEKDAYS)}")
+        previous_end = -1
+        for text in ranges:
+            try:
+                start, end = parse_hours_range(text)
+            except ValueError as exc:
+                raise ValueError(f"{day}: {exc}") from None
+            if start < previous_end:
+                raise ValueError(f"{day}: range {text!r} overlaps or is out of order")
+            previous_end = end
+    if not any(value.values()):
+        raise ValueError("no working hours on any weekday")
+    return value
+
+
+def parse_hours_range(text: str) -> tuple[int, int]:
+    """Parse `HH:MM-HH:MM` into minutes after midnight; the end may be 24:00."""
+    match = HOURS_RANGE.match(text)
+    if not match:
+        raise ValueError(f"hours range {text!r} must look like 08:30-17:00")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if h1 > 23 or m1 > 59 or m2 > 59 or end > 24 * 60:
+        raise ValueError(f"hours range {text!r} has an invalid time")
+    if end <= start:
+        raise ValueError(f"hours range {text!r} must end after it starts")
+    return start, end
+
+
+# --- feature sections -----------------------------------------------------------------------
+
+
+class PrivacySection(_Extensible):
+    """Open-data anonymization and retention.
+
+    `k` is the k-anonymity threshold over (service, location cell, time bucket).
+    `time_bucket` is the open-data time granularity. `retention_days` maps a data class to the
+    days its rows are kept before the purge job removes or anonymizes them.
+    """
+
+    k: int = Field(default=5, ge=2, le=1000)
+    time_bucket: Literal["hour", "day", "week", "month"] = "day"
+    retention_days: dict[str, int] = Field(
+        default_factory=lambda: {"personal_data": 730, "requests": 2555, "audit": 2555}
+    )
+
+    @field_validator("retention_days")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        for data_class, days in value.items():
+            if days < 1:
+                raise ValueError(f"{data_class}: retention must be at least 1 day, got {days}")
+        return value
+
+
+class ApprovalPolicy(_Extensible):
+    """Who must approve an alert before it is sent.
+
+    `second_approver_for_actual`: an alert with status Actual needs a second emergency manager.
+    `single_approver_for_immediate_extreme`: an Actual alert with urgency Immediate and severity
+    Extreme may go out on one approval, and is then reviewed within `review_within_hours`.
+    """
+
+    second_approver_for_actual: bool = True
+    single_approver_for_immediate_extreme: bool = True
+    review_within_hours: float = Field(default=24, gt=0)
+    regional_requires_each_tenant: bool = False
+
+
+class GeocodeZone(_Strict):
+    """A CAP `geocode` (valueName, value) with the area it stands for."""
+
+    value_name: str = Field(min_length=1)
+    value: str = Field(min_length=1)
+    name: str = ""
+    geometry: Geometry | None = None
+
+
+def _default_rate_limits() -> dict[str, float]:
+    # Messages per second per channel: a US SMS short code sends about 100 segments/s.
+    return {"sms": 100.0, "email": 50.0, "webpush": 500.0, "webhook": 50.0}
+
+
+class AlertsSection(_Extensible):
+    """Emergency alerts: approval policy, per-channel send rates (messages per second) and
+    the geocode zones an alert may target."""
+
+    approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    rate_limits: dict[str, float] = Field(default_factory=_default_rate_limits)
+    geocode_zones: list[GeocodeZone] = Field(default_factory=list)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for channel, rate in value.items():
+            if not rate > 0:
+                raise ValueError(f"{channel}: rate must be greater than 0 per second, got {rate}")
+        return value
+
+
+class ContactCenterSpec(_Extensible):
+    """A contact center the tenant runs: staffing, skills (service groups or codes it can
+    handle), languages and opening hours (same format as the business calendar)."""
+
+    id: Annotated[str, Field(pattern=SLUG.pattern)]
+    name: str = Field(min_length=1)
+    agents: int = Field(ge=0)
+    skills: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    hours: dict[str, list[str]] = Field(default_factory=_default_hours)
+    average_handle_seconds: float = Field(default=240, gt=0)
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return check_weekly_hours(value)
+
+
+class OverflowThresholds(_Extensible):
+    """Surge detection with hysteresis, in seconds.
+
+    Overflow turns on after the expected wait stays above `high_wait_seconds` for
+    `high_hold_seconds`, and off after it stays below `low_wait_seconds` for
+    `low_hold_seconds`. A center with no heartbeat for `heartbeat_timeout_seconds` is
+    Unreachable.
+    """
+
+    high_wait_seconds: float = Field(default=120, gt=0)
+    low_wait_seconds: float = Field(default=45, ge=0)
+    high_hold_seconds: float = Field(default=60, ge=0)
+    low_hold_seconds: float = Field(default=300, ge=0)
+    heartbeat_timeout_seconds: float = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> OverflowThresholds:
+        if self.low_wait_seconds >= self.high_wait_seconds:
+            raise ValueError("low_wait_seconds must be below high_wait_seconds")
+        return self
+
+
+class OverflowSection(_Extensible):
+    """Contact centers and overflow routing. The service level is the share of contacts
+    answered within `service_level_target_seconds` (industry norm: 80% within 30 s)."""
+
+    centers: list[ContactCenterSpec] = Field(default_factory=list)
+    thresholds: OverflowThresholds = Field(default_factory=OverflowThresholds)
+    service_level_target_seconds: float = Field(default=30, gt=0)
+    service_level_target_percent: float = Field(default=80, gt=0, le=100)
+
+
+class ProfileSection(_Strict):
+    """Overrides for per-tenant profile hooks (see `tenants.profile`).
+
+    `status_texts` maps a language to texts per status or `closed:<resolution>`, replacing
+    the defaults for those keys only.
+    """
+
+    status_texts: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+# --- the manifest ---------------------------------------------------------------------------
+
+
+class Manifest(_Strict):
+    """A tenant: its identity, service area, catalog, agencies, calendar and feature settings.
+
+    `id` is a slug used in commands and ids. `jurisdiction_id` is the city's domain as Open311
+    clients send it. `languages` are BCP 47 tags and the first is the default; English and
+    Spanish at least are recommended for resident-facing text.
+    """
+
+    id: str
+    jurisdiction_id: str
+    name: str = Field(min_length=1, max_length=200)
+    timezone: str
+    languages: list[str] = Field(min_length=1)
+    region: str | None = None
+    service_area: Geometry
+    districts: list[District] = Field(default_factory=list)
+    services: list[ServiceSpec] = Field(min_length=1)
+    agencies: list[AgencySpec] = Field(default_factory=list)
+    routing: Routing = Field(default_factory=Routing)
+    calendar: CalendarSpec = Field(default_factory=CalendarSpec)
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
+    overflow: OverflowSection = Field(default_factory=OverflowSection)
+    profile: ProfileSection = Field(default_factory=ProfileSection)
+
+    @field_validator("id", "region")
+    @classmethod
+    def _slug(cls, value: str | None) -> str | None:
+        if value is not None and not SLUG.match(value):
+            raise ValueError(
+                f"{value!r} must be a slug: lower-case letters, digits and hyphens, 1-64 long"
+            )
+        return value
+
+    @field_validator("jurisdiction_id")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not DOMAIN.match(value):
+            raise ValueError(f"{value!r} must be the city's domain in lower case, e.g. nyc.gov")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone such as America/New_York"
+            ) from None
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not LANGUAGE_TAG.match(tag):
+                raise ValueError(f"{tag!r} is not a BCP 47 language tag such as en or es-US")
+        duplicates = sorted({t for t in value if value.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate language(s) {', '.join(duplicates)}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Manifest:
+        problems: list[str] = []
+        agency_codes = [a.code for a in self.agencies]
+        problems += _duplicates("agencies", agency_codes)
+        problems += _duplicates("services", [s.code for s in self.services])
+        problems += _duplicates("districts", [d.code for d in self.districts])
+        known = set(agency_codes)
+        for index, service in enumerate(self.services):
+            if service.agency is not None and service.agency not in known:
+                problems.append(f"services[{index}].agency: unknown agency {service.agency!r}")
+            if service.open_data.location == "district" and not self.districts:
+                problems.append(
+                    f"services[{index}].open_data.location: 'district' needs a districts section"
+                )
+            if self.default_language not in service.names:
+                problems.append(
+                    f"services[{index}].names: missing the default language "
+                    f"{self.default_language!r}"
+                )
+            for tag in service.names:
+                if tag not in self.languages:
+                    problems.append(
+                        f"services[{index}].names: language {tag!r} is not in languages "
+                        f"({', '.join(self.languages)}); add it there or remove the name"
+                    )
+        if self.routing.default is not None and self.routing.default not in known:
+            problems.append(f"routing.default: unknown agency {self.routing.default!r}")
+        for index, rule in enumerate(self.routing.rules):
+            if rule.agency not in known:
+                problems.append(f"routing.rules[{index}].agency: unknown agency {rule.agency!r}")
+        if problems:
+            # Raised as one error whose lines already carry their own paths.
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def default_language(self) -> str:
+        return self.languages[0]
+
+    def agency_for(self, service_code: str) -> str | None:
+        """Return the agency code that receives requests of `service_code`, or None."""
+        service = self.service(service_code)
+        if service is None:
+            return None
+        if service.agency is not None:
+            return service.agency
+        for rule in self.routing.rules:
+            if rule.service_code == service_code or (
+                rule.group is not None and rule.group == service.group
+            ):
+                return rule.agency
+        return self.routing.default
+
+    def service(self, code: str) -> ServiceSpec | None:
+        for service in self.services:
+            if service.code == code:
+                return service
+        return None
+
+    def agency(self, code: str) -> AgencySpec | None:
+        for agency in self.agencies:
+            if agency.code == code:
+                return agency
+        return None
+
+    def stored_form(self) -> dict[str, Any]:
+        """Return the manifest as JSON-ready data without webhook secrets, for the tenants
+        table (the secrets live in the agencies table only)."""
+        data = self.model_dump(mode="json")
+        for agency in data["agencies"]:
+            agency["webhook_secret"] = None
+        return data
+
+
+def _duplicates(section: str, codes: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    problems = []
+    for index, code in enumerate(codes):
+        if code in seen:
+            problems.append(
+                f"{section}[{index}].code: duplicate {code!r} (first at [{seen[code]}])"
+            )
+        else:
+            seen[code] = index
+    return problems
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def _path_of(location: tuple[Any, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _format_errors(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        path = _path_of(item["loc"])
+        message = item["msg"]
+        if message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field; check the spelling against the manifest format"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        for line in message.split("\n"):
+            problems.append(_join_path(path, line))
+    return problems
+
+
+# A check's message that starts with its own relative path, such as `coordinates[0]: ...`.
+_RELATIVE_PATH = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (.+)$")
+
+
+def _join_path(path: str, message: str) -> str:
+    match = _RELATIVE_PATH.match(message)
+    if match is None:
+        return f"{path}: {message}" if path else message
+    relative, rest = match.groups()
+    if not path:
+        return f"{relative}: {rest}"
+    return f"{path}.{relative}: {rest}"
+
+
+def parse_manifest(data: Any, *, source: str | None = None) -> Manifest:
+    """Validate already-parsed manifest data; raise `ManifestError` listing every problem."""
+    if not isinstance(data, dict):
+        raise ManifestError(["the document must be a mapping of manifest fields"], source=source)
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(_format_errors(exc), source=source) from None
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate a YAML manifest file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(
+            f"manifest file not found: {path}; check the path", code="not_found"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ManifestError([f"not valid YAML{where}: {problem}"], source=str(path)) from None
+    return parse_manifest(data, source=str(path))
+
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+
+
+def example_paths() -> list[Path]:
+    """Return the example manifests shipped with the package."""
+    return sorted(EXAMPLES_DIR.glob("*.yaml"))

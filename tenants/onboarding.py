@@ -1,0 +1,233 @@
+"""Onboarding: create or update a tenant, its catalog and agencies from a manifest.
+
+Onboarding is idempotent. The first run creates the tenant, its keys (through
+`privacy.keys.create_tenant_keys`) and an Open311 API key. A later run with the same manifest
+changes nothing. A changed manifest updates the catalog and agencies in place, increments
+`manifest_version` and stores a `ManifestRevision`. Services and agencies dropped from the
+manifest are marked inactive, never deleted, because stored requests and deliveries name them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from hub.core.clock import utcnow
+from hub.core.errors import Conflict
+from hub.core.tenancy import ROLE_OPEN311, TenantContext
+from privacy.audit import audit
+from privacy.keys import create_tenant_keys
+from tenants.keys import create_api_key
+from tenants.manifest import Manifest, ServiceSpec
+from tenants.metrics import ONBOARDINGS
+from tenants.models import Agency, ManifestRevision, Service, Tenant
+from tenants.registry import STATUS_ACTIVE, invalidate_cache
+
+log = structlog.get_logger(__name__)
+
+OPEN311_KEY_LABEL = "Open311 key created at onboarding"
+
+
+@dataclass(frozen=True)
+class OnboardingResult:
+    """The result of one onboarding run; `outcome` is created, updated or unchanged."""
+
+    tenant: Tenant
+    outcome: str
+    version: int
+    open311_key: str | None
+
+
+def manifest_hash(manifest: Manifest) -> str:
+    """Return the SHA-256 of the manifest's canonical JSON, used to detect changes."""
+    data = manifest.model_dump(mode="json")
+    encoded = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def _check_ownership(session: Session, manifest: Manifest) -> Tenant | None:
+    """Return the existing tenant for this manifest, or None; raise Conflict when the id or
+    the jurisdiction belongs to a different registration."""
+    claimed = session.scalars(
+        select(Tenant).where(Tenant.jurisdiction_id == manifest.jurisdiction_id)
+    ).first()
+    if claimed is not None and claimed.id != manifest.id:
+        raise Conflict(
+            f"jurisdiction_id {manifest.jurisdiction_id!r} already belongs to tenant "
+            f"{claimed.id!r}; a jurisdiction can have only one tenant"
+        )
+    tenant = session.get(Tenant, manifest.id)
+    if tenant is None:
+        return None
+    if tenant.jurisdiction_id != manifest.jurisdiction_id:
+        raise Conflict(
+            f"tenant {tenant.id!r} is registered for jurisdiction_id {tenant.jurisdiction_id!r}, "
+            f"not {manifest.jurisdiction_id!r}; the jurisdiction of a tenant cannot change"
+        )
+    if tenant.status != STATUS_ACTIVE:
+        raise Conflict(f"tenant {tenant.id!r} is {tenant.status}; it cannot be onboarded again")
+    return tenant
+
+
+def _apply_tenant_fields(tenant: Tenant, manifest: Manifest, digest: str) -> None:
+    tenant.name = manifest.name
+    tenant.timezone = manifest.timezone
+    tenant.languages = list(manifest.languages)
+    tenant.default_language = manifest.default_language
+    tenant.region = manifest.region
+    tenant.manifest = manifest.stored_form()
+    tenant.manifest_hash = digest
+    tenant.updated_at = utcnow()
+
+
+def _service_columns(manifest: Manifest, spec: ServiceSpec) -> dict[str, object]:
+    return {
+        "names": dict(spec.names),
+        "descriptions": dict(spec.descriptions),
+        "type": spec.type,
+        "keywords": list(spec.keywords),
+        "group": spec.group,
+        "attributes": [a.model_dump(mode="json") for a in spec.attributes],
+        "agency_code": manifest.agency_for(spec.code),
+        "sla_hours": spec.sla_hours,
+        "location_sensitive": spec.location_sensitive,
+        "open_data_location": spec.open_data.location,
+        "h3_resolution": spec.open_data.h3_resolution,
+        "active": spec.active,
+    }
+
+
+def _sync_services(session: Session, tenant_id: str, manifest: Manifest) -> None:
+    existing = {
+        row.code: row
+        for row in session.scalars(select(Service).where(Service.tenant_id == tenant_id))
+    }
+    for spec in manifest.services:
+        columns = _service_columns(manifest, spec)
+        row = existing.pop(spec.code, None)
+        if row is None:
+            session.add(Service(tenant_id=tenant_id, code=spec.code, **columns))
+            continue
+        for name, value in columns.items():
+            if getattr(row, name) != value:
+                setattr(row, name, value)
+    for row in existing.values():
+        row.active = False
+
+
+def _sync_agencies(session: Session, tenant_id: str, manifest: Manifest) -> None:
+    existing = {
+        row.code: row
+        for row in session.scalars(select(Agency).where(Agency.tenant_id == tenant_id))
+    }
+    for spec in manifest.agencies:
+        row = existing.pop(spec.code, None)
+        if row is None:
+            row = Agency(tenant_id=tenant_id, code=spec.code)
+            session.add(row)
+        row.name = spec.name
+        row.webhook_url = spec.webhook_url
+        row.active = True
+        if spec.webhook_secret is not None:
+            row.webhook_secret = spec.webhook_secret
+        elif not row.webhook_secret:
+            # NOTE: webhook secrets are stored in clear, because the hub must present them.
+            row.webhook_secret = secrets.token_urlsafe(32)
+    for row in existing.values():
+        row.active = False
+
+
+def _record_revision(session: Session, tenant: Tenant, actor: str) -> None:
+    session.add(
+        ManifestRevision(
+            tenant_id=tenant.id,
+            version=tenant.manifest_version,
+            manifest_hash=tenant.manifest_hash,
+            manifest=tenant.manifest,
+            actor=actor,
+        )
+    )
+
+
+def onboard_manifest(
+    session: Session, manifest: Manifest, *, actor: str = "cli:operator"
+) -> OnboardingResult:
+    """Create or update the tenant described by `manifest` inside the caller's transaction.
+
+    The session must be a system session (`SystemContext`), because the tenant does not exist
+    yet when it is created. Raises Conflict when another tenant has the jurisdiction.
+    """
+    digest = manifest_hash(manifest)
+    tenant = _check_ownership(session, manifest)
+
+    if tenant is not None and tenant.manifest_hash == digest:
+        ONBOARDINGS.labels(outcome="unchanged").inc()
+        log.info("tenant_onboard_unchanged", tenant_id=tenant.id, version=tenant.manifest_version)
+        return OnboardingResult(tenant, "unchanged", tenant.manifest_version, None)
+
+    created = tenant is None
+    if tenant is None:
+        tenant = Tenant(
+            id=manifest.id,
+            jurisdiction_id=manifest.jurisdiction_id,
+            status=STATUS_ACTIVE,
+            manifest_version=1,
+            created_at=utcnow(),
+        )
+        _apply_tenant_fields(tenant, manifest, digest)
+        session.add(tenant)
+        session.flush()
+        create_tenant_keys(session, tenant.id)
+    else:
+        tenant.manifest_version += 1
+        _apply_tenant_fields(tenant, manifest, digest)
+
+    _sync_agencies(session, tenant.id, manifest)
+    _sync_services(session, tenant.id, manifest)
+    _record_revision(session, tenant, actor)
+    session.flush()
+
+    raw_key = None
+    ctx = TenantContext(tenant.id, actor=actor)
+    if created:
+        _, raw_key = create_api_key(session, ctx, roles=[ROLE_OPEN311], label=OPEN311_KEY_LABEL)
+
+    outcome = "created" if created else "updated"
+    audit(
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action=f"tenant.onboard.{outcome}",
+        subject=f"tenants:{tenant.id}",
+        details={
+            "version": tenant.manifest_version,
+            "manifest_hash": digest,
+            "services": len(manifest.services),
+            "agencies": len(manifest.agencies),
+        },
+    )
+    # A lookup between now and the commit could cache the old state, so clear again after it.
+    invalidate_cache()
+    event.listen(session, "after_commit", lambda _session: invalidate_cache(), once=True)
+    ONBOARDINGS.labels(outcome=outcome).inc()
+    log.info(
+        "tenant_onboarded", tenant_id=tenant.id, outcome=outcome, version=tenant.manifest_version
+    )
+    return OnboardingResult(tenant, outcome, tenant.manifest_version, raw_key)
+
+
+def onboard(
+    session: Session, manifest: Manifest, *, actor: str = "cli:operator"
+) -> tuple[Tenant, str | None]:
+    """Onboard `manifest` and return the tenant with its new Open311 key.
+
+    The key is None unless this run created the tenant, because only its hash is stored.
+    """
+    result = onboard_manifest(session, manifest, actor=actor)
+    return result.tenant, result.open311_key

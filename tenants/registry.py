@@ -1,0 +1,238 @@
+"""Tenant registry: immutable snapshots of tenants, cached in-process for the hot path.
+
+Every Open311 call resolves `jurisdiction_id` to a tenant, so lookups are served from a
+per-process cache for `CACHE_TTL_SECONDS`. A change made by onboarding in this process clears
+the cache at once; other processes see it within the TTL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from hub.core.db import get_engine, unit_of_work
+from hub.core.tenancy import SystemContext
+from tenants.manifest import Manifest, ServiceSpec, parse_manifest
+from tenants.models import Service, Tenant
+
+CACHE_TTL_SECONDS = 5.0
+
+STATUS_ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """One active catalog entry, as stored by onboarding, with its agency resolved."""
+
+    code: str
+    names: Mapping[str, str]
+    descriptions: Mapping[str, str]
+    type: str
+    keywords: tuple[str, ...]
+    group: str
+    attributes: tuple[Mapping[str, Any], ...]
+    agency_code: str | None
+    sla_hours: float | None
+    sla_clock: str
+    location_sensitive: bool
+    open_data_location: str
+    h3_resolution: int
+
+    @property
+    def metadata(self) -> bool:
+        """Open311 `metadata`: true when the service definition has attributes."""
+        return bool(self.attributes)
+
+    def name(self, language: str, default_language: str) -> str:
+        """Return the name in `language`, else its base language, else the default one."""
+        base = language.split("-", 1)[0]
+        return (
+            self.names.get(language)
+            or self.names.get(base)
+            or self.names.get(default_language)
+            or next(iter(self.names.values()))
+        )
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    """A read-only snapshot of one tenant, safe to share between threads."""
+
+    id: str
+    jurisdiction_id: str
+    name: str
+    timezone: str
+    languages: tuple[str, ...]
+    default_language: str
+    region: str | None
+    status: str
+    manifest_version: int
+    manifest: Manifest
+    services: Mapping[str, ServiceInfo]
+
+    @property
+    def active(self) -> bool:
+        return self.status == STATUS_ACTIVE
+
+    def service(self, code: str) -> ServiceInfo | None:
+        return self.services.get(code)
+
+
+def _service_info(row: Service, spec: ServiceSpec | None) -> ServiceInfo:
+    return ServiceInfo(
+        code=row.code,
+        names=MappingProxyType(dict(row.names)),
+        descriptions=MappingProxyType(dict(row.descriptions or {})),
+        type=row.type,
+        keywords=tuple(row.keywords or ()),
+        group=row.group,
+        attributes=tuple(MappingProxyType(dict(a)) for a in row.attributes or ()),
+        agency_code=row.agency_code,
+        sla_hours=row.sla_hours,
+        sla_clock=spec.sla_clock if spec is not None else "business",
+        location_sensitive=row.location_sensitive,
+        open_data_location=row.open_data_location,
+        h3_resolution=row.h3_resolution,
+    )
+
+
+def _snapshot(tenant: Tenant, services: list[Service]) -> TenantInfo:
+    manifest = parse_manifest(tenant.manifest, source=f"tenant {tenant.id}")
+    catalog = {
+        row.code: _service_info(row, manifest.service(row.code)) for row in services if row.active
+    }
+    return TenantInfo(
+        id=tenant.id,
+        jurisdiction_id=tenant.jurisdiction_id,
+        name=tenant.name,
+        timezone=tenant.timezone,
+        languages=tuple(tenant.languages),
+        default_language=tenant.default_language,
+        region=tenant.region,
+        status=tenant.status,
+        manifest_version=tenant.manifest_version,
+        manifest=manifest,
+        services=MappingProxyType(catalog),
+    )
+
+
+class _Cache:
+    """Entries keyed by (database URL, lookup kind, value), each with an expiry time."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> tuple[bool, Any]:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, key: tuple[str, str, str], value: Any) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic() + CACHE_TTL_SECONDS, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_cache = _Cache()
+
+
+def invalidate_cache() -> None:
+    """Forget every cached tenant (called after onboarding and offboarding, and by tests)."""
+    _cache.clear()
+
+
+def _load(engine: Engine, *, tenant_id: str | None = None, jurisdiction_id: str | None = None):
+    with unit_of_work(SystemContext("tenant registry"), engine=engine, write=False) as session:
+        query = select(Tenant)
+        if tenant_id is not None:
+            query = query.where(Tenant.id == tenant_id)
+        else:
+            query = query.where(Tenant.jurisdiction_id == jurisdiction_id)
+        tenant = session.scalars(query).first()
+        if tenant is None:
+            return None
+        services = list(
+            session.scalars(
+                select(Service).where(Service.tenant_id == tenant.id).order_by(Service.code)
+            )
+        )
+        return _snapshot(tenant, services)
+
+
+def _lookup(kind: str, value: str, engine: Engine | None) -> TenantInfo | None:
+    engine = engine or get_engine()
+    key = (str(engine.url), kind, value)
+    hit, info = _cache.get(key)
+    if hit:
+        return info
+    if kind == "id":
+        info = _load(engine, tenant_id=value)
+    else:
+        info = _load(engine, jurisdiction_id=value)
+    _cache.put(key, info)
+    return info
+
+
+def get_tenant(tenant_id: str, *, engine: Engine | None = None) -> TenantInfo | None:
+    """Return the tenant with this id, or None. Offboarded tenants are returned too: check
+    `active` before serving requests for them."""
+    return _lookup("id", tenant_id, engine)
+
+
+def get_tenant_by_jurisdiction(
+    jurisdiction_id: str, *, engine: Engine | None = None
+) -> TenantInfo | None:
+    """Return the tenant whose Open311 `jurisdiction_id` (its domain) matches, or None.
+
+    The match is exact after lower-casing, since manifests store domains in lower case.
+    """
+    return _lookup("jurisdiction", jurisdiction_id.strip().lower(), engine)
+
+
+def list_tenants(
+    *, engine: Engine | None = None, include_inactive: bool = False
+) -> list[TenantInfo]:
+    """Return every tenant ordered by id (not cached: for commands and reports)."""
+    engine = engine or get_engine()
+    with unit_of_work(SystemContext("tenant list"), engine=engine, write=False) as session:
+        tenants = list(session.scalars(select(Tenant).order_by(Tenant.id)))
+        services = list(session.scalars(select(Service).order_by(Service.code)))
+    by_tenant: dict[str, list[Service]] = {}
+    for row in services:
+        by_tenant.setdefault(row.tenant_id, []).append(row)
+    infos = [_snapshot(t, by_tenant.get(t.id, [])) for t in tenants]
+    if include_inactive:
+        return infos
+    return [info for info in infos if info.active]
+
+
+def tenants_in_region(region: str, *, engine: Engine | None = None) -> list[TenantInfo]:
+    """Return the active tenants of `region`, ordered by id, for regional alerts and mutual
+    aid. Cached like single lookups."""
+    engine = engine or get_engine()
+    key = (str(engine.url), "region", region)
+    hit, members = _cache.get(key)
+    if hit:
+        return list(members)
+    with unit_of_work(SystemContext("tenant region"), engine=engine, write=False) as session:
+        ids = list(
+            session.scalars(
+                select(Tenant.id)
+                .where(Tenant.region == region, Tenant.status == STATUS_ACTIVE)
+                .order_by(Tenant.id)
+            )
+        )
+    members = tuple(info for tid in ids if (info := get_tenant(tid, engine=engine)) is not None)
+    _cache.put(key, members)
+    return list(members)

@@ -1,0 +1,150 @@
+"""API keys on SQLite and PostgreSQL: isolation between tenants, revocation, roles, auth."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from hub.core.db import get_engine, unit_of_work
+from hub.core.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from hub.core.tenancy import ROLE_AGENCY, ROLE_OPEN311, ROLE_STAFF, SystemContext, TenantContext
+from privacy.models import AuditEntry
+from tenants import keys as keys_module
+from tenants.auth import authenticate, authenticate_for_tenant, key_from_headers
+from tenants.keys import (
+    create_api_key,
+    list_api_keys,
+    resolve_api_key,
+    revoke_api_key,
+    set_api_key_roles,
+)
+from tenants.manifest import parse_manifest
+from tenants.onboarding import onboard
+
+
+@pytest.fixture
+def two_tenants(db_url, make_manifest):
+    engine = get_engine(db_url)
+    tenants = []
+    for name in ("boston", "san-francisco"):
+        data = make_manifest(name)
+        with unit_of_work(SystemContext("test onboarding"), engine=engine) as session:
+            tenant, key = onboard(session, parse_manifest(data))
+        tenants.append((tenant.id, key))
+    return engine, tenants[0], tenants[1]
+
+
+def test_key_format_and_hash_only(two_tenants):
+    engine, (a, key_a), _ = two_tenants
+    assert keys_module.KEY_PATTERN.match(key_a)
+    with unit_of_work(TenantContext(a), engine=engine) as session:
+        stored = session.scalars(select(keys_module.ApiKey)).all()
+    assert len(stored) == 1
+    assert key_a not in (stored[0].key_hash, stored[0].prefix)
+    assert stored[0].key_hash == keys_module._hash(key_a)
+
+
+def test_key_of_a_never_yields_b(two_tenants):
+    engine, (a, key_a), (b, key_b) = two_tenants
+    assert resolve_api_key(key_a, engine=engine).tenant_id == a
+    assert resolve_api_key(key_b, engine=engine).tenant_id == b
+    with pytest.raises(Unauthorized):
+        authenticate_for_tenant(key_a, b, engine=engine)
+    with pytest.raises(Unauthorized):
+        authenticate_for_tenant(key_b, a, engine=engine)
+    assert authenticate_for_tenant(key_a, a, engine=engine).tenant_id == a
+
+
+def test_tampered_key_rejected(two_tenants):
+    engine, (_, key_a), (_, key_b) = two_tenants
+    prefix_a = key_a.split("_")[1]
+    secret_b = key_b.split("_", 2)[2]
+    assert resolve_api_key(f"hub_{prefix_a}_{secret_b}", engine=engine) is None
+    assert resolve_api_key(key_a[:-1] + ("A" if key_a[-1] != "A" else "B"), engine=engine) is None
+    assert resolve_api_key("", engine=engine) is None
+    assert resolve_api_key("not-a-key", engine=engine) is None
+    assert resolve_api_key(None, engine=engine) is None
+
+
+def test_revocation_visible_after_ttl(two_tenants, monkeypatch):
+    engine, (a, key_a), _ = two_tenants
+    credential = resolve_api_key(key_a, engine=engine)
+    # Revoke through a statement that bypasses this process's cache clearing, as another
+    # process would; the cached result lasts until the TTL runs out.
+    with unit_of_work(TenantContext(a, actor="test"), engine=engine) as session:
+        row = session.get(keys_module.ApiKey, credential.key_id)
+        row.revoked_at = keys_module.utcnow()
+    assert resolve_api_key(key_a, engine=engine) is not None
+    monkeypatch.setattr(keys_module, "CACHE_TTL_SECONDS", 0.0)
+    keys_module.forget_cached_keys()
+    assert resolve_api_key(key_a, engine=engine) is None
+
+
+def test_revoke_in_process_is_immediate(two_tenants):
+    engine, (a, key_a), _ = two_tenants
+    credential = resolve_api_key(key_a, engine=engine)
+    with unit_of_work(TenantContext(a, actor="cli:test"), engine=engine) as session:
+        revoke_api_key(session, TenantContext(a, actor="cli:test"), credential.key_id)
+    assert resolve_api_key(key_a, engine=engine) is None
+    with unit_of_work(TenantContext(a), engine=engine) as session:
+        actions = list(session.scalars(select(AuditEntry.action)))
+    assert "api_key.revoke" in actions
+
+
+def test_revoke_other_tenants_key_is_not_found(two_tenants):
+    engine, (a, key_a), (b, _) = two_tenants
+    key_id = resolve_api_key(key_a, engine=engine).key_id
+    with pytest.raises(NotFound):
+        with unit_of_work(TenantContext(b), engine=engine) as session:
+            revoke_api_key(session, TenantContext(b), key_id)
+    assert resolve_api_key(key_a, engine=engine) is not None
+
+
+def test_create_list_and_role_change(two_tenants):
+    engine, (a, _), (b, _) = two_tenants
+    ctx = TenantContext(a, actor="cli:test")
+    with unit_of_work(ctx, engine=engine) as session:
+        row, raw = create_api_key(session, ctx, roles=[ROLE_AGENCY], label="Public works")
+        key_id = row.id
+    context = authenticate(raw, any_of=[ROLE_AGENCY], engine=engine)
+    assert context.tenant_id == a
+    assert context.actor == f"apikey:{key_id}"
+    with pytest.raises(Forbidden):
+        authenticate(raw, any_of=[ROLE_STAFF], engine=engine)
+
+    with unit_of_work(ctx, engine=engine) as session:
+        set_api_key_roles(session, ctx, key_id, [ROLE_STAFF, ROLE_AGENCY])
+    assert authenticate(raw, any_of=[ROLE_STAFF], engine=engine).has_role(ROLE_STAFF)
+
+    with unit_of_work(ctx, engine=engine) as session:
+        listed = [k.id for k in list_api_keys(session, ctx)]
+        actions = list(session.scalars(select(AuditEntry.action)))
+    assert key_id in listed
+    assert "api_key.roles_change" in actions
+    with unit_of_work(TenantContext(b), engine=engine) as session:
+        other = [k.id for k in list_api_keys(session, TenantContext(b))]
+    assert key_id not in other
+
+
+def test_unknown_role_rejected(two_tenants):
+    engine, (a, _), _ = two_tenants
+    ctx = TenantContext(a)
+    with pytest.raises(InvalidInput) as caught:
+        with unit_of_work(ctx, engine=engine) as session:
+            create_api_key(session, ctx, roles=["superuser"], label="x")
+    assert "superuser" in caught.value.message
+
+
+def test_open311_key_lacks_staff_role(two_tenants):
+    engine, (_, key_a), _ = two_tenants
+    assert authenticate(key_a, any_of=[ROLE_OPEN311], engine=engine)
+    with pytest.raises(Forbidden):
+        authenticate(key_a, any_of=[ROLE_STAFF], engine=engine)
+
+
+def test_key_from_headers():
+    assert key_from_headers("Bearer abc", None) == "abc"
+    assert key_from_headers("bearer  abc ", None) == "abc"
+    assert key_from_headers(None, "xyz") == "xyz"
+    assert key_from_headers("Basic abc", "xyz") == "xyz"
+    assert key_from_headers(None, None) is None

@@ -1,0 +1,139 @@
+"""Onboarding on SQLite and PostgreSQL: create, idempotent repeat, update, conflicts."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from hub.core.db import get_engine, unit_of_work
+from hub.core.errors import Conflict
+from hub.core.tenancy import SystemContext, TenantContext
+from privacy.models import AuditEntry, TenantKey
+from tenants.keys import resolve_api_key
+from tenants.manifest import parse_manifest
+from tenants.models import Agency, ManifestRevision, Service, Tenant
+from tenants.onboarding import onboard, onboard_manifest
+from tenants.registry import get_tenant, get_tenant_by_jurisdiction, tenants_in_region
+
+
+def _onboard(engine, data: dict):
+    with unit_of_work(SystemContext("test onboarding"), engine=engine) as session:
+        return onboard_manifest(session, parse_manifest(data))
+
+
+def test_onboard_creates_tenant(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest()
+    with unit_of_work(SystemContext("test onboarding"), engine=engine) as session:
+        tenant, key = onboard(session, parse_manifest(data))
+    assert tenant.id == data["id"]
+    assert key is not None
+    credential = resolve_api_key(key, engine=engine)
+    assert credential is not None
+    assert credential.tenant_id == data["id"]
+    assert credential.roles == frozenset({"open311"})
+
+    with unit_of_work(TenantContext(data["id"]), engine=engine) as session:
+        services = session.scalars(select(Service)).all()
+        agencies = session.scalars(select(Agency)).all()
+        keys = session.scalars(select(TenantKey)).all()
+        actions = set(session.scalars(select(AuditEntry.action)))
+    assert len(services) == len(data["services"])
+    assert len(agencies) == len(data["agencies"])
+    assert all(a.webhook_secret for a in agencies)
+    assert keys
+    assert "tenant.onboard.created" in actions
+
+
+def test_onboard_same_manifest_unchanged(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest()
+    first = _onboard(engine, data)
+    second = _onboard(engine, copy.deepcopy(data))
+    assert first.outcome == "created"
+    assert second.outcome == "unchanged"
+    assert second.version == 1
+    assert second.open311_key is None
+    with unit_of_work(TenantContext(data["id"]), engine=engine) as session:
+        revisions = session.scalars(select(ManifestRevision)).all()
+    assert len(revisions) == 1
+
+
+def test_onboard_changed_manifest_updates_catalog(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest()
+    _onboard(engine, data)
+    removed_code = data["services"][-1]["code"]
+    changed = copy.deepcopy(data)
+    changed["services"] = changed["services"][:-1]
+    changed["services"][0]["sla_hours"] = 99
+    result = _onboard(engine, changed)
+    assert result.outcome == "updated"
+    assert result.version == 2
+
+    with unit_of_work(TenantContext(data["id"]), engine=engine) as session:
+        rows = {s.code: s for s in session.scalars(select(Service))}
+        versions = sorted(session.scalars(select(ManifestRevision.version)))
+    assert rows[removed_code].active is False
+    assert rows[data["services"][0]["code"]].sla_hours == 99
+    assert versions == [1, 2]
+
+    info = get_tenant(data["id"], engine=engine)
+    assert removed_code not in info.services
+    assert info.manifest_version == 2
+
+
+def test_other_tenant_claiming_jurisdiction_conflicts(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest()
+    _onboard(engine, data)
+    intruder = copy.deepcopy(data)
+    intruder["id"] = data["id"] + "-x"
+    with pytest.raises(Conflict) as caught:
+        _onboard(engine, intruder)
+    assert data["jurisdiction_id"] in caught.value.message
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        assert session.get(Tenant, intruder["id"]) is None
+
+
+def test_changing_jurisdiction_conflicts(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest()
+    _onboard(engine, data)
+    moved = copy.deepcopy(data)
+    moved["jurisdiction_id"] = "moved-" + data["jurisdiction_id"]
+    with pytest.raises(Conflict):
+        _onboard(engine, moved)
+
+
+def test_registry_snapshot(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest("new-york-city")
+    _onboard(engine, data)
+    info = get_tenant_by_jurisdiction(data["jurisdiction_id"].upper(), engine=engine)
+    assert info is not None
+    assert info.id == data["id"]
+    assert info.default_language == "en"
+    assert info.timezone == "America/New_York"
+    assert info.services["HEAT_HOT_WATER"].location_sensitive is True
+    assert info.services["NOISE_RESIDENTIAL"].agency_code == "NYPD"
+    assert info.services["WATER_SYSTEM"].sla_clock == "continuous"
+    assert info.manifest.privacy.k == 5
+    with pytest.raises(TypeError):
+        info.services["X"] = None  # type: ignore[index]
+    assert get_tenant_by_jurisdiction("unknown.example.org", engine=engine) is None
+
+
+def test_tenants_in_region(db_url, make_manifest):
+    engine = get_engine(db_url)
+    region = f"region-{uuid.uuid4().hex[:6]}"
+    a = make_manifest("boston", region=region)
+    b = make_manifest("new-york-city", region=region)
+    c = make_manifest("san-francisco")
+    for data in (a, b, c):
+        _onboard(engine, data)
+    members = {t.id for t in tenants_in_region(region, engine=engine)}
+    assert members == {a["id"], b["id"]}

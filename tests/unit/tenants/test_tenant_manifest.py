@@ -1,0 +1,232 @@
+"""Manifest validation: the shipped examples pass, and each bad field is named in the error."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tenants.manifest import ManifestError, example_paths, load_manifest, parse_manifest
+
+EXAMPLES = {path.stem: path for path in example_paths()}
+
+
+def _base() -> dict:
+    return yaml.safe_load(EXAMPLES["san-francisco"].read_text(encoding="utf-8"))
+
+
+def test_three_examples_are_shipped():
+    assert set(EXAMPLES) == {"new-york-city", "boston", "san-francisco"}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_validates(name):
+    manifest = load_manifest(EXAMPLES[name])
+    assert manifest.id == name
+    assert manifest.languages[:2] == ["en", "es"]
+    assert any(s.location_sensitive for s in manifest.services)
+    assert all(a.webhook_url.startswith("http://127.0.0.1:") for a in manifest.agencies)
+    assert all(manifest.agency_for(s.code) for s in manifest.services)
+
+
+@pytest.mark.parametrize(
+    ("name", "jurisdiction", "timezone", "region"),
+    [
+        ("new-york-city", "nyc.gov", "America/New_York", "northeast"),
+        ("boston", "boston.gov", "America/New_York", "northeast"),
+        ("san-francisco", "sf.gov", "America/Los_Angeles", "bay-area"),
+    ],
+)
+def test_example_identity(name, jurisdiction, timezone, region):
+    manifest = load_manifest(EXAMPLES[name])
+    assert manifest.jurisdiction_id == jurisdiction
+    assert manifest.timezone == timezone
+    assert manifest.region == region
+
+
+@pytest.mark.parametrize(
+    ("name", "inside", "outside"),
+    [
+        ("new-york-city", (-73.9855, 40.7580), (-74.0776, 40.7282)),  # Times Square, Jersey City
+        ("boston", (-71.0589, 42.3601), (-71.1212, 42.3420)),  # City Hall, Coolidge Corner
+        ("san-francisco", (-122.4193, 37.7793), (-122.2711, 37.8044)),  # City Hall, Oakland
+    ],
+)
+def test_example_service_area(name, inside, outside):
+    area = load_manifest(EXAMPLES[name]).service_area
+    assert area.contains(*inside)
+    assert not area.contains(*outside)
+
+
+def _set(data: dict, path: list, value) -> None:
+    target = data
+    for part in path[:-1]:
+        target = target[part]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+
+
+_DELETE = object()
+
+BAD_FIELDS = [
+    (["id"], "San Francisco", "id: "),
+    (["jurisdiction_id"], "not a domain", "jurisdiction_id: "),
+    (["jurisdiction_id"], _DELETE, "jurisdiction_id: required field is missing"),
+    (["timezone"], "America/Gotham", "timezone: 'America/Gotham' is not an IANA time zone"),
+    (["languages"], ["en", "Spanish"], "languages: 'Spanish' is not a BCP 47"),
+    (["languages"], [], "languages: "),
+    (["region"], "Bay Area", "region: "),
+    (["service_area", "type"], "Point", "service_area.type: "),
+    (
+        ["service_area", "coordinates", 0, -1],
+        [-122.0, 37.0],
+        "service_area.coordinates[0]: ring is not closed",
+    ),
+    (
+        ["service_area", "coordinates", 0, 1],
+        [37.77, -122.51],
+        "service_area.coordinates[0][1]: latitude -122.51",
+    ),
+    (
+        ["services", 3, "attributes", 0, "datatype"],
+        "list",
+        "services[3].attributes[0].datatype: must be one of string, number",
+    ),
+    (
+        ["services", 3, "attributes", 0, "values"],
+        [],
+        "services[3].attributes[0].values: a multivaluelist attribute needs",
+    ),
+    (
+        ["services", 3, "attributes", 1, "values"],
+        [{"key": "1", "names": {"en": "one"}}],
+        "services[3].attributes[1].values: only list datatypes",
+    ),
+    (["services", 0, "code"], "has space", "services[0].code: "),
+    (
+        ["services", 0, "names"],
+        {"es": "Botes"},
+        "services[0].names: missing the default language 'en'",
+    ),
+    (
+        ["services", 0, "names", "fr"],
+        "Poubelles",
+        "services[0].names: language 'fr' is not in languages",
+    ),
+    (["services", 0, "sla_hours"], -4, "services[0].sla_hours: "),
+    (["services", 0, "open_data"], {"location": "blurred"}, "services[0].open_data.location: "),
+    (
+        ["services", 0, "open_data"],
+        {"location": "h3", "h3_resolution": 16},
+        "services[0].open_data.h3_resolution: ",
+    ),
+    (["services", 0, "agency"], "NOPE", "services[0].agency: unknown agency 'NOPE'"),
+    (["services", 0, "colour"], "red", "services[0].colour: unknown field"),
+    (["services", 1, "code"], "001", "services[1].code: duplicate '001'"),
+    (
+        ["agencies", 0, "webhook_url"],
+        "ftp://127.0.0.1/x",
+        "agencies[0].webhook_url: must be an http",
+    ),
+    (["agencies", 0, "webhook_secret"], "short", "agencies[0].webhook_secret: "),
+    (["routing", "default"], "NOPE", "routing.default: unknown agency 'NOPE'"),
+    (
+        ["routing", "rules", 0],
+        {"agency": "DPW_OPS"},
+        "routing.rules[0]: give exactly one of service_code or group",
+    ),
+    (["calendar", "hours", "monday"], ["17:00-09:00"], "calendar.hours.monday: "),
+    (["calendar", "hours", "funday"], ["09:00-17:00"], "calendar.hours: weekday 'funday'"),
+    (["calendar", "holidays", 0, "date"], "2027-02-30", "calendar.holidays[0].date: "),
+    (["privacy", "k"], 1, "privacy.k: "),
+    (
+        ["privacy", "retention_days", "personal_data"],
+        0,
+        "privacy.retention_days.personal_data: retention must be at least 1 day",
+    ),
+    (["alerts", "rate_limits", "sms"], 0, "alerts.rate_limits.sms: rate must be greater than 0"),
+    (
+        ["overflow", "thresholds", "low_wait_seconds"],
+        500,
+        "overflow.thresholds: low_wait_seconds must be below",
+    ),
+    (["overflow", "centers", 0, "agents"], -1, "overflow.centers[0].agents: "),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"), BAD_FIELDS, ids=[str(c[2]).split(":")[0] for c in BAD_FIELDS]
+)
+def test_bad_field_is_named(path, value, expected):
+    data = copy.deepcopy(_base())
+    _set(data, path, value)
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data)
+    problems = caught.value.problems
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_several_problems_reported_together():
+    data = copy.deepcopy(_base())
+    data["timezone"] = "Nowhere/Town"
+    data["services"][0]["sla_hours"] = 0
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data)
+    assert len(caught.value.problems) == 2
+    assert "timezone" in caught.value.message
+    assert "services[0].sla_hours" in caught.value.message
+
+
+def test_feature_sections_accept_extra_keys():
+    data = copy.deepcopy(_base())
+    data["alerts"]["atom_feed_title"] = "SF alerts"
+    manifest = parse_manifest(data)
+    assert manifest.alerts.model_extra == {"atom_feed_title": "SF alerts"}
+
+
+def test_defaults_for_optional_sections():
+    data = copy.deepcopy(_base())
+    for section in ("privacy", "alerts", "overflow", "calendar", "districts", "region"):
+        data.pop(section)
+    for service in data["services"]:
+        if service.get("open_data", {}).get("location") == "district":
+            service.pop("open_data")
+    manifest = parse_manifest(data)
+    assert manifest.privacy.k == 5
+    assert manifest.overflow.service_level_target_seconds == 30
+    assert manifest.alerts.approval.second_approver_for_actual is True
+    assert manifest.calendar.hours["monday"] == ["09:00-17:00"]
+    assert "saturday" not in manifest.calendar.hours
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("id: x\nname: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert "not valid YAML at line" in caught.value.message
+
+
+def test_missing_file_message(tmp_path: Path):
+    with pytest.raises(Exception) as caught:
+        load_manifest(tmp_path / "absent.yaml")
+    assert "manifest file not found" in str(caught.value)
+
+
+def test_stored_form_drops_webhook_secrets():
+    data = copy.deepcopy(_base())
+    data["agencies"][0]["webhook_secret"] = "s" * 32
+    stored = parse_manifest(data).stored_form()
+    assert stored["agencies"][0]["webhook_secret"] is None
+    assert parse_manifest(stored).agencies[0].webhook_secret is None
+
+
+def test_routing_order():
+    manifest = load_manifest(EXAMPLES["new-york-city"])
+    assert manifest.agency_for("HEAT_HOT_WATER") == "HPD"  # the service's own agency
+    assert manifest.agency_for("NOISE_RESIDENTIAL") == "NYPD"  # group rule
+    assert manifest.agency_for("UNKNOWN") is None
