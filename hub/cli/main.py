@@ -7,7 +7,9 @@ import typer
 from hub.cli import alerts as alert_commands
 from hub.cli import bench as bench_commands
 from hub.cli import db as db_commands
+from hub.cli import imports as import_commands
 from hub.cli import loadtest as loadtest_commands
+from hub.cli import requests as request_commands
 from hub.cli import serve as serve_commands
 from hub.cli.demo.command import demo as demo_command
 
@@ -26,6 +28,8 @@ app.add_typer(alert_commands.app, name="alerts")
 app.add_typer(bench_commands.app, name="bench")
 app.add_typer(db_commands.app, name="db")
 app.command("loadtest")(loadtest_commands.loadtest)
+app.command("import")(import_commands.import_command)
+app.add_typer(request_commands.app, name="requests")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ database; the import service maps categories to the tenant's catalog and writes 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -111,6 +112,22 @@ class ExportFormat:
 
 # -- value parsers shared by the formats --------------------------------------------------------
 
+# C1 control characters. In real exports they appear where UTF-8 text was decoded as Latin-1
+# and encoded again (NYC writes "Transportation\u00e2\u0080\u0099s" for "Transportation's").
+_C1 = re.compile(r"[\x80-\x9f]")
+# Control characters other than tab and line breaks, which intake rejects in free text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def repair_text(value: str) -> str:
+    """Undo Latin-1 double encoding where it round-trips, and blank out control characters."""
+    if _C1.search(value):
+        try:
+            value = value.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return _CONTROL.sub(" ", value)
+
 
 def text(row: Mapping[str, Any], column: str) -> str | None:
     """Return the column's text with surrounding spaces removed, or None when it is blank."""
@@ -119,7 +136,7 @@ def text(row: Mapping[str, Any], column: str) -> str | None:
         return None
     if not isinstance(value, str):
         value = str(value)
-    value = value.strip()
+    value = repair_text(value).strip()
     return value or None
 
 

@@ -38,12 +38,28 @@ def _slugs(category: str) -> tuple[str, str]:
     return "-".join(words), "_".join(words)
 
 
+def manifest_data(manifest: Any) -> Mapping[str, Any]:
+    """Return the manifest as plain data, whether the snapshot holds a dict or a model."""
+    if isinstance(manifest, Mapping):
+        return manifest
+    if hasattr(manifest, "model_dump"):
+        return manifest.model_dump(mode="json")
+    return {}
+
+
 def manifest_fallback(manifest: Mapping[str, Any]) -> str | None:
     imports = manifest.get("imports")
     if isinstance(imports, Mapping):
         value = imports.get("fallback_service")
         return str(value) if value else None
     return None
+
+
+def category_label(record: SourceRecord) -> str:
+    """Return the category as the report names it: `Category / Subcategory` when both exist."""
+    if record.subcategory:
+        return f"{record.category} / {record.subcategory}"
+    return record.category
 
 
 class CategoryMapper:
@@ -55,8 +71,9 @@ class CategoryMapper:
         self.tenant = tenant
         self.format = export_format
         self.services: Mapping[str, CatalogService] = tenant.services
+        manifest = manifest_data(tenant.manifest)
         self._by_alias: dict[str, str] = {}
-        for spec in tenant.manifest.get("services") or []:
+        for spec in manifest.get("services") or []:
             for alias in spec.get("aliases") or []:
                 self._by_alias.setdefault(str(alias).strip().lower(), spec["code"])
         self._by_name: dict[str, str] = {}
@@ -64,7 +81,7 @@ class CategoryMapper:
             for name in (service.names or {}).values():
                 self._by_name.setdefault(name.strip().lower(), code)
 
-        self.fallback = fallback or manifest_fallback(tenant.manifest)
+        self.fallback = fallback or manifest_fallback(manifest)
         if self.fallback is not None and self.fallback not in self.services:
             raise InvalidInput(
                 f"fallback service {self.fallback!r} is not in tenant {tenant.id}'s catalog; "
@@ -75,7 +92,10 @@ class CategoryMapper:
         self._cache: dict[tuple[str | None, str | None, str], tuple[str | None, bool]] = {}
 
     def resolve(self, record: SourceRecord, column: str) -> tuple[str, bool]:
-        """Return (service code, mapped); `mapped` is False when the fallback was used."""
+        """Return (service code, mapped); `mapped` is False when the fallback was used.
+
+        Raises RowError when the category matches no service and there is no fallback.
+        """
         key = (record.service_code, record.subcategory, record.category)
         cached = self._cache.get(key)
         if cached is None:
@@ -86,8 +106,8 @@ class CategoryMapper:
             raise RowError(
                 column,
                 "unmapped_category",
-                f"category {record.category!r} matches no service of tenant {self.tenant.id}; "
-                "add it to a service's aliases in the manifest or pass --fallback CODE",
+                f"no service matches category {category_label(record)!r}; add it to a "
+                "service's aliases in the manifest or pass --fallback CODE",
             )
         return code, mapped
 

@@ -50,6 +50,9 @@ class ExportFile:
 
     @property
     def bytes_read(self) -> int:
+        # A text wrapper closes the file when it is garbage-collected after the last row.
+        if self._raw.closed:
+            return self.size
         return self._raw.tell()
 
     def close(self) -> None:

@@ -25,11 +25,11 @@ from hub.core.db import unit_of_work
 from hub.core.errors import HubError, InvalidInput
 from hub.core.ids import tracking_code
 from hub.core.tenancy import TenantContext
-from hub.requests import catalog
+from hub.requests import geo
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.importers.formats import ExportFormat, RowError, SourceRecord
 from hub.requests.importers.localtime import LocalTimes, load_zone
-from hub.requests.importers.mapping import CategoryMapper
+from hub.requests.importers.mapping import CategoryMapper, category_label, manifest_data
 from hub.requests.importers.metrics import IMPORT_BATCH_LATENCY, IMPORT_ROWS
 from hub.requests.importers.readers import ExportFile
 from hub.requests.models import ServiceRequest, StatusEvent
@@ -109,7 +109,7 @@ class ImportReport:
                 }
                 for r in self.rejections
             ],
-            "unmapped_categories": dict(self.unmapped_categories),
+            "unmapped_categories": dict(self.unmapped_categories.most_common()),
             "dst_adjustments": self.dst_adjustments,
             "dst_examples": self.dst_examples,
             "seconds": round(self.seconds, 3),
@@ -162,7 +162,7 @@ class Importer:
         self.progress = progress
         self.mapper = CategoryMapper(tenant, export_format, fallback=fallback)
         self.times = LocalTimes(load_zone(tenant.timezone))
-        self.area = catalog.service_area(tenant)
+        self.area = geo.prepare_area(manifest_data(tenant.manifest).get("service_area"))
         self.report = ImportReport(
             tenant_id=tenant.id,
             format=export_format.name,
@@ -216,13 +216,19 @@ class Importer:
     def _prepare(self, position: int, row: dict[str, Any]) -> _Pending | None:
         try:
             record = self.format.parse_row(position, row, self.times)
-            code, mapped = self.mapper.resolve(record, self.format.category_column)
-            self._check(record)
         except RowError as error:
             self.report.reject(position, error)
             return None
-        if not mapped:
-            self.report.count_unmapped(record.category)
+        try:
+            code, mapped = self.mapper.resolve(record, self.format.category_column)
+            if not mapped:
+                self.report.count_unmapped(category_label(record))
+            self._check(record)
+        except RowError as error:
+            if error.reason == "unmapped_category":
+                self.report.count_unmapped(category_label(record))
+            self.report.reject(position, error)
+            return None
         return _Pending(record, code)
 
     def _check(self, record: SourceRecord) -> None:
@@ -310,7 +316,6 @@ class Importer:
             record = pending.record
             service = self.tenant.services[pending.service_code]
             request_id = tracking_code()
-            destinations = catalog.destinations(self.tenant, service)
             personal = PersonalFields(
                 description=record.description,
                 address=record.address,
@@ -323,7 +328,7 @@ class Importer:
                     service_code=service.code,
                     status=record.status,
                     resolution=record.resolution,
-                    agency_code=destinations[0] if destinations else None,
+                    agency_code=service.agency_code,
                     requested_at=record.requested_at,
                     updated_at=record.updated_at or record.closed_at or record.requested_at,
                     expected_at=record.expected_at,

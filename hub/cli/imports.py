@@ -1,0 +1,152 @@
+"""`hub import FORMAT FILE --tenant ID`: load a city's 311 export into a tenant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
+from hub.core.logging import configure_logging
+from hub.core.migrate import upgrade
+from hub.core.tenancy import TenantContext
+from hub.requests.importers import FORMATS, get_format
+from hub.requests.importers.service import DEFAULT_BATCH_SIZE, run_import
+from hub.requests.importers.service import Progress as ImportProgress
+from tenants.registry import get_tenant
+
+# Rejected rows and unmapped categories printed in the text report; --json lists them all.
+SHOWN_REJECTIONS = 20
+SHOWN_CATEGORIES = 15
+
+
+def resolve_tenant(tenant_id: str) -> Any:
+    """Return the active tenant's snapshot, or exit with a message naming the id."""
+    tenant = get_tenant(tenant_id)
+    if tenant is None:
+        fail(f"tenant {tenant_id!r} not found; onboard it with `hub tenants onboard FILE` first")
+    if not tenant.active:
+        fail(f"tenant {tenant_id!r} is offboarded; imports need an active tenant")
+    return tenant
+
+
+def import_command(
+    format_name: str = typer.Argument(
+        ..., metavar="FORMAT", help=f"Export format, one of: {', '.join(FORMATS)}."
+    ),
+    file: Path = typer.Argument(..., help="The export file (CSV, JSON array or JSON lines)."),
+    tenant_id: str = typer.Option(..., "--tenant", help="Id of the tenant to import into."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Stop after reading this many rows."
+    ),
+    fallback: str | None = typer.Option(
+        None,
+        "--fallback",
+        help="Service code for categories that match no service; without it such rows are "
+        "rejected and listed.",
+    ),
+    batch_size: int = typer.Option(
+        DEFAULT_BATCH_SIZE, "--batch-size", min=1, max=50_000, help="Rows per transaction."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Import a 311 export into a tenant. Rows already imported are skipped, so re-running
+    the same file changes nothing. Local times are read in the tenant's time zone."""
+    configure_logging()
+    with cli_errors():
+        export_format = get_format(format_name)
+        if not file.is_file():
+            fail(f"file not found: {file}; check the path")
+        upgrade()
+        tenant = resolve_tenant(tenant_id)
+        ctx = TenantContext(tenant.id, actor="cli:import")
+        with ProgressBar(file) as update:
+            report = run_import(
+                ctx,
+                tenant,
+                export_format,
+                file,
+                limit=limit,
+                batch_size=batch_size,
+                fallback=fallback,
+                progress=update,
+            )
+    emit(report.as_dict(), as_json, _render)
+
+
+class ProgressBar:
+    """A rich progress bar on stderr over the bytes of the file read so far."""
+
+    def __init__(self, file: Path):
+        self.file = file
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[rows]} rows"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self.task: Any = None
+
+    def __enter__(self):
+        self.bar.start()
+        self.task = self.bar.add_task(
+            f"importing {self.file.name}", total=self.file.stat().st_size, rows=0
+        )
+        return self.update
+
+    def update(self, progress: ImportProgress) -> None:
+        self.bar.update(self.task, completed=progress.bytes_read, rows=progress.rows_read)
+
+    def __exit__(self, *_exc: object) -> None:
+        self.bar.stop()
+
+
+def _render(report: dict[str, Any]) -> None:
+    console.print(
+        f"{report['format']} {report['file']} -> tenant {report['tenant']}: "
+        f"read {report['read']}, imported {report['imported']}, "
+        f"skipped as already present {report['skipped_existing']}, "
+        f"rejected {report['rejected']} ({report['seconds']} s)",
+        highlight=False,
+    )
+    dst = report["dst_adjustments"]
+    console.print(
+        f"DST adjustments: {dst['ambiguous']} ambiguous (first occurrence taken), "
+        f"{dst['nonexistent']} nonexistent (shifted forward)",
+        highlight=False,
+    )
+    if report["rejected_by_reason"]:
+        table(
+            "Rejected rows by reason",
+            ["reason", "rows"],
+            sorted(report["rejected_by_reason"].items(), key=lambda item: -item[1]),
+        )
+    if report["unmapped_categories"]:
+        items = list(report["unmapped_categories"].items())
+        table(
+            f"Unmapped categories ({len(items)}; top {min(len(items), SHOWN_CATEGORIES)})",
+            ["category", "rows"],
+            items[:SHOWN_CATEGORIES],
+        )
+    rejections = report["rejections"]
+    if rejections:
+        kind = "record" if rejections and "record" in rejections[0] else "line"
+        table(
+            f"First rejected rows ({min(len(rejections), SHOWN_REJECTIONS)} of "
+            f"{report['rejected']}; --json lists up to {len(rejections)})",
+            [kind, "column", "problem"],
+            [(r[kind], r["column"], r["message"]) for r in rejections[:SHOWN_REJECTIONS]],
+        )

@@ -1,0 +1,200 @@
+"""`hub requests list|show|find`: a tenant's service requests for operators and staff.
+
+`list` and `find` print no personal data. `show` prints personal fields only when given a
+`--purpose`, and then decrypts them through `privacy.access`, which writes an audit entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from hub.cli.imports import resolve_tenant
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail, table
+from hub.core.clock import isoformat
+from hub.core.db import unit_of_work
+from hub.core.logging import configure_logging
+from hub.core.tenancy import ROLE_STAFF, TenantContext
+from hub.requests.listing import count_requests, list_requests
+from hub.requests.models import STATES, ServiceRequest, StatusEvent
+from hub.requests.queries import events_by_request, find_by_contact
+from hub.requests.service import get_request
+from privacy.access import decrypt_fields
+
+app = typer.Typer(help="List, show and find a tenant's service requests.", no_args_is_help=True)
+
+REQUESTS_TABLE = "service_requests"
+EVENTS_TABLE = "status_events"
+PERSONAL_COLUMNS = (
+    "description_enc",
+    "address_enc",
+    "location_enc",
+    "first_name_enc",
+    "last_name_enc",
+    "email_enc",
+    "phone_enc",
+    "media_url_enc",
+    "attributes_enc",
+)
+TENANT_OPTION = typer.Option(..., "--tenant", help="Id of the tenant whose requests to read.")
+
+
+def _context(tenant_id: str) -> TenantContext:
+    tenant = resolve_tenant(tenant_id)
+    return TenantContext(tenant.id, actor="cli:operator", roles=frozenset({ROLE_STAFF}))
+
+
+def summary(request: ServiceRequest) -> dict[str, Any]:
+    """Return the fields of a request that carry no personal data."""
+    return {
+        "id": request.id,
+        "service_code": request.service_code,
+        "status": request.status,
+        "resolution": request.resolution,
+        "agency_code": request.agency_code,
+        "requested_at": isoformat(request.requested_at),
+        "updated_at": isoformat(request.updated_at),
+        "expected_at": isoformat(request.expected_at),
+        "closed_at": isoformat(request.closed_at),
+        "lat": request.lat,
+        "long": request.lon,
+        "zipcode": request.zipcode,
+        "channel": request.channel,
+        "source": request.source,
+        "source_id": request.source_id,
+    }
+
+
+def _summary_rows(requests: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (r["id"], r["service_code"], r["status"], r["requested_at"], r["source"], r["source_id"])
+        for r in requests
+    ]
+
+
+SUMMARY_COLUMNS = ["id", "service", "status", "requested", "source", "source id"]
+
+
+@app.command("list")
+def list_command(
+    tenant_id: str = TENANT_OPTION,
+    status: list[str] = typer.Option(
+        [], "--status", help=f"Only this state (repeatable): {', '.join(STATES)}."
+    ),
+    service: list[str] = typer.Option([], "--service", help="Only this service code (repeatable)."),
+    source: str | None = typer.Option(
+        None, "--source", help="Only requests from this source, such as nyc311 or open311."
+    ),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="Requests to print."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List a tenant's requests, newest first (no personal data)."""
+    configure_logging()
+    with cli_errors():
+        ctx = _context(tenant_id)
+        with unit_of_work(ctx, write=False) as session:
+            filters = {"statuses": status, "service_codes": service, "source": source}
+            rows = list_requests(session, ctx, limit=limit, **filters)
+            total = count_requests(session, ctx, **filters)
+            data = {"tenant": ctx.tenant_id, "total": total, "requests": [summary(r) for r in rows]}
+
+    def render(result: dict[str, Any]) -> None:
+        shown = len(result["requests"])
+        title = f"Requests of {result['tenant']} ({shown} of {result['total']})"
+        table(title, SUMMARY_COLUMNS, _summary_rows(result["requests"]))
+
+    emit(data, as_json, render)
+
+
+@app.command("show")
+def show_command(
+    request_id: str = typer.Argument(..., metavar="ID", help="The request's tracking id."),
+    tenant_id: str = TENANT_OPTION,
+    purpose: str | None = typer.Option(
+        None,
+        "--purpose",
+        help="Why personal fields are needed, such as staff.request_view; decrypts them and "
+        "writes an audit entry. Without it only non-personal fields are shown.",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show one request with its status history."""
+    configure_logging()
+    with cli_errors():
+        ctx = _context(tenant_id)
+        with unit_of_work(ctx) as session:
+            request = get_request(session, ctx, request_id)
+            events = events_by_request(session, ctx, [request.id]).get(request.id, [])
+            data = summary(request)
+            data["history"] = [_event(session, ctx, event, purpose) for event in events]
+            if purpose is not None:
+                blobs = {column: getattr(request, column) for column in PERSONAL_COLUMNS}
+                plain = decrypt_fields(
+                    session, ctx, REQUESTS_TABLE, request.id, blobs, purpose=purpose
+                )
+                data["personal"] = {
+                    column.removesuffix("_enc"): value for column, value in plain.items()
+                }
+    emit(data, as_json, _render_request)
+
+
+def _event(
+    session: Any, ctx: TenantContext, event: StatusEvent, purpose: str | None
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "at": isoformat(event.at),
+        "status": event.status,
+        "resolution": event.resolution,
+        "actor": event.actor,
+        "channel": event.channel,
+        "has_note": event.note_enc is not None,
+    }
+    if purpose is not None and event.note_enc is not None:
+        plain = decrypt_fields(
+            session, ctx, EVENTS_TABLE, str(event.id), {"note_enc": event.note_enc}, purpose=purpose
+        )
+        item["note"] = plain["note_enc"]
+    return item
+
+
+def _render_request(data: dict[str, Any]) -> None:
+    fields = {k: v for k, v in data.items() if k not in ("history", "personal")}
+    table(f"Request {data['id']}", ["field", "value"], list(fields.items()))
+    if "personal" in data:
+        table("Personal fields (decrypted, audited)", ["field", "value"], data["personal"].items())
+    else:
+        console.print("personal fields hidden; pass --purpose to decrypt them (audited)")
+    table(
+        "History",
+        ["at", "status", "resolution", "actor", "note"],
+        [
+            (e["at"], e["status"], e["resolution"], e["actor"], e.get("note", ""))
+            for e in data["history"]
+        ],
+    )
+
+
+@app.command("find")
+def find_command(
+    tenant_id: str = TENANT_OPTION,
+    phone: str | None = typer.Option(None, "--phone", help="Caller's phone number, any format."),
+    email: str | None = typer.Option(None, "--email", help="Caller's email address."),
+    limit: int = typer.Option(100, "--limit", min=1, max=1000, help="Requests to print."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Find a caller's requests by phone or email through the blind index (no decryption)."""
+    configure_logging()
+    if not phone and not email:
+        fail("give --phone NUMBER or --email ADDRESS to search by")
+    with cli_errors():
+        ctx = _context(tenant_id)
+        with unit_of_work(ctx, write=False) as session:
+            rows = find_by_contact(session, ctx, email=email, phone=phone, limit=limit)
+            data = {"tenant": ctx.tenant_id, "requests": [summary(r) for r in rows]}
+
+    def render(result: dict[str, Any]) -> None:
+        title = f"Requests of {result['tenant']} from this caller ({len(result['requests'])})"
+        table(title, SUMMARY_COLUMNS, _summary_rows(result["requests"]))
+
+    emit(data, as_json, render)
