@@ -16,6 +16,7 @@ from hub.core.tasks import ALL_QUEUES
 # Modules that declare tasks with `hub_task`; the worker imports them at start.
 TASK_MODULES = [
     "hub.requests.tasks",
+    "hub.alerts.tasks",
 ]
 
 

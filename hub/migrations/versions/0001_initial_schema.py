@@ -12,6 +12,12 @@ from hub.core import rls
 # Tables with a row-level security policy on PostgreSQL.
 TENANT_TABLES = (
     "agencies",
+    "alert_approvals",
+    "alert_deliveries",
+    "alert_subscriber_cells",
+    "alert_subscriber_channels",
+    "alert_subscribers",
+    "alerts",
     "api_keys",
     "deliveries",
     "idempotency_keys",
@@ -121,6 +127,64 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "code", name="uq_agencies_tenant_code"),
     )
     op.create_table(
+        "alert_subscribers",
+        sa.Column("id", sa.String(length=24), nullable=False),
+        sa.Column("languages", sa.JSON(), nullable=False),
+        sa.Column("test_opt_in", sa.Boolean(), nullable=False),
+        sa.Column("consent_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("unsubscribe_hash", sa.String(length=64), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("source", sa.String(length=120), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("unsubscribed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("alert_subscribers", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_alert_subscribers_tenant_unsubscribe",
+            ["tenant_id", "unsubscribe_hash"],
+            unique=False,
+        )
+
+    op.create_table(
+        "alerts",
+        sa.Column("id", sa.String(length=24), nullable=False),
+        sa.Column("group_id", sa.String(length=24), nullable=False),
+        sa.Column("origin_tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("identifier", sa.String(length=255), nullable=False),
+        sa.Column("sender", sa.String(length=255), nullable=False),
+        sa.Column("sent", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("msg_type", sa.String(length=16), nullable=False),
+        sa.Column("urgency", sa.String(length=16), nullable=True),
+        sa.Column("severity", sa.String(length=16), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("cap_xml", sa.Text(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("references_alert_id", sa.String(length=24), nullable=True),
+        sa.Column("hold_reason", sa.String(length=300), nullable=True),
+        sa.Column("created_by", sa.String(length=120), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("approved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("review_due_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("send_started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("target_count", sa.Integer(), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint(
+            "tenant_id", "sender", "identifier", name="uq_alerts_tenant_identifier"
+        ),
+    )
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.create_index("ix_alerts_tenant_group", ["tenant_id", "group_id"], unique=False)
+        batch_op.create_index("ix_alerts_tenant_state", ["tenant_id", "state"], unique=False)
+
+    op.create_table(
         "api_keys",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
@@ -193,6 +257,7 @@ def upgrade() -> None:
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("claimed_by", sa.String(length=120), nullable=True),
+        sa.Column("wait_seconds", sa.Float(), nullable=True),
         sa.Column("request_id", sa.String(length=16), nullable=True),
         sa.Column("outcome", sa.String(length=32), nullable=True),
         sa.Column("caller_name_enc", sa.LargeBinary(), nullable=True),
@@ -377,6 +442,88 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "version", name="uq_manifest_revisions_version"),
     )
     op.create_table(
+        "alert_approvals",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("alert_id", sa.String(length=24), nullable=False),
+        sa.Column("actor", sa.String(length=120), nullable=False),
+        sa.Column("approved_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["alert_id"], ["alerts.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "alert_id", "actor", name="uq_alert_approvals_actor"),
+    )
+    op.create_table(
+        "alert_deliveries",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("alert_id", sa.String(length=24), nullable=False),
+        sa.Column("subscriber_id", sa.String(length=24), nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("channel_row_id", sa.BigInteger(), nullable=False),
+        sa.Column("batch", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("language", sa.String(length=16), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.String(length=64), nullable=True),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["alert_id"], ["alerts.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint(
+            "tenant_id", "alert_id", "subscriber_id", "channel", name="uq_alert_deliveries"
+        ),
+    )
+    with op.batch_alter_table("alert_deliveries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_alert_deliveries_tenant_batch",
+            ["tenant_id", "alert_id", "batch", "state"],
+            unique=False,
+        )
+
+    op.create_table(
+        "alert_subscriber_cells",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("subscriber_id", sa.String(length=24), nullable=False),
+        sa.Column("cell_fine", sa.BigInteger(), nullable=False),
+        sa.Column("cell_medium", sa.BigInteger(), nullable=False),
+        sa.Column("cell_coarse", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["alert_subscribers.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("alert_subscriber_cells", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_alert_subscriber_cells_coarse", ["tenant_id", "cell_coarse"], unique=False
+        )
+        batch_op.create_index(
+            "ix_alert_subscriber_cells_fine", ["tenant_id", "cell_fine"], unique=False
+        )
+        batch_op.create_index(
+            "ix_alert_subscriber_cells_medium", ["tenant_id", "cell_medium"], unique=False
+        )
+        batch_op.create_index(
+            "ix_alert_subscriber_cells_subscriber", ["tenant_id", "subscriber_id"], unique=False
+        )
+
+    op.create_table(
+        "alert_subscriber_channels",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("subscriber_id", sa.String(length=24), nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("address_enc", sa.LargeBinary(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("disabled_reason", sa.String(length=64), nullable=True),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["alert_subscribers.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint(
+            "tenant_id", "subscriber_id", "channel", name="uq_alert_subscriber_channels"
+        ),
+    )
+    op.create_table(
         "deliveries",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("request_id", sa.String(length=16), nullable=False),
@@ -469,6 +616,19 @@ def downgrade() -> None:
         batch_op.drop_index("ix_deliveries_tenant_state")
 
     op.drop_table("deliveries")
+    op.drop_table("alert_subscriber_channels")
+    with op.batch_alter_table("alert_subscriber_cells", schema=None) as batch_op:
+        batch_op.drop_index("ix_alert_subscriber_cells_subscriber")
+        batch_op.drop_index("ix_alert_subscriber_cells_medium")
+        batch_op.drop_index("ix_alert_subscriber_cells_fine")
+        batch_op.drop_index("ix_alert_subscriber_cells_coarse")
+
+    op.drop_table("alert_subscriber_cells")
+    with op.batch_alter_table("alert_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_alert_deliveries_tenant_batch")
+
+    op.drop_table("alert_deliveries")
+    op.drop_table("alert_approvals")
     op.drop_table("tenant_manifest_revisions")
     op.drop_table("services")
     with op.batch_alter_table("service_requests", schema=None) as batch_op:
@@ -506,6 +666,15 @@ def downgrade() -> None:
         batch_op.drop_index("ix_api_keys_tenant")
 
     op.drop_table("api_keys")
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.drop_index("ix_alerts_tenant_state")
+        batch_op.drop_index("ix_alerts_tenant_group")
+
+    op.drop_table("alerts")
+    with op.batch_alter_table("alert_subscribers", schema=None) as batch_op:
+        batch_op.drop_index("ix_alert_subscribers_tenant_unsubscribe")
+
+    op.drop_table("alert_subscribers")
     op.drop_table("agencies")
     with op.batch_alter_table("tenants", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tenants_region"))

@@ -1,0 +1,72 @@
+"""Per-tenant alert settings from the manifest, and the approval rule they imply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from hub.alerts.cap.model import Point
+from hub.core.errors import NotFound
+from tenants.manifest import AlertsSection
+from tenants.models import Tenant
+
+
+@dataclass
+class TenantAlertSettings:
+    tenant_id: str
+    region: str | None
+    default_language: str
+    alerts: AlertsSection
+    # Geocode zones as (valueName, value) -> rings of CAP (lat, lon) points.
+    zones: dict[tuple[str, str], list[list[Point]]]
+
+    def provider(self, name: str) -> dict[str, Any]:
+        """Return the `alerts.providers.<name>` manifest block (an extension key), or {}."""
+        providers = getattr(self.alerts, "model_extra", None) or {}
+        return dict((providers.get("providers") or {}).get(name) or {})
+
+    def rate(self, channel: str) -> float:
+        return float(self.alerts.rate_limits.get(channel, 50.0))
+
+
+def load_settings(session: Session, tenant_id: str) -> TenantAlertSettings:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None or tenant.status != "active":
+        raise NotFound(f"tenant {tenant_id} not found; check the id with `hub tenants list`")
+    alerts = AlertsSection.model_validate((tenant.manifest or {}).get("alerts") or {})
+    zones: dict[tuple[str, str], list[list[Point]]] = {}
+    for zone in alerts.geocode_zones:
+        if zone.geometry is None:
+            continue
+        rings = [
+            [(float(lat), float(lon)) for lon, lat, *_ in polygon[0]]
+            for polygon in zone.geometry.polygons()
+        ]
+        zones[(zone.value_name, zone.value)] = rings
+    return TenantAlertSettings(
+        tenant_id=tenant.id,
+        region=tenant.region,
+        default_language=tenant.default_language,
+        alerts=alerts,
+        zones=zones,
+    )
+
+
+def approvals_needed(
+    settings: TenantAlertSettings, *, status: str, urgency: str | None, severity: str | None
+) -> tuple[bool, bool]:
+    """Return (needs a second person, review afterwards) for an alert under this policy.
+
+    Actual alerts need an approver other than the composer unless the policy allows a single
+    approver for Immediate and Extreme alerts, which are then reviewed afterwards. Exercise,
+    Test and System alerts need one approval, which the composer may give.
+    """
+    policy = settings.alerts.approval
+    if status != "Actual" or not policy.second_approver_for_actual:
+        return False, False
+    urgent = urgency == "Immediate" and severity == "Extreme"
+    if urgent and policy.single_approver_for_immediate_extreme:
+        return False, True
+    return True, False

@@ -1,0 +1,494 @@
+"""Compose, approve, preview and send alerts; resolve Update and Cancel references.
+
+Every function takes the caller's session and only flushes. A regional alert touches several
+tenants' rows, so its callers pass a session opened with a `SystemContext` after checking the
+emergency manager's credential for the originating tenant; all other calls take a tenant
+session.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from hub.alerts import models as m
+from hub.alerts.cap.model import Alert as CapAlert
+from hub.alerts.cap.model import Info
+from hub.alerts.cap.parser import parse
+from hub.alerts.cap.problems import InvalidCap, Problem
+from hub.alerts.cap.validate import validate
+from hub.alerts.cap.writer import write
+from hub.alerts.cells import CellSet, area_cells
+from hub.alerts.language import choose_info
+from hub.alerts.metrics import ALERTS_SENT, DELIVERIES_CREATED, TARGETING_SECONDS
+from hub.alerts.policy import TenantAlertSettings, approvals_needed, load_settings
+from hub.alerts.targeting import Recipient, recipients, subscriber_ids_in
+from hub.core.clock import as_utc, utcnow
+from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hub.core.ids import tracking_code
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_ALERTS_BULK, QUEUE_ALERTS_URGENT
+from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, TenantContext
+from privacy.audit import audit
+from tenants.models import Tenant
+
+log = structlog.get_logger(__name__)
+
+# Deliveries per task. Small enough that a killed worker repeats little work, large enough
+# that one task keeps many connections busy.
+BATCH_SIZE = 500
+DELIVER_TASK = "alerts.deliver_batch"
+
+
+def require_emergency_manager(ctx: TenantContext) -> None:
+    if not ctx.has_role(ROLE_EMERGENCY_MANAGER):
+        raise Forbidden("this action needs the emergency_manager role", code="forbidden")
+
+
+def load_cap(row: m.Alert) -> CapAlert:
+    result = parse(row.cap_xml)
+    assert result.alert is not None, f"stored CAP of alert {row.id} is unreadable"
+    return result.alert
+
+
+def get_alert(session: Session, alert_id: str) -> m.Alert:
+    """Return one alert of the session's tenant; another tenant's alert is NotFound."""
+    row = session.scalar(select(m.Alert).where(m.Alert.id == alert_id))
+    if row is None:
+        raise NotFound(f"alert {alert_id} not found; list alerts with `hub alerts list`")
+    return row
+
+
+def group_rows(session: Session, group_id: str) -> list[m.Alert]:
+    return list(
+        session.scalars(
+            select(m.Alert).where(m.Alert.group_id == group_id).order_by(m.Alert.tenant_id)
+        )
+    )
+
+
+def _participating_tenants(session: Session, origin: str, requested: list[str] | None) -> list[str]:
+    tenants = [origin] + [t for t in (requested or []) if t != origin]
+    if len(tenants) == 1:
+        return tenants
+    origin_row = session.get(Tenant, origin)
+    if origin_row is None or not origin_row.region:
+        raise InvalidInput(
+            f"tenant {origin} has no region, so it cannot send a regional alert; set `region` "
+            "in its manifest"
+        )
+    for tenant_id in tenants[1:]:
+        row = session.get(Tenant, tenant_id)
+        if row is None or row.region != origin_row.region:
+            raise NotFound(
+                f"tenant {tenant_id} not found in region {origin_row.region}; a regional alert "
+                "may only include tenants of the originator's region"
+            )
+    return tenants
+
+
+def _resolve_reference(
+    session: Session, tenant_id: str, cap: CapAlert
+) -> tuple[m.Alert | None, str | None]:
+    """Find this tenant's row of the alert that `cap` updates or cancels (the last entry of
+    `references` that the hub knows). Returns (row, None) or (None, reason to hold)."""
+    entries = cap.reference_list()
+    for entry in reversed(entries):
+        row = session.scalar(
+            select(m.Alert).where(
+                m.Alert.tenant_id == tenant_id,
+                m.Alert.sender == entry.sender,
+                m.Alert.identifier == entry.identifier,
+            )
+        )
+        if row is not None:
+            return row, None
+    listed = " ".join(e.to_text() for e in entries) or "(none)"
+    return None, f"references an unknown alert: {listed}"[:300]
+
+
+def compose(
+    session: Session,
+    ctx: TenantContext,
+    cap: CapAlert,
+    *,
+    tenants: list[str] | None = None,
+    kind: str = "alert",
+) -> list[m.Alert]:
+    """Store a validated alert as drafts, one row per participating tenant.
+
+    Raises InvalidCap listing every problem, and Conflict when this sender already used the
+    identifier. An Update or Cancel whose reference is unknown is stored as held: it is
+    reported and can never be sent.
+    """
+    require_emergency_manager(ctx)
+    problems = validate(cap, sending=True)
+    if cap.status == "Draft":
+        problems.append(
+            Problem("alert/status", "status Draft is never sent; use Actual, Exercise or Test")
+        )
+    if problems:
+        raise InvalidCap(problems)
+    assert cap.sender and cap.identifier and cap.sent and cap.msg_type and cap.status
+
+    participants = _participating_tenants(session, ctx.tenant_id, tenants)
+    for tenant_id in participants:
+        existing = session.scalar(
+            select(m.Alert.id).where(
+                m.Alert.tenant_id == tenant_id,
+                m.Alert.sender == cap.sender,
+                m.Alert.identifier == cap.identifier,
+            )
+        )
+        if existing is not None:
+            raise Conflict(
+                f"identifier {cap.identifier} was already used by sender {cap.sender} "
+                f"(alert {existing}); give the message a new identifier",
+                code="identifier_reused",
+            )
+
+    group_id = tracking_code(12)
+    first = cap.infos[0] if cap.infos else None
+    document = write(cap).decode("utf-8")
+    rows = []
+    for tenant_id in participants:
+        row = m.Alert(
+            id=group_id if tenant_id == ctx.tenant_id else tracking_code(12),
+            tenant_id=tenant_id,
+            group_id=group_id,
+            origin_tenant_id=ctx.tenant_id,
+            kind=kind,
+            identifier=cap.identifier,
+            sender=cap.sender,
+            sent=as_utc(cap.sent),
+            status=cap.status,
+            msg_type=cap.msg_type,
+            urgency=first.urgency if first else None,
+            severity=first.severity if first else None,
+            expires_at=as_utc(cap.expires()) if cap.expires() else None,
+            cap_xml=document,
+            state=m.DRAFT,
+            created_by=ctx.actor,
+        )
+        if cap.msg_type in ("Update", "Cancel"):
+            reference, reason = _resolve_reference(session, tenant_id, cap)
+            if reference is None:
+                row.state = m.HELD
+                row.hold_reason = reason
+                log.warning("alert_held", alert_id=row.id, tenant_id=tenant_id)
+            else:
+                row.references_alert_id = reference.id
+        session.add(row)
+        rows.append(row)
+    session.flush()
+    for row in rows:
+        audit(
+            session,
+            tenant_id=row.tenant_id,
+            actor=ctx.actor,
+            action="alert.compose",
+            subject=f"alerts:{row.id}",
+            details={"group_id": group_id, "status": row.status, "msg_type": row.msg_type},
+        )
+    log.info("alert_composed", group_id=group_id, tenants=participants, msg_type=cap.msg_type)
+    return rows
+
+
+def approve(
+    session: Session, ctx: TenantContext, alert_id: str, *, settings: TenantAlertSettings
+) -> m.Alert:
+    """Record the caller's approval of this tenant's row and approve it once the tenant's
+    policy is satisfied. Approving twice is harmless."""
+    require_emergency_manager(ctx)
+    row = get_alert(session, alert_id)
+    if row.state == m.HELD:
+        raise Conflict(f"alert {row.id} is held ({row.hold_reason}); it cannot be approved")
+    if row.state != m.DRAFT:
+        return row
+    known = session.scalar(
+        select(m.AlertApproval.id).where(
+            m.AlertApproval.alert_id == row.id, m.AlertApproval.actor == ctx.actor
+        )
+    )
+    if known is None:
+        session.add(m.AlertApproval(tenant_id=row.tenant_id, alert_id=row.id, actor=ctx.actor))
+        session.flush()
+        audit(
+            session,
+            tenant_id=row.tenant_id,
+            actor=ctx.actor,
+            action="alert.approve",
+            subject=f"alerts:{row.id}",
+            details={"group_id": row.group_id, "status": row.status},
+        )
+    _apply_policy(session, row, settings)
+    return row
+
+
+def _apply_policy(session: Session, row: m.Alert, settings: TenantAlertSettings) -> None:
+    approvers = set(
+        session.scalars(select(m.AlertApproval.actor).where(m.AlertApproval.alert_id == row.id))
+    )
+    second, review = approvals_needed(
+        settings, status=row.status, urgency=row.urgency, severity=row.severity
+    )
+    regional_guest = row.tenant_id != row.origin_tenant_id
+    if regional_guest and not settings.alerts.approval.regional_requires_each_tenant:
+        # This tenant's policy accepts the originating tenant's approval for regional alerts.
+        origin = session.scalar(
+            select(m.Alert).where(
+                m.Alert.group_id == row.group_id, m.Alert.tenant_id == row.origin_tenant_id
+            )
+        )
+        satisfied = origin is not None and origin.approved_at is not None
+    elif second:
+        satisfied = bool(approvers - {row.created_by})
+    else:
+        satisfied = bool(approvers)
+    if not satisfied:
+        return
+    row.state = m.APPROVED
+    row.approved_at = utcnow()
+    if review and approvers <= {row.created_by}:
+        row.review_due_at = row.approved_at + timedelta(
+            hours=settings.alerts.approval.review_within_hours
+        )
+    log.info("alert_approved", alert_id=row.id, approvers=len(approvers))
+
+
+def refresh_group_approvals(session: Session, group_id: str) -> None:
+    """Re-apply each tenant's policy after an approval (system session, regional alerts)."""
+    for row in group_rows(session, group_id):
+        if row.state == m.DRAFT:
+            _apply_policy(session, row, load_settings(session, row.tenant_id))
+
+
+# --- targeting and preview -----------------------------------------------------------------
+
+
+def target_cells(cap: CapAlert, settings: TenantAlertSettings) -> CellSet:
+    cells = CellSet()
+    for info in cap.infos:
+        for area in info.areas:
+            cells.update(area_cells(area, settings.zones))
+    return cells
+
+
+def _delivered_subscribers(session: Session, alert_id: str) -> set[str]:
+    return set(
+        session.scalars(
+            select(m.Delivery.subscriber_id).where(
+                m.Delivery.alert_id == alert_id, m.Delivery.state == m.DELIVERED
+            )
+        )
+    )
+
+
+def _targeted_subscribers(session: Session, alert_id: str) -> set[str]:
+    return set(
+        session.scalars(select(m.Delivery.subscriber_id).where(m.Delivery.alert_id == alert_id))
+    )
+
+
+def select_recipients(
+    session: Session, row: m.Alert, cap: CapAlert, settings: TenantAlertSettings
+) -> list[Recipient]:
+    """Recipients of this tenant's row: the area's subscribers, plus for an Update everyone
+    the referenced alert targeted; a Cancel reaches only those the reference reached."""
+    test_only = row.status in ("Exercise", "Test")
+    if row.msg_type == "Cancel":
+        ids = _delivered_subscribers(session, row.references_alert_id or "")
+    else:
+        with TARGETING_SECONDS.time():
+            ids = subscriber_ids_in(session, target_cells(cap, settings))
+        if row.msg_type == "Update" and row.references_alert_id:
+            ids |= _targeted_subscribers(session, row.references_alert_id)
+    return recipients(session, ids, test_only=test_only)
+
+
+def language_infos(session: Session, row: m.Alert, cap: CapAlert) -> list[Info]:
+    """Info blocks that decide each recipient's language: the alert's own, or for a Cancel
+    without info those of the alert it cancels."""
+    if cap.infos or not row.references_alert_id:
+        return cap.infos
+    referenced = session.get(m.Alert, row.references_alert_id)
+    return load_cap(referenced).infos if referenced is not None else []
+
+
+@dataclass
+class Preview:
+    tenant_id: str
+    alert_id: str
+    recipients: int = 0
+    subscribers: int = 0
+    by_channel: dict[str, int] = field(default_factory=dict)
+    by_language: dict[str, int] = field(default_factory=dict)
+    # Seconds to reach every recipient on each channel at the tenant's configured rate.
+    seconds_by_channel: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def preview(session: Session, row: m.Alert, settings: TenantAlertSettings) -> Preview:
+    cap = load_cap(row)
+    found = select_recipients(session, row, cap, settings)
+    result = Preview(tenant_id=row.tenant_id, alert_id=row.id)
+    result.recipients = len(found)
+    result.subscribers = len({r.subscriber_id for r in found})
+    result.by_channel = dict(Counter(r.channel for r in found))
+    languages: Counter[str] = Counter()
+    infos = language_infos(session, row, cap)
+    if infos:
+        for r in found:
+            info = infos[choose_info(infos, r.languages, settings.default_language)]
+            languages[info.effective_language] += 1
+    result.by_language = dict(languages)
+    result.seconds_by_channel = {
+        channel: round(count / settings.rate(channel), 1)
+        for channel, count in result.by_channel.items()
+    }
+    return result
+
+
+# --- sending -------------------------------------------------------------------------------
+
+
+def queue_for(row: m.Alert) -> str:
+    return QUEUE_ALERTS_BULK if row.kind == "notice" else QUEUE_ALERTS_URGENT
+
+
+def check_sendable(rows: list[m.Alert]) -> None:
+    """Raise unless every tenant's row of the group may be sent now."""
+    now = utcnow()
+    for row in rows:
+        if row.state == m.HELD:
+            raise Conflict(f"alert {row.id} is held and is never sent: {row.hold_reason}")
+        if row.state == m.DRAFT:
+            raise Forbidden(
+                f"alert {row.id} of tenant {row.tenant_id} is not approved yet; an emergency "
+                f"manager of {row.tenant_id} runs `hub alerts approve {row.id}`",
+                code="not_approved",
+            )
+        if row.expires_at is not None and as_utc(row.expires_at) <= now:
+            raise InvalidInput(
+                f"alert {row.id} expired at {as_utc(row.expires_at).isoformat()}; nothing was "
+                "sent. Compose a new alert with a later expires time",
+                code="expired",
+            )
+
+
+def start_sending(
+    session: Session, row: m.Alert, settings: TenantAlertSettings, *, actor: str
+) -> int:
+    """Create the deliveries of one tenant's row and queue their batches; return how many.
+
+    Idempotent: a row already sending or sent is left as it is and 0 is returned.
+    """
+    if row.state != m.APPROVED:
+        return 0
+    cap = load_cap(row)
+    found = select_recipients(session, row, cap, settings)
+
+    infos = language_infos(session, row, cap)
+    if row.references_alert_id:
+        _close_reference(session, row)
+
+    rows = []
+    for number, recipient in enumerate(found):
+        language = None
+        if infos:
+            choice = choose_info(infos, recipient.languages, settings.default_language)
+            language = infos[choice].effective_language
+        rows.append(
+            {
+                "tenant_id": row.tenant_id,
+                "alert_id": row.id,
+                "subscriber_id": recipient.subscriber_id,
+                "channel": recipient.channel,
+                "channel_row_id": recipient.channel_row_id,
+                "batch": number // BATCH_SIZE,
+                "state": m.PENDING,
+                "language": language,
+                "attempts": 0,
+            }
+        )
+    for start in range(0, len(rows), 5000):
+        session.execute(insert(m.Delivery), rows[start : start + 5000])
+    batches = (len(rows) + BATCH_SIZE - 1) // BATCH_SIZE
+    for batch in range(batches):
+        enqueue(
+            session,
+            DELIVER_TASK,
+            queue=queue_for(row),
+            tenant_id=row.tenant_id,
+            alert_id=row.id,
+            batch=batch,
+        )
+    row.state = m.SENDING if rows else m.SENT
+    row.send_started_at = utcnow()
+    row.target_count = len(rows)
+    if not rows:
+        row.finished_at = row.send_started_at
+    audit(
+        session,
+        tenant_id=row.tenant_id,
+        actor=actor,
+        action="alert.send",
+        subject=f"alerts:{row.id}",
+        details={"group_id": row.group_id, "deliveries": len(rows), "batches": batches},
+    )
+    DELIVERIES_CREATED.labels(kind=row.kind).inc(len(rows))
+    ALERTS_SENT.labels(kind=row.kind, msg_type=row.msg_type).inc()
+    log.info("alert_send_started", alert_id=row.id, deliveries=len(rows), batches=batches)
+    return len(rows)
+
+
+def _close_reference(session: Session, row: m.Alert) -> None:
+    """Drop the referenced alert's pending deliveries and mark it superseded or cancelled."""
+    new_state = m.CANCELLED if row.msg_type == "Cancel" else m.SUPERSEDED
+    dropped = session.execute(
+        update(m.Delivery)
+        .where(m.Delivery.alert_id == row.references_alert_id, m.Delivery.state == m.PENDING)
+        .values(state=m.DROPPED, last_error=new_state)
+    ).rowcount
+    session.execute(
+        update(m.Alert)
+        .where(m.Alert.id == row.references_alert_id)
+        .values(state=new_state, finished_at=utcnow())
+    )
+    log.info(
+        "alert_reference_closed", alert_id=row.references_alert_id, state=new_state, dropped=dropped
+    )
+
+
+def status(session: Session, row: m.Alert) -> dict[str, Any]:
+    """Live delivery state of one tenant's row: counts by channel and state."""
+    counts = session.execute(
+        select(m.Delivery.channel, m.Delivery.state, func.count())
+        .where(m.Delivery.alert_id == row.id)
+        .group_by(m.Delivery.channel, m.Delivery.state)
+    ).all()
+    by_channel: dict[str, dict[str, int]] = {}
+    for channel, state, count in counts:
+        by_channel.setdefault(channel, {})[state] = int(count)
+    return {
+        "id": row.id,
+        "tenant_id": row.tenant_id,
+        "group_id": row.group_id,
+        "identifier": row.identifier,
+        "status": row.status,
+        "msg_type": row.msg_type,
+        "state": row.state,
+        "hold_reason": row.hold_reason,
+        "target_count": row.target_count,
+        "expires_at": row.expires_at,
+        "review_due_at": row.review_due_at,
+        "deliveries": by_channel,
+    }

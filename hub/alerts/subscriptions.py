@@ -1,0 +1,221 @@
+"""Resident opt-in: places as H3 cells, languages, channels with encrypted addresses, consent.
+
+Addresses are checked, then encrypted under the tenant's DEK bound to the channel row; the
+plaintext never reaches the database, logs or task arguments. Unsubscribing needs only the
+link token returned at opt-in; the hub stores its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import phonenumbers
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from hub.alerts.cells import place_cells
+from hub.alerts.models import (
+    CHANNELS,
+    Subscriber,
+    SubscriberCell,
+    SubscriberChannel,
+)
+from hub.core.clock import as_utc, utcnow
+from hub.core.errors import InvalidInput, NotFound
+from hub.core.ids import new_token, tracking_code
+from hub.core.tenancy import TenantContext
+from privacy.fields import FieldCipher
+
+log = structlog.get_logger(__name__)
+
+ADDRESS_TABLE = "alert_subscriber_channels"
+ADDRESS_COLUMN = "address_enc"
+MAX_PLACES = 10
+_LANGUAGE = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass
+class SubscriptionInput:
+    """One resident's opt-in. `places` are (latitude, longitude) pairs; `channels` maps a
+    channel name to its address (a Web Push subscription is its JSON text)."""
+
+    places: list[tuple[float, float]]
+    languages: list[str]
+    channels: dict[str, str]
+    consent_at: datetime
+    test_opt_in: bool = False
+    source: str = "api"
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def channel_address_id(subscriber_id: str, channel: str) -> str:
+    """Row id the address ciphertext is bound to: subscriber and channel together."""
+    return f"{subscriber_id}:{channel}"
+
+
+def normalize_address(channel: str, address: str) -> str:
+    """Check one address for its channel and return it in canonical form.
+
+    Raises InvalidInput naming the channel, never echoing the address (personal data).
+    """
+    address = address.strip()
+    if channel == "email":
+        if not _EMAIL.match(address):
+            raise InvalidInput("email address is invalid; expected name@domain", field="email")
+        return address.lower()
+    if channel == "sms":
+        try:
+            number = phonenumbers.parse(address, "US")
+        except phonenumbers.NumberParseException as exc:
+            raise InvalidInput(
+                "sms number is invalid; use E.164 such as +16175550100", field="sms"
+            ) from exc
+        if not phonenumbers.is_valid_number(number):
+            raise InvalidInput("sms number is invalid; use E.164 such as +16175550100", field="sms")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if channel == "webhook":
+        parts = urlsplit(address)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInput("webhook address must be an http(s) URL", field="webhook")
+        return address
+    if channel == "webpush":
+        try:
+            subscription = json.loads(address)
+            endpoint = subscription["endpoint"]
+            keys = subscription["keys"]
+            keys["p256dh"], keys["auth"]  # noqa: B018 - presence check
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput(
+                "webpush subscription must be the browser's PushSubscription JSON with "
+                "endpoint and keys.p256dh and keys.auth",
+                field="webpush",
+            ) from exc
+        if urlsplit(endpoint).scheme not in ("http", "https"):
+            raise InvalidInput("webpush endpoint must be an http(s) URL", field="webpush")
+        return json.dumps(subscription, separators=(",", ":"), sort_keys=True)
+    raise InvalidInput(
+        f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}", field="channels"
+    )
+
+
+def check_input(data: SubscriptionInput) -> dict[str, str]:
+    """Validate an opt-in and return its normalized channel addresses."""
+    if not data.places:
+        raise InvalidInput("at least one place is required", field="places")
+    if len(data.places) > MAX_PLACES:
+        raise InvalidInput(f"at most {MAX_PLACES} places are allowed", field="places")
+    for lat, lon in data.places:
+        if not (-90 <= lat <= 90) or not (-180 <= lon <= 180):
+            raise InvalidInput(
+                f"place {lat},{lon} is out of range; latitude must be within [-90, 90] and "
+                "longitude within [-180, 180]",
+                field="places",
+            )
+    for language in data.languages:
+        if not _LANGUAGE.match(language):
+            raise InvalidInput(
+                f"language {language!r} is invalid; use a code such as en or es-US",
+                field="languages",
+            )
+    if not data.channels:
+        raise InvalidInput("at least one channel is required", field="channels")
+    if data.consent_at.tzinfo is None:
+        raise InvalidInput("consent time needs a timezone offset", field="consent_at")
+    return {channel: normalize_address(channel, a) for channel, a in data.channels.items()}
+
+
+def subscribe(
+    session: Session,
+    ctx: TenantContext,
+    data: SubscriptionInput,
+    *,
+    cipher: FieldCipher | None = None,
+) -> tuple[str, str]:
+    """Add a subscriber; return its id and the unsubscribe token (shown once)."""
+    addresses = check_input(data)
+    cipher = cipher or FieldCipher.for_tenant(session, ctx.tenant_id)
+    subscriber_id = tracking_code(16)
+    token = new_token()
+    session.add(
+        Subscriber(
+            id=subscriber_id,
+            tenant_id=ctx.tenant_id,
+            languages=list(data.languages),
+            test_opt_in=data.test_opt_in,
+            consent_at=as_utc(data.consent_at),
+            unsubscribe_hash=hash_token(token),
+            source=data.source,
+        )
+    )
+    session.flush()
+    for channel, address in addresses.items():
+        session.add(
+            SubscriberChannel(
+                tenant_id=ctx.tenant_id,
+                subscriber_id=subscriber_id,
+                channel=channel,
+                address_enc=cipher.encrypt(
+                    ADDRESS_TABLE,
+                    ADDRESS_COLUMN,
+                    channel_address_id(subscriber_id, channel),
+                    address,
+                ),
+            )
+        )
+    for lat, lon in set(data.places):
+        fine, medium, coarse = place_cells(lat, lon)
+        session.add(
+            SubscriberCell(
+                tenant_id=ctx.tenant_id,
+                subscriber_id=subscriber_id,
+                cell_fine=fine,
+                cell_medium=medium,
+                cell_coarse=coarse,
+            )
+        )
+    session.flush()
+    log.info("alert_subscriber_added", subscriber_id=subscriber_id, channels=sorted(addresses))
+    return subscriber_id, token
+
+
+def unsubscribe(session: Session, ctx: TenantContext, token: str) -> str:
+    """Deactivate the subscriber whose link token this is; return its id.
+
+    An unknown token and another tenant's token both raise NotFound.
+    """
+    subscriber = session.scalar(
+        select(Subscriber).where(Subscriber.unsubscribe_hash == hash_token(token))
+    )
+    if subscriber is None:
+        raise NotFound("unsubscribe link is invalid or was already used", code="not_found")
+    if subscriber.active:
+        subscriber.active = False
+        subscriber.unsubscribed_at = utcnow()
+        session.execute(
+            update(SubscriberChannel)
+            .where(SubscriberChannel.subscriber_id == subscriber.id)
+            .values(active=False, disabled_reason="unsubscribed")
+        )
+        log.info("alert_subscriber_unsubscribed", subscriber_id=subscriber.id)
+    return subscriber.id
+
+
+def disable_channel(session: Session, ctx: TenantContext, channel_row_id: int, reason: str) -> None:
+    """Stop sending to one channel after a permanent failure (for example Web Push 410)."""
+    session.execute(
+        update(SubscriberChannel)
+        .where(SubscriberChannel.id == channel_row_id)
+        .values(active=False, disabled_reason=reason)
+    )
+    log.info("alert_channel_disabled", channel_row_id=channel_row_id, reason=reason)

@@ -1,0 +1,92 @@
+"""Find the subscribers whose places fall in an alert's area: one indexed query per chunk.
+
+The area's cells come at three resolutions (see `hub.alerts.cells`); each resolution has its
+own index on `alert_subscriber_cells`, and the query ORs three `IN` lists. Very large cell sets
+are split into chunks so a statement stays within the database's parameter limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from hub.alerts.cells import CellSet
+from hub.alerts.models import Subscriber, SubscriberCell, SubscriberChannel
+
+# SQLite allows 32,766 bound parameters per statement; PostgreSQL allows 65,535.
+_CHUNK = 30_000
+
+
+@dataclass(frozen=True)
+class Recipient:
+    subscriber_id: str
+    languages: tuple[str, ...]
+    channel: str
+    channel_row_id: int
+
+
+def _chunks(cells: CellSet) -> Iterator[tuple[list[int], list[int], list[int]]]:
+    fine, medium, coarse = sorted(cells.fine), sorted(cells.medium), sorted(cells.coarse)
+    total = len(fine) + len(medium) + len(coarse)
+    if total == 0:
+        return
+    for start in range(0, max(len(fine), len(medium), len(coarse)), _CHUNK // 3):
+        end = start + _CHUNK // 3
+        yield fine[start:end], medium[start:end], coarse[start:end]
+
+
+def subscriber_ids_in(session: Session, cells: CellSet) -> set[str]:
+    """Return the ids of subscribers with a place in `cells` (the session's tenant only)."""
+    found: set[str] = set()
+    for fine, medium, coarse in _chunks(cells):
+        conditions = []
+        if fine:
+            conditions.append(SubscriberCell.cell_fine.in_(fine))
+        if medium:
+            conditions.append(SubscriberCell.cell_medium.in_(medium))
+        if coarse:
+            conditions.append(SubscriberCell.cell_coarse.in_(coarse))
+        if not conditions:
+            continue
+        found.update(session.scalars(select(SubscriberCell.subscriber_id).where(or_(*conditions))))
+    return found
+
+
+def recipients(
+    session: Session,
+    subscriber_ids: Iterable[str],
+    *,
+    test_only: bool,
+) -> list[Recipient]:
+    """Return one recipient per active channel of the given active subscribers.
+
+    With `test_only`, only subscribers who opted in to test messages are returned (Exercise
+    and Test alerts).
+    """
+    ids = sorted(set(subscriber_ids))
+    result: list[Recipient] = []
+    for start in range(0, len(ids), _CHUNK):
+        query = (
+            select(
+                Subscriber.id,
+                Subscriber.languages,
+                SubscriberChannel.channel,
+                SubscriberChannel.id,
+            )
+            .join(SubscriberChannel, SubscriberChannel.subscriber_id == Subscriber.id)
+            .where(
+                Subscriber.id.in_(ids[start : start + _CHUNK]),
+                Subscriber.active.is_(True),
+                SubscriberChannel.active.is_(True),
+                # The join is explicit, so the tenant filter on the joined table is too.
+                SubscriberChannel.tenant_id == Subscriber.tenant_id,
+            )
+        )
+        if test_only:
+            query = query.where(Subscriber.test_opt_in.is_(True))
+        for subscriber_id, languages, channel, channel_row_id in session.execute(query):
+            result.append(Recipient(subscriber_id, tuple(languages or ()), channel, channel_row_id))
+    return result

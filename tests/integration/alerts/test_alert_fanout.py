@@ -1,0 +1,325 @@
+"""Regional alert from composition to receivers, with Update, Cancel, expiry and approval.
+
+Batches run through the task body (`fanout.deliver_batch`) in the test process against real
+local receivers; the RabbitMQ path is covered by the end-to-end test.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from alerts_support import (
+    BOSTON_POINT,
+    NYC_POINT,
+    OUTSIDE_POINT,
+    HttpReceiver,
+    SmtpReceiver,
+    add_resident,
+    add_tenant,
+    cap_alert,
+    manager,
+)
+from sqlalchemy import Engine, select
+
+from hub.alerts import fanout, service
+from hub.alerts import models as m
+from hub.alerts.policy import load_settings
+from hub.core.db import unit_of_work
+from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hub.core.outbox import OutboxMessage
+from hub.core.tenancy import SystemContext
+
+
+def compose(engine: Engine, tenant_id: str, cap, tenants=None) -> list[m.Alert]:
+    scope = SystemContext("regional compose") if tenants else manager(tenant_id)
+    with unit_of_work(scope, engine=engine) as session:
+        return service.compose(session, manager(tenant_id), cap, tenants=tenants)
+
+
+def approve(engine: Engine, tenant_id: str, alert_id: str, who: str) -> m.Alert:
+    with unit_of_work(manager(tenant_id, who), engine=engine) as session:
+        row = service.approve(
+            session, manager(tenant_id, who), alert_id, settings=load_settings(session, tenant_id)
+        )
+    with unit_of_work(SystemContext("regional approval"), engine=engine) as session:
+        service.refresh_group_approvals(session, row.group_id)
+    return alert_row(engine, tenant_id, alert_id)
+
+
+def send(engine: Engine, rows: list[m.Alert]) -> int:
+    total = 0
+    for row in rows:
+        with unit_of_work(manager(row.tenant_id), engine=engine) as session:
+            current = service.get_alert(session, row.id)
+            service.check_sendable([current])
+            total += service.start_sending(
+                session, current, load_settings(session, row.tenant_id), actor="cli:em1"
+            )
+    return total
+
+
+def run_batches(engine: Engine, tenant_id: str, alert_id: str) -> None:
+    with unit_of_work(manager(tenant_id), engine=engine) as session:
+        batches = sorted(
+            set(session.scalars(select(m.Delivery.batch).where(m.Delivery.alert_id == alert_id)))
+        )
+    for batch in batches:
+        fanout.deliver_batch(alert_id, batch, tenant_id, engine=engine)
+
+
+def alert_row(engine: Engine, tenant_id: str, alert_id: str) -> m.Alert:
+    with unit_of_work(manager(tenant_id), engine=engine) as session:
+        return service.get_alert(session, alert_id)
+
+
+@pytest.fixture
+def region(engine: Engine, webhook_receiver: HttpReceiver, smtp_receiver: SmtpReceiver):
+    alerts = {
+        "providers": {"smtp": {"host": "127.0.0.1", "port": smtp_receiver.port}},
+        "rate_limits": {"webhook": 1000, "email": 1000, "webpush": 1000, "sms": 1000},
+    }
+    nyc = add_tenant(engine, alerts=alerts)
+    own_approval = alerts | {"approval": {"regional_requires_each_tenant": True}}
+    boston = add_tenant(engine, alerts=own_approval, default_language="es")
+    residents = {
+        "nyc_en": add_resident(
+            engine, nyc, NYC_POINT, {"webhook": webhook_receiver.url("/nyc-en")}, languages=["en"]
+        ),
+        "nyc_es": add_resident(
+            engine,
+            nyc,
+            NYC_POINT,
+            {"email": "residente@example.org"},
+            languages=["es-MX", "en"],
+        ),
+        "boston_es": add_resident(
+            engine,
+            boston,
+            BOSTON_POINT,
+            {"webhook": webhook_receiver.url("/bos-es")},
+            languages=["es"],
+            test_opt_in=True,
+        ),
+        "outside": add_resident(
+            engine, nyc, OUTSIDE_POINT, {"webhook": webhook_receiver.url("/outside")}
+        ),
+    }
+    return nyc, boston, residents
+
+
+def paths(receiver: HttpReceiver) -> list[str]:
+    return sorted(entry["path"] for entry in receiver.received.bodies.values())
+
+
+def test_regional_alert_reaches_area(engine, region, webhook_receiver, smtp_receiver) -> None:
+    nyc, boston, _ = region
+    rows = compose(engine, nyc, cap_alert("HU-1"), tenants=[boston])
+    assert {r.tenant_id for r in rows} == {nyc, boston}
+
+    for row in rows:
+        approve(engine, row.tenant_id, row.id, "em2")
+    assert send(engine, rows) == 3
+    for row in rows:
+        run_batches(engine, row.tenant_id, row.id)
+
+    assert paths(webhook_receiver) == ["/bos-es", "/nyc-en"]
+    assert max(webhook_receiver.received.keys.values()) == 1
+    bodies = {e["path"]: e["body"] for e in webhook_receiver.received.bodies.values()}
+    assert bodies["/nyc-en"]["language"] == "en-US"
+    assert bodies["/bos-es"]["language"] == "es-US"
+    emails = list(smtp_receiver.received.bodies.values())
+    assert len(emails) == 1
+    assert emails[0]["language"] == "es-US"
+    assert emails[0]["subject"] == "Aviso de huracán"
+    assert alert_row(engine, nyc, rows[0].id).state == m.SENT
+
+
+def test_webhook_signed_with_hmac(engine, region, webhook_receiver) -> None:
+    from hub.alerts.channels import webhook_secret
+    from hub.requests.webhook import verify
+
+    nyc, _, _ = region
+    [row] = compose(engine, nyc, cap_alert("HU-SIG"))
+    approve(engine, nyc, row.id, "em2")
+    send(engine, [row])
+    run_batches(engine, nyc, row.id)
+
+    [entry] = webhook_receiver.received.bodies.values()
+    import json
+
+    body = json.dumps(entry["body"], ensure_ascii=False).encode("utf-8")
+    assert verify(webhook_secret(nyc), body, entry["headers"]["X-Hub-Signature-256"])
+
+
+def test_actual_needs_second_manager(engine, region) -> None:
+    nyc, _, _ = region
+    [row] = compose(engine, nyc, cap_alert("HU-2"))
+    approved = approve(engine, nyc, row.id, "em1")  # the composer alone
+    assert approved.state == m.DRAFT
+    with pytest.raises(Forbidden):
+        send(engine, [row])
+    assert approve(engine, nyc, row.id, "em2").state == m.APPROVED
+
+
+def test_immediate_extreme_single_approver(engine, region) -> None:
+    nyc, _, _ = region
+    cap = cap_alert("HU-3", urgency="Immediate", severity="Extreme")
+    [row] = compose(engine, nyc, cap)
+    approved = approve(engine, nyc, row.id, "em1")
+    assert approved.state == m.APPROVED
+    assert approved.review_due_at is not None
+
+
+def test_regional_needs_each_tenant(engine, region) -> None:
+    nyc, boston, _ = region
+    rows = compose(engine, nyc, cap_alert("HU-4"), tenants=[boston])
+    by_tenant = {r.tenant_id: r for r in rows}
+    approve(engine, nyc, by_tenant[nyc].id, "em2")
+    with pytest.raises(Forbidden):
+        send(engine, rows)
+    # An emergency manager of another tenant cannot see, let alone approve, Boston's row.
+    with pytest.raises(NotFound):
+        approve(engine, nyc, by_tenant[boston].id, "em2")
+
+
+def test_regional_follows_origin_policy(engine, region) -> None:
+    nyc, _, _ = region
+    follower = add_tenant(engine)  # its policy accepts the originating tenant's approval
+    rows = compose(engine, nyc, cap_alert("HU-4F"), tenants=[follower])
+    by_tenant = {r.tenant_id: r for r in rows}
+    approve(engine, nyc, by_tenant[nyc].id, "em2")
+    assert alert_row(engine, follower, by_tenant[follower].id).state == m.APPROVED
+
+
+def test_regional_outside_region_rejected(engine, region) -> None:
+    nyc, _, _ = region
+    stranger = add_tenant(engine, region="pacific")
+    with pytest.raises(NotFound):
+        compose(engine, nyc, cap_alert("HU-4X"), tenants=[stranger])
+
+
+def test_exercise_reaches_test_opt_ins(engine, region, webhook_receiver) -> None:
+    nyc, boston, _ = region
+    rows = compose(engine, nyc, cap_alert("EX-1", status="Exercise"), tenants=[boston])
+    for row in rows:
+        approve(engine, row.tenant_id, row.id, "em1")
+    assert send(engine, rows) == 1
+    for row in rows:
+        run_batches(engine, row.tenant_id, row.id)
+    assert paths(webhook_receiver) == ["/bos-es"]
+
+
+def test_reused_identifier_rejected(engine, region) -> None:
+    nyc, _, _ = region
+    compose(engine, nyc, cap_alert("HU-5"))
+    with pytest.raises(Conflict):
+        compose(engine, nyc, cap_alert("HU-5"))
+
+
+def test_orphan_update_held(engine, region) -> None:
+    nyc, _, _ = region
+    refs = "em@region.example.org,NOPE,2026-01-01T00:00:00-00:00"
+    [row] = compose(engine, nyc, cap_alert("UP-0", msg_type="Update", references=refs))
+    assert row.state == m.HELD
+    assert "unknown alert" in (row.hold_reason or "")
+    with pytest.raises(Conflict):
+        approve(engine, nyc, row.id, "em2")
+
+
+def test_expired_alert_not_sent(engine, region) -> None:
+    nyc, _, _ = region
+    [row] = compose(engine, nyc, cap_alert("HU-6", expires_in=timedelta(seconds=1)))
+    approve(engine, nyc, row.id, "em2")
+    with unit_of_work(manager(nyc), engine=engine) as session:
+        current = service.get_alert(session, row.id)
+        current.expires_at = current.expires_at - timedelta(hours=1)
+    with pytest.raises(InvalidInput, match="expired"):
+        send(engine, [row])
+
+
+def test_update_then_cancel(engine, region, webhook_receiver, smtp_receiver) -> None:
+    nyc, _, _ = region
+    first = cap_alert("HU-7")
+    [row] = compose(engine, nyc, first)
+    approve(engine, nyc, row.id, "em2")
+    send(engine, [row])
+    run_batches(engine, nyc, row.id)
+    reached = len(webhook_receiver.received.keys) + len(smtp_receiver.received.keys)
+    assert reached == 2
+
+    ref = f"{first.sender},{first.identifier},{first.sent.isoformat()}"
+    update_cap = cap_alert("HU-7-U1", msg_type="Update", references=ref)
+    [update] = compose(engine, nyc, update_cap)
+    assert update.references_alert_id == row.id
+    approve(engine, nyc, update.id, "em2")
+    assert send(engine, [update]) == 2
+    run_batches(engine, nyc, update.id)
+    assert alert_row(engine, nyc, row.id).state == m.SUPERSEDED
+
+    cancel_ref = f"{update_cap.sender},{update_cap.identifier},{update_cap.sent.isoformat()}"
+    cancel = cap_alert("HU-7-C", msg_type="Cancel", references=cancel_ref, with_info=False)
+    [cancel_row] = compose(engine, nyc, cancel)
+    approve(engine, nyc, cancel_row.id, "em2")
+    assert send(engine, [cancel_row]) == 2
+    run_batches(engine, nyc, cancel_row.id)
+    assert alert_row(engine, nyc, update.id).state == m.CANCELLED
+
+    cancel_bodies = [
+        e["body"]
+        for e in webhook_receiver.received.bodies.values()
+        if e["body"]["msg_type"] == "Cancel"
+    ]
+    assert len(cancel_bodies) == 1
+    assert cancel_bodies[0]["headline"].startswith("Cancelled")
+
+
+def test_cancel_drops_pending_batches(engine, region, webhook_receiver) -> None:
+    nyc, _, _ = region
+    first = cap_alert("HU-8")
+    [row] = compose(engine, nyc, first)
+    approve(engine, nyc, row.id, "em2")
+    send(engine, [row])  # batches queued, none run yet
+
+    ref = f"{first.sender},{first.identifier},{first.sent.isoformat()}"
+    cancel = cap_alert("HU-8-C", msg_type="Cancel", references=ref, with_info=False)
+    [cancel_row] = compose(engine, nyc, cancel)
+    approve(engine, nyc, cancel_row.id, "em2")
+    assert send(engine, [cancel_row]) == 0  # nobody was reached, so nobody is told
+    run_batches(engine, nyc, row.id)
+    assert webhook_receiver.received.keys == {}
+    with unit_of_work(manager(nyc), engine=engine) as session:
+        states = set(session.scalars(select(m.Delivery.state).where(m.Delivery.alert_id == row.id)))
+    assert states == {m.DROPPED}
+
+
+def test_batch_twice_sends_once(engine, region, webhook_receiver) -> None:
+    nyc, _, _ = region
+    [row] = compose(engine, nyc, cap_alert("HU-9"))
+    approve(engine, nyc, row.id, "em2")
+    send(engine, [row])
+    run_batches(engine, nyc, row.id)
+    run_batches(engine, nyc, row.id)
+    assert sum(webhook_receiver.received.keys.values()) == 1
+    with unit_of_work(manager(nyc), engine=engine) as session:
+        again = service.start_sending(
+            session, service.get_alert(session, row.id), load_settings(session, nyc), actor="x"
+        )
+    assert again == 0
+
+
+def test_deliveries_queued_on_urgent(engine, region) -> None:
+    nyc, _, _ = region
+    [row] = compose(engine, nyc, cap_alert("HU-10"))
+    approve(engine, nyc, row.id, "em2")
+    send(engine, [row])
+
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        queues = set(
+            session.scalars(
+                select(OutboxMessage.queue).where(
+                    OutboxMessage.task == service.DELIVER_TASK, OutboxMessage.tenant_id == nyc
+                )
+            )
+        )
+    assert queues == {"alerts.urgent"}
