@@ -1,0 +1,1 @@
+from open311_support import client, hub_db, tenants_ab  # noqa: F401

@@ -1,0 +1,266 @@
+"""GET endpoints: services, definitions, requests with every filter, one request, discovery.
+
+Responses are checked against the official Open311 GeoReport v2 JSON Schemas.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from jsonschema import Draft4Validator
+from open311_support import pothole_form
+from referencing import Registry, Resource
+from sqlalchemy import update
+
+from hub.core.clock import utcnow
+from hub.core.db import get_engine, unit_of_work
+from hub.core.tenancy import SystemContext
+from hub.requests.models import ServiceRequest
+
+
+@pytest.fixture(scope="module")
+def schemas(shared_data):
+    folder = shared_data / "open311" / "schema-validation"
+    loaded = {
+        name: json.loads((folder / name).read_text())
+        for name in ("request.json", "requests.json", "service.json", "services.json")
+    }
+    loaded["service-definition.json"] = json.loads((folder / "service-definition.json").read_text())
+    registry = Registry().with_resources(
+        (name, Resource.from_contents(body, default_specification=_draft4()))
+        for name, body in loaded.items()
+    )
+    return {name: Draft4Validator(body, registry=registry) for name, body in loaded.items()}
+
+
+def _draft4():
+    from referencing.jsonschema import DRAFT4
+
+    return DRAFT4
+
+
+def _file(client, tenant, **overrides):
+    response = client.post("/open311/v2/requests.json", data=pothole_form(tenant, **overrides))
+    assert response.status_code == 201
+    return response.json()[0]["service_request_id"]
+
+
+def _get(client, path, tenant, **params):
+    return client.get(
+        f"/open311/v2/{path}", params={"jurisdiction_id": tenant.jurisdiction, **params}
+    )
+
+
+def _age(hub_db, request_id, days):
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == request_id)
+            .values(requested_at=utcnow() - timedelta(days=days))
+        )
+
+
+def test_services_match_schema(client, tenants_ab, schemas):
+    alpha, _ = tenants_ab
+    response = _get(client, "services.json", alpha)
+    assert response.status_code == 200
+    schemas["services.json"].validate(response.json())
+    codes = {service["service_code"] for service in response.json()}
+    assert codes == {"pothole", "graffiti", "encampment"}
+
+
+def test_services_in_spanish(client, tenants_ab):
+    alpha, _ = tenants_ab
+    response = _get(client, "services.json", alpha, locale="es")
+    names = {service["service_code"]: service["service_name"] for service in response.json()}
+    assert names["pothole"] == "Bache"
+
+
+def test_service_definition_matches_schema(client, tenants_ab, schemas):
+    alpha, _ = tenants_ab
+    response = _get(client, "services/pothole.json", alpha)
+    assert response.status_code == 200
+    schemas["service-definition.json"].validate(response.json())
+    codes = [attribute["code"] for attribute in response.json()["attributes"]]
+    assert codes == ["depth", "surface", "hazards", "seen_at", "notes", "info"]
+
+
+def test_service_definition_xml(client, tenants_ab):
+    alpha, _ = tenants_ab
+    response = _get(client, "services/pothole.xml", alpha)
+    assert response.headers["content-type"] == "text/xml; charset=utf-8"
+    assert b"<service_definition><service_code>pothole</service_code>" in response.content
+    assert b"<values><value><key>asphalt</key>" in response.content
+
+
+def test_requests_match_schema(client, tenants_ab, schemas):
+    alpha, _ = tenants_ab
+    _file(client, alpha)
+    response = _get(client, "requests.json", alpha)
+    assert response.status_code == 200
+    schemas["requests.json"].validate(response.json())
+    for entry in response.json():
+        schemas["request.json"].validate(entry)
+
+
+def test_public_view_has_no_personal_data(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    for fmt in ("json", "xml"):
+        response = _get(client, f"requests/{request_id}.{fmt}", alpha, extensions="true")
+        assert response.status_code == 200
+        for secret in (b"Lovelace", b"resident@example.com", b"555", b"Deep pothole"):
+            assert secret not in response.content
+
+
+def test_withheld_location_has_no_coordinates(client, tenants_ab):
+    alpha, _ = tenants_ab
+    form = pothole_form(alpha, service_code="encampment")
+    form.pop("attribute[depth]")
+    request_id = client.post("/open311/v2/requests.json", data=form).json()[0]["service_request_id"]
+    entry = _get(client, f"requests/{request_id}.json", alpha).json()[0]
+    assert entry["lat"] is None
+    assert entry["long"] is None
+
+
+def test_service_request_id_overrides_filters(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    old = _file(client, alpha)
+    _age(hub_db, old, 200)
+    recent = _file(client, alpha)
+    response = _get(
+        client, "requests.json", alpha, service_request_id=f"{old},{recent}", service_code="none"
+    )
+    assert {entry["service_request_id"] for entry in response.json()} == {old, recent}
+
+
+def test_default_window_is_90_days(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    old = _file(client, alpha)
+    _age(hub_db, old, 100)
+    recent = _file(client, alpha)
+    ids = [entry["service_request_id"] for entry in _get(client, "requests.json", alpha).json()]
+    assert recent in ids
+    assert old not in ids
+
+
+def test_date_range_filters(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    old = _file(client, alpha)
+    _age(hub_db, old, 100)
+    recent = _file(client, alpha)
+    start = (utcnow() - timedelta(days=120)).isoformat()
+    end = (utcnow() - timedelta(days=60)).isoformat()
+    ids = [
+        e["service_request_id"]
+        for e in _get(client, "requests.json", alpha, start_date=start, end_date=end).json()
+    ]
+    assert ids == [old]
+    assert recent not in ids
+
+
+@pytest.mark.parametrize(
+    "params,word",
+    [
+        ({"start_date": "2024-01-01T00:00:00"}, "offset"),
+        ({"end_date": "last tuesday"}, "ISO 8601"),
+        ({"start_date": "2024-01-01T00:00:00Z", "end_date": "2024-06-01T00:00:00Z"}, "90 days"),
+        ({"start_date": "2024-02-01T00:00:00Z", "end_date": "2024-01-01T00:00:00Z"}, "before"),
+        ({"status": "pending"}, "status"),
+        ({"page_size": "5000"}, "page_size"),
+        ({"page": "0"}, "page"),
+        ({"page": "-1"}, "page"),
+    ],
+)
+def test_bad_filters_are_400(client, tenants_ab, params, word):
+    alpha, _ = tenants_ab
+    for fmt in ("json", "xml"):
+        response = _get(client, f"requests.{fmt}", alpha, **params)
+        assert response.status_code == 400
+        assert word.lower().encode() in response.content.lower()
+
+
+def test_status_and_service_code_filters(client, tenants_ab):
+    alpha, _ = tenants_ab
+    open_id = _file(client, alpha)
+    closed_id = _file(client, alpha, lat="40.02")
+    update = client.post(
+        "/open311/v2/servicerequestupdates.json",
+        data={
+            "jurisdiction_id": alpha.jurisdiction,
+            "api_key": alpha.agency,
+            "service_request_id": closed_id,
+            "update_id": "u-1",
+            "status": "closed",
+        },
+    )
+    assert update.status_code == 200
+    closed = [
+        e["service_request_id"]
+        for e in _get(client, "requests.json", alpha, status="closed").json()
+    ]
+    opened = [
+        e["service_request_id"] for e in _get(client, "requests.json", alpha, status="open").json()
+    ]
+    both = [
+        e["service_request_id"]
+        for e in _get(client, "requests.json", alpha, status="open,closed").json()
+    ]
+    graffiti = _get(client, "requests.json", alpha, service_code="graffiti").json()
+    assert closed == [closed_id]
+    assert opened == [open_id]
+    assert set(both) == {open_id, closed_id}
+    assert graffiti == []
+
+
+def test_pagination(client, tenants_ab):
+    alpha, _ = tenants_ab
+    ids = [_file(client, alpha, lat=str(40.0 + i / 1000)) for i in range(5)]
+    first = _get(client, "requests.json", alpha, page_size="2", page="1").json()
+    third = _get(client, "requests.json", alpha, page_size="2", page="3").json()
+    assert len(first) == 2
+    assert len(third) == 1
+    assert first[0]["service_request_id"] == ids[-1]
+
+
+def test_extensions_add_notes(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    plain = _get(client, f"requests/{request_id}.json", alpha).json()[0]
+    extended = _get(client, f"requests/{request_id}.json", alpha, extensions="true").json()[0]
+    assert "notes" not in plain
+    assert [note["status_detail"] for note in extended["notes"]] == ["submitted"]
+    assert extended["extended_attributes"]["status_detail"] == "submitted"
+
+
+def test_discovery(client, tenants_ab):
+    alpha, _ = tenants_ab
+    body = _get(client, "discovery.json", alpha).json()
+    xml = _get(client, "discovery.xml", alpha)
+    assert body["endpoints"][0]["specification"] == "http://wiki.open311.org/GeoReport_v2"
+    assert body["endpoints"][0]["url"].endswith("/open311/v2/")
+    assert b"<format>text/xml</format>" in xml.content
+
+
+@pytest.mark.parametrize(
+    "path", ["services.json", "requests.xml", "services/pothole.json", "requests/X.json"]
+)
+def test_jurisdiction_required_and_known(client, path):
+    missing = client.get(f"/open311/v2/{path}")
+    empty = client.get(f"/open311/v2/{path}", params={"jurisdiction_id": " "})
+    unknown = client.get(f"/open311/v2/{path}", params={"jurisdiction_id": "nowhere.example"})
+    assert missing.status_code == 400
+    assert empty.status_code == 400
+    assert unknown.status_code == 404
+
+
+def test_unknown_path_and_format_are_open311_errors(client, tenants_ab):
+    alpha, _ = tenants_ab
+    unknown_path = _get(client, "nothing.xml", alpha)
+    unknown_format = _get(client, "services.yaml", alpha)
+    assert unknown_path.status_code == 404
+    assert b"<errors>" in unknown_path.content
+    assert unknown_format.status_code == 404
+    assert unknown_format.json()[0]["code"] == 404

@@ -1,0 +1,221 @@
+"""Agency status updates, the staff JSON API, transfers and cross-tenant isolation."""
+
+from __future__ import annotations
+
+import pytest
+from open311_support import pothole_form
+from sqlalchemy import func, select
+
+from hub.core.db import get_engine, unit_of_work
+from hub.core.tenancy import SystemContext
+from hub.requests.models import ServiceRequest, StatusEvent
+
+UPDATES = "/open311/v2/servicerequestupdates.json"
+
+
+def _file(client, tenant, **overrides):
+    response = client.post("/open311/v2/requests.json", data=pothole_form(tenant, **overrides))
+    assert response.status_code == 201
+    return response.json()[0]["service_request_id"]
+
+
+def _update(client, tenant, request_id, update_id, status, *, key=None, **extra):
+    form = {
+        "jurisdiction_id": tenant.jurisdiction,
+        "api_key": key or tenant.agency,
+        "service_request_id": request_id,
+        "update_id": update_id,
+        "status": status,
+        **extra,
+    }
+    return client.post(UPDATES, data=form)
+
+
+def _staff(client, tenant, path, key=None):
+    return client.get(path, headers={"Authorization": f"Bearer {key or tenant.staff}"})
+
+
+def _event_count(hub_db, request_id):
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        return session.scalar(
+            select(func.count())
+            .select_from(StatusEvent)
+            .where(StatusEvent.request_id == request_id)
+        )
+
+
+def test_update_is_deduplicated_by_update_id(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    first = _update(client, alpha, request_id, "agency-1", "acknowledged", description="On it")
+    again = _update(client, alpha, request_id, "agency-1", "acknowledged", description="On it")
+    assert first.status_code == 200
+    assert again.status_code == 200
+    assert first.json()[0]["duplicate"] is False
+    assert again.json()[0]["duplicate"] is True
+    assert _event_count(hub_db, request_id) == 2
+
+
+def test_update_note_is_encrypted_and_staff_sees_it(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    _update(client, alpha, request_id, "agency-2", "in_progress", description="Crew sent 🚧")
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        event = session.scalars(
+            select(StatusEvent).where(StatusEvent.update_id == "agency-2")
+        ).one()
+        assert b"Crew sent" not in event.note_enc
+    history = _staff(client, alpha, f"/api/v1/tenants/{alpha.id}/requests/{request_id}").json()
+    assert history["history"][-1]["note"] == "Crew sent 🚧"
+    public = client.get(
+        f"/open311/v2/requests/{request_id}.json",
+        params={"jurisdiction_id": alpha.jurisdiction, "extensions": "true"},
+    )
+    assert b"Crew sent" not in public.content
+
+
+def test_closing_and_transitions(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    bad_resolution = _update(client, alpha, request_id, "u-a", "closed", resolution="bored")
+    closed = _update(client, alpha, request_id, "u-b", "closed", resolution="duplicate")
+    to_ack = _update(client, alpha, request_id, "u-c", "acknowledged")
+    reopened = _update(client, alpha, request_id, "u-d", "open")
+    unknown_status = _update(client, alpha, request_id, "u-e", "archived")
+    assert bad_resolution.status_code == 400
+    assert closed.status_code == 200
+    assert closed.json()[0]["status"] == "closed"
+    assert to_ack.status_code == 409
+    assert reopened.status_code == 200
+    assert reopened.json()[0]["status_detail"] == "in_progress"
+    assert unknown_status.status_code == 400
+
+
+def test_update_needs_agency_role(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    with_open311_key = _update(client, alpha, request_id, "u-1", "acknowledged", key=alpha.open311)
+    missing_update_id = client.post(
+        UPDATES,
+        data={
+            "jurisdiction_id": alpha.jurisdiction,
+            "api_key": alpha.agency,
+            "service_request_id": request_id,
+            "status": "acknowledged",
+        },
+    )
+    assert with_open311_key.status_code == 403
+    assert missing_update_id.status_code == 400
+
+
+def test_update_offset_less_date_is_400(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    response = _update(
+        client, alpha, request_id, "u-9", "acknowledged", updated_datetime="2024-05-01T10:00:00"
+    )
+    assert response.status_code == 400
+
+
+# --- cross-tenant -------------------------------------------------------------------------
+
+
+def test_cross_tenant_reads_answer_404(client, tenants_ab):
+    alpha, beta = tenants_ab
+    beta_id = _file(client, beta)
+    one = client.get(
+        f"/open311/v2/requests/{beta_id}.json", params={"jurisdiction_id": alpha.jurisdiction}
+    )
+    listed = client.get(
+        "/open311/v2/requests.json",
+        params={"jurisdiction_id": alpha.jurisdiction, "service_request_id": beta_id},
+    )
+    staff = _staff(client, alpha, f"/api/v1/tenants/{beta.id}/requests/{beta_id}")
+    staff_own_path = _staff(client, alpha, f"/api/v1/tenants/{alpha.id}/requests/{beta_id}")
+    assert one.status_code == 404
+    assert listed.json() == []
+    assert staff.status_code == 404
+    assert staff_own_path.status_code == 404
+
+
+def test_cross_tenant_writes_rejected(client, tenants_ab, hub_db):
+    alpha, beta = tenants_ab
+    beta_id = _file(client, beta)
+    post_with_alpha_key = client.post(
+        "/open311/v2/requests.json", data=pothole_form(beta, api_key=alpha.open311)
+    )
+    update_with_alpha_key = _update(client, beta, beta_id, "x-1", "closed", key=alpha.agency)
+    update_under_alpha = _update(client, alpha, beta_id, "x-2", "closed")
+    transfer_by_alpha = client.post(
+        f"/api/v1/tenants/{beta.id}/requests/{beta_id}/transfer",
+        json={"to_tenant": alpha.id},
+        headers={"Authorization": f"Bearer {alpha.staff}"},
+    )
+    assert post_with_alpha_key.status_code == 403
+    assert update_with_alpha_key.status_code == 403
+    assert update_under_alpha.status_code == 404
+    assert transfer_by_alpha.status_code == 404
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        row = session.get(ServiceRequest, beta_id)
+        assert row.status == "submitted"
+        assert row.tenant_id == beta.id
+
+
+def test_find_by_contact_is_per_tenant(client, tenants_ab):
+    alpha, beta = tenants_ab
+    alpha_id = _file(client, alpha, phone="(215) 555-0199")
+    _file(client, beta, phone="(215) 555-0199")
+    by_phone = _staff(client, alpha, "/api/v1/requests/find?phone=%2B12155550199")
+    by_email = _staff(client, alpha, "/api/v1/requests/find?email=RESIDENT@example.com")
+    assert by_phone.status_code == 200
+    assert [r["service_request_id"] for r in by_phone.json()["requests"]] == [alpha_id]
+    assert alpha_id in [r["service_request_id"] for r in by_email.json()["requests"]]
+    assert all(r["tenant_id"] == alpha.id for r in by_email.json()["requests"])
+
+
+def test_staff_api_role_checks(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    path = f"/api/v1/tenants/{alpha.id}/requests/{request_id}"
+    auditor = _staff(client, alpha, path, key=alpha.auditor)
+    open311 = _staff(client, alpha, path, key=alpha.open311)
+    no_key = client.get(path)
+    assert auditor.status_code == 403
+    assert open311.status_code == 403
+    assert no_key.status_code == 403
+
+
+def test_transfer_keeps_id_history_and_reencrypts(client, tenants_ab, hub_db):
+    alpha, beta = tenants_ab
+    request_id = _file(client, alpha, description="Wrong city ñ 😀")
+    _update(client, alpha, request_id, "t-1", "acknowledged", description="Not ours")
+    response = client.post(
+        f"/api/v1/tenants/{alpha.id}/requests/{request_id}/transfer",
+        json={"to_tenant": beta.id},
+        headers={"Authorization": f"Bearer {alpha.staff}"},
+    )
+    assert response.status_code == 200
+    assert response.json()["transferred_from"] == alpha.id
+
+    as_beta = _staff(client, beta, f"/api/v1/tenants/{beta.id}/requests/{request_id}")
+    as_alpha = _staff(client, alpha, f"/api/v1/tenants/{alpha.id}/requests/{request_id}")
+    assert as_beta.status_code == 200
+    assert as_beta.json()["description"] == "Wrong city ñ 😀"
+    assert [h["channel"] for h in as_beta.json()["history"]] == ["api", "agency", "transfer"]
+    assert as_beta.json()["history"][1]["note"] == "Not ours"
+    assert as_alpha.status_code == 404
+    public = client.get(
+        f"/open311/v2/requests/{request_id}.json", params={"jurisdiction_id": beta.jurisdiction}
+    )
+    assert public.status_code == 200
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_token_of_other_tenant_is_404(client, tenants_ab, fmt):
+    alpha, beta = tenants_ab
+    client.app.state.open311_degraded = lambda: True
+    token = client.post("/open311/v2/requests.json", data=pothole_form(beta)).json()[0]["token"]
+    response = client.get(
+        f"/open311/v2/tokens/{token}.{fmt}", params={"jurisdiction_id": alpha.jurisdiction}
+    )
+    assert response.status_code == 404
