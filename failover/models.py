@@ -119,6 +119,8 @@ class Contact(TenantOwned, Base):
     claimed_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     claimed_by: Mapped[str | None] = mapped_column(String(120))
+    # Seconds from arrival to claim (or to abandonment), for the service level.
+    wait_seconds: Mapped[float | None] = mapped_column(Float)
     # The service request this contact is about, and the outcome an agent recorded.
     request_id: Mapped[str | None] = mapped_column(String(16))
     outcome: Mapped[str | None] = mapped_column(String(32))

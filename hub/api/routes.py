@@ -10,6 +10,7 @@ def include_all(app: FastAPI) -> None:
 
     app.include_router(health.router)
     _include_open311(app)
+    _include_overflow(app)
 
 
 def _include_open311(app: FastAPI) -> None:
@@ -24,3 +25,9 @@ def _include_open311(app: FastAPI) -> None:
 
     open311.install(app, degraded=IntakeDegradedCheck(relay_healthy))
     app.include_router(requests_api.router)
+
+
+def _include_overflow(app: FastAPI) -> None:
+    from failover import api as overflow_api
+
+    app.include_router(overflow_api.router)

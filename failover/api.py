@@ -1,0 +1,237 @@
+"""JSON API of overflow routing under `/api/v1/overflow`.
+
+Contacts arrive from the telephony or chat system with an agent or supervisor key of the owning
+tenant. Partner agents use keys whose `center_id` names their center; they see and work only the
+contacts routed there. Another tenant's or another center's object answers 404.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from failover import service
+from failover.board import LiveBoard, get_board
+from failover.metrics import DECISION_LATENCY
+from failover.models import Agreement, Contact, ContactCenter
+from failover.service import Caller, NewContact
+from hub.core.clock import isoformat, utcnow
+from hub.core.db import get_engine, unit_of_work
+from hub.core.errors import NotFound
+from hub.core.tenancy import SystemContext
+from tenants.auth import credential_for, key_from_headers
+
+router = APIRouter(prefix="/api/v1/overflow", tags=["overflow"])
+
+
+def current_caller(
+    request: Request,
+    authorization: str | None = Header(None),
+    x_api_key: str | None = Header(None),
+) -> Caller:
+    """Resolve the key from `Authorization: Bearer` or `X-Api-Key` into a `Caller`."""
+    credential = credential_for(key_from_headers(authorization, x_api_key))
+    request.state.tenant_id = credential.tenant_id
+    ctx = credential.context(request.headers.get("x-request-id"))
+    return Caller(ctx=ctx, center_id=credential.center_id)
+
+
+def current_board() -> LiveBoard:
+    return get_board(get_engine())
+
+
+def _scope(caller: Caller) -> Any:
+    # Partner agents act across tenants, so their sessions are system sessions and every
+    # service function filters by the credential's center.
+    if caller.is_partner:
+        return SystemContext(f"partner agent at {caller.center_id}", actor=caller.ctx.actor)
+    return caller.ctx
+
+
+class ContactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    channel: str
+    language: str
+    service_group: str
+    external_id: str | None = None
+    request_id: str | None = None
+    caller_name: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    summary: str | None = None
+
+
+class CompleteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    outcome: str
+    request_status: str | None = None
+    resolution: str | None = None
+    note: str | None = None
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agents_staffed: int = Field(ge=0, le=100_000)
+    agents_available: int = Field(ge=0, le=100_000)
+    standby: bool = False
+
+
+@router.post("/contacts", status_code=201)
+def post_contact(
+    body: ContactIn,
+    response: Response,
+    caller: Caller = Depends(current_caller),
+    board: LiveBoard = Depends(current_board),
+) -> dict[str, Any]:
+    """Store a new contact and return where it goes: home or a partner center."""
+    with DECISION_LATENCY.time(), unit_of_work(caller.ctx) as session:
+        contact, created = service.route_contact(
+            session, caller, board, NewContact(**body.model_dump())
+        )
+        view = service.decision_view(contact)
+    if not created:
+        response.status_code = 200
+    return view
+
+
+@router.get("/contacts/{contact_id}")
+def get_contact(contact_id: str, caller: Caller = Depends(current_caller)) -> dict[str, Any]:
+    with unit_of_work(_scope(caller)) as session:
+        contact = service.load_contact(session, caller, contact_id)
+        return service.contact_view(session, caller, contact)
+
+
+@router.post("/contacts/{contact_id}/claim")
+def claim(contact_id: str, caller: Caller = Depends(current_caller)) -> dict[str, Any]:
+    with unit_of_work(_scope(caller)) as session:
+        contact = service.claim_contact(session, caller, contact_id)
+        return service.contact_view(session, caller, contact)
+
+
+@router.post("/contacts/{contact_id}/complete")
+def complete(
+    contact_id: str, body: CompleteIn, caller: Caller = Depends(current_caller)
+) -> dict[str, Any]:
+    with unit_of_work(_scope(caller)) as session:
+        contact = service.complete_contact(session, caller, contact_id, **body.model_dump())
+        return {"contact_id": contact.id, "state": contact.state, "outcome": contact.outcome}
+
+
+@router.post("/contacts/{contact_id}/abandon")
+def abandon(contact_id: str, caller: Caller = Depends(current_caller)) -> dict[str, Any]:
+    with unit_of_work(_scope(caller)) as session:
+        contact = service.abandon_contact(session, caller, contact_id)
+        return {"contact_id": contact.id, "state": contact.state}
+
+
+@router.post("/centers/{center_id}/heartbeat")
+def heartbeat(
+    center_id: str, body: HeartbeatIn, caller: Caller = Depends(current_caller)
+) -> dict[str, Any]:
+    with unit_of_work(SystemContext("center heartbeat", actor=caller.ctx.actor)) as session:
+        beat = service.record_heartbeat(session, caller, center_id, **body.model_dump())
+        return {"center_id": center_id, "at": isoformat(beat.at)}
+
+
+def _visible_center(session: Session, caller: Caller, center_id: str) -> None:
+    """Raise NotFound unless the caller's center, an own center or an agreed partner."""
+    if caller.is_partner:
+        if caller.center_id == center_id:
+            return
+        raise NotFound(f"center {center_id} not found", code="not_found")
+    service.require_staff(caller)
+    center = session.get(ContactCenter, center_id)
+    if center is not None and center.owner_tenant_id == caller.ctx.tenant_id:
+        return
+    agreed = session.scalar(
+        select(Agreement.id).where(
+            Agreement.tenant_id == caller.ctx.tenant_id, Agreement.center_id == center_id
+        )
+    )
+    if agreed is None:
+        raise NotFound(f"center {center_id} not found", code="not_found")
+
+
+@router.get("/centers/{center_id}/state")
+def center_state(
+    center_id: str,
+    caller: Caller = Depends(current_caller),
+    board: LiveBoard = Depends(current_board),
+) -> dict[str, Any]:
+    with unit_of_work(SystemContext("center state"), write=False) as session:
+        _visible_center(session, caller, center_id)
+    if center_id not in board.centers:
+        board.refresh()
+    if center_id not in board.centers:
+        raise NotFound(f"center {center_id} not found", code="not_found")
+    return board.center_view(center_id, utcnow())
+
+
+@router.get("/centers/{center_id}/contacts")
+def center_contacts(
+    center_id: str,
+    limit: int = 50,
+    caller: Caller = Depends(current_caller),
+) -> dict[str, Any]:
+    """List the open contacts at a center, with the fields the caller may see."""
+    limit = max(1, min(limit, 200))
+    with unit_of_work(_scope(caller)) as session:
+        contacts = service.center_contacts(session, caller, center_id, limit=limit)
+        items = [service.contact_view(session, caller, c) for c in contacts]
+    return {"center_id": center_id, "contacts": items}
+
+
+@router.get("/status")
+def supervisor_status(
+    caller: Caller = Depends(current_caller),
+    board: LiveBoard = Depends(current_board),
+) -> dict[str, Any]:
+    """The supervisor view: the tenant's switches, own centers and partner centers."""
+    service.require_supervisor(caller)
+    tenant_id = caller.ctx.tenant_id
+    now = utcnow()
+    with unit_of_work(caller.ctx, write=False) as session:
+        routed = dict(
+            session.execute(
+                select(Contact.center_id, func.count())
+                .where(
+                    Contact.tenant_id == tenant_id,
+                    Contact.agreement_id.is_not(None),
+                    Contact.arrived_at >= now - timedelta(hours=1),
+                )
+                .group_by(Contact.center_id)
+            ).all()
+        )
+    return tenant_status(board, tenant_id, routed, now)
+
+
+def tenant_status(
+    board: LiveBoard, tenant_id: str, routed: dict[str, int], now: Any
+) -> dict[str, Any]:
+    switch = board.switches.get(tenant_id)
+    partners = []
+    for terms in board.agreements.get(tenant_id, []):
+        if terms.center_id not in board.centers:
+            continue
+        view = board.center_view(terms.center_id, now)
+        view["agreement_id"] = terms.id
+        view["data_level"] = terms.data_level
+        view["routed_last_hour"] = routed.get(terms.center_id, 0)
+        partners.append(view)
+    return {
+        "tenant_id": tenant_id,
+        "overflow_on": bool(switch and switch.overflow_on),
+        "disaster": bool(switch and switch.disaster),
+        "home_expected_wait_seconds": switch.expected_wait if switch else 0.0,
+        "switch_changed_at": isoformat(switch.changed_at) if switch else None,
+        "home_centers": [board.center_view(i, now) for i in board.home_centers.get(tenant_id, [])],
+        "partners": partners,
+    }

@@ -1,0 +1,548 @@
+"""The live board: every center's state in memory, reloaded from the database every second.
+
+Routing decisions read only this board, so a decision costs microseconds and no query. Each
+API process keeps its own board. Between reloads a process adds its own routed contacts to the
+counts, so a burst within one second does not pile onto one partner; contacts routed by other
+processes appear at the next reload. The reload also runs surge detection and disaster mode
+per tenant, under a row lock on the tenant's switch, so several processes share one switch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, case, func, select
+from sqlalchemy.orm import Session
+
+from failover.centers import (
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_TARGET_SECONDS,
+    TenantOverflowConfig,
+    agreement_terms,
+    hours_of,
+    sync_tenant_centers,
+    tenant_config,
+)
+from failover.eligibility import (
+    ALWAYS_OPEN,
+    AgreementTerms,
+    CenterSnapshot,
+    CenterState,
+    ContactTraits,
+    Hours,
+)
+from failover.hysteresis import SurgeDetector
+from failover.metrics import BOARD_REFRESH, EXPECTED_WAIT, SWITCHES
+from failover.models import Agreement, CenterHeartbeat, Contact, ContactCenter, OverflowSwitch
+from failover.routing import Decision, decide
+from hub.core.clock import as_utc, utcnow
+from hub.core.db import get_engine, unit_of_work
+from hub.core.tenancy import SystemContext, TenantContext
+from privacy.audit import audit
+from tenants.models import Tenant
+
+log = structlog.get_logger(__name__)
+
+# A partner whose expected wait exceeds this many seconds counts as Overloaded.
+PARTNER_OVERLOADED_WAIT = 120.0
+REFRESH_SECONDS = 1.0
+MONITOR_ACTOR = "system:overflow-monitor"
+
+
+@dataclass
+class CenterLive:
+    """One center's configuration, last heartbeat and contact counts."""
+
+    id: str
+    owner_tenant_id: str | None
+    name: str
+    timezone: str
+    agents: int
+    skills: frozenset[str]
+    languages: frozenset[str]
+    hours: Hours
+    handle_seconds: float
+    max_waiting: int
+    heartbeat_at: datetime | None = None
+    agents_staffed: int = 0
+    agents_reported_available: int = 0
+    standby: bool = False
+    waiting: int = 0
+    claimed: int = 0
+    oldest_waiting_at: datetime | None = None
+    open_by_tenant: dict[str, int] = field(default_factory=dict)
+    arrivals_last_5min: int = 0
+    answered_last_hour: int = 0
+    within_target_last_hour: int = 0
+    abandoned_last_hour: int = 0
+
+    @property
+    def staffed(self) -> int:
+        return self.agents_staffed if self.heartbeat_at is not None else self.agents
+
+    @property
+    def available(self) -> int:
+        free = max(0, self.staffed - self.claimed)
+        if self.heartbeat_at is None:
+            return free
+        return min(free, max(0, self.agents_reported_available))
+
+    def expected_wait(self) -> float:
+        """Estimate the seconds a new contact waits: the queue ahead of it divided by agents."""
+        ahead = self.waiting - self.available + 1
+        if ahead <= 0:
+            return 0.0
+        return ahead * self.handle_seconds / max(self.staffed, 1)
+
+    def service_level(self) -> float | None:
+        offered = self.answered_last_hour + self.abandoned_last_hour
+        return self.within_target_last_hour / offered if offered else None
+
+
+@dataclass
+class SwitchState:
+    overflow_on: bool = False
+    disaster: bool = False
+    expected_wait: float = 0.0
+    above_since: float | None = None
+    below_since: float | None = None
+    changed_at: datetime | None = None
+
+
+class LiveBoard:
+    def __init__(self, engine: Engine, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
+        self.engine = engine
+        self.refresh_seconds = refresh_seconds
+        self.centers: dict[str, CenterLive] = {}
+        self.agreements: dict[str, list[AgreementTerms]] = {}
+        self.tenants: dict[str, TenantOverflowConfig] = {}
+        self.home_centers: dict[str, list[str]] = {}
+        self.switches: dict[str, SwitchState] = {}
+        self.loaded = False
+        self._synced: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- background refresh ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the refresh thread (idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="overflow-board", daemon=True)
+            self._thread.start()
+        log.info("overflow_board_started", refresh_seconds=self.refresh_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        log.info("overflow_board_stopped")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - the board must outlive database outages
+                log.warning("overflow_board_refresh_failed", error=type(exc).__name__)
+
+    def ensure_loaded(self) -> None:
+        if not self.loaded:
+            self.refresh()
+
+    # --- reload ---------------------------------------------------------------------------
+
+    def refresh(self, now: datetime | None = None) -> None:
+        """Reload centers, agreements, heartbeats and counts, then evaluate every switch."""
+        started = time.perf_counter()
+        now = as_utc(now) if now else utcnow()
+        self._sync_own_centers()
+        with unit_of_work(
+            SystemContext("overflow live board"), engine=self.engine, write=False
+        ) as s:
+            tenants = {t.id: tenant_config(t) for t in s.scalars(select(Tenant))}
+            centers = {c.id: _center_live(c) for c in s.scalars(select(ContactCenter))}
+            for hb in s.scalars(select(CenterHeartbeat)):
+                center = centers.get(hb.center_id)
+                if center is not None:
+                    center.heartbeat_at = as_utc(hb.at)
+                    center.agents_staffed = hb.agents_staffed
+                    center.agents_reported_available = hb.agents_available
+                    center.standby = hb.standby
+            agreements: dict[str, list[AgreementTerms]] = defaultdict(list)
+            for row in s.scalars(select(Agreement).order_by(Agreement.id)):
+                agreements[row.tenant_id].append(agreement_terms(row))
+            switches = {
+                row.tenant_id: SwitchState(
+                    overflow_on=row.overflow_on,
+                    disaster=row.disaster,
+                    expected_wait=row.expected_wait,
+                    above_since=row.above_since,
+                    below_since=row.below_since,
+                    changed_at=row.changed_at,
+                )
+                for row in s.scalars(select(OverflowSwitch))
+            }
+            _load_counts(s, centers, tenants, now)
+
+        home: dict[str, list[str]] = defaultdict(list)
+        for center in centers.values():
+            if center.owner_tenant_id is not None:
+                home[center.owner_tenant_id].append(center.id)
+
+        with self._lock:
+            self.tenants = tenants
+            self.centers = centers
+            self.agreements = dict(agreements)
+            self.home_centers = dict(home)
+            self.switches = switches
+            self.loaded = True
+
+        for tenant_id in home:
+            self._evaluate(tenant_id, now)
+        for center in centers.values():
+            EXPECTED_WAIT.labels(center=center.id).set(center.expected_wait())
+        BOARD_REFRESH.observe(time.perf_counter() - started)
+
+    def _sync_own_centers(self) -> None:
+        scope = SystemContext("overflow center sync")
+        with unit_of_work(scope, engine=self.engine, write=False) as s:
+            stale = [
+                t.id
+                for t in s.scalars(select(Tenant))
+                if (t.manifest or {}).get("overflow", {}).get("centers")
+                and self._synced.get(t.id) != t.updated_at
+            ]
+        if not stale:
+            return
+        with unit_of_work(scope, engine=self.engine) as s:
+            for tenant_id in stale:
+                tenant = s.get(Tenant, tenant_id)
+                if tenant is not None:
+                    sync_tenant_centers(s, tenant)
+                    self._synced[tenant_id] = tenant.updated_at
+
+    # --- surge detection and disaster mode ------------------------------------------------
+
+    def home_expected_wait(self, tenant_id: str, now: datetime) -> tuple[float, bool]:
+        """Return the best expected wait among the tenant's reachable own centers, and whether
+        every own center is unreachable (disaster mode)."""
+        config = self.tenants.get(tenant_id)
+        timeout = config.heartbeat_timeout if config else DEFAULT_HEARTBEAT_TIMEOUT
+        waits = [
+            c.expected_wait()
+            for c in (self.centers[i] for i in self.home_centers.get(tenant_id, []))
+            if not _unreachable(c, now, timeout)
+        ]
+        if not waits:
+            return 0.0, True
+        return min(waits), False
+
+    def _evaluate(self, tenant_id: str, now: datetime) -> None:
+        config = self.tenants.get(tenant_id)
+        if config is None:
+            return
+        wait, disaster = self.home_expected_wait(tenant_id, now)
+        current = self.switches.get(tenant_id, SwitchState())
+        proposed = _next_switch(current, config, wait, disaster, now)
+        if _same_switch(current, proposed):
+            return
+
+        ctx = TenantContext(tenant_id=tenant_id, actor=MONITOR_ACTOR)
+        with unit_of_work(ctx, engine=self.engine) as s:
+            row = s.scalars(select(OverflowSwitch).with_for_update()).one_or_none()
+            if row is None:
+                row = OverflowSwitch(tenant_id=tenant_id)
+                s.add(row)
+                fresh = SwitchState()
+            else:
+                fresh = _switch_state(row)
+            final = _next_switch(fresh, config, wait, disaster, now)
+            row.overflow_on = final.overflow_on
+            row.disaster = final.disaster
+            row.above_since = final.above_since
+            row.below_since = final.below_since
+            row.expected_wait = final.expected_wait
+            row.changed_at = final.changed_at
+            row.updated_at = now
+            for name, before, after in (
+                ("overflow", fresh.overflow_on, final.overflow_on),
+                ("disaster", fresh.disaster, final.disaster),
+            ):
+                if before != after:
+                    _record_switch(s, tenant_id, name, after, wait)
+        with self._lock:
+            self.switches[tenant_id] = final
+
+    # --- decisions ------------------------------------------------------------------------
+
+    def snapshot(self, center_id: str, now: datetime) -> CenterSnapshot:
+        center = self.centers[center_id]
+        return CenterSnapshot(
+            id=center.id,
+            tenant_id=center.owner_tenant_id,
+            timezone=center.timezone,
+            skills=center.skills,
+            languages=center.languages,
+            hours=center.hours,
+            state=self.state_of(center, now),
+            agents=center.staffed,
+            expected_wait=center.expected_wait(),
+            open_by_tenant=dict(center.open_by_tenant),
+        )
+
+    def state_of(self, center: CenterLive, now: datetime) -> CenterState:
+        timeout = DEFAULT_HEARTBEAT_TIMEOUT
+        owner = center.owner_tenant_id
+        if owner is not None and owner in self.tenants:
+            timeout = self.tenants[owner].heartbeat_timeout
+        if _unreachable(center, now, timeout):
+            return CenterState.UNREACHABLE
+        if center.standby:
+            return CenterState.STANDBY
+        if center.waiting >= center.max_waiting:
+            return CenterState.FULL
+        if owner is not None:
+            overloaded = self.switches.get(owner, SwitchState()).overflow_on
+        else:
+            overloaded = center.expected_wait() > PARTNER_OVERLOADED_WAIT
+        return CenterState.OVERLOADED if overloaded else CenterState.ACTIVE
+
+    def decide(self, contact: ContactTraits, now: datetime) -> Decision:
+        """Route one contact using only the in-memory board."""
+        tenant_id = contact.tenant_id
+        switch = self.switches.get(tenant_id, SwitchState())
+        agreements = self.agreements.get(tenant_id, [])
+        centers = {
+            a.center_id: self.snapshot(a.center_id, now)
+            for a in agreements
+            if a.center_id in self.centers
+        }
+        return decide(
+            contact,
+            home_center_id=self.pick_home(tenant_id, now),
+            overflow_on=switch.overflow_on,
+            disaster=switch.disaster,
+            agreements=agreements,
+            centers=centers,
+            now=now,
+        )
+
+    def pick_home(self, tenant_id: str, now: datetime) -> str | None:
+        """Return the tenant's reachable own center with the lowest expected wait."""
+        ids = self.home_centers.get(tenant_id, [])
+        if not ids:
+            return None
+        reachable = [
+            self.centers[i]
+            for i in ids
+            if self.state_of(self.centers[i], now) != CenterState.UNREACHABLE
+        ]
+        if not reachable:
+            return sorted(ids)[0]
+        return min(reachable, key=lambda c: (c.expected_wait(), c.id)).id
+
+    def record_routed(self, center_id: str | None, tenant_id: str) -> None:
+        """Count a contact this process just routed, until the next reload."""
+        center = self.centers.get(center_id) if center_id else None
+        if center is None:
+            return
+        with self._lock:
+            center.waiting += 1
+            center.open_by_tenant[tenant_id] = center.open_by_tenant.get(tenant_id, 0) + 1
+
+    def center_view(self, center_id: str, now: datetime) -> dict[str, Any]:
+        """Return a center's live figures as plain data for the API and CLI."""
+        center = self.centers[center_id]
+        oldest = None
+        if center.oldest_waiting_at is not None:
+            oldest = max(0.0, (now - center.oldest_waiting_at).total_seconds())
+        level = center.service_level()
+        return {
+            "center_id": center.id,
+            "name": center.name,
+            "owner_tenant_id": center.owner_tenant_id,
+            "state": self.state_of(center, now).value,
+            "waiting": center.waiting,
+            "in_progress": center.claimed,
+            "oldest_wait_seconds": None if oldest is None else round(oldest, 1),
+            "arrival_rate_per_minute": round(center.arrivals_last_5min / 5, 2),
+            "agents_staffed": center.staffed,
+            "agents_available": center.available,
+            "average_handle_seconds": center.handle_seconds,
+            "expected_wait_seconds": round(center.expected_wait(), 1),
+            "service_level_last_hour": None if level is None else round(level, 4),
+            "last_heartbeat_at": center.heartbeat_at,
+        }
+
+
+def _center_live(row: ContactCenter) -> CenterLive:
+    return CenterLive(
+        id=row.id,
+        owner_tenant_id=row.owner_tenant_id,
+        name=row.name,
+        timezone=row.timezone,
+        agents=row.agents,
+        skills=frozenset(row.skills or ()),
+        languages=frozenset(row.languages or ()),
+        hours=hours_of(row.hours) or ALWAYS_OPEN,
+        handle_seconds=row.average_handle_seconds,
+        max_waiting=row.max_waiting,
+    )
+
+
+def _unreachable(center: CenterLive, now: datetime, timeout: float) -> bool:
+    if center.heartbeat_at is None:
+        return True
+    return (now - center.heartbeat_at).total_seconds() > timeout
+
+
+def _load_counts(
+    s: Session, centers: dict[str, CenterLive], tenants: dict[str, Any], now: datetime
+) -> None:
+    open_rows = s.execute(
+        select(
+            Contact.center_id,
+            Contact.tenant_id,
+            Contact.state,
+            func.count(),
+            func.min(Contact.arrived_at),
+        )
+        .where(Contact.state.in_(("waiting", "claimed")))
+        .group_by(Contact.center_id, Contact.tenant_id, Contact.state)
+    )
+    for center_id, tenant_id, state, count, oldest in open_rows:
+        center = centers.get(center_id)
+        if center is None:
+            continue
+        center.open_by_tenant[tenant_id] = center.open_by_tenant.get(tenant_id, 0) + count
+        if state == "waiting":
+            center.waiting += count
+            oldest = as_utc(oldest) if oldest else None
+            if oldest and (center.oldest_waiting_at is None or oldest < center.oldest_waiting_at):
+                center.oldest_waiting_at = oldest
+        else:
+            center.claimed += count
+
+    # The service level uses the owner's target for own centers and the default for partners.
+    target = DEFAULT_TARGET_SECONDS
+    hour_ago, five_ago = now - timedelta(hours=1), now - timedelta(minutes=5)
+    stats = s.execute(
+        select(
+            Contact.center_id,
+            func.sum(case((Contact.arrived_at >= five_ago, 1), else_=0)),
+            func.sum(case((Contact.state.in_(("claimed", "completed")), 1), else_=0)),
+            func.sum(
+                case(
+                    (
+                        Contact.state.in_(("claimed", "completed"))
+                        & (Contact.wait_seconds <= target),
+                        1,
+                    ),
+                    else_=0,
+                )
+            ),
+            func.sum(case((Contact.state == "abandoned", 1), else_=0)),
+        )
+        .where(Contact.arrived_at >= hour_ago)
+        .group_by(Contact.center_id)
+    )
+    for center_id, arrivals, answered, within, abandoned in stats:
+        center = centers.get(center_id)
+        if center is None:
+            continue
+        center.arrivals_last_5min = int(arrivals or 0)
+        center.answered_last_hour = int(answered or 0)
+        center.within_target_last_hour = int(within or 0)
+        center.abandoned_last_hour = int(abandoned or 0)
+
+
+def _switch_state(row: OverflowSwitch) -> SwitchState:
+    return SwitchState(
+        overflow_on=row.overflow_on,
+        disaster=row.disaster,
+        expected_wait=row.expected_wait,
+        above_since=row.above_since,
+        below_since=row.below_since,
+        changed_at=row.changed_at,
+    )
+
+
+def _next_switch(
+    current: SwitchState,
+    config: TenantOverflowConfig,
+    wait: float,
+    disaster: bool,
+    now: datetime,
+) -> SwitchState:
+    detector = SurgeDetector(
+        config.thresholds,
+        overflow_on=current.overflow_on,
+        above_since=current.above_since,
+        below_since=current.below_since,
+    )
+    changed = detector.observe(now.timestamp(), wait)
+    return SwitchState(
+        overflow_on=detector.overflow_on,
+        disaster=disaster,
+        expected_wait=round(wait, 1),
+        above_since=detector.above_since,
+        below_since=detector.below_since,
+        changed_at=now if changed or disaster != current.disaster else current.changed_at,
+    )
+
+
+def _same_switch(a: SwitchState, b: SwitchState) -> bool:
+    # The expected wait alone changes every second; it is stored only with a timer change.
+    return replace(a, expected_wait=0.0, changed_at=None) == replace(
+        b, expected_wait=0.0, changed_at=None
+    )
+
+
+def _record_switch(s: Session, tenant_id: str, name: str, on: bool, wait: float) -> None:
+    state = "on" if on else "off"
+    audit(
+        s,
+        tenant_id=tenant_id,
+        actor=MONITOR_ACTOR,
+        action=f"overflow.{name}_{state}",
+        details={"switch": name, "state": state, "expected_wait_seconds": round(wait, 1)},
+    )
+    SWITCHES.labels(tenant=tenant_id, switch=name, state=state).inc()
+    log.info("overflow_switch_changed", tenant_id=tenant_id, switch=name, state=state)
+
+
+_boards: dict[str, LiveBoard] = {}
+_boards_lock = threading.Lock()
+
+
+def get_board(engine: Engine | None = None, *, background: bool = True) -> LiveBoard:
+    """Return this process's board for `engine`, loading it (and starting its thread) once."""
+    engine = engine or get_engine()
+    key = str(engine.url)
+    with _boards_lock:
+        board = _boards.get(key)
+        if board is None:
+            board = LiveBoard(engine)
+            _boards[key] = board
+    board.ensure_loaded()
+    if background:
+        board.start()
+    return board
+
+
+def drop_boards() -> None:
+    """Stop and forget every board (tests, shutdown)."""
+    with _boards_lock:
+        boards = list(_boards.values())
+        _boards.clear()
+    for board in boards:
+        board.stop()

@@ -1,0 +1,192 @@
+"""Onboarding partner centers and agreements, and syncing a tenant's own centers.
+
+A tenant's own centers are declared in its manifest's `overflow.centers`. They are copied into
+`overflow_centers` when the live board first sees the tenant, and again when the manifest
+changes, because tenant onboarding lives in a lower layer that cannot call this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from failover.eligibility import AgreementTerms, Hours
+from failover.hysteresis import Thresholds
+from failover.manifest import ALL_WEEK, PartnerManifest, as_datetime, weekly_minutes
+from failover.models import Agreement, ContactCenter
+from hub.core.errors import Conflict, NotFound
+from privacy.audit import audit
+from tenants.models import Tenant
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TARGET_SECONDS = 30.0
+DEFAULT_HEARTBEAT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class TenantOverflowConfig:
+    """The overflow settings of one tenant, read from its manifest."""
+
+    tenant_id: str
+    thresholds: Thresholds
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+    target_seconds: float = DEFAULT_TARGET_SECONDS
+    target_percent: float = 80.0
+
+
+def tenant_config(tenant: Tenant) -> TenantOverflowConfig:
+    section = (tenant.manifest or {}).get("overflow") or {}
+    raw = section.get("thresholds") or {}
+    thresholds = Thresholds(
+        high_seconds=float(raw.get("high_wait_seconds", 120)),
+        low_seconds=float(raw.get("low_wait_seconds", 45)),
+        hold_on_seconds=float(raw.get("high_hold_seconds", 60)),
+        hold_off_seconds=float(raw.get("low_hold_seconds", 300)),
+    )
+    return TenantOverflowConfig(
+        tenant_id=tenant.id,
+        thresholds=thresholds,
+        heartbeat_timeout=float(raw.get("heartbeat_timeout_seconds", DEFAULT_HEARTBEAT_TIMEOUT)),
+        target_seconds=float(section.get("service_level_target_seconds", DEFAULT_TARGET_SECONDS)),
+        target_percent=float(section.get("service_level_target_percent", 80)),
+    )
+
+
+def hours_of(weekly: dict[str, Any] | None) -> Hours | None:
+    if weekly is None:
+        return None
+    return Hours.from_weekly({day: [tuple(r) for r in ranges] for day, ranges in weekly.items()})
+
+
+def agreement_terms(row: Agreement) -> AgreementTerms:
+    return AgreementTerms(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        center_id=row.center_id,
+        service_groups=frozenset(row.service_groups or ()),
+        channels=frozenset(row.channels or ()),
+        languages=frozenset(row.languages or ()),
+        share_cap=row.share_cap,
+        hours=hours_of(row.hours),
+        valid_from=row.valid_from,
+        valid_until=row.valid_until,
+        active=row.active,
+        data_level=row.data_level,
+        cost_weight=row.cost_weight,
+    )
+
+
+def sync_tenant_centers(session: Session, tenant: Tenant) -> list[str]:
+    """Create or update the tenant's own centers from its manifest; return their ids.
+
+    A center id already used by another owner is skipped and logged, never taken over.
+    """
+    section = (tenant.manifest or {}).get("overflow") or {}
+    ids: list[str] = []
+    for spec in section.get("centers") or []:
+        center = session.get(ContactCenter, spec["id"])
+        if center is not None and center.owner_tenant_id != tenant.id:
+            log.warning("overflow_center_id_taken", center_id=spec["id"], tenant_id=tenant.id)
+            continue
+        if center is None:
+            center = ContactCenter(id=spec["id"], owner_tenant_id=tenant.id)
+            session.add(center)
+        center.name = spec.get("name", spec["id"])
+        center.timezone = tenant.timezone
+        center.agents = int(spec.get("agents", 0))
+        center.skills = list(spec.get("skills") or [])
+        center.languages = list(spec.get("languages") or ["en"])
+        center.hours = weekly_minutes(spec.get("hours") or ALL_WEEK)
+        center.average_handle_seconds = float(spec.get("average_handle_seconds", 240))
+        center.max_waiting = int(spec.get("max_waiting", 500))
+        ids.append(center.id)
+    return ids
+
+
+def onboard_partner(session: Session, manifest: PartnerManifest, *, actor: str) -> dict[str, Any]:
+    """Create or update a partner center and its agreements; audit each agreement.
+
+    Must run in a system session because the agreements belong to several tenants. Raises
+    NotFound for an unknown tenant and Conflict when the id is one of a tenant's own centers.
+    """
+    spec = manifest.center
+    center = session.get(ContactCenter, spec.id)
+    if center is not None and center.owner_tenant_id is not None:
+        raise Conflict(
+            f"center id {spec.id!r} is tenant {center.owner_tenant_id}'s own center; "
+            "choose another id for the partner",
+            code="center_id_taken",
+        )
+    for agreement in manifest.agreements:
+        if session.get(Tenant, agreement.tenant) is None:
+            raise NotFound(
+                f"tenant {agreement.tenant!r} in agreements is not onboarded; "
+                "onboard it first with `hub tenants onboard`",
+                code="tenant_not_found",
+            )
+
+    created = center is None
+    if center is None:
+        center = ContactCenter(id=spec.id, owner_tenant_id=None)
+        session.add(center)
+    center.name = spec.name
+    center.timezone = spec.timezone
+    center.agents = spec.agents
+    center.skills = list(spec.skills)
+    center.languages = list(spec.languages)
+    center.hours = weekly_minutes(spec.hours)
+    center.average_handle_seconds = spec.average_handle_seconds
+    center.max_waiting = spec.max_waiting
+    session.flush()
+
+    agreement_ids = []
+    for item in manifest.agreements:
+        row = session.scalars(
+            select(Agreement).where(
+                Agreement.tenant_id == item.tenant, Agreement.center_id == spec.id
+            )
+        ).one_or_none()
+        if row is None:
+            row = Agreement(
+                id=item.id or f"{item.tenant}--{spec.id}",
+                tenant_id=item.tenant,
+                center_id=spec.id,
+            )
+            session.add(row)
+        row.service_groups = list(item.service_groups)
+        row.channels = list(item.channels)
+        row.languages = list(item.languages)
+        row.share_cap = item.share_cap
+        row.hours = weekly_minutes(item.hours) if item.hours is not None else None
+        row.valid_from = as_datetime(item.valid_from)
+        row.valid_until = as_datetime(item.valid_until)
+        row.active = item.active
+        row.data_level = item.data_level
+        row.cost_weight = item.cost_weight
+        session.flush()
+        audit(
+            session,
+            tenant_id=item.tenant,
+            actor=actor,
+            action="overflow.agreement_saved",
+            details={
+                "agreement_id": row.id,
+                "center_id": spec.id,
+                "data_level": item.data_level,
+                "active": item.active,
+            },
+        )
+        agreement_ids.append(row.id)
+
+    log.info(
+        "overflow_partner_onboarded",
+        center_id=spec.id,
+        created=created,
+        agreements=len(agreement_ids),
+    )
+    return {"center_id": spec.id, "created": created, "agreements": agreement_ids}

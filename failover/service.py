@@ -1,0 +1,481 @@
+"""Contacts: routing on arrival, claim, completion, abandonment, heartbeats and views.
+
+Who may act on a contact:
+- the owning tenant's agents and supervisors, on contacts that stayed home;
+- a partner agent, whose credential names one center, on contacts routed to that center only.
+Anything else answers NotFound, as for an unknown id, so a caller cannot probe other centers.
+
+Partner agents work contacts of several tenants, so their sessions use a system scope and
+every query here filters by the credential's center instead. The audit entries and decryptions
+they cause are recorded on the owning tenant's chain with the partner agent as actor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from failover.board import LiveBoard
+from failover.centers import sync_tenant_centers
+from failover.eligibility import CHANNELS, ContactTraits
+from failover.metrics import DECISIONS, PARTNER_VIEWS
+from failover.models import (
+    CONTACTS_TABLE,
+    OPEN_STATES,
+    CenterHeartbeat,
+    Contact,
+    ContactCenter,
+)
+from failover.routing import PARTNER
+from hub.core.clock import as_utc, isoformat, utcnow
+from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hub.core.ids import new_uuid
+from hub.core.tenancy import (
+    ROLE_AGENT,
+    ROLE_PARTNER_AGENT,
+    ROLE_SUPERVISOR,
+    TenantContext,
+)
+from hub.requests.service import post_status_update
+from hub.requests.validation import check_text
+from privacy.access import decrypt_fields
+from privacy.audit import audit
+from privacy.fields import FieldCipher
+from tenants.manifest import LANGUAGE_TAG
+from tenants.models import Tenant
+
+log = structlog.get_logger(__name__)
+
+# Personal fields a partner agent sees at each data-sharing level. A tenant's own agents and
+# supervisors see every field. Fields not listed here carry no personal data.
+PII_FIELDS = ("caller_name", "summary", "phone", "address")
+FIELDS_BY_LEVEL: dict[str, tuple[str, ...]] = {
+    "minimal": (),
+    "standard": ("caller_name", "summary"),
+    "full": PII_FIELDS,
+}
+_COLUMN = {
+    "caller_name": "caller_name_enc",
+    "summary": "summary_enc",
+    "phone": "phone_enc",
+    "address": "address_enc",
+}
+_LIMITS = {"caller_name": 200, "summary": 2000, "phone": 40, "address": 300}
+OUTCOMES = ("resolved", "request_filed", "request_updated", "transferred", "callback", "no_action")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: its tenant context and, for partner agents, its center."""
+
+    ctx: TenantContext
+    center_id: str | None = None
+
+    @property
+    def is_partner(self) -> bool:
+        return self.ctx.has_role(ROLE_PARTNER_AGENT) and self.center_id is not None
+
+    @property
+    def is_tenant_staff(self) -> bool:
+        return self.ctx.has_role(ROLE_AGENT) or self.ctx.has_role(ROLE_SUPERVISOR)
+
+
+@dataclass(frozen=True)
+class NewContact:
+    channel: str
+    language: str
+    service_group: str
+    external_id: str | None = None
+    request_id: str | None = None
+    caller_name: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    summary: str | None = None
+
+    def validate(self) -> None:
+        if self.channel not in CHANNELS:
+            raise InvalidInput(
+                f"channel {self.channel!r} is invalid; use one of {', '.join(CHANNELS)}",
+                field="channel",
+            )
+        if not LANGUAGE_TAG.match(self.language):
+            raise InvalidInput(
+                f"language {self.language!r} is not a BCP 47 tag such as en or es-US",
+                field="language",
+            )
+        if not self.service_group or len(self.service_group) > 120:
+            raise InvalidInput("service_group must be 1 to 120 characters", field="service_group")
+        check_text("external_id", self.external_id, max_chars=120)
+        check_text("request_id", self.request_id, max_chars=16)
+        for name, limit in _LIMITS.items():
+            check_text(name, getattr(self, name), max_chars=limit)
+
+
+def require_staff(caller: Caller) -> None:
+    if not caller.is_tenant_staff:
+        raise Forbidden("this action needs the agent or supervisor role", code="role_required")
+
+
+def require_supervisor(caller: Caller) -> None:
+    if not caller.ctx.has_role(ROLE_SUPERVISOR):
+        raise Forbidden("this action needs the supervisor role", code="role_required")
+
+
+# --- arrival and routing -----------------------------------------------------------------
+
+
+def route_contact(
+    session: Session,
+    caller: Caller,
+    board: LiveBoard,
+    data: NewContact,
+    *,
+    now: datetime | None = None,
+) -> tuple[Contact, bool]:
+    """Store a new contact with its routing decision; return it and whether it is new.
+
+    A repeated `external_id` returns the first contact and its decision unchanged.
+    """
+    require_staff(caller)
+    data.validate()
+    tenant_id = caller.ctx.tenant_id
+    if data.external_id is not None:
+        earlier = session.scalars(
+            select(Contact).where(
+                Contact.tenant_id == tenant_id, Contact.external_id == data.external_id
+            )
+        ).one_or_none()
+        if earlier is not None:
+            return earlier, False
+
+    now = as_utc(now) if now else utcnow()
+    traits = ContactTraits(tenant_id, data.channel, data.language, data.service_group)
+    decision = board.decide(traits, now)
+
+    contact = Contact(
+        id=new_uuid(),
+        tenant_id=tenant_id,
+        external_id=data.external_id,
+        channel=data.channel,
+        language=data.language,
+        service_group=data.service_group,
+        state="waiting",
+        home_center_id=board.pick_home(tenant_id, now),
+        center_id=decision.center_id,
+        decision_id=new_uuid(),
+        decision_reason=decision.reason,
+        agreement_id=decision.agreement_id,
+        data_level=decision.data_level or "full",
+        arrived_at=now,
+        request_id=data.request_id,
+    )
+    if any(getattr(data, name) for name in PII_FIELDS):
+        cipher = FieldCipher.for_tenant(session, tenant_id)
+        for name in PII_FIELDS:
+            column = _COLUMN[name]
+            setattr(
+                contact,
+                column,
+                cipher.encrypt(CONTACTS_TABLE, column, contact.id, getattr(data, name)),
+            )
+        contact.dek_version = cipher.dek_version
+    session.add(contact)
+    audit(
+        session,
+        tenant_id=tenant_id,
+        actor=caller.ctx.actor,
+        action="overflow.route",
+        details={
+            "decision_id": contact.decision_id,
+            "contact_id": contact.id,
+            "target": decision.target,
+            "center_id": decision.center_id,
+            "agreement_id": decision.agreement_id,
+            "reason": decision.reason,
+        },
+    )
+    try:
+        session.flush()
+    except IntegrityError:
+        # Two processes took the same external id at once; the other one's decision stands.
+        raise Conflict(
+            "a contact with this external_id is being stored; retry to read its decision",
+            code="duplicate_contact",
+        ) from None
+
+    board.record_routed(decision.center_id, tenant_id)
+    DECISIONS.labels(tenant=tenant_id, target=decision.target, reason=decision.reason).inc()
+    log.info(
+        "overflow_contact_routed",
+        contact_id=contact.id,
+        decision_id=contact.decision_id,
+        target=decision.target,
+        center_id=decision.center_id,
+    )
+    return contact, True
+
+
+def decision_view(contact: Contact) -> dict[str, Any]:
+    partner = contact.agreement_id is not None
+    return {
+        "contact_id": contact.id,
+        "decision_id": contact.decision_id,
+        "target": PARTNER if partner else "home",
+        "center_id": contact.center_id,
+        "reason": contact.decision_reason,
+        "agreement_id": contact.agreement_id,
+        "state": contact.state,
+    }
+
+
+# --- finding a contact for a caller --------------------------------------------------------
+
+
+def own_center_ids(session: Session, tenant_id: str) -> set[str]:
+    return set(
+        session.scalars(select(ContactCenter.id).where(ContactCenter.owner_tenant_id == tenant_id))
+    )
+
+
+def load_contact(session: Session, caller: Caller, contact_id: str) -> Contact:
+    """Return the contact if `caller` may work it, else NotFound as for an unknown id."""
+    contact = session.get(Contact, contact_id)
+    if contact is None:
+        raise NotFound(f"contact {contact_id} not found", code="not_found")
+    if caller.is_partner:
+        if contact.center_id != caller.center_id or contact.agreement_id is None:
+            raise NotFound(f"contact {contact_id} not found", code="not_found")
+        return contact
+    if contact.tenant_id != caller.ctx.tenant_id or not caller.is_tenant_staff:
+        raise NotFound(f"contact {contact_id} not found", code="not_found")
+    if contact.agreement_id is not None and not caller.ctx.has_role(ROLE_SUPERVISOR):
+        # In-progress work finishes where it is: a contact with a partner stays there.
+        raise Conflict(
+            f"contact {contact_id} was routed to partner center {contact.center_id}",
+            code="routed_to_partner",
+        )
+    return contact
+
+
+def _owner_context(caller: Caller, contact: Contact) -> TenantContext:
+    """Return the context to act in on the owning tenant's data, keeping the caller as actor."""
+    if contact.tenant_id == caller.ctx.tenant_id and not caller.is_partner:
+        return caller.ctx
+    return TenantContext(
+        tenant_id=contact.tenant_id,
+        actor=caller.ctx.actor,
+        roles=caller.ctx.roles,
+        request_id=caller.ctx.request_id,
+    )
+
+
+# --- claim, complete, abandon --------------------------------------------------------------
+
+
+def claim_contact(
+    session: Session, caller: Caller, contact_id: str, *, now: datetime | None = None
+) -> Contact:
+    contact = load_contact(session, caller, contact_id)
+    if contact.state != "waiting":
+        raise Conflict(f"contact {contact_id} is {contact.state}, not waiting", code="not_waiting")
+    now = as_utc(now) if now else utcnow()
+    contact.state = "claimed"
+    contact.claimed_at = now
+    contact.claimed_by = caller.ctx.actor
+    contact.wait_seconds = max(0.0, (now - as_utc(contact.arrived_at)).total_seconds())
+    _audit_contact(session, caller, contact, "overflow.claim")
+    return contact
+
+
+def complete_contact(
+    session: Session,
+    caller: Caller,
+    contact_id: str,
+    *,
+    outcome: str,
+    request_status: str | None = None,
+    resolution: str | None = None,
+    note: str | None = None,
+    now: datetime | None = None,
+) -> Contact:
+    """Finish a claimed contact; with `request_status`, update the linked service request.
+
+    The update goes through the request lifecycle of the owning tenant, so the result of a
+    partner's work lands in the tenant's own request record and status history.
+    """
+    if outcome not in OUTCOMES:
+        raise InvalidInput(
+            f"outcome {outcome!r} is invalid; use one of {', '.join(OUTCOMES)}", field="outcome"
+        )
+    contact = load_contact(session, caller, contact_id)
+    if contact.state == "completed":
+        return contact
+    if contact.state != "claimed":
+        raise Conflict(f"contact {contact_id} is {contact.state}, not claimed", code="not_claimed")
+    if request_status is not None:
+        if contact.request_id is None:
+            raise InvalidInput(
+                "this contact has no linked service request to update; omit request_status",
+                field="request_status",
+            )
+        post_status_update(
+            session,
+            _owner_context(caller, contact),
+            contact.request_id,
+            request_status,
+            note=note,
+            resolution=resolution,
+            channel="overflow",
+            update_id=f"contact:{contact.id}",
+        )
+    contact.state = "completed"
+    contact.outcome = outcome
+    contact.finished_at = as_utc(now) if now else utcnow()
+    _audit_contact(session, caller, contact, "overflow.complete", outcome=outcome)
+    return contact
+
+
+def abandon_contact(
+    session: Session, caller: Caller, contact_id: str, *, now: datetime | None = None
+) -> Contact:
+    contact = load_contact(session, caller, contact_id)
+    if contact.state == "abandoned":
+        return contact
+    if contact.state != "waiting":
+        raise Conflict(f"contact {contact_id} is {contact.state}, not waiting", code="not_waiting")
+    now = as_utc(now) if now else utcnow()
+    contact.state = "abandoned"
+    contact.finished_at = now
+    contact.wait_seconds = max(0.0, (now - as_utc(contact.arrived_at)).total_seconds())
+    _audit_contact(session, caller, contact, "overflow.abandon")
+    return contact
+
+
+def _audit_contact(
+    session: Session, caller: Caller, contact: Contact, action: str, **extra: str
+) -> None:
+    audit(
+        session,
+        tenant_id=contact.tenant_id,
+        actor=caller.ctx.actor,
+        action=action,
+        details={"contact_id": contact.id, "center_id": contact.center_id, **extra},
+    )
+
+
+# --- heartbeats ----------------------------------------------------------------------------
+
+
+def record_heartbeat(
+    session: Session,
+    caller: Caller,
+    center_id: str,
+    *,
+    agents_staffed: int,
+    agents_available: int,
+    standby: bool = False,
+    now: datetime | None = None,
+) -> CenterHeartbeat:
+    """Store a center's heartbeat. Partner agents report for their center, tenant staff for
+    the tenant's own centers; any other center is NotFound."""
+    center = session.get(ContactCenter, center_id)
+    if center is None and caller.is_tenant_staff:
+        # A tenant's own centers reach the table on the board's next reload; a heartbeat that
+        # comes first copies them from the manifest now.
+        tenant = session.get(Tenant, caller.ctx.tenant_id)
+        if tenant is not None:
+            sync_tenant_centers(session, tenant)
+            session.flush()
+            center = session.get(ContactCenter, center_id)
+    allowed = center is not None and (
+        (caller.is_partner and caller.center_id == center_id)
+        or (caller.is_tenant_staff and center.owner_tenant_id == caller.ctx.tenant_id)
+    )
+    if not allowed:
+        raise NotFound(f"center {center_id} not found", code="not_found")
+    if agents_staffed < 0 or agents_available < 0 or agents_available > agents_staffed:
+        raise InvalidInput(
+            "agents_available must be between 0 and agents_staffed, and both >= 0",
+            field="agents_available",
+        )
+    heartbeat = session.get(CenterHeartbeat, center_id)
+    if heartbeat is None:
+        heartbeat = CenterHeartbeat(center_id=center_id)
+        session.add(heartbeat)
+    heartbeat.at = as_utc(now) if now else utcnow()
+    heartbeat.agents_staffed = agents_staffed
+    heartbeat.agents_available = agents_available
+    heartbeat.standby = standby
+    return heartbeat
+
+
+# --- views ---------------------------------------------------------------------------------
+
+
+def contact_view(session: Session, caller: Caller, contact: Contact) -> dict[str, Any]:
+    """Return the contact with the personal fields the caller's level allows, decrypted.
+
+    Each view that shows personal data writes one audit entry through `privacy.access`.
+    """
+    level = contact.data_level if caller.is_partner else "full"
+    fields = FIELDS_BY_LEVEL.get(level, ())
+    view: dict[str, Any] = {
+        "contact_id": contact.id,
+        "tenant_id": contact.tenant_id,
+        "channel": contact.channel,
+        "language": contact.language,
+        "service_group": contact.service_group,
+        "state": contact.state,
+        "center_id": contact.center_id,
+        "arrived_at": isoformat(contact.arrived_at),
+        "claimed_at": isoformat(contact.claimed_at),
+        "data_level": level,
+    }
+    if level != "minimal":
+        view["request_id"] = contact.request_id
+    blobs = {_COLUMN[name]: getattr(contact, _COLUMN[name]) for name in fields}
+    if any(blob is not None for blob in blobs.values()):
+        purpose = "overflow.partner_view" if caller.is_partner else "overflow.agent_view"
+        plain = decrypt_fields(
+            session,
+            _owner_context(caller, contact),
+            CONTACTS_TABLE,
+            contact.id,
+            blobs,
+            purpose=purpose,
+        )
+        for name in fields:
+            view[name] = plain.get(_COLUMN[name])
+    else:
+        for name in fields:
+            view[name] = None
+    if caller.is_partner:
+        PARTNER_VIEWS.labels(center=contact.center_id or "none", level=level).inc()
+    return view
+
+
+def center_contacts(
+    session: Session, caller: Caller, center_id: str, *, limit: int = 100
+) -> list[Contact]:
+    """Return the open contacts at a center that the caller may see, oldest first."""
+    if caller.is_partner:
+        if caller.center_id != center_id:
+            raise NotFound(f"center {center_id} not found", code="not_found")
+        query = select(Contact).where(
+            Contact.center_id == center_id, Contact.agreement_id.is_not(None)
+        )
+    else:
+        require_staff(caller)
+        if center_id not in own_center_ids(session, caller.ctx.tenant_id):
+            raise NotFound(f"center {center_id} not found", code="not_found")
+        query = select(Contact).where(
+            Contact.tenant_id == caller.ctx.tenant_id, Contact.center_id == center_id
+        )
+    query = query.where(Contact.state.in_(OPEN_STATES)).order_by(Contact.arrived_at).limit(limit)
+    return list(session.scalars(query))

@@ -1,0 +1,317 @@
+from datetime import timedelta
+
+from overflow_support import auth, beat, onboard_test_partner
+from sqlalchemy import select
+
+from failover.models import Contact, OverflowSwitch
+from hub.core.clock import utcnow
+from hub.core.db import unit_of_work
+from hub.core.tenancy import SystemContext
+from privacy.models import AuditEntry
+
+CONTACTS = "/api/v1/overflow/contacts"
+
+
+def post_contact(client, tenant, **overrides):
+    body = {
+        "channel": "call",
+        "language": "es-US",
+        "service_group": "streets",
+        "caller_name": "Ada Lovelace",
+        "phone": "+1 215 555 0100",
+        "address": "12 Analytical Way",
+        "summary": "Streetlight out since Monday",
+    }
+    body.update(overrides)
+    return client.post(CONTACTS, json=body, headers=auth(tenant.agent))
+
+
+def tick(engine, board, tenant, partners, at, *, home_available):
+    """Heartbeats from every center at simulated time `at`, then a board reload at `at`."""
+    beat(engine, tenant.home, staffed=2, available=home_available, now=at)
+    for partner in partners:
+        beat(engine, partner.center_id, staffed=20, available=20, now=at)
+    board.refresh(now=at)
+
+
+def surge(engine, board, tenant, *partners):
+    """Keep the home center busy long enough for overflow to switch on; return the time."""
+    start = utcnow()
+    tick(engine, board, tenant, partners, start, home_available=0)
+    tick(engine, board, tenant, partners, start + timedelta(seconds=61), home_available=0)
+    # The contacts the test posts next are routed at the real time, with fresh heartbeats.
+    tick(engine, board, tenant, partners, utcnow(), home_available=0)
+    return utcnow()
+
+
+def audit_actions(engine, tenant_id):
+    with unit_of_work(SystemContext("test audit read"), engine=engine) as session:
+        return list(
+            session.scalars(
+                select(AuditEntry.action)
+                .where(AuditEntry.tenant_id == tenant_id)
+                .order_by(AuditEntry.seq)
+            )
+        )
+
+
+def test_contact_stays_home_without_surge(client, engine, board, tenant):
+    onboard_test_partner(engine, tenant)
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    response = post_contact(client, tenant)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["target"] == "home"
+    assert body["center_id"] == tenant.home
+    assert body["decision_id"]
+    assert "overflow.route" in audit_actions(engine, tenant.id)
+
+
+def test_surge_routes_to_partner_then_home(client, engine, board, tenant):
+    partner = onboard_test_partner(engine, tenant)
+    t = surge(engine, board, tenant, partner)
+    assert board.switches[tenant.id].overflow_on is True
+
+    routed = post_contact(client, tenant).json()
+    assert routed["target"] == "partner"
+    assert routed["center_id"] == partner.center_id
+    assert routed["reason"] == "overflow"
+
+    # Recovery: agents free again, wait below the low threshold for the hold time.
+    tick(engine, board, tenant, [partner], t + timedelta(seconds=1), home_available=2)
+    assert board.switches[tenant.id].overflow_on is True
+    tick(engine, board, tenant, [partner], t + timedelta(seconds=122), home_available=2)
+    assert board.switches[tenant.id].overflow_on is False
+    tick(engine, board, tenant, [partner], utcnow(), home_available=2)
+
+    home = post_contact(client, tenant).json()
+    assert home["target"] == "home"
+    actions = audit_actions(engine, tenant.id)
+    assert "overflow.overflow_on" in actions
+    assert "overflow.overflow_off" in actions
+
+
+def test_contact_already_with_partner_stays_there(client, engine, board, tenant):
+    partner = onboard_test_partner(engine, tenant)
+    t = surge(engine, board, tenant, partner)
+    routed = post_contact(client, tenant).json()
+    tick(engine, board, tenant, [partner], t + timedelta(seconds=200), home_available=2)
+    tick(engine, board, tenant, [partner], t + timedelta(seconds=400), home_available=2)
+    assert board.switches[tenant.id].overflow_on is False
+
+    # The home agent cannot take it back, and the partner can still claim it.
+    taken_back = client.post(f"{CONTACTS}/{routed['contact_id']}/claim", headers=auth(tenant.agent))
+    assert taken_back.status_code == 409
+    claimed = client.post(
+        f"{CONTACTS}/{routed['contact_id']}/claim", headers=auth(partner.agent_key)
+    )
+    assert claimed.status_code == 200
+
+
+def test_disaster_mode_and_recovery(client, engine, board, tenant):
+    partner = onboard_test_partner(engine, tenant)
+    beat(engine, partner.center_id, staffed=20, available=20)
+    # The home center's last heartbeat is a minute old: its heartbeats stopped.
+    beat(engine, tenant.home, staffed=2, available=2, now=utcnow() - timedelta(seconds=60))
+    board.refresh()
+    assert board.switches[tenant.id].disaster is True
+    for _ in range(3):
+        body = post_contact(client, tenant).json()
+        assert body["target"] == "partner"
+        assert body["reason"] == "disaster"
+
+    restored = client.post(
+        f"/api/v1/overflow/centers/{tenant.home}/heartbeat",
+        json={"agents_staffed": 2, "agents_available": 2},
+        headers=auth(tenant.supervisor),
+    )
+    assert restored.status_code == 200
+    board.refresh()
+    assert board.switches[tenant.id].disaster is False
+    assert post_contact(client, tenant).json()["target"] == "home"
+    actions = audit_actions(engine, tenant.id)
+    assert "overflow.disaster_on" in actions
+    assert "overflow.disaster_off" in actions
+
+
+def test_language_excludes_partner(client, engine, board, tenant):
+    partner = onboard_test_partner(engine, tenant, languages=("en",))
+    surge(engine, board, tenant, partner)
+    body = post_contact(client, tenant, language="es").json()
+    assert body["target"] == "home"
+    assert body["reason"] == "no_eligible_partner"
+
+
+def test_repeated_external_id_returns_first_decision(client, engine, board, tenant):
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    first = post_contact(client, tenant, external_id="pbx-1")
+    second = post_contact(client, tenant, external_id="pbx-1")
+    assert first.status_code == 201
+    assert second.status_code == 200
+    assert second.json()["decision_id"] == first.json()["decision_id"]
+
+
+def test_invalid_contact_rejected_with_field(client, tenant):
+    response = post_contact(client, tenant, channel="fax")
+    assert response.status_code == 400
+    assert "channel 'fax' is invalid" in response.json()["error"]["message"]
+
+
+def _routed_to(client, engine, board, tenant, level):
+    partner = onboard_test_partner(engine, tenant, data_level=level)
+    surge(engine, board, tenant, partner)
+    body = post_contact(client, tenant).json()
+    assert body["center_id"] == partner.center_id
+    return partner, body["contact_id"]
+
+
+def test_partner_minimal_level_sees_no_personal_data(client, engine, board, tenant):
+    partner, contact_id = _routed_to(client, engine, board, tenant, "minimal")
+    view = client.get(f"{CONTACTS}/{contact_id}", headers=auth(partner.agent_key)).json()
+    assert view["service_group"] == "streets"
+    for field in ("caller_name", "phone", "address", "summary", "request_id"):
+        assert field not in view
+    assert "Ada" not in str(view)
+    listing = client.get(
+        f"/api/v1/overflow/centers/{partner.center_id}/contacts", headers=auth(partner.agent_key)
+    )
+    assert "Ada" not in listing.text
+    assert "pii.decrypt" not in audit_actions(engine, tenant.id)
+
+
+def test_partner_standard_level_sees_name_not_phone(client, engine, board, tenant):
+    partner, contact_id = _routed_to(client, engine, board, tenant, "standard")
+    view = client.get(f"{CONTACTS}/{contact_id}", headers=auth(partner.agent_key)).json()
+    assert view["caller_name"] == "Ada Lovelace"
+    assert view["summary"] == "Streetlight out since Monday"
+    assert "phone" not in view
+    assert "address" not in view
+    assert "555" not in str(view)
+    assert "pii.decrypt" in audit_actions(engine, tenant.id)
+
+
+def test_home_agent_sees_all_fields_audited(client, engine, board, tenant):
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    contact_id = post_contact(client, tenant).json()["contact_id"]
+    view = client.get(f"{CONTACTS}/{contact_id}", headers=auth(tenant.agent)).json()
+    assert view["phone"] == "+1 215 555 0100"
+    assert view["address"] == "12 Analytical Way"
+    assert "pii.decrypt" in audit_actions(engine, tenant.id)
+
+
+def test_other_center_gets_404_everywhere(client, engine, board, tenant):
+    partner, contact_id = _routed_to(client, engine, board, tenant, "full")
+    other = onboard_test_partner(engine, tenant)
+    key = auth(other.agent_key)
+    assert client.get(f"{CONTACTS}/{contact_id}", headers=key).status_code == 404
+    assert client.post(f"{CONTACTS}/{contact_id}/claim", headers=key).status_code == 404
+    assert client.post(f"{CONTACTS}/{contact_id}/abandon", headers=key).status_code == 404
+    completed = client.post(
+        f"{CONTACTS}/{contact_id}/complete", json={"outcome": "resolved"}, headers=key
+    )
+    assert completed.status_code == 404
+    center = f"/api/v1/overflow/centers/{partner.center_id}"
+    assert client.get(f"{center}/contacts", headers=key).status_code == 404
+    assert client.get(f"{center}/state", headers=key).status_code == 404
+    heartbeat = client.post(
+        f"{center}/heartbeat", json={"agents_staffed": 1, "agents_available": 1}, headers=key
+    )
+    assert heartbeat.status_code == 404
+    # The other partner's own listing does not include the contact either.
+    own = client.get(f"/api/v1/overflow/centers/{other.center_id}/contacts", headers=key).json()
+    assert own["contacts"] == []
+    assert "Ada" not in str(own)
+
+
+def test_other_tenant_gets_404_everywhere(client, engine, board, tenant, other_tenant):
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    contact_id = post_contact(client, tenant).json()["contact_id"]
+    key = auth(other_tenant.supervisor)
+    assert client.get(f"{CONTACTS}/{contact_id}", headers=key).status_code == 404
+    assert client.post(f"{CONTACTS}/{contact_id}/claim", headers=key).status_code == 404
+    assert client.post(f"{CONTACTS}/{contact_id}/abandon", headers=key).status_code == 404
+    completed = client.post(
+        f"{CONTACTS}/{contact_id}/complete", json={"outcome": "resolved"}, headers=key
+    )
+    assert completed.status_code == 404
+    center = f"/api/v1/overflow/centers/{tenant.home}"
+    assert client.get(f"{center}/contacts", headers=key).status_code == 404
+    assert client.get(f"{center}/state", headers=key).status_code == 404
+    heartbeat = client.post(
+        f"{center}/heartbeat", json={"agents_staffed": 1, "agents_available": 1}, headers=key
+    )
+    assert heartbeat.status_code == 404
+    status = client.get("/api/v1/overflow/status", headers=key).json()
+    assert status["tenant_id"] == other_tenant.id
+    assert [c["center_id"] for c in status["home_centers"]] == [other_tenant.home]
+
+
+def test_claim_complete_updates_request_record(client, engine, board, tenant):
+    from open311_support import pothole_form
+
+    created = client.post("/open311/v2/requests.json", data=pothole_form(tenant))
+    assert created.status_code == 201
+    request_id = created.json()[0]["service_request_id"]
+
+    partner, _ = _routed_to(client, engine, board, tenant, "minimal")
+    contact_id = post_contact(client, tenant, request_id=request_id).json()["contact_id"]
+    key = auth(partner.agent_key)
+    assert client.post(f"{CONTACTS}/{contact_id}/claim", headers=key).status_code == 200
+    again = client.post(f"{CONTACTS}/{contact_id}/claim", headers=key)
+    assert again.status_code == 409
+    done = client.post(
+        f"{CONTACTS}/{contact_id}/complete",
+        json={"outcome": "request_updated", "request_status": "in_progress", "note": "Crew booked"},
+        headers=key,
+    )
+    assert done.status_code == 200
+    assert done.json()["state"] == "completed"
+
+    fetched = client.get(
+        f"/open311/v2/requests/{request_id}.json", params={"jurisdiction_id": tenant.jurisdiction}
+    )
+    assert fetched.status_code == 200
+    assert fetched.json()[0]["status"] == "open"
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        from hub.requests.models import ServiceRequest, StatusEvent
+
+        assert session.get(ServiceRequest, request_id).status == "in_progress"
+        channels = list(
+            session.scalars(select(StatusEvent.channel).where(StatusEvent.request_id == request_id))
+        )
+        assert "overflow" in channels
+
+
+def test_abandon_records_wait(client, engine, board, tenant):
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    contact_id = post_contact(client, tenant).json()["contact_id"]
+    response = client.post(f"{CONTACTS}/{contact_id}/abandon", headers=auth(tenant.agent))
+    assert response.status_code == 200
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        contact = session.get(Contact, contact_id)
+        assert contact.state == "abandoned"
+        assert contact.wait_seconds is not None
+
+
+def test_supervisor_status_and_roles(client, engine, board, tenant):
+    partner = onboard_test_partner(engine, tenant)
+    surge(engine, board, tenant, partner)
+    post_contact(client, tenant)
+    status = client.get("/api/v1/overflow/status", headers=auth(tenant.supervisor))
+    assert status.status_code == 200
+    body = status.json()
+    assert body["overflow_on"] is True
+    assert body["partners"][0]["center_id"] == partner.center_id
+    assert body["partners"][0]["routed_last_hour"] == 1
+    assert client.get("/api/v1/overflow/status", headers=auth(tenant.agent)).status_code == 403
+    assert client.get("/api/v1/overflow/status").status_code == 403
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        row = session.scalars(
+            select(OverflowSwitch).where(OverflowSwitch.tenant_id == tenant.id)
+        ).one()
+        assert row.overflow_on is True
