@@ -40,7 +40,9 @@ def start_worker_process(
         "--pool",
         pool,
     ]
-    return subprocess.Popen(command, env={**os.environ, **(env or {})})
+    # The child writes to stderr only, so a parent's `--json` output on stdout stays clean
+    # of Celery's start-up banner.
+    return subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=sys.stderr)
 
 
 def stop_process(child: subprocess.Popen[bytes], *, timeout: float = 30) -> None:
@@ -54,6 +56,10 @@ def stop_process(child: subprocess.Popen[bytes], *, timeout: float = 30) -> None
         log.warning("child_killed_after_timeout", pid=child.pid, timeout_seconds=timeout)
         child.kill()
         child.wait()
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def serve(
@@ -85,6 +91,10 @@ def serve(
         worker=bool(child),
         embedded=settings.is_embedded,
     )
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
+    # that was installed before it started. This handler turns that into a normal exit, so
+    # the `finally` below still stops the worker child instead of leaving it orphaned.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(
             "hub.api.app:create_app",

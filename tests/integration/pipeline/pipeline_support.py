@@ -87,3 +87,55 @@ def add_request(
         for code in destinations:
             session.add(Delivery(tenant_id=tenant_id, request_id=request_id, destination=code))
     return request_id
+
+
+def create_database(admin_url: str) -> str:
+    """Create and migrate an empty PostgreSQL database; return its URL."""
+    from sqlalchemy import create_engine, text
+
+    from hub.core.migrate import upgrade
+
+    name = f"hub_pipeline_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    return url
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from hub.core.db import dispose_engines
+
+    dispose_engines()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def onboard_example(
+    engine: Engine, receiver: AgencyReceiver, manifest_name: str
+) -> tuple[str, str, str]:
+    """Onboard an example manifest, point its agencies at `receiver` and create an Open311 key.
+
+    Returns (tenant id, jurisdiction id, raw API key).
+    """
+    from sqlalchemy import select
+
+    from tenants.keys import create_api_key
+    from tenants.manifest import example_paths, load_manifest
+    from tenants.onboarding import onboard
+
+    path = next(p for p in example_paths() if p.name == manifest_name)
+    with unit_of_work(SystemContext("test onboarding"), engine=engine) as session:
+        tenant, _ = onboard(session, load_manifest(path), actor="test")
+        ctx = TenantContext(tenant_id=tenant.id, actor="test")
+        _, api_key = create_api_key(session, ctx, roles=["open311"], label="pipeline test")
+        for agency in session.scalars(select(Agency).where(Agency.tenant_id == tenant.id)):
+            agency.webhook_url = receiver.url_for(tenant.id, agency.code)
+            receiver.secrets[receiver.path_for(tenant.id, agency.code)] = agency.webhook_secret
+        return tenant.id, tenant.jurisdiction_id, api_key

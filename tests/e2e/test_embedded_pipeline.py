@@ -1,0 +1,154 @@
+"""`hub serve` and `hub demo` on the embedded default: no configuration, a fresh directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from hub.cli.demo.generate import generate_day
+from hub.cli.demo.pipeline import free_port
+from hub.cli.demo.receiver import AgencyReceiver
+from hub.core.db import dispose_engines, get_engine, unit_of_work
+from hub.core.migrate import upgrade
+from hub.core.settings import reset_settings_cache
+from hub.core.tenancy import SystemContext, TenantContext
+from hub.requests.models import Delivery
+from tenants.keys import create_api_key
+from tenants.manifest import example_paths, load_manifest
+from tenants.models import Agency
+from tenants.onboarding import onboard
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment without any HUB_ setting, so the command sees no configuration."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh directory whose `var/` this test process shares with the command it starts."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HUB_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.delenv("HUB_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HUB_BROKER_URL", raising=False)
+    reset_settings_cache()
+    dispose_engines()
+    yield tmp_path
+    dispose_engines()
+    monkeypatch.undo()
+    reset_settings_cache()
+
+
+def _wait_healthy(port: int, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "hub serve exited during start-up"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"hub serve did not answer on port {port} within {seconds:.0f} s")
+
+
+def test_serve_routes_request_to_agency(workdir: Path) -> None:
+    receiver = AgencyReceiver().start()
+    upgrade()
+    manifest = load_manifest(next(p for p in example_paths() if p.name == "boston.yaml"))
+    with unit_of_work(SystemContext("test onboarding")) as session:
+        tenant, _ = onboard(session, manifest, actor="test")
+        ctx = TenantContext(tenant_id=tenant.id, actor="test")
+        _, api_key = create_api_key(session, ctx, roles=["open311"], label="e2e")
+        for agency in session.scalars(select(Agency).where(Agency.tenant_id == tenant.id)):
+            agency.webhook_url = receiver.url_for(tenant.id, agency.code)
+            receiver.secrets[receiver.path_for(tenant.id, agency.code)] = agency.webhook_secret
+    dispose_engines()
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli.main", "serve", "--port", str(port)],
+        cwd=workdir,
+        env=_clean_env(),
+    )
+    try:
+        _wait_healthy(port, server)
+        item = generate_day(manifest, 1, seed=11)[0]
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/open311/v2/requests.json",
+            content=urlencode(item.form("boston.gov", api_key)),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            timeout=30,
+        )
+        assert response.status_code in (200, 201), response.text
+        request_id = response.json()[0]["service_request_id"]
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not receiver.snapshot():
+            time.sleep(0.3)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        receiver.stop()
+
+    (received,) = receiver.snapshot()
+    with unit_of_work(SystemContext("test read"), engine=get_engine()) as session:
+        delivery = session.scalars(select(Delivery).where(Delivery.request_id == request_id)).one()
+    assert received.signature_ok
+    assert received.payload["service_request_id"] == request_id
+    assert received.payload["description"] == item.description
+    assert delivery.state == "sent"
+    assert server.returncode == 0
+
+
+def test_demo_summary_adds_up(workdir: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "demo",
+            "--no-serve",
+            "--json",
+            "--requests",
+            "12",
+            "--wait",
+            "90",
+        ],
+        cwd=workdir,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["pipeline"]["complete"] is True
+    assert set(summary["tenants"]["onboarded"]) == {"boston", "new-york-city", "san-francisco"}
+    for tenant_id, item in summary["pipeline"]["tenants"].items():
+        replay = summary["replay"][tenant_id]
+        assert replay["posted"] == 12, tenant_id
+        assert replay["accepted"] == 12, tenant_id
+        assert item["received"] == replay["accepted"], tenant_id
+        assert sum(item["by_status"].values()) == item["received"], tenant_id
+        settled = item["routed"] + item["unroutable"] + item["without_agency"] + item["pending"]
+        assert settled == item["received"], tenant_id
+        assert item["routed"] == item["received"], tenant_id
+        assert item["agency_receipts"] == item["deliveries"].get("sent", 0), tenant_id
+        assert sum(item["sla"].values()) == item["received"], tenant_id
