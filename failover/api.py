@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from failover import service
 from failover.board import LiveBoard, get_board
-from failover.metrics import DECISION_LATENCY
 from failover.models import Agreement, Contact, ContactCenter
 from failover.service import Caller, NewContact
 from hub.core.clock import isoformat, utcnow
@@ -92,7 +91,7 @@ def post_contact(
     board: LiveBoard = Depends(current_board),
 ) -> dict[str, Any]:
     """Store a new contact and return where it goes: home or a partner center."""
-    with DECISION_LATENCY.time(), unit_of_work(caller.ctx) as session:
+    with unit_of_work(caller.ctx) as session:
         contact, created = service.route_contact(
             session, caller, board, NewContact(**body.model_dump())
         )
@@ -210,28 +209,4 @@ def supervisor_status(
                 .group_by(Contact.center_id)
             ).all()
         )
-    return tenant_status(board, tenant_id, routed, now)
-
-
-def tenant_status(
-    board: LiveBoard, tenant_id: str, routed: dict[str, int], now: Any
-) -> dict[str, Any]:
-    switch = board.switches.get(tenant_id)
-    partners = []
-    for terms in board.agreements.get(tenant_id, []):
-        if terms.center_id not in board.centers:
-            continue
-        view = board.center_view(terms.center_id, now)
-        view["agreement_id"] = terms.id
-        view["data_level"] = terms.data_level
-        view["routed_last_hour"] = routed.get(terms.center_id, 0)
-        partners.append(view)
-    return {
-        "tenant_id": tenant_id,
-        "overflow_on": bool(switch and switch.overflow_on),
-        "disaster": bool(switch and switch.disaster),
-        "home_expected_wait_seconds": switch.expected_wait if switch else 0.0,
-        "switch_changed_at": isoformat(switch.changed_at) if switch else None,
-        "home_centers": [board.center_view(i, now) for i in board.home_centers.get(tenant_id, [])],
-        "partners": partners,
-    }
+    return board.tenant_status(tenant_id, routed, now)

@@ -41,7 +41,7 @@ from failover.hysteresis import SurgeDetector
 from failover.metrics import BOARD_REFRESH, EXPECTED_WAIT, SWITCHES
 from failover.models import Agreement, CenterHeartbeat, Contact, ContactCenter, OverflowSwitch
 from failover.routing import Decision, decide
-from hub.core.clock import as_utc, utcnow
+from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import SystemContext, TenantContext
 from privacy.audit import audit
@@ -381,6 +381,32 @@ class LiveBoard:
             "expected_wait_seconds": round(center.expected_wait(), 1),
             "service_level_last_hour": None if level is None else round(level, 4),
             "last_heartbeat_at": center.heartbeat_at,
+        }
+
+    def tenant_status(
+        self, tenant_id: str, routed: dict[str, int], now: datetime
+    ) -> dict[str, Any]:
+        """Return the supervisor view: switches, own centers and partner centers with the
+        contacts routed to each (`routed`, counted by the caller over its own window)."""
+        switch = self.switches.get(tenant_id)
+        partners = []
+        for terms in self.agreements.get(tenant_id, []):
+            if terms.center_id not in self.centers:
+                continue
+            view = self.center_view(terms.center_id, now)
+            view["agreement_id"] = terms.id
+            view["data_level"] = terms.data_level
+            view["routed_last_hour"] = routed.get(terms.center_id, 0)
+            partners.append(view)
+        home = [self.center_view(i, now) for i in self.home_centers.get(tenant_id, [])]
+        return {
+            "tenant_id": tenant_id,
+            "overflow_on": bool(switch and switch.overflow_on),
+            "disaster": bool(switch and switch.disaster),
+            "home_expected_wait_seconds": switch.expected_wait if switch else 0.0,
+            "switch_changed_at": isoformat(switch.changed_at) if switch else None,
+            "home_centers": home,
+            "partners": partners,
         }
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from failover.board import LiveBoard
 from failover.centers import sync_tenant_centers
 from failover.eligibility import CHANNELS, ContactTraits
-from failover.metrics import DECISIONS, PARTNER_VIEWS
+from failover.metrics import DECISION_LATENCY, DECISIONS, PARTNER_VIEWS
 from failover.models import (
     CONTACTS_TABLE,
     OPEN_STATES,
@@ -156,7 +156,8 @@ def route_contact(
 
     now = as_utc(now) if now else utcnow()
     traits = ContactTraits(tenant_id, data.channel, data.language, data.service_group)
-    decision = board.decide(traits, now)
+    with DECISION_LATENCY.time():
+        decision = board.decide(traits, now)
 
     contact = Contact(
         id=new_uuid(),

@@ -5,10 +5,13 @@ from __future__ import annotations
 import typer
 
 from hub.cli import alerts as alert_commands
+from hub.cli import audit as audit_commands
 from hub.cli import bench as bench_commands
 from hub.cli import db as db_commands
 from hub.cli import imports as import_commands
 from hub.cli import loadtest as loadtest_commands
+from hub.cli import overflow as overflow_commands
+from hub.cli import privacy as privacy_commands
 from hub.cli import requests as request_commands
 from hub.cli import serve as serve_commands
 from hub.cli.demo.command import demo as demo_command
@@ -30,6 +33,9 @@ app.add_typer(db_commands.app, name="db")
 app.command("loadtest")(loadtest_commands.loadtest)
 app.command("import")(import_commands.import_command)
 app.add_typer(request_commands.app, name="requests")
+app.add_typer(privacy_commands.app, name="privacy")
+app.add_typer(audit_commands.app, name="audit")
+app.add_typer(overflow_commands.app, name="overflow")
 
 
 def main() -> None:
