@@ -11,6 +11,7 @@ def include_all(app: FastAPI) -> None:
     app.include_router(health.router)
     _include_open311(app)
     _include_overflow(app)
+    _include_alerts(app)
 
 
 def _include_open311(app: FastAPI) -> None:
@@ -31,3 +32,9 @@ def _include_overflow(app: FastAPI) -> None:
     from failover import api as overflow_api
 
     app.include_router(overflow_api.router)
+
+
+def _include_alerts(app: FastAPI) -> None:
+    from hub.alerts import api as alerts_api
+
+    app.include_router(alerts_api.router)

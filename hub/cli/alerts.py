@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.progress import Progress
 
+from hub.alerts import workflow
+from hub.alerts.cap.problems import InvalidCap
 from hub.alerts.cap.validate import check_document
-from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail
+from hub.alerts.importer import count_records, import_subscribers
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
+from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, TenantContext
 
 app = typer.Typer(help="CAP 1.2 alerts: validate, compose, approve, send, status.")
 
@@ -40,3 +45,202 @@ def validate_command(
     emit(data, as_json, render)
     if problems:
         raise typer.Exit(1)
+
+
+TENANT_OPTION = typer.Option(..., "--tenant", help="Tenant id the emergency manager acts for.")
+ACTOR_OPTION = typer.Option(
+    "operator", "--as", help="Name of the emergency manager acting (recorded in the audit log)."
+)
+
+
+def _manager(tenant: str, actor: str) -> TenantContext:
+    return TenantContext(tenant, actor=f"cli:{actor}", roles=frozenset({ROLE_EMERGENCY_MANAGER}))
+
+
+def _print_rows(rows: list[dict]) -> None:
+    table(
+        None,
+        ["id", "tenant", "identifier", "status", "msgType", "state", "note"],
+        [
+            [
+                r["id"],
+                r["tenant_id"],
+                r["identifier"],
+                r["status"],
+                r["msg_type"],
+                r["state"],
+                r.get("hold_reason") or "",
+            ]
+            for r in rows
+        ],
+    )
+
+
+@app.command("compose")
+def compose_command(
+    path: Path = typer.Argument(..., help="Alert as CAP 1.2 XML, YAML or JSON."),
+    tenant: str = TENANT_OPTION,
+    also: list[str] = typer.Option(
+        [], "--also", help="Another tenant of the region to include (repeatable)."
+    ),
+    notice: bool = typer.Option(False, "--notice", help="Send as a non-emergency notice."),
+    actor: str = ACTOR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Store an alert as a draft for approval; an Update or Cancel with an unknown reference
+    is held and reported."""
+    with cli_errors():
+        if not path.is_file():
+            fail(f"file not found: {path}; check the path")
+        try:
+            cap, tenants, kind = workflow.read_composition(path.read_bytes())
+        except InvalidCap as exc:
+            _fail_problems(path, exc)
+        rows = workflow.compose(
+            None,
+            _manager(tenant, actor),
+            cap,
+            tenants=tenants + list(also),
+            kind="notice" if notice else kind,
+        )
+    emit(rows, as_json, _print_rows)
+    if any(r["state"] == "held" for r in rows):
+        raise typer.Exit(1)
+
+
+def _fail_problems(path: Path, exc: InvalidCap) -> None:
+    err_console.print(f"error: {path} is not a valid alert:", markup=False)
+    for problem in exc.problems:
+        err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command("approve")
+def approve_command(
+    alert_id: str = typer.Argument(..., help="Alert id printed by `hub alerts compose`."),
+    tenant: str = TENANT_OPTION,
+    actor: str = ACTOR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Approve this tenant's part of an alert as the named emergency manager."""
+    with cli_errors():
+        row = workflow.approve(None, _manager(tenant, actor), alert_id)
+    emit([row], as_json, _print_rows)
+
+
+@app.command("send")
+def send_command(
+    alert_id: str = typer.Argument(..., help="Alert id printed by `hub alerts compose`."),
+    tenant: str = TENANT_OPTION,
+    actor: str = ACTOR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Start the fan-out of an approved alert in every participating tenant."""
+    with cli_errors():
+        result = workflow.send(None, _manager(tenant, actor), alert_id)
+
+    def render(data: dict) -> None:
+        if data["already_sent"]:
+            console.print(f"alert {alert_id} was already sent; nothing to do", markup=False)
+        else:
+            console.print(f"alert {alert_id}: {data['deliveries']} deliveries queued", markup=False)
+
+    emit(result, as_json, render)
+
+
+@app.command("status")
+def status_command(
+    alert_id: str = typer.Argument(..., help="Alert id."),
+    tenant: str = TENANT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show the live delivery state of an alert per tenant, channel and state."""
+    with cli_errors():
+        rows = workflow.status(None, _manager(tenant, "operator"), alert_id)
+
+    def render(data: list[dict]) -> None:
+        lines = []
+        for row in data:
+            if not row["deliveries"]:
+                lines.append([row["tenant_id"], row["state"], "", "", "", "", ""])
+            for channel, counts in sorted(row["deliveries"].items()):
+                lines.append(
+                    [
+                        row["tenant_id"],
+                        row["state"],
+                        channel,
+                        counts.get("pending", 0),
+                        counts.get("sent", 0),
+                        counts.get("failed", 0),
+                        counts.get("dropped", 0),
+                    ]
+                )
+        table(
+            f"alert {alert_id}",
+            ["tenant", "state", "channel", "pending", "sent", "failed", "dropped"],
+            lines,
+        )
+
+    emit(rows, as_json, render)
+
+
+@app.command("preview")
+def preview_command(
+    alert_id: str = typer.Argument(..., help="Alert id."),
+    tenant: str = TENANT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show recipients per tenant, channel and language, and the time each channel needs at
+    its configured rate."""
+    with cli_errors():
+        rows = workflow.preview(None, _manager(tenant, "operator"), alert_id)
+
+    def render(data: list[dict]) -> None:
+        lines = []
+        for row in data:
+            for channel, count in sorted(row["by_channel"].items()):
+                lines.append([row["tenant_id"], channel, count, row["seconds_by_channel"][channel]])
+            languages = ", ".join(f"{k}: {v}" for k, v in sorted(row["by_language"].items()))
+            lines.append([row["tenant_id"], "languages", languages, ""])
+        table(f"preview of {alert_id}", ["tenant", "channel", "recipients", "seconds"], lines)
+
+    emit(rows, as_json, render)
+
+
+@app.command("list")
+def list_command(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """List the tenant's most recent alerts."""
+    with cli_errors():
+        rows = workflow.list_alerts(None, _manager(tenant, "operator"))
+    emit(rows, as_json, _print_rows)
+
+
+subscribers_app = typer.Typer(help="Alert subscribers: bulk opt-in lists.")
+app.add_typer(subscribers_app, name="subscribers")
+
+
+@subscribers_app.command("import")
+def import_subscribers_command(
+    path: Path = typer.Argument(..., help="Opt-in list as .csv or .json."),
+    tenant: str = typer.Option(..., "--tenant", help="Tenant the residents subscribe to."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Subscribe every resident in an opt-in list; bad records are skipped and listed."""
+    with cli_errors():
+        if not path.is_file():
+            fail(f"file not found: {path}; check the path")
+        total = count_records(path)
+        with Progress(console=err_console, transient=True) as progress:
+            task = progress.add_task("importing subscribers", total=total)
+            result = import_subscribers(
+                None, tenant, path, progress=lambda n: progress.advance(task, n)
+            )
+
+    def render(data: dict) -> None:
+        console.print(
+            f"{data['imported']} subscribers imported, {data['skipped']} skipped", markup=False
+        )
+        for problem in data["problems"]:
+            console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+
+    emit(result, as_json, render)

@@ -1,0 +1,176 @@
+"""The emergency manager's steps as whole transactions, shared by the API and the CLI.
+
+Each function opens its own units of work: a tenant session for one tenant's rows, and a
+system session only where a regional alert spans tenants (compose, approval refresh, reading
+the group), always after the caller's credential was checked for the originating tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from sqlalchemy import Engine, select
+
+from hub.alerts import models as m
+from hub.alerts import service
+from hub.alerts.cap.mapping import from_dict
+from hub.alerts.cap.parser import parse
+from hub.alerts.cap.problems import InvalidCap
+from hub.alerts.policy import load_settings
+from hub.core.db import unit_of_work
+from hub.core.errors import InvalidInput, NotFound
+from hub.core.tenancy import SystemContext, TenantContext
+
+# Keys of a JSON or YAML composition that are not CAP elements.
+KIND_KEY = "kind"
+TENANTS_KEY = "tenants"
+
+
+def read_composition(data: bytes) -> tuple[Any, list[str], str]:
+    """Parse CAP XML, JSON or YAML; return the CAP model, extra tenants and the kind.
+
+    Raises InvalidCap listing every unreadable value.
+    """
+    text = data.lstrip()
+    if text.startswith(b"<"):
+        result = parse(data)
+        if result.alert is None or result.problems:
+            raise InvalidCap(result.problems)
+        return result.alert, [], "alert"
+    try:
+        document = yaml.safe_load(data.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"composition is neither CAP XML nor valid YAML/JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InvalidInput("composition must be a mapping of CAP element names")
+    return from_mapping(document)
+
+
+def from_mapping(document: dict[str, Any]) -> tuple[Any, list[str], str]:
+    tenants = [str(t) for t in document.pop(TENANTS_KEY, None) or []]
+    kind = str(document.pop(KIND_KEY, "alert"))
+    if kind not in ("alert", "notice"):
+        raise InvalidInput(f"kind {kind!r} is invalid; use alert or notice")
+    cap, problems = from_dict(document)
+    if problems:
+        raise InvalidCap(problems)
+    return cap, tenants, kind
+
+
+def compose(
+    engine: Engine | None,
+    ctx: TenantContext,
+    cap: Any,
+    *,
+    tenants: list[str] | None = None,
+    kind: str = "alert",
+) -> list[dict[str, Any]]:
+    service.require_emergency_manager(ctx)
+    regional = bool([t for t in tenants or [] if t != ctx.tenant_id])
+    scope = SystemContext("regional alert compose", actor=ctx.actor) if regional else ctx
+    with unit_of_work(scope, engine=engine) as session:
+        rows = service.compose(session, ctx, cap, tenants=tenants, kind=kind)
+        return [summary(row) for row in rows]
+
+
+def approve(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[str, Any]:
+    with unit_of_work(ctx, engine=engine) as session:
+        row = service.approve(
+            session, ctx, alert_id, settings=load_settings(session, ctx.tenant_id)
+        )
+        group_id = row.group_id
+    with unit_of_work(SystemContext("alert approval refresh", actor=ctx.actor), engine=engine) as s:
+        service.refresh_group_approvals(s, group_id)
+    with unit_of_work(ctx, engine=engine, write=False) as session:
+        return summary(service.get_alert(session, alert_id))
+
+
+def _group(engine: Engine | None, ctx: TenantContext, alert_id: str) -> list[m.Alert]:
+    """Return every tenant's row of the caller's alert; the caller must see its own row."""
+    with unit_of_work(ctx, engine=engine, write=False) as session:
+        own = service.get_alert(session, alert_id)
+        group_id = own.group_id
+    with unit_of_work(SystemContext("alert group read", actor=ctx.actor), engine=engine) as s:
+        return service.group_rows(s, group_id)
+
+
+def send(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[str, Any]:
+    """Start the fan-out of an approved alert in every participating tenant."""
+    service.require_emergency_manager(ctx)
+    rows = _group(engine, ctx, alert_id)
+    origin = rows[0].origin_tenant_id
+    if ctx.tenant_id != origin:
+        raise NotFound(
+            f"alert {alert_id} was composed by tenant {origin}; only its emergency managers send it"
+        )
+    if all(row.state not in (m.DRAFT, m.APPROVED, m.HELD) for row in rows):
+        return {"group_id": rows[0].group_id, "deliveries": 0, "already_sent": True}
+    try:
+        service.check_sendable([r for r in rows if r.state in (m.DRAFT, m.APPROVED, m.HELD)])
+    except InvalidInput as exc:
+        if exc.code == "expired":
+            _mark_expired(engine, rows)
+        raise
+    total = 0
+    for row in rows:
+        tenant_ctx = TenantContext(row.tenant_id, actor=ctx.actor)
+        with unit_of_work(tenant_ctx, engine=engine) as session:
+            current = service.get_alert(session, row.id)
+            total += service.start_sending(
+                session, current, load_settings(session, row.tenant_id), actor=ctx.actor
+            )
+    return {"group_id": rows[0].group_id, "deliveries": total, "already_sent": False}
+
+
+def _mark_expired(engine: Engine | None, rows: list[m.Alert]) -> None:
+    for row in rows:
+        with unit_of_work(TenantContext(row.tenant_id, actor="system"), engine=engine) as s:
+            current = service.get_alert(s, row.id)
+            if current.state in (m.DRAFT, m.APPROVED):
+                current.state = m.EXPIRED
+
+
+def status(engine: Engine | None, ctx: TenantContext, alert_id: str) -> list[dict[str, Any]]:
+    """Live state of every tenant's row of the alert: counts per channel and state."""
+    result = []
+    for row in _group(engine, ctx, alert_id):
+        with unit_of_work(TenantContext(row.tenant_id), engine=engine, write=False) as session:
+            result.append(service.status(session, service.get_alert(session, row.id)))
+    return result
+
+
+def preview(engine: Engine | None, ctx: TenantContext, alert_id: str) -> list[dict[str, Any]]:
+    """Recipients per tenant, language and channel, with the time each channel needs."""
+    result = []
+    for row in _group(engine, ctx, alert_id):
+        with unit_of_work(TenantContext(row.tenant_id), engine=engine, write=False) as session:
+            current = service.get_alert(session, row.id)
+            settings = load_settings(session, row.tenant_id)
+            result.append(service.preview(session, current, settings).as_dict())
+    return result
+
+
+def list_alerts(engine: Engine | None, ctx: TenantContext, limit: int = 50) -> list[dict]:
+    with unit_of_work(ctx, engine=engine, write=False) as session:
+        rows = session.scalars(
+            select(m.Alert).order_by(m.Alert.created_at.desc()).limit(limit)
+        ).all()
+        return [summary(row) for row in rows]
+
+
+def summary(row: m.Alert) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "tenant_id": row.tenant_id,
+        "group_id": row.group_id,
+        "kind": row.kind,
+        "identifier": row.identifier,
+        "sender": row.sender,
+        "status": row.status,
+        "msg_type": row.msg_type,
+        "state": row.state,
+        "hold_reason": row.hold_reason,
+        "expires_at": row.expires_at,
+        "review_due_at": row.review_due_at,
+    }

@@ -1,0 +1,177 @@
+"""The alerts JSON API, opt-in endpoints and public outputs, each with its cross-tenant case."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from alerts_support import BOTH_CITIES, NYC_POINT, add_tenant
+from fastapi.testclient import TestClient
+from lxml import etree
+
+from hub.alerts.cap.mapping import to_dict
+from hub.core.db import dispose_engines, get_engine, unit_of_work
+from hub.core.settings import reset_settings_cache
+from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, ROLE_OPEN311, TenantContext
+from tenants.keys import create_api_key, forget_cached_keys
+from tenants.registry import invalidate_cache
+
+
+def _reset() -> None:
+    reset_settings_cache()
+    dispose_engines()
+    invalidate_cache()
+    forget_cached_keys()
+
+
+@pytest.fixture
+def hub_url(db_url: str) -> Iterator[str]:
+    saved = os.environ.get("HUB_DATABASE_URL")
+    os.environ["HUB_DATABASE_URL"] = db_url
+    _reset()
+    yield db_url
+    if saved is None:
+        os.environ.pop("HUB_DATABASE_URL", None)
+    else:
+        os.environ["HUB_DATABASE_URL"] = saved
+    _reset()
+
+
+def key(engine, tenant_id: str, role: str, label: str) -> str:
+    with unit_of_work(TenantContext(tenant_id, actor="test"), engine=engine) as session:
+        _, raw = create_api_key(
+            session, TenantContext(tenant_id, actor="test"), roles=[role], label=label
+        )
+    return raw
+
+
+@pytest.fixture
+def setup(hub_url: str) -> Iterator[dict]:
+    from hub.api.app import create_app
+
+    engine = get_engine(hub_url)
+    a = add_tenant(engine)
+    b = add_tenant(engine)
+    keys = {
+        "a_em1": key(engine, a, ROLE_EMERGENCY_MANAGER, "em1"),
+        "a_em2": key(engine, a, ROLE_EMERGENCY_MANAGER, "em2"),
+        "a_app": key(engine, a, ROLE_OPEN311, "app"),
+        "b_em": key(engine, b, ROLE_EMERGENCY_MANAGER, "em"),
+    }
+    with TestClient(create_app(start_relay=False)) as client:
+        yield {"client": client, "a": a, "b": b, "keys": keys}
+
+
+def auth(raw: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {raw}"}
+
+
+def alert_document(identifier: str) -> dict:
+    from alerts_support import cap_alert
+
+    return to_dict(cap_alert(identifier, ring=BOTH_CITIES))
+
+
+def test_compose_approve_send(setup) -> None:
+    client, keys = setup["client"], setup["keys"]
+    created = client.post(
+        "/api/v1/alerts", json=alert_document("API-1"), headers=auth(keys["a_em1"])
+    )
+    assert created.status_code == 201, created.text
+    alert_id = created.json()[0]["id"]
+
+    too_early = client.post(f"/api/v1/alerts/{alert_id}/send", headers=auth(keys["a_em1"]))
+    assert too_early.status_code == 403
+    approved = client.post(f"/api/v1/alerts/{alert_id}/approve", headers=auth(keys["a_em2"]))
+    assert approved.json()["state"] == "approved"
+    sent = client.post(f"/api/v1/alerts/{alert_id}/send", headers=auth(keys["a_em1"]))
+    assert sent.status_code == 200
+
+    status = client.get(f"/api/v1/alerts/{alert_id}", headers=auth(keys["a_em1"]))
+    assert status.json()[0]["state"] == "sent"  # nobody subscribed, so nothing is pending
+    cap = client.get(f"/alerts/{setup['a']}/{alert_id}.xml")
+    assert cap.status_code == 200
+    assert etree.fromstring(cap.content).tag.endswith("alert")
+    feed = client.get(f"/alerts/{setup['a']}/feed.atom")
+    assert alert_id in feed.text
+    listed = client.get(f"/alerts/{setup['a']}/active.json")
+    assert [a["id"] for a in listed.json()] == [alert_id]
+
+
+def test_invalid_composition_names_element(setup) -> None:
+    document = alert_document("API-BAD")
+    document["info"][0]["area"][0]["polygon"] = ["40,-74 40,-73 41,-73 41,-74"]
+    response = setup["client"].post(
+        "/api/v1/alerts", json=document, headers=auth(setup["keys"]["a_em1"])
+    )
+    assert response.status_code == 400
+    assert "polygon is not closed" in response.text
+
+
+def test_other_tenant_alert_not_found(setup) -> None:
+    client, keys = setup["client"], setup["keys"]
+    created = client.post(
+        "/api/v1/alerts", json=alert_document("API-2"), headers=auth(keys["a_em1"])
+    )
+    alert_id = created.json()[0]["id"]
+    for method, path in (
+        ("post", f"/api/v1/alerts/{alert_id}/approve"),
+        ("post", f"/api/v1/alerts/{alert_id}/send"),
+        ("get", f"/api/v1/alerts/{alert_id}"),
+        ("get", f"/api/v1/alerts/{alert_id}/preview"),
+    ):
+        response = getattr(client, method)(path, headers=auth(keys["b_em"]))
+        assert response.status_code == 404, (path, response.text)
+    listed = client.get("/api/v1/alerts", headers=auth(keys["b_em"]))
+    assert listed.json() == []
+    wrong_tenant = client.get(f"/alerts/{setup['b']}/{alert_id}.xml")
+    assert wrong_tenant.status_code == 404
+
+
+def test_city_app_cannot_compose(setup) -> None:
+    response = setup["client"].post(
+        "/api/v1/alerts", json=alert_document("API-3"), headers=auth(setup["keys"]["a_app"])
+    )
+    assert response.status_code == 403
+
+
+def test_subscribe_and_unsubscribe(setup) -> None:
+    client, keys = setup["client"], setup["keys"]
+    body = {
+        "places": [list(NYC_POINT)],
+        "languages": ["es", "en"],
+        "channels": {"email": "vecina@example.org"},
+        "consent_at": datetime.now(UTC).isoformat(),
+    }
+    created = client.post("/api/v1/alert-subscriptions", json=body, headers=auth(keys["a_app"]))
+    assert created.status_code == 201, created.text
+    token = created.json()["unsubscribe_token"]
+    assert "vecina" not in created.text
+
+    other = client.post(f"/alerts/{setup['b']}/unsubscribe/{token}")
+    assert other.status_code == 404
+    done = client.post(f"/alerts/{setup['a']}/unsubscribe/{token}")
+    assert done.status_code == 200
+
+
+def test_bad_address_rejected_without_echo(setup) -> None:
+    body = {
+        "places": [list(NYC_POINT)],
+        "channels": {"sms": "not-a-phone-555"},
+        "consent_at": datetime.now(UTC).isoformat(),
+    }
+    response = setup["client"].post(
+        "/api/v1/alert-subscriptions", json=body, headers=auth(setup["keys"]["a_app"])
+    )
+    assert response.status_code == 400
+    assert "not-a-phone-555" not in response.text
+
+
+def test_vapid_key_per_tenant(setup) -> None:
+    client = setup["client"]
+    first = client.get(f"/alerts/{setup['a']}/vapid-public-key").json()["public_key"]
+    second = client.get(f"/alerts/{setup['b']}/vapid-public-key").json()["public_key"]
+    assert len(first) == 87
+    assert first != second
