@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -44,7 +46,13 @@ def demo(
         fail(f"--replay {replay} needs --format FORMAT and --tenant ID as well")
 
     settings = get_settings()
-    configure_logging(settings)
+    if "HUB_LOG_LEVEL" not in os.environ:
+        # The demo's own output is the summary: info-level events from the API and the worker
+        # would bury it, so both log warnings and errors only unless HUB_LOG_LEVEL says else.
+        os.environ["HUB_LOG_LEVEL"] = "WARNING"
+        settings = settings.model_copy(update={"log_level": "WARNING"})
+        logging.getLogger().setLevel(logging.WARNING)
+    configure_logging(settings, force=True)
     with cli_errors():
         upgrade()
     options = DemoOptions(
@@ -63,10 +71,23 @@ def demo(
             if section is not None:
                 ctx.summary[step.name] = section
         emit(ctx.summary, as_json, lambda data: _render(data, STEPS))
+        problem = _problem(ctx)
+        if problem is not None:
+            fail(problem, code=1)
         if serve:
             _serve_until_interrupted(ctx)
     finally:
         ctx.close()
+
+
+def _problem(ctx: DemoContext) -> str | None:
+    """Return why the run did not show the pipeline working, or None when it did."""
+    accepted = sum(len(ids) for ids in ctx.request_ids.values())
+    if accepted == 0:
+        return "the API accepted none of the demo's requests; see the rejections in the summary"
+    if not ctx.summary.get("pipeline", {}).get("complete", False):
+        return "some deliveries were still pending when the wait ended; raise --wait"
+    return None
 
 
 def _render(summary: dict, steps: list) -> None:

@@ -107,7 +107,7 @@ def random_point(manifest: Manifest, rng: random.Random) -> tuple[float, float]:
     raise ValueError(f"could not draw a point inside the service area of {manifest.id}")
 
 
-def _attribute_fields(attribute: Attribute, rng: random.Random) -> list[tuple[str, str]]:
+def attribute_fields(attribute: Attribute, rng: random.Random) -> list[tuple[str, str]]:
     name = f"attribute[{attribute.code}]"
     if attribute.datatype == "singlevaluelist":
         return [(name, rng.choice(attribute.values).key)]
@@ -139,7 +139,7 @@ def generate_day(manifest: Manifest, count: int, seed: int) -> list[GeneratedReq
             pair
             for attribute in service.attributes
             if attribute.variable and (attribute.required or rng.random() < 0.5)
-            for pair in _attribute_fields(attribute, rng)
+            for pair in attribute_fields(attribute, rng)
         ]
         requests.append(
             GeneratedRequest(

@@ -19,10 +19,11 @@ from sqlalchemy import select
 from hub.cli.demo.context import DemoContext, DemoTenant
 from hub.cli.demo.generate import generate_day
 from hub.cli.demo.receiver import AgencyReceiver
-from hub.cli.output import err_console, table
+from hub.cli.demo.replay import export_forms
+from hub.cli.output import console, err_console, table
 from hub.core.clock import as_utc, utcnow
 from hub.core.db import unit_of_work
-from hub.core.errors import ConfigurationError
+from hub.core.errors import ConfigurationError, InvalidInput
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import Delivery, ServiceRequest
 from tenants.manifest import example_paths, load_manifest
@@ -141,13 +142,41 @@ def _healthy(base_url: str) -> bool:
 
 
 def replay_requests(ctx: DemoContext) -> dict[str, Any]:
-    """File each tenant's requests through `POST /open311/v2/requests.json` over HTTP."""
+    """File each tenant's requests through `POST /open311/v2/requests.json` over HTTP.
+
+    The tenant named by `--tenant` gets the rows of the `--replay` export; the others get a
+    generated day.
+    """
+    options = ctx.options
+    if options.replay_tenant is not None and options.replay_tenant not in {
+        t.tenant_id for t in ctx.tenants
+    }:
+        known = ", ".join(t.tenant_id for t in ctx.tenants)
+        raise InvalidInput(
+            f"--tenant {options.replay_tenant} is not an example tenant; use one of {known}"
+        )
+
     jobs: list[tuple[DemoTenant, list[tuple[str, str]]]] = []
+    skipped: dict[str, dict[str, int]] = {}
     for demo_tenant in ctx.tenants:
         manifest = load_manifest(demo_tenant.manifest_path)
-        generated = generate_day(manifest, ctx.options.requests_per_tenant, ctx.options.seed)
-        for item in generated:
-            jobs.append((demo_tenant, item.form(demo_tenant.jurisdiction_id, demo_tenant.api_key)))
+        if options.replay_file is not None and demo_tenant.tenant_id == options.replay_tenant:
+            forms, reasons = export_forms(
+                options.replay_file,
+                options.replay_format or "",
+                manifest,
+                jurisdiction_id=demo_tenant.jurisdiction_id,
+                api_key=demo_tenant.api_key,
+                limit=options.requests_per_tenant,
+                seed=options.seed,
+            )
+            skipped[demo_tenant.tenant_id] = dict(reasons)
+        else:
+            generated = generate_day(manifest, options.requests_per_tenant, options.seed)
+            forms = [
+                item.form(demo_tenant.jurisdiction_id, demo_tenant.api_key) for item in generated
+            ]
+        jobs.extend((demo_tenant, form) for form in forms)
     results = asyncio.run(_post_all(ctx.base_url, jobs))
 
     section: dict[str, Any] = {}
@@ -155,10 +184,13 @@ def replay_requests(ctx: DemoContext) -> dict[str, Any]:
         outcomes = results.get(demo_tenant.tenant_id, {"ids": [], "errors": Counter()})
         ctx.request_ids[demo_tenant.tenant_id] = outcomes["ids"]
         section[demo_tenant.tenant_id] = {
+            "source": "replay" if demo_tenant.tenant_id in skipped else "generated",
             "posted": len(outcomes["ids"]) + sum(outcomes["errors"].values()),
             "accepted": len(outcomes["ids"]),
             "rejected": dict(outcomes["errors"]),
         }
+        if demo_tenant.tenant_id in skipped:
+            section[demo_tenant.tenant_id]["rows_skipped"] = skipped[demo_tenant.tenant_id]
     return section
 
 
@@ -293,6 +325,32 @@ def _sla_counts(requests: list[ServiceRequest], now: datetime) -> dict[str, int]
     return counts
 
 
+def render_setup(section: dict[str, Any]) -> None:
+    """Print a setup step's section as `key: value` lines."""
+    for key, value in section.items():
+        if isinstance(value, list):
+            value = ", ".join(str(item) for item in value)
+        console.print(f"{key}: {value}", highlight=False, markup=False)
+
+
+def render_replay(section: dict[str, Any]) -> None:
+    rows = [
+        [
+            tenant_id,
+            item["source"],
+            item["posted"],
+            item["accepted"],
+            ", ".join(f"{reason} {count}" for reason, count in item["rejected"].items()),
+        ]
+        for tenant_id, item in section.items()
+    ]
+    table(
+        "Requests filed through Open311",
+        ["tenant", "source", "posted", "accepted", "rejected"],
+        rows,
+    )
+
+
 def render_summary(section: dict[str, Any]) -> None:
     rows = []
     for tenant_id, item in section["tenants"].items():
@@ -305,18 +363,18 @@ def render_summary(section: dict[str, Any]) -> None:
                 item["routed"],
                 statuses,
                 item.get("agency_receipts", ""),
-                f"{sla['on_time']} on time, {sla['breached']} late, {sla['no_target']} no target",
+                f"{sla['on_time']} / {sla['breached']} / {sla['no_target']}",
             ]
         )
     table(
-        "Requests per tenant",
-        ["tenant", "received", "routed", "by status", "agency receipts", "SLA"],
+        "Routing per tenant",
+        [
+            "tenant",
+            "received",
+            "routed",
+            "by status",
+            "agency receipts",
+            "SLA on time / late / none",
+        ],
         rows,
     )
-    if not section["complete"]:
-        err_console.print(
-            "warning: some deliveries were still pending when the wait ended; "
-            "raise --wait or check the worker's log",
-            highlight=False,
-            markup=False,
-        )

@@ -31,10 +31,30 @@ class Step:
 
 
 STEPS: list[Step] = [
-    Step("tenants", pipeline.onboard_tenants, title="onboarding the example tenants"),
-    Step("agencies", pipeline.start_agency_receivers, title="starting agency webhook receivers"),
-    Step("server", pipeline.start_server, title="starting the API and a worker"),
-    Step("replay", pipeline.replay_requests, title="filing requests through Open311"),
+    Step(
+        "tenants",
+        pipeline.onboard_tenants,
+        render=pipeline.render_setup,
+        title="onboarding the example tenants",
+    ),
+    Step(
+        "agencies",
+        pipeline.start_agency_receivers,
+        render=pipeline.render_setup,
+        title="starting agency webhook receivers",
+    ),
+    Step(
+        "server",
+        pipeline.start_server,
+        render=pipeline.render_setup,
+        title="starting the API and a worker",
+    ),
+    Step(
+        "replay",
+        pipeline.replay_requests,
+        render=pipeline.render_replay,
+        title="filing requests through Open311",
+    ),
     Step(
         "pipeline",
         pipeline.wait_and_summarize,
