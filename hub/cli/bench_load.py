@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -20,7 +21,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     """Return the nearest-rank percentile of already sorted values (0 for none)."""
     if not sorted_values:
         return 0.0
-    rank = max(1, int(round(fraction * len(sorted_values) + 0.5)))
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 

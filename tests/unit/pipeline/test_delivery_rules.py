@@ -1,0 +1,135 @@
+"""Backoff, webhook signatures, outcome classification and the demo generator, without services."""
+
+from __future__ import annotations
+
+import random
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
+
+import pytest
+
+from hub.cli.bench_load import percentile
+from hub.cli.demo.generate import generate_day
+from hub.requests import routing, webhook
+from tenants.manifest import example_paths, load_manifest
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 5, 8, 20])
+def test_backoff_within_jitter_bounds(attempt: int) -> None:
+    ceiling = min(routing.BACKOFF_MAX_SECONDS, routing.BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+    rng = random.Random(attempt)
+
+    delays = [routing.backoff_seconds(attempt, rng) for _ in range(200)]
+
+    assert min(delays) >= ceiling / 2
+    assert max(delays) <= ceiling
+
+
+def test_backoff_grows_with_attempts() -> None:
+    assert routing.backoff_seconds(4, random.Random(1)) > routing.backoff_seconds(
+        1, random.Random(1)
+    )
+
+
+def test_signature_round_trip() -> None:
+    body = '{"description":"Bache ñ"}'.encode()
+
+    header = webhook.sign("s3cret-s3cret-s3cret", body)
+
+    assert header.startswith("sha256=")
+    assert webhook.verify("s3cret-s3cret-s3cret", body, header)
+    assert not webhook.verify("another-secret-value", body, header)
+    assert not webhook.verify("s3cret-s3cret-s3cret", body + b" ", header)
+    assert not webhook.verify("s3cret-s3cret-s3cret", body, None)
+
+
+class _StatusServer:
+    """A loopback server that answers every POST with a fixed status and headers."""
+
+    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
+        outer = self
+        self.status = status
+        self.headers = headers or {}
+        self.seen: list[dict[str, str]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.seen.append(dict(self.headers))
+                self.send_response(outer.status)
+                for key, value in outer.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "ok", "transient"),
+    [
+        (200, True, False),
+        (204, True, False),
+        (429, False, True),
+        (500, False, True),
+        (503, False, True),
+        (400, False, False),
+        (404, False, False),
+        (301, False, False),
+    ],
+)
+def test_post_classifies_status(status: int, ok: bool, transient: bool) -> None:
+    server = _StatusServer(status, {"Location": "http://127.0.0.1:1/"} if status == 301 else None)
+    try:
+        result = webhook.post(server.url, b"{}", secret="x" * 16, delivery_id="t:1")
+    finally:
+        server.close()
+
+    assert result.ok is ok
+    assert result.transient is transient
+    assert server.seen[0][webhook.DELIVERY_HEADER] == "t:1"
+    assert server.seen[0][webhook.SIGNATURE_HEADER] == webhook.sign("x" * 16, b"{}")
+
+
+def test_post_honours_retry_after() -> None:
+    server = _StatusServer(429, {"Retry-After": "120"})
+    try:
+        result = webhook.post(server.url, b"{}", secret="x" * 16, delivery_id="t:2")
+    finally:
+        server.close()
+
+    assert result.retry_after == 120.0
+    assert result.error == "HTTP 429"
+
+
+def test_generated_points_inside_service_area() -> None:
+    for path in example_paths():
+        manifest = load_manifest(path)
+
+        requests = generate_day(manifest, 30, seed=3)
+
+        assert len(requests) == 30
+        assert all(manifest.service_area.contains(r.lon, r.lat) for r in requests), manifest.id
+        codes = {service.code for service in manifest.services}
+        assert {r.service_code for r in requests} <= codes
+        assert {r.language for r in requests} == {"en", "es"}, manifest.id
+        minutes = [r.minute_of_day for r in requests]
+        assert minutes == sorted(minutes)
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 0.50) == 50.0
+    assert percentile([], 0.99) == 0.0
+    assert percentile([3.0], 0.99) == 3.0
