@@ -181,7 +181,12 @@ def tenants_ab(hub_db: str) -> tuple[TenantKeys, TenantKeys]:
     """Two tenants in one region, with unique ids so tests can share a PostgreSQL database."""
     suffix = uuid.uuid4().hex[:8]
     engine = get_engine(hub_db)
-    return onboard_tenant(engine, f"alpha-{suffix}"), onboard_tenant(engine, f"beta-{suffix}")
+    # A region of their own keeps other tests' requests out of the regional duplicate search.
+    region = f"region-{suffix}"
+    return (
+        onboard_tenant(engine, f"alpha-{suffix}", region=region),
+        onboard_tenant(engine, f"beta-{suffix}", region=region),
+    )
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
 from hub.requests import catalog, geo
 from hub.requests.catalog import CatalogService, TenantSnapshot
-from hub.requests.duplicates import find_duplicate
+from hub.requests.duplicates import find_duplicate, find_regional_duplicate
 from hub.requests.metrics import INTAKE, STATUS_UPDATES
 from hub.requests.models import (
     RESOLUTIONS,
@@ -46,6 +46,7 @@ from hub.requests.validation import (
 )
 from privacy.blind_index import blind_index
 from privacy.fields import FieldCipher
+from tenants.registry import tenants_in_region
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +106,19 @@ def _device_hash(tenant_id: str, device_id: str | None) -> str | None:
     if not device_id:
         return None
     return hashlib.sha256(f"{tenant_id}\x00{device_id}".encode()).hexdigest()
+
+
+def _find_duplicate(
+    session: Session, tenant: TenantSnapshot, service_code: str, lat: float, lon: float
+) -> str | None:
+    """Return the open request this one duplicates: the tenant's own first, then the region's."""
+    exclude = "-"  # the new request is not stored yet, so nothing needs excluding
+    own = find_duplicate(session, tenant, service_code, lat, lon, exclude=exclude)
+    if own is not None or not tenant.region:
+        return own
+    engine = session.get_bind()
+    members = [info.id for info in tenants_in_region(tenant.region, engine=engine)]
+    return find_regional_duplicate(engine, tenant, members, service_code, lat, lon, exclude=exclude)
 
 
 def submit_request(
@@ -179,9 +193,7 @@ def submit_request(
         api_key_id=data.api_key_id,
     )
     if data.lat is not None and data.lon is not None:
-        request.duplicate_of = find_duplicate(
-            session, tenant, service.code, data.lat, data.lon, exclude=request_id
-        )
+        request.duplicate_of = _find_duplicate(session, tenant, service.code, data.lat, data.lon)
     session.add(request)
     # The models declare no relationships, so the unit of work cannot order the inserts by
     # foreign key: the request row goes first.

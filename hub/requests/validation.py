@@ -21,8 +21,9 @@ MAX_SHORT_TEXT_CHARS = 200
 MAX_MEDIA_URL_CHARS = 2000
 
 # A tag opener such as `<b`, `</p`, `<!--` or `<?xml`, or a character reference such as
-# `&lt;` or `&#60;`. Plain `<` in "a < b" or a lone `&` stays allowed.
-_HTML = re.compile(r"<\s*[A-Za-z!/?]|&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
+# `&lt;` or `&#60;`. HTML parsers read no tag when a space follows `<`, so "a < b" and a lone
+# `&` stay allowed.
+_HTML = re.compile(r"<[A-Za-z!/?]|&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
 # C0 controls other than tab, line feed and carriage return, DEL and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 

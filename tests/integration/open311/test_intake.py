@@ -235,3 +235,13 @@ def test_duplicate_within_radius_is_linked(client, tenants_ab, hub_db):
         assert session.get(ServiceRequest, near_id).duplicate_of == first
         assert session.get(ServiceRequest, far_id).duplicate_of is None
     assert math.isfinite(lat)
+
+
+def test_duplicate_across_region_is_linked(client, tenants_ab, hub_db):
+    alpha, beta = tenants_ab
+    first = _post(client, pothole_form(alpha)).json()[0]["service_request_id"]
+    lat, lon = INSIDE
+    across = _post(client, pothole_form(beta, lat=str(lat + 0.0001), long=str(lon)))
+    across_id = across.json()[0]["service_request_id"]
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        assert session.get(ServiceRequest, across_id).duplicate_of == first

@@ -1,0 +1,80 @@
+"""XML and JSON rendering, the error format and parameter parsing of the Open311 API."""
+
+from __future__ import annotations
+
+import pytest
+from defusedxml.ElementTree import fromstring
+
+from hub.core.errors import InvalidInput
+from hub.open311 import formats, params
+
+
+def test_xml_lists_use_spec_child_names():
+    body = formats.to_xml(
+        "service_definition",
+        {"service_code": "a", "attributes": [{"code": "c", "values": [{"key": "k"}]}]},
+    )
+    root = fromstring(body)
+    assert root.find("attributes/attribute/values/value/key").text == "k"
+
+
+def test_xml_booleans_and_nulls():
+    root = fromstring(formats.to_xml("services", [{"metadata": True, "group": None}]))
+    assert root.find("service/metadata").text == "true"
+    assert root.find("service/group").text is None
+
+
+def test_xml_keeps_four_byte_characters():
+    body = formats.to_xml("service_requests", [{"description": "🕳️ 𝔸"}])
+    assert fromstring(body).find("request/description").text == "🕳️ 𝔸"
+
+
+def test_json_is_utf8_not_escaped():
+    assert formats.to_json({"a": "ñ😀"}) == '{"a":"ñ😀"}'.encode()
+
+
+def test_format_of_path():
+    assert formats.format_of_path("/open311/v2/requests.xml") == "xml"
+    assert formats.format_of_path("/open311/v2/requests.json") == "json"
+    assert formats.format_of_path("/open311/v2/unknown") == "json"
+
+
+def test_multivalue_attributes_collected():
+    items = [
+        ("attribute[tags][]", "x"),
+        ("attribute[tags][]", "y"),
+        ("attribute[size]", "3"),
+        ("service_code", "a"),
+    ]
+    assert params.attributes(items) == {"tags": ["x", "y"], "size": "3"}
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [("attribute[]", "x")],
+        [("attribute[a][b]", "x")],
+        [("attribute[a]", "1"), ("attribute[a]", "2")],
+    ],
+)
+def test_malformed_attribute_names(items):
+    with pytest.raises(InvalidInput):
+        params.attributes(items)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e400", "abc"])
+def test_coordinate_rejects_non_finite(raw):
+    with pytest.raises(InvalidInput):
+        params.coordinate([("lat", raw)], "lat")
+
+
+def test_language_choice():
+    assert params.language("es_MX", "en") == "es-MX"
+    assert params.language(None, "es-US,es;q=0.9,en;q=0.5") == "es-US"
+    assert params.language(None, "*") == ""
+
+
+@pytest.mark.parametrize("raw", ["", " ", "x" * 256, "tab\tkey"])
+def test_bad_idempotency_keys(raw):
+    with pytest.raises(InvalidInput):
+        params.idempotency_key(raw)
