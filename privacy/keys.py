@@ -68,12 +68,12 @@ class KeyProvider(ABC):
         """Return a 32-byte hub-wide secret for `purpose` (audit signing, hub-wide HMACs)."""
 
 
-def _aes_wrap(wrapping_key: bytes, key: bytes, associated_data: bytes) -> bytes:
+def aes_wrap(wrapping_key: bytes, key: bytes, associated_data: bytes) -> bytes:
     nonce = os.urandom(_NONCE_BYTES)
     return nonce + AESGCM(wrapping_key).encrypt(nonce, key, associated_data)
 
 
-def _aes_unwrap(wrapping_key: bytes, blob: bytes, associated_data: bytes) -> bytes:
+def aes_unwrap(wrapping_key: bytes, blob: bytes, associated_data: bytes) -> bytes:
     try:
         return AESGCM(wrapping_key).decrypt(
             blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], associated_data
@@ -156,6 +156,19 @@ def load_root_key(path: Path, *, production: bool) -> bytes:
     return key
 
 
+def _previous_root_keys(path: Path) -> dict[str, bytes]:
+    """Read the root keys replaced by `hub privacy rotate-root` that are still kept.
+
+    They stay beside the current file as `<name>.<key id>.previous` until every KEK is
+    re-wrapped under the new key.
+    """
+    keys = {}
+    for old in sorted(path.parent.glob(f"{path.name}.*.previous")):
+        old_key = parse_root_key(old.read_bytes(), old)
+        keys[root_key_id(old_key)] = old_key
+    return keys
+
+
 class LocalKeyProvider(KeyProvider):
     """The embedded default: a 256-bit root key in a file of mode 0600.
 
@@ -163,42 +176,56 @@ class LocalKeyProvider(KeyProvider):
     of them still unwrap until they are re-wrapped.
     """
 
-    def __init__(self, root_key: bytes, previous: dict[str, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        root_key: bytes,
+        previous: dict[str, bytes] | None = None,
+        *,
+        path: Path | None = None,
+        production: bool = False,
+    ) -> None:
         if len(root_key) != KEY_BYTES:
             raise ConfigurationError("root key must be 32 bytes (256 bits)")
         self._key = root_key
         self._key_id = root_key_id(root_key)
         self._keys = dict(previous or {})
         self._keys[self._key_id] = root_key
+        self._path = path
+        self._production = production
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKeyProvider:
         path = settings.effective_root_key_file
         key = load_root_key(path, production=settings.is_production)
-        previous = {}
-        # Root keys replaced by `hub privacy rotate-root` stay beside the current one as
-        # `<name>.<key id>.previous` until every KEK is re-wrapped.
-        for old in sorted(path.parent.glob(f"{path.name}.*.previous")):
-            old_key = parse_root_key(old.read_bytes(), old)
-            previous[root_key_id(old_key)] = old_key
-        return cls(key, previous)
+        return cls(key, _previous_root_keys(path), path=path, production=settings.is_production)
+
+    def _reload(self) -> None:
+        """Add the keys now in the files (current and previous); the current key stays."""
+        assert self._path is not None
+        current = load_root_key(self._path, production=self._production)
+        self._keys[root_key_id(current)] = current
+        self._keys.update(_previous_root_keys(self._path))
 
     @property
     def key_id(self) -> str:
         return self._key_id
 
     def wrap(self, key: bytes, associated_data: bytes) -> bytes:
-        return _aes_wrap(self._key, key, associated_data)
+        return aes_wrap(self._key, key, associated_data)
 
     def unwrap(self, blob: bytes, associated_data: bytes, *, key_id: str) -> bytes:
         root = self._keys.get(key_id)
+        if root is None and self._path is not None:
+            # Another process may have rotated the root key since this one started.
+            self._reload()
+            root = self._keys.get(key_id)
         if root is None:
             raise KeyUnwrapFailed(
                 f"root key {key_id} is not available to this process; restore its file "
                 f"or finish root rotation",
                 code="root_key_missing",
             )
-        return _aes_unwrap(root, blob, associated_data)
+        return aes_unwrap(root, blob, associated_data)
 
     def derive(self, purpose: str) -> bytes:
         return hmac.new(self._key, b"hub-derive\x00" + purpose.encode(), hashlib.sha256).digest()
@@ -309,7 +336,7 @@ class Keyring:
         else:
             kek_version = int(row.wrapped_by)
             kek = self.key(KIND_KEK, kek_version)
-            key = _aes_unwrap(
+            key = aes_unwrap(
                 kek,
                 row.wrapped,
                 data_key_associated_data(kind, self.tenant_id, version, kek_version),
@@ -321,9 +348,10 @@ class Keyring:
         return key
 
 
-def _new_kek_row(provider: KeyProvider, tenant_id: str, version: int) -> TenantKey:
+def new_kek_row(provider: KeyProvider, tenant_id: str, version: int) -> tuple[TenantKey, bytes]:
+    """Build a row for a new KEK wrapped by the root key; return it with the unwrapped KEK."""
     kek = secrets.token_bytes(KEY_BYTES)
-    return TenantKey(
+    row = TenantKey(
         tenant_id=tenant_id,
         kind=KIND_KEK,
         version=version,
@@ -331,6 +359,7 @@ def _new_kek_row(provider: KeyProvider, tenant_id: str, version: int) -> TenantK
         wrapped=provider.wrap(kek, kek_associated_data(tenant_id, version)),
         created_at=utcnow(),
     )
+    return row, kek
 
 
 def new_data_key_row(
@@ -347,7 +376,7 @@ def new_data_key_row(
         kind=kind,
         version=version,
         wrapped_by=str(kek_version),
-        wrapped=_aes_wrap(
+        wrapped=aes_wrap(
             kek, key, data_key_associated_data(kind, ring.tenant_id, version, kek_version)
         ),
         created_at=utcnow(),
@@ -372,7 +401,7 @@ def create_tenant_keys(session: Session, tenant_id: str) -> None:
     provider = get_key_provider()
     ring = Keyring(tenant_id=tenant_id, provider=provider)
     if KIND_KEK not in kinds:
-        kek_row = _new_kek_row(provider, tenant_id, 1)
+        kek_row, _ = new_kek_row(provider, tenant_id, 1)
         session.add(kek_row)
         ring.rows[(KIND_KEK, 1)] = kek_row
     else:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hub.core.clock import utcnow
 from hub.core.db import Base
 from hub.core.tenancy import TenantOwned
+from privacy.registry import register_encrypted_table
 
 STATES = ("submitted", "acknowledged", "in_progress", "on_hold", "closed")
 RESOLUTIONS = ("fixed", "duplicate", "not_ours", "no_action", "cancelled")
@@ -174,3 +175,25 @@ class IdempotencyRecord(TenantOwned, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "api_key_id", "key", name="uq_idempotency_key"),
     )
+
+
+# Re-encryption after DEK rotation, the coverage scan of the privacy report and the retention
+# purge find these ciphertext columns through the privacy registry.
+register_encrypted_table(
+    "service_requests",
+    id_column="id",
+    columns=(
+        "description_enc",
+        "address_enc",
+        "location_enc",
+        "first_name_enc",
+        "last_name_enc",
+        "email_enc",
+        "phone_enc",
+        "media_url_enc",
+        "attributes_enc",
+    ),
+    time_column="closed_at",
+)
+register_encrypted_table("status_events", id_column="id", columns=("note_enc",), time_column="at")
+

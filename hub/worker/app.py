@@ -17,6 +17,7 @@ from hub.core.tasks import ALL_QUEUES
 TASK_MODULES = [
     "hub.requests.tasks",
     "hub.alerts.tasks",
+    "privacy.tasks",
 ]
 
 

@@ -59,3 +59,57 @@ def auditor(tenant: str) -> TenantContext:
     return TenantContext(
         tenant_id=tenant, actor="apikey:2", roles=frozenset({ROLE_AUDITOR, ROLE_STAFF})
     )
+
+
+def add_requests(engine: Engine, tenant_id: str, count: int, *, start: int = 0) -> list[str]:
+    """Insert `count` service requests with encrypted fields and one status event each."""
+    from datetime import UTC, datetime, timedelta
+
+    from hub.requests.models import ServiceRequest, StatusEvent
+    from privacy.fields import FieldCipher
+
+    ids = []
+    base = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    with unit_of_work(TenantContext(tenant_id), engine=engine) as session:
+        cipher = FieldCipher.for_tenant(session, tenant_id)
+        for n in range(start, start + count):
+            row_id = f"{tenant_id[-6:]}R{n:07d}"
+            ids.append(row_id)
+
+            def enc(column: str, value: str, row_id: str = row_id) -> bytes | None:
+                return cipher.encrypt("service_requests", column, row_id, value)
+
+            session.add(
+                ServiceRequest(
+                    id=row_id,
+                    tenant_id=tenant_id,
+                    service_code="pothole",
+                    requested_at=base + timedelta(minutes=n),
+                    lat=42.3601,
+                    lon=-71.0589,
+                    description_enc=enc("description_enc", f"hole number {n}"),
+                    email_enc=enc("email_enc", f"resident{n}@example.org"),
+                    phone_enc=enc("phone_enc", "+12025550123"),
+                    first_name_enc=enc("first_name_enc", "Ada"),
+                    dek_version=cipher.dek_version,
+                )
+            )
+        session.flush()
+        for row_id in ids:
+            event = StatusEvent(
+                tenant_id=tenant_id,
+                request_id=row_id,
+                status="submitted",
+                actor="test",
+                channel="api",
+                dek_version=cipher.dek_version,
+            )
+            session.add(event)
+            session.flush()
+            event.note_enc = cipher.encrypt("status_events", "note_enc", str(event.id), "noted")
+    return ids
+
+
+@pytest.fixture
+def seed_requests():
+    return add_requests

@@ -1,0 +1,79 @@
+"""`hub audit`: export the audit log and verify an exported file offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from sqlalchemy import select
+
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail
+from hub.core.db import unit_of_work
+from hub.core.tenancy import SystemContext
+
+app = typer.Typer(help="Export the audit log and verify an export offline.")
+
+
+@app.command("export")
+def export_command(
+    out: Path = typer.Option(..., "--out", help="JSON Lines file to write."),
+    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's chain."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write the audit entries and signed checkpoints to a file, signing each chain's head."""
+    from privacy.audit import checkpoint_chain, public_key_hex
+    from privacy.audit_verify import export_audit
+    from privacy.models import AuditEntry
+
+    with cli_errors():
+        with unit_of_work(SystemContext("audit export", actor="cli:operator")) as session:
+            listed = session.scalars(select(AuditEntry.chain).distinct())
+            chains = [tenant] if tenant else sorted(set(listed))
+            for chain in chains:
+                checkpoint_chain(session, chain)
+        with unit_of_work(SystemContext("audit export"), write=False) as session:
+            count = export_audit(session, out, tenant_id=tenant)
+        key = public_key_hex()
+    result = {"file": str(out), "entries": count, "chains": len(chains), "public_key": key}
+
+    def render(data: dict[str, Any]) -> None:
+        console.print(
+            f"wrote {data['entries']} entries of {data['chains']} chain(s) to {data['file']}; "
+            f"checkpoints are signed by Ed25519 key {data['public_key']}",
+            markup=False,
+        )
+
+    emit(result, as_json, render)
+
+
+@app.command("verify")
+def verify_command(
+    path: Path = typer.Argument(..., help="File written by `hub audit export`."),
+    public_key: str | None = typer.Option(
+        None, "--public-key", help="Expected checkpoint signing key (64 hex digits)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check every hash, link and signed checkpoint of an export; exit 1 on any problem."""
+    from privacy.audit_verify import verify
+
+    if not path.is_file():
+        fail(f"file not found: {path}; give the file written by `hub audit export`")
+    with cli_errors():
+        result = verify(path, public_key=public_key)
+
+    def render(data: dict[str, Any]) -> None:
+        status = "verified" if data["ok"] else f"FAILED with {len(data['problems'])} problem(s)"
+        console.print(
+            f"{path}: {status}: {data['entries']} entries, {data['chains']} chain(s), "
+            f"{data['checkpoints']} signed checkpoint(s)",
+            markup=False,
+        )
+        for problem in data["problems"]:
+            where = f"line {problem['line']}: " if problem["line"] else ""
+            console.print(f"  {where}{problem['kind']}: {problem['message']}", markup=False)
+
+    emit(result.as_dict(), as_json, render)
+    if not result.ok:
+        raise typer.Exit(1)

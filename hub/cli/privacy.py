@@ -1,0 +1,225 @@
+"""`hub privacy`: key rotation and listing, anonymized exports, the privacy report, retention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
+from hub.core.db import get_engine, unit_of_work
+from hub.core.tenancy import ROLE_ADMIN, TenantContext
+from hub.requests import models as _request_models  # noqa: F401 - registers encrypted tables
+
+app = typer.Typer(help="Keys, anonymized exports, the privacy report and retention.")
+
+TENANT_OPTION = typer.Option(..., "--tenant", help="Tenant id.")
+CLI_ACTOR = "cli:operator"
+
+
+def operator(tenant_id: str) -> TenantContext:
+    """The context of an operator running a command for one tenant (may decrypt, audited)."""
+    return TenantContext(tenant_id, actor=CLI_ACTOR, roles=frozenset({ROLE_ADMIN}))
+
+
+def progress_bar(description: str, total: int | None) -> Progress:
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+@app.command("rotate")
+def rotate_command(
+    tenant: str = TENANT_OPTION,
+    dek: bool = typer.Option(False, "--dek", help="Create a new DEK and re-encrypt rows."),
+    kek: bool = typer.Option(False, "--kek", help="Create a new KEK and re-wrap the data keys."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Re-encrypt in this process with a progress bar (DEK only)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Rotate a tenant's DEK (new primary now, rows re-encrypted by a task) or its KEK."""
+    from privacy.rotation import reencrypt_tenant, remaining_rows, rotate_dek, rotate_kek
+    from privacy.tasks import enqueue_reencryption
+
+    if dek == kek:
+        fail("choose exactly one of --dek or --kek")
+    ctx = operator(tenant)
+    engine = get_engine()
+    result: dict[str, Any] = {"tenant_id": tenant}
+    with cli_errors():
+        with unit_of_work(ctx, engine=engine) as session:
+            if kek:
+                result["kek_version"] = rotate_kek(session, tenant, actor=CLI_ACTOR)
+            else:
+                result["dek_version"] = rotate_dek(session, tenant, actor=CLI_ACTOR)
+                result["rows_to_reencrypt"] = remaining_rows(session, tenant)
+                if not wait:
+                    enqueue_reencryption(session, tenant)
+        if dek and wait:
+            total = result["rows_to_reencrypt"]
+            with progress_bar("re-encrypting", total) as bar:
+                task = bar.add_task("rows", total=total)
+                done = reencrypt_tenant(
+                    tenant, engine=engine, progress=lambda n: bar.advance(task, n), actor=CLI_ACTOR
+                )
+            result["reencrypted"] = done
+        elif dek:
+            result["reencryption"] = "queued on the maintenance queue"
+
+    def render(data: dict[str, Any]) -> None:
+        for key, value in data.items():
+            console.print(f"{key}: {value}", markup=False)
+
+    emit(result, as_json, render)
+
+
+@app.command("rotate-root")
+def rotate_root_command(as_json: bool = JSON_OPTION) -> None:
+    """Replace the local root key file and re-wrap every tenant's KEK under the new key."""
+    from privacy.rotation import rotate_root
+
+    with cli_errors():
+        result = rotate_root(actor=CLI_ACTOR)
+
+    def render(data: dict[str, Any]) -> None:
+        console.print(
+            f"root key {data['old_root_key_id']} replaced by {data['new_root_key_id']}; "
+            f"{data['keks']} KEK(s) re-wrapped",
+            markup=False,
+        )
+        if data["failed_tenants"]:
+            console.print(
+                f"KEKs that failed to unwrap, still under the old key: "
+                f"{', '.join(data['failed_tenants'])}",
+                markup=False,
+            )
+        console.print(
+            f"the old key is kept in {data['previous_key_file']}; delete it once no database "
+            "configured with this key file needs it",
+            markup=False,
+        )
+
+    emit(result, as_json, render)
+
+
+@app.command("keys")
+def keys_command(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """List a tenant's key versions with ages, encryption counts and rows per DEK version."""
+    from privacy.rotation import list_keys
+
+    with cli_errors():
+        with unit_of_work(operator(tenant), write=False) as session:
+            listing = list_keys(session, tenant)
+
+    def render(items: list[dict[str, Any]]) -> None:
+        table(
+            f"keys of {tenant}",
+            ["kind", "version", "primary", "age (days)", "encryptions", "rows", "retired"],
+            [
+                [
+                    i["kind"],
+                    i["version"],
+                    "yes" if i["primary"] else "",
+                    i["age_days"],
+                    i.get("encryptions", ""),
+                    i.get("rows", ""),
+                    i["retired_at"] or "",
+                ]
+                for i in items
+            ],
+        )
+
+    emit(listing, as_json, render)
+
+
+@app.command("export")
+def export_command(
+    tenant: str = TENANT_OPTION,
+    out: Path = typer.Option(..., "--out", help="File to write."),
+    fmt: str = typer.Option("csv", "--format", help="csv or geojson."),
+    free_text: str = typer.Option(
+        "withheld", "--free-text", help="withheld (default) or redacted descriptions."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write the tenant's anonymized open data (k-anonymous) as CSV or GeoJSON."""
+    from privacy.export import open_data_export
+    from privacy.open_data import record_export, write_export
+
+    if fmt not in ("csv", "geojson"):
+        fail(f"--format {fmt!r} is invalid; use csv or geojson")
+    if free_text not in ("withheld", "redacted"):
+        fail(f"--free-text {free_text!r} is invalid; use withheld or redacted")
+    ctx = operator(tenant)
+    with cli_errors():
+        with unit_of_work(ctx) as session:
+            with progress_bar("reading requests", None) as bar:
+                task = bar.add_task("rows", total=None)
+                export = open_data_export(
+                    session, ctx, free_text=free_text, progress=lambda n: bar.advance(task, n)
+                )
+            files = write_export(export, out, fmt)
+            record_export(session, tenant, actor=CLI_ACTOR, export=export, fmt=fmt)
+    result = {"files": [str(f) for f in files], **export.metadata()}
+
+    def render(data: dict[str, Any]) -> None:
+        console.print(
+            f"wrote {data['published_records']} of {data['total_records']} records to "
+            f"{', '.join(data['files'])} (k={data['k']}, suppressed {data['suppressed_records']} "
+            f"records in {data['suppressed_groups']} groups)",
+            markup=False,
+        )
+
+    emit(result, as_json, render)
+
+
+@app.command("report")
+def report_command(
+    tenant: str = TENANT_OPTION,
+    fmt: str = typer.Option("md", "--format", help="md (Markdown) or json."),
+    out: Path | None = typer.Option(None, "--out", help="Write to this file instead of stdout."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Print the privacy report: per control, the evidence and pass or fail."""
+    from privacy.report import build_report, render_markdown
+
+    if fmt not in ("md", "json"):
+        fail(f"--format {fmt!r} is invalid; use md or json")
+    with cli_errors():
+        with unit_of_work(operator(tenant), write=False) as session:
+            report = build_report(session, tenant)
+    if as_json or fmt == "json":
+        import json
+
+        text = json.dumps(report, indent=2, default=str) + "\n"
+    else:
+        text = render_markdown(report)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {out}", markup=False)
+    else:
+        typer.echo(text, nl=False)
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command("purge")
+def purge_command(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Clear the tenant's personal data that is past its retention periods now."""
+    from privacy.tasks import run_retention_purge
+
+    with cli_errors():
+        purged = run_retention_purge(tenant)
+
+    def render(data: dict[str, int]) -> None:
+        table(f"purged rows of {tenant}", ["table", "rows"], sorted(data.items()))
+
+    emit(purged, as_json, render)

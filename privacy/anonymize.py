@@ -1,0 +1,287 @@
+"""Anonymized open data from plain dicts: location rules, time buckets, redaction, k-anonymity.
+
+Input records are dicts with `service_code`, `requested_at` (datetime or ISO 8601 text), `lat`,
+`lon`, and optionally `id`, `status`, `district`, `description` and the record's own personal
+data (`first_name`, `last_name`, `email`, `phone`, `address`), which is used for redaction only
+and never copied to the output. The same functions serve file exports and the public Open311
+view, so both publish the same fields.
+
+k-anonymity is enforced over the quasi-identifiers (service, location cell, time bucket): a
+group with fewer than k records is suppressed whole, and the export reports how many groups and
+records it suppressed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import h3
+
+from hub.core.clock import as_utc
+
+LocationMode = Literal["exact", "h3", "district", "withheld"]
+TimeBucket = Literal["hour", "day", "week", "month"]
+FreeText = Literal["withheld", "redacted"]
+
+WITHHELD = "withheld"
+REDACTION = "[redacted]"
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Seven or more digits with optional separators, with or without a leading + (phone numbers).
+_PHONE = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
+_STREET_SUFFIX = (
+    r"st|street|ave|avenue|rd|road|blvd|boulevard|dr|drive|ln|lane|way|ct|court|pl|place|"
+    r"pkwy|parkway|hwy|highway|ter|terrace|sq|square|calle|avenida|camino"
+)
+# A house number followed by up to four words and a street suffix ("1234 North Main St").
+_ADDRESS = re.compile(
+    rf"\b\d{{1,6}}[A-Za-z]?\s+(?:[\w'.-]+\s+){{0,4}}(?:{_STREET_SUFFIX})\b\.?", re.IGNORECASE
+)
+# Names introduced by a phrase or title, in English and Spanish.
+_NAME = re.compile(
+    r"\b(?:my name is|this is|i am|i'm|me llamo|mi nombre es|soy|"
+    r"mr|mrs|ms|miss|dr|sr|sra|srta)\.?\s+"
+    r"([A-ZÁÉÍÓÚÑ][\w'-]+(?:\s+[A-ZÁÉÍÓÚÑ][\w'-]+)?)",
+    re.IGNORECASE,
+)
+_OWN_FIELDS = ("first_name", "last_name", "email", "phone", "address")
+_MIN_OWN_TOKEN = 3
+
+
+@dataclass(frozen=True)
+class LocationRule:
+    """How one service's location is published. `h3_resolution` applies to mode `h3`."""
+
+    mode: LocationMode = "h3"
+    h3_resolution: int = 8
+
+
+@dataclass
+class AnonymizationPolicy:
+    """A tenant's open-data policy.
+
+    `district_of(lat, lon)` returns the district name for mode `district`, or None when the
+    point is outside every district (the record is then published without a location).
+    """
+
+    k: int = 5
+    time_bucket: TimeBucket = "day"
+    rules: dict[str, LocationRule] = field(default_factory=dict)
+    default_rule: LocationRule = field(default_factory=LocationRule)
+    free_text: FreeText = "withheld"
+    district_of: Callable[[float, float], str | None] | None = None
+
+    def rule_for(self, service_code: str) -> LocationRule:
+        return self.rules.get(service_code, self.default_rule)
+
+
+@dataclass
+class AnonymizedExport:
+    """Published records and the figures the export states about itself."""
+
+    records: list[dict[str, Any]]
+    k: int
+    time_bucket: str
+    total_records: int
+    suppressed_records: int
+    suppressed_groups: int
+    published_groups: int
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "quasi_identifiers": ["service_code", "location_cell", "time_bucket"],
+            "time_bucket": self.time_bucket,
+            "total_records": self.total_records,
+            "published_records": len(self.records),
+            "suppressed_records": self.suppressed_records,
+            "suppressed_groups": self.suppressed_groups,
+            "published_groups": self.published_groups,
+        }
+
+
+def bucket_time(value: datetime | str, bucket: TimeBucket) -> datetime:
+    """Return the start (UTC) of the hour, day, ISO week or month that contains `value`."""
+    moment = as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    if bucket == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if bucket == "day":
+        return day
+    if bucket == "week":
+        return day - timedelta(days=day.weekday())
+    if bucket == "month":
+        return day.replace(day=1)
+    raise ValueError(f"unknown time bucket {bucket!r}; use hour, day, week or month")
+
+
+def _own_values(record: dict[str, Any]) -> list[str]:
+    """Return the record's own personal values, and name words, longest first."""
+    values = set()
+    for name in _OWN_FIELDS:
+        value = record.get(name)
+        if not value:
+            continue
+        text = str(value).strip()
+        if len(text) >= _MIN_OWN_TOKEN:
+            values.add(text)
+        if name in ("first_name", "last_name"):
+            values.update(t for t in text.split() if len(t) >= _MIN_OWN_TOKEN)
+    return sorted(values, key=len, reverse=True)
+
+
+def redact_text(text: str | None, own_values: Iterable[str] = ()) -> str | None:
+    """Replace emails, phone numbers, street addresses, introduced names and the record's own
+    personal values in `text` with `[redacted]`."""
+    if text is None:
+        return None
+    for value in own_values:
+        text = re.sub(re.escape(value), REDACTION, text, flags=re.IGNORECASE)
+    text = _EMAIL.sub(REDACTION, text)
+    text = _ADDRESS.sub(REDACTION, text)
+    text = _PHONE.sub(REDACTION, text)
+    return _NAME.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + REDACTION, text)
+
+
+def locate(
+    lat: float | None, lon: float | None, rule: LocationRule, policy: AnonymizationPolicy
+) -> tuple[str, float | None, float | None, str | None]:
+    """Return (location cell, published lat, published lon, district) under `rule`."""
+    if rule.mode == "withheld" or lat is None or lon is None:
+        return WITHHELD, None, None, None
+    if rule.mode == "exact":
+        return f"{lat:.6f},{lon:.6f}", lat, lon, None
+    if rule.mode == "h3":
+        cell = h3.latlng_to_cell(lat, lon, rule.h3_resolution)
+        center_lat, center_lon = h3.cell_to_latlng(cell)
+        return cell, round(center_lat, 6), round(center_lon, 6), None
+    district = policy.district_of(lat, lon) if policy.district_of else None
+    if district is None:
+        return WITHHELD, None, None, None
+    return f"district:{district}", None, None, district
+
+
+def public_record(record: dict[str, Any], policy: AnonymizationPolicy) -> dict[str, Any]:
+    """Return the open-data form of one record, before k-anonymity (which needs the whole set)."""
+    service = str(record["service_code"])
+    cell, lat, lon, district = locate(
+        record.get("lat"), record.get("lon"), policy.rule_for(service), policy
+    )
+    out: dict[str, Any] = {
+        "id": record.get("id"),
+        "service_code": service,
+        "status": record.get("status"),
+        "time_bucket": bucket_time(record["requested_at"], policy.time_bucket).isoformat(),
+        "location_cell": cell,
+        "lat": lat,
+        "lon": lon,
+        "district": district,
+    }
+    if policy.free_text == "redacted":
+        out["description"] = redact_text(record.get("description"), _own_values(record))
+    else:
+        out["description"] = None
+    return out
+
+
+def anonymize(records: Iterable[dict[str, Any]], policy: AnonymizationPolicy) -> AnonymizedExport:
+    """Publish `records` under `policy`, suppressing every group smaller than k."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    total = 0
+    for record in records:
+        total += 1
+        public = public_record(record, policy)
+        key = (public["service_code"], public["location_cell"], public["time_bucket"])
+        groups[key].append(public)
+
+    published: list[dict[str, Any]] = []
+    suppressed_records = 0
+    suppressed_groups = 0
+    for members in groups.values():
+        if len(members) < policy.k:
+            suppressed_records += len(members)
+            suppressed_groups += 1
+        else:
+            published.extend(members)
+    published.sort(key=lambda r: (r["time_bucket"], r["service_code"], r["location_cell"]))
+    return AnonymizedExport(
+        records=published,
+        k=policy.k,
+        time_bucket=policy.time_bucket,
+        total_records=total,
+        suppressed_records=suppressed_records,
+        suppressed_groups=suppressed_groups,
+        published_groups=len(groups) - suppressed_groups,
+    )
+
+
+def smallest_group(records: Iterable[dict[str, Any]]) -> int:
+    """Return the size of the smallest (service, cell, time bucket) group in published records."""
+    sizes: dict[tuple[Any, Any, Any], int] = defaultdict(int)
+    for record in records:
+        sizes[(record["service_code"], record["location_cell"], record["time_bucket"])] += 1
+    return min(sizes.values(), default=0)
+
+
+def policy_from_settings(
+    privacy_settings: dict[str, Any],
+    services: Iterable[dict[str, Any]],
+    *,
+    free_text: FreeText = "withheld",
+    district_of: Callable[[float, float], str | None] | None = None,
+) -> AnonymizationPolicy:
+    """Build a policy from a tenant's privacy settings and its services' open-data rules.
+
+    Each service dict has `code`, `open_data_location` and `h3_resolution`.
+    """
+    rules = {
+        str(s["code"]): LocationRule(
+            mode=s.get("open_data_location") or "h3", h3_resolution=int(s.get("h3_resolution") or 8)
+        )
+        for s in services
+    }
+    return AnonymizationPolicy(
+        k=int(privacy_settings.get("k", 5)),
+        time_bucket=privacy_settings.get("time_bucket", "day"),
+        rules=rules,
+        free_text=free_text,
+        district_of=district_of,
+    )
+
+
+def _in_ring(lon: float, lat: float, ring: list[list[float]]) -> bool:
+    """Ray casting: whether the point lies inside a closed linear ring of [lon, lat] pairs."""
+    inside = False
+    for (x1, y1), (x2, y2) in zip(ring, ring[1:], strict=False):
+        if (y1 > lat) != (y2 > lat):
+            crossing = x1 + (lat - y1) * (x2 - x1) / (y2 - y1)
+            if lon < crossing:
+                inside = not inside
+    return inside
+
+
+def _in_polygon(lon: float, lat: float, polygon: list[list[list[float]]]) -> bool:
+    """Whether the point is inside the outer ring and outside every hole."""
+    if not polygon or not _in_ring(lon, lat, polygon[0]):
+        return False
+    return not any(_in_ring(lon, lat, hole) for hole in polygon[1:])
+
+
+def district_lookup(districts: list[dict[str, Any]]) -> Callable[[float, float], str | None]:
+    """Build `district_of(lat, lon)` from GeoJSON districts (`name` and `geometry` keys)."""
+
+    def district_of(lat: float, lon: float) -> str | None:
+        for district in districts:
+            geometry = district.get("geometry") or {}
+            coordinates = geometry.get("coordinates") or []
+            polygons = coordinates if geometry.get("type") == "MultiPolygon" else [coordinates]
+            if any(_in_polygon(lon, lat, polygon) for polygon in polygons):
+                return str(district.get("name") or district.get("code"))
+        return None
+
+    return district_of

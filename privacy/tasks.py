@@ -1,0 +1,62 @@
+"""Maintenance tasks: re-encryption after DEK rotation and the retention purge.
+
+Both take ids only and are idempotent: re-encryption selects only rows still under an older
+DEK, and the purge selects only rows that still hold ciphertexts.
+"""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy import column, select, table
+from sqlalchemy.orm import Session
+
+from hub.core.db import unit_of_work
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_MAINTENANCE, hub_task
+from hub.core.tenancy import SystemContext, TenantContext
+from privacy.retention import purge_expired, tenant_privacy_settings
+from privacy.rotation import reencrypt_tenant
+
+log = structlog.get_logger(__name__)
+
+REENCRYPT_TASK = "privacy.reencrypt"
+RETENTION_PURGE_TASK = "privacy.retention_purge"
+RETENTION_SWEEP_TASK = "privacy.retention_sweep"
+
+
+def enqueue_reencryption(session: Session, tenant_id: str) -> None:
+    """Queue the re-encryption of the tenant's rows, published when the caller commits."""
+    enqueue(session, REENCRYPT_TASK, queue=QUEUE_MAINTENANCE, tenant_id=tenant_id)
+
+
+@hub_task(REENCRYPT_TASK, queue=QUEUE_MAINTENANCE, time_limit=3600)
+def reencrypt(*, tenant_id: str) -> dict[str, int]:
+    """Move the tenant's rows to its primary DEK; committed batch by batch, so it resumes."""
+    done = reencrypt_tenant(tenant_id)
+    log.info("reencrypt_finished", tenant_id=tenant_id, rows=sum(done.values()))
+    return done
+
+
+def run_retention_purge(tenant_id: str, *, engine=None) -> dict[str, int]:
+    ctx = TenantContext(tenant_id, actor="worker:retention")
+    with unit_of_work(ctx, engine=engine) as session:
+        settings = tenant_privacy_settings(session, tenant_id)
+        return purge_expired(session, tenant_id, settings["retention_days"], actor=ctx.actor)
+
+
+@hub_task(RETENTION_PURGE_TASK, queue=QUEUE_MAINTENANCE)
+def retention_purge(*, tenant_id: str) -> dict[str, int]:
+    """Clear the tenant's ciphertexts that are past its retention periods."""
+    return run_retention_purge(tenant_id)
+
+
+@hub_task(RETENTION_SWEEP_TASK, queue=QUEUE_MAINTENANCE, requires_tenant=False)
+def retention_sweep() -> int:
+    """Queue a retention purge for every active tenant; return how many were queued."""
+    tenants = table("tenants", column("id"), column("status"))
+    with unit_of_work(SystemContext("retention sweep")) as session:
+        ids = session.scalars(select(tenants.c.id).where(tenants.c.status == "active")).all()
+        for tenant_id in ids:
+            enqueue(session, RETENTION_PURGE_TASK, queue=QUEUE_MAINTENANCE, tenant_id=tenant_id)
+    log.info("retention_sweep_queued", tenants=len(ids))
+    return len(ids)
