@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hub.core.settings import reset_settings_cache
 from loadtests.analysis import (
     ALL_ENDPOINTS,
     check_criteria,
@@ -67,6 +68,23 @@ def example_manifests() -> list[Path]:
     return example_paths()
 
 
+def required_attributes(service: Any) -> dict[str, str]:
+    """Return a valid form value for each required attribute of a service definition."""
+    values: dict[str, str] = {}
+    for attribute in service.attributes:
+        if not (attribute.required and attribute.variable):
+            continue
+        if attribute.values:
+            values[attribute.code] = attribute.values[0].key
+        elif attribute.datatype == "number":
+            values[attribute.code] = "1"
+        elif attribute.datatype == "datetime":
+            values[attribute.code] = datetime.now(UTC).isoformat(timespec="seconds")
+        else:
+            values[attribute.code] = "load test"
+    return values
+
+
 def tenant_entry(manifest_path: Path, api_key: str, profile: Path | None) -> dict[str, Any]:
     """Describe one tenant for the load users: ids, key, catalog and points inside its area."""
     from tenants.manifest import load_manifest
@@ -88,39 +106,61 @@ def tenant_entry(manifest_path: Path, api_key: str, profile: Path | None) -> dic
         "jurisdiction_id": manifest.jurisdiction_id,
         "api_key": api_key,
         "service_codes": [service.code for service in manifest.services],
+        "attributes": {service.code: required_attributes(service) for service in manifest.services},
         "points": points,
         "profile": load_profile(profile_path),
     }
 
 
-def prepare_config(options: RunOptions, env: dict[str, str], record_dir: Path) -> Path:
-    tenants = []
-    for path in example_manifests():
-        from tenants.manifest import load_manifest
+def point_agencies_at(receiver: Any, engine: Any, tenant_ids: list[str]) -> None:
+    """Rewrite every agency's webhook URL to the loopback receiver, as `hub demo` does."""
+    from sqlalchemy import select
 
-        tenant_id = load_manifest(path).id
-        key = onboard(path, tenant_id, env, ["open311"])
-        tenants.append(tenant_entry(path, key, options.profile))
+    from hub.core.db import unit_of_work
+    from hub.core.tenancy import TenantContext
+    from tenants.models import Agency
+
+    for tenant_id in tenant_ids:
+        context = TenantContext(tenant_id=tenant_id, actor="cli:loadtest")
+        with unit_of_work(context, engine=engine) as session:
+            for agency in session.scalars(select(Agency)):
+                agency.webhook_url = receiver.url_for(tenant_id, agency.code)
+                path = receiver.path_for(tenant_id, agency.code)
+                receiver.secrets[path] = agency.webhook_secret or ""
+
+
+def prepare_config(
+    options: RunOptions, engine: Any, record_dir: Path, receiver: Any = None
+) -> Path:
+    """Onboard the example tenants, create keys and write the run configuration file.
+
+    With a `receiver`, agency deliveries go to it instead of the manifests' webhook URLs.
+    """
+    manifests = example_manifests()
+    tenants = [
+        tenant_entry(path, onboard(path, engine, ["open311"], "load test"), options.profile)
+        for path in manifests
+    ]
     config: dict[str, Any] = {"tenants": tenants, "record_dir": str(record_dir)}
-    first = tenants[0]["tenant_id"]
+    if receiver is not None:
+        point_agencies_at(receiver, engine, [tenant["tenant_id"] for tenant in tenants])
     if options.scenario == "alert-storm":
-        manager = onboard(example_manifests()[0], first, env, ["emergency_manager"])
-        approver = onboard(example_manifests()[0], first, env, ["emergency_manager"])
+        managers = [onboard(manifests[0], engine, ["emergency_manager"], "load test") for _ in "ab"]
         config["alert"] = {
-            "manager_key": manager,
-            "approver_key": approver,
+            "manager_key": managers[0],
+            "approver_key": managers[1],
             "subscribers": max(options.users * 50, 100),
             "sink_url": "http://127.0.0.1:9/sink",
             "body": {"status": "Test", "msgType": "Alert", "scope": "Public"},
         }
     if options.scenario == "overflow":
         config["overflow"] = {
-            "agent_key": onboard(example_manifests()[0], first, env, ["agent"]),
+            "agent_key": onboard(manifests[0], engine, ["agent"], "load test"),
             "degrade": None,
         }
     path = options.report_dir / "run-config.json"
     path.write_text(json.dumps(config), encoding="utf-8")
-    os.chmod(path, 0o600)  # it contains API keys
+    os.chmod(path, 0o600)  # the file contains API keys
     return path
 
 
@@ -170,16 +210,16 @@ def run_locust(options: RunOptions, url: str, config_path: Path) -> int:
     return result.returncode
 
 
-def database_engine(stack: Stack | None) -> Any:
-    from hub.core.db import get_engine
-    from hub.core.settings import Settings
+def use_stack_settings(stack: Stack) -> None:
+    """Point this process at the stack's var directory: its database and root key file."""
+    os.environ["HUB_VAR_DIR"] = stack.env["HUB_VAR_DIR"]
+    reset_settings_cache()
 
-    if stack is not None:
-        settings = Settings(var_dir=Path(stack.env["HUB_VAR_DIR"]))
-    else:
-        var_dir = os.environ.get("HUB_VAR_DIR")
-        settings = Settings(var_dir=Path(var_dir)) if var_dir else Settings()
-    return get_engine(settings.effective_database_url, settings)
+
+def database_engine() -> Any:
+    from hub.core.db import get_engine
+
+    return get_engine()
 
 
 def run(options: RunOptions) -> dict[str, Any]:
@@ -190,26 +230,39 @@ def run(options: RunOptions) -> dict[str, Any]:
     stack: Stack | None = None
     started = datetime.now(UTC)
     locust_status = 0
+    agency_deliveries: dict[str, int] | None = None
 
     if not options.recheck:
         shutil.rmtree(record_dir, ignore_errors=True)
+        receiver = None
         if options.target is None:
+            from hub.cli.demo.receiver import AgencyReceiver
+
             stack = start_stack(options.report_dir)
+            use_stack_settings(stack)
+            receiver = AgencyReceiver(port=0).start()
         try:
-            env = stack.env if stack else os.environ.copy()
             url = stack.url if stack else str(options.target)
-            config_path = prepare_config(options, env, record_dir)
+            config_path = prepare_config(options, database_engine(), record_dir, receiver)
             locust_status = run_locust(options, url, config_path)
         finally:
             if stack is not None:
                 stack.stop()
-    if options.recheck and options.target is None:
+            if receiver is not None:
+                receiver.stop()
+                agency_deliveries = {
+                    "received": len(receiver.received),
+                    "duplicates": sum(receiver.duplicates.values()),
+                }
+    elif options.target is None:
+        # An earlier run started its own stack; its embedded database is in the report.
         os.environ.setdefault("HUB_VAR_DIR", str(options.report_dir / "var"))
+        reset_settings_cache()
 
     samples = read_samples(record_dir)
     figures = endpoint_figures(samples)
     acks = read_acks(record_dir)
-    engine = database_engine(stack)
+    engine = database_engine()
     reconciliation = reconcile(acks, engine)
     reconcile_alerts(acks, engine, reconciliation)
     checks = check_criteria(criteria, figures, reconciliation)
@@ -230,6 +283,7 @@ def run(options: RunOptions) -> dict[str, Any]:
         "nyc_record_day_multiple": round(overall.requests_per_second / NYC_RECORD_DAY_RATE, 2),
         "endpoints": [asdict(f) for f in figures],
         "reconciliation": asdict(reconciliation),
+        "agency_deliveries": agency_deliveries,
         "checks": [asdict(c) for c in checks],
         "charts": charts,
         "passed": all(c.passed for c in checks) and overall.requests > 0,

@@ -89,6 +89,12 @@ def write_report(report: dict[str, Any], directory: Path) -> None:
         f"- alerts: {rec['alerts']}, recipients: {rec['recipients']},"
         f" duplicated deliveries: {rec['deliveries_duplicated']}",
     ]
+    agency = report.get("agency_deliveries")
+    if agency:
+        lines.append(
+            f"- agency webhook deliveries received during the run: {agency['received']},"
+            f" duplicates: {agency['duplicates']}"
+        )
     lines += [f"- lost: `{example}`" for example in rec["lost_examples"]]
     lines += [f"- note: {note}" for note in rec["notes"]]
     lines += [

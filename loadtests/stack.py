@@ -9,7 +9,6 @@ worker) on SQLite and the embedded broker, inside the run's directory. Every pro
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,9 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 
 HOST = "127.0.0.1"
 
@@ -122,50 +121,21 @@ def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
     return subprocess.Popen(hub_command(*args), env=env, stdout=log_file, stderr=log_file)
 
 
-def _find_key(data: Any) -> str | None:
-    """Return the first API key in a command's JSON output (`api_key` or `key` fields)."""
-    if isinstance(data, dict):
-        for name in ("api_key", "key", "open311_api_key"):
-            value = data.get(name)
-            if isinstance(value, str) and value:
-                return value
-        values = list(data.values())
-    elif isinstance(data, list):
-        values = data
-    else:
-        return None
-    for value in values:
-        found = _find_key(value)
-        if found:
-            return found
-    return None
+def onboard(manifest_path: Path, engine: Engine, roles: Sequence[str], label: str) -> str:
+    """Onboard a manifest (updating the tenant when it exists) and return a new API key.
 
+    The hub's own onboarding and key functions run in this process against the stack's
+    database, as `hub demo` does, so the key is known without parsing command output.
+    """
+    from hub.core.db import unit_of_work
+    from hub.core.tenancy import SystemContext, TenantContext
+    from tenants.keys import create_api_key
+    from tenants.manifest import load_manifest
+    from tenants.onboarding import onboard as onboard_manifest
 
-def run_hub_json(args: Sequence[str], env: dict[str, str]) -> Any:
-    """Run `hub ARGS --json` and return its JSON output, raising with its error line on failure."""
-    result = subprocess.run(
-        hub_command(*args, "--json"), env=env, capture_output=True, text=True, timeout=120
-    )
-    if result.returncode != 0:
-        message = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"`hub {' '.join(args)}` failed: {message}")
-    return json.loads(result.stdout)
-
-
-def onboard(manifest: Path, tenant_id: str, env: dict[str, str], roles: Sequence[str]) -> str:
-    """Onboard a tenant (or reuse it when it exists) and return a new API key with `roles`."""
-    try:
-        key = _find_key(run_hub_json(["tenants", "onboard", str(manifest)], env))
-    except RuntimeError as exc:
-        if "exist" not in str(exc):
-            raise
-        key = None
-    if key and list(roles) == ["open311"]:
-        return key
-    role_args = [arg for role in roles for arg in ("--role", role)]
-    command = ["tenants", "keys", "create", "--tenant", tenant_id, *role_args]
-    command += ["--label", "load test"]
-    key = _find_key(run_hub_json(command, env))
-    if not key:
-        raise RuntimeError(f"`hub tenants keys create --tenant {tenant_id}` printed no key")
+    manifest = load_manifest(manifest_path)
+    with unit_of_work(SystemContext("load test onboarding"), engine=engine) as session:
+        tenant, _first_key = onboard_manifest(session, manifest, actor="cli:loadtest")
+        context = TenantContext(tenant_id=tenant.id, actor="cli:loadtest")
+        _row, key = create_api_key(session, context, roles=list(roles), label=label)
     return key

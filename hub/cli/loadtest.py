@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 
 from hub.cli.output import JSON_OPTION, emit, err_console, fail, table
+from hub.core.logging import configure_logging
+from hub.core.settings import get_settings
 
 
 def loadtest(
@@ -59,6 +61,7 @@ def loadtest(
         recheck=recheck,
         command=shlex.join(["hub", *sys.argv[1:]]),
     )
+    configure_logging(get_settings())
     err_console.print(f"running {scenario} for {duration} s with {users} users", highlight=False)
     try:
         result = run(options)

@@ -98,14 +98,17 @@ class TenantUser(FastHttpUser):
 
     def post_request(self) -> None:
         lat, lon = random.choice(self.tenant["points"])
+        code = self.service_code()
         form = {
             "jurisdiction_id": self.tenant["jurisdiction_id"],
             "api_key": self.tenant["api_key"],
-            "service_code": self.service_code(),
+            "service_code": code,
             "lat": f"{lat:.6f}",
             "long": f"{lon:.6f}",
             "description": "Load test request; no action needed.",
         }
+        for attribute, value in self.tenant["attributes"].get(code, {}).items():
+            form[f"attribute[{attribute}]"] = value
         with self.client.post(
             f"{OPEN311}/requests.json",
             data=form,
@@ -113,7 +116,8 @@ class TenantUser(FastHttpUser):
             catch_response=True,
         ) as response:
             if response.status_code not in (200, 201):
-                response.failure(f"status {response.status_code}")
+                # The body is the GeoReport error list, which never echoes the request.
+                response.failure(f"status {response.status_code}: {response.text[:200]}")
                 return
             try:
                 body = response.json()
