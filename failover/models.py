@@ -113,6 +113,10 @@ class Contact(TenantOwned, Base):
     center_id: Mapped[str | None] = mapped_column(String(64))
     decision_id: Mapped[str] = mapped_column(String(36))
     decision_reason: Mapped[str] = mapped_column(String(32))
+    # Set by the task that writes the decision's audit entry, so a redelivery writes none.
+    decision_audited: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The credential that posted the contact (`apikey:<id>`), the actor of that entry.
+    created_by: Mapped[str | None] = mapped_column(String(120))
     agreement_id: Mapped[str | None] = mapped_column(String(64))
     data_level: Mapped[str] = mapped_column(String(16), default="full")
     arrived_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -33,9 +33,12 @@ from failover.models import (
     ContactCenter,
 )
 from failover.routing import PARTNER
+from failover.tasks import AUDIT_DECISION_TASK
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hub.core.ids import new_uuid
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_OVERFLOW
 from hub.core.tenancy import (
     ROLE_AGENT,
     ROLE_PARTNER_AGENT,
@@ -175,6 +178,7 @@ def route_contact(
         data_level=decision.data_level or "full",
         arrived_at=now,
         request_id=data.request_id,
+        created_by=caller.ctx.actor,
     )
     if any(getattr(data, name) for name in PII_FIELDS):
         cipher = FieldCipher.for_tenant(session, tenant_id)
@@ -187,19 +191,12 @@ def route_contact(
             )
         contact.dek_version = cipher.dek_version
     session.add(contact)
-    audit(
+    enqueue(
         session,
+        AUDIT_DECISION_TASK,
+        queue=QUEUE_OVERFLOW,
         tenant_id=tenant_id,
-        actor=caller.ctx.actor,
-        action="overflow.route",
-        details={
-            "decision_id": contact.decision_id,
-            "contact_id": contact.id,
-            "target": decision.target,
-            "center_id": decision.center_id,
-            "agreement_id": decision.agreement_id,
-            "reason": decision.reason,
-        },
+        contact_id=contact.id,
     )
     try:
         session.flush()
@@ -212,7 +209,7 @@ def route_contact(
 
     board.record_routed(decision.center_id, tenant_id)
     DECISIONS.labels(tenant=tenant_id, target=decision.target, reason=decision.reason).inc()
-    log.info(
+    log.debug(
         "overflow_contact_routed",
         contact_id=contact.id,
         decision_id=contact.decision_id,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import typer
 
-from hub.cli import bench_intake
+from hub.cli import bench_intake, bench_overflow
 
 app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
 
 app.command("intake")(bench_intake.intake)
+app.command("overflow")(bench_overflow.overflow)

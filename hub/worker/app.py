@@ -18,6 +18,7 @@ TASK_MODULES = [
     "hub.requests.tasks",
     "hub.alerts.tasks",
     "privacy.tasks",
+    "failover.tasks",
 ]
 
 

@@ -251,6 +251,8 @@ def upgrade() -> None:
         sa.Column("center_id", sa.String(length=64), nullable=True),
         sa.Column("decision_id", sa.String(length=36), nullable=False),
         sa.Column("decision_reason", sa.String(length=32), nullable=False),
+        sa.Column("decision_audited", sa.Boolean(), nullable=False),
+        sa.Column("created_by", sa.String(length=120), nullable=True),
         sa.Column("agreement_id", sa.String(length=64), nullable=True),
         sa.Column("data_level", sa.String(length=16), nullable=False),
         sa.Column("arrived_at", sa.DateTime(timezone=True), nullable=False),

@@ -65,7 +65,20 @@ def test_contact_stays_home_without_surge(client, engine, board, tenant):
     assert body["target"] == "home"
     assert body["center_id"] == tenant.home
     assert body["decision_id"]
-    assert "overflow.route" in audit_actions(engine, tenant.id)
+
+
+def test_decision_audit_task_runs_once(client, engine, board, tenant):
+    from failover.tasks import audit_decision
+
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    contact_id = post_contact(client, tenant).json()["contact_id"]
+    assert "overflow.route" not in audit_actions(engine, tenant.id)
+    assert audit_decision(contact_id, tenant_id=tenant.id) is True
+    assert audit_decision(contact_id, tenant_id=tenant.id) is False
+    assert audit_actions(engine, tenant.id).count("overflow.route") == 1
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        assert session.get(Contact, contact_id).decision_audited is True
 
 
 def test_surge_routes_to_partner_then_home(client, engine, board, tenant):
