@@ -30,6 +30,7 @@ from hub.cli.demo.pipeline import free_port
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
 from hub.cli.serve import stop_process
 from hub.core.db import dispose_engines, get_engine, unit_of_work
+from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.settings import get_settings
 from hub.core.tenancy import SystemContext, TenantContext
@@ -58,7 +59,9 @@ def intake(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure POST and GET requests/s and p99 of the hub and of a bare FastAPI endpoint."""
-    configured = get_settings().database_url
+    settings = get_settings()
+    configure_logging(settings)
+    configured = settings.database_url
     if configured and not configured.startswith("postgresql"):
         fail(
             f"HUB_DATABASE_URL={make_url(configured).render_as_string(hide_password=True)} is "
@@ -212,7 +215,12 @@ def _start_server(
             "--log-level",
             "warning",
         ]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    settings = get_settings()
+    settings.ensure_var_dir()
+    log_path = settings.var_dir / f"bench-{target}.log"
+    err_console.print(f"{target} server log: {log_path}", highlight=False, markup=False)
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
 
 
 def _wait_healthy(port: int, server: subprocess.Popen[bytes]) -> None:

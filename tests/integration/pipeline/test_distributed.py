@@ -44,6 +44,7 @@ class Stack:
     jurisdiction_id: str
     api_key: str
     api_ports: list[int]
+    apis: list[subprocess.Popen[bytes]]
     workers: list[subprocess.Popen[bytes]]
     vhost: str | None
     logs: Path
@@ -114,9 +115,11 @@ def stack(
     processes: list[subprocess.Popen[bytes]] = []
     api_ports = [free_port(), free_port()]
     try:
+        apis = []
         for index, port in enumerate(api_ports):
             command = [sys.executable, "-m", "hub.cli.main", "serve", "--port", str(port)]
-            processes.append(_spawn(command + ["--no-worker"], env, logs / f"api{index}.log"))
+            apis.append(_spawn(command + ["--no-worker"], env, logs / f"api{index}.log"))
+        processes += apis
         workers = []
         for index in range(2):
             command = [sys.executable, "-m", "hub.cli.main", "worker"]
@@ -131,6 +134,7 @@ def stack(
             jurisdiction_id=jurisdiction_id,
             api_key=api_key,
             api_ports=api_ports,
+            apis=apis,
             workers=workers,
             vhost=vhost,
             logs=logs,
@@ -280,3 +284,52 @@ def test_worker_sigterm_loses_nothing(stack: Stack) -> None:
     assert stopping.returncode == 0
     assert set(receipts) == set(request_ids)
     assert sum(stack.receiver.duplicates.values()) == 0
+
+
+def test_api_sigterm_keeps_accepted_requests(stack: Stack) -> None:
+    items = _boston_requests(40, seed=6)
+    port = stack.api_ports[0]
+    api = stack.apis[0]
+    accepted: list[str] = []
+    refused = 0
+
+    def post(item: GeneratedRequest) -> str | None:
+        body = urlencode(item.form(stack.jurisdiction_id, stack.api_key))
+        try:
+            response = httpx.post(
+                f"http://127.0.0.1:{port}/open311/v2/requests.json",
+                content=body,
+                headers=FORM,
+                timeout=30,
+            )
+        except httpx.HTTPError:
+            return None
+        assert response.status_code in (200, 201, 503), response.text
+        if response.status_code == 503:
+            return None
+        return response.json()[0].get("service_request_id")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(post, item) for item in items]
+        time.sleep(0.2)
+        api.terminate()
+        for future in futures:
+            request_id = future.result()
+            if request_id is None:
+                refused += 1
+            else:
+                accepted.append(request_id)
+    api.wait(timeout=60)
+
+    _wait_for(
+        lambda: (
+            len(stack.deliveries(accepted)) >= len(accepted)
+            and all(d.state == "sent" for d in stack.deliveries(accepted))
+        ),
+        90,
+        "every request accepted before the shutdown to be routed",
+    )
+    assert api.returncode == 0
+    assert accepted
+    assert len(accepted) + refused == len(items)
+    assert {d.request_id for d in stack.deliveries(accepted)} == set(accepted)
