@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, select
 
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import SystemContext
+from tenants.calendar import BusinessCalendar, sla_deadline
 from tenants.manifest import Manifest, ServiceSpec, parse_manifest
 from tenants.models import Service, Tenant
 
@@ -75,6 +77,7 @@ class TenantInfo:
     manifest_version: int
     manifest: Manifest
     services: Mapping[str, ServiceInfo]
+    calendar: BusinessCalendar
 
     @property
     def active(self) -> bool:
@@ -82,6 +85,16 @@ class TenantInfo:
 
     def service(self, code: str) -> ServiceInfo | None:
         return self.services.get(code)
+
+    def sla_deadline(self, service_code: str, start_utc: datetime) -> datetime | None:
+        """Return the SLA deadline (Open311 `expected_datetime`) of a request of
+        `service_code` received at `start_utc`, or None without a target or service."""
+        service = self.services.get(service_code)
+        if service is None:
+            return None
+        return sla_deadline(
+            start_utc, service.sla_hours, service.sla_clock, self.calendar, self.timezone
+        )
 
 
 def _service_info(row: Service, spec: ServiceSpec | None) -> ServiceInfo:
@@ -119,6 +132,7 @@ def _snapshot(tenant: Tenant, services: list[Service]) -> TenantInfo:
         manifest_version=tenant.manifest_version,
         manifest=manifest,
         services=MappingProxyType(catalog),
+        calendar=BusinessCalendar.from_spec(manifest.calendar),
     )
 
 

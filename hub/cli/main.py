@@ -14,6 +14,7 @@ from hub.cli import overflow as overflow_commands
 from hub.cli import privacy as privacy_commands
 from hub.cli import requests as request_commands
 from hub.cli import serve as serve_commands
+from hub.cli import tenants as tenant_commands
 from hub.cli.demo.command import demo as demo_command
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app.add_typer(request_commands.app, name="requests")
 app.add_typer(privacy_commands.app, name="privacy")
 app.add_typer(audit_commands.app, name="audit")
 app.add_typer(overflow_commands.app, name="overflow")
+app.add_typer(tenant_commands.app, name="tenants")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -137,3 +138,17 @@ def test_tenants_in_region(db_url, make_manifest):
         _onboard(engine, data)
     members = {t.id for t in tenants_in_region(region, engine=engine)}
     assert members == {a["id"], b["id"]}
+
+
+def test_registry_sla_deadline(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest("new-york-city")
+    _onboard(engine, data)
+    info = get_tenant(data["id"], engine=engine)
+    friday_evening = datetime(2027, 3, 5, 23, tzinfo=UTC)  # 18:00 EST, closing time
+    # STREET_CONDITION: 80 business hours, 10 per weekday, so eight working days later.
+    assert info.sla_deadline("STREET_CONDITION", friday_evening) == datetime(
+        2027, 3, 17, 22, tzinfo=UTC
+    )
+    assert info.sla_deadline("WATER_SYSTEM", friday_evening) == datetime(2027, 3, 6, 5, tzinfo=UTC)
+    assert info.sla_deadline("NO_SUCH_SERVICE", friday_evening) is None

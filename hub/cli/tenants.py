@@ -1,0 +1,373 @@
+"""`hub tenants`: onboard tenants from manifests, inspect them and manage their API keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, fail, print_json, table
+from hub.core.clock import isoformat
+from hub.core.db import unit_of_work
+from hub.core.errors import HubError, NotFound
+from hub.core.logging import configure_logging
+from hub.core.migrate import upgrade
+from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
+from tenants.catalog_import import build_catalog
+from tenants.keys import create_api_key, list_api_keys, revoke_api_key, set_api_key_roles
+from tenants.manifest import ManifestError, load_manifest
+from tenants.onboarding import onboard_manifest
+from tenants.registry import TenantInfo, get_tenant, list_tenants
+
+app = typer.Typer(help="Tenants: onboarding, catalog import and API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of a tenant and their roles.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@app.callback()
+def _configure() -> None:
+    # Logs go to stderr, so `--json` output on stdout stays one clean document.
+    configure_logging()
+
+
+ACTOR = "cli:operator"
+ROLE_HELP = "Role the key grants (repeat for several): " + ", ".join(sorted(ALL_ROLES)) + "."
+
+
+def _tenant_summary(info: TenantInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "jurisdiction_id": info.jurisdiction_id,
+        "name": info.name,
+        "timezone": info.timezone,
+        "languages": list(info.languages),
+        "region": info.region,
+        "status": info.status,
+        "manifest_version": info.manifest_version,
+        "services": len(info.services),
+    }
+
+
+def _existing_tenant(tenant_id: str) -> TenantInfo:
+    info = get_tenant(tenant_id)
+    if info is None:
+        fail(f"tenant {tenant_id!r} not found; `hub tenants list` shows the onboarded tenants")
+    return info
+
+
+@app.command("validate")
+def validate_command(
+    file: Path = typer.Argument(..., help="Manifest YAML file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check a manifest without touching the database."""
+    try:
+        manifest = load_manifest(file)
+    except ManifestError as exc:
+        if as_json:
+            print_json({"valid": False, "problems": exc.problems})
+            raise typer.Exit(2) from None
+        fail(exc.message)
+    except HubError as exc:
+        fail(exc.message)
+    data = {
+        "valid": True,
+        "id": manifest.id,
+        "jurisdiction_id": manifest.jurisdiction_id,
+        "services": len(manifest.services),
+        "agencies": len(manifest.agencies),
+        "languages": manifest.languages,
+    }
+    emit(
+        data,
+        as_json,
+        lambda d: print(
+            f"{file}: valid manifest for {d['id']} ({d['jurisdiction_id']}): "
+            f"{d['services']} services, {d['agencies']} agencies"
+        ),
+    )
+
+
+@app.command("onboard")
+def onboard_command(
+    file: Path = typer.Argument(..., help="Manifest YAML file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create or update a tenant from its manifest; a new tenant's Open311 key is printed once."""
+    with cli_errors():
+        manifest = load_manifest(file)
+        upgrade()
+        with unit_of_work(SystemContext("cli onboard", actor=ACTOR)) as session:
+            result = onboard_manifest(session, manifest, actor=ACTOR)
+            tenant_id = result.tenant.id
+    data = {
+        "tenant_id": tenant_id,
+        "jurisdiction_id": manifest.jurisdiction_id,
+        "outcome": result.outcome,
+        "manifest_version": result.version,
+        "open311_api_key": result.open311_key,
+    }
+
+    def render(d: dict[str, Any]) -> None:
+        print(
+            f"tenant {d['tenant_id']} ({d['jurisdiction_id']}): {d['outcome']}, "
+            f"manifest version {d['manifest_version']}"
+        )
+        if d["open311_api_key"]:
+            print(f"Open311 API key (shown once, store it now): {d['open311_api_key']}")
+
+    emit(data, as_json, render)
+
+
+@app.command("list")
+def list_command(
+    include_inactive: bool = typer.Option(False, "--all", help="Include offboarded tenants."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the onboarded tenants."""
+    with cli_errors():
+        upgrade()
+        tenants = [_tenant_summary(t) for t in list_tenants(include_inactive=include_inactive)]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            print("no tenants yet; onboard one with `hub tenants onboard FILE`")
+            return
+        table(
+            "Tenants",
+            ["id", "jurisdiction", "name", "region", "languages", "services", "status"],
+            [
+                [
+                    r["id"],
+                    r["jurisdiction_id"],
+                    r["name"],
+                    r["region"],
+                    ",".join(r["languages"]),
+                    r["services"],
+                    r["status"],
+                ]
+                for r in rows
+            ],
+        )
+
+    emit(tenants, as_json, render)
+
+
+@app.command("show")
+def show_command(
+    tenant_id: str = typer.Argument(..., help="Tenant id, as in `hub tenants list`."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show one tenant and its service catalog."""
+    with cli_errors():
+        upgrade()
+        info = _existing_tenant(tenant_id)
+    services = [
+        {
+            "code": s.code,
+            "name": s.names.get(info.default_language, s.code),
+            "group": s.group,
+            "agency": s.agency_code,
+            "sla_hours": s.sla_hours,
+            "sla_clock": s.sla_clock,
+            "location_sensitive": s.location_sensitive,
+            "open_data_location": s.open_data_location,
+        }
+        for s in info.services.values()
+    ]
+    data = {**_tenant_summary(info), "services": services}
+
+    def render(d: dict[str, Any]) -> None:
+        print(
+            f"{d['name']} ({d['id']}, {d['jurisdiction_id']}), {d['timezone']}, "
+            f"languages {', '.join(d['languages'])}, region {d['region'] or '-'}, "
+            f"manifest version {d['manifest_version']}"
+        )
+        table(
+            "Services",
+            ["code", "name", "group", "agency", "SLA hours", "clock", "sensitive", "open data"],
+            [
+                [
+                    s["code"],
+                    s["name"],
+                    s["group"],
+                    s["agency"],
+                    s["sla_hours"],
+                    s["sla_clock"],
+                    "yes" if s["location_sensitive"] else "",
+                    s["open_data_location"],
+                ]
+                for s in d["services"]
+            ],
+        )
+
+    emit(data, as_json, render)
+
+
+@app.command("import-catalog")
+def import_catalog_command(
+    file: Path = typer.Argument(..., help="Open311 services.json or services.xml of a city."),
+    out: Path | None = typer.Option(None, "--out", help="Write the YAML here instead of stdout."),
+    language: str = typer.Option("en", help="Language tag of the names in the file."),
+    definitions: list[Path] = typer.Option(
+        [], "--definition", help="A service definition file (services/{code}.json or .xml)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Build a manifest `services:` section from a city's Open311 service list."""
+    with cli_errors():
+        result = build_catalog(file, language=language, definition_paths=list(definitions))
+    text = result.to_yaml()
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    summary = {
+        "source_format": result.source_format,
+        "services": len(result.services),
+        "agencies": len(result.agencies),
+        "skipped": [{"entry": entry, "reason": reason} for entry, reason in result.skipped],
+        "missing_definitions": result.missing_definitions,
+        "out": str(out) if out else None,
+    }
+    if as_json:
+        if out is None:
+            summary["catalog"] = {"services": result.services, "agencies": result.agencies}
+        emit(summary, True, lambda d: None)
+        return
+    if out is None:
+        print(text, end="")
+    for entry, reason in result.skipped:
+        err_console.print(
+            f"skipped {entry}: {reason}", highlight=False, markup=False, soft_wrap=True
+        )
+    err_console.print(
+        f"imported {len(result.services)} services and {len(result.agencies)} agencies "
+        f"from {file} ({result.source_format}); {len(result.skipped)} skipped; "
+        f"{len(result.missing_definitions)} declare attributes that need --definition files",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def _key_row(row: Any) -> dict[str, Any]:
+    return {
+        "key_id": row.id,
+        "prefix": row.prefix,
+        "label": row.label,
+        "roles": list(row.roles),
+        "center_id": row.center_id,
+        "created_at": isoformat(row.created_at),
+        "revoked_at": isoformat(row.revoked_at),
+    }
+
+
+def _check_role_names(roles: list[str]) -> None:
+    unknown = sorted(set(roles) - ALL_ROLES)
+    if not roles:
+        fail("give at least one --role; choose from " + ", ".join(sorted(ALL_ROLES)))
+    if unknown:
+        fail(f"unknown role {unknown[0]!r}; choose from {', '.join(sorted(ALL_ROLES))}")
+
+
+@keys_app.command("create")
+def keys_create_command(
+    tenant: str = typer.Option(..., "--tenant", help="Tenant id."),
+    roles: list[str] = typer.Option([], "--role", help=ROLE_HELP),
+    center: str | None = typer.Option(None, "--center", help="Contact center id (partner agents)."),
+    label: str = typer.Option("created with hub tenants keys create", help="What the key is for."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create an API key; the key is printed once and only its hash is stored."""
+    _check_role_names(roles)
+    with cli_errors():
+        upgrade()
+        _existing_tenant(tenant)
+        ctx = TenantContext(tenant, actor=ACTOR)
+        with unit_of_work(ctx) as session:
+            row, raw = create_api_key(session, ctx, roles=roles, label=label, center_id=center)
+            data = {**_key_row(row), "api_key": raw}
+
+    def render(d: dict[str, Any]) -> None:
+        print(f"key {d['key_id']} for {tenant} with roles {', '.join(d['roles'])}")
+        print(f"API key (shown once, store it now): {d['api_key']}")
+
+    emit(data, as_json, render)
+
+
+@keys_app.command("list")
+def keys_list_command(
+    tenant: str = typer.Option(..., "--tenant", help="Tenant id."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List a tenant's API keys (prefixes only, never the keys)."""
+    with cli_errors():
+        upgrade()
+        _existing_tenant(tenant)
+        ctx = TenantContext(tenant, actor=ACTOR)
+        with unit_of_work(ctx, write=False) as session:
+            rows = [_key_row(row) for row in list_api_keys(session, ctx)]
+
+    def render(items: list[dict[str, Any]]) -> None:
+        table(
+            f"API keys of {tenant}",
+            ["id", "prefix", "label", "roles", "center", "created", "revoked"],
+            [
+                [
+                    r["key_id"],
+                    r["prefix"],
+                    r["label"],
+                    ",".join(r["roles"]),
+                    r["center_id"],
+                    r["created_at"],
+                    r["revoked_at"],
+                ]
+                for r in items
+            ],
+        )
+
+    emit(rows, as_json, render)
+
+
+def _change_key(tenant: str, key_id: int, change: Any) -> dict[str, Any]:
+    """Apply `change(session, ctx, key_id)` to one of the tenant's keys; return the key row."""
+    with cli_errors():
+        upgrade()
+        _existing_tenant(tenant)
+        ctx = TenantContext(tenant, actor=ACTOR)
+        try:
+            with unit_of_work(ctx) as session:
+                return _key_row(change(session, ctx, key_id))
+        except NotFound:
+            fail(f"key {key_id} not found for tenant {tenant}; `hub tenants keys list` shows ids")
+
+
+@keys_app.command("revoke")
+def keys_revoke_command(
+    key_id: int = typer.Argument(..., help="Key id, as in `hub tenants keys list`."),
+    tenant: str = typer.Option(..., "--tenant", help="Tenant id."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Revoke an API key. Other processes stop accepting it within a few seconds."""
+    data = _change_key(tenant, key_id, revoke_api_key)
+    emit(data, as_json, lambda d: print(f"key {d['key_id']} revoked at {d['revoked_at']}"))
+
+
+@keys_app.command("roles")
+def keys_roles_command(
+    key_id: int = typer.Argument(..., help="Key id, as in `hub tenants keys list`."),
+    tenant: str = typer.Option(..., "--tenant", help="Tenant id."),
+    roles: list[str] = typer.Option([], "--role", help=ROLE_HELP),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Replace the roles of an API key (the change is audited)."""
+    _check_role_names(roles)
+
+    def change(session: Any, ctx: TenantContext, key: int) -> Any:
+        return set_api_key_roles(session, ctx, key, roles)
+
+    data = _change_key(tenant, key_id, change)
+    emit(data, as_json, lambda d: print(f"key {d['key_id']} now has roles {', '.join(d['roles'])}"))

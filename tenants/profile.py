@@ -1,0 +1,130 @@
+"""Per-tenant profile: the hooks where tenants may differ, each with a documented default.
+
+Core code calls the profile (`profile_for(tenant)`) instead of branching on a tenant id. A tenant
+changes a hook's data through the `profile` section of its manifest (for example its own status
+texts); a tenant that needs different behaviour gets a `TenantProfile` subclass registered with
+`register_profile`, overriding only the hooks that differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tenants.registry import ServiceInfo, TenantInfo
+
+# Resident-facing status texts per language. Keys are request states, or `closed:<resolution>`
+# for a closed request with that resolution.
+DEFAULT_STATUS_TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "submitted": "Received",
+        "acknowledged": "Received and assigned",
+        "in_progress": "In progress",
+        "on_hold": "On hold",
+        "closed": "Closed",
+        "closed:fixed": "Closed: fixed",
+        "closed:duplicate": "Closed: already reported",
+        "closed:not_ours": "Closed: referred to another agency",
+        "closed:no_action": "Closed: no action needed",
+        "closed:cancelled": "Closed: cancelled",
+    },
+    "es": {
+        "submitted": "Recibida",
+        "acknowledged": "Recibida y asignada",
+        "in_progress": "En curso",
+        "on_hold": "En espera",
+        "closed": "Cerrada",
+        "closed:fixed": "Cerrada: resuelta",
+        "closed:duplicate": "Cerrada: ya reportada",
+        "closed:not_ours": "Cerrada: remitida a otra agencia",
+        "closed:no_action": "Cerrada: no requiere acción",
+        "closed:cancelled": "Cerrada: cancelada",
+    },
+    "zh": {
+        "submitted": "已收到",
+        "acknowledged": "已收到並已指派",
+        "in_progress": "處理中",
+        "on_hold": "暫停處理",
+        "closed": "已結案",
+        "closed:fixed": "已結案：已修復",
+        "closed:duplicate": "已結案：已有人報告",
+        "closed:not_ours": "已結案：已轉交其他機構",
+        "closed:no_action": "已結案：無需處理",
+        "closed:cancelled": "已結案：已取消",
+    },
+}
+
+
+class TenantProfile:
+    """The default behaviour of every hook. Subclass it to change a hook for one tenant."""
+
+    def __init__(self, tenant: TenantInfo) -> None:
+        self.tenant = tenant
+
+    def pick_language(self, requested: str | None) -> str:
+        """Return the tenant language for a response.
+
+        Default: the requested tag if the tenant has it, else a tenant language with the same
+        base language (`es-MX` picks `es`, `zh` picks `zh-Hant`), else the tenant default.
+        """
+        languages = self.tenant.languages
+        if requested:
+            tag = requested.strip()
+            for language in languages:
+                if language.lower() == tag.lower():
+                    return language
+            base = tag.split("-", 1)[0].lower()
+            for language in languages:
+                if language.split("-", 1)[0].lower() == base:
+                    return language
+        return self.tenant.default_language
+
+    def status_text(self, status: str, resolution: str | None, language: str | None) -> str:
+        """Return the resident-facing text of a request state.
+
+        Default: the manifest's `profile.status_texts`, then the built-in texts, trying
+        `closed:<resolution>` before the bare state and the chosen language before English.
+        The state name itself is the last resort.
+        """
+        chosen = self.pick_language(language)
+        keys = [f"{status}:{resolution}", status] if resolution else [status]
+        overrides = self.tenant.manifest.profile.status_texts
+        for table in (overrides, DEFAULT_STATUS_TEXTS):
+            for tag in (chosen, chosen.split("-", 1)[0], "en"):
+                texts = table.get(tag, {})
+                for key in keys:
+                    if key in texts:
+                        return texts[key]
+        return status
+
+    def open311_status(self, status: str) -> str:
+        """Return the Open311 `status` (`open` or `closed`). Default: closed only when closed."""
+        return "closed" if status == "closed" else "open"
+
+    def service_name(self, service: ServiceInfo, language: str | None) -> str:
+        """Return a service's name for residents. Default: the name in the chosen language,
+        then in the tenant's default language."""
+        return service.name(self.pick_language(language), self.tenant.default_language)
+
+    def service_description(self, service: ServiceInfo, language: str | None) -> str:
+        """Return a service's description. Default: as `service_name`, empty when none."""
+        chosen = self.pick_language(language)
+        descriptions = service.descriptions
+        return descriptions.get(chosen) or descriptions.get(self.tenant.default_language) or ""
+
+
+_registered: dict[str, type[TenantProfile]] = {}
+
+
+def register_profile(tenant_id: str) -> Callable[[type[TenantProfile]], type[TenantProfile]]:
+    """Register a `TenantProfile` subclass for one tenant (a class decorator)."""
+
+    def decorator(cls: type[TenantProfile]) -> type[TenantProfile]:
+        _registered[tenant_id] = cls
+        return cls
+
+    return decorator
+
+
+def profile_for(tenant: TenantInfo) -> TenantProfile:
+    """Return the profile of `tenant`: its registered subclass, or the default profile."""
+    return _registered.get(tenant.id, TenantProfile)(tenant)

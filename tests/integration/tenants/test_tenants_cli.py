@@ -1,0 +1,141 @@
+"""`hub tenants` commands on SQLite and PostgreSQL, driven through the real Typer app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from hub.cli.main import app
+from hub.core.db import dispose_engines
+from hub.core.logging import configure_logging
+from hub.core.settings import reset_settings_cache
+from tenants.keys import resolve_api_key
+from tenants.registry import invalidate_cache
+
+
+@pytest.fixture
+def hub_cli(db_url, monkeypatch):
+    monkeypatch.setenv("HUB_DATABASE_URL", db_url)
+    reset_settings_cache()
+    invalidate_cache()
+    # Configure logging outside the runner: CliRunner swaps sys.stderr for a stream it closes
+    # afterwards, and loggers configured inside it would keep writing to that closed stream.
+    configure_logging(force=True)
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(app, list(args))
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout
+
+    yield run
+    reset_settings_cache()
+    dispose_engines()
+
+
+@pytest.fixture
+def manifest_file(make_manifest, tmp_path: Path) -> tuple[Path, dict]:
+    data = make_manifest("san-francisco")
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path, data
+
+
+def test_onboard_prints_key_once(hub_cli, manifest_file):
+    path, data = manifest_file
+    code, out = hub_cli("tenants", "onboard", str(path), "--json")
+    assert code == 0, out
+    first = json.loads(out)
+    assert first["outcome"] == "created"
+    assert first["open311_api_key"].startswith("hub_")
+    assert resolve_api_key(first["open311_api_key"]).tenant_id == data["id"]
+
+    code, out = hub_cli("tenants", "onboard", str(path), "--json")
+    assert code == 0, out
+    second = json.loads(out)
+    assert second["outcome"] == "unchanged"
+    assert second["open311_api_key"] is None
+
+
+def test_list_and_show(hub_cli, manifest_file):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    code, out = hub_cli("tenants", "list", "--json")
+    assert code == 0, out
+    assert data["id"] in [t["id"] for t in json.loads(out)]
+    code, out = hub_cli("tenants", "show", data["id"], "--json")
+    assert code == 0, out
+    shown = json.loads(out)
+    assert shown["jurisdiction_id"] == data["jurisdiction_id"]
+    assert {s["code"] for s in shown["services"]} == {s["code"] for s in data["services"]}
+
+
+def test_show_unknown_tenant(hub_cli):
+    code, out = hub_cli("tenants", "show", "no-such-tenant")
+    assert code == 2
+    assert out == ""
+
+
+def test_keys_lifecycle(hub_cli, manifest_file, make_manifest, tmp_path):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    tenant = data["id"]
+    code, out = hub_cli(
+        "tenants", "keys", "create", "--tenant", tenant, "--role", "agency", "--json"
+    )
+    assert code == 0, out
+    created = json.loads(out)
+    assert resolve_api_key(created["api_key"]).roles == frozenset({"agency"})
+
+    code, out = hub_cli("tenants", "keys", "list", "--tenant", tenant, "--json")
+    listed = json.loads(out)
+    assert created["key_id"] in [k["key_id"] for k in listed]
+    assert all("api_key" not in k for k in listed)
+
+    other = make_manifest("boston")
+    other_path = tmp_path / "other.yaml"
+    other_path.write_text(yaml.safe_dump(other, allow_unicode=True), encoding="utf-8")
+    hub_cli("tenants", "onboard", str(other_path))
+    code, _ = hub_cli("tenants", "keys", "revoke", "--tenant", other["id"], str(created["key_id"]))
+    assert code == 2
+    assert resolve_api_key(created["api_key"]) is not None
+
+    code, out = hub_cli(
+        "tenants", "keys", "revoke", "--tenant", tenant, str(created["key_id"]), "--json"
+    )
+    assert code == 0, out
+    assert json.loads(out)["revoked_at"]
+    assert resolve_api_key(created["api_key"]) is None
+
+
+def test_keys_unknown_role(hub_cli, manifest_file):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    code, out = hub_cli("tenants", "keys", "create", "--tenant", data["id"], "--role", "root")
+    assert code == 2
+    assert out == ""
+
+
+def test_validate_json_lists_problems(hub_cli, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("id: Not A Slug\n", encoding="utf-8")
+    code, out = hub_cli("tenants", "validate", str(path), "--json")
+    assert code == 2
+    problems = json.loads(out)["problems"]
+    assert any(p.startswith("id: ") for p in problems)
+    assert "jurisdiction_id: required field is missing" in problems
+
+
+def test_import_catalog_cli(hub_cli, shared_data, tmp_path):
+    out_file = tmp_path / "catalog.yaml"
+    source = shared_data / "open311/boston/services.json"
+    code, out = hub_cli("tenants", "import-catalog", str(source), "--out", str(out_file), "--json")
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["services"] == 118
+    assert len(yaml.safe_load(out_file.read_text(encoding="utf-8"))["services"]) == 118

@@ -1,0 +1,102 @@
+"""Profile hooks: language fallback, status texts and their manifest overrides."""
+
+from __future__ import annotations
+
+import copy
+from types import MappingProxyType
+
+import yaml
+
+from tenants.calendar import BusinessCalendar
+from tenants.manifest import example_paths, parse_manifest
+from tenants.profile import TenantProfile, profile_for, register_profile
+from tenants.registry import ServiceInfo, TenantInfo
+
+
+def _tenant(overrides: dict | None = None, tenant_id: str = "san-francisco") -> TenantInfo:
+    path = next(p for p in example_paths() if p.stem == "san-francisco")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = copy.deepcopy(data)
+    if overrides:
+        data["profile"] = {"status_texts": overrides}
+    manifest = parse_manifest(data)
+    spec = manifest.services[0]
+    service = ServiceInfo(
+        code=spec.code,
+        names=MappingProxyType(dict(spec.names)),
+        descriptions=MappingProxyType(dict(spec.descriptions)),
+        type=spec.type,
+        keywords=(),
+        group=spec.group,
+        attributes=(),
+        agency_code=None,
+        sla_hours=spec.sla_hours,
+        sla_clock=spec.sla_clock,
+        location_sensitive=False,
+        open_data_location="h3",
+        h3_resolution=8,
+    )
+    return TenantInfo(
+        id=tenant_id,
+        jurisdiction_id=manifest.jurisdiction_id,
+        name=manifest.name,
+        timezone=manifest.timezone,
+        languages=tuple(manifest.languages),
+        default_language=manifest.default_language,
+        region=manifest.region,
+        status="active",
+        manifest_version=1,
+        manifest=manifest,
+        services=MappingProxyType({service.code: service}),
+        calendar=BusinessCalendar.from_spec(manifest.calendar),
+    )
+
+
+def test_pick_language_fallbacks():
+    profile = profile_for(_tenant())
+    assert profile.pick_language("es") == "es"
+    assert profile.pick_language("ES") == "es"
+    assert profile.pick_language("es-MX") == "es"
+    assert profile.pick_language("zh-Hant") == "zh"
+    assert profile.pick_language("fr") == "en"
+    assert profile.pick_language(None) == "en"
+
+
+def test_status_text_defaults():
+    profile = profile_for(_tenant())
+    assert profile.status_text("in_progress", None, "es") == "En curso"
+    assert profile.status_text("closed", "duplicate", "en") == "Closed: already reported"
+    assert profile.status_text("closed", "unknown_resolution", "es") == "Cerrada"
+    # Filipino has no built-in texts, so English is used.
+    assert profile.status_text("on_hold", None, "fil") == "On hold"
+
+
+def test_status_text_manifest_override():
+    profile = profile_for(_tenant({"es": {"closed:fixed": "Arreglado"}}))
+    assert profile.status_text("closed", "fixed", "es") == "Arreglado"
+    assert profile.status_text("closed", "fixed", "en") == "Closed: fixed"
+
+
+def test_service_name_language():
+    tenant = _tenant()
+    profile = profile_for(tenant)
+    service = tenant.services["001"]
+    assert profile.service_name(service, "es-US") == "Botes de basura dejados afuera"
+    assert profile.service_name(service, "fil") == "Cans left out 24x7"
+    assert profile.service_description(service, "fr").startswith("Garbage or recycling")
+
+
+def test_open311_status():
+    profile = profile_for(_tenant())
+    assert profile.open311_status("closed") == "closed"
+    assert profile.open311_status("on_hold") == "open"
+
+
+def test_registered_subclass_used():
+    @register_profile("profile-test-city")
+    class QuietProfile(TenantProfile):
+        def open311_status(self, status: str) -> str:
+            return "open"
+
+    assert isinstance(profile_for(_tenant(tenant_id="profile-test-city")), QuietProfile)
+    assert type(profile_for(_tenant())) is TenantProfile
