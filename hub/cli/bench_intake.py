@@ -8,23 +8,19 @@ and drops, or the one in HUB_DATABASE_URL.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import typer
 from rich.progress import Progress
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from hub.cli.bench_support import run_load_process, wait_until_serving
 from hub.cli.demo.generate import generate_day
 from hub.cli.demo.pipeline import free_port
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
@@ -148,7 +144,7 @@ def _run(
             port = free_port()
             server = _start_server(target, port, processes, env)
             try:
-                _wait_healthy(port, server)
+                wait_until_serving(port, server, path="/open311/v2/requests/none.json")
                 base = f"http://127.0.0.1:{port}/open311/v2/requests"
                 post_plan = {
                     "base_url": f"{base}.json",
@@ -223,34 +219,8 @@ def _start_server(
         return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
 
 
-def _wait_healthy(port: int, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    url = f"http://127.0.0.1:{port}/open311/v2/requests/none.json"
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            fail(f"the benchmark server on port {port} exited with code {server.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    fail(f"the benchmark server on port {port} did not start within {SERVER_START_SECONDS:.0f} s")
-
-
 def _load(plan: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(plan, handle)
-    try:
-        output = subprocess.run(
-            [sys.executable, "-m", "hub.cli.bench_load", handle.name],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=plan["duration_seconds"] + 120,
-        ).stdout
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
-    return json.loads(output.strip().splitlines()[-1])
+    return run_load_process("hub.cli.bench_load", plan)
 
 
 def _render(figures: dict[str, Any]) -> None:

@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import sys
 import time
 from typing import Any
 
 import aiohttp
 
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """Return the nearest-rank percentile of already sorted values (0 for none)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
+from hub.cli.bench_support import percentile
 
 
 async def run(plan: dict[str, Any]) -> dict[str, Any]:

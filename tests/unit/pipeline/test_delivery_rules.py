@@ -8,7 +8,7 @@ from threading import Thread
 
 import pytest
 
-from hub.cli.bench_load import percentile
+from hub.cli.bench_support import percentile
 from hub.cli.demo.generate import generate_day
 from hub.requests import routing, webhook
 from tenants.manifest import example_paths, load_manifest
