@@ -210,10 +210,15 @@ class WebPushChannel(Channel):
             remaining = datetime.fromisoformat(message.expires).timestamp() - time.time()
             ttl = max(int(remaining), 0)
         pusher = WebPusher(subscription, aiohttp_session=self.http)
+        headers = self._vapid_headers(subscription["endpoint"])
+        # RFC 8030: a push service replaces a still undelivered message that has the same
+        # Topic, and receivers can drop repeats by it. Topic allows 32 URL-safe characters.
+        headers["Topic"] = message.delivery_key[:32]
+        headers["Urgency"] = "high"
         try:
             response = await pusher.send_async(
                 data=payload,
-                headers=self._vapid_headers(subscription["endpoint"]),
+                headers=headers,
                 ttl=ttl,
                 content_encoding="aes128gcm",
                 timeout=REQUEST_TIMEOUT,

@@ -12,6 +12,7 @@ deliveries are dropped instead.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +57,11 @@ DECRYPT_PURPOSE = "alerts.delivery"
 class TokenBucket:
     """Allow `rate` acquisitions per second on average with bursts up to `burst`.
 
-    One bucket per worker process and (tenant, channel). NOTE: with N worker processes the
-    provider sees up to N times the configured rate; a shared limiter (Redis or a database
-    counter) would be needed to enforce the rate across processes.
+    One bucket per worker process and (tenant, channel), shared by the batches that process
+    runs, whatever thread or event loop they run in: the state is guarded by a thread lock
+    held only while counting, never across an await. NOTE: with N worker processes the
+    provider sees up to N times the configured rate; enforcing it across processes needs a
+    shared limiter.
     """
 
     def __init__(self, rate: float, burst: float | None = None):
@@ -66,18 +69,25 @@ class TokenBucket:
         self.capacity = burst if burst is not None else max(rate, 1.0)
         self.tokens = self.capacity
         self.updated = time.monotonic()
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
+
+    def try_take(self) -> float:
+        """Take a token and return 0, or return the seconds until one is available."""
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / self.rate
 
     async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+        while True:
+            wait = self.try_take()
+            if wait == 0:
+                return
+            await asyncio.sleep(wait)
 
 
 @dataclass

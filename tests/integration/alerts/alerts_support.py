@@ -23,6 +23,7 @@ from hub.alerts.cap.model import Alert, Area, Info
 from hub.alerts.subscriptions import SubscriptionInput, subscribe
 from hub.core.db import unit_of_work
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, SystemContext, TenantContext
+from privacy.fields import FieldCipher
 from privacy.keys import create_tenant_keys
 from tenants.models import Tenant
 
@@ -67,6 +68,32 @@ def add_tenant(
 
 def manager(tenant_id: str, name: str = "em1") -> TenantContext:
     return TenantContext(tenant_id, actor=f"cli:{name}", roles=frozenset({ROLE_EMERGENCY_MANAGER}))
+
+
+def add_residents(
+    engine: Engine,
+    tenant_id: str,
+    residents: list[tuple[tuple[float, float], dict[str, str], list[str]]],
+) -> list[str]:
+    """Subscribe many residents in one transaction: (place, channels, languages) each."""
+    ctx = TenantContext(tenant_id, actor="test")
+    ids = []
+    with unit_of_work(ctx, engine=engine) as session:
+        cipher = FieldCipher.for_tenant(session, tenant_id)
+        for place, channels, languages in residents:
+            subscriber_id, _token = subscribe(
+                session,
+                ctx,
+                SubscriptionInput(
+                    places=[place],
+                    languages=languages,
+                    channels=channels,
+                    consent_at=datetime.now(UTC),
+                ),
+                cipher=cipher,
+            )
+            ids.append(subscriber_id)
+    return ids
 
 
 def add_resident(
@@ -151,8 +178,11 @@ class Received:
 class HttpReceiver:
     """An aiohttp server on 127.0.0.1 answering every POST with `status` (default 200)."""
 
-    def __init__(self, status: int = 200, key_header: str = "X-Hub-Delivery-Id"):
+    def __init__(
+        self, status: int = 200, key_header: str = "X-Hub-Delivery-Id", delay: float = 0.0
+    ):
         self.status = status
+        self.delay = delay
         self.key_header = key_header
         self.received = Received()
         self.port = 0
@@ -162,6 +192,8 @@ class HttpReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         key = request.headers.get(self.key_header) or f"anon-{uuid.uuid4().hex}"
         if request.content_type == "application/json":
             parsed: Any = json.loads(body)
