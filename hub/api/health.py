@@ -32,7 +32,10 @@ def readyz() -> JSONResponse:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"failed: {type(exc).__name__}"
     relay = active_relay()
-    checks["broker"] = "ok" if relay is None or relay.healthy else "failed: relay cannot publish"
+    if relay is not None and not relay.broker_ok:
+        checks["broker"] = "failed: the outbox relay cannot publish to the broker"
+    else:
+        checks["broker"] = "ok"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

@@ -14,6 +14,14 @@ from hub.core.settings import Settings
 log = structlog.get_logger(__name__)
 
 
+def broker_probe() -> None:
+    """Open and close a broker connection; raise when the broker does not answer in 2 s."""
+    from hub.worker.app import celery_app
+
+    with celery_app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=2)
+
+
 def celery_publisher(message: OutboxMessage) -> None:
     """Publish one outbox row as a Celery task (blocks until the broker confirms on RabbitMQ)."""
     from hub.worker.app import celery_app
@@ -41,6 +49,7 @@ def start(settings: Settings, *, start_relay: bool = True) -> Runtime:
             celery_publisher,
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
+            probe=broker_probe,
         )
         relay.start()
     _active = Runtime(relay=relay)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -146,15 +147,54 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 0.5,
         engine: Any = None,
+        probe: Callable[[], None] | None = None,
+        probe_seconds: float = 5.0,
     ) -> None:
         self._publish = publish
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._engine = engine
+        self._probe = probe
+        self._probe_seconds = probe_seconds
+        self._last_probe = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.healthy = True
+        # Whether the last outbox query succeeded, and whether the broker took the last message
+        # (or answered the last probe). Readiness and degraded intake read `healthy`.
+        self.database_ok = True
+        self.broker_ok = True
+
+    @property
+    def healthy(self) -> bool:
+        return self.database_ok and self.broker_ok
+
+    def _publish_tracked(self, message: OutboxMessage) -> None:
+        try:
+            self._publish(message)
+        except Exception:
+            if self.broker_ok:
+                log.warning("outbox_broker_unavailable", outbox_id=message.id)
+            self.broker_ok = False
+            raise
+        if not self.broker_ok:
+            log.info("outbox_broker_available", outbox_id=message.id)
+        self.broker_ok = True
+
+    def _check_broker(self) -> None:
+        """Probe the broker when idle, so an outage shows before a message fails to publish."""
+        now = time.monotonic()
+        if self._probe is None or now - self._last_probe < self._probe_seconds:
+            return
+        self._last_probe = now
+        try:
+            self._probe()
+        except Exception as exc:  # noqa: BLE001 - any probe failure means the broker is down
+            if self.broker_ok:
+                log.warning("outbox_broker_probe_failed", error=type(exc).__name__)
+            self.broker_ok = False
+            return
+        self.broker_ok = True
 
     def notify(self) -> None:
         self._wake.set()
@@ -175,12 +215,16 @@ class OutboxRelay:
         rounds = 0
         while not self._stop.is_set():
             try:
-                count = relay_once(self._publish, batch_size=self._batch_size, engine=self._engine)
-                self.healthy = True
+                count = relay_once(
+                    self._publish_tracked, batch_size=self._batch_size, engine=self._engine
+                )
+                self.database_ok = True
             except Exception as exc:  # noqa: BLE001 - the relay must survive database outages
                 log.warning("outbox_relay_round_failed", error=str(exc))
-                self.healthy = False
+                self.database_ok = False
                 count = 0
+            if count == 0:
+                self._check_broker()
             rounds += 1
             if rounds % 20 == 0:
                 try:
