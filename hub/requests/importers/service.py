@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -286,19 +286,41 @@ class Importer:
                 return 0, len(batch)
 
             cipher = FieldCipher.for_tenant(session, self.tenant.id)
-            requests, notes = self._build(cipher, list(fresh.values()))
-            session.add_all(requests)
-            session.flush()
-            events = [event for event, _ in notes]
-            session.add_all(events)
-            session.flush()
-            for event, note in notes:
-                if note is not None:
-                    event.note_enc = seal_event_note(cipher, event.id, note)
-                    event.dek_version = cipher.dek_version
+            requests, events, notes = self._build(cipher, list(fresh.values()))
+            # Core executemany on the tables: ORM objects or ORM bulk inserts cost several
+            # times more per row here. The rows carry tenant_id explicitly, and PostgreSQL's
+            # row-level security still checks it.
+            session.execute(insert(ServiceRequest.__table__), requests)
+            session.execute(insert(StatusEvent.__table__), events)
+            # A note's ciphertext is bound to its event's id, known only after the insert.
+            # Each imported request has at most one event per status, so (request, status)
+            # finds the id; one query is much faster than RETURNING row by row on SQLite.
+            event_ids = self._event_ids(session, [row["id"] for row in requests])
+            sealed = []
+            for index, note in notes:
+                event = events[index]
+                event_id = event_ids[(event["request_id"], event["status"])]
+                sealed.append(
+                    {
+                        "id": event_id,
+                        "note_enc": seal_event_note(cipher, event_id, note),
+                        "dek_version": cipher.dek_version,
+                    }
+                )
+            if sealed:
+                session.execute(update(StatusEvent), sealed)
         return len(fresh), len(batch) - len(fresh)
 
+    def _event_ids(self, session: Session, request_ids: list[str]) -> dict[tuple[str, str], int]:
+        statement = select(StatusEvent.request_id, StatusEvent.status, StatusEvent.id).where(
+            StatusEvent.tenant_id == self.tenant.id, StatusEvent.request_id.in_(request_ids)
+        )
+        return {(request_id, status): id_ for request_id, status, id_ in session.execute(statement)}
+
     def _stored_ids(self, session: Session, source_ids: list[str]) -> set[str]:
+        # NOTE: PostgreSQL compares each of the tenant's rows of this source against the IN
+        # list when it plans a filter instead of an index condition (seen on fresh tables
+        # before autovacuum's ANALYZE), so this lookup grows with rows already imported.
         statement = select(ServiceRequest.source_id).where(
             ServiceRequest.tenant_id == self.tenant.id,
             ServiceRequest.source == self.format.source,
@@ -308,10 +330,12 @@ class Importer:
 
     def _build(
         self, cipher: FieldCipher, batch: list[_Pending]
-    ) -> tuple[list[ServiceRequest], list[tuple[StatusEvent, str | None]]]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[int, str]]]:
+        """Return the request rows, the event rows and (event index, note) pairs to seal."""
         actor = f"import:{self.format.name}"
-        requests: list[ServiceRequest] = []
-        notes: list[tuple[StatusEvent, str | None]] = []
+        requests: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        notes: list[tuple[int, str]] = []
         for pending in batch:
             record = pending.record
             service = self.tenant.services[pending.service_code]
@@ -322,44 +346,47 @@ class Importer:
                 media_url=record.media_url,
             )
             requests.append(
-                ServiceRequest(
-                    id=request_id,
-                    tenant_id=self.tenant.id,
-                    service_code=service.code,
-                    status=record.status,
-                    resolution=record.resolution,
-                    agency_code=service.agency_code,
-                    requested_at=record.requested_at,
-                    updated_at=record.updated_at or record.closed_at or record.requested_at,
-                    expected_at=record.expected_at,
-                    closed_at=record.closed_at if record.status == "closed" else None,
-                    zipcode=(record.zipcode or "")[:16] or None,
-                    channel=record.channel,
-                    source=self.format.source,
-                    source_id=record.source_id,
+                {
+                    "id": request_id,
+                    "tenant_id": self.tenant.id,
+                    "service_code": service.code,
+                    "status": record.status,
+                    "resolution": record.resolution,
+                    "agency_code": service.agency_code,
+                    "requested_at": record.requested_at,
+                    "updated_at": record.updated_at or record.closed_at or record.requested_at,
+                    "expected_at": record.expected_at,
+                    "closed_at": record.closed_at if record.status == "closed" else None,
+                    "zipcode": (record.zipcode or "")[:16] or None,
+                    "channel": record.channel,
+                    "source": self.format.source,
+                    "source_id": record.source_id,
                     **sealed_request_columns(
                         cipher, service, request_id, personal, record.lat, record.lon
                     ),
-                )
+                }
             )
-            notes.extend(self._events(request_id, record, actor))
-        return requests, notes
+            for event, note in self._events(request_id, record, actor):
+                if note is not None:
+                    notes.append((len(events), note))
+                events.append(event)
+        return requests, events, notes
 
     def _events(
         self, request_id: str, record: SourceRecord, actor: str
-    ) -> list[tuple[StatusEvent, str | None]]:
-        """The filing event, and one for the state the source reports when it is later."""
+    ) -> list[tuple[dict[str, Any], str | None]]:
+        """Return the filing event and, when the source reports a later state, one for it."""
 
-        def event(status: str, at: Any, resolution: str | None = None) -> StatusEvent:
-            return StatusEvent(
-                tenant_id=self.tenant.id,
-                request_id=request_id,
-                at=at,
-                status=status,
-                resolution=resolution,
-                actor=actor,
-                channel="import",
-            )
+        def event(status: str, at: Any, resolution: str | None = None) -> dict[str, Any]:
+            return {
+                "tenant_id": self.tenant.id,
+                "request_id": request_id,
+                "at": at,
+                "status": status,
+                "resolution": resolution,
+                "actor": actor,
+                "channel": "import",
+            }
 
         if record.status == "submitted":
             return [(event("submitted", record.requested_at), record.status_note)]
