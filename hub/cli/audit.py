@@ -10,9 +10,16 @@ from sqlalchemy import select
 
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail
 from hub.core.db import unit_of_work
+from hub.core.logging import configure_logging
 from hub.core.tenancy import SystemContext
 
 app = typer.Typer(help="Export the audit log and verify an export offline.")
+
+
+@app.callback()
+def _configure() -> None:
+    # Logs go to stderr, so `--json` output on stdout stays one clean document.
+    configure_logging()
 
 
 @app.command("export")

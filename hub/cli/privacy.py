@@ -10,10 +10,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
 from hub.core.db import get_engine, unit_of_work
+from hub.core.logging import configure_logging
 from hub.core.tenancy import ROLE_ADMIN, TenantContext
 from hub.requests import models as _request_models  # noqa: F401 - registers encrypted tables
 
 app = typer.Typer(help="Keys, anonymized exports, the privacy report and retention.")
+
+
+@app.callback()
+def _configure() -> None:
+    # Logs go to stderr, so `--json` output on stdout stays one clean document.
+    configure_logging()
+
 
 TENANT_OPTION = typer.Option(..., "--tenant", help="Tenant id.")
 CLI_ACTOR = "cli:operator"

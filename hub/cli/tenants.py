@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from hub.cli.offboard import offboard_command
 from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, fail, print_json, table
 from hub.core.clock import isoformat
 from hub.core.db import unit_of_work
@@ -371,3 +372,7 @@ def keys_roles_command(
 
     data = _change_key(tenant, key_id, change)
     emit(data, as_json, lambda d: print(f"key {d['key_id']} now has roles {', '.join(d['roles'])}"))
+
+
+# Offboarding (export, then crypto-shredding) is built on the privacy primitives.
+app.command("offboard")(offboard_command)

@@ -1,0 +1,55 @@
+"""`hub tenants offboard`: export a tenant's data, then crypto-shred its keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail
+from hub.requests import models as _request_models  # noqa: F401 - registers encrypted tables
+
+ACTOR = "cli:operator"
+
+
+def offboard_command(
+    tenant_id: str = typer.Argument(..., help="Tenant id."),
+    export: Path | None = typer.Option(None, "--export", help="Folder for the exported files."),
+    public_key: Path | None = typer.Option(
+        None,
+        "--public-key",
+        help="The tenant's X25519 public key (PEM or 64 hex digits); records are sealed to it.",
+    ),
+    crypto_shred: bool = typer.Option(
+        False, "--crypto-shred", help="After the export, destroy the tenant's keys for good."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Export a tenant's sealed records and open data; with --crypto-shred destroy its keys."""
+    from tenants.offboarding import offboard
+
+    if export is None and not crypto_shred:
+        fail("nothing to do; give --export DIR (and --public-key FILE), or add --crypto-shred")
+    if public_key is not None and not public_key.is_file():
+        fail(f"public key file not found: {public_key}; give the tenant's X25519 public key")
+    with cli_errors():
+        result = offboard(
+            tenant_id,
+            export_dir=export,
+            public_key=public_key.read_bytes() if public_key else None,
+            shred=crypto_shred,
+            actor=ACTOR,
+        )
+
+    def render(data: dict[str, Any]) -> None:
+        for path in data["files"]:
+            console.print(f"wrote {path}", markup=False)
+        if data["shredded"]:
+            console.print(
+                f"destroyed {data['keys_destroyed']} key(s) of {tenant_id}; its personal data "
+                "can no longer be decrypted",
+                markup=False,
+            )
+
+    emit(result, as_json, render)

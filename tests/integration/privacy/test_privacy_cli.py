@@ -1,0 +1,121 @@
+"""The `hub privacy`, `hub audit` and `hub tenants offboard` commands end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from privacy.shred import open_sealed
+
+HUB = str(Path(sys.executable).parent / "hub")
+
+
+@pytest.fixture
+def db_url(sqlite_url):
+    """Each command starts a new process (seconds each), so these run on SQLite only; the
+    functions behind them are tested on both databases."""
+    return sqlite_url
+
+
+@pytest.fixture
+def cli(db_url):
+    """Run `hub` in a subprocess against the test database and the session's root key."""
+    env = {**os.environ, "HUB_DATABASE_URL": db_url}
+
+    def run(*args, expect=0):
+        result = subprocess.run([HUB, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == expect, result.stdout + result.stderr
+        result.output = result.stdout + result.stderr
+        return result
+
+    return run
+
+
+def as_json(result):
+    return json.loads(result.stdout)
+
+
+def test_keys_rotate_and_list(cli, engine, tenant, seed_requests):
+    seed_requests(engine, tenant, 3)
+    listing = as_json(cli("privacy", "keys", "--tenant", tenant, "--json"))
+    deks = [k for k in listing if k["kind"] == "dek"]
+    assert deks[0]["rows"] == 6
+    rotated = as_json(cli("privacy", "rotate", "--tenant", tenant, "--dek", "--wait", "--json"))
+    assert rotated["dek_version"] == 2
+    assert rotated["reencrypted"] == {"service_requests": 3, "status_events": 3}
+    assert (
+        as_json(cli("privacy", "rotate", "--tenant", tenant, "--kek", "--json"))["kek_version"] == 2
+    )
+    listing = as_json(cli("privacy", "keys", "--tenant", tenant, "--json"))
+    by_version = {k["version"]: k for k in listing if k["kind"] == "dek"}
+    assert by_version[1]["retired_at"] is not None
+    assert by_version[2]["rows"] == 6
+
+
+def test_rotate_needs_one_kind(cli, tenant):
+    result = cli("privacy", "rotate", "--tenant", tenant, expect=2)
+    assert "choose exactly one of --dek or --kek" in result.output
+
+
+def test_export_report_and_audit(cli, engine, tenant, seed_requests, tmp_path):
+    seed_requests(engine, tenant, 5)
+    out = tmp_path / "open.csv"
+    exported = as_json(cli("privacy", "export", "--tenant", tenant, "--out", str(out), "--json"))
+    assert exported["k"] == 5
+    assert exported["published_records"] == 5
+    assert (tmp_path / "open.csv.meta.json").exists()
+    report = json.loads(cli("privacy", "report", "--tenant", tenant, "--format", "json").stdout)
+    assert report["passed"]
+    audit_file = tmp_path / "audit.jsonl"
+    cli("audit", "export", "--out", str(audit_file), "--tenant", tenant, "--json")
+    verified = as_json(cli("audit", "verify", str(audit_file), "--json"))
+    assert verified["ok"]
+    assert verified["checkpoints"] == 1
+    audit_file.write_text(
+        audit_file.read_text().replace('"n"', '"m"', 1).replace("export.", "exp.", 1)
+    )
+    failed = cli("audit", "verify", str(audit_file), expect=1)
+    assert "edited" in failed.output
+
+
+def test_offboard_exports_then_shreds(cli, engine, tenant, other_tenant, seed_requests, tmp_path):
+    seed_requests(engine, tenant, 2)
+    seed_requests(engine, other_tenant, 1)
+    private = X25519PrivateKey.generate()
+    key_file = tmp_path / "tenant.pub"
+    key_file.write_text(private.public_key().public_bytes_raw().hex())
+    result = as_json(
+        cli(
+            "tenants",
+            "offboard",
+            tenant,
+            "--export",
+            str(tmp_path / "out"),
+            "--public-key",
+            str(key_file),
+            "--crypto-shred",
+            "--json",
+        )
+    )
+    assert result["shredded"] is True
+    assert result["keys_destroyed"] == 4
+    sealed = tmp_path / "out" / f"{tenant}-records.json.sealed"
+    document = json.loads(open_sealed(private, sealed.read_bytes()))
+    assert len(document["tables"]["service_requests"]) == 2
+    assert (tmp_path / "out" / f"{tenant}-open-data.geojson").exists()
+    gone = cli("privacy", "keys", "--tenant", tenant, expect=2)
+    assert "crypto-shredded" in gone.output
+    assert "Traceback" not in gone.output
+    other = as_json(cli("privacy", "keys", "--tenant", other_tenant, "--json"))
+    assert [k["rows"] for k in other if k["kind"] == "dek"] == [2]
+
+
+def test_shred_without_export_rejected(cli, tenant):
+    result = cli("tenants", "offboard", tenant, "--crypto-shred", expect=2)
+    assert "--crypto-shred needs --export DIR" in result.output
