@@ -73,9 +73,14 @@ def _local_instant(day: date, minutes: int, zone: ZoneInfo) -> datetime:
 
 
 def add_business_hours(
-    start_utc: datetime, hours: float, calendar: BusinessCalendar, tz: str | ZoneInfo
+    start_utc: datetime,
+    hours: float,
+    calendar: BusinessCalendar | CalendarSpec,
+    tz: str | ZoneInfo,
 ) -> datetime:
     """Return the UTC instant `hours` working hours after `start_utc` on `calendar` in `tz`.
+
+    `calendar` is a `BusinessCalendar`, or a manifest `CalendarSpec` that is converted first.
 
     A start outside working hours counts from the next working range. `hours` of 0 returns the
     start unchanged. Raises InvalidInput for negative hours or when the calendar has no
@@ -83,6 +88,8 @@ def add_business_hours(
     """
     if hours < 0:
         raise InvalidInput(f"hours must be 0 or more, got {hours}")
+    if isinstance(calendar, CalendarSpec):
+        calendar = BusinessCalendar.from_spec(calendar)
     zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
     current = as_utc(start_utc)
     remaining = timedelta(hours=hours)
@@ -114,7 +121,7 @@ def sla_deadline(
     start_utc: datetime,
     sla_hours: float | None,
     clock: str,
-    calendar: BusinessCalendar,
+    calendar: BusinessCalendar | CalendarSpec,
     tz: str | ZoneInfo,
 ) -> datetime | None:
     """Return the SLA deadline: `sla_hours` on the business calendar, or elapsed hours when

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from hub.core.db import get_engine, unit_of_work
-from hub.core.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from hub.core.errors import Forbidden, HubError, InvalidInput, NotFound, Unauthorized
+from hub.core.settings import reset_settings_cache
 from hub.core.tenancy import ROLE_AGENCY, ROLE_OPEN311, ROLE_STAFF, SystemContext, TenantContext
 from privacy.models import AuditEntry
 from tenants import keys as keys_module
-from tenants.auth import authenticate, authenticate_for_tenant, key_from_headers
+from tenants.auth import authenticate, authenticate_for_tenant, key_from_headers, require_roles
 from tenants.keys import (
     create_api_key,
     list_api_keys,
@@ -148,3 +152,40 @@ def test_key_from_headers():
     assert key_from_headers(None, "xyz") == "xyz"
     assert key_from_headers("Basic abc", "xyz") == "xyz"
     assert key_from_headers(None, None) is None
+
+
+def test_require_roles_dependency(two_tenants, monkeypatch):
+    engine, (a, key_a), _ = two_tenants
+    # The dependency resolves keys against the configured database, so point it at this one.
+    monkeypatch.setenv("HUB_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    reset_settings_cache()
+
+    app = FastAPI()
+
+    @app.exception_handler(HubError)
+    async def _error(_request, exc: HubError):
+        return JSONResponse({"code": exc.code}, status_code=exc.status)
+
+    @app.get("/whoami")
+    def whoami(ctx: TenantContext = Depends(require_roles(ROLE_OPEN311))) -> dict:
+        return {"tenant_id": ctx.tenant_id}
+
+    @app.get("/staff")
+    def staff(ctx: TenantContext = Depends(require_roles(ROLE_STAFF))) -> dict:
+        return {"tenant_id": ctx.tenant_id}
+
+    try:
+        client = TestClient(app)
+        bearer = client.get("/whoami", headers={"Authorization": f"Bearer {key_a}"})
+        header = client.get("/whoami", headers={"X-Api-Key": key_a})
+        missing = client.get("/whoami")
+        wrong_role = client.get("/staff", headers={"X-Api-Key": key_a})
+    finally:
+        monkeypatch.delenv("HUB_DATABASE_URL")
+        reset_settings_cache()
+    assert bearer.json() == {"tenant_id": a}
+    assert header.json() == {"tenant_id": a}
+    assert missing.status_code == 403
+    assert missing.json() == {"code": "invalid_api_key"}
+    assert wrong_role.status_code == 403
+    assert wrong_role.json() == {"code": "missing_role"}

@@ -79,6 +79,11 @@ def test_lunch_break_skipped():
     assert add_business_hours(start, 2, calendar, NEW_YORK) == utc(2027, 3, 1, 19)
 
 
+def test_manifest_calendar_accepted():
+    spec = CalendarSpec(hours=WEEKDAY_HOURS)
+    assert add_business_hours(utc(2027, 3, 5, 22), 2, spec, NEW_YORK) == utc(2027, 3, 8, 14)
+
+
 def test_other_time_zone():
     start = utc(2027, 3, 1, 16)  # 08:00 PST
     assert add_business_hours(start, 1, CALENDAR, "America/Los_Angeles") == utc(2027, 3, 1, 17)
