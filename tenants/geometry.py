@@ -26,6 +26,39 @@ def _check_ring(ring: list[list[float]], where: str) -> None:
             )
     if list(ring[0][:2]) != list(ring[-1][:2]):
         raise ValueError(f"{where}: ring is not closed; repeat the first position at the end")
+    crossing = _first_self_crossing(ring)
+    if crossing is not None:
+        first, second = crossing
+        raise ValueError(
+            f"{where}: ring crosses itself (edge {first} crosses edge {second}); "
+            "reorder the positions so the outline does not cross"
+        )
+
+
+def _orientation(a: list[float], b: list[float], c: list[float]) -> float:
+    return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+
+def _segments_cross(a: list[float], b: list[float], c: list[float], d: list[float]) -> bool:
+    """Return True when segments ab and cd cross at a point inside both (touching excluded)."""
+    d1, d2 = _orientation(c, d, a), _orientation(c, d, b)
+    d3, d4 = _orientation(a, b, c), _orientation(a, b, d)
+    return d1 * d2 < 0 and d3 * d4 < 0
+
+
+def _first_self_crossing(ring: list[list[float]]) -> tuple[int, int] | None:
+    """Return the indexes of the first two non-adjacent edges that cross, or None.
+
+    Quadratic in the number of edges, which is fine for outlines of a few hundred vertices.
+    """
+    edges = len(ring) - 1
+    for i in range(edges):
+        for j in range(i + 2, edges):
+            if i == 0 and j == edges - 1:
+                continue  # the first and last edges share the closing position
+            if _segments_cross(ring[i], ring[i + 1], ring[j], ring[j + 1]):
+                return i, j
+    return None
 
 
 class Geometry(BaseModel):

@@ -13,11 +13,16 @@ from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import Conflict
 from hub.core.tenancy import SystemContext, TenantContext
 from privacy.models import AuditEntry, TenantKey
-from tenants.keys import resolve_api_key
+from tenants.keys import forget_cached_keys, resolve_api_key
 from tenants.manifest import parse_manifest
 from tenants.models import Agency, ManifestRevision, Service, Tenant
 from tenants.onboarding import onboard, onboard_manifest
-from tenants.registry import get_tenant, get_tenant_by_jurisdiction, tenants_in_region
+from tenants.registry import (
+    get_tenant,
+    get_tenant_by_jurisdiction,
+    invalidate_cache,
+    tenants_in_region,
+)
 
 
 def _onboard(engine, data: dict):
@@ -152,3 +157,20 @@ def test_registry_sla_deadline(db_url, make_manifest):
     )
     assert info.sla_deadline("WATER_SYSTEM", friday_evening) == datetime(2027, 3, 6, 5, tzinfo=UTC)
     assert info.sla_deadline("NO_SUCH_SERVICE", friday_evening) is None
+
+
+def test_offboarded_tenant_is_closed(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest("boston", region=f"region-{uuid.uuid4().hex[:6]}")
+    key = _onboard(engine, data).open311_key
+    with unit_of_work(SystemContext("test offboard"), engine=engine) as session:
+        session.get(Tenant, data["id"]).status = "offboarded"
+    invalidate_cache()
+    forget_cached_keys()
+
+    assert resolve_api_key(key, engine=engine) is None
+    assert get_tenant(data["id"], engine=engine).active is False
+    assert tenants_in_region(data["region"], engine=engine) == []
+    with pytest.raises(Conflict) as caught:
+        _onboard(engine, data)
+    assert "offboarded" in caught.value.message

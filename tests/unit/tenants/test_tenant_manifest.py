@@ -82,6 +82,11 @@ BAD_FIELDS = [
     (["region"], "Bay Area", "region: "),
     (["service_area", "type"], "Point", "service_area.type: "),
     (
+        ["service_area", "coordinates"],
+        [[[-122.5, 37.7], [-122.4, 37.8], [-122.4, 37.7], [-122.5, 37.8], [-122.5, 37.7]]],
+        "service_area.coordinates[0]: ring crosses itself (edge 0 crosses edge 2)",
+    ),
+    (
         ["service_area", "coordinates", 0, -1],
         [-122.0, 37.0],
         "service_area.coordinates[0]: ring is not closed",
