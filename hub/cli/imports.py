@@ -84,7 +84,11 @@ def import_command(
 
 
 class ProgressBar:
-    """A rich progress bar on stderr over the bytes of the file read so far."""
+    """A rich progress bar on stderr over the bytes of the file read so far.
+
+    The bar starts with the first progress report, so a file rejected on its header prints
+    only the error.
+    """
 
     def __init__(self, file: Path):
         self.file = file
@@ -101,17 +105,19 @@ class ProgressBar:
         self.task: Any = None
 
     def __enter__(self):
-        self.bar.start()
-        self.task = self.bar.add_task(
-            f"importing {self.file.name}", total=self.file.stat().st_size, rows=0
-        )
         return self.update
 
     def update(self, progress: ImportProgress) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task(
+                f"importing {self.file.name}", total=progress.bytes_total, rows=0
+            )
         self.bar.update(self.task, completed=progress.bytes_read, rows=progress.rows_read)
 
     def __exit__(self, *_exc: object) -> None:
-        self.bar.stop()
+        if self.task is not None:
+            self.bar.stop()
 
 
 def _render(report: dict[str, Any]) -> None:

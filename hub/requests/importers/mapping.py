@@ -12,8 +12,7 @@ then for the subcategory (SF "Request Type"), if any, and after it the category:
 4. a service whose name in any language is the category;
 5. the format's built-in table (`ExportFormat.categories`) of common categories to the hub's
    conventional codes (`noise`, `pothole`, `streetlight`, ...), when the tenant has that code;
-6. the fallback service: the `--fallback` option, else the manifest's
-   `imports.fallback_service`, else a service with the code `other`.
+6. the fallback service: the `--fallback` option, else a service with the code `other`.
 
 A category resolved by the fallback is imported and counted as unmapped in the report. With no
 fallback the row is rejected with the category named, so nothing is dropped silently.
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from hub.core.errors import InvalidInput
 from hub.requests.catalog import CatalogService, TenantSnapshot
@@ -36,23 +34,6 @@ _SLUG_SEPARATORS = re.compile(r"[^0-9a-z]+")
 def _slugs(category: str) -> tuple[str, str]:
     words = _SLUG_SEPARATORS.sub(" ", category.lower()).split()
     return "-".join(words), "_".join(words)
-
-
-def manifest_data(manifest: Any) -> Mapping[str, Any]:
-    """Return the manifest as plain data, whether the snapshot holds a dict or a model."""
-    if isinstance(manifest, Mapping):
-        return manifest
-    if hasattr(manifest, "model_dump"):
-        return manifest.model_dump(mode="json")
-    return {}
-
-
-def manifest_fallback(manifest: Mapping[str, Any]) -> str | None:
-    imports = manifest.get("imports")
-    if isinstance(imports, Mapping):
-        value = imports.get("fallback_service")
-        return str(value) if value else None
-    return None
 
 
 def category_label(record: SourceRecord) -> str:
@@ -71,17 +52,16 @@ class CategoryMapper:
         self.tenant = tenant
         self.format = export_format
         self.services: Mapping[str, CatalogService] = tenant.services
-        manifest = manifest_data(tenant.manifest)
         self._by_alias: dict[str, str] = {}
-        for spec in manifest.get("services") or []:
-            for alias in spec.get("aliases") or []:
-                self._by_alias.setdefault(str(alias).strip().lower(), spec["code"])
+        for spec in tenant.manifest.services:
+            for alias in spec.aliases:
+                self._by_alias.setdefault(alias.strip().lower(), spec.code)
         self._by_name: dict[str, str] = {}
         for code, service in self.services.items():
             for name in (service.names or {}).values():
                 self._by_name.setdefault(name.strip().lower(), code)
 
-        self.fallback = fallback or manifest_fallback(manifest)
+        self.fallback = fallback
         if self.fallback is not None and self.fallback not in self.services:
             raise InvalidInput(
                 f"fallback service {self.fallback!r} is not in tenant {tenant.id}'s catalog; "

@@ -25,11 +25,11 @@ from hub.core.db import unit_of_work
 from hub.core.errors import HubError, InvalidInput
 from hub.core.ids import tracking_code
 from hub.core.tenancy import TenantContext
-from hub.requests import geo
+from hub.requests import catalog
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.importers.formats import ExportFormat, RowError, SourceRecord
 from hub.requests.importers.localtime import LocalTimes, load_zone
-from hub.requests.importers.mapping import CategoryMapper, category_label, manifest_data
+from hub.requests.importers.mapping import CategoryMapper, category_label
 from hub.requests.importers.metrics import IMPORT_BATCH_LATENCY, IMPORT_ROWS
 from hub.requests.importers.readers import ExportFile
 from hub.requests.models import ServiceRequest, StatusEvent
@@ -45,6 +45,8 @@ MAX_LISTED_REJECTIONS = 100
 # Distinct unmapped categories counted by name; further ones are counted under "(more)".
 MAX_LISTED_CATEGORIES = 500
 MAX_ADDRESS_CHARS = 500
+# Rows between two progress reports.
+PROGRESS_EVERY_ROWS = 250
 
 
 @dataclass
@@ -162,7 +164,7 @@ class Importer:
         self.progress = progress
         self.mapper = CategoryMapper(tenant, export_format, fallback=fallback)
         self.times = LocalTimes(load_zone(tenant.timezone))
-        self.area = geo.prepare_area(manifest_data(tenant.manifest).get("service_area"))
+        self.area = catalog.service_area(tenant)
         self.report = ImportReport(
             tenant_id=tenant.id,
             format=export_format.name,
@@ -184,6 +186,7 @@ class Importer:
                 if len(batch) >= self.batch_size:
                     self._flush(batch)
                     batch = []
+                if self.report.read % PROGRESS_EVERY_ROWS == 0:
                     self._tick(export)
                 if self.limit is not None and self.report.read >= self.limit:
                     break

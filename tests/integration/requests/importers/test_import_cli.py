@@ -1,0 +1,186 @@
+"""`hub import` and `hub requests` through the real Typer app, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from import_support import city_manifest, onboard_data
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from hub.cli.main import app
+from hub.core.db import dispose_engines, unit_of_work
+from hub.core.logging import configure_logging
+from hub.core.settings import reset_settings_cache
+from hub.core.tenancy import TenantContext
+from hub.requests.schemas import IntakeData
+from hub.requests.service import submit_request
+from privacy.models import AuditEntry
+from tenants.registry import invalidate_cache
+
+NYC5 = "311_records/nyc/NYC311-5.csv"
+
+
+@pytest.fixture
+def hub_cli(db_url, monkeypatch):
+    monkeypatch.setenv("HUB_DATABASE_URL", db_url)
+    reset_settings_cache()
+    invalidate_cache()
+    # CliRunner replaces sys.stderr with a stream it closes afterwards, so logging is set up
+    # before it runs.
+    configure_logging(force=True)
+    runner = CliRunner()
+
+    def run(*args: str):
+        result = runner.invoke(app, list(args))
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    yield run
+    reset_settings_cache()
+    dispose_engines()
+
+
+@pytest.fixture
+def two_cities(engine):
+    a = onboard_data(engine, city_manifest("nyc", "America/New_York"))
+    b = onboard_data(engine, city_manifest("nyc", "America/New_York"))
+    return a, b
+
+
+def test_import_json_report_then_noop(hub_cli, two_cities, shared_data):
+    a, _ = two_cities
+    first = hub_cli("import", "nyc-csv", str(shared_data / NYC5), "--tenant", a.id, "--json")
+    assert first.exit_code == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["read"] == 5
+    assert report["imported"] == 5
+    assert report["tenant"] == a.id
+    assert report["dst_adjustments"] == {"ambiguous": 0, "nonexistent": 0}
+
+    second = hub_cli("import", "nyc-csv", str(shared_data / NYC5), "--tenant", a.id, "--json")
+    again = json.loads(second.stdout)
+    assert again["imported"] == 0
+    assert again["skipped_existing"] == 5
+
+
+def test_import_text_report(hub_cli, two_cities, shared_data):
+    a, _ = two_cities
+    result = hub_cli("import", "nyc-csv", str(shared_data / NYC5), "--tenant", a.id)
+    assert result.exit_code == 0
+    assert "read 5, imported 5" in result.stdout
+    assert "DST adjustments: 0 ambiguous" in result.stdout
+
+
+BAD_INVOCATIONS = [
+    # (arguments after `import`, words the one-line error must contain)
+    (["nyc-csv", "SF", "--tenant", "A"], ["missing the column", "'Unique Key'", "NYC 311"]),
+    (["chicago-csv", "NYC", "--tenant", "A"], ["unknown import format", "nyc-csv"]),
+    (["nyc-csv", "NYC", "--tenant", "nowhere"], ["tenant 'nowhere' not found"]),
+    (["nyc-csv", "/no/such/file.csv", "--tenant", "A"], ["file not found", "/no/such/file.csv"]),
+    (["nyc-json", "NYC", "--tenant", "A"], ["not a valid JSON array", "expected"]),
+    (["nyc-csv", "NYC", "--tenant", "A", "--fallback", "nope"], ["fallback service 'nope'"]),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), BAD_INVOCATIONS)
+def test_bad_import_one_line_error(hub_cli, two_cities, shared_data, args, words):
+    a, _ = two_cities
+    files = {
+        "SF": str(shared_data / "311_records/sf/cases_sample_10000(no-geo).csv"),
+        "NYC": str(shared_data / NYC5),
+        "A": a.id,
+    }
+    result = hub_cli("import", *[files.get(arg, arg) for arg in args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "error: " in message
+    message = message[message.index("error: ") :]
+    for word in words:
+        assert word in message
+
+
+def test_requests_list_and_status_filter(hub_cli, two_cities, shared_data):
+    a, b = two_cities
+    hub_cli("import", "nyc-csv", str(shared_data / NYC5), "--tenant", a.id)
+
+    listed = json.loads(hub_cli("requests", "list", "--tenant", a.id, "--json").stdout)
+    assert listed["total"] == 5
+    assert {r["source"] for r in listed["requests"]} == {"nyc311"}
+    assert "personal" not in listed["requests"][0]
+
+    closed = json.loads(
+        hub_cli("requests", "list", "--tenant", a.id, "--status", "closed", "--json").stdout
+    )
+    assert closed["total"] == 4
+
+    other = json.loads(hub_cli("requests", "list", "--tenant", b.id, "--json").stdout)
+    assert other["total"] == 0
+
+
+def test_requests_show_decrypts_with_purpose(hub_cli, two_cities, shared_data, engine):
+    a, b = two_cities
+    hub_cli("import", "nyc-csv", str(shared_data / NYC5), "--tenant", a.id)
+    listed = json.loads(hub_cli("requests", "list", "--tenant", a.id, "--json").stdout)
+    request_id = next(r["id"] for r in listed["requests"] if r["source_id"] == "34675190")
+
+    plain = json.loads(hub_cli("requests", "show", request_id, "--tenant", a.id, "--json").stdout)
+    assert "personal" not in plain
+    assert [e["status"] for e in plain["history"]] == ["submitted", "closed"]
+
+    def decryptions() -> int:
+        with unit_of_work(TenantContext(a.id), engine=engine, write=False) as session:
+            return session.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(AuditEntry.tenant_id == a.id, AuditEntry.action == "pii.decrypt")
+            )
+
+    before = decryptions()
+    shown = hub_cli(
+        "requests", "show", request_id, "--tenant", a.id, "--purpose", "staff.review", "--json"
+    )
+    data = json.loads(shown.stdout)
+    assert data["personal"]["address"] == "117 EAST 118 STREET, NEW YORK"
+    assert "police action was not necessary" in data["history"][1]["note"]
+    # One entry for the request's fields and one for the closing note.
+    assert decryptions() == before + 2
+
+
+def test_requests_show_other_tenant_not_found(hub_cli, two_cities, shared_data):
+    a, b = two_cities
+    hub_cli("import", "nyc-csv", str(shared_data / NYC5), "--tenant", a.id)
+    listed = json.loads(hub_cli("requests", "list", "--tenant", a.id, "--json").stdout)
+    request_id = listed["requests"][0]["id"]
+
+    result = hub_cli("requests", "show", request_id, "--tenant", b.id, "--purpose", "staff.review")
+    assert result.exit_code == 2
+    assert f"service request {request_id} not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_requests_find_only_own_tenant(hub_cli, two_cities, engine):
+    a, b = two_cities
+    ids = {}
+    for tenant in (a, b):
+        ctx = TenantContext(tenant.id, actor="test")
+        with unit_of_work(ctx, engine=engine) as session:
+            data = IntakeData(
+                service_code="noise", lat=40.75, lon=-73.99, email="Caller@Example.org"
+            )
+            ids[tenant.id] = submit_request(session, ctx, tenant, data).id
+
+    found = json.loads(
+        hub_cli(
+            "requests", "find", "--tenant", a.id, "--email", "caller@example.org", "--json"
+        ).stdout
+    )
+    assert [r["id"] for r in found["requests"]] == [ids[a.id]]
+    assert "caller@example.org" not in json.dumps(found).lower()
+
+    missing = hub_cli("requests", "find", "--tenant", a.id)
+    assert missing.exit_code == 2
+    assert "--phone NUMBER or --email ADDRESS" in missing.stderr
