@@ -1,8 +1,8 @@
 """JSON and XML representations of GeoReport v2 documents, and the spec's error format.
 
 Both formats are built from the same plain data: a list of dicts for a collection, where a
-list value inside a dict becomes a wrapper element with one child per item (`attributes` holds
-`attribute` elements, as the spec's XML examples show).
+list value inside a dict becomes a wrapper element with one child per item (`attributes`
+contains `attribute` elements, as the spec's XML examples show).
 """
 
 from __future__ import annotations
@@ -68,14 +68,14 @@ def to_json(payload: Any) -> bytes:
 
 
 def render(fmt: str, root: str, payload: Any, *, status: int = 200) -> Response:
-    """Answer `payload` as JSON, or as XML under the root element `root`."""
+    """Return a response with `payload` as JSON, or as XML under the root element `root`."""
     if fmt == "xml":
         return Response(to_xml(root, payload), status_code=status, media_type=XML_TYPE)
     return Response(to_json(payload), status_code=status, media_type=JSON_TYPE)
 
 
 def format_of_path(path: str) -> str:
-    """The representation a path asks for by its suffix; JSON unless it ends in `.xml`."""
+    """Return the format a path requests by its suffix: JSON unless it ends in `.xml`."""
     return "xml" if path.endswith(".xml") else "json"
 
 

@@ -23,7 +23,7 @@ def first(items: Iterable[tuple[str, str]], name: str) -> str | None:
 
 
 def optional_text(items: list[tuple[str, str]], name: str) -> str | None:
-    """The parameter's value, with an empty string counted as absent."""
+    """Return the parameter's value, or None when it is absent or empty."""
     value = first(items, name)
     return value if value else None
 
@@ -96,7 +96,7 @@ def positive_int(raw: str | None, name: str, default: int) -> int:
 
 
 def language(locale: str | None, accept_language: str | None) -> str:
-    """The caller's language: the `locale` parameter, else the first Accept-Language tag."""
+    """Return the caller's language: `locale`, else the first Accept-Language tag, else ""."""
     if locale:
         return locale.strip().replace("_", "-")
     if accept_language:

@@ -180,7 +180,7 @@ def _post_request(
     except IntegrityError:
         if key is None:
             raise
-        # Another call with the same Idempotency-Key committed first: answer as a repeat.
+        # Another call with the same Idempotency-Key committed first, so treat this as a repeat.
         with unit_of_work(ctx, write=False) as session:
             stored = service.find_idempotent_result(session, data.api_key_id, key, request_hash)
         if stored is None:
@@ -303,9 +303,11 @@ def _post_update(ctx: TenantContext, items: Items) -> dict:
     request_id = params.optional_text(items, "service_request_id")
     if request_id is None:
         raise InvalidInput("service_request_id is required", field="service_request_id")
+
     update_id = params.optional_text(items, "update_id")
     if update_id is None:
         raise InvalidInput("update_id is required", field="update_id")
+
     raw_status = params.optional_text(items, "status")
     if raw_status is None:
         raise InvalidInput("status is required", field="status")
@@ -314,6 +316,7 @@ def _post_update(ctx: TenantContext, items: Items) -> dict:
     if status == "closed" and resolution is None:
         resolution = "fixed"
     updated = params.date_param(params.first(items, "updated_datetime"), "updated_datetime")
+
     try:
         with unit_of_work(ctx) as session:
             event, created = service.post_status_update(
@@ -335,6 +338,7 @@ def _post_update(ctx: TenantContext, items: Items) -> dict:
                 session, ctx, request_id, status, update_id=update_id, resolution=resolution
             )
             event_request_id, event_status = event.request_id, event.status
+
     return {
         "service_request_id": event_request_id,
         "update_id": update_id,

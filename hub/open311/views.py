@@ -90,7 +90,7 @@ def request_entry(
     *,
     events: Sequence[StatusEvent] | None = None,
 ) -> dict[str, Any]:
-    """One request as GET requests shows it; `events` adds the extensions."""
+    """Build one request as GET requests shows it. Passing `events` adds the extensions."""
     service = tenant.services.get(row.service_code)
     lat, lon = _public_point(service, row)
     names = service.names if service is not None else None

@@ -3,7 +3,7 @@
 Callers authenticate with `Authorization: Bearer KEY` or `X-Api-Key: KEY`. Reading personal
 data needs the staff or agent role and goes through `privacy.access`, which audits each
 decryption with its purpose. Another tenant's request, or a tenant path the key does not
-belong to, answers 404.
+belong to, returns 404.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def staff_request(
     authorization: str | None = Header(default=None),
     x_api_key: str | None = Header(default=None),
 ) -> dict[str, Any]:
-    """One request with its personal fields and note history decrypted for `purpose`."""
+    """Return one request with its personal fields and note history decrypted for `purpose`."""
     ctx = _context(request, authorization, x_api_key, READ_ROLES)
     _own_tenant(ctx, tenant_id)
     with unit_of_work(ctx) as session:

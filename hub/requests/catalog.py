@@ -1,4 +1,4 @@
-"""What the request services read from a tenant snapshot (`tenants.registry.TenantInfo`).
+"""Accessors for the parts of a tenant snapshot (`tenants.registry.TenantInfo`) that requests use.
 
 The services take the snapshot as an argument instead of loading it, so the API resolves it
 once per call from the registry's in-process cache. The protocols name the attributes used.
@@ -77,7 +77,7 @@ def service_area(tenant: TenantSnapshot) -> ServiceArea | None:
 
 
 def open_data_rule(service: CatalogService) -> tuple[str, int]:
-    """The service's open-data location rule and the H3 resolution that the `h3` rule uses."""
+    """Return the service's open-data location rule and the H3 resolution of the `h3` rule."""
     return service.open_data_location, service.h3_resolution
 
 

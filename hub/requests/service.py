@@ -1,9 +1,9 @@
 """Intake and status updates of service requests, inside the caller's transaction.
 
-`submit_request` validates a new request against the tenant's catalog, encrypts its personal
-fields under the tenant's data key bound to the new row id, and writes the request, its first
-status event, one delivery per destination agency and the routing task's outbox row. The
-boundary (API call, importer, task) commits; nothing here commits.
+`submit_request` validates a new request against the tenant's catalog and encrypts its personal
+fields under the tenant's data key, bound to the new row id. It then writes the request, its
+first status event, one delivery per destination agency and the routing task's outbox row. The
+caller's boundary (API call, importer, task) commits, and nothing here does.
 """
 
 from __future__ import annotations
