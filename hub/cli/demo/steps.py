@@ -62,3 +62,14 @@ STEPS: list[Step] = [
         title="waiting for routing to agencies",
     ),
 ]
+
+from hub.cli import demo_alerts  # noqa: E402 - appended with the step it defines
+
+STEPS.append(
+    Step(
+        "alerts",
+        demo_alerts.alerts_step,
+        render=demo_alerts.render_alerts,
+        title="sending a regional alert, an Update and a Cancel",
+    )
+)
