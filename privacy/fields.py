@@ -1,53 +1,62 @@
-"""Field encryption: AES-256-GCM under a per-value key derived from the tenant's DEK.
+"""Field encryption: AES-256-GCM under the tenant's DEK, with a versioned ciphertext format.
 
 Ciphertext layout (format 1):
 
-    format (1 byte, 0x01) | DEK version (4 bytes, big-endian) | nonce (28 bytes) | ct + tag
+    format (1 byte, 0x01) | DEK version (4 bytes, big-endian) | nonce (12 bytes) | ct + tag
 
 Associated data is the length-prefixed encoding of (format, tenant id, table, column, row id,
 DEK version), so a value copied to another row, column or tenant, or relabelled with another DEK
 version, fails authentication.
 
-Nonce safety: the 28-byte nonce is random. Its first 16 bytes select a per-value key,
-HMAC-SHA256(DEK, label || salt), and the last 12 bytes are the GCM nonce under that key. A GCM
-nonce therefore repeats under one key only if two encryptions draw the same 128-bit salt, which
-has probability about n^2 / 2^129 after n encryptions (below 2^-60 for n = 2^34). The usual limit
-of 2^32 random-nonce encryptions per GCM key therefore does not apply, and no automatic rotation
-is needed for nonce safety. Encryptions are still counted per DEK version for the key listing.
+Nonce safety: nonces are 96 random bits, so the chance that two encryptions under one DEK
+share a nonce is about n^2 / 2^97 after n encryptions. NIST SP 800-38D caps random-nonce GCM at
+2^32 encryptions per key. Encryptions are counted per DEK version (`KeyUsage` rows); once a
+version passes `ROTATE_AFTER` (2^28, a 16-fold margin, collision chance below 2^-40) the next
+count record queues an automatic DEK rotation, and at `HARD_LIMIT` (2^31) encryption under that
+version is refused. Counts are recorded every `USAGE_RECORD_EVERY` encryptions per process, so a
+crashed process loses at most that many, far inside the margin.
 
 Features encrypt with `FieldCipher` and decrypt only through `privacy.access`, which audits.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
 import threading
 import time
+from functools import lru_cache
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hub.core.errors import HubError
+from hub.core.errors import HubError, Unavailable
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_MAINTENANCE
 from privacy.encoding import length_prefixed
 from privacy.keys import Keyring
 from privacy.models import KIND_DEK, KeyUsage
 
+log = structlog.get_logger(__name__)
+
 FORMAT_V1 = 1
 _HEADER = struct.Struct(">BI")
-_SALT_BYTES = 16
-_GCM_NONCE_BYTES = 12
-NONCE_BYTES = _SALT_BYTES + _GCM_NONCE_BYTES
+NONCE_BYTES = 12
 _PREFIX_BYTES = _HEADER.size + NONCE_BYTES
-_VALUE_KEY_LABEL = b"hub-field-value-key-v1\x00"
+_TAG_BYTES = 16
+MIN_CIPHERTEXT_BYTES = _PREFIX_BYTES + _TAG_BYTES
 
 # A process records its encryption count for a DEK version once it reaches this many, or once
 # this many seconds have passed since its previous record, whichever comes first.
 USAGE_RECORD_EVERY = 1000
 USAGE_RECORD_SECONDS = 60.0
+ROTATE_AFTER = 2**28
+HARD_LIMIT = 2**31
+# Task (declared in privacy.tasks) that rotates a tenant's DEK once its count passes the limit.
+ROTATE_IF_DUE_TASK = "privacy.rotate_dek_if_due"
 
 
 class DecryptionFailed(HubError):
@@ -57,14 +66,25 @@ class DecryptionFailed(HubError):
     code = "decryption_failed"
 
 
+@lru_cache(maxsize=4096)
+def _associated_prefix(tenant_id: str, table: str, column: str) -> bytes:
+    return length_prefixed(FORMAT_V1, tenant_id, table, column)
+
+
+@lru_cache(maxsize=1024)
+def _associated_suffix(dek_version: int) -> bytes:
+    return length_prefixed(dek_version)
+
+
 def field_associated_data(
     tenant_id: str, table: str, column: str, row_id: str, dek_version: int
 ) -> bytes:
-    return length_prefixed(FORMAT_V1, tenant_id, table, column, str(row_id), dek_version)
-
-
-def _value_key(dek: bytes, salt: bytes) -> bytes:
-    return hmac.new(dek, _VALUE_KEY_LABEL + salt, hashlib.sha256).digest()
+    """Return length_prefixed(format, tenant, table, column, row id, DEK version)."""
+    return (
+        _associated_prefix(tenant_id, table, column)
+        + length_prefixed(row_id)
+        + _associated_suffix(dek_version)
+    )
 
 
 class _UsageCounter:
@@ -101,9 +121,33 @@ usage_counter = _UsageCounter()
 
 
 def record_usage(session: Session, tenant_id: str, *, force: bool = False) -> None:
-    """Insert the encryption counts of `tenant_id` that are due into `session`."""
+    """Insert the encryption counts of `tenant_id` that are due, and act on the limits.
+
+    Past ROTATE_AFTER the tenant's DEK rotation is queued (the task checks again, so repeats
+    are harmless); past HARD_LIMIT encryption under that version raises Unavailable.
+    """
     for version, count in usage_counter.take_due(tenant_id, force=force):
         session.add(KeyUsage(tenant_id=tenant_id, dek_version=version, encryptions=count))
+        total = encryption_count(session, tenant_id, version)
+        if total >= HARD_LIMIT:
+            raise Unavailable(
+                f"DEK version {version} of tenant {tenant_id} reached its encryption limit; "
+                f"run `hub privacy rotate --tenant {tenant_id} --dek`",
+                code="dek_exhausted",
+            )
+        if total >= ROTATE_AFTER:
+            log.warning("dek_rotation_due", tenant_id=tenant_id, dek_version=version)
+            enqueue(session, ROTATE_IF_DUE_TASK, queue=QUEUE_MAINTENANCE, tenant_id=tenant_id)
+
+
+def encryption_count(session: Session, tenant_id: str, version: int) -> int:
+    """Sum the recorded encryptions under one DEK version (pending rows included)."""
+    total = session.scalar(
+        select(func.sum(KeyUsage.encryptions)).where(
+            KeyUsage.tenant_id == tenant_id, KeyUsage.dek_version == version
+        )
+    )
+    return int(total or 0)
 
 
 class FieldCipher:
@@ -112,7 +156,8 @@ class FieldCipher:
     def __init__(self, tenant_id: str, dek_version: int, dek: bytes) -> None:
         self.tenant_id = tenant_id
         self.dek_version = dek_version
-        self._dek = dek
+        self._aead = AESGCM(dek)
+        self._header = _HEADER.pack(FORMAT_V1, dek_version)
 
     @classmethod
     def for_tenant(cls, session: Session, tenant_id: str) -> FieldCipher:
@@ -127,18 +172,17 @@ class FieldCipher:
         if plaintext is None:
             return None
         nonce = os.urandom(NONCE_BYTES)
-        salt, gcm_nonce = nonce[:_SALT_BYTES], nonce[_SALT_BYTES:]
-        associated = field_associated_data(self.tenant_id, table, column, row_id, self.dek_version)
-        sealed = AESGCM(_value_key(self._dek, salt)).encrypt(
-            gcm_nonce, plaintext.encode("utf-8"), associated
+        associated = field_associated_data(
+            self.tenant_id, table, column, str(row_id), self.dek_version
         )
+        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), associated)
         usage_counter.add(self.tenant_id, self.dek_version)
-        return _HEADER.pack(FORMAT_V1, self.dek_version) + nonce + sealed
+        return self._header + nonce + sealed
 
 
 def ciphertext_version(blob: bytes) -> int:
     """Return the DEK version recorded in a ciphertext's header."""
-    if len(blob) < _PREFIX_BYTES or blob[0] != FORMAT_V1:
+    if len(blob) < MIN_CIPHERTEXT_BYTES or blob[0] != FORMAT_V1:
         raise DecryptionFailed("ciphertext has an unknown format", code="decryption_failed")
     return _HEADER.unpack_from(blob)[1]
 
@@ -156,12 +200,10 @@ def decrypt_with_keyring(
             f"ciphertext names DEK version {version}, which tenant {ring.tenant_id} does not have",
             code="decryption_failed",
         )
-    dek = ring.key(KIND_DEK, version)
-    nonce = blob[_HEADER.size : _PREFIX_BYTES]
-    associated = field_associated_data(ring.tenant_id, table, column, row_id, version)
+    associated = field_associated_data(ring.tenant_id, table, column, str(row_id), version)
     try:
-        plain = AESGCM(_value_key(dek, nonce[:_SALT_BYTES])).decrypt(
-            nonce[_SALT_BYTES:], blob[_PREFIX_BYTES:], associated
+        plain = ring.aead(KIND_DEK, version).decrypt(
+            blob[_HEADER.size : _PREFIX_BYTES], blob[_PREFIX_BYTES:], associated
         )
     except InvalidTag as exc:
         raise DecryptionFailed(

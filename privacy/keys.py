@@ -286,6 +286,7 @@ class Keyring:
     tenant_id: str
     rows: dict[tuple[str, int], TenantKey] = field(default_factory=dict)
     provider: KeyProvider | None = None
+    ciphers: dict[tuple[str, int], AESGCM] = field(default_factory=dict)
 
     @classmethod
     def load(cls, session: Session, tenant_id: str) -> Keyring:
@@ -313,6 +314,14 @@ class Keyring:
                 code="tenant_keys_missing",
             )
         return max(active)
+
+    def aead(self, kind: str, version: int) -> AESGCM:
+        """Return an AES-GCM object for the key, built once per loaded keyring."""
+        cached = self.ciphers.get((kind, version))
+        if cached is None:
+            cached = AESGCM(self.key(kind, version))
+            self.ciphers[(kind, version)] = cached
+        return cached
 
     def key(self, kind: str, version: int) -> bytes:
         """Return the unwrapped key of `kind` at `version`; NotFound when it does not exist."""

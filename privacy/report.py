@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from hub.core.clock import as_utc
 from privacy.access import ACTION_DECRYPT, ACTION_DECRYPT_BATCH
 from privacy.audit_verify import verify_database
-from privacy.fields import FORMAT_V1, NONCE_BYTES
+from privacy.fields import FORMAT_V1, MIN_CIPHERTEXT_BYTES
 from privacy.keys import Keyring
 from privacy.models import KIND_DEK, KIND_KEK, AuditEntry
 from privacy.open_data import ACTION_OPEN_DATA_EXPORT
@@ -27,8 +27,6 @@ from privacy.rotation import rows_per_version
 
 # A DEK or KEK older than this many days fails the key-age control (an annual rotation policy).
 MAX_KEY_AGE_DAYS = 365
-# Shortest valid ciphertext: header (5 bytes), nonce and the 16-byte GCM tag.
-_MIN_CIPHERTEXT_BYTES = 5 + NONCE_BYTES + 16
 
 
 def _control(control_id: str, title: str, passed: bool, evidence: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +46,7 @@ def encryption_coverage(session: Session, tenant_id: str) -> dict[str, Any]:
             value = sql.c[name]
             aggregates.append(func.count(value))
             is_ciphertext = (func.substr(value, 1, 1) == literal(header)) & (
-                func.length(value) >= _MIN_CIPHERTEXT_BYTES
+                func.length(value) >= MIN_CIPHERTEXT_BYTES
             )
             aggregates.append(func.sum(case((is_ciphertext, 1), else_=0)))
         row = session.execute(

@@ -1,7 +1,8 @@
-"""Maintenance tasks: re-encryption after DEK rotation and the retention purge.
+"""Maintenance tasks: automatic DEK rotation, re-encryption and the retention purge.
 
-Both take ids only and are idempotent: re-encryption selects only rows still under an older
-DEK, and the purge selects only rows that still hold ciphertexts.
+All take ids only and are idempotent: rotation checks the primary DEK's count again,
+re-encryption selects only rows still under an older DEK, and the purge selects only rows that
+still hold ciphertexts.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from hub.core.db import unit_of_work
 from hub.core.outbox import enqueue
 from hub.core.tasks import QUEUE_MAINTENANCE, hub_task
 from hub.core.tenancy import SystemContext, TenantContext
+from privacy.fields import ROTATE_AFTER, ROTATE_IF_DUE_TASK, encryption_count
+from privacy.keys import Keyring
+from privacy.models import KIND_DEK
 from privacy.retention import purge_expired, tenant_privacy_settings
-from privacy.rotation import reencrypt_tenant
+from privacy.rotation import reencrypt_tenant, rotate_dek
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +31,23 @@ RETENTION_SWEEP_TASK = "privacy.retention_sweep"
 def enqueue_reencryption(session: Session, tenant_id: str) -> None:
     """Queue the re-encryption of the tenant's rows, published when the caller commits."""
     enqueue(session, REENCRYPT_TASK, queue=QUEUE_MAINTENANCE, tenant_id=tenant_id)
+
+
+@hub_task(ROTATE_IF_DUE_TASK, queue=QUEUE_MAINTENANCE)
+def rotate_dek_if_due(*, tenant_id: str) -> int | None:
+    """Rotate the tenant's DEK when its primary version passed ROTATE_AFTER encryptions.
+
+    Returns the new version, or None when the primary is still under the limit (for example
+    because another run of this task rotated it already).
+    """
+    ctx = TenantContext(tenant_id, actor="worker:key-rotation")
+    with unit_of_work(ctx) as session:
+        primary = Keyring.load(session, tenant_id).primary_version(KIND_DEK)
+        if encryption_count(session, tenant_id, primary) < ROTATE_AFTER:
+            return None
+        version = rotate_dek(session, tenant_id, actor=ctx.actor)
+        enqueue_reencryption(session, tenant_id)
+    return version
 
 
 @hub_task(REENCRYPT_TASK, queue=QUEUE_MAINTENANCE, time_limit=3600)
