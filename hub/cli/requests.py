@@ -21,23 +21,18 @@ from hub.requests.models import STATES, ServiceRequest, StatusEvent
 from hub.requests.queries import events_by_request, find_by_contact
 from hub.requests.service import get_request
 from privacy.access import decrypt_fields
+from privacy.registry import encrypted_tables
 
 app = typer.Typer(help="List, show and find a tenant's service requests.", no_args_is_help=True)
 
 REQUESTS_TABLE = "service_requests"
 EVENTS_TABLE = "status_events"
-PERSONAL_COLUMNS = (
-    "description_enc",
-    "address_enc",
-    "location_enc",
-    "first_name_enc",
-    "last_name_enc",
-    "email_enc",
-    "phone_enc",
-    "media_url_enc",
-    "attributes_enc",
-)
 TENANT_OPTION = typer.Option(..., "--tenant", help="Id of the tenant whose requests to read.")
+
+
+def _personal_columns() -> tuple[str, ...]:
+    # The ciphertext columns as `hub.requests.models` registers them with the privacy package.
+    return next(t.columns for t in encrypted_tables() if t.table == REQUESTS_TABLE)
 
 
 def _context(tenant_id: str) -> TenantContext:
@@ -129,7 +124,7 @@ def show_command(
             data = summary(request)
             data["history"] = [_event(session, ctx, event, purpose) for event in events]
             if purpose is not None:
-                blobs = {column: getattr(request, column) for column in PERSONAL_COLUMNS}
+                blobs = {column: getattr(request, column) for column in _personal_columns()}
                 plain = decrypt_fields(
                     session, ctx, REQUESTS_TABLE, request.id, blobs, purpose=purpose
                 )

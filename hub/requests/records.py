@@ -1,8 +1,11 @@
 """Build the stored columns of a new service request: encrypted personal data and location.
 
-Intake through the API and the importers both create `service_requests` rows; this module is
-the one place that decides which columns hold ciphertext and how a point is published, so the
-two paths cannot drift apart.
+Intake through the API and the importers both create `service_requests` rows. This module
+decides which columns hold ciphertext and how a point is published, so that both paths can
+share one definition.
+
+NOTE: the importers use it; `hub.requests.service.submit_request` still builds the same columns
+itself, so a change here must be mirrored there until intake calls `sealed_request_columns`.
 """
 
 from __future__ import annotations

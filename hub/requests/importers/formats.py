@@ -1,4 +1,4 @@
-"""What every export format shares: the parsed record, row errors and value parsers.
+"""The parts every export format shares: the parsed record, row errors and value parsers.
 
 A format turns one source row (a dict with normalized keys) into a `SourceRecord` in the hub's
 terms, or raises `RowError` naming the column and what is wrong with it. Formats never touch the
@@ -65,10 +65,10 @@ class ExportFormat:
     """Base of the formats: the container, required columns and the row mapping."""
 
     name: ClassVar[str]
-    # Value of `service_requests.source`; formats of the same source share it, so importing the
+    # Value of `service_requests.source`. Formats of the same source share it, so importing the
     # NYC CSV and then the NYC JSON of the same requests stores each request once.
     source: ClassVar[str]
-    # What the file should be, for error messages.
+    # Description of the expected file, for error messages.
     label: ClassVar[str]
     container: ClassVar[str]  # "csv", "json" or "jsonl"
     # The column holding the category, named in "unmapped category" rejections.

@@ -124,7 +124,7 @@ class ExportFile:
             raise FileFormatError(f"{self.path.name} is not UTF-8 text; expected {label}") from None
         if number == 0:
             raise FileFormatError(
-                f"{self.path.name} holds no records (an empty file, an empty array or not a "
+                f"{self.path.name} contains no records (an empty file, an empty array or not a "
                 f"top-level JSON array); expected {label}"
             )
 

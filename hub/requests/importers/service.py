@@ -268,7 +268,7 @@ class Importer:
             imported, existing = self._write(batch)
         except IntegrityError:
             # Another import of the same source committed some of these ids after the lookup;
-            # the lookup on retry sees them and skips them.
+            # the lookup on retry finds them and skips them.
             log.warning("import_batch_retried", tenant_id=self.tenant.id, rows=len(batch))
             imported, existing = self._write(batch)
         self.report.imported += imported
@@ -297,7 +297,7 @@ class Importer:
             session.execute(insert(StatusEvent.__table__), events)
             # A note's ciphertext is bound to its event's id, known only after the insert.
             # Each imported request has at most one event per status, so (request, status)
-            # finds the id; one query is much faster than RETURNING row by row on SQLite.
+            # finds the id. One query is much faster than RETURNING row by row on SQLite.
             event_ids = self._event_ids(session, [row["id"] for row in requests])
             sealed = []
             for index, note in notes:

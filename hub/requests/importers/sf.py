@@ -1,7 +1,7 @@
 """San Francisco 311 cases (DataSF "Case Data from SF311") as CSV.
 
 Headers come spaced (`Status Notes`) from DataSF or dotted (`Status.Notes`) after a round trip
-through R, sometimes with an unnamed row-index column first; both normalize to the same keys.
+through R, sometimes with an unnamed row-index column first. Both normalize to the same keys.
 Times are US-style local Pacific time; `Point` is `(lat, lon)` text.
 """
 

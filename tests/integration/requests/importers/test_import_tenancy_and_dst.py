@@ -45,7 +45,7 @@ def test_import_into_a_leaves_b_alone(engine, shared_data):
 
     report = run_import(TenantContext(a.id), a, FORMATS["boston-csv"], path, engine=engine)
     assert report.imported == 99
-    # B already holds ten of these source ids; A imports them anyway, as its own rows.
+    # B already has ten of these source ids, and A imports them anyway as its own rows.
     assert report.skipped_existing == 0
     assert tenant_counts(engine, b.id) == before
     assert tenant_counts(engine, a.id)[0] == 99

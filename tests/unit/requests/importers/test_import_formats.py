@@ -146,7 +146,7 @@ def test_csv_given_to_json_format(tmp_path, shared_data):
 
 def test_json_object_not_array(tmp_path):
     path = write(tmp_path, "one.json", json.dumps({"service_request_id": "1"}))
-    with pytest.raises(FileFormatError, match="holds no records"):
+    with pytest.raises(FileFormatError, match="contains no records"):
         read_all("open311-json", path)
 
 
