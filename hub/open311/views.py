@@ -14,17 +14,16 @@ from hub.core.clock import isoformat
 from hub.requests import geo
 from hub.requests.catalog import CatalogService, TenantSnapshot, localized
 from hub.requests.models import ServiceRequest, StatusEvent
-from hub.requests.texts import status_text_key, text_for
+from tenants.profile import TenantProfile, profile_for
 
 SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
 
 
-def service_entry(tenant: TenantSnapshot, service: CatalogService, language: str) -> dict:
-    fallback = tenant.default_language
+def service_entry(profile: TenantProfile, service: CatalogService, language: str) -> dict:
     return {
         "service_code": service.code,
-        "service_name": localized(service.names, language, fallback) or service.code,
-        "description": localized(service.descriptions, language, fallback) or "",
+        "service_name": profile.service_name(service, language),
+        "description": profile.service_description(service, language),
         "metadata": bool(service.attributes),
         "type": service.type,
         "keywords": ",".join(service.keywords),
@@ -33,10 +32,12 @@ def service_entry(tenant: TenantSnapshot, service: CatalogService, language: str
 
 
 def service_list(tenant: TenantSnapshot, language: str) -> list[dict]:
-    return [service_entry(tenant, service, language) for service in tenant.services.values()]
+    profile = profile_for(tenant)
+    return [service_entry(profile, service, language) for service in tenant.services.values()]
 
 
 def service_definition(tenant: TenantSnapshot, service: CatalogService, language: str) -> dict:
+    language = profile_for(tenant).pick_language(language)
     fallback = tenant.default_language
     attributes = []
     ordered = sorted(
@@ -77,12 +78,6 @@ def _public_point(
     return geo.public_point(row.lat, row.lon, service.open_data_location, service.h3_resolution)
 
 
-def _status_text(tenant: TenantSnapshot, language: str, status: str, resolution: str | None) -> str:
-    return text_for(
-        tenant.manifest, tenant.languages, language, status_text_key(status, resolution)
-    )
-
-
 def request_entry(
     tenant: TenantSnapshot,
     row: ServiceRequest,
@@ -91,14 +86,14 @@ def request_entry(
     events: Sequence[StatusEvent] | None = None,
 ) -> dict[str, Any]:
     """Build one request as GET requests shows it. Passing `events` adds the extensions."""
+    profile = profile_for(tenant)
     service = tenant.services.get(row.service_code)
     lat, lon = _public_point(service, row)
-    names = service.names if service is not None else None
     entry: dict[str, Any] = {
         "service_request_id": row.id,
-        "status": "closed" if row.status == "closed" else "open",
-        "status_notes": _status_text(tenant, language, row.status, row.resolution),
-        "service_name": localized(names, language, tenant.default_language) or row.service_code,
+        "status": profile.open311_status(row.status),
+        "status_notes": profile.status_text(row.status, row.resolution, language),
+        "service_name": profile.service_name(service, language) if service else row.service_code,
         "service_code": row.service_code,
         "description": None,
         "agency_responsible": row.agency_code,
@@ -124,10 +119,10 @@ def request_entry(
         entry["notes"] = [
             {
                 "datetime": isoformat(event.at),
-                "status": "closed" if event.status == "closed" else "open",
+                "status": profile.open311_status(event.status),
                 "status_detail": event.status,
                 "type": event.channel,
-                "summary": _status_text(tenant, language, event.status, event.resolution),
+                "summary": profile.status_text(event.status, event.resolution, language),
             }
             for event in events
         ]

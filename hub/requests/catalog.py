@@ -6,13 +6,14 @@ once per call from the registry's in-process cache. The protocols name the attri
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from hub.requests.geo import ServiceArea, prepare_area
+from tenants.calendar import sla_deadline
+from tenants.geometry import Geometry
 from tenants.manifest import Manifest
 
 
@@ -59,21 +60,37 @@ def localized(text: Mapping[str, str] | str | None, language: str, fallback: str
     return next(iter(text.values()), None)
 
 
-_areas: dict[tuple[str, int], ServiceArea | None] = {}
-_areas_lock = threading.Lock()
+@dataclass(frozen=True)
+class ServiceArea:
+    """A tenant's service area with its bounding box, so most outside points skip the ray cast."""
+
+    geometry: Geometry
+    bounds: tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
+
+    def contains(self, lat: float, lon: float) -> bool:
+        min_lon, min_lat, max_lon, max_lat = self.bounds
+        if not (min_lon <= lon <= max_lon and min_lat <= lat <= max_lat):
+            return False
+        return self.geometry.contains(lon, lat)
 
 
-def service_area(tenant: TenantSnapshot) -> ServiceArea | None:
-    """The tenant's prepared service area, built once per manifest version."""
+# Prepared areas by tenant and manifest version; a new manifest version gets a new entry.
+_areas: dict[tuple[str, int], ServiceArea] = {}
+
+
+def service_area(tenant: TenantSnapshot) -> ServiceArea:
+    """Return the tenant's service area, prepared once per manifest version."""
     key = (tenant.id, tenant.manifest_version)
-    area = _areas.get(key, False)
-    if area is not False:
-        return area
-    geometry = tenant.manifest.service_area
-    prepared = prepare_area({"type": geometry.type, "coordinates": geometry.coordinates})
-    with _areas_lock:
-        _areas[key] = prepared
-    return prepared
+    area = _areas.get(key)
+    if area is None:
+        geometry = tenant.manifest.service_area
+        area = ServiceArea(geometry, geometry.bounds())
+        _areas[key] = area
+    return area
+
+
+def in_service_area(tenant: TenantSnapshot, lat: float, lon: float) -> bool:
+    return service_area(tenant).contains(lat, lon)
 
 
 def open_data_rule(service: CatalogService) -> tuple[str, int]:
@@ -89,16 +106,13 @@ def destinations(_tenant: TenantSnapshot, service: CatalogService) -> list[str]:
 def expected_at(
     tenant: TenantSnapshot, service: CatalogService, requested_at: datetime
 ) -> datetime | None:
-    """When the request is due: the SLA target on the business calendar, or on the clock."""
-    if service.sla_hours is None:
-        return None
-    if service.sla_clock == "continuous":
-        return requested_at + timedelta(hours=service.sla_hours)
-    # TODO: move this import to the top once tenants.calendar lands in the repository.
-    from tenants.calendar import add_business_hours
-
-    return add_business_hours(
-        requested_at, service.sla_hours, tenant.manifest.calendar, tenant.timezone
+    """Return when the request is due under the service's SLA target, or None without one."""
+    return sla_deadline(
+        requested_at,
+        service.sla_hours,
+        service.sla_clock,
+        tenant.manifest.calendar,
+        tenant.timezone,
     )
 
 

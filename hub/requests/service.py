@@ -37,7 +37,7 @@ from hub.requests.models import (
 )
 from hub.requests.routing import ROUTE_TASK
 from hub.requests.schemas import IntakeData, IntakeResult
-from hub.requests.texts import text_for
+from hub.requests.texts import notice_text
 from hub.requests.validation import (
     MAX_DESCRIPTION_CHARS,
     check_attributes,
@@ -80,8 +80,7 @@ def _validate(tenant: TenantSnapshot, service: CatalogService, data: IntakeData)
         if data.lat is None or data.lon is None:
             raise InvalidInput("lat and long must be given together", code="invalid_location")
         geo.check_coordinates(data.lat, data.lon)
-        area = catalog.service_area(tenant)
-        if area is not None and not area.contains(data.lat, data.lon):
+        if not catalog.in_service_area(tenant, data.lat, data.lon):
             raise InvalidInput(
                 "the location is outside this jurisdiction's service area",
                 code="outside_service_area",
@@ -220,12 +219,11 @@ def service_notice(
     tenant: TenantSnapshot, request: ServiceRequest, language: str | None, *, token: bool
 ) -> str:
     if token:
-        return text_for(tenant.manifest, tenant.languages, language, "notice.token")
+        return notice_text(tenant, language, "notice.token")
     if request.expected_at is None:
-        return text_for(tenant.manifest, tenant.languages, language, "notice.received")
+        return notice_text(tenant, language, "notice.received")
     expected = catalog.local_time(tenant, request.expected_at).strftime("%Y-%m-%d %H:%M")
-    template = text_for(tenant.manifest, tenant.languages, language, "notice.expected")
-    return template.format(expected=expected)
+    return notice_text(tenant, language, "notice.expected").format(expected=expected)
 
 
 def body_hash(items: list[tuple[str, str]]) -> str:

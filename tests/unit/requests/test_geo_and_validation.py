@@ -8,7 +8,9 @@ import pytest
 
 from hub.core.errors import InvalidInput
 from hub.requests import geo
+from hub.requests.catalog import ServiceArea
 from hub.requests.validation import check_attributes, check_media_url, check_text, parse_datetime
+from tenants.geometry import Geometry
 
 SQUARE = {
     "type": "Polygon",
@@ -33,8 +35,13 @@ def test_edge_coordinates_accepted(lat, lon):
     geo.check_coordinates(lat, lon)
 
 
+def _area(geometry: dict) -> ServiceArea:
+    prepared = Geometry(**geometry)
+    return ServiceArea(prepared, prepared.bounds())
+
+
 def test_area_contains_respects_holes():
-    area = geo.prepare_area(SQUARE)
+    area = _area(SQUARE)
     assert area.contains(1, 1)
     assert not area.contains(5, 5)
     assert not area.contains(11, 5)
@@ -42,7 +49,7 @@ def test_area_contains_respects_holes():
 
 
 def test_multipolygon_area():
-    area = geo.prepare_area(
+    area = _area(
         {
             "type": "MultiPolygon",
             "coordinates": [
@@ -54,10 +61,6 @@ def test_multipolygon_area():
     assert area.contains(0.5, 0.5)
     assert area.contains(5.5, 5.5)
     assert not area.contains(3, 3)
-
-
-def test_area_is_prepared_once():
-    assert geo.prepare_area(SQUARE) is geo.prepare_area(dict(SQUARE))
 
 
 def test_distance_one_degree_latitude():
