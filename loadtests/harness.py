@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.core.settings import reset_settings_cache
+from loadtests.alert_setup import alert_config, wait_for_deliveries
 from loadtests.analysis import (
     ALL_ENDPOINTS,
     check_criteria,
@@ -44,6 +45,14 @@ SCENARIOS = {
     "overflow": "overflow.py",
 }
 DEFAULT_CRITERIA = LOADTEST_DIR / "criteria" / "ci.yaml"
+
+
+def default_criteria(scenario: str) -> Path:
+    """Return `criteria/ci-SCENARIO.yaml` when a scenario has its own, else `criteria/ci.yaml`."""
+    own = LOADTEST_DIR / "criteria" / f"ci-{scenario}.yaml"
+    return own if own.is_file() else DEFAULT_CRITERIA
+
+
 # Example tenant id to the profile derived from that city's records.
 TENANT_PROFILES = {"new-york-city": "nyc", "san-francisco": "sf", "boston": "boston"}
 POINTS_PER_TENANT = 200
@@ -129,12 +138,39 @@ def point_agencies_at(receiver: Any, engine: Any, tenant_ids: list[str]) -> None
                 receiver.secrets[path] = agency.webhook_secret or ""
 
 
+def overflow_config(manifests: list[Path], engine: Any) -> dict[str, Any]:
+    """Return, per tenant with contact centers, a staff key and the centers' traits."""
+    from tenants.manifest import load_manifest
+
+    result: dict[str, Any] = {}
+    for path in manifests:
+        manifest = load_manifest(path)
+        centers = [
+            {
+                "id": center.id,
+                "agents": center.agents,
+                "skills": center.skills or ["general"],
+                "languages": center.languages,
+            }
+            for center in manifest.overflow.centers
+        ]
+        if centers:
+            key = onboard(path, engine, ["agent", "supervisor"], "load test")
+            result[manifest.id] = {"key": key, "centers": centers}
+    return result
+
+
 def prepare_config(
-    options: RunOptions, engine: Any, record_dir: Path, receiver: Any = None
+    options: RunOptions,
+    engine: Any,
+    record_dir: Path,
+    alert_receiver: Any,
+    agency_receiver: Any = None,
 ) -> Path:
     """Onboard the example tenants, create keys and write the run configuration file.
 
-    With a `receiver`, agency deliveries go to it instead of the manifests' webhook URLs.
+    With an `agency_receiver`, agency deliveries go to it instead of the manifests' webhook
+    URLs; `alert_receiver` takes the alert-storm subscribers' webhook deliveries.
     """
     manifests = example_manifests()
     tenants = [
@@ -142,22 +178,13 @@ def prepare_config(
         for path in manifests
     ]
     config: dict[str, Any] = {"tenants": tenants, "record_dir": str(record_dir)}
-    if receiver is not None:
-        point_agencies_at(receiver, engine, [tenant["tenant_id"] for tenant in tenants])
+    if agency_receiver is not None:
+        point_agencies_at(agency_receiver, engine, [t["tenant_id"] for t in tenants])
     if options.scenario == "alert-storm":
         managers = [onboard(manifests[0], engine, ["emergency_manager"], "load test") for _ in "ab"]
-        config["alert"] = {
-            "manager_key": managers[0],
-            "approver_key": managers[1],
-            "subscribers": max(options.users * 50, 100),
-            "sink_url": "http://127.0.0.1:9/sink",
-            "body": {"status": "Test", "msgType": "Alert", "scope": "Public"},
-        }
+        config["alert"] = alert_config(tenants[0], alert_receiver, options.users, managers)
     if options.scenario == "overflow":
-        config["overflow"] = {
-            "agent_key": onboard(manifests[0], engine, ["agent"], "load test"),
-            "degrade": None,
-        }
+        config["overflow"] = overflow_config(manifests, engine)
     path = options.report_dir / "run-config.json"
     path.write_text(json.dumps(config), encoding="utf-8")
     os.chmod(path, 0o600)  # the file contains API keys
@@ -222,38 +249,64 @@ def database_engine() -> Any:
     return get_engine()
 
 
+@dataclass
+class LoadResult:
+    """Where the load ran and what the receiver saw: agency deliveries (None for an external
+    target, whose agencies keep their own webhooks) and alert deliveries received twice."""
+
+    locust_status: int
+    target: str
+    stack_label: str
+    agency_deliveries: dict[str, int] | None
+    alert_duplicates: int
+
+
+def generate_load(options: RunOptions, record_dir: Path) -> LoadResult:
+    """Start the stack unless there is a target, run Locust, and wait for alert fan-out."""
+    from hub.cli.demo.receiver import AgencyReceiver
+
+    stack: Stack | None = None
+    receiver = AgencyReceiver(port=0).start()
+    agency_deliveries = None
+    try:
+        if options.target is None:
+            stack = start_stack(options.report_dir)
+            use_stack_settings(stack)
+        url = stack.url if stack else str(options.target)
+        engine = database_engine()
+        config_path = prepare_config(
+            options, engine, record_dir, receiver, receiver if stack else None
+        )
+        status = run_locust(options, url, config_path)
+        alert_ids = [str(a["alert_id"]) for a in read_acks(record_dir) if a.get("alert_id")]
+        if alert_ids:
+            wait_for_deliveries(engine, alert_ids)
+    finally:
+        if stack is not None:
+            stack.stop()
+        receiver.stop()
+    received = receiver.snapshot()
+    alert_paths = {item.delivery_id for item in received if "/alerts-" in item.path}
+    alert_duplicates = sum(n for key, n in receiver.duplicates.items() if key in alert_paths)
+    if stack is not None:
+        agency_deliveries = {
+            "received": len(received) - len(alert_paths),
+            "duplicates": sum(receiver.duplicates.values()) - alert_duplicates,
+        }
+    return LoadResult(status, url, _stack_label(stack), agency_deliveries, alert_duplicates)
+
+
 def run(options: RunOptions) -> dict[str, Any]:
     """Run the scenario (or recheck an earlier run) and write the report; return it."""
     options.report_dir.mkdir(parents=True, exist_ok=True)
     record_dir = options.report_dir / "records"
     criteria = load_criteria(options.criteria)
-    stack: Stack | None = None
     started = datetime.now(UTC)
-    locust_status = 0
-    agency_deliveries: dict[str, int] | None = None
+    load = LoadResult(0, options.target or "the stack of the earlier run", "recheck", None, 0)
 
     if not options.recheck:
         shutil.rmtree(record_dir, ignore_errors=True)
-        receiver = None
-        if options.target is None:
-            from hub.cli.demo.receiver import AgencyReceiver
-
-            stack = start_stack(options.report_dir)
-            use_stack_settings(stack)
-            receiver = AgencyReceiver(port=0).start()
-        try:
-            url = stack.url if stack else str(options.target)
-            config_path = prepare_config(options, database_engine(), record_dir, receiver)
-            locust_status = run_locust(options, url, config_path)
-        finally:
-            if stack is not None:
-                stack.stop()
-            if receiver is not None:
-                receiver.stop()
-                agency_deliveries = {
-                    "received": len(receiver.received),
-                    "duplicates": sum(receiver.duplicates.values()),
-                }
+        load = generate_load(options, record_dir)
     elif options.target is None:
         # An earlier run started its own stack; its embedded database is in the report.
         os.environ.setdefault("HUB_VAR_DIR", str(options.report_dir / "var"))
@@ -265,25 +318,26 @@ def run(options: RunOptions) -> dict[str, Any]:
     engine = database_engine()
     reconciliation = reconcile(acks, engine)
     reconcile_alerts(acks, engine, reconciliation)
+    reconciliation.deliveries_duplicated += load.alert_duplicates
     checks = check_criteria(criteria, figures, reconciliation)
     overall = next(f for f in figures if f.name == ALL_ENDPOINTS)
     charts = write_charts(samples, options.report_dir)
 
     report = {
         "scenario": options.scenario,
-        "target": options.target or (stack.url if stack else "the stack of the earlier run"),
-        "stack": _stack_label(stack, options),
+        "target": load.target,
+        "stack": load.stack_label,
         "users": options.users,
         "duration_seconds": options.duration,
         "started_at": started.isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
         "command": options.command,
-        "locust_exit_status": locust_status,
+        "locust_exit_status": load.locust_status,
         "requests_per_second": overall.requests_per_second,
         "nyc_record_day_multiple": round(overall.requests_per_second / NYC_RECORD_DAY_RATE, 2),
         "endpoints": [asdict(f) for f in figures],
         "reconciliation": asdict(reconciliation),
-        "agency_deliveries": agency_deliveries,
+        "agency_deliveries": load.agency_deliveries,
         "checks": [asdict(c) for c in checks],
         "charts": charts,
         "passed": all(c.passed for c in checks) and overall.requests > 0,
@@ -292,9 +346,9 @@ def run(options: RunOptions) -> dict[str, Any]:
     return report
 
 
-def _stack_label(stack: Stack | None, options: RunOptions) -> str:
+def _stack_label(stack: Stack | None) -> str:
     if stack is None:
-        return "external target" if options.target else "recheck"
+        return "external target"
     if stack.distributed:
         return "PostgreSQL and RabbitMQ, 2 API processes, 1 worker"
     return "embedded default (SQLite, embedded broker)"

@@ -23,6 +23,8 @@ import httpx
 from sqlalchemy import Engine
 
 HOST = "127.0.0.1"
+# Seconds to wait for `/readyz`; each process imports the app and migrates before it listens.
+READY_TIMEOUT = 180.0
 
 
 def free_port() -> int:
@@ -57,9 +59,9 @@ class Stack:
                 process.wait(5)
 
 
-def stack_environment(run_dir: Path) -> dict[str, str]:
+def stack_environment(run_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     """Return the environment for the stack's processes: its own var and metrics directories."""
-    env = os.environ.copy()
+    env = dict(os.environ if base is None else base)
     env["HUB_VAR_DIR"] = str(run_dir / "var")
     env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
     env.setdefault("HUB_LOG_LEVEL", "WARNING")
@@ -88,15 +90,25 @@ def wait_ready(url: str, processes: Sequence[subprocess.Popen[bytes]], timeout: 
     raise RuntimeError(f"the hub at {url} was not ready after {timeout:.0f} s ({last})")
 
 
-def start_stack(run_dir: Path, *, api_processes: int = 2, workers: int = 1) -> Stack:
-    """Start the hub on a free loopback port and wait until `/readyz` returns 200."""
-    env = stack_environment(run_dir)
+def start_stack(
+    run_dir: Path,
+    *,
+    api_processes: int = 2,
+    workers: int = 1,
+    base_env: dict[str, str] | None = None,
+) -> Stack:
+    """Start the hub on a free loopback port and wait until `/readyz` returns 200.
+
+    `base_env` replaces this process's environment as the base of the stack's (tests pass the
+    database and broker URLs this way).
+    """
+    env = stack_environment(run_dir, base_env)
     distributed = bool(env.get("HUB_DATABASE_URL", "").startswith("postgresql"))
     port = free_port()
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
-    subprocess.run(hub_command("db", "upgrade"), env=env, check=True, capture_output=True)
+    # `hub serve` and `hub worker` migrate the database themselves before they start.
     serve_args = ["serve", "--host", HOST, "--port", str(port)]
     if distributed:
         serve_args += ["--processes", str(api_processes), "--no-worker"]
@@ -109,7 +121,7 @@ def start_stack(run_dir: Path, *, api_processes: int = 2, workers: int = 1) -> S
     stack = Stack(url=f"http://{HOST}:{port}", env=env, distributed=distributed)
     stack.processes = processes
     try:
-        wait_ready(stack.url, processes, timeout=90)
+        wait_ready(stack.url, processes, timeout=READY_TIMEOUT)
     except BaseException:
         stack.stop()
         raise

@@ -23,7 +23,9 @@ def loadtest(
         60, "--duration", min=5, max=3600, help="Run time in seconds; the surge stages scale."
     ),
     criteria: Path = typer.Option(
-        None, "--criteria", help="Capacity criteria YAML; default: loadtests/criteria/ci.yaml."
+        None,
+        "--criteria",
+        help="Capacity criteria YAML; default: loadtests/criteria/ci-SCENARIO.yaml or ci.yaml.",
     ),
     report: Path = typer.Option(
         Path("var/loadtest"), "--report", help="Directory for the report, charts and records."
@@ -39,13 +41,13 @@ def loadtest(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run a Locust scenario headless, reconcile with the database, check the criteria."""
-    from loadtests.harness import DEFAULT_CRITERIA, SCENARIOS, RunOptions, run
+    from loadtests.harness import SCENARIOS, RunOptions, default_criteria, run
 
     if scenario not in SCENARIOS:
         fail(f"unknown scenario {scenario!r}; use one of: {', '.join(SCENARIOS)}")
     if target and not target.startswith(("http://127.0.0.1", "http://[::1]", "http://localhost")):
         fail(f"--target {target!r} is not a loopback URL; load runs target 127.0.0.1 or ::1 only")
-    criteria = criteria or DEFAULT_CRITERIA
+    criteria = criteria or default_criteria(scenario)
     for label, path in (("--criteria", criteria), ("--profile", profile)):
         if path is not None and not path.is_file():
             fail(f"{label} file not found: {path}; check the path")

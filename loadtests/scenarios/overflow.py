@@ -1,11 +1,11 @@
 """Scenario `overflow`: contacts arrive on a real arrival curve while one center degrades.
 
-The contact rate follows the profile's hourly arrival curve compressed into the run: each user
-paces itself so the sum of users follows the curve. Halfway through, one center reports no
-agents available, so the hub should route new contacts to its partners.
-NOTE: the contact endpoints follow the documented JSON API (`/api/v1/overflow/contacts` and
-`/api/v1/overflow/centers/{id}/state`); adjust the paths here if the overflow API names them
-differently.
+The run replays a day compressed into its duration: each contact user waits between contacts
+for an exponential time whose rate follows the profile's hourly arrival curve, so the users
+together follow the curve. One center user sends every tenant center's heartbeat every few
+seconds with full staff, and from halfway through reports the first center with no agent
+available, so routing sees it degrade. Every acknowledged contact id is recorded for
+reconciliation.
 """
 
 from __future__ import annotations
@@ -14,49 +14,68 @@ import os
 import random
 import time
 
-from locust import task
+from locust import constant, task
 
 from loadtests.scenarios.common import TenantUser, config, records
 
+HEARTBEAT_SECONDS = 5.0
+
+
+def run_seconds() -> float:
+    return float(os.environ.get("HUB_LOADTEST_DURATION", "60"))
+
 
 class ContactUser(TenantUser):
+    weight = 9
+
     def on_start(self) -> None:
         super().on_start()
-        self.overflow = config()["overflow"]
+        self.overflow = config()["overflow"][self.tenant["tenant_id"]]
         self.started = time.monotonic()
-        self.duration = float(os.environ.get("HUB_LOADTEST_DURATION", "60"))
-        self.degraded = False
 
     def wait_time(self) -> float:
-        # The run replays 24 hours; a busier hour means a shorter wait between contacts.
         curve = self.profile["hourly_arrivals"]
-        elapsed = (time.monotonic() - self.started) / max(self.duration, 1.0)
+        elapsed = (time.monotonic() - self.started) / max(run_seconds(), 1.0)
         share = curve[min(int(elapsed * 24), 23)]
-        mean_share = 1.0 / 24
-        return random.expovariate(max(share / mean_share, 0.05))
+        # One contact per second on average over the day; a busier hour waits less.
+        return random.expovariate(max(share * 24, 0.05))
 
     @task
     def contact(self) -> None:
-        headers = {"Authorization": f"Bearer {self.overflow['agent_key']}"}
-        elapsed = time.monotonic() - self.started
-        if not self.degraded and elapsed > self.duration / 2 and self.overflow.get("degrade"):
-            self.degraded = True
-            self.client.post(
-                f"/api/v1/overflow/centers/{self.overflow['degrade']}/state",
-                json={"agents_available": 0},
-                headers=headers,
-                name="POST /api/v1/overflow/centers/{id}/state",
-            )
+        center = random.choice(self.overflow["centers"])
         response = self.client.post(
             "/api/v1/overflow/contacts",
             json={
-                "tenant_id": self.tenant["tenant_id"],
-                "language": random.choice(["en", "es"]),
-                "skill": self.service_code(),
+                "channel": "call",
+                "language": random.choice(center["languages"]),
+                "service_group": random.choice(center["skills"]),
             },
-            headers=headers,
+            headers={"Authorization": f"Bearer {self.overflow['key']}"},
             name="POST /api/v1/overflow/contacts",
         )
         if response.status_code in (200, 201):
-            contact_id = response.json().get("id")
+            contact_id = response.json().get("contact_id")
             records().ack({"tenant_id": self.tenant["tenant_id"], "contact_id": contact_id})
+
+
+class CenterUser(TenantUser):
+    fixed_count = 1
+    wait_time = constant(HEARTBEAT_SECONDS)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.started = time.monotonic()
+
+    @task
+    def heartbeats(self) -> None:
+        degrade_after = run_seconds() / 2
+        degraded = time.monotonic() - self.started > degrade_after
+        for index, (_tenant_id, overflow) in enumerate(sorted(config()["overflow"].items())):
+            for position, center in enumerate(overflow["centers"]):
+                available = 0 if degraded and index == 0 and position == 0 else center["agents"]
+                self.client.post(
+                    f"/api/v1/overflow/centers/{center['id']}/heartbeat",
+                    json={"agents_staffed": center["agents"], "agents_available": available},
+                    headers={"Authorization": f"Bearer {overflow['key']}"},
+                    name="POST /api/v1/overflow/centers/{id}/heartbeat",
+                )
