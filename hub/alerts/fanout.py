@@ -286,33 +286,70 @@ def _record(engine: Engine | None, ctx: TenantContext, results: list[tuple[Job, 
     return retry
 
 
+class _ThreadLoop(threading.local):
+    """One event loop and one pooled HTTP session per worker thread, kept across batches so
+    connections to providers stay open between batches."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+    http: aiohttp.ClientSession | None = None
+    pid: int = 0
+
+
+_thread_loop = _ThreadLoop()
+
+
+def _run(coroutine_factory: Any) -> Any:
+    import os
+
+    state = _thread_loop
+    if state.loop is None or state.pid != os.getpid() or state.loop.is_closed():
+        # A forked child must not reuse its parent's loop or sockets.
+        state.loop = asyncio.new_event_loop()
+        state.http = None
+        state.pid = os.getpid()
+    return state.loop.run_until_complete(coroutine_factory())
+
+
+async def _http() -> aiohttp.ClientSession:
+    state = _thread_loop
+    if state.http is None or state.http.closed:
+        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS)
+        state.http = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=15, connect=5)
+        )
+    return state.http
+
+
 async def _send_all(
     engine: Engine | None,
     ctx: TenantContext,
     jobs: list[Job],
     settings: TenantAlertSettings,
 ) -> int:
-    connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS)
+    """Send in chunks; each chunk's outcomes are stored while the next chunk is sent, so a
+    killed worker repeats at most two chunks."""
+    http = await _http()
+    channels = build_channels(http, settings)
     retry = 0
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=15, connect=5)
-    ) as http:
-        channels = build_channels(http, settings)
-        try:
-            for start in range(0, len(jobs), CHUNK_SIZE):
-                chunk = jobs[start : start + CHUNK_SIZE]
-                outcomes = await asyncio.gather(
-                    *(
-                        _send_one(channels[job.channel], bucket_for(settings, job.channel), job)
-                        for job in chunk
-                    )
+    recording: asyncio.Future[int] | None = None
+    try:
+        for start in range(0, len(jobs), CHUNK_SIZE):
+            chunk = jobs[start : start + CHUNK_SIZE]
+            outcomes = await asyncio.gather(
+                *(
+                    _send_one(channels[job.channel], bucket_for(settings, job.channel), job)
+                    for job in chunk
                 )
-                retry += await asyncio.to_thread(
-                    _record, engine, ctx, list(zip(chunk, outcomes, strict=True))
-                )
-        finally:
-            for channel in channels.values():
-                await channel.close()
+            )
+            if recording is not None:
+                retry += await recording
+            results = list(zip(chunk, outcomes, strict=True))
+            recording = asyncio.ensure_future(asyncio.to_thread(_record, engine, ctx, results))
+    finally:
+        if recording is not None:
+            retry += await recording
+        for channel in channels.values():
+            await channel.close()
     return retry
 
 
@@ -322,11 +359,11 @@ def _finish_if_done(engine: Engine | None, ctx: TenantContext, alert_id: str) ->
         if row is None or row.state != m.SENDING:
             return
         pending = session.scalar(
-            select(func.count())
-            .select_from(m.Delivery)
+            select(m.Delivery.id)
             .where(m.Delivery.alert_id == alert_id, m.Delivery.state == m.PENDING)
+            .limit(1)
         )
-        if not pending:
+        if pending is None:
             row.state = m.SENT
             row.finished_at = utcnow()
             log.info("alert_fanout_finished", alert_id=alert_id)
@@ -338,7 +375,7 @@ def deliver_batch(alert_id: str, batch: int, tenant_id: str, engine: Engine | No
     jobs, settings, reason = _load_jobs(engine, ctx, alert_id, batch)
     retry = 0
     if jobs and settings is not None:
-        retry = asyncio.run(_send_all(engine, ctx, jobs, settings))
+        retry = _run(lambda: _send_all(engine, ctx, jobs, settings))
     if retry:
         with unit_of_work(ctx, engine=engine) as session:
             row = session.scalar(select(m.Alert).where(m.Alert.id == alert_id))

@@ -192,5 +192,6 @@ class Delivery(TenantOwned, Base):
         UniqueConstraint(
             "tenant_id", "alert_id", "subscriber_id", "channel", name="uq_alert_deliveries"
         ),
-        Index("ix_alert_deliveries_tenant_batch", "tenant_id", "alert_id", "batch", "state"),
+        # Serves both "pending rows of one batch" and "does the alert have pending rows".
+        Index("ix_alert_deliveries_tenant_state", "tenant_id", "alert_id", "state", "batch"),
     )

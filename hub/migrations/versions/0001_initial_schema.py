@@ -478,8 +478,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("alert_deliveries", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_alert_deliveries_tenant_batch",
-            ["tenant_id", "alert_id", "batch", "state"],
+            "ix_alert_deliveries_tenant_state",
+            ["tenant_id", "alert_id", "state", "batch"],
             unique=False,
         )
 
@@ -627,7 +627,7 @@ def downgrade() -> None:
 
     op.drop_table("alert_subscriber_cells")
     with op.batch_alter_table("alert_deliveries", schema=None) as batch_op:
-        batch_op.drop_index("ix_alert_deliveries_tenant_batch")
+        batch_op.drop_index("ix_alert_deliveries_tenant_state")
 
     op.drop_table("alert_deliveries")
     op.drop_table("alert_approvals")
