@@ -284,12 +284,10 @@ def get_request(request_id: str, fmt: str, request: Request) -> Response:
     extended = _extensions(items)
     with unit_of_work(ctx, write=False) as session:
         row = service.get_request(session, ctx, request_id)
-        events = queries.events_by_request(session, ctx, [row.id]).get(row.id, [])
-        body = [
-            views.request_entry(
-                tenant, row, _language(request, items), events=events if extended else None
-            )
-        ]
+        events = None
+        if extended:
+            events = queries.events_by_request(session, ctx, [row.id]).get(row.id, [])
+        body = [views.request_entry(tenant, row, _language(request, items), events=events)]
     return formats.render(fmt, "service_requests", body)
 
 
