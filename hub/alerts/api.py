@@ -1,7 +1,7 @@
 """JSON API of alerts, the resident opt-in endpoints and the public CAP, Atom and JSON outputs.
 
-Emergency-manager endpoints need a key with the emergency_manager role; another tenant's
-alert answers 404. City apps subscribe residents with their Open311 key; unsubscribing needs
+Emergency-manager endpoints need a key with the emergency_manager role, and another tenant's
+alert returns 404. City apps subscribe residents with their Open311 key; unsubscribing needs
 only the link token. The public outputs need no key.
 """
 
@@ -114,7 +114,7 @@ def unsubscribe_link(tenant_id: str, token: str) -> dict[str, str]:
 
 @router.get("/alerts/{tenant_id}/vapid-public-key")
 def vapid_key(tenant_id: str) -> dict[str, str]:
-    """The key browsers pass as `applicationServerKey` when they subscribe to Web Push."""
+    """Return the key browsers pass as `applicationServerKey` to subscribe to Web Push."""
     _check_tenant(tenant_id)
     return {"public_key": vapid_public_key(tenant_id)}
 

@@ -2,10 +2,10 @@
 
 Each adapter sends one rendered message to one address and classifies the outcome: sent, a
 transient failure worth retrying, or a permanent failure (which may disable the channel, as
-Web Push 404 and 410 do). Every message carries a stable delivery key (`X-Hub-Delivery-Id`,
-the e-mail `Message-ID`, the SMS `reference`), because delivery is at least once: a worker
-killed after sending and before recording the result sends that message again, and receivers
-drop the repeat by this key.
+Web Push 404 and 410 do). Delivery is at least once, because a worker killed after sending
+and before recording the result sends that message again. Every message therefore carries a
+stable delivery key (`X-Hub-Delivery-Id`, the e-mail `Message-ID`, the SMS `reference`, the
+Web Push `Topic`), and receivers drop repeats by it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ SMS_MAX_CHARS = 360
 
 @dataclass(frozen=True)
 class Message:
-    """What one recipient receives, already in their language."""
+    """The rendered text one recipient receives, already in their language."""
 
     delivery_key: str
     alert_id: str

@@ -1,9 +1,10 @@
 """Deliver one batch of an alert: load, decrypt, send concurrently, record, retry.
 
-A batch runs in one worker task. It sends in chunks over one pooled `aiohttp` session per
-batch, and commits the outcome of each chunk before starting the next, so a worker killed
-mid-batch repeats at most one chunk; those repeats carry the same delivery key and receivers
-drop them. Each (tenant, channel) has a token bucket at the tenant's configured rate.
+A batch runs in one worker task. It sends in chunks over a pooled `aiohttp` session that each
+worker thread keeps between batches. The outcomes of a chunk are stored while the next chunk
+is sent, so a worker killed mid-batch repeats at most two chunks. Those repeats carry the same
+delivery key, and receivers drop them. Each (tenant, channel) has a token bucket at the
+tenant's configured rate.
 
 Nothing is sent for an alert that is cancelled, superseded or past `expires`: its pending
 deliveries are dropped instead.
@@ -58,10 +59,9 @@ class TokenBucket:
     """Allow `rate` acquisitions per second on average with bursts up to `burst`.
 
     One bucket per worker process and (tenant, channel), shared by the batches that process
-    runs, whatever thread or event loop they run in: the state is guarded by a thread lock
-    held only while counting, never across an await. NOTE: with N worker processes the
-    provider sees up to N times the configured rate; enforcing it across processes needs a
-    shared limiter.
+    runs, whatever thread or event loop they run in. A thread lock guards the state only while
+    counting, never across an await. NOTE: with N worker processes a provider receives up to
+    N times the configured rate, because enforcing it across processes needs a shared limiter.
     """
 
     def __init__(self, rate: float, burst: float | None = None):
@@ -266,10 +266,13 @@ def _record(engine: Engine | None, ctx: TenantContext, results: list[tuple[Job, 
                 .values(state=m.DELIVERED, sent_at=now, attempts=m.Delivery.attempts + 1)
             )
         for job, outcome in results:
-            DELIVERIES.labels(
-                channel=job.channel,
-                outcome="sent" if outcome.ok else ("retry" if outcome.transient else "failed"),
-            ).inc()
+            if outcome.ok:
+                label = "sent"
+            elif outcome.transient:
+                label = "retry"
+            else:
+                label = "failed"
+            DELIVERIES.labels(channel=job.channel, outcome=label).inc()
             if outcome.ok:
                 continue
             delivery = session.get(m.Delivery, job.delivery_id)

@@ -1,9 +1,9 @@
 """Compose, approve, preview and send alerts; resolve Update and Cancel references.
 
 Every function takes the caller's session and only flushes. A regional alert touches several
-tenants' rows, so its callers pass a session opened with a `SystemContext` after checking the
-emergency manager's credential for the originating tenant; all other calls take a tenant
-session.
+tenants' rows. Its callers therefore check the emergency manager's credential for the
+originating tenant and then pass a session opened with a `SystemContext`. All other calls
+take a tenant session.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ def _participating_tenants(session: Session, origin: str, requested: list[str] |
 def _resolve_reference(
     session: Session, tenant_id: str, cap: CapAlert
 ) -> tuple[m.Alert | None, str | None]:
-    """Find this tenant's row of the alert that `cap` updates or cancels (the last entry of
-    `references` that the hub knows). Returns (row, None) or (None, reason to hold)."""
+    """Find this tenant's row of the alert that `cap` updates or cancels, which is the last
+    entry of `references` stored in the hub. Return (row, None) or (None, reason to hold)."""
     entries = cap.reference_list()
     for entry in reversed(entries):
         row = session.scalar(
@@ -135,7 +135,12 @@ def compose(
         )
     if problems:
         raise InvalidCap(problems)
-    assert cap.sender and cap.identifier and cap.sent and cap.msg_type and cap.status
+    # Validation above guarantees these; the asserts narrow the types.
+    assert cap.sender is not None
+    assert cap.identifier is not None
+    assert cap.sent is not None
+    assert cap.msg_type is not None
+    assert cap.status is not None
 
     participants = _participating_tenants(session, ctx.tenant_id, tenants)
     for tenant_id in participants:

@@ -115,10 +115,11 @@ def check_input(data: SubscriptionInput) -> dict[str, str]:
         raise InvalidInput("at least one place is required", field="places")
     if len(data.places) > MAX_PLACES:
         raise InvalidInput(f"at most {MAX_PLACES} places are allowed", field="places")
-    for lat, lon in data.places:
+    # The message names the place by its position only, because coordinates are personal data.
+    for number, (lat, lon) in enumerate(data.places, start=1):
         if not (-90 <= lat <= 90) or not (-180 <= lon <= 180):
             raise InvalidInput(
-                f"place {lat},{lon} is out of range; latitude must be within [-90, 90] and "
+                f"place {number} is out of range; latitude must be within [-90, 90] and "
                 "longitude within [-180, 180]",
                 field="places",
             )

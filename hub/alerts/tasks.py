@@ -11,7 +11,7 @@ from hub.alerts.service import DELIVER_TASK
 from hub.core.tasks import QUEUE_ALERTS_URGENT, hub_task
 
 
-# Declared on alerts.urgent; notices pass queue alerts.bulk when they enqueue it, so the same
+# Declared on alerts.urgent. Notices pass queue alerts.bulk when they enqueue it, so the same
 # task serves both and notices never wait in front of an emergency alert.
 # An unexpected error (database or broker outage) retries with exponential backoff; the
 # pending rows make the retry send only what is still unsent.

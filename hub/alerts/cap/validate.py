@@ -2,9 +2,10 @@
 
 Schema rules: required elements, enumerations, identifier characters, date-time form. Rules
 beyond the schema: a polygon is closed, has at least 4 points, stays within the coordinate
-ranges and does not cross itself (on the unwrapped ring when it crosses the antimeridian); a
-circle radius is positive; `references` is present and well formed for Update and Cancel; an
-Alert has at least one `info`, while a Cancel may have none.
+ranges and does not cross itself (tested on the unwrapped ring when it crosses the
+antimeridian). A circle radius is not negative, and positive in alerts the hub sends.
+`references` is present and well formed for Update and Cancel. An Alert has at least one
+`info`, while a Cancel may have none.
 
 Every problem is collected; nothing stops at the first one.
 """
@@ -99,8 +100,8 @@ def _check_area(collector: _Collector, path: str, area: Area, sending: bool) -> 
         item = f"{path}/circle[{number}]"
         if not (-90 <= circle.lat <= 90) or not (-180 <= circle.lon <= 180):
             collector.add(item, f"centre {circle.lat},{circle.lon} is out of range")
-        # The OASIS CAP 1.2 examples use radius 0 for a point, so received messages may; an
-        # alert the hub sends targets residents and needs a positive radius.
+        # The OASIS CAP 1.2 examples use radius 0 for a point, so received messages may too.
+        # An alert the hub sends targets residents by area and needs a positive radius.
         if circle.radius_km < 0 or (sending and circle.radius_km == 0):
             collector.add(item, f"radius {circle.radius_km} km is not positive")
     _check_named(collector, path, "geocode", area.geocodes)

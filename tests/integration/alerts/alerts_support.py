@@ -176,7 +176,7 @@ class Received:
 
 
 class HttpReceiver:
-    """An aiohttp server on 127.0.0.1 answering every POST with `status` (default 200)."""
+    """An aiohttp server on 127.0.0.1 that returns `status` (default 200) to every POST."""
 
     def __init__(
         self, status: int = 200, key_header: str = "X-Hub-Delivery-Id", delay: float = 0.0

@@ -203,7 +203,7 @@ def test_fanout_survives_sigkill(stack, tmp_path: Path) -> None:
         )
         assert decrypted["language"] == "es-US"
 
-        # Update: the same recipients hear it once each; Cancel: those reached are told.
+        # The Update reaches the same recipients once each, and the Cancel reaches those reached.
         update = cap_alert(
             "RMQ-1-U",
             msg_type="Update",
