@@ -73,3 +73,14 @@ STEPS.append(
         title="sending a regional alert, an Update and a Cancel",
     )
 )
+
+from hub.cli import demo_overflow  # noqa: E402 - appended with the step it defines
+
+STEPS.append(
+    Step(
+        "overflow",
+        demo_overflow.overflow_step,
+        render=demo_overflow.render_overflow,
+        title="replaying a surge on Boston's contact center",
+    )
+)
