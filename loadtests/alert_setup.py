@@ -1,10 +1,10 @@
 """Setup and reconciliation of the `alert-storm` scenario.
 
-The harness gives the emergency-manager user a CAP document (status Test, so only residents
-who opted in to test messages are reached) whose area is the bounding box of the tenant's load
-points, and one loopback webhook address per resident to subscribe. Each address is a path on
-the harness's receiver, registered with the tenant's alert webhook secret so the receiver
-accepts the signed deliveries and counts a repeated delivery id as a duplicate.
+The harness gives the emergency-manager user a CAP document and one loopback webhook address
+per resident to subscribe. The alert has status Test, so it reaches only residents who opted in
+to test messages, and its area is the bounding box of the tenant's load points. Each address is
+a path on the harness's receiver, registered with the tenant's alert webhook secret, so the
+receiver accepts the signed deliveries and counts a repeated delivery id as a duplicate.
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
 """`hub loadtest`: run a Locust scenario headless against the hub, reconcile, check, report.
 
-Steps: start a loopback stack unless `--target` names one; onboard the example tenants and
-create keys; write the run configuration; run Locust as a subprocess bounded by the duration;
-read the raw samples and acknowledgements; check that every acknowledged request is stored;
-compare the figures with the criteria file; write the report. The exit status is 0 when every
-criterion passes and 1 otherwise.
+Steps:
+
+1. start a loopback stack unless `--target` names one;
+2. onboard the example tenants, create keys and write the run configuration;
+3. run Locust as a subprocess bounded by the duration;
+4. read the raw samples and acknowledgements and check that each acknowledged item is stored;
+5. compare the figures with the criteria file and write the report.
+
+The exit status is 0 when every criterion passes and 1 otherwise.
 """
 
 from __future__ import annotations
@@ -251,8 +255,11 @@ def database_engine() -> Any:
 
 @dataclass
 class LoadResult:
-    """Where the load ran and what the receiver saw: agency deliveries (None for an external
-    target, whose agencies keep their own webhooks) and alert deliveries received twice."""
+    """The target and stack of a run, and the receiver's counts.
+
+    `agency_deliveries` is None for an external target, whose agencies keep their own webhooks;
+    `alert_duplicates` counts alert deliveries the receiver got more than once.
+    """
 
     locust_status: int
     target: str

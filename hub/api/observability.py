@@ -1,8 +1,8 @@
 """Scrape-time collectors that `/metrics` on the API serves beside the process metrics.
 
 Registered once per process by `create_app`: the Celery queue depth read from the broker, the
-outbox backlog read from the database, and the key ages and audit chain lengths read from the
-privacy tables.
+outbox backlog, the contacts waiting per center, and the key ages and audit chain lengths, all
+read from the database.
 """
 
 from __future__ import annotations
@@ -74,6 +74,40 @@ def privacy_reader() -> Reader | None:
     return read
 
 
+CONTACTS_WAITING = GaugeSpec(
+    "hub_overflow_contacts_waiting", "Contacts waiting for an agent, per center.", ["center"]
+)
+OLDEST_WAIT = GaugeSpec(
+    "hub_overflow_oldest_wait_seconds",
+    "Age in seconds of the oldest contact waiting at each center.",
+    ["center"],
+)
+
+
+def overflow_reader() -> Reader:
+    """Build the reader of waiting contacts and the oldest wait per center."""
+    from failover.models import Contact
+
+    def read() -> Samples:
+        now = utcnow()
+        with unit_of_work(SystemContext("metrics collector"), write=False) as session:
+            # NOTE: no index leads with state, so this scans the open contacts of all tenants;
+            # it runs at most once per cache interval.
+            rows = session.execute(
+                select(Contact.center_id, func.count(), func.min(Contact.arrived_at))
+                .where(Contact.state == "waiting")
+                .group_by(Contact.center_id)
+            ).all()
+        return {
+            CONTACTS_WAITING.name: [((center or "none",), float(n)) for center, n, _ in rows],
+            OLDEST_WAIT.name: [
+                ((center or "none",), age_seconds(at, now)) for center, _, at in rows
+            ],
+        }
+
+    return read
+
+
 def install_collectors() -> None:
     """Register the scrape-time collectors in this process (later calls do nothing)."""
     global _installed
@@ -95,6 +129,7 @@ def install_collectors() -> None:
             )
         )
         group.add(ScrapeCollector("outbox", [OUTBOX_PENDING, OUTBOX_OLDEST], outbox_reader()))
+        group.add(ScrapeCollector("overflow", [CONTACTS_WAITING, OLDEST_WAIT], overflow_reader()))
         reader = privacy_reader()
         if reader is not None:
             group.add(ScrapeCollector("privacy", [KEY_AGE, AUDIT_CHAIN], reader))

@@ -4,7 +4,7 @@ The run replays a day compressed into its duration: each contact user waits betw
 for an exponential time whose rate follows the profile's hourly arrival curve, so the users
 together follow the curve. One center user sends every tenant center's heartbeat every few
 seconds with full staff, and from halfway through reports the first center with no agent
-available, so routing sees it degrade. Every acknowledged contact id is recorded for
+available, so the routing board marks it degraded. Every acknowledged contact id is recorded for
 reconciliation.
 """
 
