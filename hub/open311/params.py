@@ -7,12 +7,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from urllib.parse import parse_qsl
 
 from hub.core.errors import InvalidInput
 from hub.requests.schemas import AttributeValue
 from hub.requests.validation import parse_datetime
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+# Form fields accepted in one body; the GeoReport v2 POST has about 20 plus attributes.
+MAX_FORM_FIELDS = 1000
+
+
+def urlencoded_items(body: bytes) -> list[tuple[str, str]]:
+    """Decode an `application/x-www-form-urlencoded` body as strict UTF-8.
+
+    Raw and percent-encoded bytes must both be UTF-8, so text round-trips byte for byte and
+    invalid bytes are rejected instead of being replaced.
+    """
+    try:
+        text = body.decode("utf-8")
+        return parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise InvalidInput("the form body is not valid UTF-8; encode text as UTF-8") from None
+    except ValueError:
+        raise InvalidInput(f"the form body has more than {MAX_FORM_FIELDS} fields") from None
 
 
 def first(items: Iterable[tuple[str, str]], name: str) -> str | None:
@@ -90,8 +115,8 @@ def date_param(raw: str | None, name: str):
 def positive_int(raw: str | None, name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
-        raise InvalidInput(f"{name} must be a positive whole number", field=name)
+    if not raw.isdigit() or len(raw) > 9:
+        raise InvalidInput(f"{name} must be a whole number from 1 to 999999999", field=name)
     return int(raw)
 
 

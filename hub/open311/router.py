@@ -83,7 +83,9 @@ async def _form_items(request: Request) -> Items:
         raise InvalidInput(f"request body larger than {limit} bytes", code="too_large")
     items = list(request.query_params.multi_items())
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        items.extend(params.urlencoded_items(body))
+    elif content_type.startswith("multipart/form-data"):
         try:
             form = await request.form()
         except (ValueError, AssertionError) as exc:

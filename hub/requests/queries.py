@@ -23,6 +23,8 @@ from privacy.blind_index import blind_index
 WINDOW = timedelta(days=90)
 MAX_PAGE_SIZE = 1000
 MAX_IDS = 1000
+# Highest page number; deeper pages are better read with a narrower date window.
+MAX_PAGE = 100_000
 
 
 def date_window(
@@ -56,8 +58,8 @@ def query_requests(
     """
     if not 1 <= query.page_size <= MAX_PAGE_SIZE:
         raise InvalidInput(f"page_size must be between 1 and {MAX_PAGE_SIZE}", field="page_size")
-    if query.page < 1:
-        raise InvalidInput("page must be 1 or more", field="page")
+    if not 1 <= query.page <= MAX_PAGE:
+        raise InvalidInput(f"page must be between 1 and {MAX_PAGE}", field="page")
 
     statement = select(ServiceRequest).where(ServiceRequest.tenant_id == ctx.tenant_id)
     if query.service_request_ids:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from open311_support import INSIDE, OUTSIDE, pothole_form
 from sqlalchemy import select
 
@@ -246,3 +247,33 @@ def test_duplicate_across_region_is_linked(client, tenants_ab, hub_db):
     across_id = across.json()[0]["service_request_id"]
     with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
         assert session.get(ServiceRequest, across_id).duplicate_of == first
+
+
+def _raw_post(client, body: bytes):
+    return client.post(
+        POST, content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+
+
+def test_raw_utf8_body_round_trips(client, tenants_ab):
+    alpha, _ = tenants_ab
+    form = pothole_form(alpha)
+    form.pop("description")
+    body = "&".join(f"{k}={v}" for k, v in form.items()).replace("+", "%2B")
+    response = _raw_post(client, (body + "&description=hole 😀 𝔸 ñ").encode("utf-8"))
+    assert response.status_code == 201
+    request_id = response.json()[0]["service_request_id"]
+    staff = client.get(
+        f"/api/v1/tenants/{alpha.id}/requests/{request_id}",
+        headers={"Authorization": f"Bearer {alpha.staff}"},
+    )
+    assert staff.json()["description"] == "hole 😀 𝔸 ñ"
+
+
+@pytest.mark.parametrize("tail", [b"&description=%FF%FE", b"&description=\xff\xfe", b"&x=1" * 1001])
+def test_invalid_form_bodies_are_400(client, tenants_ab, tail):
+    alpha, _ = tenants_ab
+    body = f"jurisdiction_id={alpha.jurisdiction}&service_code=pothole".encode() + tail
+    response = _raw_post(client, body)
+    assert response.status_code == 400
+    assert response.json()[0]["code"] == 400

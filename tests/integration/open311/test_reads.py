@@ -170,6 +170,8 @@ BAD_FILTERS = [
     ({"page_size": "5000"}, "page_size"),
     ({"page": "0"}, "page"),
     ({"page": "-1"}, "page"),
+    ({"page": "99999999999999999999"}, "page"),
+    ({"page": "100001"}, "page"),
 ]
 
 
