@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from kombu.exceptions import ChannelError
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -141,11 +142,19 @@ def queue_depth_reader(connect: Callable[[], Any], queues: Sequence[str]) -> Rea
         depth: list[tuple[Sequence[str], float]] = []
         consumers: list[tuple[Sequence[str], float]] = []
         with connect() as connection:
-            channel = connection.default_channel
+            channel = connection.channel()
             for queue in queues:
-                _name, messages, consumer_count = channel.queue_declare(queue=queue, passive=True)
+                try:
+                    _name, messages, count = channel.queue_declare(queue=queue, passive=True)
+                except ChannelError:
+                    # The queue does not exist until a worker declares it; RabbitMQ closes the
+                    # channel on this error, so the next queue gets a fresh one.
+                    log.info("queue_not_declared", queue=queue)
+                    channel = connection.channel()
+                    continue
                 depth.append(((queue,), float(messages)))
-                consumers.append(((queue,), float(consumer_count or 0)))
+                consumers.append(((queue,), float(count or 0)))
+            channel.close()
         return {QUEUE_DEPTH.name: depth, QUEUE_CONSUMERS.name: consumers}
 
     return read
