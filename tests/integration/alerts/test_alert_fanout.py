@@ -323,3 +323,119 @@ def test_deliveries_queued_on_urgent(engine, region) -> None:
             )
         )
     assert queues == {"alerts.urgent"}
+
+
+def _delivery_states(engine: Engine, tenant_id: str, alert_id: str) -> list[tuple[str, int]]:
+    with unit_of_work(manager(tenant_id), engine=engine) as session:
+        return list(
+            session.execute(
+                select(m.Delivery.state, m.Delivery.attempts).where(m.Delivery.alert_id == alert_id)
+            ).all()
+        )
+
+
+def test_gone_endpoint_disables_channel(engine) -> None:
+    gone = HttpReceiver(status=410).start()
+    try:
+        tenant = add_tenant(engine)
+        add_resident(engine, tenant, NYC_POINT, {"webhook": gone.url("/gone")})
+        [row] = compose(engine, tenant, cap_alert("GONE-1"))
+        approve(engine, tenant, row.id, "em2")
+        send(engine, [row])
+        run_batches(engine, tenant, row.id)
+    finally:
+        gone.stop()
+    assert _delivery_states(engine, tenant, row.id) == [(m.FAILED, 1)]
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        channel = session.scalar(select(m.SubscriberChannel))
+    assert channel.active is False
+    assert channel.disabled_reason == "http_410"
+
+
+def test_transient_failure_retried_later(engine) -> None:
+    failing = HttpReceiver(status=503).start()
+    try:
+        tenant = add_tenant(engine)
+        add_resident(engine, tenant, NYC_POINT, {"webhook": failing.url("/busy")})
+        [row] = compose(engine, tenant, cap_alert("BUSY-1"))
+        approve(engine, tenant, row.id, "em2")
+        send(engine, [row])
+        run_batches(engine, tenant, row.id)
+    finally:
+        failing.stop()
+    assert _delivery_states(engine, tenant, row.id) == [(m.PENDING, 1)]
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        retries = session.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.task == service.DELIVER_TASK, OutboxMessage.tenant_id == tenant
+            )
+        ).all()
+    assert len(retries) == 2  # the first batch and its retry
+    assert retries[1].available_at > retries[0].available_at
+
+
+def test_notice_queued_on_bulk(engine, region) -> None:
+    nyc, _, _ = region
+    with unit_of_work(manager(nyc), engine=engine) as session:
+        [row] = service.compose(session, manager(nyc), cap_alert("NOTICE-1"), kind="notice")
+    approve(engine, nyc, row.id, "em2")
+    send(engine, [row])
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        queues = set(
+            session.scalars(
+                select(OutboxMessage.queue).where(
+                    OutboxMessage.task == service.DELIVER_TASK, OutboxMessage.tenant_id == nyc
+                )
+            )
+        )
+    assert queues == {"alerts.bulk"}
+
+
+def test_batches_dropped_after_expiry(engine, region, webhook_receiver) -> None:
+    nyc, _, _ = region
+    [row] = compose(engine, nyc, cap_alert("HU-EXP"))
+    approve(engine, nyc, row.id, "em2")
+    send(engine, [row])
+    with unit_of_work(manager(nyc), engine=engine) as session:
+        current = service.get_alert(session, row.id)
+        current.expires_at = current.sent - timedelta(minutes=1)
+    run_batches(engine, nyc, row.id)
+    assert webhook_receiver.received.keys == {}
+    assert alert_row(engine, nyc, row.id).state == m.EXPIRED
+    assert {state for state, _ in _delivery_states(engine, nyc, row.id)} == {m.DROPPED}
+
+
+def test_import_command_subscribes(engine, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+    from hub.core.settings import reset_settings_cache
+
+    tenant = add_tenant(engine)
+    path = tmp_path / "optin.csv"
+    path.write_text(
+        "lat,lon,languages,email,sms,test_opt_in,consent_at\n"
+        "40.71,-74.00,es;en,a@example.org,,false,2026-12-01T10:00:00-05:00\n"
+        "40.72,-74.01,en,,+12125550100,true,2026-12-01T10:00:00-05:00\n"
+        "north,-74.00,en,b@example.org,,false,2026-12-01T10:00:00-05:00\n"
+        "40.73,-74.02,en,not-an-email,,false,2026-12-01T10:00:00-05:00\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("HUB_DATABASE_URL", str(engine.url.render_as_string(hide_password=False)))
+    reset_settings_cache()
+    try:
+        result = CliRunner().invoke(
+            app, ["alerts", "subscribers", "import", str(path), "--tenant", tenant, "--json"]
+        )
+    finally:
+        monkeypatch.delenv("HUB_DATABASE_URL")
+        reset_settings_cache()
+    assert result.exit_code == 0, result.output
+    assert '"imported": 2' in result.output
+    assert '"skipped": 2' in result.output
+    assert "record 4" in result.output
+    assert "record 5: email address is invalid" in result.output
+    assert "not-an-email" not in result.output
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        count = len(session.scalars(select(m.Subscriber)).all())
+    assert count == 2

