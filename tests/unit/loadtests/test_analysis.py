@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import Engine
 
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import SystemContext
@@ -24,6 +25,22 @@ from loadtests.analysis import (
 )
 from loadtests.harness import LOADTEST_DIR
 from tenants.models import Tenant
+
+
+def add_tenants(engine: Engine, tenant_ids: list[str]) -> None:
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        for tenant_id in tenant_ids:
+            session.add(
+                Tenant(
+                    id=tenant_id,
+                    jurisdiction_id=f"{tenant_id}.example.org",
+                    name="Load test city",
+                    timezone="UTC",
+                    languages=["en", "es"],
+                    default_language="en",
+                    manifest={},
+                )
+            )
 
 
 def write_samples(directory: Path, rows: list[tuple[float, str, float, int]]) -> None:
@@ -92,19 +109,8 @@ def test_reconcile_finds_planted_lost_request(db_url: str, tmp_path: Path) -> No
     engine = get_engine(db_url)
     tenant_id = f"load-{uuid.uuid4().hex[:8]}"
     stored_id = uuid.uuid4().hex[:12]
+    add_tenants(engine, [tenant_id])
     with unit_of_work(SystemContext("test"), engine=engine) as session:
-        session.add(
-            Tenant(
-                id=tenant_id,
-                jurisdiction_id=f"{tenant_id}.example.org",
-                name="Load test city",
-                timezone="UTC",
-                languages=["en", "es"],
-                default_language="en",
-                manifest={},
-            )
-        )
-        session.flush()
         session.add(ServiceRequest(id=stored_id, tenant_id=tenant_id, service_code="pothole"))
     planted = uuid.uuid4().hex[:12]
     acks = [
@@ -125,20 +131,8 @@ def test_reconcile_scopes_ids_by_tenant(db_url: str) -> None:
     engine = get_engine(db_url)
     owner, other = (f"load-{uuid.uuid4().hex[:8]}" for _ in range(2))
     request_id = uuid.uuid4().hex[:12]
+    add_tenants(engine, [owner, other])
     with unit_of_work(SystemContext("test"), engine=engine) as session:
-        for tenant_id in (owner, other):
-            session.add(
-                Tenant(
-                    id=tenant_id,
-                    jurisdiction_id=f"{tenant_id}.example.org",
-                    name="Load test city",
-                    timezone="UTC",
-                    languages=["en", "es"],
-                    default_language="en",
-                    manifest={},
-                )
-            )
-        session.flush()
         session.add(ServiceRequest(id=request_id, tenant_id=owner, service_code="pothole"))
 
     result = reconcile([{"tenant_id": other, "service_request_id": request_id}], engine)
