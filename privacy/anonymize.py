@@ -1,10 +1,10 @@
 """Anonymized open data from plain dicts: location rules, time buckets, redaction, k-anonymity.
 
-Input records are dicts with `service_code`, `requested_at` (datetime or ISO 8601 text), `lat`,
-`lon`, and optionally `id`, `status`, `district`, `description` and the record's own personal
-data (`first_name`, `last_name`, `email`, `phone`, `address`), which is used for redaction only
-and never copied to the output. The same functions serve file exports and the public Open311
-view, so both publish the same fields.
+Input records are dicts with `service_code`, `requested_at` (datetime or ISO 8601 text), `lat`
+and `lon`. They may also carry `id`, `status`, `district`, `description` and the record's own
+personal data (`first_name`, `last_name`, `email`, `phone`, `address`). The personal data is
+used for redaction only and never copied to the output. The same functions serve file exports
+and the public Open311 view, so both publish the same fields.
 
 k-anonymity is enforced over the quasi-identifiers (service, location cell, time bucket): a
 group with fewer than k records is suppressed whole, and the export reports how many groups and
@@ -55,7 +55,7 @@ _MIN_OWN_TOKEN = 3
 
 @dataclass(frozen=True)
 class LocationRule:
-    """How one service's location is published. `h3_resolution` applies to mode `h3`."""
+    """The publication rule for one service's location; `h3_resolution` applies to `h3`."""
 
     mode: LocationMode = "h3"
     h3_resolution: int = 8
@@ -148,8 +148,42 @@ def redact_text(text: str | None, own_values: Iterable[str] = ()) -> str | None:
     return _NAME.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + REDACTION, text)
 
 
+class _Memo:
+    """Per-export caches: bucket text per UTC hour and H3 cell centers.
+
+    Every bucket boundary (hour, day, ISO week, month) falls on a UTC hour boundary, so all
+    records in one UTC hour share a bucket.
+    """
+
+    def __init__(self, bucket: TimeBucket) -> None:
+        self.bucket = bucket
+        self.buckets: dict[int, str] = {}
+        self.centers: dict[str, tuple[float, float]] = {}
+
+    def time_bucket(self, value: datetime | str) -> str:
+        moment = as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+        hour = int(moment.timestamp() // 3600)
+        text = self.buckets.get(hour)
+        if text is None:
+            text = bucket_time(moment, self.bucket).isoformat()
+            self.buckets[hour] = text
+        return text
+
+    def center(self, cell: str) -> tuple[float, float]:
+        point = self.centers.get(cell)
+        if point is None:
+            lat, lon = h3.cell_to_latlng(cell)
+            point = (round(lat, 6), round(lon, 6))
+            self.centers[cell] = point
+        return point
+
+
 def locate(
-    lat: float | None, lon: float | None, rule: LocationRule, policy: AnonymizationPolicy
+    lat: float | None,
+    lon: float | None,
+    rule: LocationRule,
+    policy: AnonymizationPolicy,
+    memo: _Memo | None = None,
 ) -> tuple[str, float | None, float | None, str | None]:
     """Return (location cell, published lat, published lon, district) under `rule`."""
     if rule.mode == "withheld" or lat is None or lon is None:
@@ -158,25 +192,29 @@ def locate(
         return f"{lat:.6f},{lon:.6f}", lat, lon, None
     if rule.mode == "h3":
         cell = h3.latlng_to_cell(lat, lon, rule.h3_resolution)
-        center_lat, center_lon = h3.cell_to_latlng(cell)
-        return cell, round(center_lat, 6), round(center_lon, 6), None
+        memo = memo or _Memo(policy.time_bucket)
+        center_lat, center_lon = memo.center(cell)
+        return cell, center_lat, center_lon, None
     district = policy.district_of(lat, lon) if policy.district_of else None
     if district is None:
         return WITHHELD, None, None, None
     return f"district:{district}", None, None, district
 
 
-def public_record(record: dict[str, Any], policy: AnonymizationPolicy) -> dict[str, Any]:
+def public_record(
+    record: dict[str, Any], policy: AnonymizationPolicy, memo: _Memo | None = None
+) -> dict[str, Any]:
     """Return the open-data form of one record, before k-anonymity (which needs the whole set)."""
+    memo = memo or _Memo(policy.time_bucket)
     service = str(record["service_code"])
     cell, lat, lon, district = locate(
-        record.get("lat"), record.get("lon"), policy.rule_for(service), policy
+        record.get("lat"), record.get("lon"), policy.rule_for(service), policy, memo
     )
     out: dict[str, Any] = {
         "id": record.get("id"),
         "service_code": service,
         "status": record.get("status"),
-        "time_bucket": bucket_time(record["requested_at"], policy.time_bucket).isoformat(),
+        "time_bucket": memo.time_bucket(record["requested_at"]),
         "location_cell": cell,
         "lat": lat,
         "lon": lon,
@@ -192,10 +230,11 @@ def public_record(record: dict[str, Any], policy: AnonymizationPolicy) -> dict[s
 def anonymize(records: Iterable[dict[str, Any]], policy: AnonymizationPolicy) -> AnonymizedExport:
     """Publish `records` under `policy`, suppressing every group smaller than k."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    memo = _Memo(policy.time_bucket)
     total = 0
     for record in records:
         total += 1
-        public = public_record(record, policy)
+        public = public_record(record, policy, memo)
         key = (public["service_code"], public["location_cell"], public["time_bucket"])
         groups[key].append(public)
 
@@ -266,7 +305,7 @@ def _in_ring(lon: float, lat: float, ring: list[list[float]]) -> bool:
 
 
 def _in_polygon(lon: float, lat: float, polygon: list[list[list[float]]]) -> bool:
-    """Whether the point is inside the outer ring and outside every hole."""
+    """Return whether the point is inside the outer ring and outside every hole."""
     if not polygon or not _in_ring(lon, lat, polygon[0]):
         return False
     return not any(_in_ring(lon, lat, hole) for hole in polygon[1:])

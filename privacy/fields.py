@@ -10,11 +10,11 @@ version, fails authentication.
 
 Nonce safety: nonces are 96 random bits, so the chance that two encryptions under one DEK
 share a nonce is about n^2 / 2^97 after n encryptions. NIST SP 800-38D caps random-nonce GCM at
-2^32 encryptions per key. Encryptions are counted per DEK version (`KeyUsage` rows); once a
-version passes `ROTATE_AFTER` (2^28, a 16-fold margin, collision chance below 2^-40) the next
-count record queues an automatic DEK rotation, and at `HARD_LIMIT` (2^31) encryption under that
-version is refused. Counts are recorded every `USAGE_RECORD_EVERY` encryptions per process, so a
-crashed process loses at most that many, far inside the margin.
+2^32 encryptions per key. Encryptions are counted per DEK version in `KeyUsage` rows. Once a
+version passes `ROTATE_AFTER` (2^28, a 16-fold margin with a collision chance below 2^-40), the
+next count record queues an automatic DEK rotation. At `HARD_LIMIT` (2^31) encryption under
+that version is refused. Counts are recorded every `USAGE_RECORD_EVERY` encryptions per
+process, so a crashed process loses at most that many, far inside the margin.
 
 Features encrypt with `FieldCipher` and decrypt only through `privacy.access`, which audits.
 """

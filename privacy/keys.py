@@ -1,8 +1,8 @@
 """The key hierarchy: root key (KeyProvider) -> per-tenant KEK -> DEKs, index and audit keys.
 
 The root key never leaves its provider; it wraps each tenant's KEK. The KEK wraps the tenant's
-versioned data keys. Each wrap is AES-256-GCM with a random 96-bit nonce and associated data
-that names the key's kind, tenant and version (and the KEK version for keys under a KEK), so a
+versioned data keys. Each wrap is AES-256-GCM with a random 96-bit nonce. Its associated data
+names the key's kind, tenant and version (and the KEK version for keys under a KEK), so a
 wrapped key copied to another tenant or version fails to unwrap. Random nonces are safe here
 because a wrapping key wraps at most a few thousand keys in its life.
 """
@@ -172,7 +172,7 @@ def _previous_root_keys(path: Path) -> dict[str, bytes]:
 class LocalKeyProvider(KeyProvider):
     """The embedded default: a 256-bit root key in a file of mode 0600.
 
-    During root rotation the provider also holds the previous keys, so KEKs wrapped under any
+    During root rotation the provider also keeps the previous keys, so KEKs wrapped under any
     of them still unwrap until they are re-wrapped.
     """
 

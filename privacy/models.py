@@ -50,8 +50,8 @@ class TenantKey(TenantOwned, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Set when the key was last re-wrapped (KEK or root rotation).
     rewrapped_at: Mapped[datetime | None] = mapped_column()
-    # Set when a DEK version no longer encrypts any stored row; it is kept until shredding
-    # only as a record, and decryption under it is refused.
+    # Set when a DEK version no longer encrypts any stored row. The key is kept until
+    # shredding, so a row restored from an older backup still decrypts.
     retired_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (

@@ -1,7 +1,7 @@
 """The privacy report for auditors: per control, the evidence and a pass or fail.
 
-Evidence comes from the stored data itself: ciphertext columns are scanned row by row in SQL
-rather than trusted from the schema, key ages come from the key rows, decryptions and exports
+Evidence comes from the stored data itself. Ciphertext columns are scanned row by row in SQL
+rather than trusted from the schema. Key ages come from the key rows, decryptions and exports
 from the audit log, and the audit chain is verified in full.
 """
 

@@ -228,6 +228,7 @@ def rotate_kek(session: Session, tenant_id: str, *, actor: str) -> int:
     new_version = max(old_versions) + 1
     kek_row, new_kek = new_kek_row(provider, tenant_id, new_version)
     session.add(kek_row)
+
     now = utcnow()
     rewrapped = 0
     for (kind, version), row in ring.rows.items():
@@ -240,6 +241,7 @@ def rotate_kek(session: Session, tenant_id: str, *, actor: str) -> int:
         row.wrapped_by = str(new_version)
         row.rewrapped_at = now
         rewrapped += 1
+
     for version in old_versions:
         session.delete(ring.rows[(KIND_KEK, version)])
     session.flush()

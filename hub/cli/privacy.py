@@ -28,7 +28,7 @@ CLI_ACTOR = "cli:operator"
 
 
 def operator(tenant_id: str) -> TenantContext:
-    """The context of an operator running a command for one tenant (may decrypt, audited)."""
+    """Build the context of an operator acting for one tenant (may decrypt, audited)."""
     return TenantContext(tenant_id, actor=CLI_ACTOR, roles=frozenset({ROLE_ADMIN}))
 
 
