@@ -2,7 +2,7 @@
 
 Contacts arrive from the telephony or chat system with an agent or supervisor key of the owning
 tenant. Partner agents use keys whose `center_id` names their center; they see and work only the
-contacts routed there. Another tenant's or another center's object answers 404.
+contacts routed there. Another tenant's or another center's object returns 404.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def supervisor_status(
     caller: Caller = Depends(current_caller),
     board: LiveBoard = Depends(current_board),
 ) -> dict[str, Any]:
-    """The supervisor view: the tenant's switches, own centers and partner centers."""
+    """Return the supervisor view: the tenant's switches, own centers and partner centers."""
     service.require_supervisor(caller)
     tenant_id = caller.ctx.tenant_id
     now = utcnow()

@@ -2,7 +2,7 @@
 
 Routing decisions read only this board, so a decision costs microseconds and no query. Each
 API process keeps its own board. Between reloads a process adds its own routed contacts to the
-counts, so a burst within one second does not pile onto one partner; contacts routed by other
+counts, so a burst within one second does not pile onto one partner. Contacts routed by other
 processes appear at the next reload. The reload also runs surge detection and disaster mode
 per tenant, under a row lock on the tenant's switch, so several processes share one switch.
 """

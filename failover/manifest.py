@@ -1,8 +1,8 @@
 """Partner manifests: an independent contact center and its agreements with tenants.
 
 A partner manifest is a YAML document with a `center` and a list of `agreements`, validated
-with pydantic; every error names its field path, the value and what is accepted. A tenant's own
-centers come from the `overflow` section of the tenant manifest instead.
+with pydantic. Every error names its field path and what is accepted. A tenant's own centers
+come from the `overflow` section of the tenant manifest instead.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from failover.eligibility import WEEKDAYS
 from hub.core.errors import InvalidInput
 from tenants.manifest import LANGUAGE_TAG, SLUG, parse_hours_range
 
-# What a partner agent may see of a contact, from least to most.
+# Data-sharing levels of an agreement, from the least a partner agent sees to the most.
 DATA_LEVELS = ("minimal", "standard", "full")
 ALL_WEEK = {day: ["00:00-24:00"] for day in WEEKDAYS}
 

@@ -1,5 +1,5 @@
 """Prometheus metrics of overflow routing. Labels are tenant ids, center ids from manifests
-and fixed outcome names; never a contact id or anything a caller said."""
+and fixed outcome names, never a contact id or any text from a caller."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Who may act on a contact:
 - the owning tenant's agents and supervisors, on contacts that stayed home;
 - a partner agent, whose credential names one center, on contacts routed to that center only.
-Anything else answers NotFound, as for an unknown id, so a caller cannot probe other centers.
+Anything else raises NotFound, as for an unknown id, so a caller cannot probe other centers.
 
 Partner agents work contacts of several tenants, so their sessions use a system scope and
 every query here filters by the credential's center instead. The audit entries and decryptions
@@ -201,7 +201,7 @@ def route_contact(
     try:
         session.flush()
     except IntegrityError:
-        # Two processes took the same external id at once; the other one's decision stands.
+        # Two processes stored the same external id at once, and the other one's decision is kept.
         raise Conflict(
             "a contact with this external_id is being stored; retry to read its decision",
             code="duplicate_contact",

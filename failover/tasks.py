@@ -2,7 +2,7 @@
 
 Routing decisions are audited by a task instead of inside the API transaction: the audit chain
 takes a per-tenant lock, and holding it on every contact would serialize a surge. The contact
-row stores the decision itself when the API answers, and the outbox row that triggers this task
+row stores the decision itself when the API responds, and the outbox row that triggers this task
 commits with it, so no decision goes unaudited; the entry only arrives a moment later.
 """
 

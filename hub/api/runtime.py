@@ -15,7 +15,7 @@ log = structlog.get_logger(__name__)
 
 
 def broker_probe() -> None:
-    """Open and close a broker connection; raise when the broker does not answer in 2 s."""
+    """Open and close a broker connection; raise when the broker does not respond within 2 s."""
     from hub.worker.app import celery_app
 
     with celery_app.connection_for_write() as connection:

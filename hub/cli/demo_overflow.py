@@ -1,11 +1,11 @@
 """The overflow step of `hub demo`: a surge on Boston's contact center, replayed on a clock.
 
-The step onboards the example partner centers, then replays 40 minutes that end now: Boston's
-center loses its free agents for a quarter of an hour while contacts keep arriving, overflow
-switches on after the hold time, partners take and finish contacts, and once Boston's agents
-are back and its queue is worked off, overflow switches off again. The steps of the replay use
-the same live board, routing and contact services as the API, with the board's clock set to
-each simulated minute so the demo takes seconds, not 40 minutes.
+The step onboards the example partner centers, then replays the 40 minutes that end now.
+Boston's center loses its free agents for a quarter of an hour while contacts keep arriving, so
+overflow switches on after the hold time and partners take and finish contacts. Once Boston's
+agents are back and its queue is worked off, overflow switches off again. The replay uses the
+same live board, routing and contact services as the API, with the board's clock set to each
+simulated 10 seconds, so the demo takes seconds, not 40 minutes.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ class OutboxRelay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Whether the last outbox query succeeded, and whether the broker took the last message
-        # (or answered the last probe). Readiness and degraded intake read `healthy`.
+        # (or passed the last probe). Readiness and degraded intake read `healthy`.
         self.database_ok = True
         self.broker_ok = True
 
