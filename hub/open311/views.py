@@ -12,7 +12,7 @@ from typing import Any
 
 from hub.core.clock import isoformat
 from hub.requests import geo
-from hub.requests.catalog import CatalogService, TenantSnapshot, localized
+from hub.requests.catalog import CatalogService, TenantSnapshot, localized, open_data_rule
 from hub.requests.models import ServiceRequest, StatusEvent
 from tenants.profile import TenantProfile, profile_for
 
@@ -75,7 +75,8 @@ def _public_point(
         return None, None
     if service is None:
         return None, None
-    return geo.public_point(row.lat, row.lon, service.open_data_location, service.h3_resolution)
+    rule, resolution = open_data_rule(service)
+    return geo.public_point(row.lat, row.lon, rule, resolution)
 
 
 def request_entry(

@@ -94,8 +94,14 @@ def in_service_area(tenant: TenantSnapshot, lat: float, lon: float) -> bool:
 
 
 def open_data_rule(service: CatalogService) -> tuple[str, int]:
-    """Return the service's open-data location rule and the H3 resolution of the `h3` rule."""
-    return service.open_data_location, service.h3_resolution
+    """Return the service's open-data location rule and the H3 resolution of the `h3` rule.
+
+    A location-sensitive service never publishes its exact point, so `exact` becomes `h3`.
+    """
+    rule = service.open_data_location
+    if service.location_sensitive and rule == "exact":
+        rule = "h3"
+    return rule, service.h3_resolution
 
 
 def destinations(_tenant: TenantSnapshot, service: CatalogService) -> list[str]:

@@ -19,7 +19,7 @@ from hub.core.errors import Forbidden, InvalidInput, NotFound
 from hub.core.outbox import enqueue
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import SystemContext, TenantContext
-from hub.requests import catalog
+from hub.requests import catalog, geo
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import TRANSFERS
 from hub.requests.models import Delivery, IdempotencyRecord, ServiceRequest, StatusEvent
@@ -105,9 +105,15 @@ def transfer_request(
         request.location_enc = cipher.encrypt(
             REQUESTS_TABLE, "location_enc", request.id, json.dumps(exact)
         )
+        rule, resolution = catalog.open_data_rule(service)
+        request.lat, request.lon = geo.public_point(exact[0], exact[1], rule, resolution)
     if plain["location_enc"] is not None and not service.location_sensitive:
         request.lat, request.lon = json.loads(plain["location_enc"])
         request.location_enc = None
+    elif plain["location_enc"] is not None:
+        exact_lat, exact_lon = json.loads(plain["location_enc"])
+        rule, resolution = catalog.open_data_rule(service)
+        request.lat, request.lon = geo.public_point(exact_lat, exact_lon, rule, resolution)
 
     for event in events:
         event.tenant_id = target.id

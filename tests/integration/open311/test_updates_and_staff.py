@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from open311_support import pothole_form
+from open311_support import INSIDE, pothole_form
 from sqlalchemy import func, select
 
 from hub.core.db import get_engine, unit_of_work
@@ -219,3 +219,21 @@ def test_token_of_other_tenant_is_404(client, tenants_ab, fmt):
         f"/open311/v2/tokens/{token}.{fmt}", params={"jurisdiction_id": alpha.jurisdiction}
     )
     assert response.status_code == 404
+
+
+def test_transfer_to_sensitive_service_hides_point(client, tenants_ab, hub_db):
+    alpha, beta = tenants_ab
+    request_id = _file(client, alpha)
+    response = client.post(
+        f"/api/v1/tenants/{alpha.id}/requests/{request_id}/transfer",
+        json={"to_tenant": beta.id, "service_code": "graffiti"},
+        headers={"Authorization": f"Bearer {alpha.staff}"},
+    )
+    assert response.status_code == 200
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        row = session.get(ServiceRequest, request_id)
+        assert row.service_code == "graffiti"
+        assert row.location_enc is not None
+        assert (row.lat, row.lon) != INSIDE
+    staff = _staff(client, beta, f"/api/v1/tenants/{beta.id}/requests/{request_id}").json()
+    assert (staff["lat"], staff["long"]) == INSIDE

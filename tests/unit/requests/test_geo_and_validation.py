@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
 from hub.core.errors import InvalidInput
 from hub.requests import geo
-from hub.requests.catalog import ServiceArea
+from hub.requests.catalog import ServiceArea, open_data_rule
 from hub.requests.validation import check_attributes, check_media_url, check_text, parse_datetime
 from tenants.geometry import Geometry
 
@@ -150,3 +151,12 @@ def test_attributes_clean_set():
 def test_attribute_errors(submitted):
     with pytest.raises(InvalidInput):
         check_attributes("svc", DEFINITION, submitted)
+
+
+def test_sensitive_service_never_exact():
+    sensitive = SimpleNamespace(
+        open_data_location="exact", h3_resolution=8, location_sensitive=True
+    )
+    plain = SimpleNamespace(open_data_location="exact", h3_resolution=8, location_sensitive=False)
+    assert open_data_rule(sensitive) == ("h3", 8)
+    assert open_data_rule(plain) == ("exact", 8)
