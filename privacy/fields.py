@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 
 FORMAT_V1 = 1
 _HEADER = struct.Struct(">BI")
+_LENGTH = struct.Struct(">I")  # the length prefix of privacy.encoding.length_prefixed
 NONCE_BYTES = 12
 _PREFIX_BYTES = _HEADER.size + NONCE_BYTES
 _TAG_BYTES = 16
@@ -57,6 +58,35 @@ ROTATE_AFTER = 2**28
 HARD_LIMIT = 2**31
 # Task (declared in privacy.tasks) that rotates a tenant's DEK once its count passes the limit.
 ROTATE_IF_DUE_TASK = "privacy.rotate_dek_if_due"
+
+
+class _NonceSource:
+    """Random nonces drawn from the OS in blocks, because one `os.urandom` call per value
+    costs more than the encryption. A forked child discards the parent's block, so two
+    processes never hand out the same bytes."""
+
+    _BLOCK = NONCE_BYTES * 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buffer = b""
+        self._offset = 0
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._offset + NONCE_BYTES > len(self._buffer):
+                self._buffer = os.urandom(self._BLOCK)
+                self._offset = 0
+            start = self._offset
+            self._offset = start + NONCE_BYTES
+            return self._buffer[start : self._offset]
+
+
+_nonces = _NonceSource()
+os.register_at_fork(after_in_child=_nonces._reset)
 
 
 class DecryptionFailed(HubError):
@@ -80,9 +110,11 @@ def field_associated_data(
     tenant_id: str, table: str, column: str, row_id: str, dek_version: int
 ) -> bytes:
     """Return length_prefixed(format, tenant, table, column, row id, DEK version)."""
+    raw = row_id.encode("utf-8")
     return (
         _associated_prefix(tenant_id, table, column)
-        + length_prefixed(row_id)
+        + _LENGTH.pack(len(raw))
+        + raw
         + _associated_suffix(dek_version)
     )
 
@@ -171,7 +203,7 @@ class FieldCipher:
         """Return the ciphertext of `plaintext` bound to its row and column; None stays None."""
         if plaintext is None:
             return None
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = _nonces.take()
         associated = field_associated_data(
             self.tenant_id, table, column, str(row_id), self.dek_version
         )
