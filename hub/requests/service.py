@@ -142,8 +142,12 @@ def submit_request(
     def seal(column: str, plaintext: str | None) -> bytes | None:
         return cipher.encrypt(REQUESTS_TABLE, column, request_id, plaintext)
 
-    email_bidx, bidx_version = blind_index(session, tenant.id, "email", data.email or None)
-    phone_bidx, _ = blind_index(session, tenant.id, "phone", data.phone or None)
+    # Each lookup reads the tenant's key rows, so anonymous requests skip both.
+    email_bidx = phone_bidx = bidx_version = None
+    if data.email:
+        email_bidx, bidx_version = blind_index(session, tenant.id, "email", data.email)
+    if data.phone:
+        phone_bidx, bidx_version = blind_index(session, tenant.id, "phone", data.phone)
 
     rule, resolution = catalog.open_data_rule(service)
     lat, lon, location_enc, cell = data.lat, data.lon, None, None
