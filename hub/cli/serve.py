@@ -123,6 +123,11 @@ def worker(
         max=65535,
         help="Serve this worker's Prometheus metrics on 127.0.0.1 at this TCP port; 0: off.",
     ),
+    node_name: str = typer.Option(
+        "",
+        "--hostname",
+        help="Celery node name, unique per worker, such as intake1@%h. Default: hub-PID@%h.",
+    ),
     schedule: bool = typer.Option(
         True,
         "--schedule/--no-schedule",
@@ -171,6 +176,10 @@ def worker(
                 pool,
                 "--loglevel",
                 settings.log_level,
+                # Two workers with one node name collide on Celery's exclusive remote-control
+                # queue, and RabbitMQ stops the second one; the process id keeps names unique.
+                "--hostname",
+                node_name or f"hub-{os.getpid()}@%h",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
