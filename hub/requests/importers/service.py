@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, String, bindparam, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -321,13 +322,25 @@ class Importer:
         return {(request_id, status): id_ for request_id, status, id_ in session.execute(statement)}
 
     def _stored_ids(self, session: Session, source_ids: list[str]) -> set[str]:
-        # NOTE: PostgreSQL compares each of the tenant's rows of this source against the IN
-        # list when it plans a filter instead of an index condition (seen on fresh tables
-        # before autovacuum's ANALYZE), so this lookup grows with rows already imported.
-        statement = select(ServiceRequest.source_id).where(
+        matches = [
             ServiceRequest.tenant_id == self.tenant.id,
             ServiceRequest.source == self.format.source,
-            ServiceRequest.source_id.in_(set(source_ids)),
+        ]
+        if session.get_bind().dialect.name == "postgresql":
+            # One index probe per batch id. With `source_id IN (...)` PostgreSQL may scan every
+            # row of the tenant's source and filter it (its plan on fresh tables, before
+            # autovacuum's ANALYZE), which grows with the rows already imported.
+            ids = (
+                func.unnest(
+                    bindparam("source_ids", value=sorted(set(source_ids)), type_=ARRAY(String))
+                )
+                .table_valued("source_id")
+                .render_derived(name="batch_ids")
+            )
+            probe = exists().where(*matches, ServiceRequest.source_id == ids.c.source_id)
+            return set(session.scalars(select(ids.c.source_id).where(probe)))
+        statement = select(ServiceRequest.source_id).where(
+            *matches, ServiceRequest.source_id.in_(set(source_ids))
         )
         return set(session.scalars(statement))
 
