@@ -1,0 +1,112 @@
+import json
+
+import pytest
+import yaml
+from overflow_support import beat
+from typer.testing import CliRunner
+
+from hub.cli.main import app
+from hub.core.db import dispose_engines
+from hub.core.logging import configure_logging
+from hub.core.settings import reset_settings_cache
+
+
+@pytest.fixture
+def hub_cli(hub_db):
+    reset_settings_cache()
+    # CliRunner replaces sys.stderr with a stream it closes afterwards, so logging is set up
+    # before it runs.
+    configure_logging(force=True)
+    runner = CliRunner()
+
+    def run(*args: str):
+        result = runner.invoke(app, list(args))
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    yield run
+    reset_settings_cache()
+    dispose_engines()
+
+
+def partner_file(tmp_path, tenant_id, **agreement):
+    path = tmp_path / "partner.yaml"
+    data = {
+        "center": {
+            "id": f"cli-{tenant_id}",
+            "name": "CLI partner",
+            "timezone": "America/Denver",
+            "agents": 12,
+            "skills": ["streets"],
+            "languages": ["en", "es"],
+        },
+        "agreements": [{"tenant": tenant_id, **agreement}],
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_onboard_then_status(hub_cli, engine, tenant, tmp_path):
+    onboarded = hub_cli(
+        "overflow", "partners", "onboard", str(partner_file(tmp_path, tenant.id)), "--json"
+    )
+    assert onboarded.exit_code == 0, onboarded.output
+    assert json.loads(onboarded.stdout)["agreements"] == [f"{tenant.id}--cli-{tenant.id}"]
+
+    beat(engine, tenant.home, staffed=2, available=1)
+    status = hub_cli("overflow", "status", "--tenant", tenant.id, "--json")
+    assert status.exit_code == 0, status.output
+    body = json.loads(status.stdout)
+    assert body["tenants"][0]["tenant_id"] == tenant.id
+    assert body["tenants"][0]["partners"][0]["center_id"] == f"cli-{tenant.id}"
+    states = {c["center_id"]: c["state"] for c in body["centers"]}
+    assert states[tenant.home] == "active"
+    assert states[f"cli-{tenant.id}"] == "unreachable"
+
+
+def test_onboard_rejects_bad_manifest(hub_cli, tenant, tmp_path):
+    result = hub_cli(
+        "overflow", "partners", "onboard", str(partner_file(tmp_path, tenant.id, share_cap=2))
+    )
+    assert result.exit_code == 2
+    assert "agreements[0].share_cap" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_onboard_rejects_unknown_tenant(hub_cli, tmp_path):
+    result = hub_cli("overflow", "partners", "onboard", str(partner_file(tmp_path, "no-such-city")))
+    assert result.exit_code == 2
+    assert "tenant 'no-such-city' in agreements is not onboarded" in result.output
+
+
+def test_staffing_json(hub_cli):
+    result = hub_cli(
+        "overflow", "staffing", "--arrival-rate", "720", "--handle-time", "240", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["agents"] == 54
+    assert body["service_level"] >= 0.8
+
+
+def test_simulate_csv_with_chart(hub_cli, tmp_path):
+    curve = tmp_path / "curve.csv"
+    curve.write_text(
+        "minute,count\n" + "".join(f"{m},{3 if 60 <= m < 120 else 1}\n" for m in range(180))
+    )
+    chart = tmp_path / "surge.png"
+    result = hub_cli(
+        "overflow", "simulate", "--arrivals", str(curve), "--surge", "4", "--agents", "6",
+        "--partner-agents", "10", "--chart", str(chart), "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["with_overflow"]["service_level"] > body["without_overflow"]["service_level"]
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_needs_one_source(hub_cli):
+    result = hub_cli("overflow", "simulate", "--surge", "4")
+    assert result.exit_code == 2
+    assert "give exactly one of --arrivals FILE or --from-tenant ID" in result.output
