@@ -183,6 +183,7 @@ def _post_request(
         if key is None:
             raise
         # Another call with the same Idempotency-Key committed first, so treat this as a repeat.
+        log.info("idempotency_key_race", tenant_id=tenant.id, api_key_id=data.api_key_id)
         with unit_of_work(ctx, write=False) as session:
             stored = service.find_idempotent_result(session, data.api_key_id, key, request_hash)
         if stored is None:
@@ -333,6 +334,7 @@ def _post_update(ctx: TenantContext, items: Items) -> dict:
             event_request_id, event_status = event.request_id, event.status
     except IntegrityError:
         # A concurrent delivery of the same update_id committed first.
+        log.info("status_update_race", tenant_id=ctx.tenant_id, request_id=request_id)
         with unit_of_work(ctx, write=False) as session:
             event, created = service.post_status_update(
                 session, ctx, request_id, status, update_id=update_id, resolution=resolution
