@@ -9,6 +9,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from defusedxml.ElementTree import fromstring
 from jsonschema import Draft4Validator
 from open311_support import pothole_form
 from referencing import Registry, Resource
@@ -264,3 +265,14 @@ def test_unknown_path_and_format_are_open311_errors(client, tenants_ab):
     assert b"<errors>" in unknown_path.content
     assert unknown_format.status_code == 404
     assert unknown_format.json()[0]["code"] == 404
+
+
+def test_request_xml_matches_real_capture(client, tenants_ab, shared_data):
+    """The element names and order of a request match a real San Francisco capture."""
+    alpha, _ = tenants_ab
+    sample = (shared_data / "open311" / "ruby-open311-gem" / "service_requests.xml").read_bytes()
+    expected = [child.tag for child in fromstring(sample).find("request")]
+    request_id = _file(client, alpha)
+    ours = fromstring(_get(client, f"requests/{request_id}.xml", alpha).content)
+    assert ours.tag == "service_requests"
+    assert [child.tag for child in ours.find("request")] == expected
