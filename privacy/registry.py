@@ -34,6 +34,10 @@ class EncryptedTable:
     retention_guard: str | None = None
 
 
+# NOTE: a table needs a DEK-version column to be registered. Ciphertext tables without one
+# (alert subscriber channels, overflow contacts) are covered by crypto-shredding but not by
+# re-encryption, the coverage scan or retention; their old DEK versions keep decrypting them
+# because retired keys are kept until shredding.
 _tables: dict[str, EncryptedTable] = {}
 
 

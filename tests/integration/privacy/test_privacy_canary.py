@@ -1,9 +1,9 @@
 """Canary: personal data filed through intake appears nowhere in plaintext.
 
 A request with unique personal values goes through the intake service and an audited staff
-view; then the raw SQLite file (with its WAL), a PostgreSQL `pg_dump` of the database (which
-includes the outbox rows whose kwargs become broker messages) and every log line are searched
-for those values.
+view. Then the raw SQLite file (with its WAL) or a PostgreSQL `pg_dump`, and every log line,
+are searched for those values. The dump includes the outbox rows whose kwargs become broker
+messages.
 """
 
 from __future__ import annotations

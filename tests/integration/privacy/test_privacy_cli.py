@@ -109,9 +109,9 @@ def test_offboard_exports_then_shreds(cli, engine, tenant, other_tenant, seed_re
     document = json.loads(open_sealed(private, sealed.read_bytes()))
     assert len(document["tables"]["service_requests"]) == 2
     assert (tmp_path / "out" / f"{tenant}-open-data.geojson").exists()
-    gone = cli("privacy", "keys", "--tenant", tenant, expect=2)
-    assert "crypto-shredded" in gone.output
-    assert "Traceback" not in gone.output
+    shredded = cli("privacy", "keys", "--tenant", tenant, expect=2)
+    assert "crypto-shredded" in shredded.output
+    assert "Traceback" not in shredded.output
     other = as_json(cli("privacy", "keys", "--tenant", other_tenant, "--json"))
     assert [k["rows"] for k in other if k["kind"] == "dek"] == [2]
 
