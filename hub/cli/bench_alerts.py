@@ -25,8 +25,9 @@ from typing import Any
 import typer
 from rich.progress import Progress
 from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.exc import OperationalError
 
-from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, table
+from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, fail, table
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # Residents are spread over this box (lower Manhattan and parts of Brooklyn and Jersey City).
@@ -352,6 +353,8 @@ def alerts(
             figures["ratio_to_baseline"] = round(
                 figures["deliveries_per_second"] / figures["baseline_per_second"], 3
             )
+        except OperationalError as exc:
+            fail(f"database error during the benchmark: {exc.orig}; check that PostgreSQL is up")
         finally:
             receiver.kill()
             receiver.join(10)
