@@ -8,8 +8,9 @@ import typer
 from rich.progress import Progress
 
 from hub.alerts import workflow
-from hub.alerts.cap.problems import InvalidCap
-from hub.alerts.cap.validate import check_document
+from hub.alerts.cap.model import Alert as CapAlert
+from hub.alerts.cap.problems import InvalidCap, Problem
+from hub.alerts.cap.validate import check_document, validate
 from hub.alerts.importer import count_records, import_subscribers
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, TenantContext
@@ -17,16 +18,30 @@ from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, TenantContext
 app = typer.Typer(help="CAP 1.2 alerts: validate, compose, approve, send, status.")
 
 
+def _check_file(path: Path) -> tuple[CapAlert | None, list[Problem]]:
+    data = path.read_bytes()
+    if data.lstrip().startswith(b"<"):
+        return check_document(data)
+    try:
+        cap, _tenants, _kind = workflow.read_composition(data)
+    except InvalidCap as exc:
+        return None, exc.problems
+    return cap, validate(cap, sending=True)
+
+
 @app.command("validate")
 def validate_command(
-    path: Path = typer.Argument(..., help="CAP 1.2 XML file to check."),
+    path: Path = typer.Argument(..., help="Alert as CAP 1.2 XML, or YAML or JSON to compose."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Print every problem in a CAP 1.2 file; exit 1 when it is invalid."""
+    """Print every problem in an alert file; exit 1 when it is invalid.
+
+    YAML and JSON files also get the stricter rules for alerts the hub sends.
+    """
     with cli_errors():
         if not path.is_file():
             fail(f"file not found: {path}; check the path")
-        alert, problems = check_document(path.read_bytes())
+        alert, problems = _check_file(path)
     data = {
         "file": str(path),
         "valid": not problems,

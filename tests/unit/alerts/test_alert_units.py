@@ -111,3 +111,17 @@ def test_validate_command_exit_codes(shared_data: Path) -> None:
     assert bad.exit_code == 1
     assert "alert/scope" in bad.output
     assert missing.exit_code == 2
+
+
+def test_validate_command_reads_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "open.yaml"
+    path.write_text(
+        "identifier: Y-1\nsender: oem@example.org\nstatus: Actual\nmsgType: Alert\n"
+        "scope: Public\ninfo:\n  - category: [Met]\n    event: Flood\n    urgency: Immediate\n"
+        "    severity: Severe\n    certainty: Likely\n    area:\n      - areaDesc: A\n"
+        '        polygon: ["40,-74 40,-73 41,-73 41,-74"]\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["alerts", "validate", str(path)])
+    assert result.exit_code == 1
+    assert "polygon is not closed" in result.output
