@@ -160,11 +160,15 @@ class LiveBoard:
 
     # --- reload ---------------------------------------------------------------------------
 
-    def refresh(self, now: datetime | None = None) -> None:
-        """Reload centers, agreements, heartbeats and counts, then evaluate every switch."""
+    def refresh(self, now: datetime | None = None, *, evaluate: bool = True) -> None:
+        """Reload centers, agreements, heartbeats and counts, then evaluate every switch.
+
+        With `evaluate=False` the switches are shown as stored, and nothing is written.
+        """
         started = time.perf_counter()
         now = as_utc(now) if now else utcnow()
-        self._sync_own_centers()
+        if evaluate:
+            self._sync_own_centers()
         with unit_of_work(
             SystemContext("overflow live board"), engine=self.engine, write=False
         ) as s:
@@ -206,8 +210,9 @@ class LiveBoard:
             self.switches = switches
             self.loaded = True
 
-        for tenant_id in home:
-            self._evaluate(tenant_id, now)
+        if evaluate:
+            for tenant_id in home:
+                self._evaluate(tenant_id, now)
         for center in centers.values():
             EXPECTED_WAIT.labels(center=center.id).set(center.expected_wait())
         BOARD_REFRESH.observe(time.perf_counter() - started)

@@ -34,6 +34,7 @@ from hub.cli.demo.pipeline import free_port
 from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, fail, table
 from hub.cli.serve import stop_process
 from hub.core.db import get_engine, unit_of_work
+from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.settings import get_settings
 from hub.core.tenancy import ROLE_AGENT, SystemContext, TenantContext
@@ -63,6 +64,8 @@ def overflow(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print routing decisions/s and p99 through the API, and the simulation wall time."""
+    # Warnings only, on stderr: the figures go to stdout and the per-contact events would flood it.
+    configure_logging(get_settings().model_copy(update={"log_level": "WARNING"}), force=True)
     configured = get_settings().database_url
     if configured and not configured.startswith("postgresql"):
         fail("HUB_DATABASE_URL is not PostgreSQL; unset it (a fresh database is created)")

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from failover.arrivals import curve_from_timestamps, load_curve_csv, scale_to_total, smooth
 from failover.board import LiveBoard
-from failover.centers import onboard_partner
+from failover.centers import onboard_partner, sync_tenant_centers
 from failover.erlang import agents_for_target
 from failover.manifest import load_partner_manifest
 from failover.models import Agreement, Contact, ContactCenter
@@ -28,6 +28,7 @@ from failover.simulation import (
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
 from hub.core.clock import utcnow
 from hub.core.db import get_engine, unit_of_work
+from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.tenancy import SystemContext
 from hub.requests.models import ServiceRequest
@@ -36,6 +37,13 @@ from tenants.models import Tenant
 app = typer.Typer(help="Overflow routing to partner contact centers.", no_args_is_help=True)
 partners_app = typer.Typer(help="Partner contact centers and their agreements.")
 app.add_typer(partners_app, name="partners")
+
+
+@app.callback()
+def _configure() -> None:
+    # Logs go to stderr, so `--json` output on stdout stays one clean document.
+    configure_logging()
+
 
 # Own traffic of partner centers in a simulation, as a share of their capacity.
 DEFAULT_PARTNER_LOAD = 0.5
@@ -51,7 +59,8 @@ def status(
         upgrade()
         engine = get_engine()
         board = LiveBoard(engine)
-        board.refresh()
+        # Read only: the switches as the API processes last stored them.
+        board.refresh(evaluate=False)
         now = utcnow()
         with unit_of_work(SystemContext("overflow status"), engine=engine, write=False) as s:
             tenant_ids = sorted(set(board.home_centers) | set(board.agreements))
@@ -311,9 +320,12 @@ def _config(
     ]
     home_agents = agents
     if tenant_id is not None:
-        with unit_of_work(SystemContext("simulation setup"), engine=get_engine(), write=False) as s:
-            if s.get(Tenant, tenant_id) is None:
+        with unit_of_work(SystemContext("simulation setup"), engine=get_engine()) as s:
+            tenant = s.get(Tenant, tenant_id)
+            if tenant is None:
                 fail(f"tenant {tenant_id!r} not found; list tenants with `hub tenants list`")
+            sync_tenant_centers(s, tenant)
+            s.flush()
             own = s.scalars(
                 select(ContactCenter).where(ContactCenter.owner_tenant_id == tenant_id)
             ).all()
