@@ -26,7 +26,7 @@ from failover.simulation import (
     write_chart,
 )
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
-from hub.core.clock import utcnow
+from hub.core.clock import as_utc, utcnow
 from hub.core.db import get_engine, unit_of_work
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
@@ -292,7 +292,7 @@ def _tenant_curve(tenant_id: str) -> list[float]:
             fail(f"tenant {tenant_id!r} not found; list tenants with `hub tenants list`")
         zone = ZoneInfo(tenant.timezone)
         stamps = [
-            ts.astimezone(zone) if ts.tzinfo else ts
+            as_utc(ts).astimezone(zone)
             for ts in s.scalars(
                 select(ServiceRequest.requested_at).where(ServiceRequest.tenant_id == tenant_id)
             )
