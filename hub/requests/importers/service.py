@@ -225,14 +225,15 @@ class Importer:
             return None
         try:
             code, mapped = self.mapper.resolve(record, self.format.category_column)
-            if not mapped:
-                self.report.count_unmapped(category_label(record))
             self._check(record)
         except RowError as error:
             if error.reason == "unmapped_category":
                 self.report.count_unmapped(category_label(record))
             self.report.reject(position, error)
             return None
+        if not mapped:
+            # Imported under the fallback service, and listed so an alias can be added.
+            self.report.count_unmapped(category_label(record))
         return _Pending(record, code)
 
     def _check(self, record: SourceRecord) -> None:

@@ -26,7 +26,7 @@ REAL_FILES = [
         100,
         97,
         {"missing_location": 3},
-        55,
+        52,
     ),
     (
         "nyc",
@@ -36,7 +36,7 @@ REAL_FILES = [
         1000,
         942,
         {"missing_location": 58},
-        485,
+        427,
     ),
     ("nyc", "America/New_York", "nyc-json", "311_records/nyc/NYC311-5.json", 5, 5, {}, 2),
     ("nyc", "America/New_York", "nyc-json", "311_records/nyc/fhrw-4uyv.json", 1000, 1000, {}, 571),
@@ -48,7 +48,7 @@ REAL_FILES = [
         10000,
         9977,
         {"missing_location": 23},
-        3029,
+        3009,
     ),
     (
         "boston",
@@ -58,7 +58,7 @@ REAL_FILES = [
         100,
         99,
         {"missing_location": 1},
-        38,
+        37,
     ),
     (
         "boston",
@@ -68,7 +68,7 @@ REAL_FILES = [
         10,
         9,
         {"missing_location": 1},
-        5,
+        4,
     ),
     (
         "chicago",
