@@ -185,15 +185,7 @@ class LiveBoard:
             for row in s.scalars(select(Agreement).order_by(Agreement.id)):
                 agreements[row.tenant_id].append(agreement_terms(row))
             switches = {
-                row.tenant_id: SwitchState(
-                    overflow_on=row.overflow_on,
-                    disaster=row.disaster,
-                    expected_wait=row.expected_wait,
-                    above_since=row.above_since,
-                    below_since=row.below_since,
-                    changed_at=row.changed_at,
-                )
-                for row in s.scalars(select(OverflowSwitch))
+                row.tenant_id: _switch_state(row) for row in s.scalars(select(OverflowSwitch))
             }
             _load_counts(s, centers, tenants, now)
 
