@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from hub.alerts import public, workflow
 from hub.alerts.channels import vapid_public_key
 from hub.alerts.subscriptions import SubscriptionInput, subscribe, unsubscribe
+from hub.alerts.texts import unsubscribe_page
 from hub.core.db import unit_of_work
 from hub.core.errors import NotFound
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, ROLE_OPEN311, TenantContext
@@ -102,6 +103,17 @@ def _check_tenant(tenant_id: str) -> None:
         tenant = session.get(Tenant, tenant_id)
         if tenant is None or tenant.status != "active":
             raise NotFound(f"tenant {tenant_id} not found")
+
+
+@router.get("/alerts/{tenant_id}/unsubscribe/{token}")
+def unsubscribe_confirm(tenant_id: str, token: str) -> Response:
+    """Show the confirmation form for the link in messages; only its POST unsubscribes."""
+    with unit_of_work(_tenant_scope(tenant_id), write=False) as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None or tenant.status != "active":
+            raise NotFound(f"tenant {tenant_id} not found")
+        languages = list(tenant.languages or [])
+    return Response(unsubscribe_page(languages), media_type="text/html; charset=utf-8")
 
 
 @router.post("/alerts/{tenant_id}/unsubscribe/{token}")

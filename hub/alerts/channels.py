@@ -56,6 +56,8 @@ class Message:
     area: str
     expires: str | None
     web: str | None
+    # Set when the tenant's manifest has `alerts.public_base_url`.
+    unsubscribe_url: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -262,9 +264,8 @@ class EmailChannel(Channel):
         email["To"] = address
         email["Subject"] = message.headline or message.event
         email["Message-ID"] = f"<{message.delivery_key}@alerts.hub>"
-        body = "\n\n".join(
-            part for part in (message.description, message.instruction, message.area) if part
-        )
+        parts = (message.description, message.instruction, message.area, message.unsubscribe_url)
+        body = "\n\n".join(part for part in parts if part)
         email.set_content(body or message.headline)
         # After set_content, which replaces every Content-* header.
         email["Content-Language"] = message.language

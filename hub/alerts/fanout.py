@@ -35,6 +35,7 @@ from hub.alerts.subscriptions import (
     ADDRESS_TABLE,
     channel_address_id,
     disable_channel,
+    unsubscribe_url,
 )
 from hub.alerts.texts import cancel_text
 from hub.core.clock import as_utc, utcnow
@@ -107,7 +108,12 @@ def _info_for(cap: CapAlert, language: str | None) -> Info | None:
 
 
 def render(
-    row: m.Alert, cap: CapAlert, reference: CapAlert | None, language: str | None, key: str
+    row: m.Alert,
+    cap: CapAlert,
+    reference: CapAlert | None,
+    language: str | None,
+    key: str,
+    unsubscribe: str | None = None,
 ) -> Message:
     """Render the message for one delivery in its chosen language.
 
@@ -137,6 +143,7 @@ def render(
         area="; ".join(a.area_desc or "" for a in info.areas) if info else "",
         expires=expires.isoformat() if expires else None,
         web=info.web if info else None,
+        unsubscribe_url=unsubscribe,
     )
 
 
@@ -213,6 +220,7 @@ def _load_jobs(
         if row.references_alert_id:
             referenced = session.get(m.Alert, row.references_alert_id)
             reference = load_cap(referenced) if referenced is not None else None
+        base_url = settings.public_base_url
         jobs = []
         for p, values in zip(active, plain, strict=True):
             key = f"{row.id}-{p.id}"
@@ -222,7 +230,16 @@ def _load_jobs(
                     channel=p.channel,
                     channel_row_id=p.channel_row_id,
                     address=values[ADDRESS_COLUMN] or "",
-                    message=render(row, cap, reference, p.language, key),
+                    message=render(
+                        row,
+                        cap,
+                        reference,
+                        p.language,
+                        key,
+                        unsubscribe_url(base_url, row.tenant_id, p.subscriber_id)
+                        if base_url
+                        else None,
+                    ),
                 )
             )
         return jobs, settings, "ok"

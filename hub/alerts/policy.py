@@ -27,6 +27,13 @@ class TenantAlertSettings:
         providers = getattr(self.alerts, "model_extra", None) or {}
         return dict((providers.get("providers") or {}).get(name) or {})
 
+    @property
+    def public_base_url(self) -> str | None:
+        """Return the hub's public address for links in messages (`alerts.public_base_url`)."""
+        extra = getattr(self.alerts, "model_extra", None) or {}
+        value = extra.get("public_base_url")
+        return str(value) if value else None
+
     def rate(self, channel: str) -> float:
         return float(self.alerts.rate_limits.get(channel, 50.0))
 

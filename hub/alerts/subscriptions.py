@@ -7,7 +7,9 @@ link token returned at opt-in; the hub stores its SHA-256.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass, field
@@ -28,9 +30,10 @@ from hub.alerts.models import (
 )
 from hub.core.clock import as_utc, utcnow
 from hub.core.errors import InvalidInput, NotFound
-from hub.core.ids import new_token, tracking_code
+from hub.core.ids import tracking_code
 from hub.core.tenancy import TenantContext
 from privacy.fields import FieldCipher
+from privacy.keys import get_key_provider
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +60,19 @@ class SubscriptionInput:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def unsubscribe_token(tenant_id: str, subscriber_id: str) -> str:
+    """Return the subscriber's unsubscribe link token: an HMAC of the id under a tenant key
+    derived from the root key, so every message can carry the link without storing it."""
+    key = get_key_provider().derive(f"alerts.unsubscribe:{tenant_id}")
+    digest = hmac.new(key, subscriber_id.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+
+
+def unsubscribe_url(base_url: str, tenant_id: str, subscriber_id: str) -> str:
+    token = unsubscribe_token(tenant_id, subscriber_id)
+    return f"{base_url.rstrip('/')}/alerts/{tenant_id}/unsubscribe/{token}"
 
 
 def channel_address_id(subscriber_id: str, channel: str) -> str:
@@ -147,7 +163,7 @@ def subscribe(
     addresses = check_input(data)
     cipher = cipher or FieldCipher.for_tenant(session, ctx.tenant_id)
     subscriber_id = tracking_code(16)
-    token = new_token()
+    token = unsubscribe_token(ctx.tenant_id, subscriber_id)
     session.add(
         Subscriber(
             id=subscriber_id,

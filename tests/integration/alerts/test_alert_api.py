@@ -10,6 +10,7 @@ import pytest
 from alerts_support import BOTH_CITIES, NYC_POINT, add_tenant
 from fastapi.testclient import TestClient
 from lxml import etree
+from sqlalchemy import select
 
 from hub.alerts.cap.mapping import to_dict
 from hub.core.db import dispose_engines, get_engine, unit_of_work
@@ -175,3 +176,42 @@ def test_vapid_key_per_tenant(setup) -> None:
     second = client.get(f"/alerts/{setup['b']}/vapid-public-key").json()["public_key"]
     assert len(first) == 87
     assert first != second
+
+
+def test_unsubscribe_link_in_messages(setup, hub_url) -> None:
+    from alerts_support import HttpReceiver, add_resident, cap_alert, manager
+    from sqlalchemy import update
+
+    from hub.alerts import fanout, workflow
+    from hub.alerts import models as m
+    from tenants.models import Tenant
+
+    client, tenant = setup["client"], setup["a"]
+    engine = get_engine(hub_url)
+    receiver = HttpReceiver().start()
+    try:
+        with unit_of_work(TenantContext(tenant, actor="test"), engine=engine) as session:
+            session.execute(
+                update(Tenant)
+                .where(Tenant.id == tenant)
+                .values(manifest={"alerts": {"public_base_url": "http://testserver"}})
+            )
+        add_resident(engine, tenant, NYC_POINT, {"webhook": receiver.url("/r")})
+        [row] = workflow.compose(engine, manager(tenant), cap_alert("LINK-1"))
+        workflow.approve(engine, manager(tenant, "em2"), row["id"])
+        workflow.send(engine, manager(tenant), row["id"])
+        fanout.deliver_batch(row["id"], 0, tenant, engine=engine)
+        [entry] = receiver.received.bodies.values()
+    finally:
+        receiver.stop()
+
+    link = entry["body"]["unsubscribe_url"]
+    path = link.removeprefix("http://testserver")
+    page = client.get(path)
+    assert page.status_code == 200
+    assert '<form method="post">' in page.text
+    done = client.post(path)
+    assert done.status_code == 200
+    with unit_of_work(TenantContext(tenant, actor="test"), engine=engine) as session:
+        subscriber = session.scalar(select(m.Subscriber))
+    assert subscriber.active is False
