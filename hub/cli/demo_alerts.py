@@ -1,9 +1,9 @@
 """The alerts step of `hub demo`: a regional hurricane alert over New York City and Boston.
 
-It subscribes generated residents in both cities (a third prefer Spanish), points the two
-tenants' SMS, Web Push and e-mail providers at local receivers on 127.0.0.1, then composes an
-alert in English and Spanish, has a second emergency manager approve it, sends it, follows it
-with an Update and a Cancel, and reports deliveries per alert, tenant and channel.
+It subscribes generated residents in both cities (a third prefer Spanish) and points the two
+tenants' SMS, Web Push and e-mail providers at local receivers on 127.0.0.1. Then it composes
+an alert in English and Spanish, has a second emergency manager approve it and sends it,
+follows it with an Update and a Cancel, and reports deliveries per alert, tenant and channel.
 """
 
 from __future__ import annotations
