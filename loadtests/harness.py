@@ -243,8 +243,9 @@ def run_locust(options: RunOptions, url: str, config_path: Path) -> int:
 
 def use_stack_settings(stack: Stack) -> None:
     """Point this process at the stack's var directory: its database and root key file."""
-    os.environ["HUB_VAR_DIR"] = stack.env["HUB_VAR_DIR"]
-    reset_settings_cache()
+    if "HUB_VAR_DIR" in stack.env:
+        os.environ["HUB_VAR_DIR"] = stack.env["HUB_VAR_DIR"]
+        reset_settings_cache()
 
 
 def database_engine() -> Any:

@@ -59,10 +59,20 @@ class Stack:
                 process.wait(5)
 
 
+def is_distributed(env: dict[str, str]) -> bool:
+    return env.get("HUB_DATABASE_URL", "").startswith("postgresql")
+
+
 def stack_environment(run_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Return the environment for the stack's processes: its own var and metrics directories."""
+    """Return the environment for the stack's processes, with a metrics directory of its own.
+
+    The embedded default also gets its own var directory (database, broker and root key). A
+    distributed stack keeps the configured one, because the tenants' keys in the configured
+    database are wrapped by the root key there.
+    """
     env = dict(os.environ if base is None else base)
-    env["HUB_VAR_DIR"] = str(run_dir / "var")
+    if not is_distributed(env):
+        env["HUB_VAR_DIR"] = str(run_dir / "var")
     env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
     env.setdefault("HUB_LOG_LEVEL", "WARNING")
     (run_dir / "metrics").mkdir(parents=True, exist_ok=True)
@@ -103,7 +113,7 @@ def start_stack(
     database and broker URLs this way).
     """
     env = stack_environment(run_dir, base_env)
-    distributed = bool(env.get("HUB_DATABASE_URL", "").startswith("postgresql"))
+    distributed = is_distributed(env)
     port = free_port()
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
