@@ -3,9 +3,6 @@
 Intake through the API and the importers both create `service_requests` rows. This module
 decides which columns hold ciphertext and how a point is published, so that both paths can
 share one definition.
-
-NOTE: the importers use it; `hub.requests.service.submit_request` still builds the same columns
-itself, so a change here must be mirrored there until intake calls `sealed_request_columns`.
 """
 
 from __future__ import annotations
