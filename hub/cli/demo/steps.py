@@ -84,3 +84,14 @@ STEPS.append(
         title="replaying a surge on Boston's contact center",
     )
 )
+
+from hub.cli import demo_privacy  # noqa: E402 - appended with the step it defines
+
+STEPS.append(
+    Step(
+        "privacy",
+        demo_privacy.privacy_step,
+        render=demo_privacy.render_privacy,
+        title="checking encryption, exporting open data, verifying the audit log",
+    )
+)
