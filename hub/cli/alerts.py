@@ -13,9 +13,16 @@ from hub.alerts.cap.problems import InvalidCap, Problem
 from hub.alerts.cap.validate import check_document, validate
 from hub.alerts.importer import count_records, import_subscribers
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
+from hub.core.logging import configure_logging
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, TenantContext
 
 app = typer.Typer(help="CAP 1.2 alerts: validate, compose, approve, send, status.")
+
+
+@app.callback()
+def _logging() -> None:
+    # Logs go to stderr, so stdout carries only the command's output (one document with --json).
+    configure_logging()
 
 
 def _check_file(path: Path) -> tuple[CapAlert | None, list[Problem]]:

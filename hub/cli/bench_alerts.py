@@ -241,10 +241,18 @@ def _compose_and_approve(engine: Any, tenant_id: str) -> str:
     return row["id"]
 
 
+def _quiet_logging() -> None:
+    from hub.core.logging import configure_logging
+    from hub.core.settings import get_settings
+
+    configure_logging(get_settings().model_copy(update={"log_level": "WARNING"}), force=True)
+
+
 def _worker(url: str, tenant_id: str, alert_id: str, batches: list[int]) -> None:
     from hub.alerts import fanout
     from hub.core.db import get_engine
 
+    _quiet_logging()
     engine = get_engine(url)
     for batch in batches:
         fanout.deliver_batch(alert_id, batch, tenant_id, engine=engine)
@@ -281,6 +289,7 @@ def alerts(
     from hub.core.db import get_engine, unit_of_work
     from hub.core.tenancy import TenantContext
 
+    _quiet_logging()
     context = multiprocessing.get_context("spawn")
     port_value = context.Value("i", 0)
     count_value = context.Value("q", 0)
