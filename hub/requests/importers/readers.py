@@ -12,6 +12,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,6 +32,7 @@ class FileFormatError(InvalidInput):
     code = "invalid_file"
 
 
+@lru_cache(maxsize=4096)
 def normalize_key(name: str) -> str:
     """Lower-case `name` and join its words with underscores (`Status.Notes` -> `status_notes`)."""
     return _NON_WORD.sub("_", name.strip().lower()).strip("_")
