@@ -1,17 +1,18 @@
 """Scrape-time collectors that `/metrics` on the API serves beside the process metrics.
 
 Registered once per process by `create_app`: the Celery queue depth read from the broker, the
-outbox backlog, the contacts waiting per center, and the key ages and audit chain lengths, all
-read from the database.
+outbox backlog, the contacts waiting per center, the time alerts take to reach everyone, and
+the key ages and audit chain lengths, all read from the database.
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from hub.core.clock import utcnow
+from hub.core.clock import as_utc, utcnow
 from hub.core.collectors import (
     OUTBOX_OLDEST,
     OUTBOX_PENDING,
@@ -108,6 +109,52 @@ def overflow_reader() -> Reader:
     return read
 
 
+FANOUT_LAST = GaugeSpec(
+    "hub_alerts_last_fanout_seconds",
+    "Seconds from send start until every delivery of the tenant's last finished alert ended "
+    "(sent or failed for good).",
+    ["tenant"],
+)
+FANOUT_RUNNING = GaugeSpec(
+    "hub_alerts_sending_seconds",
+    "Seconds since the oldest alert still sending started, per tenant.",
+    ["tenant"],
+)
+# Finished alerts older than this are left out of `hub_alerts_last_fanout_seconds`.
+FANOUT_WINDOW = timedelta(days=7)
+
+
+def fanout_reader() -> Reader:
+    """Build the reader of the time to reach all recipients of an alert, per tenant."""
+    from hub.alerts.models import SENDING, Alert
+
+    def read() -> Samples:
+        now = utcnow()
+        last: dict[str, float] = {}
+        running: dict[str, float] = {}
+        with unit_of_work(SystemContext("metrics collector"), write=False) as session:
+            finished = session.execute(
+                select(Alert.tenant_id, Alert.send_started_at, Alert.finished_at)
+                .where(Alert.finished_at >= now - FANOUT_WINDOW, Alert.send_started_at.isnot(None))
+                .order_by(Alert.finished_at)
+            ).all()
+            sending = session.execute(
+                select(Alert.tenant_id, func.min(Alert.send_started_at))
+                .where(Alert.state == SENDING)
+                .group_by(Alert.tenant_id)
+            ).all()
+        for tenant, started, ended in finished:
+            last[tenant] = max((as_utc(ended) - as_utc(started)).total_seconds(), 0.0)
+        for tenant, started in sending:
+            running[tenant] = age_seconds(started, now)
+        return {
+            FANOUT_LAST.name: [((tenant,), value) for tenant, value in last.items()],
+            FANOUT_RUNNING.name: [((tenant,), value) for tenant, value in running.items()],
+        }
+
+    return read
+
+
 def install_collectors() -> None:
     """Register the scrape-time collectors in this process (later calls do nothing)."""
     global _installed
@@ -130,6 +177,7 @@ def install_collectors() -> None:
         )
         group.add(ScrapeCollector("outbox", [OUTBOX_PENDING, OUTBOX_OLDEST], outbox_reader()))
         group.add(ScrapeCollector("overflow", [CONTACTS_WAITING, OLDEST_WAIT], overflow_reader()))
+        group.add(ScrapeCollector("alerts", [FANOUT_LAST, FANOUT_RUNNING], fanout_reader()))
         reader = privacy_reader()
         if reader is not None:
             group.add(ScrapeCollector("privacy", [KEY_AGE, AUDIT_CHAIN], reader))

@@ -48,6 +48,9 @@ def test_metrics_collectors_report_up(client: TestClient) -> None:
 
     assert up["outbox"] == 1.0
     assert up["broker_queues"] == 1.0
+    assert up["overflow"] == 1.0
+    assert up["alerts"] == 1.0
+    assert up["privacy"] == 1.0
 
 
 def test_metrics_queue_depth_per_queue(client: TestClient) -> None:
@@ -74,3 +77,32 @@ def test_metrics_labels_carry_no_personal_data(client: TestClient) -> None:
     assert label_values, "the scrape returned no labelled samples"
     for planted in PLANTED:
         assert not [v for v in label_values if planted.lower() in v.lower()], planted
+
+
+def test_privacy_reader_reports_onboarded_tenant(client: TestClient) -> None:
+    from hub.api.observability import AUDIT_CHAIN, KEY_AGE, privacy_reader
+    from hub.core.db import unit_of_work
+    from hub.core.tenancy import SystemContext
+    from tenants.manifest import example_paths, load_manifest
+    from tenants.onboarding import onboard
+
+    manifest = load_manifest(next(p for p in example_paths() if p.name == "boston.yaml"))
+    with unit_of_work(SystemContext("test onboarding")) as session:
+        onboard(session, manifest, actor="test")
+    reader = privacy_reader()
+    assert reader is not None
+
+    samples = reader()
+
+    kinds = {labels[1] for labels, _ in samples[KEY_AGE.name] if labels[0] == "boston"}
+    assert {"kek", "dek"} <= kinds
+    assert all(age >= 0 for _, age in samples[KEY_AGE.name])
+    chains = dict(samples[AUDIT_CHAIN.name])
+    assert chains[("boston",)] >= 1
+
+
+def test_overflow_and_fanout_readers_start_empty(client: TestClient) -> None:
+    from hub.api.observability import CONTACTS_WAITING, FANOUT_LAST, fanout_reader, overflow_reader
+
+    assert overflow_reader()()[CONTACTS_WAITING.name] == []
+    assert fanout_reader()()[FANOUT_LAST.name] == []
