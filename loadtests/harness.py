@@ -39,7 +39,7 @@ from loadtests.analysis import (
 )
 from loadtests.profiles import PROFILE_DIR, load_profile
 from loadtests.report import NYC_RECORD_DAY_RATE, write_charts, write_report
-from loadtests.stack import Stack, onboard, start_stack
+from loadtests.stack import Stack, is_distributed, onboard, start_stack
 
 LOADTEST_DIR = Path(__file__).resolve().parent
 SCENARIOS = {
@@ -294,11 +294,13 @@ def generate_load(options: RunOptions, record_dir: Path) -> LoadResult:
             stack.stop()
         receiver.stop()
     received = receiver.snapshot()
-    alert_paths = {item.delivery_id for item in received if "/alerts-" in item.path}
-    alert_duplicates = sum(n for key, n in receiver.duplicates.items() if key in alert_paths)
+    alert_delivery_ids = {item.delivery_id for item in received if "/alerts-" in item.path}
+    alert_duplicates = sum(
+        count for key, count in receiver.duplicates.items() if key in alert_delivery_ids
+    )
     if stack is not None:
         agency_deliveries = {
-            "received": len(received) - len(alert_paths),
+            "received": len(received) - len(alert_delivery_ids),
             "duplicates": sum(receiver.duplicates.values()) - alert_duplicates,
         }
     return LoadResult(status, url, _stack_label(stack), agency_deliveries, alert_duplicates)
@@ -315,8 +317,8 @@ def run(options: RunOptions) -> dict[str, Any]:
     if not options.recheck:
         shutil.rmtree(record_dir, ignore_errors=True)
         load = generate_load(options, record_dir)
-    elif options.target is None:
-        # An earlier run started its own stack; its embedded database is in the report.
+    elif options.target is None and not is_distributed(dict(os.environ)):
+        # An earlier run started its own embedded stack, whose database is in the report.
         os.environ.setdefault("HUB_VAR_DIR", str(options.report_dir / "var"))
         reset_settings_cache()
 
