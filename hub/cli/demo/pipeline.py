@@ -363,7 +363,7 @@ def render_summary(section: dict[str, Any]) -> None:
                 item["routed"],
                 statuses,
                 item.get("agency_receipts", ""),
-                f"{sla['on_time']} / {sla['breached']} / {sla['no_target']}",
+                f"{sla['on_time']}/{sla['breached']}/{sla['no_target']}",
             ]
         )
     table(
@@ -372,9 +372,9 @@ def render_summary(section: dict[str, Any]) -> None:
             "tenant",
             "received",
             "routed",
-            "by status",
-            "agency receipts",
-            "SLA on time / late / none",
+            "status",
+            "receipts",
+            "SLA ok/late/none",
         ],
         rows,
     )
