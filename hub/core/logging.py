@@ -16,6 +16,23 @@ from hub.core.settings import Settings, get_settings
 _configured = False
 
 
+class _StderrLogger:
+    """Write each rendered event to the current `sys.stderr`.
+
+    `sys.stderr` is looked up per event rather than bound once, so a replaced stream (pytest's
+    capture, a daemon's redirect) never leaves cached loggers writing to a closed file.
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_logger_factory(*_args: object) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure_logging(settings: Settings | None = None, *, force: bool = False) -> None:
     global _configured
     if _configured and not force:
@@ -38,7 +55,7 @@ def configure_logging(settings: Settings | None = None, *, force: bool = False) 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
