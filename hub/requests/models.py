@@ -196,4 +196,3 @@ register_encrypted_table(
     time_column="closed_at",
 )
 register_encrypted_table("status_events", id_column="id", columns=("note_enc",), time_column="at")
-
