@@ -20,6 +20,7 @@ from hub.core.errors import NotFound
 from hub.core.tenancy import ROLE_ADMIN, ROLE_AGENT, ROLE_STAFF, SystemContext, TenantContext
 from hub.requests import queries, service
 from hub.requests.models import ServiceRequest
+from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE
 from hub.requests.transfer import ENCRYPTED_COLUMNS, transfer_request
 from privacy.access import decrypt_fields, decrypt_rows
 from tenants.auth import authenticate, key_from_headers
@@ -85,7 +86,7 @@ def staff_request(
         plain = decrypt_fields(
             session,
             ctx,
-            service.REQUESTS_TABLE,
+            REQUESTS_TABLE,
             row.id,
             {column: getattr(row, column) for column in ENCRYPTED_COLUMNS},
             purpose=purpose,
@@ -96,7 +97,7 @@ def staff_request(
             decrypt_rows(
                 session,
                 ctx,
-                service.EVENTS_TABLE,
+                EVENTS_TABLE,
                 [(str(event.id), {"note_enc": event.note_enc}) for event in with_notes],
                 purpose=purpose,
             )

@@ -35,6 +35,11 @@ from hub.requests.models import (
     ServiceRequest,
     StatusEvent,
 )
+from hub.requests.records import (
+    PersonalFields,
+    seal_event_note,
+    sealed_request_columns,
+)
 from hub.requests.routing import ROUTE_TASK
 from hub.requests.schemas import IntakeData, IntakeResult
 from hub.requests.texts import notice_text
@@ -50,8 +55,6 @@ from tenants.registry import tenants_in_region
 
 log = structlog.get_logger(__name__)
 
-REQUESTS_TABLE = "service_requests"
-EVENTS_TABLE = "status_events"
 
 # Allowed status changes. A repeated status is a note-only update; reopening a closed request
 # moves it back to in_progress.
@@ -139,9 +142,6 @@ def submit_request(
     request_id = request_id or tracking_code()
     cipher = FieldCipher.for_tenant(session, tenant.id)
 
-    def seal(column: str, plaintext: str | None) -> bytes | None:
-        return cipher.encrypt(REQUESTS_TABLE, column, request_id, plaintext)
-
     # Each lookup reads the tenant's key rows, so anonymous requests skip both.
     email_bidx = phone_bidx = bidx_version = None
     if data.email:
@@ -149,14 +149,17 @@ def submit_request(
     if data.phone:
         phone_bidx, bidx_version = blind_index(session, tenant.id, "phone", data.phone)
 
-    rule, resolution = catalog.open_data_rule(service)
-    lat, lon, location_enc, cell = data.lat, data.lon, None, None
-    if data.lat is not None and data.lon is not None:
-        cell = geo.storage_cell(data.lat, data.lon)
-        if service.location_sensitive:
-            location_enc = seal("location_enc", json.dumps([data.lat, data.lon]))
-            lat, lon = geo.public_point(data.lat, data.lon, rule, resolution)
-
+    personal = PersonalFields(
+        description=data.description,
+        address=data.address,
+        first_name=data.first_name,
+        last_name=data.last_name,
+        email=data.email,
+        phone=data.phone,
+        media_url=data.media_url,
+        attributes=attributes,
+    )
+    sealed = sealed_request_columns(cipher, service, request_id, personal, data.lat, data.lon)
     expected_at = catalog.expected_at(tenant, service, requested_at)
     destinations = catalog.destinations(tenant, service)
     request = ServiceRequest(
@@ -168,23 +171,9 @@ def submit_request(
         requested_at=requested_at,
         updated_at=now,
         expected_at=expected_at,
-        lat=lat,
-        lon=lon,
-        h3_cell=cell,
         address_id=data.address_id,
         zipcode=data.zipcode,
-        description_enc=seal("description_enc", data.description),
-        address_enc=seal("address_enc", data.address),
-        location_enc=location_enc,
-        first_name_enc=seal("first_name_enc", data.first_name),
-        last_name_enc=seal("last_name_enc", data.last_name),
-        email_enc=seal("email_enc", data.email),
-        phone_enc=seal("phone_enc", data.phone),
-        media_url_enc=seal("media_url_enc", data.media_url),
-        attributes_enc=seal("attributes_enc", json.dumps(attributes, ensure_ascii=False))
-        if attributes
-        else None,
-        dek_version=cipher.dek_version,
+        **sealed,
         email_bidx=email_bidx,
         phone_bidx=phone_bidx,
         bidx_version=bidx_version,
@@ -389,7 +378,7 @@ def post_status_update(
         # The ciphertext is bound to the event's id, which exists only after the insert.
         session.flush()
         cipher = FieldCipher.for_tenant(session, ctx.tenant_id)
-        event.note_enc = cipher.encrypt(EVENTS_TABLE, "note_enc", str(event.id), note)
+        event.note_enc = seal_event_note(cipher, event.id, note)
         event.dek_version = cipher.dek_version
 
     request.status = status

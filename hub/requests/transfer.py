@@ -23,7 +23,9 @@ from hub.requests import catalog, geo
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import TRANSFERS
 from hub.requests.models import Delivery, IdempotencyRecord, ServiceRequest, StatusEvent
-from hub.requests.service import EVENTS_TABLE, REQUESTS_TABLE, ROUTE_TASK, active_service
+from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE
+from hub.requests.routing import ROUTE_TASK
+from hub.requests.service import active_service
 from privacy.access import decrypt_fields, decrypt_rows
 from privacy.blind_index import blind_index
 from privacy.fields import FieldCipher

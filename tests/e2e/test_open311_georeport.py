@@ -33,10 +33,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TenantKeys]]:
     """`hub serve` on SQLite with one onboarded tenant; yields the Open311 root URL."""
-    var_dir: Path = tmp_path_factory.mktemp("serve")
-    url = f"sqlite:///{var_dir / 'hub.db'}"
-    saved = {key: os.environ.get(key) for key in ("HUB_VAR_DIR", "HUB_DATABASE_URL")}
-    os.environ["HUB_VAR_DIR"] = str(var_dir)
+    # The session's HUB_VAR_DIR stays, so the server and later tests share its root key file.
+    db_dir: Path = tmp_path_factory.mktemp("serve")
+    url = f"sqlite:///{db_dir / 'hub.db'}"
+    saved = os.environ.get("HUB_DATABASE_URL")
     os.environ["HUB_DATABASE_URL"] = url
     reset_settings_cache()
     dispose_engines()
@@ -47,7 +47,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Tena
     dispose_engines()
 
     port = _free_port()
-    env = {**os.environ, "HUB_VAR_DIR": str(var_dir), "HUB_DATABASE_URL": url}
+    env = {**os.environ, "HUB_DATABASE_URL": url}
     command = [
         sys.executable, "-m", "hub.cli.main", "serve",
         "--host", "127.0.0.1", "--port", str(port), "--no-worker",
@@ -72,11 +72,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Tena
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        if saved is None:
+            os.environ.pop("HUB_DATABASE_URL", None)
+        else:
+            os.environ["HUB_DATABASE_URL"] = saved
         reset_settings_cache()
         dispose_engines()
 
