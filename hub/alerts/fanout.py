@@ -27,9 +27,10 @@ from hub.alerts import models as m
 from hub.alerts.cap.model import Alert as CapAlert
 from hub.alerts.cap.model import Info
 from hub.alerts.channels import Channel, Message, Outcome, build_channels
+from hub.alerts.language import choose_info
 from hub.alerts.metrics import DELIVERIES, DELIVERY_SECONDS
 from hub.alerts.policy import TenantAlertSettings, load_settings
-from hub.alerts.service import DELIVER_TASK, load_cap, queue_for
+from hub.alerts.service import DELIVER_TASK, language_infos, load_cap, queue_for
 from hub.alerts.subscriptions import (
     ADDRESS_COLUMN,
     ADDRESS_TABLE,
@@ -180,12 +181,14 @@ def _load_jobs(
                 m.Delivery.channel,
                 m.Delivery.channel_row_id,
                 m.Delivery.subscriber_id,
-                m.Delivery.language,
+                m.Subscriber.languages,
                 m.SubscriberChannel.address_enc,
                 m.SubscriberChannel.active,
             )
             .join(m.SubscriberChannel, m.SubscriberChannel.id == m.Delivery.channel_row_id)
+            .join(m.Subscriber, m.Subscriber.id == m.Delivery.subscriber_id)
             .where(
+                m.Subscriber.tenant_id == m.Delivery.tenant_id,
                 m.Delivery.alert_id == alert_id,
                 m.Delivery.batch == batch,
                 m.Delivery.state == m.PENDING,
@@ -221,8 +224,13 @@ def _load_jobs(
             referenced = session.get(m.Alert, row.references_alert_id)
             reference = load_cap(referenced) if referenced is not None else None
         base_url = settings.public_base_url
+        infos = language_infos(session, row, cap)
         jobs = []
         for p, values in zip(active, plain, strict=True):
+            language = None
+            if infos:
+                chosen = choose_info(infos, p.languages or [], settings.default_language)
+                language = infos[chosen].effective_language
             key = f"{row.id}-{p.id}"
             jobs.append(
                 Job(
@@ -234,7 +242,7 @@ def _load_jobs(
                         row,
                         cap,
                         reference,
-                        p.language,
+                        language,
                         key,
                         unsubscribe_url(base_url, row.tenant_id, p.subscriber_id)
                         if base_url

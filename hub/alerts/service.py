@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, func, insert, literal, select, union, update
 from sqlalchemy.orm import Session
 
 from hub.alerts import models as m
@@ -28,7 +28,13 @@ from hub.alerts.cells import CellSet, area_cells
 from hub.alerts.language import choose_info
 from hub.alerts.metrics import ALERTS_SENT, DELIVERIES_CREATED, TARGETING_SECONDS
 from hub.alerts.policy import TenantAlertSettings, approvals_needed, load_settings
-from hub.alerts.targeting import Recipient, recipients, subscriber_ids_in
+from hub.alerts.targeting import (
+    Recipient,
+    area_condition,
+    recipient_rows,
+    recipients,
+    subscriber_ids_in,
+)
 from hub.core.clock import as_utc, utcnow
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hub.core.ids import tracking_code
@@ -399,34 +405,12 @@ def start_sending(
     if row.state != m.APPROVED:
         return 0
     cap = load_cap(row)
-    found = select_recipients(session, row, cap, settings)
-
-    infos = language_infos(session, row, cap)
+    with TARGETING_SECONDS.time():
+        count = _insert_deliveries(session, row, cap, settings)
     if row.references_alert_id:
         _close_reference(session, row)
 
-    rows = []
-    for number, recipient in enumerate(found):
-        language = None
-        if infos:
-            choice = choose_info(infos, recipient.languages, settings.default_language)
-            language = infos[choice].effective_language
-        rows.append(
-            {
-                "tenant_id": row.tenant_id,
-                "alert_id": row.id,
-                "subscriber_id": recipient.subscriber_id,
-                "channel": recipient.channel,
-                "channel_row_id": recipient.channel_row_id,
-                "batch": number // BATCH_SIZE,
-                "state": m.PENDING,
-                "language": language,
-                "attempts": 0,
-            }
-        )
-    for start in range(0, len(rows), 5000):
-        session.execute(insert(m.Delivery), rows[start : start + 5000])
-    batches = (len(rows) + BATCH_SIZE - 1) // BATCH_SIZE
+    batches = (count + BATCH_SIZE - 1) // BATCH_SIZE
     for batch in range(batches):
         enqueue(
             session,
@@ -436,10 +420,10 @@ def start_sending(
             alert_id=row.id,
             batch=batch,
         )
-    row.state = m.SENDING if rows else m.SENT
+    row.state = m.SENDING if count else m.SENT
     row.send_started_at = utcnow()
-    row.target_count = len(rows)
-    if not rows:
+    row.target_count = count
+    if not count:
         row.finished_at = row.send_started_at
     audit(
         session,
@@ -447,12 +431,69 @@ def start_sending(
         actor=actor,
         action="alert.send",
         subject=f"alerts:{row.id}",
-        details={"group_id": row.group_id, "deliveries": len(rows), "batches": batches},
+        details={"group_id": row.group_id, "deliveries": count, "batches": batches},
     )
-    DELIVERIES_CREATED.labels(kind=row.kind).inc(len(rows))
+    DELIVERIES_CREATED.labels(kind=row.kind).inc(count)
     ALERTS_SENT.labels(kind=row.kind, msg_type=row.msg_type).inc()
-    log.info("alert_send_started", alert_id=row.id, deliveries=len(rows), batches=batches)
-    return len(rows)
+    log.info("alert_send_started", alert_id=row.id, deliveries=count, batches=batches)
+    return count
+
+
+def _subscriber_ids(row: m.Alert, cap: CapAlert, settings: TenantAlertSettings) -> Select[Any]:
+    """Select the subscriber ids an alert row targets (see `select_recipients`)."""
+    delivered = select(m.Delivery.subscriber_id).where(
+        m.Delivery.tenant_id == row.tenant_id,
+        m.Delivery.alert_id == (row.references_alert_id or ""),
+    )
+    if row.msg_type == "Cancel":
+        return delivered.where(m.Delivery.state == m.DELIVERED)
+    in_area = select(m.SubscriberCell.subscriber_id).where(
+        m.SubscriberCell.tenant_id == row.tenant_id,
+        area_condition(target_cells(cap, settings)),
+    )
+    if row.msg_type == "Update" and row.references_alert_id:
+        return union(in_area, delivered)
+    return in_area
+
+
+def _insert_deliveries(
+    session: Session, row: m.Alert, cap: CapAlert, settings: TenantAlertSettings
+) -> int:
+    """Create the delivery rows in one INSERT ... SELECT, numbered into batches in the
+    database, so no subscriber id travels through Python. Languages are chosen at send time."""
+    recipients_query = recipient_rows(
+        row.tenant_id,
+        _subscriber_ids(row, cap, settings),
+        test_only=row.status in ("Exercise", "Test"),
+    ).subquery()
+    number = func.row_number().over(order_by=(recipients_query.c[0], recipients_query.c[1]))
+    source = select(
+        literal(row.tenant_id),
+        literal(row.id),
+        recipients_query.c[0],
+        recipients_query.c[1],
+        recipients_query.c[2],
+        (number - 1) // BATCH_SIZE,
+        literal(m.PENDING),
+        literal(0),
+    )
+    columns = [
+        "tenant_id",
+        "alert_id",
+        "subscriber_id",
+        "channel",
+        "channel_row_id",
+        "batch",
+        "state",
+        "attempts",
+    ]
+    session.execute(insert(m.Delivery).from_select(columns, source))
+    # The driver's rowcount for INSERT ... SELECT is not reliable on every backend (psycopg
+    # through SQLAlchemy returned -1), so count the rows.
+    count = session.scalar(
+        select(func.count()).select_from(m.Delivery).where(m.Delivery.alert_id == row.id)
+    )
+    return int(count or 0)
 
 
 def _close_reference(session: Session, row: m.Alert) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, false, or_, select
 from sqlalchemy.orm import Session
 
 from hub.alerts.cells import CellSet
@@ -90,3 +91,39 @@ def recipients(
         for subscriber_id, languages, channel, channel_row_id in session.execute(query):
             result.append(Recipient(subscriber_id, tuple(languages or ()), channel, channel_row_id))
     return result
+
+
+def area_condition(cells: CellSet) -> ColumnElement[bool]:
+    """Return the condition "a place of the row is in `cells`" on `alert_subscriber_cells`.
+
+    The cell lists are rendered as literals, so no parameter limit applies.
+    """
+    conditions = []
+    for column, values in (
+        (SubscriberCell.cell_fine, cells.fine),
+        (SubscriberCell.cell_medium, cells.medium),
+        (SubscriberCell.cell_coarse, cells.coarse),
+    ):
+        if values:
+            parameter = bindparam(None, sorted(values), expanding=True, literal_execute=True)
+            conditions.append(column.in_(parameter))
+    return or_(*conditions) if conditions else false()
+
+
+def recipient_rows(tenant_id: str, subscriber_ids: Select[Any], *, test_only: bool) -> Select[Any]:
+    """Select (subscriber id, channel, channel row id) of every active channel of the active
+    subscribers in `subscriber_ids`, one tenant only, in a stable order."""
+    query = (
+        select(Subscriber.id, SubscriberChannel.channel, SubscriberChannel.id)
+        .join(SubscriberChannel, SubscriberChannel.subscriber_id == Subscriber.id)
+        .where(
+            Subscriber.tenant_id == tenant_id,
+            SubscriberChannel.tenant_id == tenant_id,
+            Subscriber.id.in_(subscriber_ids),
+            Subscriber.active.is_(True),
+            SubscriberChannel.active.is_(True),
+        )
+    )
+    if test_only:
+        query = query.where(Subscriber.test_opt_in.is_(True))
+    return query
