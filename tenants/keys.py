@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Engine, select
+from sqlalchemy import URL, Engine, select
 from sqlalchemy.orm import Session
 
 from hub.core.clock import utcnow
@@ -190,12 +190,12 @@ class _KeyCache:
     """A bounded LRU of key hash -> (expiry, credential or None for an unknown key)."""
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[tuple[str, str], tuple[float, ApiCredential | None]] = (
+        self._entries: OrderedDict[tuple[URL, str], tuple[float, ApiCredential | None]] = (
             OrderedDict()
         )
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str]) -> tuple[bool, ApiCredential | None]:
+    def get(self, key: tuple[URL, str]) -> tuple[bool, ApiCredential | None]:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -206,7 +206,7 @@ class _KeyCache:
             self._entries.move_to_end(key)
             return True, entry[1]
 
-    def put(self, key: tuple[str, str], value: ApiCredential | None) -> None:
+    def put(self, key: tuple[URL, str], value: ApiCredential | None) -> None:
         with self._lock:
             self._entries[key] = (time.monotonic() + CACHE_TTL_SECONDS, value)
             self._entries.move_to_end(key)
@@ -260,7 +260,7 @@ def resolve_api_key(raw: str | None, *, engine: Engine | None = None) -> ApiCred
         return None
     engine = engine or get_engine()
     digest = _hash(raw.strip())
-    cache_key = (str(engine.url), digest)
+    cache_key = (engine.url, digest)
     hit, credential = _cache.get(cache_key)
     if not hit:
         credential = _lookup(engine, match.group(1), digest)

@@ -15,13 +15,16 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Engine, select
+import structlog
+from sqlalchemy import URL, Engine, select
 
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import SystemContext
 from tenants.calendar import BusinessCalendar, sla_deadline
-from tenants.manifest import Manifest, ServiceSpec, parse_manifest
+from tenants.manifest import Manifest, ManifestError, ServiceSpec, parse_manifest
 from tenants.models import Service, Tenant
+
+log = structlog.get_logger(__name__)
 
 CACHE_TTL_SECONDS = 5.0
 
@@ -140,16 +143,16 @@ class _Cache:
     """Entries keyed by (database URL, lookup kind, value), each with an expiry time."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        self._entries: dict[tuple[URL, str, str], tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str, str]) -> tuple[bool, Any]:
+    def get(self, key: tuple[URL, str, str]) -> tuple[bool, Any]:
         entry = self._entries.get(key)
         if entry is None or entry[0] < time.monotonic():
             return False, None
         return True, entry[1]
 
-    def put(self, key: tuple[str, str, str], value: Any) -> None:
+    def put(self, key: tuple[URL, str, str], value: Any) -> None:
         with self._lock:
             self._entries[key] = (time.monotonic() + CACHE_TTL_SECONDS, value)
 
@@ -186,7 +189,7 @@ def _load(engine: Engine, *, tenant_id: str | None = None, jurisdiction_id: str 
 
 def _lookup(kind: str, value: str, engine: Engine | None) -> TenantInfo | None:
     engine = engine or get_engine()
-    key = (str(engine.url), kind, value)
+    key = (engine.url, kind, value)
     hit, info = _cache.get(key)
     if hit:
         return info
@@ -217,7 +220,11 @@ def get_tenant_by_jurisdiction(
 def list_tenants(
     *, engine: Engine | None = None, include_inactive: bool = False
 ) -> list[TenantInfo]:
-    """Return every tenant ordered by id (not cached: for commands and reports)."""
+    """Return every tenant ordered by id (not cached: for commands and reports).
+
+    A tenant whose stored manifest no longer validates is left out and logged, so one broken
+    row does not hide the others; `get_tenant` on it raises `ManifestError`.
+    """
     engine = engine or get_engine()
     with unit_of_work(SystemContext("tenant list"), engine=engine, write=False) as session:
         tenants = list(session.scalars(select(Tenant).order_by(Tenant.id)))
@@ -225,7 +232,12 @@ def list_tenants(
     by_tenant: dict[str, list[Service]] = {}
     for row in services:
         by_tenant.setdefault(row.tenant_id, []).append(row)
-    infos = [_snapshot(t, by_tenant.get(t.id, [])) for t in tenants]
+    infos = []
+    for tenant in tenants:
+        try:
+            infos.append(_snapshot(tenant, by_tenant.get(tenant.id, [])))
+        except ManifestError as exc:
+            log.error("tenant_manifest_invalid", tenant_id=tenant.id, problems=len(exc.problems))
     if include_inactive:
         return infos
     return [info for info in infos if info.active]
@@ -235,7 +247,7 @@ def tenants_in_region(region: str, *, engine: Engine | None = None) -> list[Tena
     """Return the active tenants of `region`, ordered by id, for regional alerts and mutual
     aid. Cached like single lookups."""
     engine = engine or get_engine()
-    key = (str(engine.url), "region", region)
+    key = (engine.url, "region", region)
     hit, members = _cache.get(key)
     if hit:
         return list(members)

@@ -21,6 +21,7 @@ from tenants.registry import (
     get_tenant,
     get_tenant_by_jurisdiction,
     invalidate_cache,
+    list_tenants,
     tenants_in_region,
 )
 
@@ -174,3 +175,25 @@ def test_offboarded_tenant_is_closed(db_url, make_manifest):
     with pytest.raises(Conflict) as caught:
         _onboard(engine, data)
     assert "offboarded" in caught.value.message
+
+
+def test_list_skips_invalid_stored_manifest(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest("boston")
+    _onboard(engine, data)
+    broken_id = f"broken-{uuid.uuid4().hex[:8]}"
+    with unit_of_work(SystemContext("test seed"), engine=engine) as session:
+        session.add(
+            Tenant(
+                id=broken_id,
+                jurisdiction_id=f"{broken_id}.example.org",
+                name="Broken",
+                timezone="UTC",
+                languages=["en"],
+                default_language="en",
+                manifest={},
+            )
+        )
+    ids = [t.id for t in list_tenants(engine=engine)]
+    assert data["id"] in ids
+    assert broken_id not in ids
