@@ -1,0 +1,1 @@
+"""Example tenant manifests shipped as package data (`tenants.manifest.example_paths`)."""
