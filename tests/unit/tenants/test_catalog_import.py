@@ -126,3 +126,13 @@ def test_not_a_service_list(tmp_path: Path):
     with pytest.raises(InvalidInput) as caught:
         build_catalog(path)
     assert "expected a list of services" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["open311status/requests_many.xml", "ruby-open311-gem/service_requests.xml"],
+)
+def test_request_lists_rejected(shared_data: Path, name: str):
+    with pytest.raises(InvalidInput) as caught:
+        build_catalog(shared_data / "open311" / name)
+    assert "is neither <services> nor <service_definition>" in caught.value.message
