@@ -1,8 +1,8 @@
 """Load generator for `hub bench intake`, run as its own process so it never shares the
 server's event loop: `python -m hub.cli.bench_load PLAN.json` prints one JSON result line.
 
-The plan names the URL, the method, the bodies or paths to cycle through, the concurrency and
-two bounds (a request count and a duration); the run stops at whichever comes first.
+The plan names the URL, the method, the bodies or paths to cycle through and the concurrency.
+It also sets two bounds, a request count and a duration, and the run stops at the first reached.
 """
 
 from __future__ import annotations

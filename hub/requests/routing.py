@@ -6,15 +6,16 @@ so a failing agency never holds back or marks the others.
 
 Sending happens outside any database transaction, in three steps run by the task:
 
-1. `claim_deliveries` (one transaction): take the due rows of the request, count the attempt and
-   set `next_attempt_at` to a lease, so a second worker that gets the same message skips them;
-   build the signed payload by decrypting through `privacy.access.decrypt_fields`.
+1. `claim_deliveries` (one transaction) takes the due rows of the request, counts the attempt
+   and sets `next_attempt_at` to a lease, so a second worker with the same message skips them.
+   It builds the payload by decrypting through `privacy.access.decrypt_fields`.
 2. `webhook.post` for each claim, with no transaction open.
 3. `record_outcome` (one transaction per claim): mark the row sent, or schedule the retry through
    the outbox, guarded by the attempt number so a late writer cannot overwrite a newer attempt.
 
-A worker that dies between steps 1 and 3 leaves a lease that expires; `sweep_overdue` re-enqueues
-such rows. The payload carries no state, so nothing decrypted is stored.
+A worker that dies between steps 1 and 3 leaves a lease that expires, and the periodic
+`hub.requests.sweep_deliveries` task re-enqueues such rows. Payloads are built per attempt and
+never written to the database, so nothing decrypted is stored.
 """
 
 from __future__ import annotations
@@ -127,11 +128,9 @@ def claim_deliveries(
     claims: list[Claim] = []
     for row in rows:
         agency = agencies.get(row.destination)
-        problem = _unroutable(agency)
-        if problem is not None:
-            _mark_dead(row, problem, ctx, now)
+        if agency is None or not agency.webhook_url or not agency.webhook_secret:
+            _mark_dead(row, _unroutable_reason(agency), ctx, now)
             continue
-        assert agency is not None and agency.webhook_url and agency.webhook_secret
         row.attempts += 1
         row.next_attempt_at = now + timedelta(seconds=LEASE_SECONDS)
         delivery_key = f"{ctx.tenant_id}:{row.id}"
@@ -155,14 +154,12 @@ def claim_deliveries(
     return claims
 
 
-def _unroutable(agency: Agency | None) -> str | None:
+def _unroutable_reason(agency: Agency | None) -> str:
     if agency is None:
         return "agency not in the tenant's catalog"
     if not agency.webhook_url:
         return "agency has no webhook URL"
-    if not agency.webhook_secret:
-        return "agency has no webhook secret"
-    return None
+    return "agency has no webhook secret"
 
 
 def _mark_dead(row: Delivery, reason: str, ctx: TenantContext, now: datetime) -> None:
@@ -324,7 +321,7 @@ def _acknowledge(session: Session, ctx: TenantContext, claim: Claim, now: dateti
 def overdue_requests(
     session: Session, *, now: datetime | None = None, limit: int = 500
 ) -> list[tuple[str, str]]:
-    """Return (tenant_id, request_id) pairs with a due delivery nobody has picked up for
+    """Return (tenant_id, request_id) pairs with a due delivery that no worker has taken up for
     `SWEEP_GRACE_SECONDS`: a lease left by a dead worker, or a lost retry message."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=SWEEP_GRACE_SECONDS)

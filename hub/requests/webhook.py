@@ -1,7 +1,7 @@
 """Outbound HTTP webhooks to agency back offices: signing, sending, classifying failures.
 
-The receiver authenticates the hub by recomputing `X-Hub-Signature-256` (HMAC-SHA256 of the raw
-body under the agency's shared secret, as `sha256=<hex>`) and drops repeats by
+The receiver authenticates the hub by recomputing `X-Hub-Signature-256`, the HMAC-SHA256 of the
+raw body under the agency's shared secret written as `sha256=<hex>`. It drops repeats by
 `X-Hub-Delivery-Id`, because delivery is at least once: a worker that dies after the POST and
 before recording it sends the same delivery again.
 """
@@ -28,7 +28,7 @@ MAX_RETRY_AFTER = 3600.0
 
 @dataclass(frozen=True)
 class SendResult:
-    """Outcome of one POST. `error` holds no response body, only a status or an error class."""
+    """Outcome of one POST. `error` is a status or an error class, never the response body."""
 
     ok: bool
     transient: bool

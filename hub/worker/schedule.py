@@ -3,8 +3,8 @@
 The hub runs no separate `celery beat`: the embedded default has one process to spare, and the
 distributed deployment then needs nothing beyond its workers. Each tick, the thread enqueues
 every periodic task whose last outbox row is older than its interval. Several workers may tick
-at once: on PostgreSQL a transaction-scoped advisory lock per task lets one of them enqueue; on
-SQLite the immediate write transaction serializes them. The tasks are idempotent anyway, so an
+at once. On PostgreSQL a transaction-scoped advisory lock per task lets one of them enqueue, and
+on SQLite the immediate write transaction serializes them. The tasks are idempotent anyway, so an
 extra run costs only its work.
 
 Features add their periodic tasks to `PERIODIC_TASKS` with a small edit.

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _clean_env() -> dict[str, str]:
-    """The environment without any HUB_ setting, so the command sees no configuration."""
+    """Return the environment without any HUB_ variable, so the command runs unconfigured."""
     return {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
 
 

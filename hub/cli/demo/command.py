@@ -48,7 +48,7 @@ def demo(
     settings = get_settings()
     if "HUB_LOG_LEVEL" not in os.environ:
         # The demo's own output is the summary: info-level events from the API and the worker
-        # would bury it, so both log warnings and errors only unless HUB_LOG_LEVEL says else.
+        # would bury it, so both log warnings and errors only unless HUB_LOG_LEVEL is set.
         os.environ["HUB_LOG_LEVEL"] = "WARNING"
         settings = settings.model_copy(update={"log_level": "WARNING"})
         logging.getLogger().setLevel(logging.WARNING)

@@ -1,7 +1,7 @@
 """Generated service requests for the demo: a day's mix of services, hours, places and languages.
 
-The mix is made up but shaped like real 311 traffic: street, trash and parking reports dominate,
-arrivals peak in the late morning and fall off overnight, points fall inside the tenant's
+The mix is made up but shaped like real 311 traffic. Street, trash and parking reports dominate,
+and arrivals peak in the late morning and fall off overnight. Points fall inside the tenant's
 service area, and about a third of the descriptions are in Spanish where the tenant offers it.
 Contact details are fictional (555-01xx numbers, example.org addresses).
 """

@@ -30,7 +30,7 @@ class AgencyReceiver:
     """Loopback webhook receiver. Paths are `/agencies/<tenant>/<agency code>`.
 
     `secrets` maps a path to the agency's shared secret; `fail_paths` maps a path to the HTTP
-    status it answers with instead of 200 (to stand in for a failing agency).
+    status it returns instead of 200 (to stand in for a failing agency).
     """
 
     host: str = "127.0.0.1"

@@ -319,7 +319,7 @@ def test_api_sigterm_keeps_accepted_requests(stack: Stack) -> None:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         futures = [pool.submit(post, item) for item in items]
-        # Stop the API once it has answered a few, so that others are in flight at that moment.
+        # Stop the API after its first few responses, so that other requests are in flight.
         _wait_for(lambda: sum(f.done() for f in futures) >= 5, 120, "the first responses")
         api.terminate()
         for future in futures:

@@ -44,7 +44,7 @@ def test_signature_round_trip() -> None:
 
 
 class _StatusServer:
-    """A loopback server that answers every POST with a fixed status and headers."""
+    """A loopback server that returns a fixed status and headers for every POST."""
 
     def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
         outer = self
