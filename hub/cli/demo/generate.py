@@ -9,6 +9,7 @@ Contact details are fictional (555-01xx numbers, example.org addresses).
 from __future__ import annotations
 
 import random
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -90,6 +91,12 @@ class GeneratedRequest:
         ]
 
 
+def _ascii(name: str) -> str:
+    """Return `name` lower-cased without accents, for an email local part (Lucía -> lucia)."""
+    decomposed = unicodedata.normalize("NFKD", name.lower())
+    return decomposed.encode("ascii", "ignore").decode("ascii")
+
+
 def service_weight(service: ServiceSpec) -> int:
     text = " ".join([service.group, *service.keywords]).lower()
     weights = [weight for word, weight in _GROUP_WEIGHTS.items() if word in text]
@@ -151,7 +158,7 @@ def generate_day(manifest: Manifest, count: int, seed: int) -> list[GeneratedReq
                 minute_of_day=hour * 60 + rng.randrange(60),
                 first_name=first,
                 last_name=last,
-                email=f"{first.lower()}.{rng.randrange(10_000)}@example.org".replace("í", "i"),
+                email=f"{_ascii(first)}.{rng.randrange(10_000)}@example.org",
                 phone=f"+1617555{rng.randrange(100, 200):04d}",
                 attributes=attributes,
             )
