@@ -31,6 +31,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from hub.core.clock import isoformat, utcnow
+from hub.core.errors import HubError
 from hub.core.outbox import enqueue
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
@@ -123,7 +124,15 @@ def claim_deliveries(
         )
     }
     tenant = session.get(Tenant, ctx.tenant_id)
-    payload = _payload(session, ctx, request, tenant)
+    try:
+        payload = _payload(session, ctx, request, tenant)
+    except HubError as exc:
+        # A ciphertext that fails to decrypt (altered, or its keys shredded at offboarding)
+        # fails the same way on every retry, so the deliveries end here with the error code.
+        for row in rows:
+            _mark_dead(row, f"payload not built: {exc.code}", ctx, now)
+        session.flush()
+        return []
 
     claims: list[Claim] = []
     for row in rows:

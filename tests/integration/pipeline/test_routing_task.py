@@ -217,3 +217,21 @@ def test_sweep_requeues_abandoned_lease(configured_db: Engine, receiver: AgencyR
             .where(Delivery.state == "pending", Delivery.request_id == request_id)
         )
     assert pending == 1
+
+
+def test_undecryptable_payload_marks_dead(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+    with unit_of_work(SystemContext("test: corrupt the ciphertext"), engine=configured_db) as s:
+        row = s.get(ServiceRequest, request_id)
+        blob = bytearray(row.description_enc)
+        blob[-1] ^= 0x01
+        row.description_enc = bytes(blob)
+
+    outcomes = route(request_id, tenant_id=tenant_id)
+
+    delivery = _deliveries(configured_db, request_id)["dpw"]
+    assert outcomes == {}
+    assert delivery.state == "dead"
+    assert delivery.last_error.startswith("payload not built: ")
+    assert receiver.snapshot() == []
