@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hub.core.clock import utcnow
@@ -182,7 +183,14 @@ def onboard_manifest(
         )
         _apply_tenant_fields(tenant, manifest, digest)
         session.add(tenant)
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError:
+            # Another onboarding created the same id or jurisdiction since the check above.
+            raise Conflict(
+                f"tenant {manifest.id!r} or jurisdiction_id {manifest.jurisdiction_id!r} was "
+                "registered by a concurrent onboarding; run the onboarding again"
+            ) from None
         create_tenant_keys(session, tenant.id)
     else:
         tenant.manifest_version += 1

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import threading
 import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import Conflict
@@ -197,3 +198,24 @@ def test_list_skips_invalid_stored_manifest(db_url, make_manifest):
     ids = [t.id for t in list_tenants(engine=engine)]
     assert data["id"] in ids
     assert broken_id not in ids
+
+
+def test_concurrent_onboarding_conflicts(pg_url, make_manifest):
+    # PostgreSQL only: on SQLite the first writer holds the database lock, so the second
+    # onboarding waits instead of racing.
+    engine = get_engine(pg_url)
+    data = make_manifest("boston")
+    manifest = parse_manifest(data)
+
+    def onboard_elsewhere_first(_session, _context, _instances):
+        # Runs after this onboarding checked ownership and before it inserts the tenant.
+        worker = threading.Thread(target=_onboard, args=(engine, copy.deepcopy(data)))
+        worker.start()
+        worker.join(timeout=60)
+
+    with pytest.raises(Conflict) as caught:
+        with unit_of_work(SystemContext("test onboarding"), engine=engine) as session:
+            event.listen(session, "before_flush", onboard_elsewhere_first, once=True)
+            onboard_manifest(session, manifest)
+    assert "concurrent onboarding" in caught.value.message
+    assert get_tenant(data["id"], engine=engine).manifest_version == 1
