@@ -148,11 +148,12 @@ OpenDataLocation = Literal["exact", "h3", "district", "withheld"]
 
 
 class OpenData(_Strict):
-    """How a service's location appears in anonymized open data.
+    """The location rule of a service in anonymized open data.
 
     `exact` publishes the stored public point, `h3` the center of its H3 cell at
-    `h3_resolution` (0 to 15; resolution 8 cells are about 0.7 km² in area), `district` the
-    district name from the manifest, `withheld` nothing.
+    `h3_resolution` (0 to 15; resolution 8 cells average 0.74 km², per
+    `h3.average_hexagon_area`), `district` the district name from the manifest, `withheld`
+    nothing.
     """
 
     location: OpenDataLocation = "h3"
@@ -342,7 +343,7 @@ class PrivacySection(_Extensible):
 
 
 class ApprovalPolicy(_Extensible):
-    """Who must approve an alert before it is sent.
+    """The approval policy for alerts before they are sent.
 
     `second_approver_for_actual`: an alert with status Actual needs a second emergency manager.
     `single_approver_for_immediate_extreme`: an Actual alert with urgency Immediate and severity
@@ -427,8 +428,11 @@ class OverflowThresholds(_Extensible):
 
 
 class OverflowSection(_Extensible):
-    """Contact centers and overflow routing. The service level is the share of contacts
-    answered within `service_level_target_seconds` (industry norm: 80% within 30 s)."""
+    """Contact centers and overflow routing.
+
+    The service level is the share of contacts answered within `service_level_target_seconds`.
+    The usual contact-center target is 80% within 30 s.
+    """
 
     centers: list[ContactCenterSpec] = Field(default_factory=list)
     thresholds: OverflowThresholds = Field(default_factory=OverflowThresholds)

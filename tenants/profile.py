@@ -2,7 +2,7 @@
 
 Core code calls the profile (`profile_for(tenant)`) instead of branching on a tenant id. A tenant
 changes a hook's data through the `profile` section of its manifest (for example its own status
-texts); a tenant that needs different behaviour gets a `TenantProfile` subclass registered with
+texts). A tenant that needs different behaviour gets a `TenantProfile` subclass registered with
 `register_profile`, overriding only the hooks that differ.
 """
 

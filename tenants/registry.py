@@ -223,7 +223,7 @@ def list_tenants(
     """Return every tenant ordered by id (not cached: for commands and reports).
 
     A tenant whose stored manifest no longer validates is left out and logged, so one broken
-    row does not hide the others; `get_tenant` on it raises `ManifestError`.
+    row does not hide the others. `get_tenant` on such a tenant raises `ManifestError`.
     """
     engine = engine or get_engine()
     with unit_of_work(SystemContext("tenant list"), engine=engine, write=False) as session:
