@@ -49,7 +49,8 @@ def _tenant(jurisdiction_id: str | None) -> TenantSnapshot:
     if jurisdiction_id is None or not jurisdiction_id.strip():
         raise InvalidInput("jurisdiction_id is required", code="missing_jurisdiction")
     tenant = get_tenant_by_jurisdiction(jurisdiction_id.strip())
-    if tenant is None:
+    # An offboarded tenant's jurisdiction is served no more, the same as an unknown one.
+    if tenant is None or not tenant.active:
         raise NotFound(
             "jurisdiction_id is not served by this endpoint", code="unknown_jurisdiction"
         )

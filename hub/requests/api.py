@@ -173,7 +173,7 @@ def transfer(
     ctx = _context(request, authorization, x_api_key, TRANSFER_ROLES)
     _own_tenant(ctx, tenant_id)
     target = get_tenant(body.to_tenant)
-    if target is None:
+    if target is None or not target.active:
         raise NotFound(f"tenant {body.to_tenant} not found", code="not_found")
     scope = SystemContext("request transfer", actor=ctx.actor)
     with unit_of_work(scope) as session:

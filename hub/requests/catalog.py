@@ -42,6 +42,7 @@ class TenantSnapshot(Protocol):
     default_language: str
     region: str | None
     manifest_version: int
+    active: bool
     manifest: Manifest
     services: Mapping[str, CatalogService]
 

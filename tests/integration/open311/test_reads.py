@@ -19,6 +19,8 @@ from hub.core.clock import utcnow
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import SystemContext
 from hub.requests.models import ServiceRequest
+from tenants.models import Tenant
+from tenants.registry import invalidate_cache
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +278,13 @@ def test_request_xml_matches_real_capture(client, tenants_ab, shared_data):
     ours = fromstring(_get(client, f"requests/{request_id}.xml", alpha).content)
     assert ours.tag == "service_requests"
     assert [child.tag for child in ours.find("request")] == expected
+
+
+def test_offboarded_jurisdiction_is_404(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        session.execute(update(Tenant).where(Tenant.id == alpha.id).values(status="offboarded"))
+    invalidate_cache()
+    response = _get(client, "services.json", alpha)
+    assert response.status_code == 404
+    assert response.json()[0]["code"] == 404
