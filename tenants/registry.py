@@ -67,7 +67,11 @@ class ServiceInfo:
 
 @dataclass(frozen=True)
 class TenantInfo:
-    """A read-only snapshot of one tenant, safe to share between threads."""
+    """A read-only snapshot of one tenant, shared between threads through the cache.
+
+    NOTE: the dicts and lists inside `manifest` are plain mutable containers, because pydantic
+    freezes only attribute assignment. Callers must treat them as read-only.
+    """
 
     id: str
     jurisdiction_id: str
