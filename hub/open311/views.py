@@ -79,6 +79,11 @@ def _public_point(
     return geo.public_point(row.lat, row.lon, rule, resolution)
 
 
+def _agency_name(tenant: TenantSnapshot, code: str | None) -> str | None:
+    agency = tenant.manifest.agency(code) if code else None
+    return agency.name if agency is not None else code
+
+
 def request_entry(
     tenant: TenantSnapshot,
     row: ServiceRequest,
@@ -97,7 +102,7 @@ def request_entry(
         "service_name": profile.service_name(service, language) if service else row.service_code,
         "service_code": row.service_code,
         "description": None,
-        "agency_responsible": row.agency_code,
+        "agency_responsible": _agency_name(tenant, row.agency_code),
         "service_notice": None,
         "requested_datetime": isoformat(row.requested_at),
         "updated_datetime": isoformat(row.updated_at),

@@ -108,6 +108,13 @@ def test_requests_match_schema(client, tenants_ab, schemas):
         schemas["request.json"].validate(entry)
 
 
+def test_agency_responsible_is_agency_name(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    entry = _get(client, f"requests/{request_id}.json", alpha).json()[0]
+    assert entry["agency_responsible"] == "Roads department"
+
+
 def test_public_view_has_no_personal_data(client, tenants_ab):
     alpha, _ = tenants_ab
     request_id = _file(client, alpha)
