@@ -1,8 +1,8 @@
 """JSON and XML representations of GeoReport v2 documents, and the spec's error format.
 
-Both formats are built from the same plain data: a list of dicts for a collection, where a
-list value inside a dict becomes a wrapper element with one child per item (`attributes`
-contains `attribute` elements, as the spec's XML examples show).
+Both formats are built from the same plain data, a list of dicts for a collection. In XML, a
+list value inside a dict becomes a wrapper element with one child per item, so `attributes`
+contains `attribute` elements as in the spec's XML examples.
 """
 
 from __future__ import annotations

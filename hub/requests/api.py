@@ -148,7 +148,7 @@ def find_requests(
     authorization: str | None = Header(default=None),
     x_api_key: str | None = Header(default=None),
 ) -> dict[str, Any]:
-    """All of the caller's tenant's requests filed with this phone or email (blind index)."""
+    """Return the tenant's requests filed with this phone or email, found by blind index."""
     ctx = _context(request, authorization, x_api_key, READ_ROLES)
     with unit_of_work(ctx, write=False) as session:
         rows = queries.find_by_contact(session, ctx, email=email, phone=phone)

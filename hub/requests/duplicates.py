@@ -37,8 +37,8 @@ def duplicate_radius_m(_tenant: TenantSnapshot) -> float:
 def _point_of(row: ServiceRequest) -> tuple[float, float]:
     if row.lat is not None and row.lon is not None:
         return row.lat, row.lon
-    # A location-sensitive request publishes no exact point; its storage cell's centre is
-    # within about 200 m of the point, which is the precision left for matching.
+    # A location-sensitive request publishes no exact point. Its storage cell's centre is
+    # within about 200 m of the point, so matching works at that precision.
     return h3.cell_to_latlng(row.h3_cell)
 
 

@@ -1,7 +1,7 @@
 """Whether intake is degraded: the pipeline behind it cannot keep up or cannot publish.
 
-While degraded, POST requests answers with a token instead of the request id (the Open311
-spec's answer for requests that are not processed at once). The composition root builds the
+While degraded, POST requests returns a token instead of the request id, as the Open311 spec
+allows for requests that are not processed at once. The composition root builds the
 check with its own relay-health signal, so this package never depends on the API runtime.
 """
 

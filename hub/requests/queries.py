@@ -54,7 +54,7 @@ def query_requests(
 ) -> list[ServiceRequest]:
     """Return one page of the tenant's requests, newest first, matching the Open311 filters.
 
-    `service_request_ids` overrides every other filter, as the spec says.
+    `service_request_ids` overrides every other filter, as the GeoReport v2 spec requires.
     """
     if not 1 <= query.page_size <= MAX_PAGE_SIZE:
         raise InvalidInput(f"page_size must be between 1 and {MAX_PAGE_SIZE}", field="page_size")

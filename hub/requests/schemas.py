@@ -55,7 +55,7 @@ class RequestQuery:
 
 @dataclass(frozen=True)
 class IntakeResult:
-    """What POST requests returns: an id, or a token while intake is degraded."""
+    """The result of POST requests: an id, or a token while intake is degraded."""
 
     service_request_id: str | None
     token: str | None
