@@ -34,6 +34,11 @@ def tick(engine, board, tenant, partners, at, *, home_available):
     board.refresh(now=at)
 
 
+def post_contact_with(client, key):
+    body = {"channel": "call", "language": "en", "service_group": "streets"}
+    return client.post(CONTACTS, json=body, headers=auth(key))
+
+
 def surge(engine, board, tenant, *partners):
     """Keep the home center busy long enough for overflow to switch on; return the time."""
     start = utcnow()
@@ -233,6 +238,9 @@ def test_other_center_gets_404_everywhere(client, engine, board, tenant):
         f"{center}/heartbeat", json={"agents_staffed": 1, "agents_available": 1}, headers=key
     )
     assert heartbeat.status_code == 404
+    # A partner agent may neither file contacts nor read a tenant's supervisor view.
+    assert post_contact_with(client, other.agent_key).status_code == 403
+    assert client.get("/api/v1/overflow/status", headers=key).status_code == 403
     # The other partner's own listing does not include the contact either.
     own = client.get(f"/api/v1/overflow/centers/{other.center_id}/contacts", headers=key).json()
     assert own["contacts"] == []
