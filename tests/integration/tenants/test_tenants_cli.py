@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from hub.cli.main import app
 from hub.core.db import dispose_engines
-from hub.core.logging import configure_logging
 from hub.core.settings import reset_settings_cache
 from tenants.keys import resolve_api_key
 from tenants.registry import invalidate_cache
@@ -22,9 +21,6 @@ def hub_cli(db_url, monkeypatch):
     monkeypatch.setenv("HUB_DATABASE_URL", db_url)
     reset_settings_cache()
     invalidate_cache()
-    # Configure logging outside the runner: CliRunner swaps sys.stderr for a stream it closes
-    # afterwards, and loggers configured inside it would keep writing to that closed stream.
-    configure_logging(force=True)
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str]:
