@@ -61,6 +61,12 @@ def overflow(
         help="PostgreSQL URL used to create and drop the benchmark database "
         "when HUB_DATABASE_URL is not set.",
     ),
+    broker_url: str = typer.Option(
+        "",
+        "--broker-url",
+        help="Broker for the API's outbox relay, such as amqp://guest:guest@127.0.0.1:5672/bench "
+        "(default: HUB_BROKER_URL, else the embedded SQLite broker).",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print routing decisions/s and p99 through the API, and the simulation wall time."""
@@ -74,7 +80,7 @@ def overflow(
         database_url = configured or _create_database(admin_url)
         created = None if configured else database_url
     try:
-        figures = _run(database_url, rate, duration, processes)
+        figures = _run(database_url, rate, duration, processes, broker_url)
     finally:
         if created is not None:
             _drop_database(admin_url, created)
@@ -83,6 +89,7 @@ def overflow(
         "rate": rate,
         "duration_seconds": duration,
         "processes": processes,
+        "broker": "given" if broker_url or get_settings().broker_url else "embedded",
         "centers": CENTERS,
         "agreements": AGREEMENTS,
         "cpus": os.cpu_count(),
@@ -191,13 +198,17 @@ def _heartbeats(database_url: str, stop: threading.Event) -> None:
         stop.wait(HEARTBEAT_SECONDS)
 
 
-def _run(database_url: str, rate: float, duration: float, processes: int) -> dict[str, Any]:
+def _run(
+    database_url: str, rate: float, duration: float, processes: int, broker_url: str
+) -> dict[str, Any]:
     bodies, _partners = _prepare(database_url)
     stop = threading.Event()
     beats = threading.Thread(target=_heartbeats, args=(database_url, stop), daemon=True)
     beats.start()
     port = free_port()
     env = {**os.environ, "HUB_DATABASE_URL": database_url}
+    if broker_url:
+        env["HUB_BROKER_URL"] = broker_url
     command = [
         sys.executable, "-m", "hub.cli.main", "serve", "--host", "127.0.0.1",
         "--port", str(port), "--processes", str(processes), "--no-worker",
