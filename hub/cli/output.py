@@ -59,7 +59,7 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 def fail(message: str, *, code: int = 2) -> NoReturn:
     """Print an error (what failed, on which value, what to do) and exit non-zero."""
-    err_console.print(f"error: {message}", highlight=False, markup=False)
+    err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @property
+    # Cached because `get_engine()` asks for it on every call and resolving the path costs a
+    # filesystem lookup; a changed environment takes effect through `reset_settings_cache()`.
+    @cached_property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
