@@ -24,7 +24,7 @@ from hub.core.tenancy import ROLE_AGENT, ROLE_PARTNER_AGENT, SystemContext, Tena
 SURGE_TENANT = "boston"
 MINUTES = 40
 SURGE_MINUTES = range(5, 20)
-CONTACTS_PER_MINUTE = 12
+CONTACTS_PER_MINUTE = 6
 # Contacts each partner finishes per simulated minute.
 PARTNER_PACE = 8
 
