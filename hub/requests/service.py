@@ -14,6 +14,7 @@ from datetime import datetime
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, utcnow
@@ -110,17 +111,23 @@ def _device_hash(tenant_id: str, device_id: str | None) -> str | None:
     return hashlib.sha256(f"{tenant_id}\x00{device_id}".encode()).hexdigest()
 
 
-def _find_duplicate(
-    session: Session, tenant: TenantSnapshot, service_code: str, lat: float, lon: float
-) -> str | None:
-    """Return the open request this one duplicates: the tenant's own first, then the region's."""
-    exclude = "-"  # the new request is not stored yet, so nothing needs excluding
-    own = find_duplicate(session, tenant, service_code, lat, lon, exclude=exclude)
-    if own is not None or not tenant.region:
-        return own
-    engine = session.get_bind()
+def regional_duplicate(engine: Engine, tenant: TenantSnapshot, data: IntakeData) -> str | None:
+    """Return an open request of another tenant in the region that `data` duplicates.
+
+    Call it before opening the intake transaction and pass the result to `submit_request`.
+    The search needs a system-scoped session of its own, and holding two pooled connections
+    per request could exhaust the pool under load.
+    """
+    if not tenant.region or data.lat is None or data.lon is None:
+        return None
+    try:
+        geo.check_coordinates(data.lat, data.lon)
+    except InvalidInput:
+        return None  # submit_request rejects the point with the reason
     members = [info.id for info in tenants_in_region(tenant.region, engine=engine)]
-    return find_regional_duplicate(engine, tenant, members, service_code, lat, lon, exclude=exclude)
+    return find_regional_duplicate(
+        engine, tenant, members, data.service_code, data.lat, data.lon, exclude="-"
+    )
 
 
 def submit_request(
@@ -130,8 +137,13 @@ def submit_request(
     data: IntakeData,
     *,
     request_id: str | None = None,
+    regional_duplicate_of: str | None = None,
 ) -> ServiceRequest:
-    """Validate and store one new request with its first event, deliveries and routing task."""
+    """Validate and store one new request with its first event, deliveries and routing task.
+
+    A duplicate within the tenant is found here. `regional_duplicate_of` is the result of
+    `regional_duplicate`, used when the tenant has no duplicate of its own.
+    """
     if ctx.tenant_id != tenant.id:
         raise NotFound("tenant not found", code="unknown_jurisdiction")
     service = active_service(tenant, data.service_code)
@@ -185,7 +197,9 @@ def submit_request(
         api_key_id=data.api_key_id,
     )
     if data.lat is not None and data.lon is not None:
-        request.duplicate_of = _find_duplicate(session, tenant, service.code, data.lat, data.lon)
+        # The new request is not stored yet, so no id needs excluding.
+        own = find_duplicate(session, tenant, service.code, data.lat, data.lon, exclude="-")
+        request.duplicate_of = own or regional_duplicate_of
     session.add(request)
     # The models declare no relationships, so the unit of work cannot order the inserts by
     # foreign key: the request row goes first.
@@ -258,6 +272,7 @@ def intake(
     request_hash: str | None = None,
     degraded: bool = False,
     language: str | None = None,
+    regional_duplicate_of: str | None = None,
 ) -> IntakeResult:
     """Run POST requests: replay a repeated Idempotency-Key, else submit and store the result.
 
@@ -272,7 +287,9 @@ def intake(
             INTAKE.labels(tenant=tenant.id, outcome="replayed").inc()
             return stored
 
-    request = submit_request(session, ctx, tenant, data)
+    request = submit_request(
+        session, ctx, tenant, data, regional_duplicate_of=regional_duplicate_of
+    )
     token = None
     if degraded:
         token = new_token()
