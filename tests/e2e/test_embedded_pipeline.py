@@ -126,7 +126,7 @@ def test_demo_summary_adds_up(workdir: Path) -> None:
             "--no-serve",
             "--json",
             "--requests",
-            "12",
+            "6",
             "--wait",
             "90",
         ],
@@ -143,8 +143,8 @@ def test_demo_summary_adds_up(workdir: Path) -> None:
     assert set(summary["tenants"]["onboarded"]) == {"boston", "new-york-city", "san-francisco"}
     for tenant_id, item in summary["pipeline"]["tenants"].items():
         replay = summary["replay"][tenant_id]
-        assert replay["posted"] == 12, tenant_id
-        assert replay["accepted"] == 12, tenant_id
+        assert replay["posted"] == 6, tenant_id
+        assert replay["accepted"] == 6, tenant_id
         assert item["received"] == replay["accepted"], tenant_id
         assert sum(item["by_status"].values()) == item["received"], tenant_id
         settled = item["routed"] + item["unroutable"] + item["without_agency"] + item["pending"]
