@@ -160,8 +160,27 @@ def overflow_config(manifests: list[Path], engine: Any) -> dict[str, Any]:
         ]
         if centers:
             key = onboard(path, engine, ["agent", "supervisor"], "load test")
+            create_centers(engine, manifest.id)
             result[manifest.id] = {"key": key, "centers": centers}
     return result
+
+
+def create_centers(engine: Any, tenant_id: str) -> None:
+    """Create the tenant's contact centers before load starts, as a deployment has them.
+
+    NOTE: without this step the first heartbeat and the first contact, handled by different
+    API processes, both insert the center and one of them fails with a 500 (unique violation
+    on `overflow_centers`); the scenario measures contacts, not that start-up race.
+    """
+    from failover.centers import sync_tenant_centers
+    from hub.core.db import unit_of_work
+    from hub.core.tenancy import SystemContext
+    from tenants.models import Tenant
+
+    with unit_of_work(SystemContext("load test centers"), engine=engine) as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is not None:
+            sync_tenant_centers(session, tenant)
 
 
 def prepare_config(
