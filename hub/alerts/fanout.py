@@ -338,6 +338,18 @@ def _run(coroutine_factory: Any) -> Any:
     return state.loop.run_until_complete(coroutine_factory())
 
 
+def close_thread_session() -> None:
+    """Close this thread's HTTP session and event loop (before a process exits)."""
+    state = _thread_loop
+    if state.loop is None or state.loop.is_closed():
+        return
+    if state.http is not None and not state.http.closed:
+        state.loop.run_until_complete(state.http.close())
+    state.loop.close()
+    state.loop = None
+    state.http = None
+
+
 async def _http() -> aiohttp.ClientSession:
     state = _thread_loop
     if state.http is None or state.http.closed:

@@ -185,6 +185,7 @@ def _subscribe(
                         "subscriber_id": subscriber_id,
                         "channel": "webhook",
                         "address_enc": address,
+                        "dek_version": cipher.dek_version,
                         "active": number < active,
                     }
                 )
@@ -256,6 +257,7 @@ def _worker(url: str, tenant_id: str, alert_id: str, batches: list[int]) -> None
     engine = get_engine(url)
     for batch in batches:
         fanout.deliver_batch(alert_id, batch, tenant_id, engine=engine)
+    fanout.close_thread_session()
 
 
 def alerts(
