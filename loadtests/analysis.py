@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -174,9 +174,9 @@ def reconcile(acks: list[dict[str, Any]], engine: Engine) -> Reconciliation:
 def reconcile_alerts(acks: list[dict[str, Any]], engine: Engine, result: Reconciliation) -> None:
     """Check that every subscriber of each recorded alert has exactly one sent delivery.
 
-    The expected count is the number of subscriptions the scenario created; a delivery row per
-    (alert, subscriber, channel) is unique in the schema, so a count above one per key is a
-    duplicate, and a subscriber without a sent row is missing.
+    The expected count is the number of subscriptions the scenario created. The schema keeps
+    one delivery row per (alert, subscriber, channel), so a count above one per key is a
+    duplicate. A subscriber without a sent row is missing.
     """
     alerts = [a for a in acks if a.get("alert_id")]
     result.alerts = len(alerts)
@@ -258,7 +258,3 @@ def check_criteria(
             measured = getattr(endpoint, key)
             checks.append(Check(f"{name} {key} <=", limit, measured, measured <= limit))
     return checks
-
-
-def as_dict(value: Any) -> Any:
-    return asdict(value)

@@ -168,9 +168,9 @@ def overflow_config(manifests: list[Path], engine: Any) -> dict[str, Any]:
 def create_centers(engine: Any, tenant_id: str) -> None:
     """Create the tenant's contact centers before load starts, as a deployment has them.
 
-    NOTE: without this step the first heartbeat and the first contact, handled by different
-    API processes, both insert the center and one of them fails with a 500 (unique violation
-    on `overflow_centers`); the scenario measures contacts, not that start-up race.
+    NOTE: without this step the first heartbeat and the first contact, served by different API
+    processes, both insert the center, and one fails with a 500 (unique violation on
+    `overflow_centers`). The scenario measures contacts, not that start-up race.
     """
     from failover.centers import sync_tenant_centers
     from hub.core.db import unit_of_work

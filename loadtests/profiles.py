@@ -102,9 +102,9 @@ def _shares(counts: Sequence[float]) -> list[float]:
 def operation_mix(rows: int, closed: int, active_hours: int, non_phone: int) -> dict[str, float]:
     """Return each operation's share of HTTP calls under the hub's traffic model.
 
-    Per filed request: one POST; one status read after filing plus one per recorded status
-    change (closing is the change the exports carry); one catalog read for each filing through
-    web or app. Per hour with any filing: one list read by the agency's open-requests view.
+    Each filed request is one POST. It is read once after filing and once per recorded status
+    change, and closing is the change the exports carry. Each filing through web or app reads
+    the catalog once. Each hour with any filing has one list read by the agency's view.
     NOTE: the read counts are a model fitted to what the exports contain, because open data
     carries no read traffic; replace them with access-log counts where a city has them.
     """

@@ -57,6 +57,7 @@ def write_charts(samples: Samples, directory: Path) -> list[str]:
 
 def write_report(report: dict[str, Any], directory: Path) -> None:
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+
     lines = [
         f"# Load test `{report['scenario']}`: {'PASS' if report['passed'] else 'FAIL'}",
         "",
@@ -76,6 +77,7 @@ def write_report(report: dict[str, Any], directory: Path) -> None:
             f"| {name} | {f['requests']} | {f['failures']} | {f['requests_per_second']} |"
             f" {f['p50_ms']} | {f['p95_ms']} | {f['p99_ms']} | {f['max_ms']} |"
         )
+
     rec = report["reconciliation"]
     lines += [
         "",
@@ -97,6 +99,7 @@ def write_report(report: dict[str, Any], directory: Path) -> None:
         )
     lines += [f"- lost: `{example}`" for example in rec["lost_examples"]]
     lines += [f"- note: {note}" for note in rec["notes"]]
+
     lines += [
         "",
         "## Criteria",
@@ -107,5 +110,6 @@ def write_report(report: dict[str, Any], directory: Path) -> None:
     for c in report["checks"]:
         result = "pass" if c["passed"] else "FAIL"
         lines.append(f"| {c['criterion']} | {c['limit']} | {c['measured']} | {result} |")
+
     lines += [""] + [f"![{name}]({name})" for name in report["charts"]] + [""]
     (directory / "report.md").write_text("\n".join(lines), encoding="utf-8")

@@ -1,8 +1,8 @@
 """Scrape-time collectors that `/metrics` on the API serves beside the process metrics.
 
-Registered once per process by `create_app`: the Celery queue depth read from the broker, the
-outbox backlog, the contacts waiting per center, the time alerts take to reach everyone, and
-the key ages and audit chain lengths, all read from the database.
+`create_app` registers them once per process. The Celery queue depth is read from the broker.
+The outbox backlog, the contacts waiting per center, the time alerts take to reach everyone,
+and the key ages and audit chain lengths are read from the database.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 The harness writes the run configuration (tenants, API keys, valid points, profiles) to a JSON
 file and passes its path in `HUB_LOADTEST_CONFIG`. Each Locust process appends every request's
-raw latency to `samples-<pid>.csv` and every acknowledged `service_request_id` or token to
-`acks-<pid>.jsonl` in the run's record directory, so the report's percentiles come from raw
-samples and reconciliation can look up each acknowledged request in the database.
+raw latency to `samples-<pid>.csv` in the run's record directory, so the report's percentiles
+come from raw samples. It appends every acknowledged `service_request_id`, token or contact id
+to `acks-<pid>.jsonl`, which reconciliation looks up in the database.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Queue depth read from RabbitMQ at scrape time, including a queue nobody declared yet."""
+"""Queue depth read from RabbitMQ at scrape time, including a queue no worker has declared."""
 
 from __future__ import annotations
 
