@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hub.core.clock import utcnow
 from hub.core.db import Base
 from hub.core.tenancy import TenantOwned
+from privacy.registry import register_encrypted_table
 
 CONTACT_STATES = ("waiting", "claimed", "completed", "abandoned")
 OPEN_STATES = ("waiting", "claimed")
@@ -161,3 +162,14 @@ class OverflowSwitch(TenantOwned, Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("tenant_id", name="uq_overflow_switches_tenant"),)
+
+
+# DEK re-encryption, the coverage scan and retention of the privacy report, and the sealed tenant
+# export find the contact ciphertexts through the privacy registry. Retention counts from
+# `finished_at`, so a contact still waiting or claimed is never purged.
+register_encrypted_table(
+    CONTACTS_TABLE,
+    id_column="id",
+    columns=("caller_name_enc", "phone_enc", "address_enc", "summary_enc"),
+    time_column="finished_at",
+)

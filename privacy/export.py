@@ -76,7 +76,7 @@ def decrypted_batches(
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the tenant's rows with each `*_enc` column replaced by its plaintext (audited)."""
     for batch in iter_row_batches(session, entry, ctx.tenant_id):
-        pairs = [(str(row[entry.id_column]), {c: row[c] for c in entry.columns}) for row in batch]
+        pairs = [(entry.bound_row_id(row), {c: row[c] for c in entry.columns}) for row in batch]
         plain = decrypt_rows(session, ctx, entry.table, pairs, purpose=purpose)
         out = []
         for row, values in zip(batch, plain, strict=True):

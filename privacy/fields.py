@@ -84,6 +84,10 @@ class _NonceSource:
             self._offset = start + NONCE_BYTES
             return self._buffer[start : self._offset]
 
+    def take_many(self, count: int) -> bytes:
+        """Return `count` nonces back to back, drawn fresh from the OS in one call."""
+        return os.urandom(NONCE_BYTES * count)
+
 
 _nonces = _NonceSource()
 os.register_at_fork(after_in_child=_nonces._reset)
@@ -110,11 +114,9 @@ def field_associated_data(
     tenant_id: str, table: str, column: str, row_id: str, dek_version: int
 ) -> bytes:
     """Return length_prefixed(format, tenant, table, column, row id, DEK version)."""
-    raw = row_id.encode("utf-8")
     return (
         _associated_prefix(tenant_id, table, column)
-        + _LENGTH.pack(len(raw))
-        + raw
+        + _bound_id(row_id)
         + _associated_suffix(dek_version)
     )
 
@@ -219,30 +221,105 @@ def ciphertext_version(blob: bytes) -> int:
     return _HEADER.unpack_from(blob)[1]
 
 
-def decrypt_with_keyring(
-    ring: Keyring, table: str, column: str, row_id: str, blob: bytes | None
-) -> str | None:
-    """Decrypt one value with an already loaded keyring. Internal to `privacy`."""
-    if blob is None:
-        return None
-    blob = bytes(blob)
+def _open_sealed(
+    ring: Keyring, table: str, column: str, row_id: str, blob: bytes, bound_id: bytes
+) -> tuple[int, bytes]:
+    """Authenticate and decrypt one ciphertext; return its DEK version and the plaintext bytes.
+
+    `bound_id` is the length-prefixed row id part of the associated data.
+    """
     version = ciphertext_version(blob)
     if (KIND_DEK, version) not in ring.rows:
         raise DecryptionFailed(
             f"ciphertext names DEK version {version}, which tenant {ring.tenant_id} does not have",
             code="decryption_failed",
         )
-    associated = field_associated_data(ring.tenant_id, table, column, str(row_id), version)
+    associated = _associated_prefix(ring.tenant_id, table, column) + bound_id
     try:
         plain = ring.aead(KIND_DEK, version).decrypt(
-            blob[_HEADER.size : _PREFIX_BYTES], blob[_PREFIX_BYTES:], associated
+            blob[_HEADER.size : _PREFIX_BYTES],
+            blob[_PREFIX_BYTES:],
+            associated + _associated_suffix(version),
         )
     except InvalidTag as exc:
         raise DecryptionFailed(
             f"ciphertext of {table}.{column} for row {row_id} failed authentication",
             code="decryption_failed",
         ) from exc
+    return version, plain
+
+
+@lru_cache(maxsize=8192)
+def _bound_id(row_id: str) -> bytes:
+    raw = row_id.encode("utf-8")
+    return _LENGTH.pack(len(raw)) + raw
+
+
+def decrypt_with_keyring(
+    ring: Keyring, table: str, column: str, row_id: str, blob: bytes | None
+) -> str | None:
+    """Decrypt one value with an already loaded keyring. Internal to `privacy`."""
+    if blob is None:
+        return None
+    row_id = str(row_id)
+    _version, plain = _open_sealed(ring, table, column, row_id, bytes(blob), _bound_id(row_id))
     return plain.decode("utf-8")
+
+
+def reencrypt_values(
+    ring: Keyring,
+    cipher: FieldCipher,
+    table: str,
+    column: str,
+    values: list[tuple[str, bytes | None]],
+) -> list[bytes | None]:
+    """Decrypt each (row id, ciphertext) of one column and encrypt it again under `cipher`.
+
+    Gives the same result as `decrypt_with_keyring` followed by `cipher.encrypt` per value,
+    but keeps the plaintext as bytes and draws the nonces and records the usage count once per
+    call, which is what makes re-encryption after a DEK rotation fast. None stays None.
+    """
+    present = sum(1 for _row_id, blob in values if blob is not None)
+    nonces = _nonces.take_many(present)
+    prefix = _associated_prefix(cipher.tenant_id, table, column)
+    new_suffix = _associated_suffix(cipher.dek_version)
+    seal = cipher._aead.encrypt
+    header = cipher._header
+    # Per stored DEK version: its AEAD and associated-data suffix, looked up once per call.
+    openers: dict[int, tuple[AESGCM, bytes]] = {}
+    out: list[bytes | None] = []
+    offset = 0
+    for row_id, stored in values:
+        if stored is None:
+            out.append(None)
+            continue
+        blob = bytes(stored)
+        bound_id = _bound_id(row_id)
+        opener = None
+        if len(blob) >= MIN_CIPHERTEXT_BYTES and blob[0] == FORMAT_V1:
+            version = _HEADER.unpack_from(blob)[1]
+            opener = openers.get(version)
+            if opener is None and (KIND_DEK, version) in ring.rows:
+                opener = (ring.aead(KIND_DEK, version), _associated_suffix(version))
+                openers[version] = opener
+        try:
+            if opener is None:
+                raise InvalidTag
+            plain = opener[0].decrypt(
+                blob[_HEADER.size : _PREFIX_BYTES],
+                blob[_PREFIX_BYTES:],
+                prefix + bound_id + opener[1],
+            )
+        except InvalidTag:
+            # Bad format, unknown version or failed authentication: the checked path raises
+            # DecryptionFailed with the reason.
+            _version, plain = _open_sealed(ring, table, column, row_id, blob, bound_id)
+        nonce = nonces[offset : offset + NONCE_BYTES]
+        offset += NONCE_BYTES
+        out.append(header + nonce + seal(nonce, plain, prefix + bound_id + new_suffix))
+    if present:
+        usage_counter.add(cipher.tenant_id, cipher.dek_version, present)
+    return out
 
 
 def decrypt_value(

@@ -8,7 +8,9 @@ on plain SQL over the registered tables.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -20,8 +22,13 @@ class EncryptedTable:
     `columns` are the ciphertext columns, all encrypted under the DEK named in
     `version_column`. `time_column` dates a row for retention, and `retention_class` names the
     tenant's retention period (a key of the manifest's `privacy.retention_days`) after which
-    the purge job clears the row's ciphertexts. Rows in `retention_guard` (a SQL condition on
-    the table, for example "status = 'closed'") are the only ones purged.
+    the purge job clears the row's ciphertexts. A row whose time column is NULL (a request not
+    closed yet) is never purged.
+
+    Each ciphertext is bound to a row id in its associated data. That is the value of
+    `id_column` unless `row_id_columns` is set: then it is the values of those columns joined
+    with ":" (alert channel addresses are bound to "<subscriber id>:<channel>", because the
+    ciphertext is made before the row has its generated primary key).
     """
 
     table: str
@@ -31,13 +38,20 @@ class EncryptedTable:
     tenant_column: str = "tenant_id"
     time_column: str | None = None
     retention_class: str = "personal_data"
-    retention_guard: str | None = None
+    row_id_columns: tuple[str, ...] = ()
+
+    @property
+    def bound_columns(self) -> tuple[str, ...]:
+        """Columns whose values make up the row id the ciphertexts are bound to."""
+        return self.row_id_columns or (self.id_column,)
+
+    def bound_row_id(self, row: Mapping[str, Any]) -> str:
+        """Return the row id that `row`'s ciphertexts are bound to (see the class docstring)."""
+        return ":".join(str(row[name]) for name in self.bound_columns)
 
 
-# NOTE: a table needs a DEK-version column to be registered. Ciphertext tables without one
-# (alert subscriber channels, overflow contacts) are covered by crypto-shredding but not by
-# re-encryption, the coverage scan or retention; their old DEK versions keep decrypting them
-# because retired keys are kept until shredding.
+# Every registered table needs a DEK-version column, so re-encryption, the coverage scan and
+# retention can find its rows per key version.
 _tables: dict[str, EncryptedTable] = {}
 
 
@@ -50,10 +64,10 @@ def register_encrypted_table(
     tenant_column: str = "tenant_id",
     time_column: str | None = None,
     retention_class: str = "personal_data",
-    retention_guard: str | None = None,
+    row_id_columns: tuple[str, ...] | list[str] = (),
 ) -> EncryptedTable:
     """Register (or re-register with the same definition) a table of field ciphertexts."""
-    names = [table, id_column, version_column, tenant_column, *columns]
+    names = [table, id_column, version_column, tenant_column, *columns, *row_id_columns]
     if time_column is not None:
         names.append(time_column)
     for name in names:
@@ -69,7 +83,7 @@ def register_encrypted_table(
         tenant_column=tenant_column,
         time_column=time_column,
         retention_class=retention_class,
-        retention_guard=retention_guard,
+        row_id_columns=tuple(row_id_columns),
     )
     existing = _tables.get(table)
     if existing is not None and existing != entry:

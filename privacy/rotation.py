@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import structlog
@@ -24,7 +25,7 @@ from hub.core.db import get_engine, unit_of_work
 from hub.core.settings import Settings, get_settings
 from hub.core.tenancy import SystemContext, TenantContext
 from privacy.audit import audit
-from privacy.fields import FieldCipher, decrypt_with_keyring
+from privacy.fields import FieldCipher, reencrypt_values
 from privacy.keys import (
     KEY_BYTES,
     Keyring,
@@ -51,6 +52,7 @@ Progress = Callable[[int], None]
 
 def _sql_table(entry: EncryptedTable) -> Any:
     names = {entry.id_column, entry.version_column, entry.tenant_column, *entry.columns}
+    names.update(entry.bound_columns)
     if entry.time_column:
         names.add(entry.time_column)
     return table(entry.table, *(column(name) for name in sorted(names)))
@@ -92,18 +94,39 @@ def rotate_dek(session: Session, tenant_id: str, *, actor: str) -> int:
     return version
 
 
+def _execute_many(session: Session, statement: Any, params: list[dict[str, Any]]) -> None:
+    """Run `statement` once per parameter set through the driver's executemany.
+
+    The statement is compiled once, and the parameter sets go to the driver as they are. That
+    skips SQLAlchemy's per-row parameter processing, which is safe here because every value is
+    a str, int or bytes that both drivers (sqlite3, psycopg) take without conversion.
+    """
+    connection = session.connection()
+    compiled = statement.compile(dialect=connection.dialect)
+    constants = compiled.params
+    rows: list[Any] = [{**constants, **p} for p in params]
+    if compiled.positional:
+        in_order = itemgetter(*(compiled.positiontup or []))
+        rows = [in_order(row) for row in rows]
+    connection.exec_driver_sql(compiled.string, rows)
+
+
 def reencrypt_batch(
     session: Session, tenant_id: str, entry: EncryptedTable, *, batch_size: int
 ) -> int:
-    """Re-encrypt up to `batch_size` rows of `entry` still under an older DEK; return the count."""
+    """Re-encrypt up to `batch_size` rows of `entry` still under an older DEK; return the count.
+
+    The new ciphertexts are written with one executemany UPDATE keyed by primary key.
+    """
     ring = Keyring.load(session, tenant_id)
     target = ring.primary_version(KIND_DEK)
     cipher = FieldCipher(tenant_id, target, ring.key(KIND_DEK, target))
     sql = _sql_table(entry)
     id_col = sql.c[entry.id_column]
     version_col = sql.c[entry.version_column]
+    selected = dict.fromkeys((entry.id_column, *entry.bound_columns, *entry.columns))
     query = (
-        select(id_col, *(sql.c[name] for name in entry.columns))
+        select(*(sql.c[name] for name in selected))
         .where(
             sql.c[entry.tenant_column] == tenant_id,
             version_col.is_not(None),
@@ -115,19 +138,20 @@ def reencrypt_batch(
     if session.get_bind().dialect.name == "postgresql":
         # Several workers may share the backlog; each skips rows another one holds.
         query = query.with_for_update(skip_locked=True)
-    rows = session.execute(query).all()
+    rows = session.execute(query).mappings().all()
     if not rows:
         return 0
 
     started = time.perf_counter()
-    params = []
-    for row in rows:
-        row_id = str(row[0])
-        values: dict[str, Any] = {"row_key": row[0], "new_version": target}
-        for index, name in enumerate(entry.columns, start=1):
-            plain = decrypt_with_keyring(ring, entry.table, name, row_id, row[index])
-            values[f"new_{name}"] = cipher.encrypt(entry.table, name, row_id, plain)
-        params.append(values)
+    bound_ids = [entry.bound_row_id(row) for row in rows]
+    params: list[dict[str, Any]] = [
+        {"row_key": row[entry.id_column], "new_version": target} for row in rows
+    ]
+    for name in entry.columns:
+        stored = [(row_id, row[name]) for row_id, row in zip(bound_ids, rows, strict=True)]
+        blobs = reencrypt_values(ring, cipher, entry.table, name, stored)
+        for values, blob in zip(params, blobs, strict=True):
+            values[f"new_{name}"] = blob
     statement = (
         update(sql)
         .where(id_col == bindparam("row_key"), sql.c[entry.tenant_column] == tenant_id)
@@ -138,7 +162,7 @@ def reencrypt_batch(
             }
         )
     )
-    session.connection().execute(statement, params)
+    _execute_many(session, statement, params)
     REENCRYPTED_ROWS.labels(table=entry.table).inc(len(rows))
     REENCRYPTION_SECONDS.observe(time.perf_counter() - started)
     return len(rows)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hub.core.clock import utcnow
 from hub.core.db import Base
 from hub.core.tenancy import TenantOwned
+from privacy.registry import register_encrypted_table
 
 # Alert states, in the order an alert normally moves through them.
 DRAFT = "draft"  # composed, waiting for the approvals its tenant's policy demands
@@ -141,6 +142,8 @@ class SubscriberChannel(TenantOwned, Base):
     # The address (URL, e-mail, phone or Web Push subscription JSON), encrypted under the
     # tenant's DEK and bound to this table, column and the subscriber id.
     address_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    # The DEK version `address_enc` is encrypted under (`FieldCipher.dek_version`).
+    dek_version: Mapped[int | None] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(64))
 
@@ -195,3 +198,15 @@ class Delivery(TenantOwned, Base):
         # Serves both "pending rows of one batch" and "does the alert have pending rows".
         Index("ix_alert_deliveries_tenant_state", "tenant_id", "alert_id", "state", "batch"),
     )
+
+
+# DEK re-encryption, the coverage scan of the privacy report and the sealed tenant export find
+# the channel addresses through the privacy registry. An address is bound to
+# "<subscriber id>:<channel>" (`subscriptions.channel_address_id`). Addresses have no retention
+# period: they are kept while the subscription is.
+register_encrypted_table(
+    "alert_subscriber_channels",
+    id_column="id",
+    columns=("address_enc",),
+    row_id_columns=("subscriber_id", "channel"),
+)

@@ -188,6 +188,7 @@ def subscribe(
                     channel_address_id(subscriber_id, channel),
                     address,
                 ),
+                dek_version=cipher.dek_version,
             )
         )
     for lat, lon in set(data.places):

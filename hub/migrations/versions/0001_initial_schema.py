@@ -515,6 +515,7 @@ def upgrade() -> None:
         sa.Column("subscriber_id", sa.String(length=24), nullable=False),
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("address_enc", sa.LargeBinary(), nullable=False),
+        sa.Column("dek_version", sa.Integer(), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("disabled_reason", sa.String(length=64), nullable=True),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),

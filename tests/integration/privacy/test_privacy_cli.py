@@ -48,7 +48,8 @@ def test_keys_rotate_and_list(cli, engine, tenant, seed_requests):
     assert deks[0]["rows"] == 6
     rotated = as_json(cli("privacy", "rotate", "--tenant", tenant, "--dek", "--wait", "--json"))
     assert rotated["dek_version"] == 2
-    assert rotated["reencrypted"] == {"service_requests": 3, "status_events": 3}
+    reencrypted = {name: n for name, n in rotated["reencrypted"].items() if n}
+    assert reencrypted == {"service_requests": 3, "status_events": 3}
     assert (
         as_json(cli("privacy", "rotate", "--tenant", tenant, "--kek", "--json"))["kek_version"] == 2
     )

@@ -99,7 +99,10 @@ def test_sealed_export_opens_with_tenant_key(engine, tenant, seed_requests, tmp_
     path = tmp_path / "records.sealed"
     with unit_of_work(ctx, engine=engine) as session:
         counts = write_sealed_export(session, ctx, private.public_key(), path)
-    assert counts == {"service_requests": 3, "status_events": 3}
+    assert {name: n for name, n in counts.items() if n} == {
+        "service_requests": 3,
+        "status_events": 3,
+    }
     assert b"resident" not in path.read_bytes()
     document = json.loads(open_sealed(private, path.read_bytes()))
     emails = sorted(r["email"] for r in document["tables"]["service_requests"])

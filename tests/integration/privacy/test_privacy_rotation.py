@@ -22,6 +22,11 @@ from privacy.rotation import (
 )
 
 
+def moved(done):
+    """Tables with rows re-encrypted; other registered tables report 0."""
+    return {name: count for name, count in done.items() if count}
+
+
 def versions(engine, tenant):
     with unit_of_work(TenantContext(tenant), engine=engine) as session:
         return rows_per_version(session, tenant)
@@ -63,7 +68,7 @@ def test_reencryption_moves_every_row(engine, tenant, seed_requests):
     before = {k: v[0] for k, v in all_plaintexts(engine, tenant).items()}
     dek(engine, tenant)
     done = reencrypt_tenant(tenant, engine=engine, batch_size=2)
-    assert done == {"service_requests": 5, "status_events": 5}
+    assert moved(done) == {"service_requests": 5, "status_events": 5}
     after = all_plaintexts(engine, tenant)
     assert {k: v[0] for k, v in after.items()} == before
     assert {v[1] for v in after.values()} == {2}
@@ -76,7 +81,7 @@ def test_reencryption_twice_changes_nothing(engine, tenant, seed_requests):
     reencrypt_tenant(tenant, engine=engine)
     with unit_of_work(TenantContext(tenant), engine=engine) as session:
         first = {r.id: r.email_enc for r in session.scalars(select(ServiceRequest))}
-    assert reencrypt_tenant(tenant, engine=engine) == {"service_requests": 0, "status_events": 0}
+    assert moved(reencrypt_tenant(tenant, engine=engine)) == {}
     with unit_of_work(TenantContext(tenant), engine=engine) as session:
         second = {r.id: r.email_enc for r in session.scalars(select(ServiceRequest))}
     assert first == second
@@ -98,7 +103,7 @@ def test_reencryption_resumes_after_kill(engine, tenant, seed_requests):
     with unit_of_work(TenantContext(tenant), engine=engine) as session:
         assert remaining_rows(session, tenant) == 8
     done = reencrypt_tenant(tenant, engine=engine, batch_size=2)
-    assert done == {"service_requests": 2, "status_events": 6}
+    assert moved(done) == {"service_requests": 2, "status_events": 6}
     assert versions(engine, tenant) == {2: 12}
 
 
