@@ -41,6 +41,8 @@ class PeriodicTask:
 PERIODIC_TASKS: list[PeriodicTask] = [
     PeriodicTask("hub.requests.check_sla", every_seconds=60),
     PeriodicTask("hub.requests.sweep_deliveries", every_seconds=120),
+    # Queues `privacy.retention_purge` for every active tenant.
+    PeriodicTask("privacy.retention_sweep", every_seconds=86400),
 ]
 
 

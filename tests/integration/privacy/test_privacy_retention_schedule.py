@@ -1,0 +1,81 @@
+"""The worker's scheduler queues the retention sweep, which queues and runs each tenant's purge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from hub.core.db import dispose_engines, get_engine, unit_of_work
+from hub.core.outbox import OutboxMessage
+from hub.core.settings import reset_settings_cache
+from hub.core.tenancy import SystemContext, TenantContext
+from hub.requests.models import ServiceRequest
+from hub.worker.schedule import PERIODIC_TASKS, enqueue_due
+from privacy.tasks import (
+    RETENTION_PURGE_TASK,
+    RETENTION_SWEEP_TASK,
+    retention_purge,
+    retention_sweep,
+)
+
+ONE_DAY = 86400
+
+
+@pytest.fixture
+def configured(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """Make `db_url` the configured database, because tasks read it from settings."""
+    monkeypatch.setenv("HUB_DATABASE_URL", db_url)
+    reset_settings_cache()
+    yield get_engine(db_url)
+    monkeypatch.delenv("HUB_DATABASE_URL")
+    reset_settings_cache()
+    dispose_engines()
+
+
+def outbox_rows(engine: Engine, task: str) -> list[OutboxMessage]:
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        rows = session.scalars(select(OutboxMessage).where(OutboxMessage.task == task)).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def test_sweep_is_scheduled_daily():
+    periodic = {task.name: task for task in PERIODIC_TASKS}
+    assert RETENTION_SWEEP_TASK in periodic
+    assert periodic[RETENTION_SWEEP_TASK].every_seconds == ONE_DAY
+    assert periodic[RETENTION_SWEEP_TASK].queue == "maintenance"
+
+
+def test_scheduler_enqueues_sweep_once_a_day(configured):
+    first = enqueue_due(engine=configured)
+    second = enqueue_due(engine=configured)
+
+    assert RETENTION_SWEEP_TASK in first
+    assert RETENTION_SWEEP_TASK not in second
+    rows = outbox_rows(configured, RETENTION_SWEEP_TASK)
+    assert len(rows) == 1
+    assert rows[0].kwargs == {}
+
+
+def test_sweep_queues_purge_that_clears_rows(configured, tenant, seed_requests):
+    ids = seed_requests(configured, tenant, 2)
+    with unit_of_work(TenantContext(tenant), engine=configured) as session:
+        session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == ids[0])
+            .values(status="closed", closed_at=datetime(2020, 1, 1, tzinfo=UTC))
+        )
+
+    assert retention_sweep() >= 1
+    queued = [r for r in outbox_rows(configured, RETENTION_PURGE_TASK) if r.tenant_id == tenant]
+    assert [r.kwargs for r in queued] == [{"tenant_id": tenant}]
+
+    purged = retention_purge(**queued[0].kwargs)
+    assert purged["service_requests"] == 1
+    assert retention_purge(**queued[0].kwargs)["service_requests"] == 0
+    with unit_of_work(TenantContext(tenant), engine=configured) as session:
+        assert session.get(ServiceRequest, ids[0]).email_enc is None
+        assert session.get(ServiceRequest, ids[1]).email_enc is not None
