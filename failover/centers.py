@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from failover.eligibility import AgreementTerms, Hours
@@ -81,6 +82,28 @@ def agreement_terms(row: Agreement) -> AgreementTerms:
     )
 
 
+def _insert_center(
+    session: Session, center_id: str, owner_tenant_id: str, fields: dict[str, Any]
+) -> ContactCenter:
+    """Insert a center, or return the row another process inserted first.
+
+    Several API processes sync the same manifest at once (the first heartbeat and the first
+    contact often arrive together), so the insert runs in a savepoint and a unique-key clash
+    reads the winner's row instead of failing the caller's request.
+    """
+    try:
+        with session.begin_nested():
+            center = ContactCenter(id=center_id, owner_tenant_id=owner_tenant_id, **fields)
+            session.add(center)
+            session.flush()
+        return center
+    except IntegrityError:
+        existing = session.get(ContactCenter, center_id, populate_existing=True)
+        if existing is None:
+            raise
+        return existing
+
+
 def sync_tenant_centers(session: Session, tenant: Tenant) -> list[str]:
     """Create or update the tenant's own centers from its manifest; return their ids.
 
@@ -93,17 +116,23 @@ def sync_tenant_centers(session: Session, tenant: Tenant) -> list[str]:
         if center is not None and center.owner_tenant_id != tenant.id:
             log.warning("overflow_center_id_taken", center_id=spec["id"], tenant_id=tenant.id)
             continue
+        fields = {
+            "name": spec.get("name", spec["id"]),
+            "timezone": tenant.timezone,
+            "agents": int(spec.get("agents", 0)),
+            "skills": list(spec.get("skills") or []),
+            "languages": list(spec.get("languages") or ["en"]),
+            "hours": weekly_minutes(spec.get("hours") or ALL_WEEK),
+            "average_handle_seconds": float(spec.get("average_handle_seconds", 240)),
+            "max_waiting": int(spec.get("max_waiting", 500)),
+        }
         if center is None:
-            center = ContactCenter(id=spec["id"], owner_tenant_id=tenant.id)
-            session.add(center)
-        center.name = spec.get("name", spec["id"])
-        center.timezone = tenant.timezone
-        center.agents = int(spec.get("agents", 0))
-        center.skills = list(spec.get("skills") or [])
-        center.languages = list(spec.get("languages") or ["en"])
-        center.hours = weekly_minutes(spec.get("hours") or ALL_WEEK)
-        center.average_handle_seconds = float(spec.get("average_handle_seconds", 240))
-        center.max_waiting = int(spec.get("max_waiting", 500))
+            center = _insert_center(session, spec["id"], tenant.id, fields)
+            if center.owner_tenant_id != tenant.id:
+                log.warning("overflow_center_id_taken", center_id=spec["id"], tenant_id=tenant.id)
+                continue
+        for name, value in fields.items():
+            setattr(center, name, value)
         ids.append(center.id)
     return ids
 
