@@ -161,7 +161,9 @@ class _Memo:
         self.centers: dict[str, tuple[float, float]] = {}
 
     def time_bucket(self, value: datetime | str) -> str:
-        moment = as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        if moment.tzinfo is None:
+            moment = as_utc(moment)
         hour = int(moment.timestamp() // 3600)
         text = self.buckets.get(hour)
         if text is None:
@@ -192,9 +194,8 @@ def locate(
         return f"{lat:.6f},{lon:.6f}", lat, lon, None
     if rule.mode == "h3":
         cell = h3.latlng_to_cell(lat, lon, rule.h3_resolution)
-        memo = memo or _Memo(policy.time_bucket)
-        center_lat, center_lon = memo.center(cell)
-        return cell, center_lat, center_lon, None
+        center = memo.center(cell) if memo is not None else _Memo(policy.time_bucket).center(cell)
+        return cell, center[0], center[1], None
     district = policy.district_of(lat, lon) if policy.district_of else None
     if district is None:
         return WITHHELD, None, None, None
@@ -207,9 +208,9 @@ def public_record(
     """Return the open-data form of one record, before k-anonymity (which needs the whole set)."""
     memo = memo or _Memo(policy.time_bucket)
     service = str(record["service_code"])
-    cell, lat, lon, district = locate(
-        record.get("lat"), record.get("lon"), policy.rule_for(service), policy, memo
-    )
+    # Inline form of `policy.rule_for`, because this runs once per exported record.
+    rule = policy.rules.get(service, policy.default_rule)
+    cell, lat, lon, district = locate(record.get("lat"), record.get("lon"), rule, policy, memo)
     out: dict[str, Any] = {
         "id": record.get("id"),
         "service_code": service,
