@@ -242,13 +242,15 @@ def anonymize(records: Iterable[dict[str, Any]], policy: AnonymizationPolicy) ->
     published: list[dict[str, Any]] = []
     suppressed_records = 0
     suppressed_groups = 0
-    for members in groups.values():
+    # Records come out ordered by (time bucket, service, cell), and in input order within a
+    # group. Sorting the group keys gives that order without sorting every record.
+    for key in sorted(groups, key=lambda group: (group[2], group[0], group[1])):
+        members = groups[key]
         if len(members) < policy.k:
             suppressed_records += len(members)
             suppressed_groups += 1
         else:
             published.extend(members)
-    published.sort(key=lambda r: (r["time_bucket"], r["service_code"], r["location_cell"]))
     return AnonymizedExport(
         records=published,
         k=policy.k,
