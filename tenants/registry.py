@@ -247,6 +247,21 @@ def list_tenants(
     return [info for info in infos if info.active]
 
 
+def _region_member(tenant_id: str, region: str, engine: Engine) -> TenantInfo | None:
+    """Return one region member, or None when its stored manifest no longer validates.
+
+    Regional work (duplicate search, alerts) runs on behalf of another tenant, so one broken
+    member is logged and left out instead of failing that tenant's request.
+    """
+    try:
+        return get_tenant(tenant_id, engine=engine)
+    except ManifestError as exc:
+        log.warning(
+            "region_member_manifest_invalid", tenant_id=tenant_id, region=region, error=exc.code
+        )
+        return None
+
+
 def tenants_in_region(region: str, *, engine: Engine | None = None) -> list[TenantInfo]:
     """Return the active tenants of `region`, ordered by id, for regional alerts and mutual
     aid. Cached like single lookups."""
@@ -263,6 +278,8 @@ def tenants_in_region(region: str, *, engine: Engine | None = None) -> list[Tena
                 .order_by(Tenant.id)
             )
         )
-    members = tuple(info for tid in ids if (info := get_tenant(tid, engine=engine)) is not None)
+    members = tuple(
+        info for tid in ids if (info := _region_member(tid, region, engine)) is not None
+    )
     _cache.put(key, members)
     return list(members)

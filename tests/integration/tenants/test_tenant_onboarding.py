@@ -200,6 +200,30 @@ def test_list_skips_invalid_stored_manifest(db_url, make_manifest):
     assert broken_id not in ids
 
 
+def test_region_skips_invalid_member(db_url, make_manifest):
+    engine = get_engine(db_url)
+    region = f"region-{uuid.uuid4().hex[:6]}"
+    data = make_manifest("boston", region=region)
+    _onboard(engine, data)
+    broken_id = f"broken-{uuid.uuid4().hex[:8]}"
+    with unit_of_work(SystemContext("test seed"), engine=engine) as session:
+        session.add(
+            Tenant(
+                id=broken_id,
+                jurisdiction_id=f"{broken_id}.example.org",
+                name="Broken",
+                timezone="UTC",
+                languages=["en"],
+                default_language="en",
+                region=region,
+                manifest={},
+            )
+        )
+    invalidate_cache()
+    members = {t.id for t in tenants_in_region(region, engine=engine)}
+    assert members == {data["id"]}
+
+
 def test_concurrent_onboarding_conflicts(pg_url, make_manifest):
     # PostgreSQL only: on SQLite the first writer holds the database lock, so the second
     # onboarding waits instead of racing.
