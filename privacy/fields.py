@@ -114,9 +114,12 @@ def field_associated_data(
     tenant_id: str, table: str, column: str, row_id: str, dek_version: int
 ) -> bytes:
     """Return length_prefixed(format, tenant, table, column, row id, DEK version)."""
+    # The row id part is `_bound_id` written out, because this runs for every encryption.
+    raw = row_id.encode("utf-8")
     return (
         _associated_prefix(tenant_id, table, column)
-        + _bound_id(row_id)
+        + _LENGTH.pack(len(raw))
+        + raw
         + _associated_suffix(dek_version)
     )
 
@@ -249,10 +252,14 @@ def _open_sealed(
     return version, plain
 
 
-@lru_cache(maxsize=8192)
 def _bound_id(row_id: str) -> bytes:
     raw = row_id.encode("utf-8")
     return _LENGTH.pack(len(raw)) + raw
+
+
+# Re-encryption meets each row id once per ciphertext column, so it looks them up here. Field
+# encryption at intake meets each id once and uses `_bound_id` directly.
+_cached_bound_id = lru_cache(maxsize=8192)(_bound_id)
 
 
 def decrypt_with_keyring(
@@ -294,7 +301,7 @@ def reencrypt_values(
             out.append(None)
             continue
         blob = bytes(stored)
-        bound_id = _bound_id(row_id)
+        bound_id = _cached_bound_id(row_id)
         opener = None
         if len(blob) >= MIN_CIPHERTEXT_BYTES and blob[0] == FORMAT_V1:
             version = _HEADER.unpack_from(blob)[1]
