@@ -54,6 +54,13 @@ def export_command(
     emit(result, as_json, render)
 
 
+def _is_public_key(value: str) -> bool:
+    try:
+        return len(bytes.fromhex(value)) == 32
+    except ValueError:
+        return False
+
+
 @app.command("verify")
 def verify_command(
     path: Path = typer.Argument(..., help="File written by `hub audit export`."),
@@ -67,6 +74,11 @@ def verify_command(
 
     if not path.is_file():
         fail(f"file not found: {path}; give the file written by `hub audit export`")
+    if public_key is not None and not _is_public_key(public_key):
+        fail(
+            f"invalid --public-key {public_key!r}: expected 64 hex digits, as printed by "
+            "`hub audit export`"
+        )
     with cli_errors():
         result = verify(path, public_key=public_key)
 
@@ -80,7 +92,16 @@ def verify_command(
         for problem in data["problems"]:
             where = f"line {problem['line']}: " if problem["line"] else ""
             console.print(f"  {where}{problem['kind']}: {problem['message']}", markup=False)
+        if public_key is None and data["ok"]:
+            keys = ", ".join(data["signer_keys"]) or "none"
+            console.print(
+                f"  note: signatures were checked against the keys in the file ({keys}); pass "
+                "--public-key with the key you trust to check who signed them",
+                markup=False,
+            )
 
-    emit(result.as_dict(), as_json, render)
+    data = result.as_dict()
+    data["signer_pinned"] = public_key is not None
+    emit(data, as_json, render)
     if not result.ok:
         raise typer.Exit(1)

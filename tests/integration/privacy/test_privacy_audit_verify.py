@@ -88,6 +88,27 @@ def rebuild_chain(lines):
         lines[index] = json.dumps(record)
 
 
+def lines_of_type(lines, kind):
+    return [i for i, line in enumerate(lines) if json.loads(line)["type"] == kind]
+
+
+def delete_tail_and_checkpoint(lines):
+    """Cut the last entry and the checkpoint that signed it: an older checkpoint still fits."""
+    for index in sorted(
+        [entry_lines(lines)[-1], lines_of_type(lines, "checkpoint")[-1]], reverse=True
+    ):
+        del lines[index]
+
+
+def delete_trailer(lines):
+    del lines[lines_of_type(lines, "trailer")[0]]
+
+
+def delete_whole_chain(lines):
+    for index in sorted(entry_lines(lines) + lines_of_type(lines, "checkpoint"), reverse=True):
+        del lines[index]
+
+
 CASES = [
     (edit_detail, "edited"),
     (edit_and_rehash, "inserted"),
@@ -97,6 +118,9 @@ CASES = [
     (swap_two, "reordered"),
     (forge_signature, "bad_signature"),
     (rebuild_chain, "rewritten"),
+    (delete_tail_and_checkpoint, "deleted"),
+    (delete_trailer, "deleted"),
+    (delete_whole_chain, "deleted"),
 ]
 
 
@@ -117,6 +141,13 @@ def test_tampering_detected(engine, tenant, tmp_path, tamper, kind):
     result = verify(path)
     assert not result.ok
     assert kind in {p.kind for p in result.problems}, result.problems
+
+
+def test_file_that_is_not_an_export(tmp_path):
+    path = tmp_path / "manifest.yaml"
+    path.write_text("id: boston\nname: Boston\n")
+    result = verify(path)
+    assert [p.kind for p in result.problems] == ["not_an_export"]
 
 
 def test_unknown_signer_detected(engine, tenant, tmp_path):
