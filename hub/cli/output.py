@@ -16,14 +16,25 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+
+# Typer 0.29 ships its own copy of click; the context lives there, not in the click package.
+try:
+    from typer._click.globals import get_current_context
+except ImportError:  # older Typer releases run on the click package
+    from click import get_current_context
 from rich.table import Table
 
 from hub.core.errors import ConfigurationError, HubError
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document instead of text.")
 
-console = Console()
-err_console = Console(stderr=True)
+# Output that is not a terminal (a pipe, a file, CI logs) gets a wide fixed width instead of
+# rich's 80-column default, and plain lines are never wrapped, so ids and keys stay whole.
+_PIPE_WIDTH = 160
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+err_console = Console(
+    stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH
+)
 
 
 def _default(value: Any) -> Any:
@@ -51,14 +62,31 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     t = Table(title=title)
     for column in columns:
-        t.add_column(column)
+        # Fold long cells onto a second line instead of cutting ids with an ellipsis.
+        t.add_column(column, overflow="fold")
     for row in rows:
         t.add_row(*["" if v is None else str(v) for v in row])
     console.print(t)
 
 
+def _json_requested() -> bool:
+    """Return True when the running command (or a parent group) got `--json`."""
+    context = get_current_context(silent=True)
+    while context is not None:
+        if context.params.get("as_json"):
+            return True
+        context = context.parent
+    return False
+
+
 def fail(message: str, *, code: int = 2) -> NoReturn:
-    """Print an error (what failed, on which value, what to do) and exit non-zero."""
+    """Print an error (what failed, on which value, what to do) and exit non-zero.
+
+    Under `--json` the error is also printed on stdout as `{"error": ...}`, so a script always
+    reads one JSON document there, whether the command succeeded or not.
+    """
+    if _json_requested():
+        print_json({"error": message, "exit_code": code})
     err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
