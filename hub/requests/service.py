@@ -229,7 +229,7 @@ def service_notice(
         return notice_text(tenant, language, "notice.token")
     if request.expected_at is None:
         return notice_text(tenant, language, "notice.received")
-    expected = catalog.local_time(tenant, request.expected_at).strftime("%Y-%m-%d %H:%M")
+    expected = catalog.local_time(tenant, request.expected_at).strftime("%Y-%m-%d %H:%M %Z")
     return notice_text(tenant, language, "notice.expected").format(expected=expected)
 
 

@@ -111,6 +111,15 @@ def _serve_until_interrupted(ctx: DemoContext) -> None:
         highlight=False,
         markup=False,
     )
+    # The demo's keys are throwaway credentials on a loopback server, printed so a newcomer can
+    # file requests by hand; real onboarding prints a key once, to the operator.
+    for tenant in ctx.tenants:
+        err_console.print(
+            f"[demo] {tenant.name}: jurisdiction_id={tenant.jurisdiction_id} "
+            f"api_key={tenant.api_key}",
+            highlight=False,
+            markup=False,
+        )
     try:
         while not stop.wait(1):
             pass

@@ -38,10 +38,20 @@ FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 SERVER_START_SECONDS = 30.0
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+# The port `hub serve` uses by default, so the curl examples in the docs work against the demo.
+DEMO_API_PORT = 8311
+
+
+def free_port(host: str = "127.0.0.1", preferred: int = 0) -> int:
+    """Return `preferred` when it is free on `host`, else any free port."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError(f"no free TCP port on {host}")
 
 
 def onboard_tenants(ctx: DemoContext) -> dict[str, Any]:
@@ -104,7 +114,7 @@ def start_server(ctx: DemoContext) -> dict[str, Any]:
     from hub.api.app import create_app
     from hub.cli.serve import start_worker_process, stop_process
 
-    port = free_port()
+    port = free_port(preferred=DEMO_API_PORT)
     config = uvicorn.Config(
         create_app(ctx.settings), host="127.0.0.1", port=port, log_level="warning"
     )
