@@ -2,8 +2,8 @@
 
 The export is one JSON document per line: a header, every entry ordered by chain and sequence
 number, the signed checkpoints, then a signed trailer. The trailer names the last entry of every
-chain and the entry count, so a file cut short after a checkpoint still fails. `verify` needs only the
-file (and optionally the expected signing public key), not the database or any key.
+chain and the entry count, so a file cut short after a checkpoint still fails. `verify` needs
+only the file (and optionally the expected signing public key), not the database or any key.
 
 What each problem kind means:
 
