@@ -38,7 +38,7 @@ from failover.eligibility import (
     Hours,
 )
 from failover.hysteresis import SurgeDetector
-from failover.metrics import BOARD_REFRESH, EXPECTED_WAIT, SWITCHES
+from failover.metrics import BOARD_REFRESH, EXPECTED_WAIT, STATE, SWITCHES
 from failover.models import Agreement, CenterHeartbeat, Contact, ContactCenter, OverflowSwitch
 from failover.routing import Decision, decide
 from hub.core.clock import as_utc, isoformat, utcnow
@@ -201,6 +201,8 @@ class LiveBoard:
             self.home_centers = dict(home)
             self.switches = switches
             self.loaded = True
+        for tenant_id, state in switches.items():
+            _publish_state(tenant_id, state)
 
         if evaluate:
             for tenant_id in home:
@@ -278,6 +280,7 @@ class LiveBoard:
                     _record_switch(s, tenant_id, name, after, wait)
         with self._lock:
             self.switches[tenant_id] = final
+        _publish_state(tenant_id, final)
 
     # --- decisions ------------------------------------------------------------------------
 
@@ -486,6 +489,11 @@ def _load_counts(
         center.answered_last_hour = int(answered or 0)
         center.within_target_last_hour = int(within or 0)
         center.abandoned_last_hour = int(abandoned or 0)
+
+
+def _publish_state(tenant_id: str, state: SwitchState) -> None:
+    STATE.labels(tenant=tenant_id, switch="overflow").set(1 if state.overflow_on else 0)
+    STATE.labels(tenant=tenant_id, switch="disaster").set(1 if state.disaster else 0)
 
 
 def _switch_state(row: OverflowSwitch) -> SwitchState:

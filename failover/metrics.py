@@ -36,3 +36,9 @@ EXPECTED_WAIT = Gauge(
     ["center"],
     multiprocess_mode="max",
 )
+STATE = Gauge(
+    "hub_overflow_state",
+    "Switches in force per tenant: 1 when overflow (or disaster mode) is on, 0 when off.",
+    ["tenant", "switch"],
+    multiprocess_mode="max",
+)

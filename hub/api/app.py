@@ -104,7 +104,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
             status=f"{response.status_code // 100}xx",
             tenant=tenant,
         ).inc()
-        HTTP_LATENCY.labels(route=route, method=request.method).observe(elapsed)
+        HTTP_LATENCY.labels(route=route, method=request.method, tenant=tenant).observe(elapsed)
         response.headers["x-request-id"] = request_id
         clear_ids()
         return response

@@ -33,8 +33,8 @@ HTTP_REQUESTS = Counter(
 )
 HTTP_LATENCY = Histogram(
     "hub_http_request_seconds",
-    "HTTP request latency by route template and method.",
-    ["route", "method"],
+    "HTTP request latency by route template, method and tenant.",
+    ["route", "method", "tenant"],
     buckets=LATENCY_BUCKETS,
 )
 OUTBOX_PUBLISHED = Counter(

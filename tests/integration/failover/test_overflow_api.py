@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from overflow_support import auth, beat, onboard_test_partner
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from failover.models import Contact, OverflowSwitch
@@ -86,10 +87,17 @@ def test_decision_audit_task_runs_once(client, engine, board, tenant):
         assert session.get(Contact, contact_id).decision_audited is True
 
 
+def overflow_gauge(tenant_id: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "hub_overflow_state", {"tenant": tenant_id, "switch": "overflow"}
+    )
+
+
 def test_surge_routes_to_partner_then_home(client, engine, board, tenant):
     partner = onboard_test_partner(engine, tenant)
     t = surge(engine, board, tenant, partner)
     assert board.switches[tenant.id].overflow_on is True
+    assert overflow_gauge(tenant.id) == 1
 
     routed = post_contact(client, tenant).json()
     assert routed["target"] == "partner"
@@ -101,6 +109,7 @@ def test_surge_routes_to_partner_then_home(client, engine, board, tenant):
     assert board.switches[tenant.id].overflow_on is True
     tick(engine, board, tenant, [partner], t + timedelta(seconds=122), home_available=2)
     assert board.switches[tenant.id].overflow_on is False
+    assert overflow_gauge(tenant.id) == 0
     tick(engine, board, tenant, [partner], utcnow(), home_available=2)
 
     home = post_contact(client, tenant).json()

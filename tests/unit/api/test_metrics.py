@@ -38,6 +38,7 @@ def test_metrics_parse_with_prometheus_parser(client: TestClient) -> None:
 
     assert "hub_http_requests" in families
     assert "hub_http_request_seconds" in families
+    assert all("tenant" in s.labels for s in families["hub_http_request_seconds"])
     assert "hub_worker_queue_depth" in families
     assert "hub_outbox_pending" in families
 
