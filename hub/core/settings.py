@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    # Cached because `get_engine()` asks for it on every call and resolving the path costs a
-    # filesystem lookup; a changed environment takes effect through `reset_settings_cache()`.
+    # Cached because `get_engine()` reads it on every call and resolving the path costs a
+    # filesystem lookup. A changed environment takes effect through `reset_settings_cache()`.
     @cached_property
     def effective_database_url(self) -> str:
         if self.database_url:

@@ -111,8 +111,8 @@ def _serve_until_interrupted(ctx: DemoContext) -> None:
         highlight=False,
         markup=False,
     )
-    # The demo's keys are throwaway credentials on a loopback server, printed so a newcomer can
-    # file requests by hand; real onboarding prints a key once, to the operator.
+    # The demo's keys are throwaway credentials on a loopback server. They are printed so a
+    # newcomer can file requests by hand, whereas onboarding prints a real key once.
     for tenant in ctx.tenants:
         err_console.print(
             f"[demo] {tenant.name}: jurisdiction_id={tenant.jurisdiction_id} "
