@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine, case, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from failover.centers import (
@@ -257,13 +258,8 @@ class LiveBoard:
 
         ctx = TenantContext(tenant_id=tenant_id, actor=MONITOR_ACTOR)
         with unit_of_work(ctx, engine=self.engine) as s:
-            row = s.scalars(select(OverflowSwitch).with_for_update()).one_or_none()
-            if row is None:
-                row = OverflowSwitch(tenant_id=tenant_id)
-                s.add(row)
-                fresh = SwitchState()
-            else:
-                fresh = _switch_state(row)
+            row = _locked_switch_row(s, tenant_id)
+            fresh = _switch_state(row)
             final = _next_switch(fresh, config, wait, disaster, now)
             row.overflow_on = final.overflow_on
             row.disaster = final.disaster
@@ -489,6 +485,26 @@ def _load_counts(
         center.answered_last_hour = int(answered or 0)
         center.within_target_last_hour = int(within or 0)
         center.abandoned_last_hour = int(abandoned or 0)
+
+
+def _locked_switch_row(session: Session, tenant_id: str) -> OverflowSwitch:
+    """Return the tenant's switch row locked FOR UPDATE, inserting it on first use.
+
+    Several API processes evaluate the same tenant, so two may find no row at once. The insert
+    runs in a savepoint, and the loser of that race locks the winner's row instead of failing.
+    """
+    query = select(OverflowSwitch).with_for_update()
+    row = session.scalars(query).one_or_none()
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = OverflowSwitch(tenant_id=tenant_id)
+            session.add(row)
+            session.flush()
+        return row
+    except IntegrityError:
+        return session.scalars(query.execution_options(populate_existing=True)).one()
 
 
 def _publish_state(tenant_id: str, state: SwitchState) -> None:
