@@ -149,8 +149,9 @@ def load_root_key(path: Path, *, production: bool) -> bytes:
     if _looks_like_placeholder(raw, key):
         if production:
             raise ConfigurationError(
-                f"root key file {path} holds a placeholder value; replace it with 64 random "
-                f"hex digits from `python -c 'import secrets; print(secrets.token_hex(32))'`"
+                f"invalid root key file {path}: it contains a placeholder value; replace it "
+                "with 64 random hex digits from "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
             )
         log.warning("root_key_placeholder", path=str(path))
     return key

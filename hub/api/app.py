@@ -1,9 +1,10 @@
 """FastAPI application factory: routers, error mapping, metrics and request limits.
 
-Errors are mapped in one place: `HubError` subclasses carry their status; validation errors
-never echo the request body; anything unexpected becomes a generic 500 with a request id and is
-logged with the traceback server-side only. Under `/open311/` errors use the GeoReport v2
-error list format in the representation the path asks for (`.xml` or `.json`).
+Errors are mapped in one place. `HubError` subclasses carry their status, and validation
+errors name the fields without echoing the request body. Anything unexpected becomes a
+generic 500 with a request id, and its traceback is logged on the server only. Under
+`/open311/` errors use the GeoReport v2 error list format in the representation the path asks
+for (`.xml` or `.json`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Liveness and readiness endpoints.
 
-`/healthz` says the process is alive. `/readyz` says it can take work: the database answers and
-the outbox relay can reach the broker; it returns 503 with the failing checks otherwise.
+`/healthz` returns 200 while the process is alive. `/readyz` returns 200 when the process can
+take work, because the database accepts a query and the outbox relay can reach the broker.
+Otherwise it returns 503 with the failing checks.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Shared output for `hub` commands: `--json` for scripts, tables for people, clear errors.
 
-Every command that prints results takes `--json`; with it, the command prints exactly one JSON
-document on stdout and nothing else there (progress and logs go to stderr).
+Every command that prints results takes `--json`. With it, the command prints exactly one JSON
+document on stdout, including on error, and progress and logs go to stderr.
 """
 
 from __future__ import annotations

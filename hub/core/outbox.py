@@ -1,9 +1,10 @@
 """Transactional outbox: tasks are written as rows in the business transaction, then relayed.
 
 A request is acknowledged only after its row and its outbox row commit together, so a broker
-outage delays work but never loses it. The relay publishes rows in id order and marks each one
-published after the broker confirms it; a crash between the two republishes the row, which is
-why every task is idempotent (state guards on the rows it touches).
+outage delays work but does not lose it. The relay publishes rows in id order and marks each
+one published after `send_task` returns, which on RabbitMQ waits for the publisher confirm. A
+crash between the two republishes the row, so every task is idempotent (state guards on the
+rows it touches).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tenant context and the mixin that marks a model as tenant-owned.
 
-Every service and repository call on tenant data takes a `TenantContext`; the database layer
+Every service and repository call on tenant data takes a `TenantContext`. The database layer
 (`hub.core.db`) also enforces the scope centrally, so a forgotten filter cannot leak rows.
 """
 
@@ -39,9 +39,9 @@ ALL_ROLES = frozenset(
 
 @dataclass(frozen=True)
 class TenantContext:
-    """Who is acting, for which tenant.
+    """The acting credential and the tenant it acts for.
 
-    `actor` is an opaque, non-personal identifier such as `apikey:12` or `cli:operator`; it
+    `actor` is an opaque, non-personal identifier such as `apikey:12` or `cli:operator`. It
     appears in status events and audit entries.
     """
 
