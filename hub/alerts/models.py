@@ -13,10 +13,12 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -85,6 +87,10 @@ class Alert(TenantOwned, Base):
     approved_at: Mapped[datetime | None] = mapped_column()
     # Set when a single approver sent an Immediate and Extreme alert under the tenant's policy.
     review_due_at: Mapped[datetime | None] = mapped_column()
+    # The review afterwards by another emergency manager (`service.review`).
+    reviewed_at: Mapped[datetime | None] = mapped_column()
+    reviewed_by: Mapped[str | None] = mapped_column(String(120))
+    review_note: Mapped[str | None] = mapped_column(String(1000))
     send_started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     target_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -198,6 +204,23 @@ class Delivery(TenantOwned, Base):
         # Serves both "pending rows of one batch" and "does the alert have pending rows".
         Index("ix_alert_deliveries_tenant_state", "tenant_id", "alert_id", "state", "batch"),
     )
+
+
+class RateBucket(TenantOwned, Base):
+    """The token bucket of one (tenant, channel), shared by every worker process.
+
+    `tokens` may be negative: a worker that takes more tokens than are available owes them,
+    and its messages wait until the debt is paid at the channel's rate (`hub.alerts.ratelimit`).
+    """
+
+    __tablename__ = "alert_rate_buckets"
+
+    channel: Mapped[str] = mapped_column(String(16))
+    tokens: Mapped[float] = mapped_column(Float)
+    # Seconds since the Unix epoch of the last refill, from the workers' clocks.
+    updated: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "channel", name="pk_alert_rate_buckets"),)
 
 
 # DEK re-encryption, the coverage scan of the privacy report and the sealed tenant export find

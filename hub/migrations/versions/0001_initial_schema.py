@@ -14,6 +14,7 @@ TENANT_TABLES = (
     "agencies",
     "alert_approvals",
     "alert_deliveries",
+    "alert_rate_buckets",
     "alert_subscriber_cells",
     "alert_subscriber_channels",
     "alert_subscribers",
@@ -127,6 +128,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "code", name="uq_agencies_tenant_code"),
     )
     op.create_table(
+        "alert_rate_buckets",
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("tokens", sa.Float(), nullable=False),
+        sa.Column("updated", sa.Float(), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("tenant_id", "channel", name="pk_alert_rate_buckets"),
+    )
+    op.create_table(
         "alert_subscribers",
         sa.Column("id", sa.String(length=24), nullable=False),
         sa.Column("languages", sa.JSON(), nullable=False),
@@ -170,6 +180,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("approved_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("review_due_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("reviewed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("reviewed_by", sa.String(length=120), nullable=True),
+        sa.Column("review_note", sa.String(length=1000), nullable=True),
         sa.Column("send_started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("target_count", sa.Integer(), nullable=False),
@@ -678,6 +691,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_alert_subscribers_tenant_unsubscribe")
 
     op.drop_table("alert_subscribers")
+    op.drop_table("alert_rate_buckets")
     op.drop_table("agencies")
     with op.batch_alter_table("tenants", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tenants_region"))
