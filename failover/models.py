@@ -91,6 +91,9 @@ class Agreement(TenantOwned, Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     data_level: Mapped[str] = mapped_column(String(16), default="minimal")
     cost_weight: Mapped[float] = mapped_column(Float, default=1.0)
+    # Waiting or claimed contacts routed under this agreement. Routing raises it with a
+    # conditional UPDATE that fails at the share cap, so the cap holds across API processes.
+    open_contacts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
@@ -114,7 +117,7 @@ class Contact(TenantOwned, Base):
     center_id: Mapped[str | None] = mapped_column(String(64))
     decision_id: Mapped[str] = mapped_column(String(36))
     decision_reason: Mapped[str] = mapped_column(String(32))
-    # Set by the task that writes the decision's audit entry, so a redelivery writes none.
+    # Set by the task that writes the decision's audit entry, so a rerun writes none.
     decision_audited: Mapped[bool] = mapped_column(Boolean, default=False)
     # The credential that posted the contact (`apikey:<id>`), the actor of that entry.
     created_by: Mapped[str | None] = mapped_column(String(120))
@@ -139,6 +142,8 @@ class Contact(TenantOwned, Base):
     __table_args__ = (
         Index("ix_overflow_contacts_tenant_center_state", "tenant_id", "center_id", "state"),
         Index("ix_overflow_contacts_tenant_arrived", "tenant_id", "arrived_at"),
+        # Finds the decisions whose audit entry is not written yet.
+        Index("ix_overflow_contacts_tenant_audited", "tenant_id", "decision_audited"),
         UniqueConstraint("tenant_id", "external_id", name="uq_overflow_contacts_external"),
     )
 

@@ -290,6 +290,9 @@ def upgrade() -> None:
             "ix_overflow_contacts_tenant_arrived", ["tenant_id", "arrived_at"], unique=False
         )
         batch_op.create_index(
+            "ix_overflow_contacts_tenant_audited", ["tenant_id", "decision_audited"], unique=False
+        )
+        batch_op.create_index(
             "ix_overflow_contacts_tenant_center_state",
             ["tenant_id", "center_id", "state"],
             unique=False,
@@ -573,6 +576,7 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("data_level", sa.String(length=16), nullable=False),
         sa.Column("cost_weight", sa.Float(), nullable=False),
+        sa.Column("open_contacts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(["center_id"], ["overflow_centers.id"], ondelete="CASCADE"),
@@ -670,6 +674,7 @@ def downgrade() -> None:
     op.drop_table("overflow_switches")
     with op.batch_alter_table("overflow_contacts", schema=None) as batch_op:
         batch_op.drop_index("ix_overflow_contacts_tenant_center_state")
+        batch_op.drop_index("ix_overflow_contacts_tenant_audited")
         batch_op.drop_index("ix_overflow_contacts_tenant_arrived")
 
     op.drop_table("overflow_contacts")
