@@ -88,7 +88,7 @@ def blind_index(
 
     None gives (None, version). Raises InvalidInput when the value does not normalize.
     """
-    ring = Keyring.load(session, tenant_id)
+    ring = Keyring.for_session(session, tenant_id)
     version = ring.primary_version(KIND_INDEX)
     if value is None:
         return None, version

@@ -199,7 +199,7 @@ class FieldCipher:
     @classmethod
     def for_tenant(cls, session: Session, tenant_id: str) -> FieldCipher:
         """Load the tenant's primary DEK (unwrapped keys are cached per process)."""
-        ring = Keyring.load(session, tenant_id)
+        ring = Keyring.for_session(session, tenant_id)
         version = ring.primary_version(KIND_DEK)
         record_usage(session, tenant_id)
         return cls(tenant_id, version, ring.key(KIND_DEK, version))

@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from hub.core.clock import utcnow
@@ -239,19 +239,35 @@ _providers_lock = threading.Lock()
 def get_key_provider(settings: Settings | None = None) -> KeyProvider:
     """Return the process-wide provider for the configured root key file."""
     settings = settings or get_settings()
+    last = _last_provider
+    if last is not None and last[0] is settings:
+        return last[1]
     cache_key = str(settings.effective_root_key_file.resolve())
     with _providers_lock:
         provider = _providers.get(cache_key)
         if provider is None:
             provider = LocalKeyProvider.from_settings(settings)
             _providers[cache_key] = provider
+        _remember_provider(settings, provider)
         return provider
+
+
+# The provider for the settings object seen last: `get_settings()` returns one object per
+# process, so this skips resolving the root key path on every call.
+_last_provider: tuple[Settings, KeyProvider] | None = None
+
+
+def _remember_provider(settings: Settings, provider: KeyProvider) -> None:
+    global _last_provider
+    _last_provider = (settings, provider)
 
 
 def forget_key_provider() -> None:
     """Drop cached providers and unwrapped keys (after root rotation, in tests)."""
+    global _last_provider
     with _providers_lock:
         _providers.clear()
+        _last_provider = None
     clear_key_cache()
 
 
@@ -280,6 +296,23 @@ def data_key_associated_data(kind: str, tenant_id: str, version: int, kek_versio
     return length_prefixed("hub-key-v1", kind, tenant_id, version, kek_version)
 
 
+_SESSION_RINGS = "privacy_keyrings"
+
+
+@event.listens_for(Session, "before_flush")
+def _forget_session_rings(session: Session, _context: object, _instances: object) -> None:
+    if _SESSION_RINGS not in session.info:
+        return
+    changed = (*session.new, *session.dirty, *session.deleted)
+    if any(isinstance(obj, TenantKey) for obj in changed):
+        session.info.pop(_SESSION_RINGS, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rings_on_rollback(session: Session, _previous: object) -> None:
+    session.info.pop(_SESSION_RINGS, None)
+
+
 @dataclass
 class Keyring:
     """A tenant's wrapped key rows, loaded in one query, unwrapping on demand."""
@@ -288,6 +321,20 @@ class Keyring:
     rows: dict[tuple[str, int], TenantKey] = field(default_factory=dict)
     provider: KeyProvider | None = None
     ciphers: dict[tuple[str, int], AESGCM] = field(default_factory=dict)
+
+    @classmethod
+    def for_session(cls, session: Session, tenant_id: str) -> Keyring:
+        """Return the tenant's keyring loaded once per session, for code that only uses keys.
+
+        Intake encrypts fields and computes blind indexes in one transaction; reading the key
+        rows once serves all of them. A flush that adds, changes or deletes key rows drops the
+        session's copy, and rotation code calls `load` for a fresh read.
+        """
+        rings: dict[str, Keyring] = session.info.setdefault(_SESSION_RINGS, {})
+        ring = rings.get(tenant_id)
+        if ring is None:
+            ring = rings[tenant_id] = cls.load(session, tenant_id)
+        return ring
 
     @classmethod
     def load(cls, session: Session, tenant_id: str) -> Keyring:
