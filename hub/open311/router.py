@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
-from hub.core.db import get_engine, unit_of_work
+from hub.core.db import unit_of_work
 from hub.core.errors import HubError, InvalidInput, NotFound
 from hub.core.tenancy import ROLE_AGENCY, ROLE_AGENT, ROLE_OPEN311, ROLE_STAFF, TenantContext
 from hub.open311 import formats, params, views
@@ -168,7 +168,6 @@ def _post_request(
     degraded: bool,
     language: str,
 ) -> IntakeResult:
-    regional = service.regional_duplicate(get_engine(), tenant, data)
     try:
         with unit_of_work(ctx) as session:
             return service.intake(
@@ -180,7 +179,6 @@ def _post_request(
                 request_hash=request_hash,
                 degraded=degraded,
                 language=language,
-                regional_duplicate_of=regional,
             )
     except IntegrityError:
         if key is None:

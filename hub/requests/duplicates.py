@@ -8,10 +8,11 @@ also covers the other tenants' open requests (a pothole on a city border is repo
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 import h3
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -34,7 +35,7 @@ def duplicate_radius_m(_tenant: TenantSnapshot) -> float:
     return DEFAULT_RADIUS_M
 
 
-def _point_of(row: ServiceRequest) -> tuple[float, float]:
+def point_of(row: Row) -> tuple[float, float]:
     if row.lat is not None and row.lon is not None:
         return row.lat, row.lon
     # A location-sensitive request publishes no exact point. Its storage cell's centre is
@@ -43,12 +44,12 @@ def _point_of(row: ServiceRequest) -> tuple[float, float]:
 
 
 def _closest_oldest(
-    rows: Iterable[ServiceRequest], lat: float, lon: float, radius_m: float, exclude: str
-) -> ServiceRequest | None:
+    rows: Iterable[Row], lat: float, lon: float, radius_m: float, exclude: str
+) -> Row | None:
     matches = [
         row
         for row in rows
-        if row.id != exclude and geo.distance_m(lat, lon, *_point_of(row)) <= radius_m
+        if row.id != exclude and geo.distance_m(lat, lon, *point_of(row)) <= radius_m
     ]
     if not matches:
         return None
@@ -56,9 +57,21 @@ def _closest_oldest(
     return min(matches, key=lambda row: (row.requested_at, row.id))
 
 
+# Only the columns the distance check and the link need: candidates can be many, and the full
+# row carries every encrypted field.
+_CANDIDATE_COLUMNS = (
+    ServiceRequest.id,
+    ServiceRequest.lat,
+    ServiceRequest.lon,
+    ServiceRequest.h3_cell,
+    ServiceRequest.requested_at,
+    ServiceRequest.duplicate_of,
+)
+
+
 def _open_nearby(service_code: str, lat: float, lon: float, radius_m: float):
     return (
-        select(ServiceRequest)
+        select(*_CANDIDATE_COLUMNS)
         .where(
             ServiceRequest.service_code == service_code,
             ServiceRequest.h3_cell.in_(geo.cells_within(lat, lon, radius_m)),
@@ -80,7 +93,7 @@ def find_duplicate(
 ) -> str | None:
     """Return the id of the tenant's oldest open request of the service within the radius."""
     radius = duplicate_radius_m(tenant)
-    rows = session.scalars(_open_nearby(service_code, lat, lon, radius)).all()
+    rows = session.execute(_open_nearby(service_code, lat, lon, radius)).all()
     match = _closest_oldest(rows, lat, lon, radius, exclude)
     if match is None:
         return None
@@ -99,11 +112,13 @@ def find_regional_duplicate(
     lon: float,
     *,
     exclude: str,
+    before: datetime | None = None,
 ) -> str | None:
     """Search the other tenants of the tenant's region for an open duplicate.
 
     Reads across tenants in its own system-scoped session, so call it outside the intake
     transaction (the routing task does). Service codes must match exactly across tenants.
+    With `before`, only requests filed earlier are candidates.
     """
     others = [tenant_id for tenant_id in region_tenant_ids if tenant_id != tenant.id]
     if not others:
@@ -114,7 +129,9 @@ def find_regional_duplicate(
         statement = _open_nearby(service_code, lat, lon, radius).where(
             ServiceRequest.tenant_id.in_(others)
         )
-        match = _closest_oldest(session.scalars(statement).all(), lat, lon, radius, exclude)
+        if before is not None:
+            statement = statement.where(ServiceRequest.requested_at < before)
+        match = _closest_oldest(session.execute(statement).all(), lat, lon, radius, exclude)
         original = (match.duplicate_of or match.id) if match is not None else None
     if original is not None:
         DUPLICATES_LINKED.labels(tenant=tenant.id, scope="region").inc()

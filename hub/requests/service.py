@@ -13,11 +13,12 @@ import json
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, utcnow
+from hub.core.db import unit_of_work
 from hub.core.errors import Conflict, InvalidInput, NotFound
 from hub.core.ids import new_token, tracking_code
 from hub.core.outbox import enqueue
@@ -25,7 +26,7 @@ from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
 from hub.requests import catalog, geo
 from hub.requests.catalog import CatalogService, TenantSnapshot
-from hub.requests.duplicates import find_duplicate, find_regional_duplicate
+from hub.requests.duplicates import find_duplicate, find_regional_duplicate, point_of
 from hub.requests.metrics import INTAKE, STATUS_UPDATES
 from hub.requests.models import (
     RESOLUTIONS,
@@ -111,23 +112,52 @@ def _device_hash(tenant_id: str, device_id: str | None) -> str | None:
     return hashlib.sha256(f"{tenant_id}\x00{device_id}".encode()).hexdigest()
 
 
-def regional_duplicate(engine: Engine, tenant: TenantSnapshot, data: IntakeData) -> str | None:
-    """Return an open request of another tenant in the region that `data` duplicates.
+def link_regional_duplicate(
+    ctx: TenantContext, tenant: TenantSnapshot, request_id: str, *, engine: Engine | None = None
+) -> str | None:
+    """Link a stored request to an older open request of another tenant in its region.
 
-    Call it before opening the intake transaction and pass the result to `submit_request`.
-    The search needs a system-scoped session of its own, and holding two pooled connections
-    per request could exhaust the pool under load.
+    The routing task calls this after intake: the search reads across tenants in a
+    system-scoped session of its own, which the intake transaction must not hold open. Only
+    requests filed before this one are candidates, so two reports filed at the same moment
+    in two cities never point at each other. Returns the linked id, or None.
     """
-    if not tenant.region or data.lat is None or data.lon is None:
+    if not tenant.region:
         return None
-    try:
-        geo.check_coordinates(data.lat, data.lon)
-    except InvalidInput:
-        return None  # submit_request rejects the point with the reason
+    with unit_of_work(ctx, engine=engine, write=False) as session:
+        row = session.execute(
+            select(
+                ServiceRequest.service_code,
+                ServiceRequest.lat,
+                ServiceRequest.lon,
+                ServiceRequest.h3_cell,
+                ServiceRequest.requested_at,
+                ServiceRequest.duplicate_of,
+            ).where(ServiceRequest.id == request_id)
+        ).one_or_none()
+    if row is None or row.duplicate_of is not None or row.h3_cell is None:
+        return None
+    lat, lon = point_of(row)
     members = [info.id for info in tenants_in_region(tenant.region, engine=engine)]
-    return find_regional_duplicate(
-        engine, tenant, members, data.service_code, data.lat, data.lon, exclude="-"
+    original = find_regional_duplicate(
+        engine,
+        tenant,
+        members,
+        row.service_code,
+        lat,
+        lon,
+        exclude=request_id,
+        before=row.requested_at,
     )
+    if original is None:
+        return None
+    with unit_of_work(ctx, engine=engine) as session:
+        session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == request_id, ServiceRequest.duplicate_of.is_(None))
+            .values(duplicate_of=original)
+        )
+    return original
 
 
 def submit_request(
@@ -137,12 +167,11 @@ def submit_request(
     data: IntakeData,
     *,
     request_id: str | None = None,
-    regional_duplicate_of: str | None = None,
 ) -> ServiceRequest:
     """Validate and store one new request with its first event, deliveries and routing task.
 
-    A duplicate within the tenant is found here. `regional_duplicate_of` is the result of
-    `regional_duplicate`, used when the tenant has no duplicate of its own.
+    A duplicate within the tenant is linked here; one in another tenant of the region is
+    linked by the routing task (`link_regional_duplicate`).
     """
     if ctx.tenant_id != tenant.id:
         raise NotFound("tenant not found", code="unknown_jurisdiction")
@@ -199,7 +228,7 @@ def submit_request(
     if data.lat is not None and data.lon is not None:
         # The new request is not stored yet, so no id needs excluding.
         own = find_duplicate(session, tenant, service.code, data.lat, data.lon, exclude="-")
-        request.duplicate_of = own or regional_duplicate_of
+        request.duplicate_of = own
     session.add(request)
     # The models declare no relationships, so the unit of work cannot order the inserts by
     # foreign key: the request row goes first.
@@ -272,7 +301,6 @@ def intake(
     request_hash: str | None = None,
     degraded: bool = False,
     language: str | None = None,
-    regional_duplicate_of: str | None = None,
 ) -> IntakeResult:
     """Run POST requests: replay a repeated Idempotency-Key, else submit and store the result.
 
@@ -287,9 +315,7 @@ def intake(
             INTAKE.labels(tenant=tenant.id, outcome="replayed").inc()
             return stored
 
-    request = submit_request(
-        session, ctx, tenant, data, regional_duplicate_of=regional_duplicate_of
-    )
+    request = submit_request(session, ctx, tenant, data)
     token = None
     if degraded:
         token = new_token()

@@ -13,9 +13,10 @@ from sqlalchemy import select
 from hub.core.db import unit_of_work
 from hub.core.tasks import QUEUE_INTAKE, QUEUE_MAINTENANCE, hub_task
 from hub.core.tenancy import SystemContext, TenantContext
-from hub.requests import routing, sla, webhook
+from hub.requests import routing, service, sla, webhook
 from hub.requests.metrics import DELIVERY_LATENCY
 from tenants.models import Tenant
+from tenants.registry import get_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +29,9 @@ WORKER_ACTOR = "worker:routing"
 def route(request_id: str, *, tenant_id: str) -> dict[str, int]:
     """Send the request to every destination agency that has not received it yet."""
     ctx = TenantContext(tenant_id=tenant_id, actor=WORKER_ACTOR)
+    tenant = get_tenant(tenant_id)
+    if tenant is not None:
+        service.link_regional_duplicate(ctx, tenant, request_id)
     with unit_of_work(ctx) as session:
         claims = routing.claim_deliveries(session, ctx, request_id)
 
