@@ -13,14 +13,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.core.errors import HubError
 from hub.core.logging import bind_ids, clear_ids, configure_logging
@@ -81,34 +82,58 @@ def _route_template(request: Request) -> str:
     return getattr(route, "path", "unmatched")
 
 
-def _install_middleware(app: FastAPI, settings: Settings) -> None:
-    limit = settings.max_body_bytes
+class ObserveMiddleware:
+    """Pure ASGI middleware: request id, body size limit, request counts and latency.
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    A plain ASGI class instead of `@app.middleware("http")`: that decorator runs every request
+    through extra tasks and memory streams, which cost more than the hub's own work on a
+    small GET.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        # Routes record the tenant in `request.state`, which lives in this dict.
+        state = scope.setdefault("state", {})
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
         bind_ids(request_id=request_id)
         started = time.perf_counter()
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            response = _renderer_for(request)(
-                request, 400, "too_large", f"request body larger than {limit} bytes"
-            )
-        else:
-            response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = _route_template(request)
-        tenant = getattr(request.state, "tenant_id", None) or "none"
-        HTTP_REQUESTS.labels(
-            route=route,
-            method=request.method,
-            status=f"{response.status_code // 100}xx",
-            tenant=tenant,
-        ).inc()
-        HTTP_LATENCY.labels(route=route, method=request.method, tenant=tenant).observe(elapsed)
-        response.headers["x-request-id"] = request_id
-        clear_ids()
-        return response
+        status = 500
+        request_id_header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), request_id_header]
+            await send(message)
+
+        try:
+            declared = headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > self.limit:
+                request = Request(scope)
+                response = _renderer_for(request)(
+                    request, 400, "too_large", f"request body larger than {self.limit} bytes"
+                )
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            tenant = state.get("tenant_id") or "none"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(
+                route=route, method=method, status=f"{status // 100}xx", tenant=tenant
+            ).inc()
+            HTTP_LATENCY.labels(route=route, method=method, tenant=tenant).observe(elapsed)
+            clear_ids()
 
 
 def create_app(settings: Settings | None = None, *, start_relay: bool = True) -> FastAPI:
@@ -135,7 +160,7 @@ def create_app(settings: Settings | None = None, *, start_relay: bool = True) ->
     app.state.settings = settings
     app.state.error_renderers = []
     _install_error_handlers(app)
-    _install_middleware(app, settings)
+    app.add_middleware(ObserveMiddleware, max_body_bytes=settings.max_body_bytes)
 
     from hub.api.observability import install_collectors
 

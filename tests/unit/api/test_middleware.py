@@ -1,0 +1,67 @@
+"""The API's ASGI middleware: request ids, the declared body limit, per-route counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from hub.api.app import create_app
+from hub.core.settings import Settings, reset_settings_cache
+
+
+@pytest.fixture
+def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("HUB_DATABASE_URL", sqlite_url)
+    reset_settings_cache()
+    settings = Settings(database_url=sqlite_url, max_body_bytes=2000)
+    app = create_app(settings, start_relay=False)
+    with TestClient(app) as test_client:
+        yield test_client
+    reset_settings_cache()
+
+
+def _count(client: TestClient, route: str, status: str) -> float:
+    text = client.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name != "hub_http_requests":
+            continue
+        return sum(
+            sample.value
+            for sample in family.samples
+            if sample.name.endswith("_total")
+            and sample.labels["route"] == route
+            and sample.labels["status"] == status
+        )
+    return 0.0
+
+
+def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    echoed = client.get("/healthz", headers={"x-request-id": "abc123"})
+    assert echoed.headers["x-request-id"] == "abc123"
+
+    made = client.get("/healthz").headers["x-request-id"]
+    assert len(made) == 32 and made != "abc123"
+
+
+def test_declared_body_over_limit_is_an_open311_error(client: TestClient) -> None:
+    response = client.post(
+        "/open311/v2/requests.xml",
+        content=b"x" * 3000,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert b"<errors>" in response.content
+    assert b"larger than 2000 bytes" in response.content
+    assert response.headers["x-request-id"]
+
+
+def test_counts_by_route_template_and_status_class(client: TestClient) -> None:
+    before = _count(client, "/open311/v2/requests/{request_id}.{fmt}", "4xx")
+    client.get("/open311/v2/requests/NOPE.json", params={"jurisdiction_id": "none.example"})
+    client.get("/open311/v2/requests/NOPE2.json", params={"jurisdiction_id": "none.example"})
+    after = _count(client, "/open311/v2/requests/{request_id}.{fmt}", "4xx")
+    assert after - before == 2
+    assert _count(client, "unmatched", "4xx") >= 0
