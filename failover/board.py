@@ -1,10 +1,13 @@
 """The live board: every center's state in memory, reloaded from the database every second.
 
 Routing decisions read only this board, so a decision costs microseconds and no query. Each
-API process keeps its own board. Between reloads a process adds its own routed contacts to the
-counts, so a burst within one second does not pile onto one partner. Contacts routed by other
-processes appear at the next reload. The reload also runs surge detection and disaster mode
-per tenant, under a row lock on the tenant's switch, so several processes share one switch.
+API process keeps its own board. A reload reads heartbeats, contact counts and switches every
+second, and centers and agreements every `CONFIGURATION_EVERY` seconds. Between reloads a
+process adds its own routed contacts to the counts, so a burst within one second does not pile
+onto one partner. Contacts routed by other processes appear at the next reload, and the share
+cap is still enforced across processes because storing a partner contact takes a slot in the
+database (`failover.store`). The reload also runs surge detection and disaster mode per tenant,
+under a row lock on the tenant's switch, so several processes share one switch.
 """
 
 from __future__ import annotations
@@ -37,13 +40,17 @@ from failover.eligibility import (
     CenterState,
     ContactTraits,
     Hours,
+    share_limit,
 )
 from failover.hysteresis import SurgeDetector
 from failover.metrics import BOARD_REFRESH, EXPECTED_WAIT, STATE, SWITCHES
 from failover.models import Agreement, CenterHeartbeat, Contact, ContactCenter, OverflowSwitch
 from failover.routing import Decision, decide
+from failover.tasks import AUDIT_DECISIONS_TASK
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import get_engine, unit_of_work
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_OVERFLOW
 from hub.core.tenancy import SystemContext, TenantContext
 from privacy.audit import audit
 from tenants.models import Tenant
@@ -53,6 +60,11 @@ log = structlog.get_logger(__name__)
 # A partner whose expected wait exceeds this many seconds counts as Overloaded.
 PARTNER_OVERLOADED_WAIT = 120.0
 REFRESH_SECONDS = 1.0
+# The background refresh reloads centers and agreements on every this-many-th run only, because
+# parsing their JSON columns and building their objects costs CPU time on every reload.
+CONFIGURATION_EVERY = 10
+# Shortest interval between two decision audit tasks one process queues for one tenant.
+AUDIT_QUEUE_SECONDS = 2.0
 MONITOR_ACTOR = "system:overflow-monitor"
 
 
@@ -126,7 +138,14 @@ class LiveBoard:
         self.home_centers: dict[str, list[str]] = {}
         self.switches: dict[str, SwitchState] = {}
         self.loaded = False
+        # Centers (without live figures) and agreements as of the last configuration reload.
+        self._center_configs: list[CenterLive] = []
+        self._agreement_terms: dict[str, list[AgreementTerms]] = {}
+        # Tenant id -> (updated_at, config): a manifest is parsed again only after it changes.
+        self._tenant_configs: dict[str, tuple[datetime, TenantOverflowConfig]] = {}
         self._synced: dict[str, datetime] = {}
+        # Tenant id -> monotonic time this process last queued its decision audit task.
+        self._audit_queued: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,9 +168,11 @@ class LiveBoard:
         log.info("overflow_board_stopped")
 
     def _run(self) -> None:
+        ticks = 0
         while not self._stop.wait(self.refresh_seconds):
+            ticks += 1
             try:
-                self.refresh()
+                self.refresh(configuration=ticks % CONFIGURATION_EVERY == 0)
             except Exception as exc:  # noqa: BLE001 - the board must outlive database outages
                 log.warning("overflow_board_refresh_failed", error=type(exc).__name__)
 
@@ -161,20 +182,33 @@ class LiveBoard:
 
     # --- reload ---------------------------------------------------------------------------
 
-    def refresh(self, now: datetime | None = None, *, evaluate: bool = True) -> None:
-        """Reload centers, agreements, heartbeats and counts, then evaluate every switch.
+    def refresh(
+        self, now: datetime | None = None, *, evaluate: bool = True, configuration: bool = True
+    ) -> None:
+        """Reload heartbeats, counts and switches, then evaluate every switch.
 
-        With `evaluate=False` the switches are shown as stored, and nothing is written.
+        With `configuration` (and always on the first load) the centers and agreements are
+        reloaded too, and the tenants' own centers are synced from changed manifests. With
+        `evaluate=False` the switches are shown as stored, and nothing is written.
         """
         started = time.perf_counter()
         now = as_utc(now) if now else utcnow()
-        if evaluate:
+        configuration = configuration or not self.loaded
+        if evaluate and configuration:
             self._sync_own_centers()
         with unit_of_work(
             SystemContext("overflow live board"), engine=self.engine, write=False
         ) as s:
-            tenants = {t.id: tenant_config(t) for t in s.scalars(select(Tenant))}
-            centers = {c.id: _center_live(c) for c in s.scalars(select(ContactCenter))}
+            tenants = self._load_tenant_configs(s)
+            if configuration:
+                self._center_configs = [_center_live(c) for c in s.scalars(select(ContactCenter))]
+                terms: dict[str, list[AgreementTerms]] = defaultdict(list)
+                for row in s.scalars(select(Agreement).order_by(Agreement.id)):
+                    terms[row.tenant_id].append(agreement_terms(row))
+                self._agreement_terms = dict(terms)
+            # Copies, because the counts below and `record_routed` change them.
+            centers = {c.id: replace(c, open_by_tenant={}) for c in self._center_configs}
+            agreements = self._agreement_terms
             for hb in s.scalars(select(CenterHeartbeat)):
                 center = centers.get(hb.center_id)
                 if center is not None:
@@ -182,13 +216,11 @@ class LiveBoard:
                     center.agents_staffed = hb.agents_staffed
                     center.agents_reported_available = hb.agents_available
                     center.standby = hb.standby
-            agreements: dict[str, list[AgreementTerms]] = defaultdict(list)
-            for row in s.scalars(select(Agreement).order_by(Agreement.id)):
-                agreements[row.tenant_id].append(agreement_terms(row))
             switches = {
                 row.tenant_id: _switch_state(row) for row in s.scalars(select(OverflowSwitch))
             }
             _load_counts(s, centers, tenants, now)
+            unaudited = _tenants_with_unaudited(s, tenants) if evaluate else []
 
         home: dict[str, list[str]] = defaultdict(list)
         for center in centers.values():
@@ -198,7 +230,7 @@ class LiveBoard:
         with self._lock:
             self.tenants = tenants
             self.centers = centers
-            self.agreements = dict(agreements)
+            self.agreements = agreements
             self.home_centers = dict(home)
             self.switches = switches
             self.loaded = True
@@ -208,27 +240,59 @@ class LiveBoard:
         if evaluate:
             for tenant_id in home:
                 self._evaluate(tenant_id, now)
+            self._queue_decision_audits(unaudited)
         for center in centers.values():
             EXPECTED_WAIT.labels(center=center.id).set(center.expected_wait())
         BOARD_REFRESH.observe(time.perf_counter() - started)
+
+    def _load_tenant_configs(self, s: Session) -> dict[str, TenantOverflowConfig]:
+        configs = {}
+        for tenant_id, updated_at in s.execute(select(Tenant.id, Tenant.updated_at)):
+            cached = self._tenant_configs.get(tenant_id)
+            if cached is None or cached[0] != updated_at:
+                tenant = s.get(Tenant, tenant_id)
+                if tenant is None:
+                    continue
+                cached = (updated_at, tenant_config(tenant))
+                self._tenant_configs[tenant_id] = cached
+            configs[tenant_id] = cached[1]
+        return configs
 
     def _sync_own_centers(self) -> None:
         scope = SystemContext("overflow center sync")
         with unit_of_work(scope, engine=self.engine, write=False) as s:
             stale = [
-                t.id
-                for t in s.scalars(select(Tenant))
-                if (t.manifest or {}).get("overflow", {}).get("centers")
-                and self._synced.get(t.id) != t.updated_at
+                tenant_id
+                for tenant_id, updated_at in s.execute(select(Tenant.id, Tenant.updated_at))
+                if self._synced.get(tenant_id) != updated_at
             ]
         if not stale:
             return
         with unit_of_work(scope, engine=self.engine) as s:
             for tenant_id in stale:
                 tenant = s.get(Tenant, tenant_id)
-                if tenant is not None:
+                if tenant is None:
+                    continue
+                if (tenant.manifest or {}).get("overflow", {}).get("centers"):
                     sync_tenant_centers(s, tenant)
-                    self._synced[tenant_id] = tenant.updated_at
+                self._synced[tenant_id] = tenant.updated_at
+
+    def _queue_decision_audits(self, tenant_ids: list[str]) -> None:
+        """Queue the audit task of each tenant with unaudited decisions, at most every
+        `AUDIT_QUEUE_SECONDS` per tenant in this process."""
+        due = [
+            tenant_id
+            for tenant_id in tenant_ids
+            if time.monotonic() - self._audit_queued.get(tenant_id, -AUDIT_QUEUE_SECONDS)
+            >= AUDIT_QUEUE_SECONDS
+        ]
+        if not due:
+            return
+        with unit_of_work(SystemContext("overflow audit queue"), engine=self.engine) as s:
+            for tenant_id in due:
+                enqueue(s, AUDIT_DECISIONS_TASK, queue=QUEUE_OVERFLOW, tenant_id=tenant_id)
+        for tenant_id in due:
+            self._audit_queued[tenant_id] = time.monotonic()
 
     # --- surge detection and disaster mode ------------------------------------------------
 
@@ -346,6 +410,25 @@ class LiveBoard:
             return sorted(ids)[0]
         return min(reachable, key=lambda c: (c.expected_wait(), c.id)).id
 
+    def share_limit(self, center_id: str | None, tenant_id: str, now: datetime) -> int | None:
+        """Return the tenant's share cap at a partner center in open contacts, or None when
+        the tenant has no agreement with it."""
+        if center_id is None or center_id not in self.centers:
+            return None
+        for terms in self.agreements.get(tenant_id, []):
+            if terms.center_id == center_id:
+                return share_limit(terms, self.snapshot(center_id, now))
+        return None
+
+    def mark_share_full(self, center_id: str | None, tenant_id: str) -> None:
+        """Treat the tenant's share at a partner as full until the next reload, because the
+        database refused a slot that contacts routed by other processes had taken."""
+        center = self.centers.get(center_id) if center_id else None
+        if center is None:
+            return
+        with self._lock:
+            center.open_by_tenant[tenant_id] = 1 << 30
+
     def record_routed(self, center_id: str | None, tenant_id: str) -> None:
         """Count a contact this process just routed, until the next reload."""
         center = self.centers.get(center_id) if center_id else None
@@ -428,7 +511,10 @@ def _unreachable(center: CenterLive, now: datetime, timeout: float) -> bool:
 
 
 def _load_counts(
-    s: Session, centers: dict[str, CenterLive], tenants: dict[str, Any], now: datetime
+    s: Session,
+    centers: dict[str, CenterLive],
+    tenants: dict[str, TenantOverflowConfig],
+    now: datetime,
 ) -> None:
     open_rows = s.execute(
         select(
@@ -454,8 +540,17 @@ def _load_counts(
         else:
             center.claimed += count
 
-    # The service level uses the owner's target for own centers and the default for partners.
-    target = DEFAULT_TARGET_SECONDS
+    # Each contact counts against the target of the tenant it belongs to, so a partner center
+    # that serves several tenants measures each contact by its own tenant's target.
+    target = (
+        case(
+            {tenant_id: config.target_seconds for tenant_id, config in tenants.items()},
+            value=Contact.tenant_id,
+            else_=DEFAULT_TARGET_SECONDS,
+        )
+        if tenants
+        else DEFAULT_TARGET_SECONDS
+    )
     hour_ago, five_ago = now - timedelta(hours=1), now - timedelta(minutes=5)
     stats = s.execute(
         select(
@@ -485,6 +580,18 @@ def _load_counts(
         center.answered_last_hour = int(answered or 0)
         center.within_target_last_hour = int(within or 0)
         center.abandoned_last_hour = int(abandoned or 0)
+
+
+def _tenants_with_unaudited(s: Session, tenants: dict[str, TenantOverflowConfig]) -> list[str]:
+    """Return the tenants that have routing decisions without an audit entry yet."""
+    if not tenants:
+        return []
+    pending = (
+        select(Contact.id)
+        .where(Contact.tenant_id == Tenant.id, Contact.decision_audited.is_(False))
+        .exists()
+    )
+    return list(s.scalars(select(Tenant.id).where(Tenant.id.in_(list(tenants)), pending)))
 
 
 def _locked_switch_row(session: Session, tenant_id: str) -> OverflowSwitch:
@@ -583,6 +690,14 @@ def get_board(engine: Engine | None = None, *, background: bool = True) -> LiveB
     board.ensure_loaded()
     if background:
         board.start()
+    return board
+
+
+def loaded_board(engine: Engine) -> LiveBoard | None:
+    """Return this process's board for `engine` once it is loaded and refreshing, else None."""
+    board = _boards.get(str(engine.url))
+    if board is None or not board.loaded or board._thread is None:
+        return None
     return board
 
 

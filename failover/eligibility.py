@@ -117,6 +117,11 @@ def _speaks(languages: Iterable[str], tag: str) -> bool:
     return any(primary_language(lang) == wanted for lang in languages)
 
 
+def share_limit(terms: AgreementTerms, center: CenterSnapshot) -> int:
+    """Return the most open contacts of the tenant that the center may hold under `terms`."""
+    return int(terms.share_cap * center.agents)
+
+
 def exclusion_reason(
     terms: AgreementTerms,
     center: CenterSnapshot,
@@ -152,8 +157,7 @@ def exclusion_reason(
 
     if center.state in BLOCKED_STATES:
         return f"state_{center.state.value}"
-    cap = int(terms.share_cap * center.agents)
-    if center.open_by_tenant.get(contact.tenant_id, 0) >= cap:
+    if center.open_by_tenant.get(contact.tenant_id, 0) >= share_limit(terms, center):
         return "share_cap"
     return None
 

@@ -92,7 +92,7 @@ class Agreement(TenantOwned, Base):
     data_level: Mapped[str] = mapped_column(String(16), default="minimal")
     cost_weight: Mapped[float] = mapped_column(Float, default=1.0)
     # Waiting or claimed contacts routed under this agreement. Routing raises it with a
-    # conditional UPDATE that fails at the share cap, so the cap holds across API processes.
+    # conditional UPDATE that fails at the share cap, so the cap is enforced across API processes.
     open_contacts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

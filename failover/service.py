@@ -18,7 +18,6 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from failover.board import LiveBoard
@@ -34,12 +33,10 @@ from failover.models import (
     ContactCenter,
 )
 from failover.routing import PARTNER
-from failover.tasks import AUDIT_DECISION_TASK
+from failover.store import insert_contact, release_slot
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hub.core.ids import new_uuid
-from hub.core.outbox import enqueue
-from hub.core.tasks import QUEUE_OVERFLOW
 from hub.core.tenancy import (
     ROLE_AGENT,
     ROLE_PARTNER_AGENT,
@@ -144,80 +141,91 @@ def route_contact(
 ) -> tuple[Contact, bool]:
     """Store a new contact with its routing decision; return it and whether it is new.
 
-    A repeated `external_id` returns the first contact and its decision unchanged.
+    A repeated `external_id` returns the first contact and its decision unchanged. The row is
+    written with one Core statement (`failover.store`), and the returned contact is not
+    attached to the session. A partner whose share cap another API process filled since the
+    last board reload is passed over, and the decision is taken again without it.
     """
     require_staff(caller)
     data.validate()
     tenant_id = caller.ctx.tenant_id
-    if data.external_id is not None:
+    now = as_utc(now) if now else utcnow()
+    traits = ContactTraits(tenant_id, data.channel, data.language, data.service_group)
+    values: dict[str, Any] = {
+        "id": new_uuid(),
+        "tenant_id": tenant_id,
+        "external_id": data.external_id,
+        "channel": data.channel,
+        "language": data.language,
+        "service_group": data.service_group,
+        "state": "waiting",
+        "home_center_id": board.pick_home(tenant_id, now),
+        "decision_id": new_uuid(),
+        "decision_audited": False,
+        "arrived_at": now,
+        "request_id": data.request_id,
+        "created_by": caller.ctx.actor,
+        "dek_version": None,
+    }
+    values.update(_encrypted_fields(session, tenant_id, values["id"], data))
+
+    connection = session.connection()
+    for _attempt in range(len(board.agreements.get(tenant_id, ())) + 1):
+        with DECISION_LATENCY.time():
+            decision = board.decide(traits, now)
+        values["center_id"] = decision.center_id
+        values["decision_reason"] = decision.reason
+        values["agreement_id"] = decision.agreement_id
+        values["data_level"] = decision.data_level or "full"
+        cap = board.share_limit(decision.center_id, tenant_id, now)
+        result = insert_contact(
+            connection, values, share_cap=cap if decision.agreement_id else None
+        )
+        if not result.cap_reached:
+            break
+        board.mark_share_full(decision.center_id, tenant_id)
+    else:
+        # Every attempt found a partner full; the last decision left no partner to try.
+        raise Conflict("every eligible partner is at its share cap; retry", code="share_cap")
+
+    if result.duplicate:
         earlier = session.scalars(
             select(Contact).where(
                 Contact.tenant_id == tenant_id, Contact.external_id == data.external_id
             )
         ).one_or_none()
-        if earlier is not None:
-            return earlier, False
-
-    now = as_utc(now) if now else utcnow()
-    traits = ContactTraits(tenant_id, data.channel, data.language, data.service_group)
-    with DECISION_LATENCY.time():
-        decision = board.decide(traits, now)
-
-    contact = Contact(
-        id=new_uuid(),
-        tenant_id=tenant_id,
-        external_id=data.external_id,
-        channel=data.channel,
-        language=data.language,
-        service_group=data.service_group,
-        state="waiting",
-        home_center_id=board.pick_home(tenant_id, now),
-        center_id=decision.center_id,
-        decision_id=new_uuid(),
-        decision_reason=decision.reason,
-        agreement_id=decision.agreement_id,
-        data_level=decision.data_level or "full",
-        arrived_at=now,
-        request_id=data.request_id,
-        created_by=caller.ctx.actor,
-    )
-    if any(getattr(data, name) for name in PII_FIELDS):
-        cipher = FieldCipher.for_tenant(session, tenant_id)
-        for name in PII_FIELDS:
-            column = _COLUMN[name]
-            setattr(
-                contact,
-                column,
-                cipher.encrypt(CONTACTS_TABLE, column, contact.id, getattr(data, name)),
+        if earlier is None:
+            raise Conflict(
+                "a contact with this external_id is being stored; retry to read its decision",
+                code="duplicate_contact",
             )
-        contact.dek_version = cipher.dek_version
-    session.add(contact)
-    enqueue(
-        session,
-        AUDIT_DECISION_TASK,
-        queue=QUEUE_OVERFLOW,
-        tenant_id=tenant_id,
-        contact_id=contact.id,
-    )
-    try:
-        session.flush()
-    except IntegrityError:
-        # Two processes stored the same external id at once, and the other one's decision is kept.
-        raise Conflict(
-            "a contact with this external_id is being stored; retry to read its decision",
-            code="duplicate_contact",
-        ) from None
+        return earlier, False
 
     board.record_routed(decision.center_id, tenant_id)
     DECISIONS.labels(tenant=tenant_id, target=decision.target, reason=decision.reason).inc()
     log.debug(
         "overflow_contact_routed",
-        contact_id=contact.id,
-        decision_id=contact.decision_id,
+        contact_id=values["id"],
+        decision_id=values["decision_id"],
         target=decision.target,
         center_id=decision.center_id,
     )
-    return contact, True
+    return Contact(**values), True
+
+
+def _encrypted_fields(
+    session: Session, tenant_id: str, contact_id: str, data: NewContact
+) -> dict[str, Any]:
+    """Return the ciphertext columns of the contact's personal fields (all None when none)."""
+    columns: dict[str, Any] = {column: None for column in _COLUMN.values()}
+    if not any(getattr(data, name) for name in PII_FIELDS):
+        return columns
+    cipher = FieldCipher.for_tenant(session, tenant_id)
+    for name in PII_FIELDS:
+        column = _COLUMN[name]
+        columns[column] = cipher.encrypt(CONTACTS_TABLE, column, contact_id, getattr(data, name))
+    columns["dek_version"] = cipher.dek_version
+    return columns
 
 
 def decision_view(contact: Contact) -> dict[str, Any]:
@@ -242,9 +250,15 @@ def own_center_ids(session: Session, tenant_id: str) -> set[str]:
     )
 
 
-def load_contact(session: Session, caller: Caller, contact_id: str) -> Contact:
-    """Return the contact if `caller` may work it, else NotFound as for an unknown id."""
-    contact = session.get(Contact, contact_id)
+def load_contact(
+    session: Session, caller: Caller, contact_id: str, *, for_update: bool = False
+) -> Contact:
+    """Return the contact if `caller` may work it, else NotFound as for an unknown id.
+
+    With `for_update` the row stays locked until commit, so two requests that change the same
+    contact's state run one after the other.
+    """
+    contact = session.get(Contact, contact_id, with_for_update=for_update or None)
     if contact is None:
         raise NotFound(f"contact {contact_id} not found", code="not_found")
     if caller.is_partner:
@@ -280,7 +294,7 @@ def _owner_context(caller: Caller, contact: Contact) -> TenantContext:
 def claim_contact(
     session: Session, caller: Caller, contact_id: str, *, now: datetime | None = None
 ) -> Contact:
-    contact = load_contact(session, caller, contact_id)
+    contact = load_contact(session, caller, contact_id, for_update=True)
     if contact.state != "waiting":
         raise Conflict(f"contact {contact_id} is {contact.state}, not waiting", code="not_waiting")
     now = as_utc(now) if now else utcnow()
@@ -312,7 +326,7 @@ def complete_contact(
         raise InvalidInput(
             f"outcome {outcome!r} is invalid; use one of {', '.join(OUTCOMES)}", field="outcome"
         )
-    contact = load_contact(session, caller, contact_id)
+    contact = load_contact(session, caller, contact_id, for_update=True)
     if contact.state == "completed":
         return contact
     if contact.state != "claimed":
@@ -333,6 +347,7 @@ def complete_contact(
             channel="overflow",
             update_id=f"contact:{contact.id}",
         )
+    _release_partner_slot(session, contact)
     contact.state = "completed"
     contact.outcome = outcome
     contact.finished_at = as_utc(now) if now else utcnow()
@@ -343,17 +358,23 @@ def complete_contact(
 def abandon_contact(
     session: Session, caller: Caller, contact_id: str, *, now: datetime | None = None
 ) -> Contact:
-    contact = load_contact(session, caller, contact_id)
+    contact = load_contact(session, caller, contact_id, for_update=True)
     if contact.state == "abandoned":
         return contact
     if contact.state != "waiting":
         raise Conflict(f"contact {contact_id} is {contact.state}, not waiting", code="not_waiting")
     now = as_utc(now) if now else utcnow()
+    _release_partner_slot(session, contact)
     contact.state = "abandoned"
     contact.finished_at = now
     contact.wait_seconds = max(0.0, (now - as_utc(contact.arrived_at)).total_seconds())
     _audit_contact(session, caller, contact, "overflow.abandon")
     return contact
+
+
+def _release_partner_slot(session: Session, contact: Contact) -> None:
+    if contact.agreement_id is not None:
+        release_slot(session.connection(), contact.agreement_id, contact.tenant_id)
 
 
 def _audit_contact(

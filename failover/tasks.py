@@ -1,14 +1,16 @@
 """Celery tasks of overflow routing.
 
-Routing decisions are audited by a task instead of inside the API transaction: the audit chain
-takes a per-tenant lock, and holding it on every contact would serialize a surge. The contact
-row stores the decision itself when the API responds, and the outbox row that triggers this task
-commits with it, so no decision goes unaudited; the entry only arrives a moment later.
+Routing decisions are audited in batches by a task instead of inside the API transaction: the
+audit chain takes a per-tenant lock, and holding it on every contact would serialize a surge.
+The contact row stores the decision with `decision_audited` false when the API responds. Every
+API process's live board looks for such rows each second and queues this task for their
+tenant, so a decision stored just before a crash is still audited by the next one.
 """
 
 from __future__ import annotations
 
 import structlog
+from sqlalchemy import select
 
 from failover.models import Contact
 from hub.core.db import unit_of_work
@@ -18,31 +20,44 @@ from privacy.audit import audit
 
 log = structlog.get_logger(__name__)
 
-AUDIT_DECISION_TASK = "failover.audit_decision"
+AUDIT_DECISIONS_TASK = "failover.audit_decisions"
+# Decisions audited per transaction; a larger backlog is finished by the next queued task.
+AUDIT_BATCH = 500
 
 
-@hub_task(AUDIT_DECISION_TASK, queue=QUEUE_OVERFLOW)
-def audit_decision(contact_id: str, *, tenant_id: str) -> bool:
-    """Write the audit entry of a contact's routing decision once; return whether it wrote."""
+@hub_task(AUDIT_DECISIONS_TASK, queue=QUEUE_OVERFLOW)
+def audit_decisions(*, tenant_id: str, limit: int = AUDIT_BATCH) -> int:
+    """Write the audit entry of up to `limit` unaudited decisions of a tenant, oldest first;
+    return how many it wrote.
+
+    The rows are locked with SKIP LOCKED where the database supports it, so two runs at once
+    audit different contacts, and a rerun after a crash finds only the rows still unaudited.
+    """
     ctx = TenantContext(tenant_id=tenant_id, actor="worker:overflow")
     with unit_of_work(ctx) as session:
-        contact = session.get(Contact, contact_id, with_for_update=True)
-        if contact is None or contact.decision_audited:
-            return False
-        audit(
-            session,
-            tenant_id=tenant_id,
-            actor=contact.created_by or ctx.actor,
-            action="overflow.route",
-            details={
-                "decision_id": contact.decision_id,
-                "contact_id": contact.id,
-                "target": "partner" if contact.agreement_id else "home",
-                "center_id": contact.center_id,
-                "agreement_id": contact.agreement_id,
-                "reason": contact.decision_reason,
-            },
-        )
-        contact.decision_audited = True
-    log.info("overflow_decision_audited", contact_id=contact_id)
-    return True
+        contacts = session.scalars(
+            select(Contact)
+            .where(Contact.tenant_id == tenant_id, Contact.decision_audited.is_(False))
+            .order_by(Contact.arrived_at, Contact.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for contact in contacts:
+            audit(
+                session,
+                tenant_id=tenant_id,
+                actor=contact.created_by or ctx.actor,
+                action="overflow.route",
+                details={
+                    "decision_id": contact.decision_id,
+                    "contact_id": contact.id,
+                    "target": "partner" if contact.agreement_id else "home",
+                    "center_id": contact.center_id,
+                    "agreement_id": contact.agreement_id,
+                    "reason": contact.decision_reason,
+                },
+            )
+            contact.decision_audited = True
+    if contacts:
+        log.info("overflow_decisions_audited", tenant_id=tenant_id, count=len(contacts))
+    return len(contacts)

@@ -61,7 +61,9 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def onboard_overflow_tenant(engine, tenant_id: str) -> OverflowTenant:
+def onboard_overflow_tenant(
+    engine, tenant_id: str, *, target_seconds: float | None = None
+) -> OverflowTenant:
     jurisdiction = f"{tenant_id}.example.org"
     data = manifest_data(tenant_id, jurisdiction)
     home = f"{tenant_id}-home"
@@ -90,6 +92,8 @@ def onboard_overflow_tenant(engine, tenant_id: str) -> OverflowTenant:
         ],
         "thresholds": THRESHOLDS,
     }
+    if target_seconds is not None:
+        data["overflow"]["service_level_target_seconds"] = target_seconds
     manifest = parse_manifest(data)
     with unit_of_work(SystemContext("test onboarding"), engine=engine) as session:
         _, open311_key = onboard(session, manifest, actor="test")

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from failover.models import Contact, OverflowSwitch
 from hub.core.clock import utcnow
 from hub.core.db import unit_of_work
+from hub.core.outbox import OutboxMessage
 from hub.core.tenancy import SystemContext
 from privacy.models import AuditEntry
 
@@ -74,17 +75,33 @@ def test_contact_stays_home_without_surge(client, engine, board, tenant):
 
 
 def test_decision_audit_task_runs_once(client, engine, board, tenant):
-    from failover.tasks import audit_decision
+    from failover.tasks import audit_decisions
 
     beat(engine, tenant.home, staffed=2, available=2)
     board.refresh()
     contact_id = post_contact(client, tenant).json()["contact_id"]
     assert "overflow.route" not in audit_actions(engine, tenant.id)
-    assert audit_decision(contact_id, tenant_id=tenant.id) is True
-    assert audit_decision(contact_id, tenant_id=tenant.id) is False
+    assert audit_decisions(tenant_id=tenant.id) == 1
+    assert audit_decisions(tenant_id=tenant.id) == 0
     assert audit_actions(engine, tenant.id).count("overflow.route") == 1
     with unit_of_work(SystemContext("test read"), engine=engine) as session:
         assert session.get(Contact, contact_id).decision_audited is True
+
+
+def test_board_queues_decision_audit(client, engine, board, tenant):
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    post_contact(client, tenant)
+    board.refresh()
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        queued = session.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.task == "failover.audit_decisions",
+                OutboxMessage.tenant_id == tenant.id,
+            )
+        ).all()
+    assert len(queued) == 1
+    assert queued[0].kwargs == {"tenant_id": tenant.id}
 
 
 def overflow_gauge(tenant_id: str) -> float | None:
