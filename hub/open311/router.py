@@ -266,7 +266,7 @@ def get_requests(fmt: str, request: Request) -> Response:
     extended = _extensions(items)
     language = _language(request, items)
     with unit_of_work(ctx, write=False) as session:
-        rows = queries.query_requests(session, ctx, query)
+        rows = queries.query_requests(session, ctx, query, public=True)
         history = (
             queries.events_by_request(session, ctx, [row.id for row in rows]) if extended else {}
         )
@@ -287,7 +287,7 @@ def get_request(request_id: str, fmt: str, request: Request) -> Response:
     ctx = _public_context(tenant, request)
     extended = _extensions(items)
     with unit_of_work(ctx, write=False) as session:
-        row = service.get_request(session, ctx, request_id)
+        row = service.get_request(session, ctx, request_id, public=True)
         events = None
         if extended:
             events = queries.events_by_request(session, ctx, [row.id]).get(row.id, [])

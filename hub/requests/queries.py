@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from hub.core.clock import as_utc, utcnow
 from hub.core.errors import InvalidInput
@@ -49,12 +49,42 @@ def date_window(
     return now - WINDOW, now
 
 
+# The columns the public Open311 view reads. Public reads load only these: the other columns
+# are ciphertexts and blind indexes the view never shows, and a page of 1,000 whole rows
+# costs several times as much to fetch.
+PUBLIC_COLUMNS = (
+    ServiceRequest.id,
+    ServiceRequest.tenant_id,
+    ServiceRequest.service_code,
+    ServiceRequest.status,
+    ServiceRequest.resolution,
+    ServiceRequest.agency_code,
+    ServiceRequest.requested_at,
+    ServiceRequest.updated_at,
+    ServiceRequest.expected_at,
+    ServiceRequest.closed_at,
+    ServiceRequest.address_id,
+    ServiceRequest.zipcode,
+    ServiceRequest.lat,
+    ServiceRequest.lon,
+    ServiceRequest.duplicate_of,
+    ServiceRequest.channel,
+)
+PUBLIC_ONLY = load_only(*PUBLIC_COLUMNS)
+
+
 def query_requests(
-    session: Session, ctx: TenantContext, query: RequestQuery, *, now: datetime | None = None
+    session: Session,
+    ctx: TenantContext,
+    query: RequestQuery,
+    *,
+    now: datetime | None = None,
+    public: bool = False,
 ) -> list[ServiceRequest]:
     """Return one page of the tenant's requests, newest first, matching the Open311 filters.
 
     `service_request_ids` overrides every other filter, as the GeoReport v2 spec requires.
+    With `public`, only `PUBLIC_COLUMNS` are loaded.
     """
     if not 1 <= query.page_size <= MAX_PAGE_SIZE:
         raise InvalidInput(f"page_size must be between 1 and {MAX_PAGE_SIZE}", field="page_size")
@@ -87,6 +117,8 @@ def query_requests(
         .offset((query.page - 1) * query.page_size)
         .limit(query.page_size)
     )
+    if public:
+        statement = statement.options(PUBLIC_ONLY)
     return list(session.scalars(statement).all())
 
 

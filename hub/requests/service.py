@@ -24,7 +24,7 @@ from hub.core.ids import new_token, tracking_code
 from hub.core.outbox import enqueue
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
-from hub.requests import catalog, geo
+from hub.requests import catalog, geo, queries
 from hub.requests.catalog import CatalogService, TenantSnapshot
 from hub.requests.duplicates import find_duplicate, find_regional_duplicate, point_of
 from hub.requests.metrics import INTAKE, STATUS_UPDATES
@@ -353,9 +353,15 @@ def resolve_token(session: Session, ctx: TenantContext, token: str) -> RequestTo
     return row
 
 
-def get_request(session: Session, ctx: TenantContext, request_id: str) -> ServiceRequest:
-    """Return the tenant's request; another tenant's id is NotFound like an unknown one."""
-    request = session.get(ServiceRequest, request_id)
+def get_request(
+    session: Session, ctx: TenantContext, request_id: str, *, public: bool = False
+) -> ServiceRequest:
+    """Return the tenant's request; another tenant's id is NotFound like an unknown one.
+
+    With `public`, only the columns the public Open311 view shows are loaded.
+    """
+    options = [queries.PUBLIC_ONLY] if public else []
+    request = session.get(ServiceRequest, request_id, options=options)
     if request is None or request.tenant_id != ctx.tenant_id:
         raise NotFound(f"service request {request_id} not found", code="not_found")
     return request
