@@ -82,6 +82,8 @@ def intake(
         "max_requests": requests,
         "concurrency": concurrency,
         "database": "created" if created else "HUB_DATABASE_URL",
+        # The API's outbox relay publishes every accepted request to this broker.
+        "broker": "RabbitMQ" if settings.uses_rabbitmq else "embedded (HUB_BROKER_URL unset)",
         "cpus": os.cpu_count(),
     }
     emit(figures, as_json, _render)

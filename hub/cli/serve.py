@@ -167,6 +167,8 @@ def worker(
     try:
         celery_app.worker_main(
             [
+                # No start-up banner: `hub worker` logs its own start event.
+                "--quiet",
                 "worker",
                 "--queues",
                 queues,

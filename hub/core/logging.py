@@ -59,7 +59,20 @@ def configure_logging(settings: Settings | None = None, *, force: bool = False) 
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    if level > logging.DEBUG:
+        # Libraries that log a line per migration step or per task at INFO: the hub logs its
+        # own event for each, so their lines show only at DEBUG.
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))
     _configured = True
+
+
+CHATTY_LOGGERS = (
+    "alembic",
+    "celery.worker.strategy",
+    "celery.app.trace",
+    "celery.worker.consumer.connection",
+)
 
 
 def bind_ids(**ids: str | int | None) -> None:

@@ -63,6 +63,9 @@ def create_celery(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_pool_limit=10,
         worker_hijack_root_logger=False,
+        # Task code logs through structlog to stderr; Celery's stdout redirect would re-log
+        # each of those lines as a WARNING of its own logger.
+        worker_redirect_stdouts=False,
         worker_send_task_events=False,
         task_create_missing_queues=False,
         enable_utc=True,
