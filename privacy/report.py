@@ -216,9 +216,29 @@ def render_markdown(report: dict[str, Any]) -> str:
     for control in report["controls"]:
         lines += ["", f"## {control['title']}", ""]
         for key, value in control["evidence"].items():
-            if isinstance(value, list):
-                lines.append(f"- {key}:")
-                lines += [f"  - {item}" for item in value] or ["  - (none)"]
-            else:
-                lines.append(f"- {key}: {value}")
+            lines += _evidence_lines(key, value, 0)
     return "\n".join(lines) + "\n"
+
+
+def _inline(value: Any) -> str:
+    """One evidence value on one line: a record as `key: value` pairs, text as it is."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {_inline(item)}" for key, item in value.items()) or "(none)"
+    if isinstance(value, list):
+        return ", ".join(_inline(item) for item in value) or "(none)"
+    return str(value)
+
+
+def _evidence_lines(key: str, value: Any, depth: int) -> list[str]:
+    """Markdown bullets for one evidence entry; lists and records nest one level per depth."""
+    indent = "  " * depth
+    if isinstance(value, dict) and value:
+        lines = [f"{indent}- {key}:"]
+        for name, item in value.items():
+            lines += _evidence_lines(str(name), item, depth + 1)
+        return lines
+    if isinstance(value, list):
+        if not value:
+            return [f"{indent}- {key}: (none)"]
+        return [f"{indent}- {key}:"] + [f"{indent}  - {_inline(item)}" for item in value]
+    return [f"{indent}- {key}: {_inline(value)}"]
