@@ -106,6 +106,11 @@ class ExportFile:
             # Extra values beyond the header go under "", which no format reads.
             yield line, dict(zip(keys, values, strict=False)) | _missing(keys, values)
 
+    def _starts_with_array(self) -> bool:
+        with self.path.open("rb") as handle:
+            head = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+        return head.startswith(b"[")
+
     def json_items(self, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yield `(record number, row)` for each object of a top-level JSON array."""
         number = 0
@@ -118,8 +123,15 @@ class ExportFile:
                     )
                 yield number, normalize_row(item)
         except ijson.JSONError as exc:
+            if number == 0 and not self._starts_with_array():
+                raise FileFormatError(
+                    f"{self.path.name} does not start with a JSON array; expected {label}. "
+                    "For a CSV file, pick one of the CSV formats that `hub import --help` lists"
+                ) from None
+            # The parser's message spans several lines with a drawing of the position.
+            reason = str(exc).strip().splitlines()[0].rstrip(".")
             raise FileFormatError(
-                f"{self.path.name} is not a valid JSON array after record {number} ({exc}); "
+                f"{self.path.name} is not a valid JSON array after record {number} ({reason}); "
                 f"expected {label}"
             ) from None
         except UnicodeDecodeError:

@@ -80,7 +80,7 @@ BAD_INVOCATIONS = [
     (["chicago-csv", "NYC", "--tenant", "A"], ["unknown import format", "nyc-csv"]),
     (["nyc-csv", "NYC", "--tenant", "nowhere"], ["tenant 'nowhere' not found"]),
     (["nyc-csv", "/no/such/file.csv", "--tenant", "A"], ["file not found", "/no/such/file.csv"]),
-    (["nyc-json", "NYC", "--tenant", "A"], ["not a valid JSON array", "expected"]),
+    (["nyc-json", "NYC", "--tenant", "A"], ["does not start with a JSON array", "CSV formats"]),
     (["nyc-csv", "NYC", "--tenant", "A", "--fallback", "nope"], ["fallback service 'nope'"]),
 ]
 

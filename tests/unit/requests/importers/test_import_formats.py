@@ -140,8 +140,9 @@ def test_empty_file(tmp_path):
 
 
 def test_csv_given_to_json_format(tmp_path, shared_data):
-    with pytest.raises(FileFormatError, match="not a valid JSON array"):
+    with pytest.raises(FileFormatError, match="does not start with a JSON array") as raised:
         read_all("nyc-json", shared_data / "311_records/nyc/NYC311-5.csv")
+    assert "\n" not in str(raised.value) and "CSV formats" in str(raised.value)
 
 
 def test_json_object_not_array(tmp_path):
