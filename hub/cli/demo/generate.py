@@ -2,12 +2,14 @@
 
 The mix is made up but shaped like real 311 traffic. Street, trash and parking reports dominate,
 and arrivals peak in the late morning and fall off overnight. Points fall inside the tenant's
-service area, and about a third of the descriptions are in Spanish where the tenant offers it.
+service area, many around a few hot spots, and about a third of the descriptions are in Spanish
+where the tenant offers it.
 Contact details are fictional (555-01xx numbers, example.org addresses).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import unicodedata
 from dataclasses import dataclass, field
@@ -34,6 +36,11 @@ _GROUP_WEIGHTS = {
     "housing": 2,
 }
 SPANISH_SHARE = 0.35
+# Share of requests reported around a few hot spots, each with one dominant problem (a broken
+# street light, a block with missed pickups), as real 311 maps show. Without them a small day
+# spreads so thinly that the open-data export suppresses every group below k.
+HOT_SPOTS = 3
+HOT_SPOT_SHARE = 0.6
 
 _DETAILS = {
     "en": [
@@ -114,6 +121,17 @@ def random_point(manifest: Manifest, rng: random.Random) -> tuple[float, float]:
     raise ValueError(f"could not draw a point inside the service area of {manifest.id}")
 
 
+def near(manifest: Manifest, lat: float, lon: float, rng: random.Random) -> tuple[float, float]:
+    """Return a point within about 150 m of (lat, lon) and inside the service area."""
+    for _ in range(100):
+        # 0.00135 degrees of latitude is about 150 m.
+        north = rng.uniform(-1, 1) * 0.00135
+        east = rng.uniform(-1, 1) * 0.00135 / max(math.cos(math.radians(lat)), 0.1)
+        if manifest.service_area.contains(lon + east, lat + north):
+            return lat + north, lon + east
+    return lat, lon
+
+
 def attribute_fields(attribute: Attribute, rng: random.Random) -> list[tuple[str, str]]:
     name = f"attribute[{attribute.code}]"
     if attribute.datatype == "singlevaluelist":
@@ -134,12 +152,20 @@ def generate_day(manifest: Manifest, count: int, seed: int) -> list[GeneratedReq
     weights = [service_weight(service) for service in services]
     spanish = "es" in manifest.languages
 
+    hot_spots = [
+        (random_point(manifest, rng), rng.choices(services, weights)[0]) for _ in range(HOT_SPOTS)
+    ]
+
     requests = []
     for _ in range(count):
-        service = rng.choices(services, weights)[0]
+        if rng.random() < HOT_SPOT_SHARE:
+            (lat, lon), service = rng.choice(hot_spots)
+            lat, lon = near(manifest, lat, lon, rng)
+        else:
+            service = rng.choices(services, weights)[0]
+            lat, lon = random_point(manifest, rng)
         language = "es" if spanish and rng.random() < SPANISH_SHARE else "en"
         name = service.names.get(language) or next(iter(service.names.values()))
-        lat, lon = random_point(manifest, rng)
         hour = rng.choices(range(24), HOURLY_WEIGHTS)[0]
         first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
         attributes = [
