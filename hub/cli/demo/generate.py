@@ -41,6 +41,8 @@ SPANISH_SHARE = 0.35
 # spreads so thinly that the open-data export suppresses every group below k.
 HOT_SPOTS = 3
 HOT_SPOT_SHARE = 0.6
+# A bigger day gets more hot spots, one per this many requests, not bigger ones.
+REQUESTS_PER_HOT_SPOT = 15
 
 _DETAILS = {
     "en": [
@@ -153,7 +155,8 @@ def generate_day(manifest: Manifest, count: int, seed: int) -> list[GeneratedReq
     spanish = "es" in manifest.languages
 
     hot_spots = [
-        (random_point(manifest, rng), rng.choices(services, weights)[0]) for _ in range(HOT_SPOTS)
+        (random_point(manifest, rng), rng.choices(services, weights)[0])
+        for _ in range(max(HOT_SPOTS, count // REQUESTS_PER_HOT_SPOT))
     ]
 
     requests = []
