@@ -340,6 +340,8 @@ def test_postgres_restart_answers_503_never_false_201(faults: Faults) -> None:
 
     statuses = Counter(status for status, _, _ in results)
     assert 503 in statuses, statuses
+    # Once the database is back, intake recovers: stale pooled connections are discarded.
+    assert [status for status, _, _ in results[-10:]] == [201] * 10, results[-10:]
     assert set(statuses) <= {0, 200, 201, 202, 503}, statuses
     acknowledged = [
         request_id for status, request_id, _ in results if status in (200, 201) and request_id
