@@ -15,8 +15,10 @@ import json
 import smtplib
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from email.message import EmailMessage
+from functools import cached_property
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,10 +42,13 @@ SMS_MAX_CHARS = 360
 
 
 @dataclass(frozen=True)
-class Message:
-    """The rendered text one recipient receives, already in their language."""
+class MessageText:
+    """One language's text of an alert, rendered once per batch and shared by its recipients.
 
-    delivery_key: str
+    A recipient's message adds two values of its own: the delivery key and, when the tenant's
+    manifest has `alerts.public_base_url`, the unsubscribe link.
+    """
+
     alert_id: str
     identifier: str
     msg_type: str
@@ -56,15 +61,35 @@ class Message:
     area: str
     expires: str | None
     web: str | None
-    # Set when the tenant's manifest has `alerts.public_base_url`.
-    unsubscribe_url: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    def as_dict(self, delivery_key: str, unsubscribe_url: str | None = None) -> dict[str, Any]:
+        """Return one recipient's message as the JSON object webhooks and Web Push carry."""
+        return {
+            "delivery_key": delivery_key,
+            **{name: getattr(self, name) for name in _TEXT_FIELDS},
+            "unsubscribe_url": unsubscribe_url,
+        }
+
+    @cached_property
+    def _json_parts(self) -> tuple[str, str]:
+        # The JSON of `as_dict` around its two per-recipient values, its first and last keys.
+        shared = json.dumps(self.as_dict(""), ensure_ascii=False)
+        middle = shared[len('{"delivery_key": ""') : -len('"unsubscribe_url": null}')]
+        return '{"delivery_key": ', middle + '"unsubscribe_url": '
+
+    def json_body(self, delivery_key: str, unsubscribe_url: str | None = None) -> bytes:
+        """Return the same bytes as `json.dumps(self.as_dict(...), ensure_ascii=False)` in
+        UTF-8, with the shared part encoded only once per language."""
+        head, middle = self._json_parts
+        link = "null" if unsubscribe_url is None else encode_basestring(unsubscribe_url)
+        return (head + encode_basestring(delivery_key) + middle + link + "}").encode("utf-8")
 
     def short_text(self, limit: int) -> str:
         text = " ".join(part for part in (self.headline, self.instruction) if part)
         return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_TEXT_FIELDS = tuple(f.name for f in fields(MessageText))
 
 
 @dataclass(frozen=True)
@@ -89,7 +114,14 @@ class Channel(ABC):
     name: str
 
     @abstractmethod
-    async def send(self, address: str, message: Message) -> Outcome: ...
+    async def send(
+        self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
+    ) -> Outcome:
+        """Send one recipient's message and classify the outcome.
+
+        Network errors and timeouts become transient outcomes. `fanout` also catches anything
+        else an adapter raises and retries it as transient.
+        """
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         return None
@@ -107,12 +139,15 @@ class WebhookChannel(Channel):
         self.http = http
         self.secret = webhook_secret(tenant_id)
 
-    async def send(self, address: str, message: Message) -> Outcome:
-        body = json.dumps(message.as_dict(), ensure_ascii=False).encode("utf-8")
+    async def send(
+        self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
+    ) -> Outcome:
+        # Each body carries its own delivery key, so each is signed (HMAC-SHA256, microseconds).
+        body = text.json_body(delivery_key, unsubscribe_url)
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             SIGNATURE_HEADER: sign(self.secret, body),
-            DELIVERY_HEADER: message.delivery_key,
+            DELIVERY_HEADER: delivery_key,
         }
         try:
             async with self.http.post(address, data=body, headers=headers) as response:
@@ -135,13 +170,15 @@ class SmsChannel(Channel):
         self.url = config.get("url")
         self.token = config.get("token")
 
-    async def send(self, address: str, message: Message) -> Outcome:
+    async def send(
+        self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
+    ) -> Outcome:
         if not self.url:
             return Outcome(ok=False, error="sms_provider_not_configured")
         payload = {
             "to": address,
-            "text": message.short_text(SMS_MAX_CHARS),
-            "reference": message.delivery_key,
+            "text": text.short_text(SMS_MAX_CHARS),
+            "reference": delivery_key,
         }
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
@@ -199,23 +236,26 @@ class WebPushChannel(Channel):
             self._headers[audience] = cached
         return dict(cached[1])
 
-    async def send(self, address: str, message: Message) -> Outcome:
+    async def send(
+        self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
+    ) -> Outcome:
         subscription = json.loads(address)
-        payload = json.dumps(message.as_dict(), ensure_ascii=False).encode("utf-8")
+        message = text.as_dict(delivery_key, unsubscribe_url)
+        payload = json.dumps(message, ensure_ascii=False).encode("utf-8")
         if len(payload) > WEBPUSH_MAX_PAYLOAD:
-            trimmed = message.as_dict() | {"description": ""}
+            trimmed = message | {"description": ""}
             payload = json.dumps(trimmed, ensure_ascii=False).encode("utf-8")[:WEBPUSH_MAX_PAYLOAD]
         ttl = 86400
-        if message.expires:
+        if text.expires:
             from datetime import datetime
 
-            remaining = datetime.fromisoformat(message.expires).timestamp() - time.time()
+            remaining = datetime.fromisoformat(text.expires).timestamp() - time.time()
             ttl = max(int(remaining), 0)
         pusher = WebPusher(subscription, aiohttp_session=self.http)
         headers = self._vapid_headers(subscription["endpoint"])
         # RFC 8030: a push service replaces a still undelivered message that has the same
         # Topic, and receivers can drop repeats by it. Topic allows 32 URL-safe characters.
-        headers["Topic"] = message.delivery_key[:32]
+        headers["Topic"] = delivery_key[:32]
         headers["Urgency"] = "high"
         try:
             response = await pusher.send_async(
@@ -258,17 +298,19 @@ class EmailChannel(Channel):
             smtp.login(self.username, self.password or "")
         return smtp
 
-    def _send_sync(self, address: str, message: Message) -> None:
+    def _send_sync(
+        self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
+    ) -> None:
         email = EmailMessage()
         email["From"] = self.sender
         email["To"] = address
-        email["Subject"] = message.headline or message.event
-        email["Message-ID"] = f"<{message.delivery_key}@alerts.hub>"
-        parts = (message.description, message.instruction, message.area, message.unsubscribe_url)
+        email["Subject"] = text.headline or text.event
+        email["Message-ID"] = f"<{delivery_key}@alerts.hub>"
+        parts = (text.description, text.instruction, text.area, unsubscribe_url)
         body = "\n\n".join(part for part in parts if part)
-        email.set_content(body or message.headline)
+        email.set_content(body or text.headline)
         # After set_content, which replaces every Content-* header.
-        email["Content-Language"] = message.language
+        email["Content-Language"] = text.language
         if self._smtp is None:
             self._smtp = self._connect()
         try:
@@ -277,10 +319,14 @@ class EmailChannel(Channel):
             self._smtp = self._connect()
             self._smtp.send_message(email)
 
-    async def send(self, address: str, message: Message) -> Outcome:
+    async def send(
+        self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
+    ) -> Outcome:
         async with self._lock:
             try:
-                await asyncio.to_thread(self._send_sync, address, message)
+                await asyncio.to_thread(
+                    self._send_sync, address, text, delivery_key, unsubscribe_url
+                )
             except smtplib.SMTPRecipientsRefused:
                 return Outcome(ok=False, error="smtp_recipient_refused")
             except (smtplib.SMTPException, OSError) as exc:

@@ -1,46 +1,57 @@
 """Deliver one batch of an alert: load, decrypt, send concurrently, record, retry.
 
-A batch runs in one worker task. It sends in chunks over a pooled `aiohttp` session that each
-worker thread keeps between batches. The outcomes of a chunk are stored while the next chunk
-is sent, so a worker killed mid-batch repeats at most two chunks. Those repeats carry the same
-delivery key, and receivers drop them. Each (tenant, channel) has a token bucket at the
-tenant's configured rate.
+A batch runs in one worker task. It renders the alert once per language, decrypts the batch's
+addresses in one pass, then sends in chunks over the worker process's pooled `aiohttp` session
+(`hub.alerts.httploop`). Before each chunk it takes the chunk's tokens from the tenant's shared
+bucket for each channel (`hub.alerts.ratelimit`), one statement per channel and chunk, in
+one transaction that also checks the alert's state.
+
+The outcomes of a chunk are stored while the next chunk is sent, in a few bulk UPDATEs, so a
+worker killed mid-batch repeats at most two chunks. Those repeats carry the same delivery key,
+and receivers drop them.
 
 Nothing is sent for an alert that is cancelled, superseded or past `expires`: its pending
-deliveries are dropped instead.
+deliveries are dropped instead. The check runs when a batch starts and again in the
+transaction that takes each chunk's tokens, so a running batch sends at most the chunk in
+flight after a Cancel or the expiry.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import ARRAY, BigInteger, String, any_, bindparam, case, func, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from hub.alerts import models as m
 from hub.alerts.cap.model import Alert as CapAlert
 from hub.alerts.cap.model import Info
-from hub.alerts.channels import Channel, Message, Outcome, build_channels
+from hub.alerts.channels import Channel, MessageText, Outcome, build_channels
+from hub.alerts.httploop import close_process_loop, process_loop
 from hub.alerts.language import choose_info
 from hub.alerts.metrics import DELIVERIES, DELIVERY_SECONDS
 from hub.alerts.policy import TenantAlertSettings, load_settings
+from hub.alerts.ratelimit import Clock, Grant, take_tokens
 from hub.alerts.service import DELIVER_TASK, language_infos, load_cap, queue_for
 from hub.alerts.subscriptions import (
     ADDRESS_COLUMN,
     ADDRESS_TABLE,
     channel_address_id,
     disable_channel,
-    unsubscribe_url,
+    unsubscribe_links,
 )
 from hub.alerts.texts import cancel_text
 from hub.core.clock import as_utc, utcnow
-from hub.core.db import unit_of_work
+from hub.core.db import is_postgres, unit_of_work
 from hub.core.outbox import enqueue
 from hub.core.tenancy import TenantContext
 from privacy.access import decrypt_rows
@@ -49,56 +60,23 @@ log = structlog.get_logger(__name__)
 
 # Deliveries sent concurrently and recorded together.
 CHUNK_SIZE = 200
-# Simultaneous connections per batch; the token buckets decide the rate.
-MAX_CONNECTIONS = 100
 MAX_ATTEMPTS = 6
 # Retry delays in seconds: 2, 4, 8, ... capped at 300.
 MAX_BACKOFF_SECONDS = 300
 DECRYPT_PURPOSE = "alerts.delivery"
+ENDED_STATES = (m.CANCELLED, m.SUPERSEDED, m.EXPIRED)
 
 
-class TokenBucket:
-    """Allow `rate` acquisitions per second on average with bursts up to `burst`.
-
-    One bucket per worker process and (tenant, channel), shared by the batches that process
-    runs, whatever thread or event loop they run in. A thread lock guards the state only while
-    counting, never across an await. NOTE: with N worker processes a provider receives up to
-    N times the configured rate, because enforcing it across processes needs a shared limiter.
-    """
-
-    def __init__(self, rate: float, burst: float | None = None):
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(rate, 1.0)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self._lock = threading.Lock()
-
-    def try_take(self) -> float:
-        """Take a token and return 0, or return the seconds until one is available."""
-        with self._lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return 0.0
-            return (1 - self.tokens) / self.rate
-
-    async def acquire(self) -> None:
-        while True:
-            wait = self.try_take()
-            if wait == 0:
-                return
-            await asyncio.sleep(wait)
-
-
-@dataclass
+@dataclass(slots=True)
 class Job:
     delivery_id: int
     channel: str
     channel_row_id: int
     address: str
-    message: Message
+    # Shared by every recipient of the batch who gets the same language.
+    text: MessageText
+    delivery_key: str
+    unsubscribe_url: str | None
 
 
 def _info_for(cap: CapAlert, language: str | None) -> Info | None:
@@ -108,15 +86,10 @@ def _info_for(cap: CapAlert, language: str | None) -> Info | None:
     return cap.infos[0] if cap.infos else None
 
 
-def render(
-    row: m.Alert,
-    cap: CapAlert,
-    reference: CapAlert | None,
-    language: str | None,
-    key: str,
-    unsubscribe: str | None = None,
-) -> Message:
-    """Render the message for one delivery in its chosen language.
+def render_text(
+    row: m.Alert, cap: CapAlert, reference: CapAlert | None, language: str | None
+) -> MessageText:
+    """Render the alert's text in one language, once for every recipient of that language.
 
     A Cancel without info blocks reuses the referenced alert's text with a cancellation
     headline in the same language.
@@ -130,8 +103,7 @@ def render(
     if cancelled:
         headline = f"{cancel_text(lang)}: {headline}" if headline else cancel_text(lang)
     expires = cap.expires() or (reference.expires() if reference else None)
-    return Message(
-        delivery_key=key,
+    return MessageText(
         alert_id=row.id,
         identifier=row.identifier,
         msg_type=row.msg_type,
@@ -144,15 +116,156 @@ def render(
         area="; ".join(a.area_desc or "" for a in info.areas) if info else "",
         expires=expires.isoformat() if expires else None,
         web=info.web if info else None,
-        unsubscribe_url=unsubscribe,
     )
 
 
-def _drop_pending(session: Any, alert_id: str, batch: int | None, reason: str) -> int:
+def _drop_pending(session: Session, alert_id: str, batch: int | None, reason: str) -> int:
     query = update(m.Delivery).where(m.Delivery.alert_id == alert_id, m.Delivery.state == m.PENDING)
     if batch is not None:
         query = query.where(m.Delivery.batch == batch)
     return session.execute(query.values(state=m.DROPPED, last_error=reason)).rowcount or 0
+
+
+def _expired(row_expires_at: Any) -> bool:
+    return row_expires_at is not None and as_utc(row_expires_at) <= utcnow()
+
+
+def _close_if_ended(session: Session, row: m.Alert, batch: int) -> str | None:
+    """Drop the pending deliveries of an alert that may no longer be sent; return the reason.
+
+    A cancelled or superseded alert loses this batch's pending rows (the rest go when their
+    batches run). An alert past `expires` loses all of them and becomes expired.
+    """
+    if row.state in ENDED_STATES:
+        dropped = _drop_pending(session, row.id, batch, row.state)
+        DELIVERIES.labels(channel="all", outcome="dropped").inc(dropped)
+        return row.state
+    if _expired(row.expires_at):
+        dropped = _drop_pending(session, row.id, None, m.EXPIRED)
+        row.state = m.EXPIRED
+        row.finished_at = utcnow()
+        DELIVERIES.labels(channel="all", outcome="dropped").inc(dropped)
+        log.info("alert_expired_during_fanout", alert_id=row.id, dropped=dropped)
+        return m.EXPIRED
+    return None
+
+
+@dataclass(slots=True)
+class _Pending:
+    id: int
+    channel: str
+    channel_row_id: int
+    subscriber_id: str
+    languages: list[str] | None
+    address_enc: bytes
+    active: bool
+
+
+def _any_id(session: Session, column: Any, ids: list[Any], item_type: Any) -> ColumnElement[bool]:
+    """Match rows by id: one array parameter on PostgreSQL, which saves rendering and parsing
+    a placeholder per id, and an IN list on SQLite, which has no arrays."""
+    if is_postgres(session):
+        return column == any_(bindparam(None, ids, type_=ARRAY(item_type)))
+    return column.in_(ids)
+
+
+def _pending_rows(session: Session, alert_id: str, batch: int) -> list[_Pending]:
+    """Return the batch's pending deliveries with their recipients' channels and languages.
+
+    Three queries, each by an index: the batch's deliveries, then their channels and
+    subscribers by primary key. One query joining the three tables was planned as nested
+    loops over the tenant's rows when the statistics were stale, and took 100 ms per batch
+    of 500 on PostgreSQL 15 in a fresh database.
+    """
+    deliveries = session.execute(
+        select(
+            m.Delivery.id, m.Delivery.channel, m.Delivery.channel_row_id, m.Delivery.subscriber_id
+        )
+        .where(
+            m.Delivery.alert_id == alert_id,
+            m.Delivery.batch == batch,
+            m.Delivery.state == m.PENDING,
+        )
+        .order_by(m.Delivery.id)
+    ).all()
+    if not deliveries:
+        return []
+    channel_ids = [d.channel_row_id for d in deliveries]
+    channels = {
+        row.id: row
+        for row in session.execute(
+            select(
+                m.SubscriberChannel.id,
+                m.SubscriberChannel.address_enc,
+                m.SubscriberChannel.active,
+            ).where(_any_id(session, m.SubscriberChannel.id, channel_ids, BigInteger))
+        )
+    }
+    subscriber_ids = list({d.subscriber_id for d in deliveries})
+    languages = {
+        row.id: row.languages
+        for row in session.execute(
+            select(m.Subscriber.id, m.Subscriber.languages).where(
+                _any_id(session, m.Subscriber.id, subscriber_ids, String)
+            )
+        )
+    }
+    pending = []
+    for d in deliveries:
+        channel = channels.get(d.channel_row_id)
+        # A subscriber erased after the fan-out began has no channel row left, so the delivery
+        # counts as inactive and is dropped like one whose resident unsubscribed.
+        pending.append(
+            _Pending(
+                id=d.id,
+                channel=d.channel,
+                channel_row_id=d.channel_row_id,
+                subscriber_id=d.subscriber_id,
+                languages=languages.get(d.subscriber_id),
+                address_enc=channel.address_enc if channel is not None else b"",
+                active=channel is not None and channel.active and d.subscriber_id in languages,
+            )
+        )
+    return pending
+
+
+class _Texts:
+    """Pick each recipient's text by their language preferences, rendering each language once."""
+
+    def __init__(
+        self,
+        session: Session,
+        row: m.Alert,
+        cap: CapAlert,
+        reference: CapAlert | None,
+        default_language: str,
+    ):
+        self.row = row
+        self.cap = cap
+        self.reference = reference
+        self.default_language = default_language
+        self.infos = language_infos(session, row, cap)
+        self._by_language: dict[str | None, MessageText] = {}
+        self._by_preferences: dict[tuple[str, ...], MessageText] = {}
+
+    def _text(self, language: str | None) -> MessageText:
+        text = self._by_language.get(language)
+        if text is None:
+            text = render_text(self.row, self.cap, self.reference, language)
+            self._by_language[language] = text
+        return text
+
+    def for_preferences(self, preferences: list[str] | None) -> MessageText:
+        key = tuple(preferences or ())
+        text = self._by_preferences.get(key)
+        if text is None:
+            language = None
+            if self.infos:
+                chosen = choose_info(self.infos, list(key), self.default_language)
+                language = self.infos[chosen].effective_language
+            text = self._text(language)
+            self._by_preferences[key] = text
+        return text
 
 
 def _load_jobs(
@@ -163,42 +276,13 @@ def _load_jobs(
         row = session.scalar(select(m.Alert).where(m.Alert.id == alert_id))
         if row is None:
             return [], None, "alert_not_found"
-        if row.state in (m.CANCELLED, m.SUPERSEDED, m.EXPIRED):
-            dropped = _drop_pending(session, alert_id, batch, row.state)
-            DELIVERIES.labels(channel="all", outcome="dropped").inc(dropped)
-            return [], None, row.state
-        if row.expires_at is not None and as_utc(row.expires_at) <= utcnow():
-            dropped = _drop_pending(session, alert_id, None, m.EXPIRED)
-            row.state = m.EXPIRED
-            row.finished_at = utcnow()
-            DELIVERIES.labels(channel="all", outcome="dropped").inc(dropped)
-            log.info("alert_expired_during_fanout", alert_id=alert_id, dropped=dropped)
-            return [], None, m.EXPIRED
+        ended = _close_if_ended(session, row, batch)
+        if ended is not None:
+            return [], None, ended
 
-        pending = session.execute(
-            select(
-                m.Delivery.id,
-                m.Delivery.channel,
-                m.Delivery.channel_row_id,
-                m.Delivery.subscriber_id,
-                m.Subscriber.languages,
-                m.SubscriberChannel.address_enc,
-                m.SubscriberChannel.active,
-            )
-            .join(m.SubscriberChannel, m.SubscriberChannel.id == m.Delivery.channel_row_id)
-            .join(m.Subscriber, m.Subscriber.id == m.Delivery.subscriber_id)
-            .where(
-                m.Subscriber.tenant_id == m.Delivery.tenant_id,
-                m.Delivery.alert_id == alert_id,
-                m.Delivery.batch == batch,
-                m.Delivery.state == m.PENDING,
-                m.SubscriberChannel.tenant_id == m.Delivery.tenant_id,
-            )
-            .order_by(m.Delivery.id)
-        ).all()
+        pending = _pending_rows(session, alert_id, batch)
         if not pending:
             return [], None, "nothing_pending"
-
         inactive = [p.id for p in pending if not p.active]
         if inactive:
             session.execute(
@@ -217,180 +301,195 @@ def _load_jobs(
             ],
             purpose=DECRYPT_PURPOSE,
         )
+
         settings = load_settings(session, ctx.tenant_id)
         cap = load_cap(row)
         reference = None
         if row.references_alert_id:
             referenced = session.get(m.Alert, row.references_alert_id)
             reference = load_cap(referenced) if referenced is not None else None
+        texts = _Texts(session, row, cap, reference, settings.default_language)
         base_url = settings.public_base_url
-        infos = language_infos(session, row, cap)
-        jobs = []
-        for p, values in zip(active, plain, strict=True):
-            language = None
-            if infos:
-                chosen = choose_info(infos, p.languages or [], settings.default_language)
-                language = infos[chosen].effective_language
-            key = f"{row.id}-{p.id}"
-            jobs.append(
-                Job(
-                    delivery_id=p.id,
-                    channel=p.channel,
-                    channel_row_id=p.channel_row_id,
-                    address=values[ADDRESS_COLUMN] or "",
-                    message=render(
-                        row,
-                        cap,
-                        reference,
-                        language,
-                        key,
-                        unsubscribe_url(base_url, row.tenant_id, p.subscriber_id)
-                        if base_url
-                        else None,
-                    ),
-                )
+        link: Callable[[str], str] | None = (
+            unsubscribe_links(base_url, row.tenant_id) if base_url else None
+        )
+        jobs = [
+            Job(
+                delivery_id=p.id,
+                channel=p.channel,
+                channel_row_id=p.channel_row_id,
+                address=values[ADDRESS_COLUMN] or "",
+                text=texts.for_preferences(p.languages),
+                delivery_key=f"{alert_id}-{p.id}",
+                unsubscribe_url=link(p.subscriber_id) if link else None,
             )
+            for p, values in zip(active, plain, strict=True)
+        ]
         return jobs, settings, "ok"
 
 
-_buckets: dict[tuple[str, str], TokenBucket] = {}
-
-
-def bucket_for(settings: TenantAlertSettings, channel: str) -> TokenBucket:
-    key = (settings.tenant_id, channel)
-    rate = settings.rate(channel)
-    bucket = _buckets.get(key)
-    if bucket is None or bucket.rate != rate:
-        bucket = TokenBucket(rate)
-        _buckets[key] = bucket
-    return bucket
-
-
-async def _send_one(channel: Channel, bucket: TokenBucket, job: Job) -> Outcome:
-    await bucket.acquire()
+async def _send_one(
+    channel: Channel, job: Job, due: float, clock: Clock, observe: Callable[[float], None]
+) -> Outcome:
+    wait = due - clock()
+    if wait > 0:
+        await asyncio.sleep(wait)
     started = time.perf_counter()
     try:
-        outcome = await channel.send(job.address, job.message)
+        outcome = await channel.send(job.address, job.text, job.delivery_key, job.unsubscribe_url)
     except Exception as exc:  # noqa: BLE001 - one broken address must not fail the batch
         log.warning("alert_delivery_error", delivery_id=job.delivery_id, error=type(exc).__name__)
         outcome = Outcome(ok=False, transient=True, error=type(exc).__name__)
-    DELIVERY_SECONDS.labels(channel=job.channel).observe(time.perf_counter() - started)
+    observe(time.perf_counter() - started)
     return outcome
 
 
 def _record(engine: Engine | None, ctx: TenantContext, results: list[tuple[Job, Outcome]]) -> int:
-    """Store one chunk's outcomes; return how many stay pending for a retry."""
+    """Store one chunk's outcomes in one bulk UPDATE per outcome; return how many stay pending
+    for a retry."""
+    counts: Counter[tuple[str, str]] = Counter()
+    sent_ids: list[int] = []
+    # (error, transient, disable) -> delivery ids, so each group is one UPDATE.
+    failures: defaultdict[tuple[str, bool, bool], list[int]] = defaultdict(list)
+    channel_rows: dict[int, int] = {}
+    for job, outcome in results:
+        if outcome.ok:
+            sent_ids.append(job.delivery_id)
+            counts[(job.channel, "sent")] += 1
+            continue
+        counts[(job.channel, "retry" if outcome.transient else "failed")] += 1
+        error = (outcome.error or "error")[:64]
+        failures[(error, outcome.transient, outcome.disable)].append(job.delivery_id)
+        channel_rows[job.delivery_id] = job.channel_row_id
+
     retry = 0
-    now = utcnow()
     with unit_of_work(ctx, engine=engine) as session:
-        sent_ids = [job.delivery_id for job, outcome in results if outcome.ok]
         if sent_ids:
             session.execute(
                 update(m.Delivery)
-                .where(m.Delivery.id.in_(sent_ids), m.Delivery.state == m.PENDING)
-                .values(state=m.DELIVERED, sent_at=now, attempts=m.Delivery.attempts + 1)
+                .where(
+                    _any_id(session, m.Delivery.id, sent_ids, BigInteger),
+                    m.Delivery.state == m.PENDING,
+                )
+                .values(state=m.DELIVERED, sent_at=utcnow(), attempts=m.Delivery.attempts + 1)
+                .execution_options(synchronize_session=False)
             )
-        for job, outcome in results:
-            if outcome.ok:
-                label = "sent"
-            elif outcome.transient:
-                label = "retry"
-            else:
-                label = "failed"
-            DELIVERIES.labels(channel=job.channel, outcome=label).inc()
-            if outcome.ok:
-                continue
-            delivery = session.get(m.Delivery, job.delivery_id)
-            if delivery is None or delivery.state != m.PENDING:
-                continue
-            delivery.attempts += 1
-            delivery.last_error = (outcome.error or "error")[:64]
-            if outcome.transient and delivery.attempts < MAX_ATTEMPTS:
-                retry += 1
-                continue
-            delivery.state = m.FAILED
-            if outcome.disable:
-                disable_channel(session, ctx, job.channel_row_id, outcome.error or "gone")
+        for (error, transient, disable), ids in failures.items():
+            attempts = m.Delivery.attempts + 1
+            # A transient failure stays pending for a retry until its last attempt.
+            state: Any = m.FAILED
+            if transient:
+                state = case((attempts < MAX_ATTEMPTS, m.PENDING), else_=m.FAILED)
+            stored = session.execute(
+                update(m.Delivery)
+                .where(
+                    _any_id(session, m.Delivery.id, ids, BigInteger),
+                    m.Delivery.state == m.PENDING,
+                )
+                .values(attempts=attempts, last_error=error, state=state)
+                .returning(m.Delivery.id, m.Delivery.state)
+                .execution_options(synchronize_session=False)
+            ).all()
+            for delivery_id, new_state in stored:
+                if new_state == m.PENDING:
+                    retry += 1
+                elif disable:
+                    disable_channel(session, ctx, channel_rows[delivery_id], error)
+    for (channel, label), count in counts.items():
+        DELIVERIES.labels(channel=channel, outcome=label).inc(count)
     return retry
 
 
-class _ThreadLoop(threading.local):
-    """One event loop and one pooled HTTP session per worker thread, kept across batches so
-    connections to providers stay open between batches."""
+class _Sender:
+    """Send one batch's jobs in chunks through a session, taking tokens chunk by chunk."""
 
-    loop: asyncio.AbstractEventLoop | None = None
-    http: aiohttp.ClientSession | None = None
-    pid: int = 0
+    def __init__(
+        self,
+        engine: Engine | None,
+        ctx: TenantContext,
+        alert_id: str,
+        settings: TenantAlertSettings,
+        http: aiohttp.ClientSession,
+        clock: Clock,
+    ):
+        self.engine = engine
+        self.ctx = ctx
+        self.alert_id = alert_id
+        self.settings = settings
+        self.clock = clock
+        self.channels = build_channels(http, settings)
+        self.observers = {
+            name: DELIVERY_SECONDS.labels(channel=name).observe for name in self.channels
+        }
 
+    def _prepare(self, chunk: list[Job]) -> dict[str, Grant] | None:
+        """Take the chunk's tokens for each channel in one transaction, or return None without
+        taking any when the alert has ended (cancelled, superseded or expired)."""
+        with unit_of_work(self.ctx, engine=self.engine) as session:
+            alert = session.execute(
+                select(m.Alert.state, m.Alert.expires_at).where(m.Alert.id == self.alert_id)
+            ).one_or_none()
+            if alert is None or alert.state in ENDED_STATES or _expired(alert.expires_at):
+                return None
+            by_channel = Counter(job.channel for job in chunk)
+            return {
+                channel: take_tokens(
+                    session,
+                    self.ctx.tenant_id,
+                    channel,
+                    count,
+                    self.settings.rate(channel),
+                    clock=self.clock,
+                )
+                for channel, count in by_channel.items()
+            }
 
-_thread_loop = _ThreadLoop()
-
-
-def _run(coroutine_factory: Any) -> Any:
-    import os
-
-    state = _thread_loop
-    if state.loop is None or state.pid != os.getpid() or state.loop.is_closed():
-        # A forked child must not reuse its parent's loop or sockets.
-        state.loop = asyncio.new_event_loop()
-        state.http = None
-        state.pid = os.getpid()
-    return state.loop.run_until_complete(coroutine_factory())
-
-
-def close_thread_session() -> None:
-    """Close this thread's HTTP session and event loop (before a process exits)."""
-    state = _thread_loop
-    if state.loop is None or state.loop.is_closed():
-        return
-    if state.http is not None and not state.http.closed:
-        state.loop.run_until_complete(state.http.close())
-    state.loop.close()
-    state.loop = None
-    state.http = None
-
-
-async def _http() -> aiohttp.ClientSession:
-    state = _thread_loop
-    if state.http is None or state.http.closed:
-        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS)
-        state.http = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=15, connect=5)
-        )
-    return state.http
-
-
-async def _send_all(
-    engine: Engine | None,
-    ctx: TenantContext,
-    jobs: list[Job],
-    settings: TenantAlertSettings,
-) -> int:
-    """Send in chunks; each chunk's outcomes are stored while the next chunk is sent, so a
-    killed worker repeats at most two chunks."""
-    http = await _http()
-    channels = build_channels(http, settings)
-    retry = 0
-    recording: asyncio.Future[int] | None = None
-    try:
-        for start in range(0, len(jobs), CHUNK_SIZE):
-            chunk = jobs[start : start + CHUNK_SIZE]
-            outcomes = await asyncio.gather(
-                *(
-                    _send_one(channels[job.channel], bucket_for(settings, job.channel), job)
-                    for job in chunk
+    async def _send_chunk(self, chunk: list[Job], grants: dict[str, Grant]) -> list[Outcome]:
+        # Position of each job among the chunk's jobs on the same channel, hence in its grant.
+        positions: Counter[str] = Counter()
+        sends = []
+        for job in chunk:
+            grant = grants[job.channel]
+            due = grant.taken_at + grant.delay(positions[job.channel])
+            positions[job.channel] += 1
+            sends.append(
+                _send_one(
+                    self.channels[job.channel], job, due, self.clock, self.observers[job.channel]
                 )
             )
+        return list(await asyncio.gather(*sends))
+
+    async def send_all(self, jobs: list[Job]) -> tuple[int, int, bool]:
+        """Send in chunks; each chunk's outcomes are stored while the next chunk is sent, so a
+        killed worker repeats at most two chunks.
+
+        Return (deliveries attempted, deliveries left for a retry, whether the alert ended).
+        """
+        attempted = 0
+        retry = 0
+        ended = False
+        recording: asyncio.Future[int] | None = None
+        try:
+            for start in range(0, len(jobs), CHUNK_SIZE):
+                chunk = jobs[start : start + CHUNK_SIZE]
+                grants = await asyncio.to_thread(self._prepare, chunk)
+                if grants is None:
+                    ended = True
+                    break
+                outcomes = await self._send_chunk(chunk, grants)
+                attempted += len(chunk)
+                if recording is not None:
+                    retry += await recording
+                results = list(zip(chunk, outcomes, strict=True))
+                recording = asyncio.ensure_future(
+                    asyncio.to_thread(_record, self.engine, self.ctx, results)
+                )
+        finally:
             if recording is not None:
                 retry += await recording
-            results = list(zip(chunk, outcomes, strict=True))
-            recording = asyncio.ensure_future(asyncio.to_thread(_record, engine, ctx, results))
-    finally:
-        if recording is not None:
-            retry += await recording
-        for channel in channels.values():
-            await channel.close()
-    return retry
+            for channel in self.channels.values():
+                await channel.close()
+        return attempted, retry, ended
 
 
 def _finish_if_done(engine: Engine | None, ctx: TenantContext, alert_id: str) -> None:
@@ -409,33 +508,71 @@ def _finish_if_done(engine: Engine | None, ctx: TenantContext, alert_id: str) ->
             log.info("alert_fanout_finished", alert_id=alert_id)
 
 
-def deliver_batch(alert_id: str, batch: int, tenant_id: str, engine: Engine | None = None) -> dict:
-    """Send the pending deliveries of one batch; running it again sends nothing twice."""
+def _close_after_stop(engine: Engine | None, ctx: TenantContext, alert_id: str, batch: int) -> str:
+    with unit_of_work(ctx, engine=engine) as session:
+        row = session.scalar(select(m.Alert).where(m.Alert.id == alert_id))
+        if row is None:
+            return "alert_not_found"
+        return _close_if_ended(session, row, batch) or "ok"
+
+
+def _schedule_retry(
+    engine: Engine | None, ctx: TenantContext, alert_id: str, batch: int, pending: int
+) -> None:
+    with unit_of_work(ctx, engine=engine) as session:
+        row = session.scalar(select(m.Alert).where(m.Alert.id == alert_id))
+        attempts = session.scalar(
+            select(func.max(m.Delivery.attempts)).where(
+                m.Delivery.alert_id == alert_id,
+                m.Delivery.batch == batch,
+                m.Delivery.state == m.PENDING,
+            )
+        )
+        delay = min(2 ** int(attempts or 1), MAX_BACKOFF_SECONDS)
+        enqueue(
+            session,
+            DELIVER_TASK,
+            queue=queue_for(row) if row is not None else "alerts.urgent",
+            tenant_id=ctx.tenant_id,
+            delay_seconds=delay,
+            alert_id=alert_id,
+            batch=batch,
+        )
+    log.info("alert_batch_retry_scheduled", alert_id=alert_id, batch=batch, pending=pending)
+
+
+def deliver_batch(
+    alert_id: str,
+    batch: int,
+    tenant_id: str,
+    engine: Engine | None = None,
+    *,
+    clock: Clock = time.time,
+) -> dict:
+    """Send the pending deliveries of one batch; running it again sends nothing twice.
+
+    `clock` (seconds since the Unix epoch) paces the messages for the rate limits.
+    """
     ctx = TenantContext(tenant_id=tenant_id, actor="worker:alerts")
     jobs, settings, reason = _load_jobs(engine, ctx, alert_id, batch)
-    retry = 0
+    attempted = retry = 0
     if jobs and settings is not None:
-        retry = _run(lambda: _send_all(engine, ctx, jobs, settings))
+        loaded = settings
+
+        async def send(http: aiohttp.ClientSession) -> tuple[int, int, bool]:
+            return await _Sender(engine, ctx, alert_id, loaded, http, clock).send_all(jobs)
+
+        attempted, retry, ended = process_loop().run(send)
+        if ended:
+            # The rows still pending were dropped, so nothing is left to retry.
+            reason = _close_after_stop(engine, ctx, alert_id, batch)
+            retry = 0
     if retry:
-        with unit_of_work(ctx, engine=engine) as session:
-            row = session.scalar(select(m.Alert).where(m.Alert.id == alert_id))
-            attempts = session.scalar(
-                select(func.max(m.Delivery.attempts)).where(
-                    m.Delivery.alert_id == alert_id,
-                    m.Delivery.batch == batch,
-                    m.Delivery.state == m.PENDING,
-                )
-            )
-            delay = min(2 ** int(attempts or 1), MAX_BACKOFF_SECONDS)
-            enqueue(
-                session,
-                DELIVER_TASK,
-                queue=queue_for(row) if row is not None else "alerts.urgent",
-                tenant_id=tenant_id,
-                delay_seconds=delay,
-                alert_id=alert_id,
-                batch=batch,
-            )
-        log.info("alert_batch_retry_scheduled", alert_id=alert_id, batch=batch, pending=retry)
+        _schedule_retry(engine, ctx, alert_id, batch, retry)
     _finish_if_done(engine, ctx, alert_id)
-    return {"sent_or_failed": len(jobs) - retry, "retry": retry, "reason": reason}
+    return {"sent_or_failed": attempted - retry, "retry": retry, "reason": reason}
+
+
+def close_http() -> None:
+    """Close this process's HTTP session and event loop (before a process exits)."""
+    close_process_loop()

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -65,14 +66,31 @@ def hash_token(token: str) -> str:
 def unsubscribe_token(tenant_id: str, subscriber_id: str) -> str:
     """Return the subscriber's unsubscribe link token: an HMAC of the id under a tenant key
     derived from the root key, so every message can carry the link without storing it."""
-    key = get_key_provider().derive(f"alerts.unsubscribe:{tenant_id}")
+    return _token(_unsubscribe_key(tenant_id), subscriber_id)
+
+
+def _unsubscribe_key(tenant_id: str) -> bytes:
+    return get_key_provider().derive(f"alerts.unsubscribe:{tenant_id}")
+
+
+def _token(key: bytes, subscriber_id: str) -> str:
     digest = hmac.new(key, subscriber_id.encode("utf-8"), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
 
 
 def unsubscribe_url(base_url: str, tenant_id: str, subscriber_id: str) -> str:
-    token = unsubscribe_token(tenant_id, subscriber_id)
-    return f"{base_url.rstrip('/')}/alerts/{tenant_id}/unsubscribe/{token}"
+    return unsubscribe_links(base_url, tenant_id)(subscriber_id)
+
+
+def unsubscribe_links(base_url: str, tenant_id: str) -> Callable[[str], str]:
+    """Return a function from subscriber id to `unsubscribe_url`, deriving the key only once."""
+    key = _unsubscribe_key(tenant_id)
+    prefix = f"{base_url.rstrip('/')}/alerts/{tenant_id}/unsubscribe/"
+
+    def link(subscriber_id: str) -> str:
+        return prefix + _token(key, subscriber_id)
+
+    return link
 
 
 def channel_address_id(subscriber_id: str, channel: str) -> str:

@@ -439,3 +439,33 @@ def test_import_command_subscribes(engine, tmp_path, monkeypatch) -> None:
     with unit_of_work(manager(tenant), engine=engine) as session:
         count = len(session.scalars(select(m.Subscriber)).all())
     assert count == 2
+
+
+def test_cancel_stops_running_batch(engine, webhook_receiver, monkeypatch) -> None:
+    tenant = add_tenant(engine, alerts={"rate_limits": {"webhook": 1000}})
+    for number in range(3):
+        add_resident(engine, tenant, NYC_POINT, {"webhook": webhook_receiver.url(f"/r{number}")})
+    [row] = compose(engine, tenant, cap_alert("HU-STOP"))
+    approve(engine, tenant, row.id, "em2")
+    send(engine, [row])
+
+    # One delivery per chunk; a Cancel lands while the first chunk is being sent.
+    monkeypatch.setattr(fanout, "CHUNK_SIZE", 1)
+    prepare = fanout._Sender._prepare
+    calls = []
+
+    def prepare_then_cancel(self, chunk):
+        grants = prepare(self, chunk)
+        calls.append(len(chunk))
+        if len(calls) == 1:
+            with unit_of_work(manager(tenant), engine=engine) as session:
+                service.get_alert(session, row.id).state = m.CANCELLED
+        return grants
+
+    monkeypatch.setattr(fanout._Sender, "_prepare", prepare_then_cancel)
+    result = fanout.deliver_batch(row.id, 0, tenant, engine=engine)
+
+    assert result["reason"] == m.CANCELLED
+    assert sum(webhook_receiver.received.keys.values()) == 1
+    states = sorted(state for state, _ in _delivery_states(engine, tenant, row.id))
+    assert states == [m.DROPPED, m.DROPPED, m.DELIVERED]

@@ -125,3 +125,27 @@ def test_validate_command_reads_yaml(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["alerts", "validate", str(path)])
     assert result.exit_code == 1
     assert "polygon is not closed" in result.output
+
+
+def test_webhook_body_matches_message_json() -> None:
+    import json
+
+    from hub.alerts.channels import MessageText
+
+    text = MessageText(
+        alert_id="A1",
+        identifier="HU-1",
+        msg_type="Alert",
+        status="Actual",
+        language="es-US",
+        event="Huracán",
+        headline='Aviso "urgente"\n',
+        description="d",
+        instruction="i",
+        area="Costa",
+        expires=None,
+        web="https://example.org/a",
+    )
+    for key, link in (("A1-1", None), ("A1-2", 'https://hub.example.org/u?"é')):
+        expected = json.dumps(text.as_dict(key, link), ensure_ascii=False).encode("utf-8")
+        assert text.json_body(key, link) == expected
