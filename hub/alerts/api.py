@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from hub.alerts import public, workflow
 from hub.alerts.channels import vapid_public_key
+from hub.alerts.service import REVIEW_NOTE_MAX_CHARS
 from hub.alerts.subscriptions import SubscriptionInput, subscribe, unsubscribe
 from hub.alerts.texts import unsubscribe_page
 from hub.core.db import unit_of_work
@@ -41,13 +42,30 @@ def compose_alert(
 
 
 @router.get("/api/v1/alerts")
-def list_alerts(ctx: TenantContext = Depends(manager)) -> list[dict[str, Any]]:
-    return workflow.list_alerts(None, ctx)
+def list_alerts(
+    ctx: TenantContext = Depends(manager), awaiting_review: bool = False
+) -> list[dict[str, Any]]:
+    """List the tenant's recent alerts. With `awaiting_review=true`, list only the alerts a
+    single emergency manager approved and no one has reviewed yet."""
+    return workflow.list_alerts(None, ctx, awaiting_review=awaiting_review)
 
 
 @router.post("/api/v1/alerts/{alert_id}/approve")
 def approve_alert(alert_id: str, ctx: TenantContext = Depends(manager)) -> dict[str, Any]:
     return workflow.approve(None, ctx, alert_id)
+
+
+class ReviewBody(BaseModel):
+    note: str | None = Field(default=None, max_length=REVIEW_NOTE_MAX_CHARS)
+
+
+@router.post("/api/v1/alerts/{alert_id}/review")
+def review_alert(
+    alert_id: str, body: ReviewBody | None = None, ctx: TenantContext = Depends(manager)
+) -> dict[str, Any]:
+    """Review a single-approver alert as the key's holder, who must not have composed or
+    approved it."""
+    return workflow.review(None, ctx, alert_id, body.note if body else None)
 
 
 @router.post("/api/v1/alerts/{alert_id}/send")

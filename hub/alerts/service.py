@@ -280,6 +280,83 @@ def refresh_group_approvals(session: Session, group_id: str) -> None:
             _apply_policy(session, row, load_settings(session, row.tenant_id))
 
 
+REVIEW_NOTE_MAX_CHARS = 1000
+
+
+def awaiting_review(row: m.Alert) -> bool:
+    """Return whether a single approver approved the alert and no review is recorded yet."""
+    return row.review_due_at is not None and row.reviewed_at is None
+
+
+def review(session: Session, ctx: TenantContext, alert_id: str, *, note: str | None) -> m.Alert:
+    """Record the caller's review of an alert that one emergency manager approved alone.
+
+    The reviewer must be an emergency manager who neither composed nor approved it. Raises
+    NotFound for an unknown id, Conflict when the alert needs no review or was reviewed
+    already, Forbidden when the caller composed or approved it, and InvalidInput for a note
+    over 1,000 characters.
+    """
+    require_emergency_manager(ctx)
+    row = get_alert(session, alert_id)
+    if row.review_due_at is None:
+        raise Conflict(
+            f"alert {row.id} was not approved by a single emergency manager, so it needs no review",
+            code="review_not_needed",
+        )
+    if row.reviewed_at is not None:
+        raise Conflict(
+            f"alert {row.id} was already reviewed by {row.reviewed_by} at "
+            f"{as_utc(row.reviewed_at).isoformat()}",
+            code="already_reviewed",
+        )
+    approvers = set(
+        session.scalars(select(m.AlertApproval.actor).where(m.AlertApproval.alert_id == row.id))
+    )
+    if ctx.actor in approvers | {row.created_by}:
+        raise Forbidden(
+            f"{ctx.actor} composed or approved alert {row.id}; another emergency manager must "
+            "review it",
+            code="reviewer_is_approver",
+        )
+    text = (note or "").strip() or None
+    if text is not None and len(text) > REVIEW_NOTE_MAX_CHARS:
+        raise InvalidInput(
+            f"review note has {len(text)} characters; shorten it to {REVIEW_NOTE_MAX_CHARS}",
+            field="note",
+        )
+
+    # Conditional, so two reviewers at the same moment cannot both succeed.
+    reviewed_at = utcnow()
+    updated = session.execute(
+        update(m.Alert)
+        .where(m.Alert.id == row.id, m.Alert.reviewed_at.is_(None))
+        .values(reviewed_at=reviewed_at, reviewed_by=ctx.actor, review_note=text)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if updated != 1:
+        raise Conflict(
+            f"alert {row.id} was reviewed by someone else just now; see `hub alerts status`",
+            code="already_reviewed",
+        )
+    session.refresh(row)
+    audit(
+        session,
+        tenant_id=row.tenant_id,
+        actor=ctx.actor,
+        action="alert.review",
+        subject=f"alerts:{row.id}",
+        # The note is free text, so the audit entry records only its length.
+        details={
+            "group_id": row.group_id,
+            "approvers": sorted(approvers),
+            "overdue": reviewed_at > as_utc(row.review_due_at),
+            "note_chars": len(text or ""),
+        },
+    )
+    log.info("alert_reviewed", alert_id=row.id, reviewer=ctx.actor)
+    return row
+
+
 # --- targeting and preview -----------------------------------------------------------------
 
 
@@ -535,6 +612,16 @@ def status(session: Session, row: m.Alert) -> dict[str, Any]:
         "hold_reason": row.hold_reason,
         "target_count": row.target_count,
         "expires_at": row.expires_at,
-        "review_due_at": row.review_due_at,
         "deliveries": by_channel,
+        **review_fields(row),
+    }
+
+
+def review_fields(row: m.Alert) -> dict[str, Any]:
+    return {
+        "review_due_at": row.review_due_at,
+        "awaiting_review": awaiting_review(row),
+        "reviewed_at": row.reviewed_at,
+        "reviewed_by": row.reviewed_by,
+        "review_note": row.review_note,
     }

@@ -151,12 +151,23 @@ def preview(engine: Engine | None, ctx: TenantContext, alert_id: str) -> list[di
     return result
 
 
-def list_alerts(engine: Engine | None, ctx: TenantContext, limit: int = 50) -> list[dict]:
+def list_alerts(
+    engine: Engine | None, ctx: TenantContext, limit: int = 50, *, awaiting_review: bool = False
+) -> list[dict]:
+    """List the tenant's most recent alerts, or only those still awaiting review."""
+    query = select(m.Alert).order_by(m.Alert.created_at.desc()).limit(limit)
+    if awaiting_review:
+        query = query.where(m.Alert.review_due_at.is_not(None), m.Alert.reviewed_at.is_(None))
     with unit_of_work(ctx, engine=engine, write=False) as session:
-        rows = session.scalars(
-            select(m.Alert).order_by(m.Alert.created_at.desc()).limit(limit)
-        ).all()
-        return [summary(row) for row in rows]
+        return [summary(row) for row in session.scalars(query)]
+
+
+def review(
+    engine: Engine | None, ctx: TenantContext, alert_id: str, note: str | None = None
+) -> dict[str, Any]:
+    """Record a second emergency manager's review of this tenant's part of an alert."""
+    with unit_of_work(ctx, engine=engine) as session:
+        return summary(service.review(session, ctx, alert_id, note=note))
 
 
 def summary(row: m.Alert) -> dict[str, Any]:
@@ -172,5 +183,5 @@ def summary(row: m.Alert) -> dict[str, Any]:
         "state": row.state,
         "hold_reason": row.hold_reason,
         "expires_at": row.expires_at,
-        "review_due_at": row.review_due_at,
+        **service.review_fields(row),
     }

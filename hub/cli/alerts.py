@@ -79,6 +79,19 @@ def _manager(tenant: str, actor: str) -> TenantContext:
     return TenantContext(tenant, actor=f"cli:{actor}", roles=frozenset({ROLE_EMERGENCY_MANAGER}))
 
 
+def _review_note(row: dict) -> str:
+    """Describe the review state of a single-approver alert, or return "" for other alerts."""
+    if row.get("reviewed_at"):
+        return f"reviewed by {row['reviewed_by']} at {_time(row['reviewed_at'])}"
+    if row.get("awaiting_review"):
+        return f"awaiting review, due {_time(row['review_due_at'])}"
+    return ""
+
+
+def _time(value: object) -> str:
+    return value.isoformat(timespec="minutes") if hasattr(value, "isoformat") else str(value)
+
+
 def _print_rows(rows: list[dict]) -> None:
     table(
         None,
@@ -91,7 +104,7 @@ def _print_rows(rows: list[dict]) -> None:
                 r["status"],
                 r["msg_type"],
                 r["state"],
-                r.get("hold_reason") or "",
+                r.get("hold_reason") or _review_note(r),
             ]
             for r in rows
         ],
@@ -150,6 +163,24 @@ def approve_command(
     emit([row], as_json, _print_rows)
 
 
+@app.command("review")
+def review_command(
+    alert_id: str = typer.Argument(..., help="Alert id, as `hub alerts list` prints it."),
+    tenant: str = TENANT_OPTION,
+    actor: str = ACTOR_OPTION,
+    note: str | None = typer.Option(
+        None, "--note", help="What the review found, up to 1,000 characters."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Review an alert that one emergency manager approved alone (Immediate and Extreme
+    alerts, when the tenant's policy allows it). The reviewer must be another emergency
+    manager, and the review is recorded in the audit log."""
+    with cli_errors():
+        row = workflow.review(None, _manager(tenant, actor), alert_id, note)
+    emit([row], as_json, _print_rows)
+
+
 @app.command("send")
 def send_command(
     alert_id: str = typer.Argument(..., help="Alert id printed by `hub alerts compose`."),
@@ -202,6 +233,10 @@ def status_command(
             ["tenant", "state", "channel", "pending", "sent", "failed", "dropped"],
             lines,
         )
+        for row in data:
+            review = _review_note(row)
+            if review:
+                console.print(f"{row['tenant_id']}: {review}", markup=False)
 
     emit(rows, as_json, render)
 
@@ -230,10 +265,21 @@ def preview_command(
 
 
 @app.command("list")
-def list_command(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """List the tenant's most recent alerts."""
+def list_command(
+    tenant: str = TENANT_OPTION,
+    awaiting_review: bool = typer.Option(
+        False,
+        "--awaiting-review",
+        help="List only alerts approved by a single emergency manager and not reviewed yet.",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the tenant's most recent alerts. The note column gives the reason an alert is
+    held, or its review state."""
     with cli_errors():
-        rows = workflow.list_alerts(None, _manager(tenant, "operator"))
+        rows = workflow.list_alerts(
+            None, _manager(tenant, "operator"), awaiting_review=awaiting_review
+        )
     emit(rows, as_json, _print_rows)
 
 

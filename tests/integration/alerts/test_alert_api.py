@@ -215,3 +215,35 @@ def test_unsubscribe_link_in_messages(setup, hub_url) -> None:
     with unit_of_work(TenantContext(tenant, actor="test"), engine=engine) as session:
         subscriber = session.scalar(select(m.Subscriber))
     assert subscriber.active is False
+
+
+def test_review_single_approved(setup) -> None:
+    from alerts_support import cap_alert
+
+    client, keys = setup["client"], setup["keys"]
+    document = to_dict(cap_alert("API-REV", urgency="Immediate", severity="Extreme"))
+    created = client.post("/api/v1/alerts", json=document, headers=auth(keys["a_em1"]))
+    alert_id = created.json()[0]["id"]
+    approved = client.post(f"/api/v1/alerts/{alert_id}/approve", headers=auth(keys["a_em1"]))
+    assert approved.json()["awaiting_review"] is True
+
+    waiting = client.get("/api/v1/alerts?awaiting_review=true", headers=auth(keys["a_em1"]))
+    assert [a["id"] for a in waiting.json()] == [alert_id]
+    path = f"/api/v1/alerts/{alert_id}/review"
+    same = client.post(path, json={"note": "fine"}, headers=auth(keys["a_em1"]))
+    assert same.status_code == 403, same.text
+    assert "another emergency manager" in same.text
+    too_long = client.post(path, json={"note": "x" * 1001}, headers=auth(keys["a_em2"]))
+    assert too_long.status_code == 400, too_long.text
+    assert "note" in too_long.text
+    other_tenant = client.post(path, headers=auth(keys["b_em"]))
+    assert other_tenant.status_code == 404
+
+    reviewed = client.post(path, json={"note": "fine"}, headers=auth(keys["a_em2"]))
+    assert reviewed.status_code == 200, reviewed.text
+    assert reviewed.json()["review_note"] == "fine"
+    again = client.post(path, headers=auth(keys["a_em2"]))
+    assert again.status_code == 409
+    assert "already reviewed" in again.text
+    waiting = client.get("/api/v1/alerts?awaiting_review=true", headers=auth(keys["a_em1"]))
+    assert waiting.json() == []
