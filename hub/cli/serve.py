@@ -164,6 +164,15 @@ def worker(
     scheduler = Scheduler() if schedule else None
     if scheduler is not None:
         scheduler.start()
+    log.info(
+        "worker_starting",
+        queues=queues,
+        concurrency=concurrency,
+        pool=pool,
+        broker="rabbitmq" if settings.uses_rabbitmq else "embedded",
+        # Task results are never stored: they could hold what a task read.
+        results=str(celery_app.conf.result_backend or "disabled").split(":", 1)[0],
+    )
     try:
         celery_app.worker_main(
             [
