@@ -53,6 +53,7 @@ from hub.requests.validation import (
 )
 from privacy.blind_index import blind_index
 from privacy.fields import FieldCipher
+from tenants.models import Tenant
 from tenants.registry import tenants_in_region
 
 log = structlog.get_logger(__name__)
@@ -113,7 +114,7 @@ def _device_hash(tenant_id: str, device_id: str | None) -> str | None:
 
 
 def link_regional_duplicate(
-    ctx: TenantContext, tenant: TenantSnapshot, request_id: str, *, engine: Engine | None = None
+    ctx: TenantContext, request_id: str, *, engine: Engine | None = None
 ) -> str | None:
     """Link a stored request to an older open request of another tenant in its region.
 
@@ -122,9 +123,8 @@ def link_regional_duplicate(
     requests filed before this one are candidates, so two reports filed at the same moment
     in two cities never point at each other. Returns the linked id, or None.
     """
-    if not tenant.region:
-        return None
     with unit_of_work(ctx, engine=engine, write=False) as session:
+        region = session.scalar(select(Tenant.region).where(Tenant.id == ctx.tenant_id))
         row = session.execute(
             select(
                 ServiceRequest.service_code,
@@ -135,14 +135,17 @@ def link_regional_duplicate(
                 ServiceRequest.duplicate_of,
             ).where(ServiceRequest.id == request_id)
         ).one_or_none()
-    if row is None or row.duplicate_of is not None or row.h3_cell is None:
+    if not region or row is None or row.duplicate_of is not None or row.h3_cell is None:
         return None
+    members = tenants_in_region(region, engine=engine)
+    tenant = next((info for info in members if info.id == ctx.tenant_id), None)
+    if tenant is None:
+        return None  # an offboarded tenant's requests are not linked
     lat, lon = point_of(row)
-    members = [info.id for info in tenants_in_region(tenant.region, engine=engine)]
     original = find_regional_duplicate(
         engine,
         tenant,
-        members,
+        [info.id for info in members],
         row.service_code,
         lat,
         lon,

@@ -16,7 +16,6 @@ from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests import routing, service, sla, webhook
 from hub.requests.metrics import DELIVERY_LATENCY
 from tenants.models import Tenant
-from tenants.registry import get_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -29,9 +28,7 @@ WORKER_ACTOR = "worker:routing"
 def route(request_id: str, *, tenant_id: str) -> dict[str, int]:
     """Send the request to every destination agency that has not received it yet."""
     ctx = TenantContext(tenant_id=tenant_id, actor=WORKER_ACTOR)
-    tenant = get_tenant(tenant_id)
-    if tenant is not None:
-        service.link_regional_duplicate(ctx, tenant, request_id)
+    service.link_regional_duplicate(ctx, request_id)
     with unit_of_work(ctx) as session:
         claims = routing.claim_deliveries(session, ctx, request_id)
 

@@ -13,7 +13,6 @@ from hub.core.outbox import OutboxMessage
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
 from hub.requests.service import link_regional_duplicate
-from tenants.registry import get_tenant
 
 POST = "/open311/v2/requests.json"
 
@@ -252,13 +251,11 @@ def test_duplicate_across_region_is_linked(client, tenants_ab, hub_db):
         # Intake links duplicates within the tenant only; the routing task looks region-wide.
         assert session.get(ServiceRequest, across_id).duplicate_of is None
     ctx = TenantContext(beta.id, actor="test")
-    beta_tenant = get_tenant(beta.id, engine=engine)
-    assert link_regional_duplicate(ctx, beta_tenant, across_id, engine=engine) == first
+    assert link_regional_duplicate(ctx, across_id, engine=engine) == first
     # The earlier request is not linked to the later one, and a second run changes nothing.
     alpha_ctx = TenantContext(alpha.id, actor="test")
-    alpha_tenant = get_tenant(alpha.id, engine=engine)
-    assert link_regional_duplicate(alpha_ctx, alpha_tenant, first, engine=engine) is None
-    assert link_regional_duplicate(ctx, beta_tenant, across_id, engine=engine) is None
+    assert link_regional_duplicate(alpha_ctx, first, engine=engine) is None
+    assert link_regional_duplicate(ctx, across_id, engine=engine) is None
     with unit_of_work(SystemContext("test"), engine=engine) as session:
         assert session.get(ServiceRequest, across_id).duplicate_of == first
         assert session.get(ServiceRequest, first).duplicate_of is None
