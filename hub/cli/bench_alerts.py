@@ -69,9 +69,15 @@ def _receiver(port_value: Any, count_value: Any, ready: Any) -> None:
 
 def _baseline(url: str, total: int) -> tuple[float, float]:
     """Return requests/s of a plain aiohttp loop posting a typical alert body, and the CPU
-    seconds of this process per request."""
+    seconds of this process per request.
+
+    It runs on the same event loop implementation as the workers (uvloop where installed).
+    """
+    from hub.alerts.httploop import new_event_loop
+
     cpu_started = time.process_time()
-    rate = asyncio.run(_baseline_loop(url, total))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        rate = runner.run(_baseline_loop(url, total))
     return rate, (time.process_time() - cpu_started) / total
 
 
