@@ -6,21 +6,21 @@ addresses in one pass, then sends in chunks over the worker process's pooled `ai
 bucket for each channel (`hub.alerts.ratelimit`), one statement per channel and chunk, in
 one transaction that also checks the alert's state.
 
-The outcomes of a chunk are stored while the next chunk is sent, in a few bulk UPDATEs, so a
-worker killed mid-batch repeats at most two chunks. Those repeats carry the same delivery key,
-and receivers drop them.
+Two chunks may be on the wire at once, and the outcomes of a chunk are stored in a few bulk
+UPDATEs while later chunks are sent, so a worker killed mid-batch repeats at most three
+chunks. Those repeats carry the same delivery key, and receivers drop them.
 
 Nothing is sent for an alert that is cancelled, superseded or past `expires`: its pending
 deliveries are dropped instead. The check runs when a batch starts and again in the
-transaction that takes each chunk's tokens, so a running batch sends at most the chunk in
-flight after a Cancel or the expiry.
+transaction that takes each chunk's tokens, so a running batch sends at most the chunks
+already on the wire after a Cancel or the expiry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +60,9 @@ log = structlog.get_logger(__name__)
 
 # Deliveries sent concurrently and recorded together.
 CHUNK_SIZE = 200
+# Chunks whose requests may be on the wire at once. Two keep requests flowing while the
+# older chunk waits for its last responses.
+CHUNKS_IN_FLIGHT = 2
 MAX_ATTEMPTS = 6
 # Retry delays in seconds: 2, 4, 8, ... capped at 300.
 MAX_BACKOFF_SECONDS = 300
@@ -460,15 +463,31 @@ class _Sender:
         return list(await asyncio.gather(*sends))
 
     async def send_all(self, jobs: list[Job]) -> tuple[int, int, bool]:
-        """Send in chunks; each chunk's outcomes are stored while the next chunk is sent, so a
-        killed worker repeats at most two chunks.
+        """Send in chunks, with up to `CHUNKS_IN_FLIGHT` chunks on the wire at once.
+
+        The next chunk's tokens are taken and its requests start while the previous chunk's
+        last responses arrive, and a chunk's outcomes are stored while later chunks are sent.
+        A killed worker therefore repeats at most CHUNKS_IN_FLIGHT + 1 chunks.
 
         Return (deliveries attempted, deliveries left for a retry, whether the alert ended).
         """
         attempted = 0
         retry = 0
         ended = False
+        in_flight: deque[tuple[list[Job], asyncio.Task[list[Outcome]]]] = deque()
         recording: asyncio.Future[int] | None = None
+
+        async def store_oldest() -> None:
+            nonlocal retry, recording
+            chunk, sending = in_flight.popleft()
+            outcomes = await sending
+            if recording is not None:
+                retry += await recording
+            results = list(zip(chunk, outcomes, strict=True))
+            recording = asyncio.ensure_future(
+                asyncio.to_thread(_record, self.engine, self.ctx, results)
+            )
+
         try:
             for start in range(0, len(jobs), CHUNK_SIZE):
                 chunk = jobs[start : start + CHUNK_SIZE]
@@ -476,15 +495,16 @@ class _Sender:
                 if grants is None:
                     ended = True
                     break
-                outcomes = await self._send_chunk(chunk, grants)
+                in_flight.append((chunk, asyncio.ensure_future(self._send_chunk(chunk, grants))))
                 attempted += len(chunk)
-                if recording is not None:
-                    retry += await recording
-                results = list(zip(chunk, outcomes, strict=True))
-                recording = asyncio.ensure_future(
-                    asyncio.to_thread(_record, self.engine, self.ctx, results)
-                )
+                if len(in_flight) >= CHUNKS_IN_FLIGHT:
+                    await store_oldest()
+            while in_flight:
+                await store_oldest()
         finally:
+            # Only after an error: let the chunks still on the wire finish, unrecorded.
+            for _chunk, sending in in_flight:
+                await asyncio.gather(sending, return_exceptions=True)
             if recording is not None:
                 retry += await recording
             for channel in self.channels.values():
