@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
+import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import typer
@@ -16,7 +19,7 @@ from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, 
 from hub.core.db import get_engine
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
-from hub.core.settings import get_settings
+from hub.core.settings import Settings, get_settings
 
 
 def demo(
@@ -53,6 +56,7 @@ def demo(
         settings = settings.model_copy(update={"log_level": "WARNING"})
         logging.getLogger().setLevel(logging.WARNING)
     configure_logging(settings, force=True)
+    _start_fresh(settings)
     with cli_errors():
         upgrade()
     options = DemoOptions(
@@ -78,6 +82,60 @@ def demo(
             _serve_until_interrupted(ctx)
     finally:
         ctx.close()
+
+
+# Written next to the embedded database the demo creates, so a second run knows it may start over.
+DEMO_MARKER = "demo-database"
+_EMBEDDED_FILES = (
+    "hub.db",
+    "hub.db-wal",
+    "hub.db-shm",
+    "broker.db",
+    "broker.db-wal",
+    "broker.db-shm",
+)
+
+
+def _tenant_count(database: Path) -> int:
+    try:
+        with closing(sqlite3.connect(database)) as conn:
+            return int(conn.execute("SELECT count(*) FROM tenants").fetchone()[0])
+    except sqlite3.Error:
+        return 0  # no tenants table yet: nothing was ever onboarded
+
+
+def _start_fresh(settings: Settings) -> None:
+    """Give each run of the demo on the embedded default an empty database.
+
+    A second run on the same folder would otherwise add to the first one's residents, contacts
+    and alerts, and its summary would count both. A database the demo did not create, with
+    tenants in it, is the operator's: the demo stops rather than delete it. With
+    HUB_DATABASE_URL or HUB_BROKER_URL set the demo adds to that database and removes nothing.
+    """
+    if settings.database_url or settings.broker_url:
+        return
+    var = settings.var_dir
+    database = var / "hub.db"
+    marker = var / DEMO_MARKER
+    if database.exists() and not marker.exists() and _tenant_count(database) > 0:
+        fail(
+            f"{database.resolve()} holds tenants that `hub demo` did not create; run the demo "
+            "with HUB_VAR_DIR set to an empty folder, or move that database away"
+        )
+    if database.exists():
+        for name in _EMBEDDED_FILES:
+            (var / name).unlink(missing_ok=True)
+        shutil.rmtree(var / "demo", ignore_errors=True)
+        err_console.print(
+            f"[demo] starting over: removed the previous demo's database in {var.resolve()}",
+            highlight=False,
+            markup=False,
+        )
+    settings.ensure_var_dir()
+    marker.write_text(
+        "hub demo created the database in this folder and may delete it when it runs again.\n",
+        encoding="utf-8",
+    )
 
 
 def _problem(ctx: DemoContext) -> str | None:
