@@ -84,7 +84,7 @@ def demo(
         ctx.close()
 
 
-# Written next to the embedded database the demo creates, so a second run knows it may start over.
+# Written next to the embedded database the demo creates; a second run that finds it may start over.
 DEMO_MARKER = "demo-database"
 _EMBEDDED_FILES = (
     "hub.db",
