@@ -106,10 +106,16 @@ class ExportFile:
             # Extra values beyond the header go under "", which no format reads.
             yield line, dict(zip(keys, values, strict=False)) | _missing(keys, values)
 
-    def _starts_with_array(self) -> bool:
+    def _first_content(self) -> bytes:
+        """Return the first bytes past a UTF-8 BOM and white space, or b"" for a blank file."""
         with self.path.open("rb") as handle:
-            head = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
-        return head.startswith(b"[")
+            head = handle.read(64).removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+            while not head:
+                chunk = handle.read(65536)
+                if not chunk:
+                    return b""
+                head = chunk.lstrip(b" \t\r\n")
+        return head
 
     def json_items(self, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yield `(record number, row)` for each object of a top-level JSON array."""
@@ -123,11 +129,19 @@ class ExportFile:
                     )
                 yield number, normalize_row(item)
         except ijson.JSONError as exc:
-            if number == 0 and not self._starts_with_array():
-                raise FileFormatError(
-                    f"{self.path.name} does not start with a JSON array; expected {label}. "
-                    "For a CSV file, pick one of the CSV formats that `hub import --help` lists"
-                ) from None
+            if number == 0:
+                head = self._first_content()
+                if not head:
+                    raise FileFormatError(
+                        f"{self.path.name} is empty (no JSON content); expected {label}. "
+                        "Check that the export finished writing the file"
+                    ) from None
+                if not head.startswith(b"["):
+                    raise FileFormatError(
+                        f"{self.path.name} does not start with a JSON array; expected {label}. "
+                        "For a CSV file, pick one of the CSV formats that `hub import --help` "
+                        "lists"
+                    ) from None
             # The parser's message spans several lines with a drawing of the position.
             reason = str(exc).strip().splitlines()[0].rstrip(".")
             raise FileFormatError(

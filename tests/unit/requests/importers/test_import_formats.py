@@ -139,6 +139,13 @@ def test_empty_file(tmp_path):
         read_all("boston-csv", write(tmp_path, "empty.csv", ""))
 
 
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf \n\t\r\n", b" " * 70_000])
+def test_empty_json_file(tmp_path, content):
+    with pytest.raises(FileFormatError, match="empty.json is empty") as raised:
+        read_all("nyc-json", write(tmp_path, "empty.json", content))
+    assert "does not start with" not in str(raised.value)
+
+
 def test_csv_given_to_json_format(tmp_path, shared_data):
     with pytest.raises(FileFormatError, match="does not start with a JSON array") as raised:
         read_all("nyc-json", shared_data / "311_records/nyc/NYC311-5.csv")
