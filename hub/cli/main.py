@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup, TyperOption
+
+# Typer 0.29 ships its own copy of click; its exceptions and context live there.
+try:
+    from typer._click import Context
+    from typer._click.exceptions import UsageError
+except ImportError:  # older Typer releases run on the click package
+    from click import Context
+    from click.exceptions import UsageError
 
 from hub.cli import alerts as alert_commands
 from hub.cli import audit as audit_commands
@@ -16,9 +27,69 @@ from hub.cli import requests as request_commands
 from hub.cli import serve as serve_commands
 from hub.cli import tenants as tenant_commands
 from hub.cli.demo.command import demo as demo_command
+from hub.cli.output import print_error
+
+_JSON_ERRORS_KEY = "hub.json_errors"
+
+
+def _print_usage_error(error: UsageError) -> None:
+    message = error.format_message().rstrip(".")
+    if error.ctx is not None:
+        message += f"; see `{error.ctx.command_path} --help`"
+    print_error(message, code=error.exit_code, as_json=True)
+
+
+class HubGroup(TyperGroup):
+    """The root command group: usage errors under `--json` print the JSON error document.
+
+    Click reports a bad value, a missing option or an unknown option or command as a
+    `UsageError` from the parsing of any command below the root. All of them pass through the
+    root's `make_context` or `invoke`, so handling them here covers every command.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: Context | None = None,
+        **extra: Any,
+    ) -> Context:
+        json_errors = "--json" in args
+        try:
+            context = super().make_context(info_name, args, parent, **extra)
+        except UsageError as error:
+            if not json_errors:
+                raise
+            _print_usage_error(error)
+            raise typer.Exit(error.exit_code) from None
+        context.meta[_JSON_ERRORS_KEY] = json_errors
+        return context
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as error:
+            if not ctx.meta.get(_JSON_ERRORS_KEY):
+                raise
+            _print_usage_error(error)
+            raise typer.Exit(error.exit_code) from None
+
+
+def _type_label_unless_flag(option: TyperOption, ctx: Context) -> str | None:
+    if option.is_flag or option.count:
+        return None
+    return _type_label(option, ctx)
+
+
+# Typer 0.29's rich help prints a type such as `<bool>` beside every option, flags included
+# (`--json`, `--help`), although a flag takes no value. Its plain help leaves flags bare, and
+# the rich help does the same when this returns None.
+_type_label = TyperOption.display_type_rich
+TyperOption.display_type_rich = _type_label_unless_flag  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="hub",
+    cls=HubGroup,
     help="Regional 311 hub: a multi-tenant Open311 back end with alerts and overflow routing.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -79,15 +79,25 @@ def _json_requested() -> bool:
     return False
 
 
+def error_document(message: str, code: int, **details: Any) -> dict[str, Any]:
+    """Return the JSON error document that every command prints on stdout under `--json`."""
+    return {"error": message, "exit_code": code, **details}
+
+
+def print_error(message: str, *, code: int, as_json: bool, **details: Any) -> None:
+    """Print an error on stderr and, when `as_json`, its JSON document with `details` on stdout."""
+    if as_json:
+        print_json(error_document(message, code, **details))
+    err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+
+
 def fail(message: str, *, code: int = 2) -> NoReturn:
     """Print an error (what failed, on which value, what to do) and exit non-zero.
 
-    Under `--json` the error is also printed on stdout as `{"error": ...}`, so a script always
-    reads one JSON document there, whether the command succeeded or not.
+    Under `--json` the error is also printed on stdout as `{"error": ..., "exit_code": ...}`,
+    so a script always reads one JSON document there, whether the command succeeded or not.
     """
-    if _json_requested():
-        print_json({"error": message, "exit_code": code})
-    err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    print_error(message, code=code, as_json=_json_requested())
     raise typer.Exit(code)
 
 

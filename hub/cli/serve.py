@@ -64,7 +64,7 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8311, help="TCP port to listen on."),
+    port: int = typer.Option(8311, min=1, max=65535, help="TCP port to listen on."),
     processes: int = typer.Option(1, "--processes", min=1, help="API processes (uvicorn workers)."),
     worker: bool = typer.Option(
         None,

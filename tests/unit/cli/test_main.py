@@ -1,0 +1,80 @@
+"""The `hub` entry point: usage errors under `--json`, port bounds and flag help."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hub.cli.main import app
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["overflow", "simulate", "--from-tenant", "boston", "--surge", "abc", "--json"],
+            "Invalid value for '--surge'",
+        ),
+        (["overflow", "staffing", "--handle-time", "240", "--json"], "Missing option"),
+        (["overflow", "simulate", "--no-such-option", "--json"], "No such option"),
+        (["no-such-command", "--json"], "No such command"),
+        (["overflow", "no-such-command", "--json"], "No such command"),
+    ],
+)
+def test_usage_error_json_document(args, expected):
+    result = run(*args)
+
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert set(document) == {"error", "exit_code"}
+    assert expected in document["error"]
+    assert "--help" in document["error"]
+    assert document["exit_code"] == 2
+
+
+def test_usage_error_text_without_json():
+    result = run("overflow", "simulate", "--from-tenant", "boston", "--surge", "abc")
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "Invalid value for '--surge'" in result.stderr
+
+
+@pytest.mark.parametrize("port", ["0", "-1", "65536", "99999"])
+def test_serve_port_out_of_range(port):
+    result = run("serve", "--port", port)
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--port'" in result.stderr
+
+
+@pytest.mark.parametrize("port", ["-1", "65536"])
+def test_worker_metrics_port_out_of_range(port):
+    result = run("worker", "--metrics-port", port)
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--metrics-port'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "flags"),
+    [
+        (["serve", "--help"], ["--worker", "--help"]),
+        (["overflow", "staffing", "--help"], ["--json", "--help"]),
+    ],
+)
+def test_help_shows_flags_without_type(args, flags):
+    result = run(*args)
+
+    assert result.exit_code == 0
+    assert "<bool>" not in result.stdout
+    for flag in flags:
+        assert flag in result.stdout
+    # Options that take a value still show its type.
+    assert "<float>" in result.stdout or "<int range>" in result.stdout
