@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,20 @@ def staffing(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Compute the agents needed for a service-level target with Erlang C."""
+    # Checked here so that messages quote the options in the units the user gave them.
+    if not arrival_rate >= 0 or math.isinf(arrival_rate):
+        fail(f"--arrival-rate must be 0 or more contacts per hour, got {arrival_rate:g}")
+    if not handle_time > 0 or math.isinf(handle_time):
+        fail(f"--handle-time must be more than 0 seconds, got {handle_time:g}")
+    if not within >= 0 or math.isinf(within):
+        fail(f"--within must be 0 or more seconds, got {within:g}")
+    if not 0 < target < 1:
+        # Under Erlang C the service level stays below 1 for every finite number of agents,
+        # so no staffing reaches a target of 1.
+        fail(
+            f"--target must be more than 0 and less than 1 (both bounds excluded), got {target:g}; "
+            "give a fraction such as 0.8"
+        )
     try:
         plan = agents_for_target(arrival_rate / 3600, handle_time, within, target)
     except ValueError as exc:
@@ -191,7 +206,10 @@ def simulate_command(
     ),
     handle_time: float = typer.Option(240.0, min=1, help="Average handle time in seconds."),
     partner_agents: list[int] = typer.Option(
-        [], "--partner-agents", help="Agents of one simulated partner (repeat for several)."
+        [],
+        "--partner-agents",
+        min=1,
+        help="Agents of one simulated partner, at least 1 (repeat for several).",
     ),
     partner_load: float = typer.Option(
         DEFAULT_PARTNER_LOAD, min=0, max=0.99, help="Partners' own traffic as a share of capacity."
@@ -206,6 +224,8 @@ def simulate_command(
     """Replay an arrival curve times a surge factor, with and without overflow."""
     if (arrivals is None) == (from_tenant is None):
         fail("give exactly one of --arrivals FILE or --from-tenant ID")
+    if chart is not None:
+        _check_chart_path(chart)
     with cli_errors():
         if arrivals is not None:
             try:
@@ -240,7 +260,13 @@ def simulate_command(
             )
     without, with_overflow = runs["without overflow"], runs["with overflow"]
     if chart is not None:
-        write_chart(without, with_overflow, str(chart), f"Surge x{surge:g}")
+        try:
+            write_chart(without, with_overflow, str(chart), f"Surge x{surge:g}")
+        except OSError as exc:
+            fail(
+                f"could not write the chart to {chart} ({exc.strerror or exc}); "
+                "check that the folder is writable or pass another --chart path"
+            )
     data = {
         "surge": surge,
         "contacts": len(times),
@@ -251,6 +277,20 @@ def simulate_command(
         "chart": str(chart) if chart else None,
     }
     emit(data, as_json, _render_simulation)
+
+
+def _check_chart_path(chart: Path) -> None:
+    """Reject a --chart path that cannot take a file before the simulation runs."""
+    if chart.is_dir():
+        fail(
+            f"--chart {chart} is a folder; give the path of a PNG file, "
+            f"such as {chart / 'surge.png'}"
+        )
+    if not chart.parent.is_dir():
+        fail(
+            f"--chart {chart}: the folder {chart.parent} does not exist; "
+            "create it first or pass a path in an existing folder"
+        )
 
 
 def _render_simulation(data: dict[str, Any]) -> None:
