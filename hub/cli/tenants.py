@@ -8,7 +8,15 @@ from typing import Any
 import typer
 
 from hub.cli.offboard import offboard_command
-from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, fail, print_json, table
+from hub.cli.output import (
+    JSON_OPTION,
+    cli_errors,
+    emit,
+    err_console,
+    fail,
+    print_error,
+    table,
+)
 from hub.core.clock import isoformat
 from hub.core.db import unit_of_work
 from hub.core.errors import HubError, NotFound
@@ -66,10 +74,9 @@ def validate_command(
     try:
         manifest = load_manifest(file)
     except ManifestError as exc:
-        if as_json:
-            print_json({"valid": False, "problems": exc.problems})
-            raise typer.Exit(2) from None
-        fail(exc.message)
+        # Under --json the error document also lists the problems, one `path: message` each.
+        print_error(exc.message, code=2, as_json=as_json, valid=False, problems=exc.problems)
+        raise typer.Exit(2) from None
     except HubError as exc:
         fail(exc.message)
     data = {

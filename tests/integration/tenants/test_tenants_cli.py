@@ -122,7 +122,11 @@ def test_validate_json_lists_problems(hub_cli, tmp_path):
     path.write_text("id: Not A Slug\n", encoding="utf-8")
     code, out = hub_cli("tenants", "validate", str(path), "--json")
     assert code == 2
-    problems = json.loads(out)["problems"]
+    document = json.loads(out)
+    assert document["exit_code"] == 2
+    assert document["valid"] is False
+    assert document["error"].startswith(f"{path}: invalid manifest")
+    problems = document["problems"]
     assert any(p.startswith("id: ") for p in problems)
     assert "jurisdiction_id: required field is missing" in problems
 
