@@ -14,7 +14,7 @@ import structlog
 from sqlalchemy import JSON, column, func, select, table, update
 from sqlalchemy.orm import Session
 
-from hub.core.clock import utcnow
+from hub.core.clock import as_utc, utcnow
 from privacy.audit import audit
 from privacy.registry import EncryptedTable, encrypted_tables
 
@@ -64,6 +64,42 @@ def _expired_selections(
             sql.c[entry.version_column].is_not(None),
         ]
         yield entry, sql, where
+
+
+def retention_cutoffs(
+    session: Session, tenant_id: str, *, now: datetime | None = None
+) -> dict[str, tuple[str, datetime]]:
+    """Return {table: (time column, cutoff)} for the tenant's registered tables.
+
+    A row whose time column is before the cutoff is past retention: the purge clears its
+    ciphertexts. Importers use this to store such rows without them in the first place.
+    """
+    retention_days = tenant_privacy_settings(session, tenant_id)["retention_days"]
+    now = now or utcnow()
+    cutoffs = {}
+    for entry in encrypted_tables():
+        days = retention_days.get(entry.retention_class)
+        if entry.time_column is not None and days is not None:
+            cutoffs[entry.table] = (entry.time_column, now - timedelta(days=days))
+    return cutoffs
+
+
+def past_retention(
+    cutoffs: dict[str, tuple[str, datetime]], table_name: str, row: dict[str, Any]
+) -> bool:
+    """True when `row`, column values about to be inserted, is already past retention."""
+    cutoff = cutoffs.get(table_name)
+    if cutoff is None:
+        return False
+    column_name, before = cutoff
+    stamp = row.get(column_name)
+    return stamp is not None and as_utc(stamp) < before
+
+
+def cleared_columns(table_name: str) -> dict[str, None]:
+    """The values `purge_expired` leaves in a purged row: no ciphertexts, no DEK version."""
+    entry = next(entry for entry in encrypted_tables() if entry.table == table_name)
+    return {name: None for name in (*entry.columns, entry.version_column)}
 
 
 def expired_rows(

@@ -128,6 +128,13 @@ def _render(report: dict[str, Any]) -> None:
         f"rejected {report['rejected']} ({report['seconds']} s)",
         highlight=False,
     )
+    if report["past_retention"]:
+        console.print(
+            f"{report['past_retention']} imported requests were closed before the tenant's "
+            "personal-data retention period and were stored without their personal fields "
+            "(description, address, media, exact location)",
+            highlight=False,
+        )
     dst = report["dst_adjustments"]
     console.print(
         f"DST adjustments: {dst['ambiguous']} ambiguous (first occurrence taken), "

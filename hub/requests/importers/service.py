@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from hub.requests.models import ServiceRequest, StatusEvent
 from hub.requests.records import PersonalFields, seal_event_note, sealed_request_columns
 from hub.requests.validation import MAX_DESCRIPTION_CHARS, check_media_url, check_text
 from privacy.fields import FieldCipher
+from privacy.retention import cleared_columns, past_retention, retention_cutoffs
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +72,8 @@ class ImportReport:
     imported: int = 0
     skipped_existing: int = 0
     rejected: int = 0
+    # Closed before the tenant's retention period: stored without personal fields.
+    past_retention: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     rejections: list[Rejection] = field(default_factory=list)
     unmapped_categories: Counter[str] = field(default_factory=Counter)
@@ -102,6 +106,7 @@ class ImportReport:
             "imported": self.imported,
             "skipped_existing": self.skipped_existing,
             "rejected": self.rejected,
+            "past_retention": self.past_retention,
             "rejected_by_reason": dict(self.rejected_by_reason),
             "rejections": [
                 {
@@ -291,7 +296,8 @@ class Importer:
                 return 0, len(batch)
 
             cipher = FieldCipher.for_tenant(session, self.tenant.id)
-            requests, events, notes = self._build(cipher, list(fresh.values()))
+            cutoffs = retention_cutoffs(session, self.tenant.id)
+            requests, events, notes = self._build(cipher, list(fresh.values()), cutoffs)
             # Core executemany on the tables: ORM objects or ORM bulk inserts cost several
             # times more per row here. The rows carry tenant_id explicitly, and PostgreSQL's
             # row-level security still checks it.
@@ -346,9 +352,15 @@ class Importer:
         return set(session.scalars(statement))
 
     def _build(
-        self, cipher: FieldCipher, batch: list[_Pending]
+        self,
+        cipher: FieldCipher,
+        batch: list[_Pending],
+        cutoffs: dict[str, tuple[str, datetime]],
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[int, str]]]:
-        """Return the request rows, the event rows and (event index, note) pairs to seal."""
+        """Return the request rows, the event rows and (event index, note) pairs to seal.
+
+        `cutoffs` are the tenant's retention cutoffs (`privacy.retention.retention_cutoffs`).
+        """
         actor = f"import:{self.format.name}"
         requests: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
@@ -357,34 +369,48 @@ class Importer:
             record = pending.record
             service = self.tenant.services[pending.service_code]
             request_id = tracking_code()
-            personal = PersonalFields(
-                description=record.description,
-                address=record.address,
-                media_url=record.media_url,
+            closed_at = record.closed_at if record.status == "closed" else None
+            # A request closed before the retention period keeps no personal data: the daily
+            # purge would clear it, so it is never stored.
+            expired = past_retention(
+                cutoffs, ServiceRequest.__tablename__, {"closed_at": closed_at}
             )
-            requests.append(
-                {
-                    "id": request_id,
-                    "tenant_id": self.tenant.id,
-                    "service_code": service.code,
-                    "status": record.status,
-                    "resolution": record.resolution,
-                    "agency_code": service.agency_code,
-                    "requested_at": record.requested_at,
-                    "updated_at": record.updated_at or record.closed_at or record.requested_at,
-                    "expected_at": record.expected_at,
-                    "closed_at": record.closed_at if record.status == "closed" else None,
-                    "zipcode": (record.zipcode or "")[:16] or None,
-                    "channel": record.channel,
-                    "source": self.format.source,
-                    "source_id": record.source_id,
-                    **sealed_request_columns(
-                        cipher, service, request_id, personal, record.lat, record.lon
-                    ),
-                }
+            personal = (
+                PersonalFields()
+                if expired
+                else PersonalFields(
+                    description=record.description,
+                    address=record.address,
+                    media_url=record.media_url,
+                )
             )
+            row = {
+                "id": request_id,
+                "tenant_id": self.tenant.id,
+                "service_code": service.code,
+                "status": record.status,
+                "resolution": record.resolution,
+                "agency_code": service.agency_code,
+                "requested_at": record.requested_at,
+                "updated_at": record.updated_at or record.closed_at or record.requested_at,
+                "expected_at": record.expected_at,
+                "closed_at": closed_at,
+                "zipcode": (record.zipcode or "")[:16] or None,
+                "channel": record.channel,
+                "source": self.format.source,
+                "source_id": record.source_id,
+                **sealed_request_columns(
+                    cipher, service, request_id, personal, record.lat, record.lon
+                ),
+            }
+            if expired:
+                row.update(cleared_columns(ServiceRequest.__tablename__))
+                self.report.past_retention += 1
+            requests.append(row)
             for event, note in self._events(request_id, record, actor):
-                if note is not None:
+                if note is not None and not past_retention(
+                    cutoffs, StatusEvent.__tablename__, event
+                ):
                     notes.append((len(events), note))
                 events.append(event)
         return requests, events, notes

@@ -135,3 +135,35 @@ def test_rejections_name_line_and_column(engine, tmp_path):
         (6, "case_status", "unknown_status"),
     ]
     assert "'01/02/2022'" in report.rejections[0].message
+
+
+def test_requests_closed_before_retention_keep_no_personal_data(engine, tmp_path):
+    tenant = onboard_data(engine, city_manifest("boston", "America/New_York"))
+    path = tmp_path / "old-and-new.csv"
+    this_year = datetime.now(UTC).year
+    path.write_text(
+        BOSTON_HEADER
+        + boston_row("101", "2015-03-02 09:00:00", "2015-03-04 10:00:00", "Closed")
+        + boston_row("102", f"{this_year}-01-02 09:00:00", f"{this_year}-01-03 10:00:00", "Closed")
+        + boston_row("103", "2015-03-02 09:00:00"),
+        encoding="utf-8",
+    )
+
+    report = run_import(
+        TenantContext(tenant.id), tenant, FORMATS["boston-csv"], path, engine=engine
+    )
+
+    assert report.imported == 3
+    assert report.past_retention == 1
+    assert report.as_dict()["past_retention"] == 1
+    with unit_of_work(TenantContext(tenant.id), engine=engine, write=False) as session:
+        rows = {
+            row.source_id: row
+            for row in session.scalars(select(ServiceRequest).order_by(ServiceRequest.source_id))
+        }
+    old, recent, still_open = rows["101"], rows["102"], rows["103"]
+    assert old.description_enc is None and old.address_enc is None and old.dek_version is None
+    assert old.h3_cell is not None and old.status == "closed"
+    # Closed recently, or never closed: the retention clock has not run out.
+    assert recent.description_enc is not None and recent.address_enc is not None
+    assert still_open.description_enc is not None
