@@ -60,11 +60,15 @@ def mark_breaches(
             )
         )
         SLA_BREACHES.labels(tenant=ctx.tenant_id, service=request.service_code).inc()
-        log.warning(
+        log.info(
             "sla_breached",
             request_id=request.id,
             service_code=request.service_code,
             agency=request.agency_code,
         )
+    if requests:
+        # One warning per run, not per request: an import of old open requests can mark
+        # thousands at once.
+        log.warning("sla_breaches_marked", tenant_id=ctx.tenant_id, requests=len(requests))
     session.flush()
     return [request.id for request in requests]
