@@ -80,13 +80,16 @@ def format_of_path(path: str) -> str:
 
 
 # HTTP statuses the spec's error list uses as they are; other client errors become 400.
-_SPEC_STATUSES = {400, 403, 404, 409, 413, 500, 503}
+# A 405 keeps its status so that a client sees a wrong method, not a wrong parameter.
+_SPEC_STATUSES = {400, 403, 404, 405, 409, 413, 500, 503}
 
 
 def render_error(request: Request, status: int, _code: str, message: str) -> Response:
     """Render any error under `/open311/` as the spec's list of `{code, description}`.
 
-    The description is the error's own message, which never echoes the request body.
+    The description is the error's own message. It may repeat ids, codes, dates and coordinates
+    from the request, but never a personal field (description, names, email, phone, address or
+    media).
     """
     if status not in _SPEC_STATUSES:
         status = 400 if 400 <= status < 500 else status

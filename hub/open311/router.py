@@ -9,12 +9,14 @@ agency role. Errors come out as the spec's error list through the renderer in `f
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
+from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import unit_of_work
 from hub.core.errors import HubError, InvalidInput, NotFound
 from hub.core.tenancy import ROLE_AGENCY, ROLE_AGENT, ROLE_OPEN311, ROLE_STAFF, TenantContext
@@ -22,6 +24,7 @@ from hub.open311 import formats, params, views
 from hub.requests import queries, service
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import INTAKE
+from hub.requests.models import STATES
 from hub.requests.schemas import IntakeData, IntakeResult, RequestQuery
 from tenants.auth import authenticate_for_tenant, credential_for
 from tenants.registry import get_tenant_by_jurisdiction
@@ -29,7 +32,8 @@ from tenants.registry import get_tenant_by_jurisdiction
 log = structlog.get_logger(__name__)
 
 PREFIX = "/open311/v2"
-CHANGESET = "2026-12-04T00:00:00Z"
+# The date of the last change to this endpoint's methods, written like every other date.
+CHANGESET = "2026-12-04T00:00:00+00:00"
 # Roles that may file requests, and roles that may post agency status updates.
 INTAKE_ROLES = frozenset({ROLE_OPEN311, ROLE_AGENT, ROLE_STAFF})
 UPDATE_ROLES = frozenset({ROLE_AGENCY})
@@ -76,8 +80,20 @@ def _authenticate(
     return ctx, credential_for(raw_key).key_id
 
 
+def _media_type(content_type: str) -> str:
+    """Return the media type of a Content-Type header for a message, without parameters."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if len(media_type) > 100 or not media_type.isprintable():
+        return "another type"
+    return media_type
+
+
 async def _form_items(request: Request) -> Items:
-    """Query and form parameters in order; the body size limit holds for chunked bodies too."""
+    """Query and form parameters in order; the body size limit holds for chunked bodies too.
+
+    GeoReport v2 POST methods take form fields, so a body of any other type (such as JSON) is
+    rejected instead of being read as no fields at all.
+    """
     limit = request.app.state.settings.max_body_bytes
     body = await request.body()
     if len(body) > limit:
@@ -96,6 +112,14 @@ async def _form_items(request: Request) -> Items:
             if not isinstance(value, str):
                 raise InvalidInput("file uploads are not accepted; send media_url instead")
             items.append((key, value))
+    elif body:
+        media_type = _media_type(content_type) if content_type else "no declared type"
+        raise InvalidInput(
+            f"POST {request.url.path.rsplit('/', 1)[-1]} takes form fields, not a body of "
+            f"{media_type}; send them as application/x-www-form-urlencoded or "
+            "multipart/form-data",
+            code="unsupported_media_type",
+        )
     return items
 
 
@@ -299,6 +323,25 @@ def get_request(request_id: str, fmt: str, request: Request) -> Response:
 
 # Open311 statuses map onto the lifecycle; the lifecycle's own names are accepted as they are.
 _UPDATE_STATUS = {"open": "in_progress"}
+_ACCEPTED_STATUSES = (*_UPDATE_STATUS, *STATES)
+# How far an agency's updated_datetime may run ahead of this server's clock, for clock skew.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _update_time(items: Items) -> datetime | None:
+    """Return the update's `updated_datetime`, rejecting one later than the server clock allows."""
+    updated = params.date_param(params.first(items, "updated_datetime"), "updated_datetime")
+    if updated is None:
+        return None
+    now = utcnow()
+    if as_utc(updated) > now + MAX_CLOCK_SKEW:
+        minutes = MAX_CLOCK_SKEW.total_seconds() / 60
+        raise InvalidInput(
+            f"updated_datetime is more than {minutes:g} minutes ahead of the server clock "
+            f"({isoformat(now)}); send the time the update was made, with its UTC offset",
+            field="updated_datetime",
+        )
+    return updated
 
 
 def _post_update(ctx: TenantContext, items: Items) -> dict:
@@ -313,11 +356,13 @@ def _post_update(ctx: TenantContext, items: Items) -> dict:
     raw_status = params.optional_text(items, "status")
     if raw_status is None:
         raise InvalidInput("status is required", field="status")
+    if raw_status not in _ACCEPTED_STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(_ACCEPTED_STATUSES)}", field="status")
     status = _UPDATE_STATUS.get(raw_status, raw_status)
     resolution = params.optional_text(items, "resolution")
     if status == "closed" and resolution is None:
         resolution = "fixed"
-    updated = params.date_param(params.first(items, "updated_datetime"), "updated_datetime")
+    updated = _update_time(items)
 
     try:
         with unit_of_work(ctx) as session:

@@ -1,7 +1,7 @@
 """Input checks for new requests: text, media URLs, dates and service-definition attributes.
 
 Every failure raises `InvalidInput` naming the field and the rule, never the submitted value:
-the value may be personal data.
+the value may be personal data. An undefined attribute's code is named when it looks like a code.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ MAX_MEDIA_URL_CHARS = 2000
 _HTML = re.compile(r"<[A-Za-z!/?]|&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
 # C0 controls other than tab, line feed and carriage return, DEL and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# An attribute code that an error message may repeat: up to 64 ASCII letters, digits, `_`,
+# `-`, `.` and `:`. Other submitted codes may be free text, so messages leave them out.
+_SHOWN_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 OPEN311_DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
 
@@ -118,9 +121,12 @@ def check_attributes(
     for code in submitted:
         attribute = by_code.get(code)
         if attribute is None or attribute.get("variable", True) is False:
-            # The unknown code is not repeated: it is client input.
+            if _SHOWN_CODE.fullmatch(code):
+                subject = f"attribute[{code}] is"
+            else:
+                subject = "an attribute code with spaces, symbols or over 64 characters is"
             raise InvalidInput(
-                f"an attribute is not defined for service {service_code}; "
+                f"{subject} not defined for service {service_code}; "
                 f"see services/{service_code} for its attributes",
                 field="attribute",
             )
