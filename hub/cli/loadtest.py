@@ -5,12 +5,29 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 
 from hub.cli.output import JSON_OPTION, emit, err_console, fail, table
 from hub.core.logging import configure_logging
 from hub.core.settings import get_settings
+
+# Host names a load run may target. The host is compared after parsing, so a URL such as
+# http://127.0.0.1.example.com or http://localhost@other.host is not taken for loopback.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def is_loopback_url(url: str) -> bool:
+    """Return True for an http URL whose host is loopback, with no user info and a valid port."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme != "http" or parts.username is not None or parts.password is not None:
+        return False
+    return parts.hostname in LOOPBACK_HOSTS and (port is None or 1 <= port <= 65535)
 
 
 def loadtest(
@@ -45,8 +62,11 @@ def loadtest(
 
     if scenario not in SCENARIOS:
         fail(f"unknown scenario {scenario!r}; use one of: {', '.join(SCENARIOS)}")
-    if target and not target.startswith(("http://127.0.0.1", "http://[::1]", "http://localhost")):
-        fail(f"--target {target!r} is not a loopback URL; load runs target 127.0.0.1 or ::1 only")
+    if target and not is_loopback_url(target):
+        fail(
+            f"--target {target!r} is not a loopback URL; load runs target "
+            "http://127.0.0.1:PORT, http://[::1]:PORT or http://localhost:PORT only"
+        )
     criteria = criteria or default_criteria(scenario)
     for label, path in (("--criteria", criteria), ("--profile", profile)):
         if path is not None and not path.is_file():
