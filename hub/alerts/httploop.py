@@ -88,6 +88,10 @@ class HttpLoop:
 
 _lock = threading.Lock()
 _current: HttpLoop | None = None
+# Loops a forked child inherited from its parent. Their sessions belong to the parent, so the
+# child neither uses nor closes them, and keeps them referenced: collected, an open session
+# is reported as "Unclosed client session".
+_inherited: list[HttpLoop] = []
 # Allocations between young-generation collections (Python's default is 700).
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -112,6 +116,8 @@ def process_loop() -> HttpLoop:
     global _current
     with _lock:
         if _current is None or _current.pid != os.getpid() or _current.loop.is_closed():
+            if _current is not None and _current.pid != os.getpid():
+                _inherited.append(_current)
             _current = HttpLoop()
             _tune_garbage_collector()
         return _current

@@ -87,13 +87,31 @@ def _process_shutdown(pid: int | None = None, **_kwargs: object) -> None:
     # A pool process that exits leaves its metric files; live gauges must stop counting it.
     import os
 
+    _close_alert_sessions()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and pid:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
 
 
-from celery.signals import worker_process_init, worker_process_shutdown  # noqa: E402
+def _close_alert_sessions(**_kwargs: object) -> None:
+    """Close the process's pooled HTTP session of alert deliveries before it exits.
+
+    Prefork pool processes leave through `os._exit`, which skips `atexit`, and a session
+    left open is reported as "Unclosed client session" when it is collected.
+    """
+    from hub.alerts.fanout import close_http
+
+    close_http()
+
+
+from celery.signals import (  # noqa: E402
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 worker_process_init.connect(_after_fork, weak=False)
 worker_process_shutdown.connect(_process_shutdown, weak=False)
+# The solo and threads pools send deliveries from the main process, which gets only this one.
+worker_shutdown.connect(_close_alert_sessions, weak=False)
