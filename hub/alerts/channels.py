@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import smtplib
+import socket
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
@@ -96,7 +98,8 @@ _TEXT_FIELDS = tuple(f.name for f in fields(MessageText))
 class Outcome:
     ok: bool
     transient: bool = False
-    # Short, non-personal error code such as `http_503` or `timeout`.
+    # Short reason without personal data, such as `HTTP 503` or `connection refused`
+    # (`error_reason`). It never contains the address.
     error: str | None = None
     # True when the address is gone for good and the channel must be disabled.
     disable: bool = False
@@ -105,9 +108,35 @@ class Outcome:
 def classify_status(status: int, *, gone_disables: bool) -> Outcome:
     if 200 <= status < 300:
         return Outcome(ok=True)
+    error = f"HTTP {status}"
     if status in (408, 425, 429) or status >= 500:
-        return Outcome(ok=False, transient=True, error=f"http_{status}")
-    return Outcome(ok=False, error=f"http_{status}", disable=gone_disables and status in (404, 410))
+        return Outcome(ok=False, transient=True, error=error)
+    return Outcome(ok=False, error=error, disable=gone_disables and status in (404, 410))
+
+
+def error_reason(exc: BaseException) -> str:
+    """Return a short reason for a failed send, such as `connection refused` or `timed out`.
+
+    The reason is stored, logged and shown to emergency managers, so it is built from the
+    exception's type and errno only: messages of aiohttp and smtplib can contain the
+    recipient's URL or address.
+    """
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError | socket.gaierror):
+        return "host name not resolved"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | smtplib.SMTPServerDisconnected):
+        return "server disconnected"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"SMTP {exc.smtp_code}"
+    errno = getattr(exc, "errno", None)
+    if isinstance(exc, aiohttp.ClientOSError | OSError) and isinstance(errno, int) and errno > 0:
+        return os.strerror(errno).lower()[:64]
+    return type(exc).__name__[:64]
 
 
 class Channel(ABC):
@@ -154,7 +183,7 @@ class WebhookChannel(Channel):
                 await response.read()
                 return classify_status(response.status, gone_disables=True)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return Outcome(ok=False, transient=True, error=type(exc).__name__)
+            return Outcome(ok=False, transient=True, error=error_reason(exc))
 
 
 class SmsChannel(Channel):
@@ -174,7 +203,7 @@ class SmsChannel(Channel):
         self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
     ) -> Outcome:
         if not self.url:
-            return Outcome(ok=False, error="sms_provider_not_configured")
+            return Outcome(ok=False, error="SMS provider not configured")
         payload = {
             "to": address,
             "text": text.short_text(SMS_MAX_CHARS),
@@ -186,7 +215,7 @@ class SmsChannel(Channel):
                 await response.read()
                 return classify_status(response.status, gone_disables=False)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return Outcome(ok=False, transient=True, error=type(exc).__name__)
+            return Outcome(ok=False, transient=True, error=error_reason(exc))
 
 
 def vapid_private_key(tenant_id: str) -> ec.EllipticCurvePrivateKey:
@@ -266,7 +295,7 @@ class WebPushChannel(Channel):
                 timeout=REQUEST_TIMEOUT,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return Outcome(ok=False, transient=True, error=type(exc).__name__)
+            return Outcome(ok=False, transient=True, error=error_reason(exc))
         status = getattr(response, "status", 0)
         return classify_status(status, gone_disables=True)
 
@@ -328,10 +357,10 @@ class EmailChannel(Channel):
                     self._send_sync, address, text, delivery_key, unsubscribe_url
                 )
             except smtplib.SMTPRecipientsRefused:
-                return Outcome(ok=False, error="smtp_recipient_refused")
+                return Outcome(ok=False, error="SMTP recipient refused")
             except (smtplib.SMTPException, OSError) as exc:
                 self._smtp = None
-                return Outcome(ok=False, transient=True, error=type(exc).__name__)
+                return Outcome(ok=False, transient=True, error=error_reason(exc))
         return Outcome(ok=True)
 
     async def close(self) -> None:
@@ -339,7 +368,7 @@ class EmailChannel(Channel):
             try:
                 await asyncio.to_thread(self._smtp.quit)
             except (smtplib.SMTPException, OSError) as exc:
-                log.info("smtp_quit_failed", error=type(exc).__name__)
+                log.info("smtp_quit_failed", error=error_reason(exc))
             self._smtp = None
 
 

@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -35,13 +35,19 @@ from sqlalchemy.sql.elements import ColumnElement
 from hub.alerts import models as m
 from hub.alerts.cap.model import Alert as CapAlert
 from hub.alerts.cap.model import Info
-from hub.alerts.channels import Channel, MessageText, Outcome, build_channels
+from hub.alerts.channels import Channel, MessageText, Outcome, build_channels, error_reason
 from hub.alerts.httploop import close_process_loop, process_loop
 from hub.alerts.language import choose_info
-from hub.alerts.metrics import DELIVERIES, DELIVERY_SECONDS
+from hub.alerts.metrics import ALERTS_FINISHED, DELIVERIES, DELIVERY_SECONDS
 from hub.alerts.policy import TenantAlertSettings, load_settings
 from hub.alerts.ratelimit import Clock, Grant, take_tokens
-from hub.alerts.service import DELIVER_TASK, language_infos, load_cap, queue_for
+from hub.alerts.service import (
+    DELIVER_TASK,
+    add_cancel_recipients,
+    language_infos,
+    load_cap,
+    queue_for,
+)
 from hub.alerts.subscriptions import (
     ADDRESS_COLUMN,
     ADDRESS_TABLE,
@@ -341,52 +347,64 @@ async def _send_one(
     try:
         outcome = await channel.send(job.address, job.text, job.delivery_key, job.unsubscribe_url)
     except Exception as exc:  # noqa: BLE001 - one broken address must not fail the batch
-        log.warning("alert_delivery_error", delivery_id=job.delivery_id, error=type(exc).__name__)
-        outcome = Outcome(ok=False, transient=True, error=type(exc).__name__)
+        reason = error_reason(exc)
+        log.warning("alert_delivery_error", delivery_id=job.delivery_id, error=reason)
+        outcome = Outcome(ok=False, transient=True, error=reason)
     observe(time.perf_counter() - started)
     return outcome
 
 
-def _record(engine: Engine | None, ctx: TenantContext, results: list[tuple[Job, Outcome]]) -> int:
-    """Store one chunk's outcomes in one bulk UPDATE per outcome; return how many stay pending
-    for a retry."""
-    counts: Counter[tuple[str, str]] = Counter()
+@dataclass(slots=True)
+class Tally:
+    """Outcomes of the deliveries a batch attempted, as they were stored."""
+
+    sent: int = 0
+    failed: int = 0
+    retry: int = 0
+    # (channel, error reason) -> deliveries that failed for good or wait for a retry.
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, other: Tally) -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.retry += other.retry
+        self.errors.update(other.errors)
+
+    def error_summary(self) -> dict[str, int]:
+        """Return the failures by "channel: reason", most frequent first, for logs."""
+        return {f"{channel}: {reason}": n for (channel, reason), n in self.errors.most_common()}
+
+
+def _record(
+    engine: Engine | None, ctx: TenantContext, alert_id: str, results: list[tuple[Job, Outcome]]
+) -> Tally:
+    """Store one chunk's outcomes in one bulk UPDATE per outcome and return them counted."""
+    tally = Tally()
+    outcomes: Counter[tuple[str, str]] = Counter()
     sent_ids: list[int] = []
     # (error, transient, disable) -> delivery ids, so each group is one UPDATE.
-    failures: defaultdict[tuple[str, bool, bool], list[int]] = defaultdict(list)
-    channel_rows: dict[int, int] = {}
+    failures: defaultdict[tuple[str, bool, bool], list[Job]] = defaultdict(list)
     for job, outcome in results:
         if outcome.ok:
             sent_ids.append(job.delivery_id)
-            counts[(job.channel, "sent")] += 1
             continue
-        counts[(job.channel, "retry" if outcome.transient else "failed")] += 1
         error = (outcome.error or "error")[:64]
-        failures[(error, outcome.transient, outcome.disable)].append(job.delivery_id)
-        channel_rows[job.delivery_id] = job.channel_row_id
+        failures[(error, outcome.transient, outcome.disable)].append(job)
 
-    retry = 0
     with unit_of_work(ctx, engine=engine) as session:
         if sent_ids:
-            session.execute(
-                update(m.Delivery)
-                .where(
-                    _any_id(session, m.Delivery.id, sent_ids, BigInteger),
-                    m.Delivery.state == m.PENDING,
-                )
-                .values(state=m.DELIVERED, sent_at=utcnow(), attempts=m.Delivery.attempts + 1)
-                .execution_options(synchronize_session=False)
-            )
-        for (error, transient, disable), ids in failures.items():
+            _store_sent(session, alert_id, sent_ids, results, tally)
+        for (error, transient, disable), jobs in failures.items():
             attempts = m.Delivery.attempts + 1
             # A transient failure stays pending for a retry until its last attempt.
             state: Any = m.FAILED
             if transient:
                 state = case((attempts < MAX_ATTEMPTS, m.PENDING), else_=m.FAILED)
+            by_id = {job.delivery_id: job for job in jobs}
             stored = session.execute(
                 update(m.Delivery)
                 .where(
-                    _any_id(session, m.Delivery.id, ids, BigInteger),
+                    _any_id(session, m.Delivery.id, list(by_id), BigInteger),
                     m.Delivery.state == m.PENDING,
                 )
                 .values(attempts=attempts, last_error=error, state=state)
@@ -394,13 +412,57 @@ def _record(engine: Engine | None, ctx: TenantContext, results: list[tuple[Job, 
                 .execution_options(synchronize_session=False)
             ).all()
             for delivery_id, new_state in stored:
+                job = by_id[delivery_id]
+                tally.errors[(job.channel, error)] += 1
+                # Counted by the stored state, so a last attempt counts as failed.
                 if new_state == m.PENDING:
-                    retry += 1
-                elif disable:
-                    disable_channel(session, ctx, channel_rows[delivery_id], error)
-    for (channel, label), count in counts.items():
+                    tally.retry += 1
+                    outcomes[(job.channel, "retry")] += 1
+                    continue
+                tally.failed += 1
+                outcomes[(job.channel, "failed")] += 1
+                if disable:
+                    disable_channel(session, ctx, job.channel_row_id, error)
+    for (channel, label), count in outcomes.items():
         DELIVERIES.labels(channel=channel, outcome=label).inc(count)
-    return retry
+    return tally
+
+
+def _store_sent(
+    session: Session,
+    alert_id: str,
+    sent_ids: list[int],
+    results: list[tuple[Job, Outcome]],
+    tally: Tally,
+) -> None:
+    """Mark sent deliveries as sent, including those a Cancel, an Update or the expiry dropped
+    while they were on the wire, and give a running Cancel the residents they reached.
+
+    The UPDATE waits for a concurrent Cancel's lock on these rows. If the Cancel committed
+    first, the SELECT that follows sees it and adds the residents to it. If this UPDATE
+    committed first, the Cancel's own recipient query sees the rows as sent.
+    """
+    stored = session.execute(
+        update(m.Delivery)
+        .where(
+            _any_id(session, m.Delivery.id, sent_ids, BigInteger),
+            m.Delivery.state.in_((m.PENDING, m.DROPPED)),
+        )
+        .values(
+            state=m.DELIVERED,
+            last_error=None,
+            sent_at=utcnow(),
+            attempts=m.Delivery.attempts + 1,
+        )
+        .returning(m.Delivery.id, m.Delivery.subscriber_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    channel_of = {job.delivery_id: job.channel for job, _outcome in results}
+    for channel, count in Counter(channel_of[row.id] for row in stored).items():
+        DELIVERIES.labels(channel=channel, outcome="sent").inc(count)
+    tally.sent += len(stored)
+    if stored:
+        add_cancel_recipients(session, alert_id, {row.subscriber_id for row in stored})
 
 
 class _Sender:
@@ -462,30 +524,30 @@ class _Sender:
             )
         return list(await asyncio.gather(*sends))
 
-    async def send_all(self, jobs: list[Job]) -> tuple[int, int, bool]:
+    async def send_all(self, jobs: list[Job]) -> tuple[int, Tally, bool]:
         """Send in chunks, with up to `CHUNKS_IN_FLIGHT` chunks on the wire at once.
 
         The next chunk's tokens are taken and its requests start while the previous chunk's
         last responses arrive, and a chunk's outcomes are stored while later chunks are sent.
         A killed worker therefore repeats at most CHUNKS_IN_FLIGHT + 1 chunks.
 
-        Return (deliveries attempted, deliveries left for a retry, whether the alert ended).
+        Return (deliveries attempted, their stored outcomes, whether the alert ended).
         """
         attempted = 0
-        retry = 0
+        tally = Tally()
         ended = False
         in_flight: deque[tuple[list[Job], asyncio.Task[list[Outcome]]]] = deque()
-        recording: asyncio.Future[int] | None = None
+        recording: asyncio.Future[Tally] | None = None
 
         async def store_oldest() -> None:
-            nonlocal retry, recording
+            nonlocal recording
             chunk, sending = in_flight.popleft()
             outcomes = await sending
             if recording is not None:
-                retry += await recording
+                tally.add(await recording)
             results = list(zip(chunk, outcomes, strict=True))
             recording = asyncio.ensure_future(
-                asyncio.to_thread(_record, self.engine, self.ctx, results)
+                asyncio.to_thread(_record, self.engine, self.ctx, self.alert_id, results)
             )
 
         try:
@@ -506,26 +568,44 @@ class _Sender:
             for _chunk, sending in in_flight:
                 await asyncio.gather(sending, return_exceptions=True)
             if recording is not None:
-                retry += await recording
+                tally.add(await recording)
             for channel in self.channels.values():
                 await channel.close()
-        return attempted, retry, ended
+        return attempted, tally, ended
 
 
 def _finish_if_done(engine: Engine | None, ctx: TenantContext, alert_id: str) -> None:
+    """Give the alert its final state once no delivery is pending: sent when none failed,
+    partly_failed when some failed and some were sent, failed when none was sent."""
     with unit_of_work(ctx, engine=engine) as session:
         row = session.scalar(select(m.Alert).where(m.Alert.id == alert_id))
         if row is None or row.state != m.SENDING:
             return
-        pending = session.scalar(
-            select(m.Delivery.id)
-            .where(m.Delivery.alert_id == alert_id, m.Delivery.state == m.PENDING)
-            .limit(1)
-        )
-        if pending is None:
+        if _has_delivery(session, alert_id, m.PENDING):
+            return
+        failed = _has_delivery(session, alert_id, m.FAILED)
+        if not failed:
             row.state = m.SENT
-            row.finished_at = utcnow()
-            log.info("alert_fanout_finished", alert_id=alert_id)
+        elif _has_delivery(session, alert_id, m.DELIVERED):
+            row.state = m.PARTLY_FAILED
+        else:
+            row.state = m.SEND_FAILED
+        row.finished_at = utcnow()
+        ALERTS_FINISHED.labels(kind=row.kind, state=row.state).inc()
+        if failed:
+            log.warning("alert_fanout_finished", alert_id=alert_id, state=row.state)
+        else:
+            log.info("alert_fanout_finished", alert_id=alert_id, state=row.state)
+
+
+def _has_delivery(session: Session, alert_id: str, state: str) -> bool:
+    # One index lookup on (tenant_id, alert_id, state), instead of counting every row.
+    found = session.scalar(
+        select(m.Delivery.id)
+        .where(m.Delivery.alert_id == alert_id, m.Delivery.state == state)
+        .limit(1)
+    )
+    return found is not None
 
 
 def _close_after_stop(engine: Engine | None, ctx: TenantContext, alert_id: str, batch: int) -> str:
@@ -536,9 +616,9 @@ def _close_after_stop(engine: Engine | None, ctx: TenantContext, alert_id: str, 
         return _close_if_ended(session, row, batch) or "ok"
 
 
-def _schedule_retry(
-    engine: Engine | None, ctx: TenantContext, alert_id: str, batch: int, pending: int
-) -> None:
+def _schedule_retry(engine: Engine | None, ctx: TenantContext, alert_id: str, batch: int) -> int:
+    """Queue the batch again after a backoff that grows with its attempts; return the delay
+    in seconds."""
     with unit_of_work(ctx, engine=engine) as session:
         row = session.scalar(select(m.Alert).where(m.Alert.id == alert_id))
         attempts = session.scalar(
@@ -558,7 +638,7 @@ def _schedule_retry(
             alert_id=alert_id,
             batch=batch,
         )
-    log.info("alert_batch_retry_scheduled", alert_id=alert_id, batch=batch, pending=pending)
+    return delay
 
 
 def deliver_batch(
@@ -571,26 +651,45 @@ def deliver_batch(
 ) -> dict:
     """Send the pending deliveries of one batch; running it again sends nothing twice.
 
-    `clock` (seconds since the Unix epoch) paces the messages for the rate limits.
+    `clock` (seconds since the Unix epoch) paces the messages for the rate limits. A batch
+    with failures logs a warning with the counts and the reasons.
     """
     ctx = TenantContext(tenant_id=tenant_id, actor="worker:alerts")
     jobs, settings, reason = _load_jobs(engine, ctx, alert_id, batch)
-    attempted = retry = 0
+    attempted = 0
+    tally = Tally()
     if jobs and settings is not None:
         loaded = settings
 
-        async def send(http: aiohttp.ClientSession) -> tuple[int, int, bool]:
+        async def send(http: aiohttp.ClientSession) -> tuple[int, Tally, bool]:
             return await _Sender(engine, ctx, alert_id, loaded, http, clock).send_all(jobs)
 
-        attempted, retry, ended = process_loop().run(send)
+        attempted, tally, ended = process_loop().run(send)
         if ended:
             # The rows still pending were dropped, so nothing is left to retry.
             reason = _close_after_stop(engine, ctx, alert_id, batch)
-            retry = 0
-    if retry:
-        _schedule_retry(engine, ctx, alert_id, batch, retry)
+            tally.retry = 0
+    retry_in = _schedule_retry(engine, ctx, alert_id, batch) if tally.retry else None
+    if tally.errors:
+        log.warning(
+            "alert_batch_delivery_failures",
+            alert_id=alert_id,
+            tenant_id=tenant_id,
+            batch=batch,
+            sent=tally.sent,
+            failed=tally.failed,
+            retry=tally.retry,
+            retry_in_seconds=retry_in,
+            errors=tally.error_summary(),
+        )
     _finish_if_done(engine, ctx, alert_id)
-    return {"sent_or_failed": attempted - retry, "retry": retry, "reason": reason}
+    return {
+        "sent_or_failed": attempted - tally.retry,
+        "sent": tally.sent,
+        "failed": tally.failed,
+        "retry": tally.retry,
+        "reason": reason,
+    }
 
 
 def close_http() -> None:

@@ -1,5 +1,5 @@
 """Prometheus metrics of alerts and their deliveries. Labels are bounded: kind, message type,
-channel and outcome."""
+channel, outcome and final state."""
 
 from __future__ import annotations
 
@@ -19,8 +19,15 @@ DELIVERIES_CREATED = Counter(
 )
 DELIVERIES = Counter(
     "hub_alerts_delivery_attempts_total",
-    "Delivery attempts by channel and outcome (sent, retry, failed, dropped).",
+    "Delivery attempts by channel and outcome: sent, retry (failed, retried later), failed "
+    "(failed for good, including the last retry) and dropped.",
     ["channel", "outcome"],
+)
+ALERTS_FINISHED = Counter(
+    "hub_alerts_finished_total",
+    "Alerts (per tenant row) whose fan-out ended with no delivery pending, by kind and final "
+    "state (sent, partly_failed or failed).",
+    ["kind", "state"],
 )
 DELIVERY_SECONDS = Histogram(
     "hub_alerts_delivery_seconds",

@@ -35,11 +35,26 @@ DRAFT = "draft"  # composed, waiting for the approvals its tenant's policy deman
 APPROVED = "approved"  # approvals complete, not sent yet
 HELD = "held"  # an Update or Cancel whose reference is unknown; never sent
 SENDING = "sending"  # deliveries created and batches queued
-SENT = "sent"  # every delivery reached a final state
+SENT = "sent"  # every delivery reached a final state and none failed
+PARTLY_FAILED = "partly_failed"  # finished; some deliveries failed and some were sent
+SEND_FAILED = "failed"  # finished; deliveries failed and none was sent
 CANCELLED = "cancelled"  # a Cancel referenced it; pending deliveries were dropped
 SUPERSEDED = "superseded"  # an Update referenced it
 EXPIRED = "expired"  # `expires` passed before every delivery went out
-ALERT_STATES = (DRAFT, APPROVED, HELD, SENDING, SENT, CANCELLED, SUPERSEDED, EXPIRED)
+ALERT_STATES = (
+    DRAFT,
+    APPROVED,
+    HELD,
+    SENDING,
+    SENT,
+    PARTLY_FAILED,
+    SEND_FAILED,
+    CANCELLED,
+    SUPERSEDED,
+    EXPIRED,
+)
+# States of an alert whose fan-out finished.
+FINISHED_STATES = (SENT, PARTLY_FAILED, SEND_FAILED)
 
 # Delivery states.
 PENDING = "pending"

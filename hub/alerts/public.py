@@ -1,9 +1,10 @@
 """Public outputs: each published alert as CAP XML, and the active alerts of a tenant as an
 Atom feed and as JSON.
 
-An alert is published once its fan-out started (state sending or sent) and stays in the
-active list until it expires, is cancelled or is superseded by an Update. Drafts, held
-messages and Exercise or Test alerts are never published.
+An alert is published once its fan-out started (state sending, or sent, partly_failed or
+failed once it finished) and stays in the active list until it expires, is cancelled or is
+superseded by an Update. Drafts, held messages and Exercise or Test alerts are never
+published.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hub.core.clock import as_utc, utcnow
 from hub.core.errors import NotFound
 
 ATOM_NAMESPACE = "http://www.w3.org/2005/Atom"
-PUBLISHED_STATES = (m.SENDING, m.SENT, m.CANCELLED, m.SUPERSEDED, m.EXPIRED)
+PUBLISHED_STATES = (m.SENDING, *m.FINISHED_STATES, m.CANCELLED, m.SUPERSEDED, m.EXPIRED)
 
 
 def published_alert(session: Session, alert_id: str) -> m.Alert:
@@ -43,7 +44,7 @@ def active_alerts(session: Session, now: datetime | None = None) -> list[m.Alert
     rows = session.scalars(
         select(m.Alert)
         .where(
-            m.Alert.state.in_((m.SENDING, m.SENT)),
+            m.Alert.state.in_((m.SENDING, *m.FINISHED_STATES)),
             m.Alert.status == "Actual",
             m.Alert.msg_type.in_(("Alert", "Update")),
             or_(m.Alert.expires_at.is_(None), m.Alert.expires_at > now),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -64,11 +64,36 @@ def load_cap(row: m.Alert) -> CapAlert:
 
 
 def get_alert(session: Session, alert_id: str) -> m.Alert:
-    """Return one alert of the session's tenant; another tenant's alert is NotFound."""
+    """Return one alert of the session's tenant; another tenant's alert is NotFound.
+
+    The error names an unknown tenant as such, so a mistyped `--tenant` is not reported as
+    a missing alert.
+    """
     row = session.scalar(select(m.Alert).where(m.Alert.id == alert_id))
-    if row is None:
-        raise NotFound(f"alert {alert_id} not found; list alerts with `hub alerts list`")
-    return row
+    if row is not None:
+        return row
+    tenant_id = session_tenant(session)
+    if tenant_id is None:
+        raise NotFound(f"alert {alert_id} not found")
+    require_tenant(session, tenant_id)
+    raise NotFound(
+        f"alert {alert_id} not found in tenant {tenant_id}; list its alerts with "
+        f"`hub alerts list --tenant {tenant_id}`"
+    )
+
+
+def session_tenant(session: Session) -> str | None:
+    """Return the tenant id of a tenant session, or None for a system session."""
+    scope = session.info.get("scope")
+    return scope.tenant_id if isinstance(scope, TenantContext) else None
+
+
+def require_tenant(session: Session, tenant_id: str) -> Tenant:
+    """Return the active tenant `tenant_id`, or raise NotFound naming the unknown tenant."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None or tenant.status != "active":
+        raise NotFound(f"tenant {tenant_id} not found; check the id with `hub tenants list`")
+    return tenant
 
 
 def group_rows(session: Session, group_id: str) -> list[m.Alert]:
@@ -81,10 +106,10 @@ def group_rows(session: Session, group_id: str) -> list[m.Alert]:
 
 def _participating_tenants(session: Session, origin: str, requested: list[str] | None) -> list[str]:
     tenants = [origin] + [t for t in (requested or []) if t != origin]
+    origin_row = require_tenant(session, origin)
     if len(tenants) == 1:
         return tenants
-    origin_row = session.get(Tenant, origin)
-    if origin_row is None or not origin_row.region:
+    if not origin_row.region:
         raise InvalidInput(
             f"tenant {origin} has no region, so it cannot send a regional alert; set `region` "
             "in its manifest"
@@ -119,6 +144,23 @@ def _resolve_reference(
     return None, f"references an unknown alert: {listed}"[:300]
 
 
+def _expiry_problems(cap: CapAlert) -> list[Problem]:
+    """Report each info block's `expires` when every block expired, because such an alert
+    could never be sent."""
+    latest = cap.expires()
+    if latest is None or as_utc(latest) > utcnow():
+        return []
+    return [
+        Problem(
+            f"alert/info[{number}]/expires",
+            f"expires {as_utc(info.expires).isoformat()} has passed, so the alert could never "
+            "be sent; set a later expires time",
+        )
+        for number, info in enumerate(cap.infos, start=1)
+        if info.expires is not None
+    ]
+
+
 def compose(
     session: Session,
     ctx: TenantContext,
@@ -139,6 +181,7 @@ def compose(
         problems.append(
             Problem("alert/status", "status Draft is never sent; use Actual, Exercise or Test")
         )
+    problems.extend(_expiry_problems(cap))
     if problems:
         raise InvalidCap(problems)
     # Validation above guarantees these; the asserts narrow the types.
@@ -242,16 +285,31 @@ def approve(
     return row
 
 
-def _apply_policy(session: Session, row: m.Alert, settings: TenantAlertSettings) -> None:
-    approvers = set(
-        session.scalars(select(m.AlertApproval.actor).where(m.AlertApproval.alert_id == row.id))
+def approve_command(alert_id: str, tenant_id: str) -> str:
+    """Return the CLI command that approves an alert, with NAME for the approver."""
+    return f"hub alerts approve {alert_id} --tenant {tenant_id} --as NAME"
+
+
+def _approvers(session: Session, alert_id: str) -> set[str]:
+    return set(
+        session.scalars(select(m.AlertApproval.actor).where(m.AlertApproval.alert_id == alert_id))
     )
+
+
+def _follows_origin(row: m.Alert, settings: TenantAlertSettings) -> bool:
+    """Return whether this row is another tenant's part of a regional alert whose policy
+    accepts the originating tenant's approval (`regional_requires_each_tenant: false`)."""
+    regional_guest = row.tenant_id != row.origin_tenant_id
+    return regional_guest and not settings.alerts.approval.regional_requires_each_tenant
+
+
+def _apply_policy(session: Session, row: m.Alert, settings: TenantAlertSettings) -> None:
+    approvers = _approvers(session, row.id)
     second, review = approvals_needed(
         settings, status=row.status, urgency=row.urgency, severity=row.severity
     )
-    regional_guest = row.tenant_id != row.origin_tenant_id
-    if regional_guest and not settings.alerts.approval.regional_requires_each_tenant:
-        # This tenant's policy accepts the originating tenant's approval for regional alerts.
+    follows_origin = _follows_origin(row, settings)
+    if follows_origin:
         origin = session.scalar(
             select(m.Alert).where(
                 m.Alert.group_id == row.group_id, m.Alert.tenant_id == row.origin_tenant_id
@@ -270,7 +328,70 @@ def _apply_policy(session: Session, row: m.Alert, settings: TenantAlertSettings)
         row.review_due_at = row.approved_at + timedelta(
             hours=settings.alerts.approval.review_within_hours
         )
-    log.info("alert_approved", alert_id=row.id, approvers=len(approvers))
+    log.info(
+        "alert_approved",
+        alert_id=row.id,
+        tenant_id=row.tenant_id,
+        approvers=sorted(approvers),
+        through_origin_tenant=row.origin_tenant_id if follows_origin else None,
+    )
+
+
+def approval_state(session: Session, row: m.Alert, settings: TenantAlertSettings) -> dict:
+    """Describe where one tenant's row stands in the approval: an `outcome` code, the
+    approvers, and a `message` that names the command still needed, if any.
+
+    The session must see the row's tenant (its own tenant session or a system session).
+    """
+    approvers = _approvers(session, row.id)
+    command = approve_command(row.id, row.tenant_id)
+    second, _review = approvals_needed(
+        settings, status=row.status, urgency=row.urgency, severity=row.severity
+    )
+    follows_origin = _follows_origin(row, settings)
+    if row.state == m.HELD:
+        outcome, message = "held", f"held and never sent: {row.hold_reason}"
+    elif row.state != m.DRAFT and follows_origin and not approvers:
+        outcome = "approved_by_origin"
+        message = (
+            f"approved through the approval in {row.origin_tenant_id}, because the policy of "
+            f"{row.tenant_id} accepts it (alerts.approval.regional_requires_each_tenant: false)"
+        )
+    elif row.state != m.DRAFT:
+        outcome = "approved"
+        message = f"approved by {', '.join(sorted(approvers)) or 'policy'}"
+        if awaiting_review(row):
+            message += (
+                f"; one emergency manager approved it alone, so another must review it by "
+                f"{as_utc(row.review_due_at).isoformat(timespec='minutes')} with "
+                f"`hub alerts review {row.id} --tenant {row.tenant_id} --as NAME`"
+            )
+    elif follows_origin:
+        outcome = "awaiting_origin_approval"
+        message = (
+            f"waits for the approval in {row.origin_tenant_id}, which the policy of "
+            f"{row.tenant_id} accepts for regional alerts"
+        )
+    elif second and approvers and approvers <= {row.created_by}:
+        outcome = "awaiting_second_approver"
+        message = (
+            f"recorded as the first approval, because {row.created_by} composed the alert; a "
+            f"second emergency manager other than {row.created_by} must approve it with "
+            f"`{command}`"
+        )
+    else:
+        outcome = "awaiting_approval"
+        message = (
+            f"waits for an emergency manager of {row.tenant_id} to approve it with `{command}`"
+        )
+    return {
+        "tenant_id": row.tenant_id,
+        "id": row.id,
+        "state": row.state,
+        "approvers": sorted(approvers),
+        "outcome": outcome,
+        "message": message,
+    }
 
 
 def refresh_group_approvals(session: Session, group_id: str) -> None:
@@ -335,7 +456,8 @@ def review(session: Session, ctx: TenantContext, alert_id: str, *, note: str | N
     ).rowcount
     if updated != 1:
         raise Conflict(
-            f"alert {row.id} was reviewed by someone else just now; see `hub alerts status`",
+            f"alert {row.id} was reviewed by someone else just now; see "
+            f"`hub alerts status {row.id} --tenant {row.tenant_id}`",
             code="already_reviewed",
         )
     session.refresh(row)
@@ -461,7 +583,8 @@ def check_sendable(rows: list[m.Alert]) -> None:
         if row.state == m.DRAFT:
             raise Forbidden(
                 f"alert {row.id} of tenant {row.tenant_id} is not approved yet; an emergency "
-                f"manager of {row.tenant_id} runs `hub alerts approve {row.id}`",
+                f"manager of {row.tenant_id} approves it with "
+                f"`{approve_command(row.id, row.tenant_id)}`",
                 code="not_approved",
             )
         if row.expires_at is not None and as_utc(row.expires_at) <= now:
@@ -544,13 +667,25 @@ def _insert_deliveries(
         test_only=row.status in ("Exercise", "Test"),
     ).subquery()
     number = func.row_number().over(order_by=(recipients_query.c[0], recipients_query.c[1]))
+    session.execute(_insert_pending(row, recipients_query, (number - 1) // BATCH_SIZE))
+    # The driver's rowcount for INSERT ... SELECT is not reliable on every backend (psycopg
+    # through SQLAlchemy returned -1), so count the rows.
+    count = session.scalar(
+        select(func.count()).select_from(m.Delivery).where(m.Delivery.alert_id == row.id)
+    )
+    return int(count or 0)
+
+
+def _insert_pending(row: m.Alert, recipients_query: Any, batch: Any) -> Any:
+    """Build the INSERT ... SELECT of pending deliveries of `row` for the (subscriber id,
+    channel, channel row id) rows of `recipients_query`, in `batch` (an SQL expression)."""
     source = select(
         literal(row.tenant_id),
         literal(row.id),
         recipients_query.c[0],
         recipients_query.c[1],
         recipients_query.c[2],
-        (number - 1) // BATCH_SIZE,
+        batch,
         literal(m.PENDING),
         literal(0),
     )
@@ -564,13 +699,7 @@ def _insert_deliveries(
         "state",
         "attempts",
     ]
-    session.execute(insert(m.Delivery).from_select(columns, source))
-    # The driver's rowcount for INSERT ... SELECT is not reliable on every backend (psycopg
-    # through SQLAlchemy returned -1), so count the rows.
-    count = session.scalar(
-        select(func.count()).select_from(m.Delivery).where(m.Delivery.alert_id == row.id)
-    )
-    return int(count or 0)
+    return insert(m.Delivery).from_select(columns, source)
 
 
 def _close_reference(session: Session, row: m.Alert) -> None:
@@ -591,8 +720,81 @@ def _close_reference(session: Session, row: m.Alert) -> None:
     )
 
 
+def add_cancel_recipients(session: Session, alert_id: str, subscriber_ids: set[str]) -> int:
+    """Add residents an alert reached after its Cancel went out to that Cancel; return how
+    many deliveries were added.
+
+    A Cancel reaches the residents its reference had reached when the Cancel was sent. A
+    chunk that was on the wire then is recorded as sent only afterwards, so its residents
+    are added here, in a new batch of the Cancel. Does nothing when no Cancel of the alert
+    has started sending.
+    """
+    cancel = session.scalar(
+        select(m.Alert)
+        .where(
+            m.Alert.references_alert_id == alert_id,
+            m.Alert.msg_type == "Cancel",
+            m.Alert.state.in_((m.SENDING, *m.FINISHED_STATES)),
+        )
+        .order_by(m.Alert.send_started_at)
+        .limit(1)
+    )
+    if cancel is None:
+        return 0
+    known = set(
+        session.scalars(
+            select(m.Delivery.subscriber_id).where(
+                m.Delivery.alert_id == cancel.id,
+                m.Delivery.subscriber_id.in_(sorted(subscriber_ids)),
+            )
+        )
+    )
+    missing = sorted(subscriber_ids - known)
+    if not missing:
+        return 0
+    new = recipient_rows(
+        cancel.tenant_id,
+        select(m.Delivery.subscriber_id).where(
+            m.Delivery.alert_id == alert_id, m.Delivery.subscriber_id.in_(missing)
+        ),
+        test_only=cancel.status in ("Exercise", "Test"),
+    ).subquery()
+    batch = session.scalar(
+        select(func.coalesce(func.max(m.Delivery.batch), -1) + 1).where(
+            m.Delivery.alert_id == cancel.id
+        )
+    )
+    added = session.execute(
+        _insert_pending(cancel, new, literal(batch)).returning(m.Delivery.id)
+    ).all()
+    if not added:
+        return 0
+    enqueue(
+        session,
+        DELIVER_TASK,
+        queue=queue_for(cancel),
+        tenant_id=cancel.tenant_id,
+        alert_id=cancel.id,
+        batch=batch,
+    )
+    cancel.target_count = (cancel.target_count or 0) + len(added)
+    if cancel.state != m.SENDING:
+        cancel.state = m.SENDING
+        cancel.finished_at = None
+    DELIVERIES_CREATED.labels(kind=cancel.kind).inc(len(added))
+    log.warning(
+        "alert_cancel_recipients_added",
+        alert_id=alert_id,
+        cancel_id=cancel.id,
+        deliveries=len(added),
+        batch=batch,
+    )
+    return len(added)
+
+
 def status(session: Session, row: m.Alert) -> dict[str, Any]:
-    """Live delivery state of one tenant's row: counts by channel and state."""
+    """Live delivery state of one tenant's row: counts by channel and state, and the error
+    reasons of its failed and retried deliveries by channel."""
     counts = session.execute(
         select(m.Delivery.channel, m.Delivery.state, func.count())
         .where(m.Delivery.alert_id == row.id)
@@ -601,6 +803,20 @@ def status(session: Session, row: m.Alert) -> dict[str, Any]:
     by_channel: dict[str, dict[str, int]] = {}
     for channel, state, count in counts:
         by_channel.setdefault(channel, {})[state] = int(count)
+    # Dropped rows keep why they were dropped (cancelled, unsubscribed) there, not an error.
+    reasons = session.execute(
+        select(m.Delivery.channel, m.Delivery.last_error, func.count())
+        .where(
+            m.Delivery.alert_id == row.id,
+            m.Delivery.state.in_((m.FAILED, m.PENDING)),
+            m.Delivery.last_error.is_not(None),
+        )
+        .group_by(m.Delivery.channel, m.Delivery.last_error)
+        .order_by(func.count().desc(), m.Delivery.last_error)
+    ).all()
+    errors: dict[str, dict[str, int]] = {}
+    for channel, reason, count in reasons:
+        errors.setdefault(channel, {})[reason] = int(count)
     return {
         "id": row.id,
         "tenant_id": row.tenant_id,
@@ -611,17 +827,24 @@ def status(session: Session, row: m.Alert) -> dict[str, Any]:
         "state": row.state,
         "hold_reason": row.hold_reason,
         "target_count": row.target_count,
-        "expires_at": row.expires_at,
+        "expires_at": aware(row.expires_at),
+        "finished_at": aware(row.finished_at),
         "deliveries": by_channel,
+        "errors": errors,
         **review_fields(row),
     }
 
 
+def aware(value: datetime | None) -> datetime | None:
+    """Return a stored time with its UTC offset, which SQLite drops, so JSON shows it."""
+    return as_utc(value) if value is not None else None
+
+
 def review_fields(row: m.Alert) -> dict[str, Any]:
     return {
-        "review_due_at": row.review_due_at,
+        "review_due_at": aware(row.review_due_at),
         "awaiting_review": awaiting_review(row),
-        "reviewed_at": row.reviewed_at,
+        "reviewed_at": aware(row.reviewed_at),
         "reviewed_by": row.reviewed_by,
         "review_note": row.review_note,
     }

@@ -75,6 +75,8 @@ def compose(
 
 
 def approve(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[str, Any]:
+    """Record the caller's approval and return this tenant's row with `approval`, where it
+    stands, and `tenants`, where every participating tenant's row stands afterwards."""
     with unit_of_work(ctx, engine=engine) as session:
         row = service.approve(
             session, ctx, alert_id, settings=load_settings(session, ctx.tenant_id)
@@ -82,8 +84,15 @@ def approve(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[st
         group_id = row.group_id
     with unit_of_work(SystemContext("alert approval refresh", actor=ctx.actor), engine=engine) as s:
         service.refresh_group_approvals(s, group_id)
+        states = [
+            service.approval_state(s, member, load_settings(s, member.tenant_id))
+            for member in service.group_rows(s, group_id)
+        ]
     with unit_of_work(ctx, engine=engine, write=False) as session:
-        return summary(service.get_alert(session, alert_id))
+        result = summary(service.get_alert(session, alert_id))
+    # The caller's tenant first, then the others in the group's order.
+    states.sort(key=lambda state: state["tenant_id"] != ctx.tenant_id)
+    return {**result, "approval": states[0], "tenants": states}
 
 
 def _group(engine: Engine | None, ctx: TenantContext, alert_id: str) -> list[m.Alert]:
@@ -159,6 +168,7 @@ def list_alerts(
     if awaiting_review:
         query = query.where(m.Alert.review_due_at.is_not(None), m.Alert.reviewed_at.is_(None))
     with unit_of_work(ctx, engine=engine, write=False) as session:
+        service.require_tenant(session, ctx.tenant_id)
         return [summary(row) for row in session.scalars(query)]
 
 
@@ -182,6 +192,6 @@ def summary(row: m.Alert) -> dict[str, Any]:
         "msg_type": row.msg_type,
         "state": row.state,
         "hold_reason": row.hold_reason,
-        "expires_at": row.expires_at,
+        "expires_at": service.aware(row.expires_at),
         **service.review_fields(row),
     }

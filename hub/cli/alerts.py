@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -89,7 +90,7 @@ def _review_note(row: dict) -> str:
 
 
 def _time(value: object) -> str:
-    return value.isoformat(timespec="minutes") if hasattr(value, "isoformat") else str(value)
+    return value.isoformat(timespec="minutes") if isinstance(value, datetime) else str(value)
 
 
 def _print_rows(rows: list[dict]) -> None:
@@ -157,10 +158,17 @@ def approve_command(
     actor: str = ACTOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Approve this tenant's part of an alert as the named emergency manager."""
+    """Approve this tenant's part of an alert as the named emergency manager, and print where
+    each participating tenant's part stands and which approval is still needed."""
     with cli_errors():
-        row = workflow.approve(None, _manager(tenant, actor), alert_id)
-    emit([row], as_json, _print_rows)
+        result = workflow.approve(None, _manager(tenant, actor), alert_id)
+
+    def render(data: dict) -> None:
+        for state in data["tenants"]:
+            heading = f"{state['tenant_id']} (alert {state['id']}, {state['state']})"
+            console.print(f"{heading}: {state['message']}", markup=False, highlight=False)
+
+    emit(result, as_json, render)
 
 
 @app.command("review")
@@ -215,7 +223,7 @@ def status_command(
         lines = []
         for row in data:
             if not row["deliveries"]:
-                lines.append([row["tenant_id"], row["state"], "", "", "", "", ""])
+                lines.append([row["tenant_id"], row["state"], "", "", "", "", "", ""])
             for channel, counts in sorted(row["deliveries"].items()):
                 lines.append(
                     [
@@ -226,19 +234,39 @@ def status_command(
                         counts.get("sent", 0),
                         counts.get("failed", 0),
                         counts.get("dropped", 0),
+                        _error_note(row["errors"].get(channel, {})),
                     ]
                 )
         table(
             f"alert {alert_id}",
-            ["tenant", "state", "channel", "pending", "sent", "failed", "dropped"],
+            ["tenant", "state", "channel", "pending", "sent", "failed", "dropped", "last error"],
             lines,
         )
         for row in data:
+            note = _state_note(row)
+            if note:
+                console.print(f"{row['tenant_id']}: {note}", markup=False, highlight=False)
             review = _review_note(row)
             if review:
                 console.print(f"{row['tenant_id']}: {review}", markup=False)
 
     emit(rows, as_json, render)
+
+
+def _error_note(reasons: dict[str, int]) -> str:
+    """Join a channel's error reasons with their delivery counts, most frequent first."""
+    return "; ".join(f"{reason} ({count})" for reason, count in reasons.items())
+
+
+def _state_note(row: dict) -> str:
+    """Explain a state that reports failed deliveries, or return ""."""
+    if row["state"] == "failed":
+        return "no delivery succeeded; residents were not reached (see the last error column)"
+    if row["state"] == "partly_failed":
+        return "some deliveries failed for good (see the failed and last error columns)"
+    if row["state"] == "sending" and row["errors"]:
+        return "some deliveries failed and are retried with backoff, up to 6 attempts"
+    return ""
 
 
 @app.command("preview")

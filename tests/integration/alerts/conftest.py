@@ -17,6 +17,22 @@ def engine(db_url: str) -> Engine:
 
 
 @pytest.fixture
+def cli(engine: Engine, monkeypatch: pytest.MonkeyPatch):
+    """Run `hub alerts ARGS...` against the test database; return click's result."""
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+    from hub.core.settings import reset_settings_cache
+
+    monkeypatch.setenv("HUB_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    reset_settings_cache()
+    runner = CliRunner()
+    yield lambda *args: runner.invoke(app, ["alerts", *args])
+    monkeypatch.delenv("HUB_DATABASE_URL")
+    reset_settings_cache()
+
+
+@pytest.fixture
 def webhook_receiver() -> Iterator[HttpReceiver]:
     receiver = HttpReceiver().start()
     yield receiver

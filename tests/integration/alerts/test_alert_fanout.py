@@ -349,7 +349,7 @@ def test_gone_endpoint_disables_channel(engine) -> None:
     with unit_of_work(manager(tenant), engine=engine) as session:
         channel = session.scalar(select(m.SubscriberChannel))
     assert channel.active is False
-    assert channel.disabled_reason == "http_410"
+    assert channel.disabled_reason == "HTTP 410"
 
 
 def test_transient_failure_retried_later(engine) -> None:

@@ -8,7 +8,6 @@ import json
 import pytest
 from alerts_support import add_tenant, cap_alert, manager
 from sqlalchemy import Engine, select
-from typer.testing import CliRunner
 
 from hub.alerts import workflow
 from hub.core.db import unit_of_work
@@ -103,19 +102,6 @@ def test_review_other_tenant_not_found(engine, tenant) -> None:
     stranger = add_tenant(engine, alerts=SINGLE_APPROVER)
     with pytest.raises(NotFound):
         workflow.review(engine, manager(stranger, "em2"), alert_id)
-
-
-@pytest.fixture
-def cli(engine: Engine, monkeypatch: pytest.MonkeyPatch):
-    from hub.cli.main import app
-    from hub.core.settings import reset_settings_cache
-
-    monkeypatch.setenv("HUB_DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    reset_settings_cache()
-    runner = CliRunner()
-    yield lambda *args: runner.invoke(app, ["alerts", *args])
-    monkeypatch.delenv("HUB_DATABASE_URL")
-    reset_settings_cache()
 
 
 def test_review_command(engine, tenant, cli) -> None:
