@@ -178,6 +178,17 @@ def _any_id(session: Session, column: Any, ids: list[Any], item_type: Any) -> Co
     return column.in_(ids)
 
 
+def _in_batch(alert_id: str, batch: int) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """Conditions that confine an UPDATE by delivery ids to one batch of one alert.
+
+    They match the (tenant, alert, state, batch) index, so PostgreSQL reads only the batch's
+    rows even when its statistics are stale. A fan-out inserts a million rows at once, and
+    before the next ANALYZE the planner thought the table empty and scanned every pending row
+    of the tenant for each chunk: about 700 deliveries/s instead of several thousand.
+    """
+    return m.Delivery.alert_id == alert_id, m.Delivery.batch == batch
+
+
 def _pending_rows(session: Session, alert_id: str, batch: int) -> list[_Pending]:
     """Return the batch's pending deliveries with their recipients' channels and languages.
 
@@ -376,7 +387,11 @@ class Tally:
 
 
 def _record(
-    engine: Engine | None, ctx: TenantContext, alert_id: str, results: list[tuple[Job, Outcome]]
+    engine: Engine | None,
+    ctx: TenantContext,
+    alert_id: str,
+    batch: int,
+    results: list[tuple[Job, Outcome]],
 ) -> Tally:
     """Store one chunk's outcomes in one bulk UPDATE per outcome and return them counted."""
     tally = Tally()
@@ -393,7 +408,7 @@ def _record(
 
     with unit_of_work(ctx, engine=engine) as session:
         if sent_ids:
-            _store_sent(session, alert_id, sent_ids, results, tally)
+            _store_sent(session, alert_id, batch, sent_ids, results, tally)
         for (error, transient, disable), jobs in failures.items():
             attempts = m.Delivery.attempts + 1
             # A transient failure stays pending for a retry until its last attempt.
@@ -404,6 +419,7 @@ def _record(
             stored = session.execute(
                 update(m.Delivery)
                 .where(
+                    *_in_batch(alert_id, batch),
                     _any_id(session, m.Delivery.id, list(by_id), BigInteger),
                     m.Delivery.state == m.PENDING,
                 )
@@ -431,6 +447,7 @@ def _record(
 def _store_sent(
     session: Session,
     alert_id: str,
+    batch: int,
     sent_ids: list[int],
     results: list[tuple[Job, Outcome]],
     tally: Tally,
@@ -445,6 +462,7 @@ def _store_sent(
     stored = session.execute(
         update(m.Delivery)
         .where(
+            *_in_batch(alert_id, batch),
             _any_id(session, m.Delivery.id, sent_ids, BigInteger),
             m.Delivery.state.in_((m.PENDING, m.DROPPED)),
         )
@@ -473,6 +491,7 @@ class _Sender:
         engine: Engine | None,
         ctx: TenantContext,
         alert_id: str,
+        batch: int,
         settings: TenantAlertSettings,
         http: aiohttp.ClientSession,
         clock: Clock,
@@ -480,6 +499,7 @@ class _Sender:
         self.engine = engine
         self.ctx = ctx
         self.alert_id = alert_id
+        self.batch = batch
         self.settings = settings
         self.clock = clock
         self.channels = build_channels(http, settings)
@@ -547,7 +567,9 @@ class _Sender:
                 tally.add(await recording)
             results = list(zip(chunk, outcomes, strict=True))
             recording = asyncio.ensure_future(
-                asyncio.to_thread(_record, self.engine, self.ctx, self.alert_id, results)
+                asyncio.to_thread(
+                    _record, self.engine, self.ctx, self.alert_id, self.batch, results
+                )
             )
 
         try:
@@ -662,7 +684,7 @@ def deliver_batch(
         loaded = settings
 
         async def send(http: aiohttp.ClientSession) -> tuple[int, Tally, bool]:
-            return await _Sender(engine, ctx, alert_id, loaded, http, clock).send_all(jobs)
+            return await _Sender(engine, ctx, alert_id, batch, loaded, http, clock).send_all(jobs)
 
         attempted, tally, ended = process_loop().run(send)
         if ended:
