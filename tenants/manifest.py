@@ -353,7 +353,9 @@ class ApprovalPolicy(_Extensible):
     second_approver_for_actual: bool = True
     single_approver_for_immediate_extreme: bool = True
     review_within_hours: float = Field(default=24, gt=0)
-    regional_requires_each_tenant: bool = False
+    # A regional alert reaches a tenant's residents only with that tenant's own approval,
+    # unless its manifest accepts the originating tenant's.
+    regional_requires_each_tenant: bool = True
 
 
 class GeocodeZone(_Strict):

@@ -80,8 +80,7 @@ def region(engine: Engine, webhook_receiver: HttpReceiver, smtp_receiver: SmtpRe
         "rate_limits": {"webhook": 1000, "email": 1000, "webpush": 1000, "sms": 1000},
     }
     nyc = add_tenant(engine, alerts=alerts)
-    own_approval = alerts | {"approval": {"regional_requires_each_tenant": True}}
-    boston = add_tenant(engine, alerts=own_approval, default_language="es")
+    boston = add_tenant(engine, alerts=alerts, default_language="es")
     residents = {
         "nyc_en": add_resident(
             engine, nyc, NYC_POINT, {"webhook": webhook_receiver.url("/nyc-en")}, languages=["en"]
@@ -185,11 +184,15 @@ def test_regional_needs_each_tenant(engine, region) -> None:
 
 def test_regional_follows_origin_policy(engine, region) -> None:
     nyc, _, _ = region
-    follower = add_tenant(engine)  # its policy accepts the originating tenant's approval
-    rows = compose(engine, nyc, cap_alert("HU-4F"), tenants=[follower])
+    # Its policy accepts the originating tenant's approval; the default does not.
+    follower = add_tenant(engine, alerts={"approval": {"regional_requires_each_tenant": False}})
+    own = add_tenant(engine)
+    rows = compose(engine, nyc, cap_alert("HU-4F"), tenants=[follower, own])
     by_tenant = {r.tenant_id: r for r in rows}
     approve(engine, nyc, by_tenant[nyc].id, "em2")
     assert alert_row(engine, follower, by_tenant[follower].id).state == m.APPROVED
+    # By default a tenant approves its own part of a regional alert.
+    assert alert_row(engine, own, by_tenant[own].id).state != m.APPROVED
 
 
 def test_regional_outside_region_rejected(engine, region) -> None:

@@ -152,8 +152,8 @@ def test_composer_approval_explained(engine, cli) -> None:
 
 def test_regional_approval_per_tenant(engine) -> None:
     origin = add_tenant(engine)
-    follower = add_tenant(engine)  # the default policy accepts the origin's approval
-    own = add_tenant(engine, alerts={"approval": {"regional_requires_each_tenant": True}})
+    follower = add_tenant(engine, alerts={"approval": {"regional_requires_each_tenant": False}})
+    own = add_tenant(engine)  # by default each tenant approves its own draft
     rows = compose(engine, origin, cap_alert("REG-1"), tenants=[follower, own])
     origin_row = next(r for r in rows if r.tenant_id == origin)
 
