@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, exists, literal, select, update
+from sqlalchemy import Connection, bindparam, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from failover.models import Agreement, Contact
@@ -31,21 +31,52 @@ class StoreResult:
     cap_reached: bool = False
 
 
-def _insert(connection: Connection) -> Any:
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(CONTACTS)
+# Statements are built once per dialect and column set, with bound parameters for every
+# value: building them per contact cost more CPU than the database spent running them.
+_statements: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
-def _take_slot(agreement_id: str, tenant_id: str, cap: int) -> Any:
+def _cached(kind: str, dialect: str, columns: tuple[str, ...], build: Any) -> Any:
+    key = (kind, dialect, columns)
+    statement = _statements.get(key)
+    if statement is None:
+        statement = _statements[key] = build()
+    return statement
+
+
+def _value(column_name: str) -> Any:
+    # A bound parameter named like its column is reserved by SQLAlchemy in INSERT statements.
+    return bindparam(f"value_{column_name}", type_=CONTACTS.c[column_name].type)
+
+
+def _params(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"value_{name}": value for name, value in values.items()}
+
+
+def _plain_insert(dialect: str, columns: tuple[str, ...]) -> Any:
+    module = postgresql if dialect == "postgresql" else sqlite
     return (
-        update(AGREEMENTS)
-        .where(
-            AGREEMENTS.c.id == agreement_id,
-            AGREEMENTS.c.tenant_id == tenant_id,
-            AGREEMENTS.c.open_contacts < cap,
-        )
-        .values(open_contacts=AGREEMENTS.c.open_contacts + 1)
+        module.insert(CONTACTS)
+        .values({name: _value(name) for name in columns})
+        .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
+        .returning(CONTACTS.c.id)
     )
+
+
+def _take_slot_statement() -> Any:
+    return update(AGREEMENTS).where(
+        AGREEMENTS.c.id == bindparam("slot_agreement"),
+        AGREEMENTS.c.tenant_id == bindparam("slot_tenant"),
+        AGREEMENTS.c.open_contacts < bindparam("slot_cap"),
+    )
+
+
+def _take_slot() -> Any:
+    return _take_slot_statement().values(open_contacts=AGREEMENTS.c.open_contacts + 1)
+
+
+def _slot_params(agreement_id: str, tenant_id: str, cap: int) -> dict[str, Any]:
+    return {"slot_agreement": agreement_id, "slot_tenant": tenant_id, "slot_cap": cap}
 
 
 def release_slot(connection: Connection, agreement_id: str, tenant_id: str) -> None:
@@ -70,19 +101,20 @@ def insert_contact(
     nothing and returns `duplicate`, and a slot taken for it is given back.
     """
     agreement_id = values.get("agreement_id")
+    dialect = connection.dialect.name
     if agreement_id is None or share_cap is None:
-        inserted = connection.execute(
-            _insert(connection)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
-            .returning(CONTACTS.c.id)
-        ).first()
+        columns = tuple(values)
+        statement = _cached("insert", dialect, columns, lambda: _plain_insert(dialect, columns))
+        inserted = connection.execute(statement, _params(values)).first()
         return StoreResult(stored=inserted is not None, duplicate=inserted is None)
 
-    if connection.dialect.name == "postgresql":
+    if dialect == "postgresql":
         return _insert_with_slot_postgres(connection, values, share_cap)
 
-    slot = connection.execute(_take_slot(agreement_id, values["tenant_id"], share_cap))
+    slot = connection.execute(
+        _cached("slot", dialect, (), _take_slot),
+        _slot_params(agreement_id, values["tenant_id"], share_cap),
+    )
     if slot.rowcount == 0:
         return StoreResult(stored=False, cap_reached=True)
     result = insert_contact(connection, values)
@@ -91,30 +123,29 @@ def insert_contact(
     return result
 
 
+def _slot_insert(columns: tuple[str, ...]) -> Any:
+    slot = _take_slot().returning(AGREEMENTS.c.id).cte("slot")
+    row = select(*(_value(name) for name in columns)).where(exists(select(slot.c.id)))
+    inserted = (
+        postgresql.insert(CONTACTS)
+        .from_select(list(columns), row)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
+        .returning(CONTACTS.c.id)
+        .cte("inserted")
+    )
+    return select(exists(select(slot.c.id)), select(inserted.c.id).scalar_subquery())
+
+
 def _insert_with_slot_postgres(
     connection: Connection, values: dict[str, Any], share_cap: int
 ) -> StoreResult:
     # One round trip: the UPDATE takes the slot, the INSERT runs only when it did, and the
     # outer SELECT returns both outcomes so a repeated external id can give the slot back.
     tenant_id = values["tenant_id"]
-    slot = (
-        _take_slot(values["agreement_id"], tenant_id, share_cap)
-        .returning(AGREEMENTS.c.id)
-        .cte("slot")
-    )
-    columns = list(values)
-    row = select(*(literal(values[name], CONTACTS.c[name].type) for name in columns)).where(
-        exists(select(slot.c.id))
-    )
-    inserted = (
-        postgresql.insert(CONTACTS)
-        .from_select(columns, row)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
-        .returning(CONTACTS.c.id)
-        .cte("inserted")
-    )
+    columns = tuple(values)
+    statement = _cached("slot_insert", "postgresql", columns, lambda: _slot_insert(columns))
     took, stored = connection.execute(
-        select(exists(select(slot.c.id)), select(inserted.c.id).scalar_subquery())
+        statement, _params(values) | _slot_params(values["agreement_id"], tenant_id, share_cap)
     ).one()
     if not took:
         return StoreResult(stored=False, cap_reached=True)
