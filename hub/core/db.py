@@ -94,8 +94,8 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
             _configure_sqlite(engine)
         else:
             # No pre-ping: it costs a round trip on every checkout, the busiest path there is.
-            # A connection that died with the server fails its first statement instead; the
-            # API answers 503 for that one call and SQLAlchemy then discards every pooled
+            # A connection that died with the server fails its first statement instead. The
+            # API returns 503 for that one call and SQLAlchemy then discards every pooled
             # connection of the old server. Recycling bounds how long an idle connection is
             # trusted across firewalls and proxies that drop quiet sessions.
             engine = create_engine(url, pool_size=10, max_overflow=20, pool_recycle=600)

@@ -23,12 +23,12 @@ def _database_with_tenant(var: Path) -> Path:
     return database
 
 
-def test_first_run_marks_the_folder(tmp_path: Path) -> None:
+def test_demo_first_run_marks_folder(tmp_path: Path) -> None:
     _start_fresh(Settings(var_dir=tmp_path / "var"))
     assert (tmp_path / "var" / DEMO_MARKER).exists()
 
 
-def test_second_run_removes_the_demo_database(tmp_path: Path) -> None:
+def test_demo_second_run_removes_database(tmp_path: Path) -> None:
     var = tmp_path / "var"
     database = _database_with_tenant(var)
     (var / DEMO_MARKER).write_text("demo", encoding="utf-8")
@@ -43,7 +43,7 @@ def test_second_run_removes_the_demo_database(tmp_path: Path) -> None:
     assert (var / "root.key").read_text(encoding="utf-8") == "kept"
 
 
-def test_an_operators_database_is_left_alone(tmp_path: Path, capsys) -> None:
+def test_demo_keeps_operator_database(tmp_path: Path, capsys) -> None:
     var = tmp_path / "var"
     database = _database_with_tenant(var)
 
@@ -56,7 +56,7 @@ def test_an_operators_database_is_left_alone(tmp_path: Path, capsys) -> None:
     assert not (var / DEMO_MARKER).exists()
 
 
-def test_an_empty_database_is_replaced(tmp_path: Path) -> None:
+def test_demo_replaces_empty_database(tmp_path: Path) -> None:
     var = tmp_path / "var"
     var.mkdir()
     (var / "hub.db").write_bytes(b"")
@@ -65,7 +65,7 @@ def test_an_empty_database_is_replaced(tmp_path: Path) -> None:
     assert (var / DEMO_MARKER).exists()
 
 
-def test_a_configured_database_is_never_touched(tmp_path: Path) -> None:
+def test_demo_ignores_configured_database(tmp_path: Path) -> None:
     var = tmp_path / "var"
     database = _database_with_tenant(var)
     _start_fresh(Settings(var_dir=var, database_url=f"sqlite:///{database}"))

@@ -24,7 +24,8 @@ def test_nested_evidence_renders_as_bullets() -> None:
         ],
     }
     text = render_markdown(report)
-    assert "{" not in text and "[" not in text
+    assert "{" not in text
+    assert "[" not in text
     assert "  - kind: dek, version: 2" in text
     assert "- ages:\n  - dek:\n    - days: 3\n  - kek: 40" in text
     assert "- tables: (none)" in text
