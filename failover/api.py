@@ -91,7 +91,7 @@ class HeartbeatIn(BaseModel):
 
 
 @router.post("/contacts", status_code=201)
-def post_contact(
+async def post_contact(
     body: ContactIn,
     request: Request,
     response: Response,
@@ -100,9 +100,12 @@ def post_contact(
     board: LiveBoard = Depends(current_board),
 ) -> dict[str, Any]:
     """Store a new contact and return where it goes: home or a partner center."""
-    # The key is resolved here instead of in a dependency because FastAPI runs every plain
-    # `def` dependency in its own threadpool call, and each hop adds latency under load. The
-    # route stays a plain `def` because the commit blocks on the database.
+    # This route runs on the event loop, and its one short transaction blocks the loop: about
+    # a millisecond of CPU and a commit. A threadpool hand-off per contact cost more than that
+    # and set the latency tail (p99 9 to 13 ms at 200 contacts/s, 6.5 to 8 ms without it). The
+    # engine's connect timeout bounds how long an unreachable database can block the loop.
+    # The key is resolved here, not in a dependency, for the same reason: FastAPI runs a plain
+    # `def` dependency in a threadpool call of its own.
     caller = current_caller(request, authorization, x_api_key)
     with unit_of_work(caller.ctx) as session:
         contact, created = service.route_contact(

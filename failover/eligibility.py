@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from hub.core.clock import as_utc
@@ -107,6 +108,7 @@ class ContactTraits:
     service_group: str
 
 
+@lru_cache(maxsize=1024)
 def primary_language(tag: str) -> str:
     """Return the primary subtag of a BCP 47 tag, lower-cased (`es-US` -> `es`)."""
     return tag.split("-", 1)[0].strip().lower()

@@ -73,6 +73,9 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+CONNECT_TIMEOUT_SECONDS = 5
+
+
 def get_engine(url: str | None = None, settings: Settings | None = None) -> Engine:
     """Return the process-wide engine for `url` (default: the configured database)."""
     settings = settings or get_settings()
@@ -98,7 +101,15 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
             # API returns 503 for that one call and SQLAlchemy then discards every pooled
             # connection of the old server. Recycling bounds how long an idle connection is
             # trusted across firewalls and proxies that drop quiet sessions.
-            engine = create_engine(url, pool_size=10, max_overflow=20, pool_recycle=600)
+            engine = create_engine(
+                url,
+                pool_size=10,
+                max_overflow=20,
+                pool_recycle=600,
+                # An unreachable server fails a new connection after this many seconds
+                # instead of waiting for the operating system's TCP timeout.
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            )
         _engines[url] = engine
         return engine
 
