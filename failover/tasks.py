@@ -5,7 +5,7 @@ audit chain takes a per-tenant lock, and holding it on every contact would seria
 The contact row stores the decision with `decision_audited` false when the API responds. The
 worker's scheduler runs `failover.audit_sweep` every few seconds, which queues this task for
 each tenant with such rows, so a decision stored just before a crash is still audited. The API
-processes do none of this, because background work there delays their routing decisions.
+processes do none of this: background work there delays the routing decisions they answer.
 """
 
 from __future__ import annotations
