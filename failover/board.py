@@ -46,8 +46,11 @@ from failover.hysteresis import SurgeDetector
 from failover.metrics import BOARD_REFRESH, EXPECTED_WAIT, STATE, SWITCHES
 from failover.models import Agreement, CenterHeartbeat, Contact, ContactCenter, OverflowSwitch
 from failover.routing import Decision, decide
+from failover.tasks import AUDIT_DECISIONS_TASK
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import get_engine, unit_of_work
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_OVERFLOW
 from hub.core.tenancy import SystemContext, TenantContext
 from privacy.audit import audit
 from tenants.models import Tenant
@@ -60,6 +63,8 @@ REFRESH_SECONDS = 1.0
 # The background refresh reloads centers and agreements on every this-many-th run only, because
 # parsing their JSON columns and building their objects costs CPU time on every reload.
 CONFIGURATION_EVERY = 10
+# Shortest interval between two decision audit tasks one process queues for one tenant.
+AUDIT_QUEUE_SECONDS = 2.0
 MONITOR_ACTOR = "system:overflow-monitor"
 
 
@@ -140,6 +145,7 @@ class LiveBoard:
         self._tenant_configs: dict[str, tuple[datetime, TenantOverflowConfig]] = {}
         self._synced: dict[str, datetime] = {}
         # Tenant id -> monotonic time this process last queued its decision audit task.
+        self._audit_queued: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -214,6 +220,7 @@ class LiveBoard:
                 row.tenant_id: _switch_state(row) for row in s.scalars(select(OverflowSwitch))
             }
             _load_counts(s, centers, tenants, now)
+            unaudited = _tenants_with_unaudited(s, tenants) if evaluate else []
 
         home: dict[str, list[str]] = defaultdict(list)
         for center in centers.values():
@@ -233,6 +240,7 @@ class LiveBoard:
         if evaluate:
             for tenant_id in home:
                 self._evaluate(tenant_id, now)
+            self._queue_decision_audits(unaudited)
         for center in centers.values():
             EXPECTED_WAIT.labels(center=center.id).set(center.expected_wait())
         BOARD_REFRESH.observe(time.perf_counter() - started)
@@ -268,6 +276,23 @@ class LiveBoard:
                 if (tenant.manifest or {}).get("overflow", {}).get("centers"):
                     sync_tenant_centers(s, tenant)
                 self._synced[tenant_id] = tenant.updated_at
+
+    def _queue_decision_audits(self, tenant_ids: list[str]) -> None:
+        """Queue the audit task of each tenant with unaudited decisions, at most every
+        `AUDIT_QUEUE_SECONDS` per tenant in this process."""
+        due = [
+            tenant_id
+            for tenant_id in tenant_ids
+            if time.monotonic() - self._audit_queued.get(tenant_id, -AUDIT_QUEUE_SECONDS)
+            >= AUDIT_QUEUE_SECONDS
+        ]
+        if not due:
+            return
+        with unit_of_work(SystemContext("overflow audit queue"), engine=self.engine) as s:
+            for tenant_id in due:
+                enqueue(s, AUDIT_DECISIONS_TASK, queue=QUEUE_OVERFLOW, tenant_id=tenant_id)
+        for tenant_id in due:
+            self._audit_queued[tenant_id] = time.monotonic()
 
     # --- surge detection and disaster mode ------------------------------------------------
 
@@ -555,6 +580,18 @@ def _load_counts(
         center.answered_last_hour = int(answered or 0)
         center.within_target_last_hour = int(within or 0)
         center.abandoned_last_hour = int(abandoned or 0)
+
+
+def _tenants_with_unaudited(s: Session, tenants: dict[str, TenantOverflowConfig]) -> list[str]:
+    """Return the tenants that have routing decisions without an audit entry yet."""
+    if not tenants:
+        return []
+    pending = (
+        select(Contact.id)
+        .where(Contact.tenant_id == Tenant.id, Contact.decision_audited.is_(False))
+        .exists()
+    )
+    return list(s.scalars(select(Tenant.id).where(Tenant.id.in_(list(tenants)), pending)))
 
 
 def _locked_switch_row(session: Session, tenant_id: str) -> OverflowSwitch:

@@ -43,8 +43,6 @@ PERIODIC_TASKS: list[PeriodicTask] = [
     PeriodicTask("hub.requests.sweep_deliveries", every_seconds=120),
     # Queues `privacy.retention_purge` for every active tenant.
     PeriodicTask("privacy.retention_sweep", every_seconds=86400),
-    # Queues `failover.audit_decisions` for tenants with routing decisions not yet audited.
-    PeriodicTask("failover.audit_sweep", every_seconds=15),
 ]
 
 

@@ -88,40 +88,20 @@ def test_decision_audit_task_runs_once(client, engine, board, tenant):
         assert session.get(Contact, contact_id).decision_audited is True
 
 
-def _queued_audits(engine, tenant_id: str) -> list[OutboxMessage]:
-    with unit_of_work(SystemContext("test read"), engine=engine) as session:
-        return session.scalars(
-            select(OutboxMessage).where(
-                OutboxMessage.task == "failover.audit_decisions",
-                OutboxMessage.tenant_id == tenant_id,
-            )
-        ).all()
-
-
-def test_audit_sweep_queues_decision_audit(client, engine, board, tenant):
-    from failover.tasks import audit_decisions, audit_sweep
-
+def test_board_queues_decision_audit(client, engine, board, tenant):
     beat(engine, tenant.home, staffed=2, available=2)
     board.refresh()
     post_contact(client, tenant)
-    # The API processes' boards queue nothing: the worker's scheduled sweep does.
     board.refresh()
-    assert _queued_audits(engine, tenant.id) == []
-
-    assert audit_sweep() >= 1
-    queued = _queued_audits(engine, tenant.id)
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        queued = session.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.task == "failover.audit_decisions",
+                OutboxMessage.tenant_id == tenant.id,
+            )
+        ).all()
     assert len(queued) == 1
     assert queued[0].kwargs == {"tenant_id": tenant.id}
-
-    assert audit_decisions(tenant_id=tenant.id) == 1
-    assert tenant.id not in set(_swept_tenants(engine))
-
-
-def _swept_tenants(engine) -> list[str]:
-    from failover.tasks import tenants_with_unaudited
-
-    with unit_of_work(SystemContext("test read"), engine=engine) as session:
-        return tenants_with_unaudited(session)
 
 
 def overflow_gauge(tenant_id: str) -> float | None:
