@@ -221,7 +221,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _inline(value: Any) -> str:
-    """One evidence value on one line: a record as `key: value` pairs, text as it is."""
+    """Render one evidence value on one line: a record as `key: value` pairs, text as it is."""
     if isinstance(value, dict):
         return ", ".join(f"{key}: {_inline(item)}" for key, item in value.items()) or "(none)"
     if isinstance(value, list):

@@ -456,7 +456,7 @@ def _store_sent(
     while they were on the wire, and give a running Cancel the residents they reached.
 
     The UPDATE waits for a concurrent Cancel's lock on these rows. If the Cancel committed
-    first, the SELECT that follows sees it and adds the residents to it. If this UPDATE
+    first, the SELECT that follows reads it and adds the residents to it. If this UPDATE
     committed first, the Cancel's own recipient query sees the rows as sent.
     """
     stored = session.execute(

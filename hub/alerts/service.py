@@ -338,7 +338,7 @@ def _apply_policy(session: Session, row: m.Alert, settings: TenantAlertSettings)
 
 
 def approval_state(session: Session, row: m.Alert, settings: TenantAlertSettings) -> dict:
-    """Describe where one tenant's row stands in the approval: an `outcome` code, the
+    """Describe the approval state of one tenant's row: an `outcome` code, the
     approvers, and a `message` that names the command still needed, if any.
 
     The session must see the row's tenant (its own tenant session or a system session).
@@ -595,6 +595,18 @@ def check_sendable(rows: list[m.Alert]) -> None:
             )
 
 
+def queue_batch(session: Session, row: m.Alert, batch: int) -> None:
+    """Queue the delivery task of one batch of an alert row, on the row's priority queue."""
+    enqueue(
+        session,
+        DELIVER_TASK,
+        queue=queue_for(row),
+        tenant_id=row.tenant_id,
+        alert_id=row.id,
+        batch=batch,
+    )
+
+
 def start_sending(
     session: Session, row: m.Alert, settings: TenantAlertSettings, *, actor: str
 ) -> int:
@@ -612,14 +624,7 @@ def start_sending(
 
     batches = (count + BATCH_SIZE - 1) // BATCH_SIZE
     for batch in range(batches):
-        enqueue(
-            session,
-            DELIVER_TASK,
-            queue=queue_for(row),
-            tenant_id=row.tenant_id,
-            alert_id=row.id,
-            batch=batch,
-        )
+        queue_batch(session, row, batch)
     row.state = m.SENDING if count else m.SENT
     row.send_started_at = utcnow()
     row.target_count = count
@@ -769,14 +774,7 @@ def add_cancel_recipients(session: Session, alert_id: str, subscriber_ids: set[s
     ).all()
     if not added:
         return 0
-    enqueue(
-        session,
-        DELIVER_TASK,
-        queue=queue_for(cancel),
-        tenant_id=cancel.tenant_id,
-        alert_id=cancel.id,
-        batch=batch,
-    )
+    queue_batch(session, cancel, batch)
     cancel.target_count = (cancel.target_count or 0) + len(added)
     if cancel.state != m.SENDING:
         cancel.state = m.SENDING

@@ -75,8 +75,8 @@ def compose(
 
 
 def approve(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[str, Any]:
-    """Record the caller's approval and return this tenant's row with `approval`, where it
-    stands, and `tenants`, where every participating tenant's row stands afterwards."""
+    """Record the caller's approval and return this tenant's row with `approval`, its
+    approval state, and `tenants`, the state of every participating tenant's row afterwards."""
     with unit_of_work(ctx, engine=engine) as session:
         row = service.approve(
             session, ctx, alert_id, settings=load_settings(session, ctx.tenant_id)

@@ -158,8 +158,8 @@ def approve_command(
     actor: str = ACTOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Approve this tenant's part of an alert as the named emergency manager, and print where
-    each participating tenant's part stands and which approval is still needed."""
+    """Approve this tenant's part of an alert as the named emergency manager, and print the
+    approval state of each participating tenant's part and which approval is still needed."""
     with cli_errors():
         result = workflow.approve(None, _manager(tenant, actor), alert_id)
 

@@ -82,17 +82,17 @@ def test_all_deliveries_failed_state(engine, cli) -> None:
 
 
 def test_some_deliveries_failed_state(engine, webhook_receiver) -> None:
-    gone = HttpReceiver(status=410).start()
+    unsubscribed = HttpReceiver(status=410).start()
     try:
         tenant = add_tenant(engine, alerts=RATES)
         add_resident(engine, tenant, NYC_POINT, {"webhook": webhook_receiver.url("/ok")})
-        add_resident(engine, tenant, NYC_POINT, {"webhook": gone.url("/gone")})
+        add_resident(engine, tenant, NYC_POINT, {"webhook": unsubscribed.url("/gone")})
         [row] = compose(engine, tenant, cap_alert("FAIL-2"))
         approve(engine, tenant, row.id, "em2")
         send(engine, [row])
         run_batches(engine, tenant, row.id)
     finally:
-        gone.stop()
+        unsubscribed.stop()
     assert alert_row(engine, tenant, row.id).state == m.PARTLY_FAILED
     [status] = workflow.status(engine, manager(tenant), row.id)
     assert status["errors"] == {"webhook": {"HTTP 410": 1}}

@@ -162,7 +162,9 @@ def test_requests_closed_before_retention_keep_no_personal_data(engine, tmp_path
             for row in session.scalars(select(ServiceRequest).order_by(ServiceRequest.source_id))
         }
     old, recent, still_open = rows["101"], rows["102"], rows["103"]
-    assert old.description_enc is None and old.address_enc is None and old.dek_version is None
+    assert old.description_enc is None
+    assert old.address_enc is None
+    assert old.dek_version is None
     assert old.h3_cell is not None and old.status == "closed"
     # Closed recently, or never closed: the retention clock has not run out.
     assert recent.description_enc is not None and recent.address_enc is not None

@@ -149,7 +149,8 @@ def test_empty_json_file(tmp_path, content):
 def test_csv_given_to_json_format(tmp_path, shared_data):
     with pytest.raises(FileFormatError, match="does not start with a JSON array") as raised:
         read_all("nyc-json", shared_data / "311_records/nyc/NYC311-5.csv")
-    assert "\n" not in str(raised.value) and "CSV formats" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert "CSV formats" in str(raised.value)
 
 
 def test_json_object_not_array(tmp_path):
