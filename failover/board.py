@@ -2,7 +2,7 @@
 
 Routing decisions read only this board, so a decision costs microseconds and no query. Each
 API process keeps its own board. A reload reads heartbeats, contact counts and switches every
-second, and centers and agreements every `CONFIGURATION_EVERY` seconds. Between reloads a
+second, and centers and agreements only after one of them changed. Between reloads a
 process adds its own routed contacts to the counts, so a burst within one second does not pile
 onto one partner. Contacts routed by other processes appear at the next reload, and the share
 cap is still enforced across processes because storing a partner contact takes a slot in the
@@ -17,10 +17,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Connection, Engine, bindparam, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,7 +45,15 @@ from failover.eligibility import (
 )
 from failover.hysteresis import SurgeDetector
 from failover.metrics import BOARD_REFRESH, EXPECTED_WAIT, STATE, SWITCHES
-from failover.models import Agreement, CenterHeartbeat, Contact, ContactCenter, OverflowSwitch
+from failover.models import (
+    OPEN_CONTACT,
+    UNAUDITED_CONTACT,
+    Agreement,
+    CenterHeartbeat,
+    Contact,
+    ContactCenter,
+    OverflowSwitch,
+)
 from failover.routing import Decision, decide
 from failover.tasks import AUDIT_DECISIONS_TASK
 from hub.core.clock import as_utc, isoformat, utcnow
@@ -60,9 +69,6 @@ log = structlog.get_logger(__name__)
 # A partner whose expected wait exceeds this many seconds counts as Overloaded.
 PARTNER_OVERLOADED_WAIT = 120.0
 REFRESH_SECONDS = 1.0
-# The background refresh reloads centers and agreements on every this-many-th run only, because
-# parsing their JSON columns and building their objects costs CPU time on every reload.
-CONFIGURATION_EVERY = 10
 # Shortest interval between two decision audit tasks one process queues for one tenant.
 AUDIT_QUEUE_SECONDS = 2.0
 MONITOR_ACTOR = "system:overflow-monitor"
@@ -138,7 +144,9 @@ class LiveBoard:
         self.home_centers: dict[str, list[str]] = {}
         self.switches: dict[str, SwitchState] = {}
         self.loaded = False
-        # Centers (without live figures) and agreements as of the last configuration reload.
+        # Centers (without live figures) and agreements as of the last configuration reload,
+        # and the counts and last changes of both tables that the reload saw.
+        self._configuration_version: tuple[Any, ...] = ()
         self._center_configs: list[CenterLive] = []
         self._agreement_terms: dict[str, list[AgreementTerms]] = {}
         # Tenant id -> (updated_at, config): a manifest is parsed again only after it changes.
@@ -168,11 +176,9 @@ class LiveBoard:
         log.info("overflow_board_stopped")
 
     def _run(self) -> None:
-        ticks = 0
         while not self._stop.wait(self.refresh_seconds):
-            ticks += 1
             try:
-                self.refresh(configuration=ticks % CONFIGURATION_EVERY == 0)
+                self.refresh(configuration=False)
             except Exception as exc:  # noqa: BLE001 - the board must outlive database outages
                 log.warning("overflow_board_refresh_failed", error=type(exc).__name__)
 
@@ -187,20 +193,25 @@ class LiveBoard:
     ) -> None:
         """Reload heartbeats, counts and switches, then evaluate every switch.
 
-        With `configuration` (and always on the first load) the centers and agreements are
-        reloaded too, and the tenants' own centers are synced from changed manifests. With
-        `evaluate=False` the switches are shown as stored, and nothing is written.
+        The centers and agreements are reloaded when a center or agreement was added, changed
+        or removed since the last reload, and always with `configuration` or on the first load.
+        The tenants' own centers are synced from manifests changed since the last reload, and
+        from every manifest with `configuration`. With `evaluate=False` the switches are shown
+        as stored, and nothing is written.
         """
         started = time.perf_counter()
         now = as_utc(now) if now else utcnow()
         configuration = configuration or not self.loaded
-        if evaluate and configuration:
+        if evaluate and (configuration or self._manifests_changed()):
             self._sync_own_centers()
         with unit_of_work(
             SystemContext("overflow live board"), engine=self.engine, write=False
         ) as s:
+            connection = s.connection()
             tenants = self._load_tenant_configs(s)
-            if configuration:
+            version = tuple(connection.execute(_CONFIGURATION_VERSION).one())
+            if configuration or version != self._configuration_version:
+                self._configuration_version = version
                 self._center_configs = [_center_live(c) for c in s.scalars(select(ContactCenter))]
                 terms: dict[str, list[AgreementTerms]] = defaultdict(list)
                 for row in s.scalars(select(Agreement).order_by(Agreement.id)):
@@ -209,18 +220,19 @@ class LiveBoard:
             # Copies, because the counts below and `record_routed` change them.
             centers = {c.id: replace(c, open_by_tenant={}) for c in self._center_configs}
             agreements = self._agreement_terms
-            for hb in s.scalars(select(CenterHeartbeat)):
-                center = centers.get(hb.center_id)
+            # The per-second reads are Core statements built once, on the session's connection:
+            # through the ORM they cost several milliseconds of CPU on every reload, during
+            # which the process handled no contact.
+            for center_id, at, staffed, available, standby in connection.execute(_HEARTBEATS):
+                center = centers.get(center_id)
                 if center is not None:
-                    center.heartbeat_at = as_utc(hb.at)
-                    center.agents_staffed = hb.agents_staffed
-                    center.agents_reported_available = hb.agents_available
-                    center.standby = hb.standby
-            switches = {
-                row.tenant_id: _switch_state(row) for row in s.scalars(select(OverflowSwitch))
-            }
-            _load_counts(s, centers, tenants, now)
-            unaudited = _tenants_with_unaudited(s, tenants) if evaluate else []
+                    center.heartbeat_at = as_utc(at)
+                    center.agents_staffed = staffed
+                    center.agents_reported_available = available
+                    center.standby = standby
+            switches = {row.tenant_id: _switch_state(row) for row in connection.execute(_SWITCHES)}
+            _load_counts(connection, centers, tenants, now)
+            unaudited = self._unaudited_due(connection, tenants) if evaluate else []
 
         home: dict[str, list[str]] = defaultdict(list)
         for center in centers.values():
@@ -247,7 +259,7 @@ class LiveBoard:
 
     def _load_tenant_configs(self, s: Session) -> dict[str, TenantOverflowConfig]:
         configs = {}
-        for tenant_id, updated_at in s.execute(select(Tenant.id, Tenant.updated_at)):
+        for tenant_id, updated_at in s.connection().execute(_TENANT_VERSIONS):
             cached = self._tenant_configs.get(tenant_id)
             if cached is None or cached[0] != updated_at:
                 tenant = s.get(Tenant, tenant_id)
@@ -258,12 +270,20 @@ class LiveBoard:
             configs[tenant_id] = cached[1]
         return configs
 
+    def _manifests_changed(self) -> bool:
+        """Whether the last reload saw a tenant manifest that the tenant's own centers were not
+        synced from. The versions come from that reload, so the check costs no query."""
+        return any(
+            self._synced.get(tenant_id) != updated_at
+            for tenant_id, (updated_at, _config) in self._tenant_configs.items()
+        )
+
     def _sync_own_centers(self) -> None:
         scope = SystemContext("overflow center sync")
         with unit_of_work(scope, engine=self.engine, write=False) as s:
             stale = [
                 tenant_id
-                for tenant_id, updated_at in s.execute(select(Tenant.id, Tenant.updated_at))
+                for tenant_id, updated_at in s.connection().execute(_TENANT_VERSIONS)
                 if self._synced.get(tenant_id) != updated_at
             ]
         if not stale:
@@ -277,21 +297,28 @@ class LiveBoard:
                     sync_tenant_centers(s, tenant)
                 self._synced[tenant_id] = tenant.updated_at
 
-    def _queue_decision_audits(self, tenant_ids: list[str]) -> None:
-        """Queue the audit task of each tenant with unaudited decisions, at most every
-        `AUDIT_QUEUE_SECONDS` per tenant in this process."""
-        due = [
+    def _unaudited_due(
+        self, connection: Connection, tenants: dict[str, TenantOverflowConfig]
+    ) -> list[str]:
+        """Return the tenants with routing decisions not audited yet whose audit task this
+        process has not queued in the last `AUDIT_QUEUE_SECONDS`. The partial index on
+        unaudited decisions keeps this look cheap enough for every reload."""
+        now = time.monotonic()
+        return [
             tenant_id
-            for tenant_id in tenant_ids
-            if time.monotonic() - self._audit_queued.get(tenant_id, -AUDIT_QUEUE_SECONDS)
-            >= AUDIT_QUEUE_SECONDS
+            for tenant_id in connection.scalars(_UNAUDITED)
+            if tenant_id in tenants
+            and now - self._audit_queued.get(tenant_id, -AUDIT_QUEUE_SECONDS) >= AUDIT_QUEUE_SECONDS
         ]
-        if not due:
+
+    def _queue_decision_audits(self, tenant_ids: list[str]) -> None:
+        """Queue the decision audit task of each tenant in `tenant_ids`."""
+        if not tenant_ids:
             return
         with unit_of_work(SystemContext("overflow audit queue"), engine=self.engine) as s:
-            for tenant_id in due:
+            for tenant_id in tenant_ids:
                 enqueue(s, AUDIT_DECISIONS_TASK, queue=QUEUE_OVERFLOW, tenant_id=tenant_id)
-        for tenant_id in due:
+        for tenant_id in tenant_ids:
             self._audit_queued[tenant_id] = time.monotonic()
 
     # --- surge detection and disaster mode ------------------------------------------------
@@ -381,11 +408,16 @@ class LiveBoard:
         tenant_id = contact.tenant_id
         switch = self.switches.get(tenant_id, SwitchState())
         agreements = self.agreements.get(tenant_id, [])
-        centers = {
-            a.center_id: self.snapshot(a.center_id, now)
-            for a in agreements
-            if a.center_id in self.centers
-        }
+        # Partners are looked at only in overflow or disaster mode; most contacts skip them.
+        centers = (
+            {
+                a.center_id: self.snapshot(a.center_id, now)
+                for a in agreements
+                if a.center_id in self.centers
+            }
+            if switch.overflow_on or switch.disaster
+            else {}
+        )
         return decide(
             contact,
             home_center_id=self.pick_home(tenant_id, now),
@@ -510,24 +542,69 @@ def _unreachable(center: CenterLive, now: datetime, timeout: float) -> bool:
     return (now - center.heartbeat_at).total_seconds() > timeout
 
 
+CONTACTS = Contact.__table__
+_TENANT_VERSIONS = select(Tenant.__table__.c.id, Tenant.__table__.c.updated_at)
+_CENTERS, _AGREEMENTS = ContactCenter.__table__, Agreement.__table__
+# Counts and last changes of centers and agreements: a reload parses their JSON columns and
+# builds their objects again only when one of these four values moves.
+_CONFIGURATION_VERSION = select(
+    select(func.count()).select_from(_CENTERS).scalar_subquery(),
+    select(func.max(_CENTERS.c.updated_at)).scalar_subquery(),
+    select(func.count()).select_from(_AGREEMENTS).scalar_subquery(),
+    select(func.max(_AGREEMENTS.c.updated_at)).scalar_subquery(),
+)
+_HEARTBEATS = select(
+    *(
+        CenterHeartbeat.__table__.c[name]
+        for name in ("center_id", "at", "agents_staffed", "agents_available", "standby")
+    )
+)
+_SWITCHES = select(OverflowSwitch.__table__)
+_ANSWERED = (CONTACTS.c.state == "claimed") | (CONTACTS.c.state == "completed")
+_OPEN_COUNTS = (
+    select(
+        CONTACTS.c.center_id,
+        CONTACTS.c.tenant_id,
+        CONTACTS.c.state,
+        func.count(),
+        func.min(CONTACTS.c.arrived_at),
+    )
+    .where(OPEN_CONTACT)
+    .group_by(CONTACTS.c.center_id, CONTACTS.c.tenant_id, CONTACTS.c.state)
+)
+_UNAUDITED = select(CONTACTS.c.tenant_id).where(UNAUDITED_CONTACT).distinct()
+
+
+@lru_cache(maxsize=16)
+def _stats_statement(targets: tuple[tuple[str, float], ...]) -> Any:
+    """Return the last hour's statistics per center, each contact measured against the answer
+    target of the tenant it belongs to (`targets`), so a partner center that serves several
+    tenants measures each contact by its own tenant's target."""
+    target = (
+        case(dict(targets), value=CONTACTS.c.tenant_id, else_=DEFAULT_TARGET_SECONDS)
+        if targets
+        else DEFAULT_TARGET_SECONDS
+    )
+    return (
+        select(
+            CONTACTS.c.center_id,
+            func.sum(case((CONTACTS.c.arrived_at >= bindparam("five_ago"), 1), else_=0)),
+            func.sum(case((_ANSWERED, 1), else_=0)),
+            func.sum(case((_ANSWERED & (CONTACTS.c.wait_seconds <= target), 1), else_=0)),
+            func.sum(case((CONTACTS.c.state == "abandoned", 1), else_=0)),
+        )
+        .where(CONTACTS.c.arrived_at >= bindparam("hour_ago"))
+        .group_by(CONTACTS.c.center_id)
+    )
+
+
 def _load_counts(
-    s: Session,
+    connection: Connection,
     centers: dict[str, CenterLive],
     tenants: dict[str, TenantOverflowConfig],
     now: datetime,
 ) -> None:
-    open_rows = s.execute(
-        select(
-            Contact.center_id,
-            Contact.tenant_id,
-            Contact.state,
-            func.count(),
-            func.min(Contact.arrived_at),
-        )
-        .where(Contact.state.in_(("waiting", "claimed")))
-        .group_by(Contact.center_id, Contact.tenant_id, Contact.state)
-    )
-    for center_id, tenant_id, state, count, oldest in open_rows:
+    for center_id, tenant_id, state, count, oldest in connection.execute(_OPEN_COUNTS):
         center = centers.get(center_id)
         if center is None:
             continue
@@ -540,37 +617,10 @@ def _load_counts(
         else:
             center.claimed += count
 
-    # Each contact counts against the target of the tenant it belongs to, so a partner center
-    # that serves several tenants measures each contact by its own tenant's target.
-    target = (
-        case(
-            {tenant_id: config.target_seconds for tenant_id, config in tenants.items()},
-            value=Contact.tenant_id,
-            else_=DEFAULT_TARGET_SECONDS,
-        )
-        if tenants
-        else DEFAULT_TARGET_SECONDS
-    )
-    hour_ago, five_ago = now - timedelta(hours=1), now - timedelta(minutes=5)
-    stats = s.execute(
-        select(
-            Contact.center_id,
-            func.sum(case((Contact.arrived_at >= five_ago, 1), else_=0)),
-            func.sum(case((Contact.state.in_(("claimed", "completed")), 1), else_=0)),
-            func.sum(
-                case(
-                    (
-                        Contact.state.in_(("claimed", "completed"))
-                        & (Contact.wait_seconds <= target),
-                        1,
-                    ),
-                    else_=0,
-                )
-            ),
-            func.sum(case((Contact.state == "abandoned", 1), else_=0)),
-        )
-        .where(Contact.arrived_at >= hour_ago)
-        .group_by(Contact.center_id)
+    targets = tuple(sorted((tenant_id, c.target_seconds) for tenant_id, c in tenants.items()))
+    stats = connection.execute(
+        _stats_statement(targets),
+        {"hour_ago": now - timedelta(hours=1), "five_ago": now - timedelta(minutes=5)},
     )
     for center_id, arrivals, answered, within, abandoned in stats:
         center = centers.get(center_id)
@@ -580,18 +630,6 @@ def _load_counts(
         center.answered_last_hour = int(answered or 0)
         center.within_target_last_hour = int(within or 0)
         center.abandoned_last_hour = int(abandoned or 0)
-
-
-def _tenants_with_unaudited(s: Session, tenants: dict[str, TenantOverflowConfig]) -> list[str]:
-    """Return the tenants that have routing decisions without an audit entry yet."""
-    if not tenants:
-        return []
-    pending = (
-        select(Contact.id)
-        .where(Contact.tenant_id == Tenant.id, Contact.decision_audited.is_(False))
-        .exists()
-    )
-    return list(s.scalars(select(Tenant.id).where(Tenant.id.in_(list(tenants)), pending)))
 
 
 def _locked_switch_row(session: Session, tenant_id: str) -> OverflowSwitch:

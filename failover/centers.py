@@ -19,6 +19,7 @@ from failover.eligibility import AgreementTerms, Hours
 from failover.hysteresis import Thresholds
 from failover.manifest import ALL_WEEK, PartnerManifest, as_datetime, weekly_minutes
 from failover.models import Agreement, ContactCenter
+from hub.core.clock import utcnow
 from hub.core.errors import Conflict, NotFound
 from privacy.audit import audit
 from tenants.models import Tenant
@@ -197,6 +198,7 @@ def onboard_partner(session: Session, manifest: PartnerManifest, *, actor: str) 
         row.active = item.active
         row.data_level = item.data_level
         row.cost_weight = item.cost_weight
+        row.updated_at = utcnow()
         session.flush()
         audit(
             session,

@@ -20,6 +20,8 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    literal_column,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -95,6 +97,10 @@ class Agreement(TenantOwned, Base):
     # conditional UPDATE that fails at the share cap, so the cap is enforced across API processes.
     open_contacts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by the code that changes the terms (`onboard_partner`), not on every update: taking
+    # and giving back slots changes `open_contacts` all the time, and live boards reload
+    # agreements when this moves.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "center_id", name="uq_overflow_agreements_center"),
@@ -142,10 +148,35 @@ class Contact(TenantOwned, Base):
     __table_args__ = (
         Index("ix_overflow_contacts_tenant_center_state", "tenant_id", "center_id", "state"),
         Index("ix_overflow_contacts_tenant_arrived", "tenant_id", "arrived_at"),
-        # Finds the decisions whose audit entry is not written yet.
-        Index("ix_overflow_contacts_tenant_audited", "tenant_id", "decision_audited"),
+        # The live board's last hour of every tenant's contacts, read each second.
+        Index("ix_overflow_contacts_arrived", "arrived_at"),
         UniqueConstraint("tenant_id", "external_id", name="uq_overflow_contacts_external"),
     )
+
+
+# Partial indexes stay as small as the rows they cover: the open contacts, which the live board
+# counts each second, and the decisions whose audit entry is not written yet. The queries use
+# the same conditions with the values written inline, not as parameters, so PostgreSQL can
+# prove that the index applies even to a prepared statement's generic plan.
+OPEN_CONTACT = (Contact.state == literal_column("'waiting'")) | (
+    Contact.state == literal_column("'claimed'")
+)
+UNAUDITED_CONTACT = Contact.decision_audited.is_(False)
+Index(
+    "ix_overflow_contacts_open",
+    Contact.center_id,
+    Contact.tenant_id,
+    Contact.state,
+    postgresql_where=OPEN_CONTACT,
+    sqlite_where=OPEN_CONTACT,
+)
+Index(
+    "ix_overflow_contacts_unaudited",
+    Contact.tenant_id,
+    Contact.arrived_at,
+    postgresql_where=text("decision_audited IS false"),
+    sqlite_where=text("decision_audited IS 0"),
+)
 
 
 class OverflowSwitch(TenantOwned, Base):

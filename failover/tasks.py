@@ -12,7 +12,7 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import select
 
-from failover.models import Contact
+from failover.models import UNAUDITED_CONTACT, Contact
 from hub.core.db import unit_of_work
 from hub.core.tasks import QUEUE_OVERFLOW, hub_task
 from hub.core.tenancy import TenantContext
@@ -37,7 +37,7 @@ def audit_decisions(*, tenant_id: str, limit: int = AUDIT_BATCH) -> int:
     with unit_of_work(ctx) as session:
         contacts = session.scalars(
             select(Contact)
-            .where(Contact.tenant_id == tenant_id, Contact.decision_audited.is_(False))
+            .where(Contact.tenant_id == tenant_id, UNAUDITED_CONTACT)
             .order_by(Contact.arrived_at, Contact.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -286,16 +286,28 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "external_id", name="uq_overflow_contacts_external"),
     )
     with op.batch_alter_table("overflow_contacts", schema=None) as batch_op:
+        batch_op.create_index("ix_overflow_contacts_arrived", ["arrived_at"], unique=False)
         batch_op.create_index(
-            "ix_overflow_contacts_tenant_arrived", ["tenant_id", "arrived_at"], unique=False
+            "ix_overflow_contacts_open",
+            ["center_id", "tenant_id", "state"],
+            unique=False,
+            postgresql_where=sa.text("state = 'waiting' OR state = 'claimed'"),
+            sqlite_where=sa.text("state = 'waiting' OR state = 'claimed'"),
         )
         batch_op.create_index(
-            "ix_overflow_contacts_tenant_audited", ["tenant_id", "decision_audited"], unique=False
+            "ix_overflow_contacts_tenant_arrived", ["tenant_id", "arrived_at"], unique=False
         )
         batch_op.create_index(
             "ix_overflow_contacts_tenant_center_state",
             ["tenant_id", "center_id", "state"],
             unique=False,
+        )
+        batch_op.create_index(
+            "ix_overflow_contacts_unaudited",
+            ["tenant_id", "arrived_at"],
+            unique=False,
+            postgresql_where=sa.text("decision_audited IS false"),
+            sqlite_where=sa.text("decision_audited IS 0"),
         )
 
     op.create_table(
@@ -578,6 +590,7 @@ def upgrade() -> None:
         sa.Column("cost_weight", sa.Float(), nullable=False),
         sa.Column("open_contacts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(["center_id"], ["overflow_centers.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
@@ -673,9 +686,19 @@ def downgrade() -> None:
     op.drop_table("privacy_key_usage")
     op.drop_table("overflow_switches")
     with op.batch_alter_table("overflow_contacts", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_overflow_contacts_unaudited",
+            postgresql_where=sa.text("decision_audited IS false"),
+            sqlite_where=sa.text("decision_audited IS 0"),
+        )
         batch_op.drop_index("ix_overflow_contacts_tenant_center_state")
-        batch_op.drop_index("ix_overflow_contacts_tenant_audited")
         batch_op.drop_index("ix_overflow_contacts_tenant_arrived")
+        batch_op.drop_index(
+            "ix_overflow_contacts_open",
+            postgresql_where=sa.text("state = 'waiting' OR state = 'claimed'"),
+            sqlite_where=sa.text("state = 'waiting' OR state = 'claimed'"),
+        )
+        batch_op.drop_index("ix_overflow_contacts_arrived")
 
     op.drop_table("overflow_contacts")
     with op.batch_alter_table("overflow_centers", schema=None) as batch_op:
