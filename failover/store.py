@@ -71,24 +71,79 @@ def _take_slot_statement() -> Any:
     )
 
 
+def _release_statement() -> Any:
+    return update(AGREEMENTS).where(
+        AGREEMENTS.c.id == bindparam("slot_agreement"),
+        AGREEMENTS.c.tenant_id == bindparam("slot_tenant"),
+        AGREEMENTS.c.open_contacts > 0,
+    )
+
+
 def _take_slot() -> Any:
     return _take_slot_statement().values(open_contacts=AGREEMENTS.c.open_contacts + 1)
+
+
+def _take_slot_returning() -> Any:
+    return _take_slot().returning(AGREEMENTS.c.id)
 
 
 def _slot_params(agreement_id: str, tenant_id: str, cap: int) -> dict[str, Any]:
     return {"slot_agreement": agreement_id, "slot_tenant": tenant_id, "slot_cap": cap}
 
 
+class _Runner:
+    """Runs the store's statements on a SQLAlchemy connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.dialect = connection.dialect.name
+
+    def first(self, statement: Any, params: dict[str, Any]) -> Any:
+        return self.connection.execute(statement, params).first()
+
+    def execute(self, statement: Any, params: dict[str, Any]) -> None:
+        self.connection.execute(statement, params)
+
+
+# Statement -> its SQL text for psycopg, compiled once.
+_compiled: dict[Any, Any] = {}
+_PSYCOPG = postgresql.psycopg.dialect()
+
+
+class _DriverRunner:
+    """Runs the same statements on a psycopg connection (`pipelined_transaction`)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def _send(self, statement: Any, params: dict[str, Any]) -> Any:
+        compiled = _compiled.get(statement)
+        if compiled is None:
+            compiled = _compiled[statement] = statement.compile(dialect=_PSYCOPG)
+        return self.connection.execute(compiled.string, compiled.construct_params(params))
+
+    def first(self, statement: Any, params: dict[str, Any]) -> Any:
+        return self._send(statement, params).fetchone()
+
+    def execute(self, statement: Any, params: dict[str, Any]) -> None:
+        self._send(statement, params)
+
+
+def _release() -> Any:
+    return _release_statement().values(open_contacts=AGREEMENTS.c.open_contacts - 1)
+
+
 def release_slot(connection: Connection, agreement_id: str, tenant_id: str) -> None:
     """Give back the slot of a partner contact that is no longer waiting or claimed."""
-    connection.execute(
-        update(AGREEMENTS)
-        .where(
-            AGREEMENTS.c.id == agreement_id,
-            AGREEMENTS.c.tenant_id == tenant_id,
-            AGREEMENTS.c.open_contacts > 0,
-        )
-        .values(open_contacts=AGREEMENTS.c.open_contacts - 1)
+    _release_slot(_Runner(connection), agreement_id, tenant_id)
+
+
+def _release_slot(runner: _Runner | _DriverRunner, agreement_id: str, tenant_id: str) -> None:
+    runner.execute(
+        _cached("release", runner.dialect, (), _release),
+        {"slot_agreement": agreement_id, "slot_tenant": tenant_id},
     )
 
 
@@ -100,26 +155,45 @@ def insert_contact(
     `values` contains every column of the row. A repeated `(tenant_id, external_id)` stores
     nothing and returns `duplicate`, and a slot taken for it is given back.
     """
+    return _insert(_Runner(connection), values, share_cap)
+
+
+def insert_contact_pipelined(
+    connection: Any, values: dict[str, Any], *, share_cap: int | None = None
+) -> StoreResult:
+    """`insert_contact` on the psycopg connection of a `pipelined_transaction`."""
+    return _insert(_DriverRunner(connection), values, share_cap)
+
+
+def _insert(
+    runner: _Runner | _DriverRunner, values: dict[str, Any], share_cap: int | None
+) -> StoreResult:
     agreement_id = values.get("agreement_id")
-    dialect = connection.dialect.name
+    dialect = runner.dialect
     if agreement_id is None or share_cap is None:
         columns = tuple(values)
         statement = _cached("insert", dialect, columns, lambda: _plain_insert(dialect, columns))
-        inserted = connection.execute(statement, _params(values)).first()
+        inserted = runner.first(statement, _params(values))
         return StoreResult(stored=inserted is not None, duplicate=inserted is None)
 
+    tenant_id = values["tenant_id"]
+    slot_params = _slot_params(agreement_id, tenant_id, share_cap)
     if dialect == "postgresql":
-        return _insert_with_slot_postgres(connection, values, share_cap)
-
-    slot = connection.execute(
-        _cached("slot", dialect, (), _take_slot),
-        _slot_params(agreement_id, values["tenant_id"], share_cap),
-    )
-    if slot.rowcount == 0:
-        return StoreResult(stored=False, cap_reached=True)
-    result = insert_contact(connection, values)
+        # One round trip: the UPDATE takes the slot, the INSERT runs only when it did, and the
+        # outer SELECT returns both outcomes so a repeated external id can give the slot back.
+        columns = tuple(values)
+        statement = _cached("slot_insert", dialect, columns, lambda: _slot_insert(columns))
+        took, stored = runner.first(statement, _params(values) | slot_params)
+        if not took:
+            return StoreResult(stored=False, cap_reached=True)
+        result = StoreResult(stored=stored is not None, duplicate=stored is None)
+    else:
+        slot = runner.first(_cached("slot", dialect, (), _take_slot_returning), slot_params)
+        if slot is None:
+            return StoreResult(stored=False, cap_reached=True)
+        result = _insert(runner, values, None)
     if result.duplicate:
-        release_slot(connection, agreement_id, values["tenant_id"])
+        _release_slot(runner, agreement_id, tenant_id)
     return result
 
 
@@ -134,22 +208,3 @@ def _slot_insert(columns: tuple[str, ...]) -> Any:
         .cte("inserted")
     )
     return select(exists(select(slot.c.id)), select(inserted.c.id).scalar_subquery())
-
-
-def _insert_with_slot_postgres(
-    connection: Connection, values: dict[str, Any], share_cap: int
-) -> StoreResult:
-    # One round trip: the UPDATE takes the slot, the INSERT runs only when it did, and the
-    # outer SELECT returns both outcomes so a repeated external id can give the slot back.
-    tenant_id = values["tenant_id"]
-    columns = tuple(values)
-    statement = _cached("slot_insert", "postgresql", columns, lambda: _slot_insert(columns))
-    took, stored = connection.execute(
-        statement, _params(values) | _slot_params(values["agreement_id"], tenant_id, share_cap)
-    ).one()
-    if not took:
-        return StoreResult(stored=False, cap_reached=True)
-    if stored is None:
-        release_slot(connection, values["agreement_id"], tenant_id)
-        return StoreResult(stored=False, duplicate=True)
-    return StoreResult(stored=True)

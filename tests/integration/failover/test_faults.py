@@ -133,6 +133,22 @@ def post_request(port: int, tenant: TenantKeys) -> tuple[int, str | None, str | 
     return response.status_code, item.get("service_request_id"), item.get("token")
 
 
+def post_contact(port: int, agent_key: str) -> tuple[int, str | None]:
+    """POST one overflow contact; return the status and the contact id."""
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/overflow/contacts",
+            json={"channel": "call", "language": "en", "service_group": "streets"},
+            headers=auth(agent_key),
+            timeout=30,
+        )
+    except httpx.HTTPError:
+        return 0, None
+    if response.status_code >= 300:
+        return response.status_code, None
+    return response.status_code, response.json()["contact_id"]
+
+
 def drain_route_messages(broker_url: str, queue_name: str = "intake") -> list[str]:
     """Take every message off a queue; return the request ids of the routing tasks."""
     app = create_celery(Settings(broker_url=broker_url))
@@ -238,14 +254,8 @@ def test_worker_sigkill_mid_task_completes_once(faults: Faults) -> None:
             {"c": AUDIT_LOCK_CLASS, "t": tenant.id},
         )
         holder.commit()
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/overflow/contacts",
-            json={"channel": "call", "language": "en", "service_group": "streets"},
-            headers=auth(tenant.agent),
-            timeout=30,
-        )
-        assert response.status_code == 201
-        contact_id = response.json()["contact_id"]
+        status_code, contact_id = post_contact(port, tenant.agent)
+        assert status_code == 201
 
         def task_blocked() -> bool:
             waiting = holder.execute(
@@ -295,16 +305,23 @@ def pg_ready() -> bool:
 
 
 def test_postgres_restart_answers_503_never_false_201(faults: Faults) -> None:
+    from failover.models import Contact
+
     engine = get_engine(faults.database_url)
     tenant = onboard_tenant(engine, f"pgr-{uuid.uuid4().hex[:8]}")
+    # Contacts take the pipelined transaction (`hub.core.db.pipelined_transaction`), which
+    # handles a lost server on its own instead of through a session.
+    overflow_tenant = onboard_overflow_tenant(engine, f"pgc-{uuid.uuid4().hex[:8]}")
     api, port = start_api(faults)
     results: list[tuple[int, str | None, str | None]] = []
+    contacts: list[tuple[int, str | None]] = []
     stop = threading.Event()
 
     def poster() -> None:
         deadline = time.monotonic() + 120
         while not stop.is_set() and time.monotonic() < deadline:
             results.append(post_request(port, tenant))
+            contacts.append(post_contact(port, overflow_tenant.agent))
             time.sleep(0.02)
 
     thread = threading.Thread(target=poster, daemon=True)
@@ -354,3 +371,17 @@ def test_postgres_restart_answers_503_never_false_201(faults: Faults) -> None:
             session.scalars(select(ServiceRequest.id).where(ServiceRequest.tenant_id == tenant.id))
         )
     assert set(acknowledged) <= stored
+
+    contact_statuses = Counter(status for status, _ in contacts)
+    assert 503 in contact_statuses, contact_statuses
+    assert [status for status, _ in contacts[-10:]] == [201] * 10, contacts[-10:]
+    assert set(contact_statuses) <= {0, 201, 503}, contact_statuses
+    routed = [contact_id for status, contact_id in contacts if status == 201]
+    with unit_of_work(
+        SystemContext("test read"), engine=get_engine(faults.database_url)
+    ) as session:
+        stored_contacts = set(
+            session.scalars(select(Contact.id).where(Contact.tenant_id == overflow_tenant.id))
+        )
+    assert routed
+    assert set(routed) <= stored_contacts

@@ -7,12 +7,20 @@ import threading
 import uuid
 from datetime import timedelta
 
+import pytest
 from overflow_support import beat, onboard_overflow_tenant, onboard_test_partner
 from sqlalchemy import create_engine, func, select
 
 from failover.board import LiveBoard
 from failover.models import Agreement, Contact
-from failover.service import Caller, NewContact, abandon_contact, claim_contact, route_contact
+from failover.service import (
+    Caller,
+    NewContact,
+    abandon_contact,
+    claim_contact,
+    route_contact,
+    route_new_contact,
+)
 from hub.core.clock import utcnow
 from hub.core.db import unit_of_work
 from hub.core.tenancy import ROLE_AGENT, SystemContext, TenantContext
@@ -40,16 +48,25 @@ def switch_overflow_on(engine, board, tenant, partner) -> None:
     assert board.switches[tenant.id].overflow_on is True
 
 
-def route_many(engine, board, tenant_id: str, count: int) -> None:
+def route_in_session(engine, board, caller: Caller, contact: NewContact) -> tuple[Contact, bool]:
+    with unit_of_work(caller.ctx, engine=engine) as session:
+        return route_contact(session, caller, board, contact)
+
+
+def route_as_api(engine, board, caller: Caller, contact: NewContact) -> tuple[Contact, bool]:
+    # The API's path: a pipelined transaction on PostgreSQL, a session on SQLite.
+    return route_new_contact(engine, caller, board, contact)
+
+
+def route_many(engine, board, tenant_id: str, count: int, route=route_in_session) -> None:
     caller = agent_of(tenant_id)
     for _ in range(count):
-        with unit_of_work(caller.ctx, engine=engine) as session:
-            route_contact(
-                session,
-                caller,
-                board,
-                NewContact(channel="call", language="en", service_group="streets"),
-            )
+        route(
+            engine,
+            board,
+            caller,
+            NewContact(channel="call", language="en", service_group="streets"),
+        )
 
 
 def partner_counts(engine, tenant_id: str, center_id: str) -> tuple[int, int]:
@@ -79,11 +96,16 @@ def test_share_cap_holds_across_processes(engine, hub_db):
     for board in boards:
         assert board.share_limit(partner.center_id, tenant.id, utcnow()) == CAP
 
+    # One process stores contacts in sessions, the other as the API does, so the cap is
+    # enforced across both ways of storing.
     threads = [
         threading.Thread(
-            target=route_many, args=(process_engine, board, tenant.id, CONTACTS_PER_PROCESS)
+            target=route_many,
+            args=(process_engine, board, tenant.id, CONTACTS_PER_PROCESS, route),
         )
-        for process_engine, board in zip((engine, second_engine), boards, strict=True)
+        for process_engine, board, route in zip(
+            (engine, second_engine), boards, (route_in_session, route_as_api), strict=True
+        )
     ]
     for thread in threads:
         thread.start()
@@ -99,6 +121,25 @@ def test_share_cap_holds_across_processes(engine, hub_db):
             select(func.count()).select_from(Contact).where(Contact.tenant_id == tenant.id)
         )
     assert total == 2 * CONTACTS_PER_PROCESS
+
+
+@pytest.mark.parametrize("route", [route_in_session, route_as_api])
+def test_repeated_external_id_gives_its_slot_back(engine, board, route):
+    tenant = onboard_overflow_tenant(engine, f"dup-{uuid.uuid4().hex[:8]}")
+    partner = onboard_test_partner(engine, tenant, agents=PARTNER_AGENTS)
+    switch_overflow_on(engine, board, tenant, partner)
+    caller = agent_of(tenant.id)
+    contact = NewContact(
+        channel="call", language="en", service_group="streets", external_id="pbx-7"
+    )
+    first, created = route(engine, board, caller, contact)
+    assert created is True
+    assert first.center_id == partner.center_id
+    again, created = route(engine, board, caller, contact)
+    assert created is False
+    assert again.id == first.id
+    # The repeat took a slot to try its insert, then gave it back.
+    assert partner_counts(engine, tenant.id, partner.center_id) == (1, 1)
 
 
 def test_share_slot_released_when_contact_ends(engine, board):

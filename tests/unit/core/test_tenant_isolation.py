@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import create_engine, delete, func, select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import aliased
 
-from hub.core.db import get_engine, unit_of_work
+from hub.core.db import get_engine, pipelined_transaction, unit_of_work
 from hub.core.errors import Forbidden
 from hub.core.ids import tracking_code
 from hub.core.tenancy import SystemContext, TenantContext
@@ -149,3 +150,63 @@ def test_tenant_setting_does_not_leak_between_transactions(pg_url):
         role = conn.execute(text("SELECT current_user")).scalar()
     assert value in (None, "")
     assert role != "hub_app"
+
+
+def _count_requests(engine, tenant_id: str) -> int:
+    with unit_of_work(SystemContext("test read"), engine=engine) as s:
+        return s.scalar(
+            select(func.count())
+            .select_from(ServiceRequest)
+            .where(ServiceRequest.tenant_id == tenant_id)
+        )
+
+
+_INSERT_REQUEST = (
+    "INSERT INTO service_requests (id, tenant_id, service_code, status, requested_at, "
+    "updated_at, channel, source) VALUES (%s, %s, 'x', 'submitted', now(), now(), 'api', "
+    "'open311')"
+)
+
+
+def test_pipelined_transaction_scoped_to_its_tenant(pg_url):
+    """The pipelined path sets the same scope: reads see one tenant, writes elsewhere fail,
+    and the failure reaches the caller as SQLAlchemy's error with nothing stored."""
+    engine = get_engine(pg_url)
+    a, b = _seed(engine)
+    with pipelined_transaction(TenantContext(a), engine=engine) as conn:
+        seen = {row[0] for row in conn.execute("SELECT tenant_id FROM service_requests")}
+        conn.execute(_INSERT_REQUEST, (tracking_code(), a))
+    assert seen == {a}
+    assert _count_requests(engine, a) == 2
+
+    with pytest.raises(DBAPIError), pipelined_transaction(TenantContext(a), engine=engine) as conn:
+        conn.execute(_INSERT_REQUEST, (tracking_code(), a))
+        conn.execute(_INSERT_REQUEST, (tracking_code(), b))
+    # Neither row of the failed transaction is stored.
+    assert (_count_requests(engine, a), _count_requests(engine, b)) == (2, 1)
+
+
+def test_pipelined_transaction_rolls_back_and_leaves_no_setting(pg_url):
+    engine = get_engine(pg_url)
+    a, _ = _seed(engine)
+    with (
+        pytest.raises(RuntimeError),
+        pipelined_transaction(TenantContext(a), engine=engine) as conn,
+    ):
+        conn.execute(_INSERT_REQUEST, (tracking_code(), a))
+        raise RuntimeError("the caller's own failure")
+    assert _count_requests(engine, a) == 1
+    # The pool hands the connection on without the tenant setting or the role.
+    with engine.connect() as conn:
+        value = conn.execute(text("SELECT current_setting('app.tenant_id', true)")).scalar()
+        role = conn.execute(text("SELECT current_user")).scalar()
+    assert value in (None, "")
+    assert role != "hub_app"
+
+
+def test_pipelined_transaction_reports_unreachable_server_as_operational_error():
+    engine = create_engine(
+        "postgresql+psycopg://hub@127.0.0.1:9/hub", connect_args={"connect_timeout": 2}
+    )
+    with pytest.raises(OperationalError), pipelined_transaction(TenantContext("a"), engine=engine):
+        pass
