@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, select, update
+from sqlalchemy import Connection, Engine, bindparam, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from failover.models import Agreement, Contact
+from hub.core.db import execute_in_one_round_trip
+from hub.core.tenancy import TenantContext
 
 CONTACTS = Contact.__table__
 AGREEMENTS = Agreement.__table__
@@ -110,25 +112,30 @@ _compiled: dict[Any, Any] = {}
 _PSYCOPG = postgresql.psycopg.dialect()
 
 
-class _DriverRunner:
-    """Runs the same statements on a psycopg connection (`pipelined_transaction`)."""
+class _RoundTripRunner:
+    """Runs the same statements on PostgreSQL, each in a transaction of one round trip
+    (`execute_in_one_round_trip`), for a contact stored outside a session."""
 
     dialect = "postgresql"
 
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
+    def __init__(self, engine: Engine, scope: TenantContext) -> None:
+        self.engine = engine
+        self.scope = scope
 
-    def _send(self, statement: Any, params: dict[str, Any]) -> Any:
+    def _run(self, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         compiled = _compiled.get(statement)
         if compiled is None:
             compiled = _compiled[statement] = statement.compile(dialect=_PSYCOPG)
-        return self.connection.execute(compiled.string, compiled.construct_params(params))
+        return execute_in_one_round_trip(
+            self.scope, compiled.string, compiled.construct_params(params), engine=self.engine
+        )
 
     def first(self, statement: Any, params: dict[str, Any]) -> Any:
-        return self._send(statement, params).fetchone()
+        rows = self._run(statement, params)
+        return rows[0] if rows else None
 
     def execute(self, statement: Any, params: dict[str, Any]) -> None:
-        self._send(statement, params)
+        self._run(statement, params)
 
 
 def _release() -> Any:
@@ -140,7 +147,7 @@ def release_slot(connection: Connection, agreement_id: str, tenant_id: str) -> N
     _release_slot(_Runner(connection), agreement_id, tenant_id)
 
 
-def _release_slot(runner: _Runner | _DriverRunner, agreement_id: str, tenant_id: str) -> None:
+def _release_slot(runner: _Runner | _RoundTripRunner, agreement_id: str, tenant_id: str) -> None:
     runner.execute(
         _cached("release", runner.dialect, (), _release),
         {"slot_agreement": agreement_id, "slot_tenant": tenant_id},
@@ -158,15 +165,18 @@ def insert_contact(
     return _insert(_Runner(connection), values, share_cap)
 
 
-def insert_contact_pipelined(
-    connection: Any, values: dict[str, Any], *, share_cap: int | None = None
+def insert_contact_in_one_round_trip(
+    engine: Engine, scope: TenantContext, values: dict[str, Any], *, share_cap: int | None = None
 ) -> StoreResult:
-    """`insert_contact` on the psycopg connection of a `pipelined_transaction`."""
-    return _insert(_DriverRunner(connection), values, share_cap)
+    """`insert_contact` in a transaction of its own on PostgreSQL, in one round trip.
+
+    A repeated external id that took a share-cap slot gives it back in a second transaction.
+    """
+    return _insert(_RoundTripRunner(engine, scope), values, share_cap)
 
 
 def _insert(
-    runner: _Runner | _DriverRunner, values: dict[str, Any], share_cap: int | None
+    runner: _Runner | _RoundTripRunner, values: dict[str, Any], share_cap: int | None
 ) -> StoreResult:
     agreement_id = values.get("agreement_id")
     dialect = runner.dialect

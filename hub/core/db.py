@@ -214,17 +214,19 @@ def _set_local_tenant(session: Session, _transaction: Any, connection: Any) -> N
     connection.exec_driver_sql(_SCOPE_SQL, _scope_params(_scope_of(session)))
 
 
-@contextmanager
-def pipelined_transaction(scope: TenantContext, *, engine: Engine) -> Iterator[Any]:
-    """Run one PostgreSQL transaction on a pooled psycopg connection in pipeline mode.
+def execute_in_one_round_trip(
+    scope: TenantContext, statement: str, params: dict[str, Any], *, engine: Engine
+) -> list[tuple[Any, ...]]:
+    """Run one statement in a transaction of its own on PostgreSQL; return its rows.
 
-    For the few hot paths that write one row and need no ORM. The tenant scope (the same
-    `set_config` calls as every session) and the caller's statements are sent without waiting
-    for each result. A statement and its scope cost one round trip and the commit another,
-    where a session spends one each on BEGIN, the scope, the statement and COMMIT. Row-level
-    security applies as in a session; the ORM's loader criteria do not, so callers write with
-    the scope's tenant id in every statement. Yields the psycopg connection; the block's
-    statements are committed when it ends and rolled back when it raises. Database errors
+    For the few hot paths that write one row and need no ORM. BEGIN, the tenant scope (the
+    same `set_config` calls as every session), the statement and COMMIT travel to the server
+    as one query string. The transaction costs one round trip, where a session spends one
+    each on BEGIN, the scope, the statement and COMMIT. The values are bound on the client by
+    psycopg's `ClientCursor`, which quotes them as SQL literals, and `statement` uses its
+    `%(name)s` placeholders. Row-level security applies as in a session; the ORM's loader
+    criteria do not, so `statement` names the scope's tenant itself. When the statement fails
+    the server skips the COMMIT, and the transaction is rolled back here. Database errors
     surface as SQLAlchemy's, so the API answers them as it answers a session's.
     """
     try:
@@ -234,10 +236,17 @@ def pipelined_transaction(scope: TenantContext, *, engine: Engine) -> Iterator[A
         raise _translated(exc) from exc
     connection = pooled.driver_connection
     try:
-        with connection.pipeline():
-            connection.execute(_SCOPE_SQL, _scope_params(scope))
-            yield connection
-            connection.commit()
+        # psycopg would otherwise send a BEGIN of its own, in a round trip of its own.
+        connection.autocommit = True
+        cursor = psycopg.ClientCursor(connection)
+        cursor.execute(
+            f"BEGIN; {_SCOPE_SQL}; {statement}; COMMIT", {**_scope_params(scope), **params}
+        )
+        # The results come in order: BEGIN, the scope, the statement, COMMIT.
+        cursor.nextset()
+        cursor.nextset()
+        rows = cursor.fetchall() if cursor.description else []
+        return rows
     except psycopg.Error as exc:
         _discard_after(engine, pooled, exc)
         raise _translated(exc) from exc
@@ -245,18 +254,22 @@ def pipelined_transaction(scope: TenantContext, *, engine: Engine) -> Iterator[A
         _discard_after(engine, pooled, None)
         raise
     finally:
+        if pooled.is_valid:
+            connection.autocommit = False
         pooled.close()
 
 
 def _discard_after(engine: Engine, pooled: Any, exc: BaseException | None) -> None:
-    """Roll back after a failed pipelined transaction. After a lost server, drop the pool
+    """Roll back after a failed one-round-trip transaction. After a lost server, drop the pool
     instead, as SQLAlchemy does when a session's statement finds the server gone."""
     if isinstance(exc, psycopg.Error) and engine.dialect.is_disconnect(exc, pooled, None):
         pooled.invalidate(exc)
         engine.dispose(close=False)
         return
     try:
-        pooled.driver_connection.rollback()
+        # In autocommit mode psycopg's own rollback() sends nothing, so the failed
+        # transaction block is ended with an explicit ROLLBACK.
+        pooled.driver_connection.execute("ROLLBACK")
     except psycopg.Error as rollback_error:
         pooled.invalidate(rollback_error)
 

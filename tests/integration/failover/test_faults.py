@@ -309,7 +309,7 @@ def test_postgres_restart_answers_503_never_false_201(faults: Faults) -> None:
 
     engine = get_engine(faults.database_url)
     tenant = onboard_tenant(engine, f"pgr-{uuid.uuid4().hex[:8]}")
-    # Contacts take the pipelined transaction (`hub.core.db.pipelined_transaction`), which
+    # Contacts take a transaction of one round trip (`execute_in_one_round_trip`), which
     # handles a lost server on its own instead of through a session.
     overflow_tenant = onboard_overflow_tenant(engine, f"pgc-{uuid.uuid4().hex[:8]}")
     api, port = start_api(faults)

@@ -54,7 +54,7 @@ def route_in_session(engine, board, caller: Caller, contact: NewContact) -> tupl
 
 
 def route_as_api(engine, board, caller: Caller, contact: NewContact) -> tuple[Contact, bool]:
-    # The API's path: a pipelined transaction on PostgreSQL, a session on SQLite.
+    # The API's path: a transaction of one round trip on PostgreSQL, a session on SQLite.
     return route_new_contact(engine, caller, board, contact)
 
 

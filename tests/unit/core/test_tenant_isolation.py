@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import aliased
 
-from hub.core.db import get_engine, pipelined_transaction, unit_of_work
+from hub.core.db import execute_in_one_round_trip, get_engine, unit_of_work
 from hub.core.errors import Forbidden
 from hub.core.ids import tracking_code
 from hub.core.tenancy import SystemContext, TenantContext
@@ -163,40 +163,53 @@ def _count_requests(engine, tenant_id: str) -> int:
 
 _INSERT_REQUEST = (
     "INSERT INTO service_requests (id, tenant_id, service_code, status, requested_at, "
-    "updated_at, channel, source) VALUES (%s, %s, 'x', 'submitted', now(), now(), 'api', "
-    "'open311')"
+    "updated_at, channel, source) VALUES {rows}"
 )
+_ROW = "(%({n})s, %({t})s, 'x', 'submitted', now(), now(), 'api', 'open311')"
 
 
-def test_pipelined_transaction_scoped_to_its_tenant(pg_url):
-    """The pipelined path sets the same scope: reads see one tenant, writes elsewhere fail,
-    and the failure reaches the caller as SQLAlchemy's error with nothing stored."""
+def insert_requests(*tenants: str) -> tuple[str, dict[str, str]]:
+    """Return one INSERT of a request per tenant in `tenants`, and its parameters."""
+    rows = ", ".join(_ROW.format(n=f"id{i}", t=f"t{i}") for i in range(len(tenants)))
+    params = {}
+    for i, tenant in enumerate(tenants):
+        params[f"id{i}"] = tracking_code()
+        params[f"t{i}"] = tenant
+    return _INSERT_REQUEST.format(rows=rows), params
+
+
+def test_one_round_trip_scoped_to_tenant(pg_url):
+    """The one-round-trip path sets the same scope as a session: reads see one tenant, and a
+    write for another fails as SQLAlchemy's error with nothing of it stored."""
     engine = get_engine(pg_url)
     a, b = _seed(engine)
-    with pipelined_transaction(TenantContext(a), engine=engine) as conn:
-        seen = {row[0] for row in conn.execute("SELECT tenant_id FROM service_requests")}
-        conn.execute(_INSERT_REQUEST, (tracking_code(), a))
-    assert seen == {a}
+    seen = execute_in_one_round_trip(
+        TenantContext(a), "SELECT tenant_id FROM service_requests", {}, engine=engine
+    )
+    assert {row[0] for row in seen} == {a}
+
+    execute_in_one_round_trip(TenantContext(a), *insert_requests(a), engine=engine)
     assert _count_requests(engine, a) == 2
 
-    with pytest.raises(DBAPIError), pipelined_transaction(TenantContext(a), engine=engine) as conn:
-        conn.execute(_INSERT_REQUEST, (tracking_code(), a))
-        conn.execute(_INSERT_REQUEST, (tracking_code(), b))
-    # Neither row of the failed transaction is stored.
-    assert (_count_requests(engine, a), _count_requests(engine, b)) == (2, 1)
+    with pytest.raises(DBAPIError):
+        execute_in_one_round_trip(TenantContext(a), *insert_requests(a, b), engine=engine)
+    assert _count_requests(engine, a) == 2
+    assert _count_requests(engine, b) == 1
 
 
-def test_pipelined_transaction_rolls_back_and_leaves_no_setting(pg_url):
+def test_one_round_trip_failure_leaves_clean_connection(pg_url):
     engine = get_engine(pg_url)
-    a, _ = _seed(engine)
-    with (
-        pytest.raises(RuntimeError),
-        pipelined_transaction(TenantContext(a), engine=engine) as conn,
-    ):
-        conn.execute(_INSERT_REQUEST, (tracking_code(), a))
-        raise RuntimeError("the caller's own failure")
-    assert _count_requests(engine, a) == 1
-    # The pool hands the connection on without the tenant setting or the role.
+    a, b = _seed(engine)
+    with pytest.raises(DBAPIError):
+        execute_in_one_round_trip(TenantContext(a), *insert_requests(b), engine=engine)
+    # The pool hands the connection on outside any transaction, back in the driver's usual
+    # mode, and without the tenant setting or the role.
+    pooled = engine.raw_connection()
+    try:
+        assert pooled.driver_connection.autocommit is False
+        assert pooled.driver_connection.info.transaction_status == 0
+    finally:
+        pooled.close()
     with engine.connect() as conn:
         value = conn.execute(text("SELECT current_setting('app.tenant_id', true)")).scalar()
         role = conn.execute(text("SELECT current_user")).scalar()
@@ -204,9 +217,9 @@ def test_pipelined_transaction_rolls_back_and_leaves_no_setting(pg_url):
     assert role != "hub_app"
 
 
-def test_pipelined_transaction_reports_unreachable_server_as_operational_error():
+def test_one_round_trip_unreachable_server_is_operational_error():
     engine = create_engine(
         "postgresql+psycopg://hub@127.0.0.1:9/hub", connect_args={"connect_timeout": 2}
     )
-    with pytest.raises(OperationalError), pipelined_transaction(TenantContext("a"), engine=engine):
-        pass
+    with pytest.raises(OperationalError):
+        execute_in_one_round_trip(TenantContext("a"), "SELECT 1", {}, engine=engine)
