@@ -1,7 +1,8 @@
-"""The baseline for `hub bench intake`: bare FastAPI endpoints on the Open311 paths.
+"""The baselines for `hub bench intake` and `hub bench overflow`: bare FastAPI endpoints on
+the hub's paths.
 
-They parse the same form body and return a JSON list of the same shape, but touch no database,
-so the ratio of the hub's throughput to theirs is the cost of the hub's own work.
+They parse the same body and return JSON of the same shape, but touch no database, so the
+difference between the hub's figures and theirs is the cost of the hub's own work.
 """
 
 from __future__ import annotations
@@ -24,6 +25,21 @@ def create_app() -> FastAPI:
         if not form.get("service_code"):
             return JSONResponse([{"code": 400, "description": "service_code"}], status_code=400)
         return JSONResponse(body, status_code=201)
+
+    @app.post("/api/v1/overflow/contacts")
+    async def post_contact(request: Request) -> JSONResponse:
+        body = await request.json()
+        decision = {
+            "contact_id": f"C{next(counter):09d}",
+            "target": "home",
+            "center_id": None,
+            "reason": "normal" if body.get("service_group") else "invalid",
+        }
+        return JSONResponse(decision, status_code=201)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
 
     @app.get("/open311/v2/requests/{request_id}.json")
     async def get_request(request_id: str) -> JSONResponse:

@@ -144,7 +144,7 @@ def _run(
 
         for target in ("hub", "bare"):
             port = free_port()
-            server = _start_server(target, port, processes, env)
+            server = start_bench_server(target, port, processes, env)
             try:
                 wait_until_serving(port, server, path="/open311/v2/requests/none.json")
                 base = f"http://127.0.0.1:{port}/open311/v2/requests"
@@ -184,7 +184,7 @@ def _run(
     return results
 
 
-def _start_server(
+def start_bench_server(
     target: str, port: int, processes: int, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     common = ["--host", "127.0.0.1", "--port", str(port)]

@@ -29,7 +29,12 @@ from rich.progress import Progress
 from sqlalchemy import select
 
 from hub.cli.bench_http import ConnectionPool, ResponseError, encode_json_post
-from hub.cli.bench_intake import DEFAULT_ADMIN_URL, _create_database, _drop_database
+from hub.cli.bench_intake import (
+    DEFAULT_ADMIN_URL,
+    _create_database,
+    _drop_database,
+    start_bench_server,
+)
 from hub.cli.bench_support import percentile, run_load_process
 from hub.cli.demo.pipeline import free_port
 from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, fail, table
@@ -210,11 +215,7 @@ def _run(
     env = {**os.environ, "HUB_DATABASE_URL": database_url}
     if broker_url:
         env["HUB_BROKER_URL"] = broker_url
-    command = [
-        sys.executable, "-m", "hub.cli.main", "serve", "--host", "127.0.0.1",
-        "--port", str(port), "--processes", str(processes), "--no-worker",
-    ]  # fmt: skip
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    server = start_bench_server("hub", port, processes, env)
     try:
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("overflow benchmark", total=3)
@@ -233,7 +234,29 @@ def _run(
         stop_process(server)
         stop.set()
         beats.join(10)
-    return {"api": api, "decision": _decision_figures(database_url, bodies)}
+    return {
+        "api": api,
+        "bare": _bare_figures(bodies, rate, duration, processes, env),
+        "decision": _decision_figures(database_url, bodies),
+    }
+
+
+def _bare_figures(
+    bodies: list[dict[str, Any]], rate: float, duration: float, processes: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """Drive a bare FastAPI endpoint on the same path, under the same uvicorn settings, with
+    the same generator: the latency this machine adds before the hub does any work."""
+    port = free_port()
+    server = start_bench_server("bare", port, processes, env)
+    try:
+        _wait_ready(port, server)
+        url = f"http://127.0.0.1:{port}/api/v1/overflow/contacts"
+        _load({"url": url, "bodies": bodies, "rate": rate, "duration_seconds": 3})
+        bare = _load({"url": url, "bodies": bodies, "rate": rate, "duration_seconds": duration})
+    finally:
+        stop_process(server)
+    bare.pop("decisions", None)
+    return bare
 
 
 def _tree_cpu_seconds(pid: int) -> float:
@@ -351,7 +374,8 @@ def _simulation_figures(contacts: int) -> dict[str, Any]:
 
 
 def _render(figures: dict[str, Any]) -> None:
-    api, decision, sim = figures["api"], figures["decision"], figures["simulation"]
+    api, bare, decision = figures["api"], figures["bare"], figures["decision"]
+    sim = figures["simulation"]
     rows = [
         ["offered rate (contacts/s)", figures["settings"]["rate"]],
         ["answered decisions/s (API)", api["requests_per_second"]],
@@ -360,6 +384,10 @@ def _render(figures: dict[str, Any]) -> None:
             f"{api['p50_ms']} / {api['p99_ms']}",
         ],
         ["p99 latency from the actual send (ms)", api["p99_from_send_ms"]],
+        [
+            "bare FastAPI endpoint, same load: p50 / p99 (ms)",
+            f"{bare['p50_ms']} / {bare['p99_ms']}",
+        ],
         ["API server CPU per contact (ms)", api.get("server_cpu_ms_per_contact", "n/a")],
         ["errors", sum(api["errors"].values())],
         ["late sends (generator behind > 5 ms)", api["late"]],
