@@ -20,7 +20,7 @@ from rich.progress import Progress
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from hub.cli.bench_support import run_load_process, wait_until_serving
+from hub.cli.bench_support import run_load_process, server_environment, wait_until_serving
 from hub.cli.demo.generate import generate_day
 from hub.cli.demo.pipeline import free_port
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
@@ -136,10 +136,12 @@ def _run(
     database_url: str, processes: int, duration: float, requests: int, concurrency: int
 ) -> dict[str, Any]:
     jurisdiction, _api_key, bodies = _prepare_tenant(database_url)
-    env = {**os.environ, "HUB_DATABASE_URL": database_url}
     results: dict[str, Any] = {}
 
-    with Progress(console=err_console, transient=True) as progress:
+    with (
+        server_environment(database_url) as env,
+        Progress(console=err_console, transient=True) as progress,
+    ):
         phase = progress.add_task("benchmark", total=4)
 
         for target in ("hub", "bare"):

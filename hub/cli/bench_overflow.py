@@ -35,7 +35,7 @@ from hub.cli.bench_intake import (
     _drop_database,
     start_bench_server,
 )
-from hub.cli.bench_support import percentile, run_load_process
+from hub.cli.bench_support import percentile, run_load_process, server_environment
 from hub.cli.demo.pipeline import free_port
 from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, fail, table
 from hub.cli.serve import stop_process
@@ -212,31 +212,31 @@ def _run(
     beats = threading.Thread(target=_heartbeats, args=(database_url, stop), daemon=True)
     beats.start()
     port = free_port()
-    env = {**os.environ, "HUB_DATABASE_URL": database_url}
-    if broker_url:
-        env["HUB_BROKER_URL"] = broker_url
-    server = start_bench_server("hub", port, processes, env)
-    try:
-        with Progress(console=err_console, transient=True) as progress:
-            task = progress.add_task("overflow benchmark", total=3)
-            _wait_ready(port, server)
-            progress.advance(task)
-            url = f"http://127.0.0.1:{port}/api/v1/overflow/contacts"
-            _load({"url": url, "bodies": bodies, "rate": rate, "duration_seconds": 3})
-            progress.advance(task)
-            cpu_before = _tree_cpu_seconds(server.pid)
-            api = _load({"url": url, "bodies": bodies, "rate": rate, "duration_seconds": duration})
-            cpu = _tree_cpu_seconds(server.pid) - cpu_before
-            if cpu_before >= 0 and api["ok"]:
-                api["server_cpu_ms_per_contact"] = round(cpu * 1000 / api["ok"], 2)
-            progress.advance(task)
-    finally:
-        stop_process(server)
-        stop.set()
-        beats.join(10)
+    with server_environment(database_url, broker_url) as env:
+        server = start_bench_server("hub", port, processes, env)
+        try:
+            with Progress(console=err_console, transient=True) as progress:
+                task = progress.add_task("overflow benchmark", total=3)
+                _wait_ready(port, server)
+                progress.advance(task)
+                url = f"http://127.0.0.1:{port}/api/v1/overflow/contacts"
+                _load({"url": url, "bodies": bodies, "rate": rate, "duration_seconds": 3})
+                progress.advance(task)
+                cpu_before = _tree_cpu_seconds(server.pid)
+                plan = {"url": url, "bodies": bodies, "rate": rate, "duration_seconds": duration}
+                api = _load(plan)
+                cpu = _tree_cpu_seconds(server.pid) - cpu_before
+                if cpu_before >= 0 and api["ok"]:
+                    api["server_cpu_ms_per_contact"] = round(cpu * 1000 / api["ok"], 2)
+                progress.advance(task)
+        finally:
+            stop_process(server)
+            stop.set()
+            beats.join(10)
+        bare = _bare_figures(bodies, rate, duration, processes, env)
     return {
         "api": api,
-        "bare": _bare_figures(bodies, rate, duration, processes, env),
+        "bare": bare,
         "decision": _decision_figures(database_url, bodies),
     }
 

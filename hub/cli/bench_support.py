@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from hub.cli.output import fail
+from hub.core.settings import get_settings
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -42,6 +46,22 @@ def wait_until_serving(
         except httpx.HTTPError:
             time.sleep(0.2)
     fail(f"the benchmark server on port {port} did not start within {seconds:.0f} s")
+
+
+@contextmanager
+def server_environment(database_url: str, broker_url: str = "") -> Iterator[dict[str, str]]:
+    """Yield the environment for benchmark servers: the benchmark's database, and `broker_url`,
+    else the configured broker, else an embedded broker in a scratch directory.
+
+    The servers run without a worker, so the tasks they queue are never consumed. In the
+    scratch broker they are deleted with it instead of piling up in the user's embedded broker
+    (`var/broker.db`), where the next `hub serve` would run them.
+    """
+    env = {**os.environ, "HUB_DATABASE_URL": database_url}
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as scratch:
+        broker = broker_url or get_settings().broker_url
+        env["HUB_BROKER_URL"] = broker or f"sqla+sqlite:///{Path(scratch) / 'broker.db'}"
+        yield env
 
 
 def run_load_process(module: str, plan: dict[str, Any]) -> dict[str, Any]:

@@ -42,5 +42,7 @@ def test_bench_overflow_short_run(pg_server, tmp_path):
     assert bare["errors"] == {}
     assert figures["decision"]["decisions"] > 0
     assert figures["simulation"]["contacts"] > 0
-    # The benchmark drops the database it created.
+    # The benchmark drops the database it created, and the tasks its servers queued went to
+    # a broker of its own, not to the user's embedded one.
     assert bench_databases(pg_server) == before
+    assert not (tmp_path / "broker.db").exists()
