@@ -1,7 +1,8 @@
 """Storing a routed contact with as few statements as possible.
 
-A contact is stored with Core statements on the session's connection, without ORM objects:
-on PostgreSQL one statement stores it, and for a partner route the same statement takes a slot
+A contact is stored with Core statements, without ORM objects, on a session's connection or,
+on PostgreSQL, in a transaction of one round trip of its own (`insert_contact_in_one_round_trip`).
+On PostgreSQL one statement stores it, and for a partner route the same statement takes a slot
 under the agreement's share cap. The slot is a conditional UPDATE of the agreement's
 `open_contacts`, which PostgreSQL serializes per row, so API processes that route at the same
 moment cannot together exceed the cap. SQLite runs the same steps as separate statements inside
@@ -208,7 +209,7 @@ def _insert(
 
 
 def _slot_insert(columns: tuple[str, ...]) -> Any:
-    slot = _take_slot().returning(AGREEMENTS.c.id).cte("slot")
+    slot = _take_slot_returning().cte("slot")
     row = select(*(_value(name) for name in columns)).where(exists(select(slot.c.id)))
     inserted = (
         postgresql.insert(CONTACTS)
