@@ -326,6 +326,8 @@ def _render_simulation(data: dict[str, Any]) -> None:
 
 
 def _tenant_curve(tenant_id: str) -> list[float]:
+    # A new database has no tables yet; migrated, it reports the tenant as not found.
+    upgrade()
     with unit_of_work(SystemContext("simulation curve"), engine=get_engine(), write=False) as s:
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:

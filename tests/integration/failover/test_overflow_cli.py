@@ -110,3 +110,16 @@ def test_simulate_needs_one_source(hub_cli):
     result = hub_cli("overflow", "simulate", "--surge", "4")
     assert result.exit_code == 2
     assert "give exactly one of --arrivals FILE or --from-tenant ID" in result.output
+
+
+def test_simulate_from_tenant_on_new_database(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUB_DATABASE_URL", f"sqlite:///{tmp_path / 'new.db'}")
+    reset_settings_cache()
+    configure_logging(force=True)
+    try:
+        result = CliRunner().invoke(app, ["overflow", "simulate", "--from-tenant", "boston"])
+    finally:
+        reset_settings_cache()
+        dispose_engines()
+    assert result.exit_code == 2
+    assert "tenant 'boston' not found" in result.output
