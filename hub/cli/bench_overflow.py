@@ -95,7 +95,9 @@ def overflow(
         "rate": rate,
         "duration_seconds": duration,
         "processes": processes,
-        "broker": "given" if broker_url or get_settings().broker_url else "embedded",
+        "broker": (
+            "given" if broker_url or get_settings().broker_url else "embedded, scratch directory"
+        ),
         "centers": CENTERS,
         "agreements": AGREEMENTS,
         "cpus": os.cpu_count(),
