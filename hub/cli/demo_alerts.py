@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,6 +24,7 @@ from hub.alerts import workflow
 from hub.alerts.cap.model import Alert, Area, Info
 from hub.alerts.subscriptions import SubscriptionInput, subscribe
 from hub.cli.demo.context import DemoContext
+from hub.cli.demo.receiver import LoopbackHTTPServer
 from hub.cli.output import table
 from hub.core.db import unit_of_work
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, SystemContext, TenantContext
@@ -64,7 +65,7 @@ class _Receiver:
             def log_message(self, *_args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

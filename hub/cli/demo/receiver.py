@@ -17,6 +17,20 @@ from typing import Any
 from hub.requests.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 
 
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """A threaded HTTP server for the demo's receivers, with a listen backlog deep enough for
+    the hub's senders.
+
+    `http.server` closes each connection after one response, so the alert fan-out opens a new
+    connection per message, dozens at once. socketserver's default backlog of 5 dropped the
+    excess connection attempts, and the senders logged them as timed out before their retries
+    got through.
+    """
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 @dataclass
 class Received:
     delivery_id: str
@@ -65,8 +79,7 @@ class AgencyReceiver:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackHTTPServer((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
         threading.Thread(
             target=self._server.serve_forever, name="agency-receiver", daemon=True
