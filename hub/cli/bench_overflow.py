@@ -17,7 +17,6 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -35,7 +34,12 @@ from hub.cli.bench_intake import (
     _drop_database,
     start_bench_server,
 )
-from hub.cli.bench_support import percentile, run_load_process, server_environment
+from hub.cli.bench_support import (
+    percentile,
+    run_load_process,
+    server_environment,
+    wait_until_serving,
+)
 from hub.cli.demo.pipeline import free_port
 from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, fail, table
 from hub.cli.serve import stop_process
@@ -219,7 +223,7 @@ def _run(
         try:
             with Progress(console=err_console, transient=True) as progress:
                 task = progress.add_task("overflow benchmark", total=3)
-                _wait_ready(port, server)
+                wait_until_serving(port, server, seconds=SERVER_START_SECONDS)
                 progress.advance(task)
                 url = f"http://127.0.0.1:{port}/api/v1/overflow/contacts"
                 _load({"url": url, "bodies": bodies, "rate": rate, "duration_seconds": 3})
@@ -251,7 +255,7 @@ def _bare_figures(
     port = free_port()
     server = start_bench_server("bare", port, processes, env)
     try:
-        _wait_ready(port, server)
+        wait_until_serving(port, server, seconds=SERVER_START_SECONDS)
         url = f"http://127.0.0.1:{port}/api/v1/overflow/contacts"
         _load({"url": url, "bodies": bodies, "rate": rate, "duration_seconds": 3})
         bare = _load({"url": url, "bodies": bodies, "rate": rate, "duration_seconds": duration})
@@ -287,22 +291,6 @@ def _tree_cpu_seconds(pid: int) -> float:
     for member in tree:
         total += stats.get(member, (0, 0.0))[1]
     return total
-
-
-def _wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
-    import httpx
-
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            fail(f"the benchmark server on port {port} exited with code {server.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    fail(f"the benchmark server on port {port} did not start within {SERVER_START_SECONDS:.0f} s")
 
 
 def _load(plan: dict[str, Any]) -> dict[str, Any]:
