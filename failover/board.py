@@ -271,8 +271,8 @@ class LiveBoard:
         return configs
 
     def _manifests_changed(self) -> bool:
-        """Whether the last reload saw a tenant manifest that the tenant's own centers were not
-        synced from. The versions come from that reload, so the check costs no query."""
+        """Return whether the last reload saw a tenant manifest that the tenant's own centers
+        were not synced from. The versions come from that reload, so the check costs no query."""
         return any(
             self._synced.get(tenant_id) != updated_at
             for tenant_id, (updated_at, _config) in self._tenant_configs.items()

@@ -62,7 +62,7 @@ class _Connection:
         try:
             status = int(lines[0].split(" ", 2)[1])
         except (IndexError, ValueError) as exc:
-            raise ResponseError(f"unreadable status line {lines[0]!r}") from exc
+            raise ResponseError(f"invalid status line {lines[0]!r}") from exc
         fields = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")

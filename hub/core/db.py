@@ -227,7 +227,7 @@ def execute_in_one_round_trip(
     `%(name)s` placeholders. Row-level security applies as in a session; the ORM's loader
     criteria do not, so `statement` names the scope's tenant itself. When the statement fails
     the server skips the COMMIT, and the transaction is rolled back here. Database errors
-    surface as SQLAlchemy's, so the API answers them as it answers a session's.
+    surface as SQLAlchemy's, so the API handles them as it handles a session's.
     """
     try:
         # Unlike `Engine.connect`, a raw checkout passes the driver's error through.
