@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, bindparam, case, func, select
+from sqlalchemy import Connection, Engine, bindparam, case, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -69,6 +69,10 @@ log = structlog.get_logger(__name__)
 # A partner whose expected wait exceeds this many seconds counts as Overloaded.
 PARTNER_OVERLOADED_WAIT = 120.0
 REFRESH_SECONDS = 1.0
+# The last hour's statistics (arrival rate, service level) are for the supervisor's view, not
+# for routing, and reading them scans every contact of the hour: the background reload takes
+# them at most this often.
+STATISTICS_SECONDS = 10.0
 # Shortest interval between two decision audit tasks one process queues for one tenant.
 AUDIT_QUEUE_SECONDS = 2.0
 MONITOR_ACTOR = "system:overflow-monitor"
@@ -154,6 +158,8 @@ class LiveBoard:
         self._synced: dict[str, datetime] = {}
         # Tenant id -> monotonic time this process last queued its decision audit task.
         self._audit_queued: dict[str, float] = {}
+        # Monotonic time of the last reload that read the last hour's statistics.
+        self._statistics_at = -STATISTICS_SECONDS
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,8 +183,9 @@ class LiveBoard:
 
     def _run(self) -> None:
         while not self._stop.wait(self.refresh_seconds):
+            due = time.monotonic() - self._statistics_at >= STATISTICS_SECONDS
             try:
-                self.refresh(configuration=False)
+                self.refresh(configuration=False, statistics=due)
             except Exception as exc:  # noqa: BLE001 - the board must outlive database outages
                 log.warning("overflow_board_refresh_failed", error=type(exc).__name__)
 
@@ -189,7 +196,12 @@ class LiveBoard:
     # --- reload ---------------------------------------------------------------------------
 
     def refresh(
-        self, now: datetime | None = None, *, evaluate: bool = True, configuration: bool = True
+        self,
+        now: datetime | None = None,
+        *,
+        evaluate: bool = True,
+        configuration: bool = True,
+        statistics: bool = True,
     ) -> None:
         """Reload heartbeats, counts and switches, then evaluate every switch.
 
@@ -197,7 +209,8 @@ class LiveBoard:
         or removed since the last reload, and always with `configuration` or on the first load.
         The tenants' own centers are synced from manifests changed since the last reload, and
         from every manifest with `configuration`. With `evaluate=False` the switches are shown
-        as stored, and nothing is written.
+        as stored, and nothing is written. With `statistics=False` the last hour's statistics
+        are kept from the previous reload.
         """
         started = time.perf_counter()
         now = as_utc(now) if now else utcnow()
@@ -231,7 +244,12 @@ class LiveBoard:
                     center.agents_reported_available = available
                     center.standby = standby
             switches = {row.tenant_id: _switch_state(row) for row in connection.execute(_SWITCHES)}
-            _load_counts(connection, centers, tenants, now)
+            _load_counts(connection, centers)
+            if statistics or not self.loaded:
+                _load_statistics(connection, centers, tenants, now)
+                self._statistics_at = time.monotonic()
+            else:
+                _keep_statistics(self.centers, centers)
             unaudited = self._unaudited_due(connection, tenants) if evaluate else []
 
         home: dict[str, list[str]] = defaultdict(list)
@@ -543,7 +561,8 @@ def _unreachable(center: CenterLive, now: datetime, timeout: float) -> bool:
 
 
 CONTACTS = Contact.__table__
-_TENANT_VERSIONS = select(Tenant.__table__.c.id, Tenant.__table__.c.updated_at)
+_TENANTS = Tenant.__table__
+_TENANT_VERSIONS = select(_TENANTS.c.id, _TENANTS.c.updated_at)
 _CENTERS, _AGREEMENTS = ContactCenter.__table__, Agreement.__table__
 # Counts and last changes of centers and agreements: a reload parses their JSON columns and
 # builds their objects again only when one of these four values moves.
@@ -572,7 +591,10 @@ _OPEN_COUNTS = (
     .where(OPEN_CONTACT)
     .group_by(CONTACTS.c.center_id, CONTACTS.c.tenant_id, CONTACTS.c.state)
 )
-_UNAUDITED = select(CONTACTS.c.tenant_id).where(UNAUDITED_CONTACT).distinct()
+# One probe of the partial index per tenant, instead of a pass over every unaudited decision.
+_UNAUDITED = select(_TENANTS.c.id).where(
+    exists(select(CONTACTS.c.id).where(CONTACTS.c.tenant_id == _TENANTS.c.id, UNAUDITED_CONTACT))
+)
 
 
 @lru_cache(maxsize=16)
@@ -598,12 +620,7 @@ def _stats_statement(targets: tuple[tuple[str, float], ...]) -> Any:
     )
 
 
-def _load_counts(
-    connection: Connection,
-    centers: dict[str, CenterLive],
-    tenants: dict[str, TenantOverflowConfig],
-    now: datetime,
-) -> None:
+def _load_counts(connection: Connection, centers: dict[str, CenterLive]) -> None:
     for center_id, tenant_id, state, count, oldest in connection.execute(_OPEN_COUNTS):
         center = centers.get(center_id)
         if center is None:
@@ -617,6 +634,13 @@ def _load_counts(
         else:
             center.claimed += count
 
+
+def _load_statistics(
+    connection: Connection,
+    centers: dict[str, CenterLive],
+    tenants: dict[str, TenantOverflowConfig],
+    now: datetime,
+) -> None:
     targets = tuple(sorted((tenant_id, c.target_seconds) for tenant_id, c in tenants.items()))
     stats = connection.execute(
         _stats_statement(targets),
@@ -630,6 +654,16 @@ def _load_counts(
         center.answered_last_hour = int(answered or 0)
         center.within_target_last_hour = int(within or 0)
         center.abandoned_last_hour = int(abandoned or 0)
+
+
+def _keep_statistics(previous: dict[str, CenterLive], centers: dict[str, CenterLive]) -> None:
+    for center_id, center in centers.items():
+        old = previous.get(center_id)
+        if old is not None:
+            center.arrivals_last_5min = old.arrivals_last_5min
+            center.answered_last_hour = old.answered_last_hour
+            center.within_target_last_hour = old.within_target_last_hour
+            center.abandoned_last_hour = old.abandoned_last_hour
 
 
 def _locked_switch_row(session: Session, tenant_id: str) -> OverflowSwitch:

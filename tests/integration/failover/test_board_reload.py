@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import copy
 
-from overflow_support import onboard_test_partner
+from overflow_support import beat, onboard_test_partner
 from sqlalchemy import select
 
+from failover.board import LiveBoard
 from failover.models import Agreement
+from failover.service import Caller, NewContact, route_new_contact
 from hub.core.clock import utcnow
 from hub.core.db import unit_of_work
-from hub.core.tenancy import SystemContext
+from hub.core.tenancy import ROLE_AGENT, SystemContext, TenantContext
 from tenants.models import Tenant
 
 
@@ -51,3 +53,61 @@ def test_changed_manifest_resyncs_own_centers(engine, board, tenant):
     board.refresh(configuration=False)
     board.refresh(configuration=False)
     assert board.centers[tenant.home].agents == 5
+
+
+def store_contact(engine, board, tenant_id: str) -> None:
+    caller = Caller(TenantContext(tenant_id, actor="test-agent", roles=frozenset({ROLE_AGENT})))
+    route_new_contact(
+        engine, caller, board, NewContact(channel="call", language="en", service_group="streets")
+    )
+
+
+def test_reload_without_statistics_keeps_the_last_ones(engine, board, tenant):
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    store_contact(engine, board, tenant.id)
+
+    # The background reload skips the hour's statistics between their intervals, but still
+    # counts the waiting contact.
+    board.refresh(configuration=False, statistics=False)
+    view = board.center_view(tenant.home, utcnow())
+    assert view["arrival_rate_per_minute"] == 0
+    assert view["waiting"] == 1
+
+    board.refresh(configuration=False)
+    assert board.center_view(tenant.home, utcnow())["arrival_rate_per_minute"] == 0.2
+    store_contact(engine, board, tenant.id)
+    board.refresh(configuration=False, statistics=False)
+    view = board.center_view(tenant.home, utcnow())
+    assert view["arrival_rate_per_minute"] == 0.2
+    assert view["waiting"] == 2
+
+
+def test_background_reload_reads_statistics_at_their_interval(engine, tenant, monkeypatch):
+    calls = []
+    board = LiveBoard(engine, refresh_seconds=0.01)
+    reload = board.refresh
+
+    def one_reload(**kwargs):
+        calls.append(kwargs["statistics"])
+        reload(**kwargs)
+        board.stop()
+
+    monkeypatch.setattr(board, "refresh", one_reload)
+    board._run()
+    assert calls == [True]
+    calls.clear()
+    board._stop.clear()
+    board._run()
+    # The first reload took them less than STATISTICS_SECONDS ago.
+    assert calls == [False]
+
+
+def test_unaudited_decisions_are_found_per_tenant(engine, board, tenant):
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        assert tenant.id not in board._unaudited_due(session.connection(), board.tenants)
+    store_contact(engine, board, tenant.id)
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        assert board._unaudited_due(session.connection(), board.tenants) == [tenant.id]
