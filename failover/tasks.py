@@ -21,18 +21,32 @@ from privacy.audit import audit
 log = structlog.get_logger(__name__)
 
 AUDIT_DECISIONS_TASK = "failover.audit_decisions"
-# Decisions audited per transaction; a larger backlog is finished by the next queued task.
+# Decisions audited per transaction, and transactions per run at most: a run goes on while
+# full batches come back, and a larger backlog is finished by the next queued task.
 AUDIT_BATCH = 500
+AUDIT_BATCHES_PER_RUN = 20
 
 
 @hub_task(AUDIT_DECISIONS_TASK, queue=QUEUE_OVERFLOW)
 def audit_decisions(*, tenant_id: str, limit: int = AUDIT_BATCH) -> int:
-    """Write the audit entry of up to `limit` unaudited decisions of a tenant, oldest first;
-    return how many it wrote.
+    """Write the audit entries of a tenant's unaudited decisions, oldest first, `limit` per
+    transaction; return how many it wrote.
 
     The rows are locked with SKIP LOCKED where the database supports it, so two runs at once
     audit different contacts, and a rerun after a crash finds only the rows still unaudited.
     """
+    total = 0
+    for _batch in range(AUDIT_BATCHES_PER_RUN):
+        written = _audit_batch(tenant_id, limit)
+        total += written
+        if written < limit:
+            break
+    if total:
+        log.info("overflow_decisions_audited", tenant_id=tenant_id, count=total)
+    return total
+
+
+def _audit_batch(tenant_id: str, limit: int) -> int:
     ctx = TenantContext(tenant_id=tenant_id, actor="worker:overflow")
     with unit_of_work(ctx) as session:
         contacts = session.scalars(
@@ -58,6 +72,4 @@ def audit_decisions(*, tenant_id: str, limit: int = AUDIT_BATCH) -> int:
                 },
             )
             contact.decision_audited = True
-    if contacts:
-        log.info("overflow_decisions_audited", tenant_id=tenant_id, count=len(contacts))
     return len(contacts)

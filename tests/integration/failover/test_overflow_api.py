@@ -88,6 +88,18 @@ def test_decision_audit_task_runs_once(client, engine, board, tenant):
         assert session.get(Contact, contact_id).decision_audited is True
 
 
+def test_decision_audit_task_goes_on_past_one_batch(client, engine, board, tenant):
+    from failover.tasks import audit_decisions
+
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    for _ in range(5):
+        post_contact(client, tenant)
+    # Batches of two: two full ones and a short one in one run.
+    assert audit_decisions(tenant_id=tenant.id, limit=2) == 5
+    assert audit_actions(engine, tenant.id).count("overflow.route") == 5
+
+
 def test_board_queues_decision_audit(client, engine, board, tenant):
     beat(engine, tenant.home, staffed=2, available=2)
     board.refresh()
