@@ -1,17 +1,19 @@
 """The overflow step of `hub demo`: a surge on Boston's contact center, replayed on a clock.
 
-The step onboards the example partner centers, then replays the 40 minutes that end now.
-Boston's center loses its free agents for a quarter of an hour while contacts keep arriving, so
-overflow switches on after the hold time and partners take and finish contacts. Once Boston's
-agents are back and its queue is worked off, overflow switches off again. The replay uses the
-same live board, routing and contact services as the API, with the board's clock set to each
-simulated 10 seconds, so the demo takes seconds, not 40 minutes.
+The step onboards the example partner centers, then replays the 40 minutes that end at the
+last weekday 11:00 in Boston, when the partner centers are open: a demo run at night or at the
+weekend shows the same surge. Boston's center loses its free agents for a quarter of an hour
+while contacts keep arriving, so overflow switches on after the hold time and partners take and
+finish contacts. Once Boston's agents are back and its queue is worked off, overflow switches
+off again. The replay uses the same live board, routing and contact services as the API, with
+the board's clock set to each simulated 10 seconds, so the demo takes seconds, not 40 minutes.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -22,6 +24,9 @@ from hub.core.db import unit_of_work
 from hub.core.tenancy import ROLE_AGENT, ROLE_PARTNER_AGENT, SystemContext, TenantContext
 
 SURGE_TENANT = "boston"
+SURGE_TIMEZONE = ZoneInfo("America/New_York")
+# The replay ends at this local hour on the last weekday, inside the partners' opening hours.
+REPLAY_END_HOUR = 11
 MINUTES = 40
 SURGE_MINUTES = range(5, 20)
 CONTACTS_PER_MINUTE = 6
@@ -54,7 +59,7 @@ def overflow_step(ctx: DemoContext) -> dict[str, Any] | None:
     agent = Caller(TenantContext(SURGE_TENANT, actor="cli:demo", roles=frozenset({ROLE_AGENT})))
     groups = sorted(home.skills) or ["general"]
 
-    start = utcnow() - timedelta(minutes=MINUTES)
+    start = replay_end(utcnow()) - timedelta(minutes=MINUTES)
     switches: list[dict[str, Any]] = []
     last = (False, False)
     for minute in range(MINUTES):
@@ -118,6 +123,17 @@ def overflow_step(ctx: DemoContext) -> dict[str, Any] | None:
         "routed": routed,
         "partners": {p.id: names.get(p.id, p.id) for p in partners},
     }
+
+
+def replay_end(now: datetime) -> datetime:
+    """Return the last weekday `REPLAY_END_HOUR`:00 in Boston at or before `now`, in UTC."""
+    local = now.astimezone(SURGE_TIMEZONE)
+    day = local.date()
+    while True:
+        end = datetime(day.year, day.month, day.day, REPLAY_END_HOUR, tzinfo=SURGE_TIMEZONE)
+        if end.weekday() < 5 and end <= local:
+            return end.astimezone(now.tzinfo)
+        day -= timedelta(days=1)
 
 
 def _work_contacts(ctx, board, home_id, partners, surge, now, contact_model) -> None:
