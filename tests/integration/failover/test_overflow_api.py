@@ -1,5 +1,6 @@
 from datetime import timedelta
 
+import pytest
 from overflow_support import auth, beat, onboard_test_partner
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -213,6 +214,35 @@ def test_invalid_contact_rejected_with_field(client, tenant):
     response = post_contact(client, tenant, channel="fax")
     assert response.status_code == 400
     assert "channel 'fax' is invalid" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b'{"channel": "call", "language": "en"}', "service_group"),
+        (b'{"channel": "call", "language": "en", "service_group": 7}', "service_group"),
+        (b'{"channel": "call", "language": "en", "service_group": "x", "pin": "1"}', "pin"),
+        (b'{"channel": "call", "language": "Ada Lovelace"', ""),
+        (b"", ""),
+    ],
+)
+def test_malformed_contact_body_names_the_field_without_echoing(client, tenant, body, named):
+    response = client.post(
+        CONTACTS,
+        content=body,
+        headers={**auth(tenant.agent), "content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert named in error["message"]
+    assert "Ada Lovelace" not in response.text
+
+
+def test_contact_without_key_is_rejected_before_its_body_is_read(client, tenant):
+    response = client.post(CONTACTS, json={"channel": "call", "language": "en"})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "invalid_api_key"
 
 
 def _routed_to(client, engine, board, tenant, level):
