@@ -107,8 +107,8 @@ class RequestOnlyRoute(APIRoute):
     """A route whose endpoint takes the request and returns its response itself.
 
     FastAPI's work around an endpoint (reading the body, resolving declared parameters and
-    dependencies, serializing the return value) cost a sixth of a contact's CPU time in the
-    API, on the hub's busiest route. The endpoint does that work itself, and the OpenAPI
+    dependencies, serializing the return value) cost about a tenth of a contact's CPU time in
+    the API, on the hub's busiest route. The endpoint does that work itself, and the OpenAPI
     document takes the route's parameters and body from `openapi_extra`.
     """
 

@@ -74,8 +74,8 @@ REFRESH_SECONDS = 1.0
 # them at most this often.
 STATISTICS_SECONDS = 10.0
 # Shortest interval between two decision audit tasks one process queues for one tenant. Each
-# queued task is a write to the outbox and a publish; every 2 s they put a visible share of the
-# routing latency tail on the API processes, and a task audits many batches per run.
+# queued task is a write to the outbox and a publish. Every 2 s, they put a visible share of the
+# routing latency tail on the API processes. One task run audits many batches.
 AUDIT_QUEUE_SECONDS = 10.0
 MONITOR_ACTOR = "system:overflow-monitor"
 

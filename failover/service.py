@@ -142,8 +142,10 @@ def require_supervisor(caller: Caller) -> None:
 def route_new_contact(
     engine: Engine, caller: Caller, board: LiveBoard, data: NewContact
 ) -> tuple[dict[str, Any], bool]:
-    """Store a new contact with its routing decision in a transaction of its own; return the
-    decision as `decision_view` shows it, and whether the contact is new (see `route_contact`).
+    """Store a new contact with its routing decision in a transaction of its own.
+
+    Return the decision as `decision_view` shows it, and whether the contact is new (see
+    `route_contact`).
 
     On PostgreSQL a contact without personal fields is stored in a transaction of one round
     trip instead of four, which was most of the time a contact spent in the API. Personal

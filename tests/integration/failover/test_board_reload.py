@@ -62,7 +62,7 @@ def store_contact(engine, board, tenant_id: str) -> None:
     )
 
 
-def test_reload_without_statistics_keeps_the_last_ones(engine, board, tenant):
+def test_reload_keeps_last_statistics(engine, board, tenant):
     beat(engine, tenant.home, staffed=2, available=2)
     board.refresh()
     store_contact(engine, board, tenant.id)
@@ -83,7 +83,7 @@ def test_reload_without_statistics_keeps_the_last_ones(engine, board, tenant):
     assert view["waiting"] == 2
 
 
-def test_background_reload_reads_statistics_at_their_interval(engine, tenant, monkeypatch):
+def test_statistics_read_at_interval(engine, tenant, monkeypatch):
     calls = []
     board = LiveBoard(engine, refresh_seconds=0.01)
     reload = board.refresh
@@ -103,7 +103,7 @@ def test_background_reload_reads_statistics_at_their_interval(engine, tenant, mo
     assert calls == [False]
 
 
-def test_unaudited_decisions_are_found_per_tenant(engine, board, tenant):
+def test_unaudited_decisions_found_per_tenant(engine, board, tenant):
     beat(engine, tenant.home, staffed=2, available=2)
     board.refresh()
     with unit_of_work(SystemContext("test read"), engine=engine) as session:

@@ -89,7 +89,7 @@ def test_decision_audit_task_runs_once(client, engine, board, tenant):
         assert session.get(Contact, contact_id).decision_audited is True
 
 
-def test_decision_audit_task_goes_on_past_one_batch(client, engine, board, tenant):
+def test_audit_run_passes_one_batch(client, engine, board, tenant):
     from failover.tasks import audit_decisions
 
     beat(engine, tenant.home, staffed=2, available=2)
@@ -226,7 +226,7 @@ def test_invalid_contact_rejected_with_field(client, tenant):
         (b"", ""),
     ],
 )
-def test_malformed_contact_body_names_the_field_without_echoing(client, tenant, body, named):
+def test_malformed_contact_body_named(client, tenant, body, named):
     response = client.post(
         CONTACTS,
         content=body,
@@ -239,7 +239,7 @@ def test_malformed_contact_body_names_the_field_without_echoing(client, tenant, 
     assert "Ada Lovelace" not in response.text
 
 
-def test_contact_without_key_is_rejected_before_its_body_is_read(client, tenant):
+def test_keyless_contact_rejected_first(client, tenant):
     response = client.post(CONTACTS, json={"channel": "call", "language": "en"})
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "invalid_api_key"

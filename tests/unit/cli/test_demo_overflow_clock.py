@@ -22,5 +22,5 @@ from hub.cli.demo_overflow import replay_end
         (datetime(2026, 7, 15, 19, 30, tzinfo=UTC), datetime(2026, 7, 15, 15, 0, tzinfo=UTC)),
     ],
 )
-def test_replay_ends_on_the_last_weekday_morning(now, end):
+def test_replay_ends_weekday_morning(now, end):
     assert replay_end(now) == end
