@@ -123,17 +123,18 @@ async def post_contact(request: Request) -> Response:
     # trip. A threadpool hand-off per contact cost more than that and set the latency tail
     # (p99 9 to 13 ms at 200 contacts/s, 6.5 to 8 ms without it). The engine's connect
     # timeout bounds how long an unreachable database can block the loop.
-    # The key first: a caller without a valid key learns nothing about the body's rules.
+    # The key is checked before the body, so a caller without a valid key learns nothing about
+    # the body's rules.
     headers = request.headers
     caller = current_caller(request, headers.get("authorization"), headers.get("x-api-key"))
     try:
         body = ContactIn.model_validate_json(await request.body())
     except ValidationError as exc:
-        # As FastAPI reports a declared body: the location starts with "body".
+        # The same error FastAPI raises for a declared body, with "body" first in the location.
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         ) from None
-    # Through the app's dependency overrides, as a declared dependency would be.
+    # The board comes through the app's dependency overrides, as a declared dependency would.
     board = request.app.dependency_overrides.get(current_board, current_board)()
     if inspect.isawaitable(board):
         board = await board

@@ -69,13 +69,11 @@ log = structlog.get_logger(__name__)
 # A partner whose expected wait exceeds this many seconds counts as Overloaded.
 PARTNER_OVERLOADED_WAIT = 120.0
 REFRESH_SECONDS = 1.0
-# The last hour's statistics (arrival rate, service level) are for the supervisor's view, not
-# for routing, and reading them scans every contact of the hour: the background reload takes
-# them at most this often.
+# Seconds between the background reload's reads of the last hour's statistics. They feed only
+# the supervisor's view, and each read scans every contact of the hour.
 STATISTICS_SECONDS = 10.0
-# Shortest interval between two decision audit tasks one process queues for one tenant. Each
-# queued task is a write to the outbox and a publish. Every 2 s, they put a visible share of the
-# routing latency tail on the API processes. One task run audits many batches.
+# Shortest interval between two decision audit tasks that one process queues for one tenant.
+# Each task costs the API process an outbox write and a broker publish.
 AUDIT_QUEUE_SECONDS = 10.0
 MONITOR_ACTOR = "system:overflow-monitor"
 

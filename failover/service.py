@@ -166,8 +166,8 @@ def route_new_contact(
         with unit_of_work(caller.ctx, engine=engine, write=False) as session:
             earlier = _earlier_contact(session, caller.ctx.tenant_id, data.external_id)
             return decision_view(earlier), False
-    # The view is built from the row's values: an ORM instance of them cost more CPU than
-    # the rest of the decision.
+    # The view is built from the row's values, because an ORM instance of them cost more CPU
+    # than the rest of the decision.
     _count_routed(board, values, decision)
     return decision_view(values), True
 

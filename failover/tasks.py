@@ -21,8 +21,8 @@ from privacy.audit import audit
 log = structlog.get_logger(__name__)
 
 AUDIT_DECISIONS_TASK = "failover.audit_decisions"
-# Decisions audited per transaction, and transactions per run at most: a run goes on while
-# full batches come back, and a larger backlog is finished by the next queued task.
+# Decisions audited per transaction, and the most transactions in one run. A run stops at its
+# first short batch, and the next queued task finishes a larger backlog.
 AUDIT_BATCH = 500
 AUDIT_BATCHES_PER_RUN = 20
 
@@ -30,7 +30,7 @@ AUDIT_BATCHES_PER_RUN = 20
 @hub_task(AUDIT_DECISIONS_TASK, queue=QUEUE_OVERFLOW)
 def audit_decisions(*, tenant_id: str, limit: int = AUDIT_BATCH) -> int:
     """Write the audit entries of a tenant's unaudited decisions, oldest first, `limit` per
-    transaction; return how many it wrote.
+    transaction. Return how many it wrote.
 
     The rows are locked with SKIP LOCKED where the database supports it, so two runs at once
     audit different contacts, and a rerun after a crash finds only the rows still unaudited.

@@ -263,7 +263,7 @@ def _bare_figures(
 
 
 def _measured_load(pid: int, plan: dict[str, Any]) -> dict[str, Any]:
-    """Run the load of `plan` and add the server's CPU time per answered contact."""
+    """Run the load of `plan` and add the server's CPU time per successful response."""
     cpu_before = _tree_cpu_seconds(pid)
     figures = _load(plan)
     cpu = _tree_cpu_seconds(pid) - cpu_before
