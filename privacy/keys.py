@@ -17,16 +17,19 @@ import secrets
 import stat
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session
 
 from hub.core.clock import utcnow
+from hub.core.db import readable_tenant
 from hub.core.errors import ConfigurationError, HubError, NotFound
 from hub.core.settings import Settings, get_settings
 from privacy.encoding import length_prefixed
@@ -298,6 +301,12 @@ def data_key_associated_data(kind: str, tenant_id: str, version: int, kek_versio
 
 _SESSION_RINGS = "privacy_keyrings"
 
+# The columns a keyring reads, as a Core statement: `Keyring.for_session` runs it on every POST.
+_KEYS = TenantKey.__table__.c
+_KEY_ROWS = select(
+    _KEYS.kind, _KEYS.version, _KEYS.wrapped_by, _KEYS.wrapped, _KEYS.retired_at
+).where(_KEYS.tenant_id == bindparam("tenant_id"))
+
 
 @event.listens_for(Session, "before_flush")
 def _forget_session_rings(session: Session, _context: object, _instances: object) -> None:
@@ -333,12 +342,25 @@ class Keyring:
         rings: dict[str, Keyring] = session.info.setdefault(_SESSION_RINGS, {})
         ring = rings.get(tenant_id)
         if ring is None:
-            ring = rings[tenant_id] = cls.load(session, tenant_id)
+            # Plain rows instead of ORM instances: this copy only reads keys, and building
+            # instances was a tenth of a POST's CPU time.
+            readable = readable_tenant(session, tenant_id)
+            rows = (
+                session.connection().execute(_KEY_ROWS, {"tenant_id": readable}).all()
+                if readable
+                else []
+            )
+            ring = rings[tenant_id] = cls._of_rows(tenant_id, rows)
         return ring
 
     @classmethod
     def load(cls, session: Session, tenant_id: str) -> Keyring:
+        """Return the tenant's key rows as ORM instances, which rotation code changes."""
         rows = session.scalars(select(TenantKey).where(TenantKey.tenant_id == tenant_id)).all()
+        return cls._of_rows(tenant_id, rows)
+
+    @classmethod
+    def _of_rows(cls, tenant_id: str, rows: Sequence[Any]) -> Keyring:
         if not rows:
             raise NotFound(
                 f"tenant {tenant_id} has no encryption keys; it was never onboarded or its "

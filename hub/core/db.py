@@ -181,6 +181,21 @@ def _restrict_to_tenant(state: Any) -> None:
         )
 
 
+def readable_tenant(session: Session, tenant_id: str) -> str | None:
+    """Return `tenant_id` when the session's scope may read that tenant's rows, else None.
+
+    For the few hot reads that run as Core statements on the session's connection, past the
+    ORM's tenant criteria: they filter on the tenant this returns and read nothing for None,
+    so they see what an ORM query in the same session would see.
+    """
+    scope = _scope_of(session)
+    if isinstance(scope, SystemContext):
+        return tenant_id
+    if scope is None:
+        raise Forbidden("database session has no tenant scope", code="no_tenant_scope")
+    return tenant_id if scope.tenant_id == tenant_id else None
+
+
 @event.listens_for(HubSession, "before_flush")
 def _check_tenant_on_write(session: Session, _flush_context: Any, _instances: Any) -> None:
     scope = _scope_of(session)

@@ -12,11 +12,11 @@ from datetime import datetime
 
 import h3
 import structlog
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from hub.core.db import unit_of_work
+from hub.core.db import readable_tenant, unit_of_work
 from hub.core.tenancy import SystemContext
 from hub.requests import geo
 from hub.requests.catalog import TenantSnapshot
@@ -43,18 +43,18 @@ def point_of(row: Row) -> tuple[float, float]:
     return h3.cell_to_latlng(row.h3_cell)
 
 
-def _closest_oldest(
+def _oldest_within(
     rows: Iterable[Row], lat: float, lon: float, radius_m: float, exclude: str
 ) -> Row | None:
-    matches = [
-        row
-        for row in rows
-        if row.id != exclude and geo.distance_m(lat, lon, *point_of(row)) <= radius_m
-    ]
-    if not matches:
-        return None
-    # Link to the original report, so a chain of duplicates points at one request.
-    return min(matches, key=lambda row: (row.requested_at, row.id))
+    """Return the first row within the radius: the oldest, as the rows come by (time, id).
+
+    Linking to the original report makes a chain of duplicates point at one request. The
+    search stops at the first match, because a busy corner has many open reports.
+    """
+    for row in rows:
+        if row.id != exclude and geo.distance_m(lat, lon, *point_of(row)) <= radius_m:
+            return row
+    return None
 
 
 # Only the columns the distance check and the link need: candidates can be many, and the full
@@ -77,9 +77,25 @@ def _open_nearby(service_code: str, lat: float, lon: float, radius_m: float):
             ServiceRequest.h3_cell.in_(geo.cells_within(lat, lon, radius_m)),
             ServiceRequest.status != "closed",
         )
-        .order_by(ServiceRequest.requested_at)
+        .order_by(ServiceRequest.requested_at, ServiceRequest.id)
         .limit(MAX_CANDIDATES)
     )
+
+
+# The same search within one tenant, built once, as a Core statement: it runs in every POST
+# with a location.
+_COLUMNS = ServiceRequest.__table__.c
+_TENANT_NEARBY = (
+    select(*(_COLUMNS[column.key] for column in _CANDIDATE_COLUMNS))
+    .where(
+        _COLUMNS.tenant_id == bindparam("tenant_id"),
+        _COLUMNS.service_code == bindparam("service_code"),
+        _COLUMNS.h3_cell.in_(bindparam("cells", expanding=True)),
+        _COLUMNS.status != "closed",
+    )
+    .order_by(_COLUMNS.requested_at, _COLUMNS.id)
+    .limit(MAX_CANDIDATES)
+)
 
 
 def find_duplicate(
@@ -93,8 +109,16 @@ def find_duplicate(
 ) -> str | None:
     """Return the id of the tenant's oldest open request of the service within the radius."""
     radius = duplicate_radius_m(tenant)
-    rows = session.execute(_open_nearby(service_code, lat, lon, radius)).all()
-    match = _closest_oldest(rows, lat, lon, radius, exclude)
+    readable = readable_tenant(session, tenant.id)
+    if readable is None:
+        return None
+    params = {
+        "tenant_id": readable,
+        "service_code": service_code,
+        "cells": geo.cells_within(lat, lon, radius),
+    }
+    with session.connection().execute(_TENANT_NEARBY, params) as rows:
+        match = _oldest_within(rows, lat, lon, radius, exclude)
     if match is None:
         return None
     original = match.duplicate_of or match.id
@@ -131,7 +155,7 @@ def find_regional_duplicate(
         )
         if before is not None:
             statement = statement.where(ServiceRequest.requested_at < before)
-        match = _closest_oldest(session.execute(statement).all(), lat, lon, radius, exclude)
+        match = _oldest_within(session.execute(statement).all(), lat, lon, radius, exclude)
         original = (match.duplicate_of or match.id) if match is not None else None
     if original is not None:
         DUPLICATES_LINKED.labels(tenant=tenant.id, scope="region").inc()

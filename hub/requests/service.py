@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from hub.core.clock import as_utc, utcnow
 from hub.core.db import unit_of_work
 from hub.core.errors import Conflict, InvalidInput, NotFound
 from hub.core.ids import new_token, tracking_code
-from hub.core.outbox import enqueue
+from hub.core.outbox import enqueue_now
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
 from hub.requests import catalog, geo, queries
@@ -61,6 +61,10 @@ log = structlog.get_logger(__name__)
 
 # Allowed status changes. A repeated status is a note-only update; reopening a closed request
 # moves it back to in_progress.
+_INSERT_REQUEST = insert(ServiceRequest.__table__)
+_INSERT_EVENT = insert(StatusEvent.__table__)
+_INSERT_DELIVERY = insert(Delivery.__table__)
+
 TRANSITIONS: dict[str, frozenset[str]] = {
     "submitted": frozenset({"submitted", "acknowledged", "in_progress", "on_hold", "closed"}),
     "acknowledged": frozenset({"acknowledged", "in_progress", "on_hold", "closed"}),
@@ -206,49 +210,59 @@ def submit_request(
     sealed = sealed_request_columns(cipher, service, request_id, personal, data.lat, data.lon)
     expected_at = catalog.expected_at(tenant, service, requested_at)
     destinations = catalog.destinations(tenant, service)
-    request = ServiceRequest(
-        id=request_id,
-        tenant_id=tenant.id,
-        service_code=service.code,
-        status="submitted",
-        agency_code=destinations[0] if destinations else None,
-        requested_at=requested_at,
-        updated_at=now,
-        expected_at=expected_at,
-        address_id=data.address_id,
-        zipcode=data.zipcode,
+    row = {
+        "id": request_id,
+        "tenant_id": tenant.id,
+        "service_code": service.code,
+        "status": "submitted",
+        "agency_code": destinations[0] if destinations else None,
+        "requested_at": requested_at,
+        "updated_at": now,
+        "expected_at": expected_at,
+        "address_id": data.address_id,
+        "zipcode": data.zipcode,
         **sealed,
-        email_bidx=email_bidx,
-        phone_bidx=phone_bidx,
-        bidx_version=bidx_version,
-        channel=data.channel,
-        source=data.source,
-        source_id=data.source_id,
-        device_id_hash=_device_hash(tenant.id, data.device_id),
-        account_id=data.account_id,
-        api_key_id=data.api_key_id,
-    )
+        "email_bidx": email_bidx,
+        "phone_bidx": phone_bidx,
+        "bidx_version": bidx_version,
+        "channel": data.channel,
+        "source": data.source,
+        "source_id": data.source_id,
+        "device_id_hash": _device_hash(tenant.id, data.device_id),
+        "account_id": data.account_id,
+        "api_key_id": data.api_key_id,
+        "duplicate_of": None,
+    }
     if data.lat is not None and data.lon is not None:
         # The new request is not stored yet, so no id needs excluding.
-        own = find_duplicate(session, tenant, service.code, data.lat, data.lon, exclude="-")
-        request.duplicate_of = own
-    session.add(request)
-    # The models declare no relationships, so the unit of work cannot order the inserts by
-    # foreign key: the request row goes first.
-    session.flush()
-    session.add(
-        StatusEvent(
-            tenant_id=tenant.id,
-            request_id=request_id,
-            at=requested_at,
-            status="submitted",
-            actor=ctx.actor,
-            channel=data.channel,
+        row["duplicate_of"] = find_duplicate(
+            session, tenant, service.code, data.lat, data.lon, exclude="-"
         )
+    # The rows are written with statements, in foreign-key order, instead of ORM instances:
+    # flushing four instances was a third of a POST's CPU time. The returned instance is not
+    # attached to the session.
+    session.execute(_INSERT_REQUEST, row)
+    session.execute(
+        _INSERT_EVENT,
+        {
+            "tenant_id": tenant.id,
+            "request_id": request_id,
+            "at": requested_at,
+            "status": "submitted",
+            "actor": ctx.actor,
+            "channel": data.channel,
+        },
     )
-    for destination in destinations:
-        session.add(Delivery(tenant_id=tenant.id, request_id=request_id, destination=destination))
-    enqueue(session, ROUTE_TASK, queue=QUEUE_INTAKE, tenant_id=tenant.id, request_id=request_id)
+    if destinations:
+        session.execute(
+            _INSERT_DELIVERY,
+            [
+                {"tenant_id": tenant.id, "request_id": request_id, "destination": destination}
+                for destination in destinations
+            ],
+        )
+    enqueue_now(session, ROUTE_TASK, queue=QUEUE_INTAKE, tenant_id=tenant.id, request_id=request_id)
+    request = ServiceRequest(**row)
     INTAKE.labels(tenant=tenant.id, outcome="accepted").inc()
     log.info("request_submitted", request_id=request_id, service_code=service.code)
     return request

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from sqlalchemy import create_engine, delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
-from hub.core.db import execute_in_one_round_trip, get_engine, unit_of_work
+from hub.core.db import execute_in_one_round_trip, get_engine, readable_tenant, unit_of_work
 from hub.core.errors import Forbidden
 from hub.core.ids import tracking_code
 from hub.core.tenancy import SystemContext, TenantContext
+from hub.requests.duplicates import find_duplicate
+from hub.requests.geo import storage_cell
 from hub.requests.models import ServiceRequest, StatusEvent
 from tenants.models import Tenant
 
@@ -223,3 +227,39 @@ def test_one_round_trip_unreachable_server_is_operational_error():
     )
     with pytest.raises(OperationalError):
         execute_in_one_round_trip(TenantContext("a"), "SELECT 1", {}, engine=engine)
+
+
+def test_readable_tenant_follows_the_session_scope(seeded):
+    engine, a, b = seeded
+    with unit_of_work(TenantContext(a), engine=engine) as s:
+        assert readable_tenant(s, a) == a
+        assert readable_tenant(s, b) is None
+    with unit_of_work(SystemContext("test"), engine=engine) as s:
+        assert readable_tenant(s, b) == b
+    with Session(engine) as s, pytest.raises(Forbidden):
+        readable_tenant(s, a)
+
+
+def test_duplicate_search_sees_only_the_session_tenant(seeded):
+    # The search runs as a Core statement past the ORM's criteria; in another tenant's
+    # session it finds nothing, as an ORM query would.
+    engine, a, _b = seeded
+    lat, lon = 42.3601, -71.0589
+    rid = tracking_code()
+    with unit_of_work(TenantContext(a), engine=engine) as s:
+        s.add(
+            ServiceRequest(
+                id=rid,
+                tenant_id=a,
+                service_code="streetlight",
+                lat=lat,
+                lon=lon,
+                h3_cell=storage_cell(lat, lon),
+            )
+        )
+    owner = SimpleNamespace(id=a)
+    with unit_of_work(TenantContext(a), engine=engine) as s:
+        assert find_duplicate(s, owner, "streetlight", lat, lon, exclude="-") == rid
+    for tenant in (_b, f"c{tracking_code(6).lower()}"):
+        with unit_of_work(TenantContext(tenant), engine=engine) as s:
+            assert find_duplicate(s, owner, "streetlight", lat, lon, exclude="-") is None
