@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -185,6 +186,8 @@ def create_app(settings: Settings | None = None, *, start_relay: bool = True) ->
 
         app.state.runtime = runtime.start(settings, start_relay=start_relay)
         _tune_collector()
+        # FastAPI runs blocking endpoints in anyio's default thread pool (40 threads).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         try:
             yield
         finally:

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_poll_seconds: float = Field(default=0.5, gt=0, le=60)
 
+    # Threads per API process for endpoints that block on the database. Above about 8, the
+    # threads spend more time waiting for Python's global lock than for the database.
+    api_threads: int = Field(default=8, ge=1, le=200)
+
     # Largest request body the API reads, in bytes; larger bodies get a 400.
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 
