@@ -28,6 +28,7 @@ from hub.cli import serve as serve_commands
 from hub.cli import tenants as tenant_commands
 from hub.cli.demo.command import demo as demo_command
 from hub.cli.output import print_error
+from hub.core.errors import ConfigurationError
 
 _JSON_ERRORS_KEY = "hub.json_errors"
 
@@ -68,6 +69,10 @@ class HubGroup(TyperGroup):
     def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ConfigurationError as error:
+            # Bad settings can surface in any command, wherever the settings are first read.
+            print_error(str(error), code=2, as_json=bool(ctx.meta.get(_JSON_ERRORS_KEY)))
+            raise typer.Exit(2) from None
         except UsageError as error:
             if not ctx.meta.get(_JSON_ERRORS_KEY):
                 raise

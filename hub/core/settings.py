@@ -6,8 +6,10 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hub.core.errors import ConfigurationError
 
 Environment = Literal["development", "test", "production"]
 
@@ -83,7 +85,21 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """Return the settings from the environment; ConfigurationError names each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"{_variable(error['loc'])}={error.get('input')!r}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigurationError(
+            "invalid setting " + "; ".join(problems) + "; correct or unset the variable"
+        ) from None
+
+
+def _variable(location: tuple[int | str, ...]) -> str:
+    return "HUB_" + str(location[0]).upper() if location else "a HUB_ variable"
 
 
 def reset_settings_cache() -> None:

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hub.cli.main import app
+from hub.core.settings import reset_settings_cache
 
 
 def run(*args: str):
@@ -78,3 +79,22 @@ def test_help_shows_flags_without_type(args, flags):
         assert flag in result.stdout
     # Options that take a value still show its type.
     assert "<float>" in result.stdout or "<int range>" in result.stdout
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_bad_setting_names_the_variable(monkeypatch, tmp_path, as_json):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HUB_API_THREADS", "0")
+    reset_settings_cache()
+    try:
+        result = run("tenants", "list", *(["--json"] if as_json else []))
+    finally:
+        monkeypatch.delenv("HUB_API_THREADS")
+        reset_settings_cache()
+
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "HUB_API_THREADS='0'" in result.stderr
+    assert "greater than or equal to 1" in result.stderr
+    if as_json:
+        assert "HUB_API_THREADS='0'" in json.loads(result.stdout)["error"]
