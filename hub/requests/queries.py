@@ -9,10 +9,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import Engine, bindparam, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, load_only
 
 from hub.core.clock import as_utc, utcnow
+from hub.core.db import execute_in_one_round_trip
 from hub.core.errors import InvalidInput
 from hub.core.tenancy import TenantContext
 from hub.requests.models import ServiceRequest, StatusEvent
@@ -71,6 +73,40 @@ PUBLIC_COLUMNS = (
     ServiceRequest.channel,
 )
 PUBLIC_ONLY = load_only(*PUBLIC_COLUMNS)
+
+
+class PublicRow:
+    """The public columns of one request, read without the ORM; attributes as on the model."""
+
+    __slots__ = tuple(column.key for column in PUBLIC_COLUMNS)
+
+    def __init__(self, values: Sequence[object]) -> None:
+        for name, value in zip(self.__slots__, values, strict=True):
+            setattr(self, name, value)
+
+
+_COLUMNS = ServiceRequest.__table__.c
+# One request's public columns, as SQL for PostgreSQL with psycopg's `%(name)s` placeholders.
+# Row-level security limits it to the scope's tenant, and the statement names the tenant too.
+_PUBLIC_BY_ID_SQL = str(
+    select(*(_COLUMNS[column.key] for column in PUBLIC_COLUMNS))
+    .where(_COLUMNS.tenant_id == bindparam("tenant"), _COLUMNS.id == bindparam("request_id"))
+    .compile(dialect=postgresql.psycopg.dialect())
+)
+
+
+def public_request_in_one_round_trip(
+    ctx: TenantContext, request_id: str, *, engine: Engine
+) -> PublicRow | None:
+    """Return the public columns of the tenant's request, or None; PostgreSQL only.
+
+    GET requests/{id} is the most frequent Open311 call, and a session spends four round
+    trips on it (BEGIN, the tenant scope, the query, COMMIT) where this spends one.
+    """
+    rows = execute_in_one_round_trip(
+        ctx, _PUBLIC_BY_ID_SQL, {"tenant": ctx.tenant_id, "request_id": request_id}, engine=engine
+    )
+    return PublicRow(rows[0]) if rows else None
 
 
 def query_requests(

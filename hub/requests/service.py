@@ -380,8 +380,12 @@ def get_request(
     options = [queries.PUBLIC_ONLY] if public else []
     request = session.get(ServiceRequest, request_id, options=options)
     if request is None or request.tenant_id != ctx.tenant_id:
-        raise NotFound(f"service request {request_id} not found", code="not_found")
+        raise request_not_found(request_id)
     return request
+
+
+def request_not_found(request_id: str) -> NotFound:
+    return NotFound(f"service request {request_id} not found", code="not_found")
 
 
 def post_status_update(

@@ -108,6 +108,26 @@ def test_requests_match_schema(client, tenants_ab, schemas):
         schemas["request.json"].validate(entry)
 
 
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_one_request_reads_as_in_the_list(client, tenants_ab, hub_db, fmt):
+    # On PostgreSQL one request is read in one round trip without the ORM, and the list
+    # through a session: both must show the same entry, closed fields and all.
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha, address_id="A-17", zipcode="02108")
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == request_id)
+            .values(status="closed", resolution="fixed", closed_at=utcnow())
+        )
+    one = _get(client, f"requests/{request_id}.{fmt}", alpha)
+    listed = _get(client, f"requests.{fmt}", alpha, service_request_id=request_id)
+    assert one.status_code == listed.status_code == 200
+    assert one.content == listed.content
+    assert b"A-17" in one.content
+    assert b"02108" in one.content
+
+
 def test_agency_responsible_is_agency_name(client, tenants_ab):
     alpha, _ = tenants_ab
     request_id = _file(client, alpha)
