@@ -8,7 +8,7 @@ import structlog
 from sqlalchemy import event
 
 from hub.core.db import HubSession
-from hub.core.outbox import OutboxMessage, OutboxRelay
+from hub.core.outbox import OutboxItem, OutboxRelay
 from hub.core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -22,7 +22,7 @@ def broker_probe() -> None:
         connection.ensure_connection(max_retries=1, timeout=2)
 
 
-def celery_publisher(message: OutboxMessage) -> None:
+def celery_publisher(message: OutboxItem) -> None:
     """Publish one outbox row as a Celery task (blocks until the broker confirms on RabbitMQ)."""
     from hub.worker.app import celery_app
 
