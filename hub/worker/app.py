@@ -77,10 +77,19 @@ celery_app = create_celery()
 
 
 def _after_fork(**_kwargs: object) -> None:
-    # Pooled connections must not be shared between a parent and its forked children.
-    from hub.core.db import dispose_engines
+    """Give the forked pool process a connection pool of its own.
 
-    dispose_engines()
+    The parent keeps using the inherited connections (its outbox relay and scheduler threads
+    run there). Closing them here, as `hub.core.db.dispose_engines` does, would send PostgreSQL
+    a Terminate message on the parent's sockets, and the parent's next statement would fail
+    with "server closed the connection unexpectedly". `Engine.dispose(close=False)` drops them
+    without closing, as SQLAlchemy's pooling documentation prescribes after a fork.
+    """
+    from hub.core.db import get_engine
+
+    # NOTE: only the configured database's engine is reset. A worker creates no other, and
+    # `hub.core.db` has no accessor for the rest.
+    get_engine().dispose(close=False)
 
 
 def _process_shutdown(pid: int | None = None, **_kwargs: object) -> None:
