@@ -715,7 +715,13 @@ def _next_switch(
         above_since=current.above_since,
         below_since=current.below_since,
     )
-    changed = detector.observe(now.timestamp(), wait)
+    # In disaster mode `wait` is 0.0 only because no center reported one; fed as a sample, it
+    # would run the low-hold timer through the outage and switch overflow off too early.
+    changed = False
+    if disaster:
+        detector.observe_outage()
+    else:
+        changed = detector.observe(now.timestamp(), wait)
     return SwitchState(
         overflow_on=detector.overflow_on,
         disaster=disaster,

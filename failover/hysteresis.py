@@ -65,6 +65,13 @@ class SurgeDetector:
                 return self._switch(False, now)
         return False
 
+    def observe_outage(self) -> None:
+        """Record that no sample exists because every own center is unreachable (disaster
+        mode). Both timers restart and the switch keeps its state, so the hold times count
+        only time in which the centers were reachable and measured."""
+        self.above_since = None
+        self.below_since = None
+
     def _switch(self, on: bool, now: float) -> bool:
         self.overflow_on = on
         self.changed_at = now

@@ -145,12 +145,18 @@ def onboard_test_partner(
     return Partner(center_id, key)
 
 
-def beat(engine, center_id: str, *, staffed: int, available: int, now=None) -> None:
-    """Record a heartbeat as the center's own system would send it."""
+def beat(engine, center_id: str, *, staffed: int, available: int, now=None, sync=True) -> None:
+    """Record a heartbeat as the center's own system would send it.
+
+    With `sync`, a board reload first copies tenants' own centers from their manifests. That
+    reload also evaluates every switch at the real time, so tests that move a simulated clock
+    across a switch's hold time pass `sync=False` once the centers exist.
+    """
     caller = Caller(
         TenantContext("system", actor="test", roles=frozenset({ROLE_PARTNER_AGENT})), center_id
     )
-    LiveBoard(engine).refresh()  # copies tenants' own centers from their manifests
+    if sync:
+        LiveBoard(engine).refresh()
     with unit_of_work(SystemContext("test heartbeat"), engine=engine) as session:
         record_heartbeat(
             session, caller, center_id, agents_staffed=staffed, agents_available=available, now=now

@@ -192,6 +192,32 @@ def test_disaster_mode_and_recovery(client, engine, board, tenant):
     assert "overflow.disaster_off" in actions
 
 
+def test_outage_time_not_counted_as_low_hold(client, engine, board, tenant):
+    # low_hold_seconds is 120 and heartbeat_timeout_seconds 30 in these tests.
+    partner = onboard_test_partner(engine, tenant)
+    t = surge(engine, board, tenant, partner)
+    assert board.switches[tenant.id].overflow_on is True
+
+    def tick_at(seconds, *, home_beats=True):
+        at = t + timedelta(seconds=seconds)
+        if home_beats:
+            beat(engine, tenant.home, staffed=2, available=2, now=at, sync=False)
+        beat(engine, partner.center_id, staffed=20, available=20, now=at, sync=False)
+        board.refresh(now=at)
+        return board.switches[tenant.id]
+
+    # The home center's heartbeats stop for five minutes; only the partner's arrive.
+    for seconds in (100, 200, 300):
+        assert tick_at(seconds, home_beats=False).disaster is True
+
+    # Heartbeats resume with idle agents: the low hold starts now, not at the outage.
+    resumed = tick_at(310)
+    assert resumed.disaster is False
+    assert resumed.overflow_on is True
+    assert tick_at(420).overflow_on is True
+    assert tick_at(431).overflow_on is False
+
+
 def test_language_excludes_partner(client, engine, board, tenant):
     partner = onboard_test_partner(engine, tenant, languages=("en",))
     surge(engine, board, tenant, partner)

@@ -73,3 +73,28 @@ def test_zero_hold_switches_on_first_sample():
 def test_low_not_below_high_is_rejected():
     with pytest.raises(ValueError, match="must be below the high threshold"):
         Thresholds(high_seconds=30, low_seconds=30)
+
+
+def test_outage_does_not_count_toward_off_hold():
+    detector, _ = run([200] * 13)
+    assert detector.overflow_on is True
+    # Ten minutes without any reachable center, then low waits from 730 s on.
+    for _second in range(130, 730, 10):
+        detector.observe_outage()
+        assert detector.overflow_on is True
+    changes = []
+    for second in range(730, 1100, 10):
+        if detector.observe(float(second), 10):
+            changes.append((float(second), detector.overflow_on))
+    assert changes == [(1030.0, False)]
+
+
+def test_outage_restarts_on_hold():
+    thresholds = Thresholds(high_seconds=90, low_seconds=30, hold_on_seconds=120)
+    detector = SurgeDetector(thresholds)
+    assert detector.observe(0, 200) is False
+    assert detector.observe(100, 200) is False
+    detector.observe_outage()
+    assert detector.observe(110, 200) is False
+    assert detector.observe(220, 200) is False
+    assert detector.observe(230, 200) is True
