@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     literal_column,
     text,
@@ -123,6 +124,10 @@ class Contact(TenantOwned, Base):
     center_id: Mapped[str | None] = mapped_column(String(64))
     decision_id: Mapped[str] = mapped_column(String(36))
     decision_reason: Mapped[str] = mapped_column(String(32))
+    # The partners the decision passed over, as a JSON object of center id -> reason
+    # (`routing.encode_excluded`), or None when it looked at none. Stored as text so the
+    # one-round-trip insert binds it as a plain string.
+    excluded_partners: Mapped[str | None] = mapped_column(Text)
     # Set by the task that writes the decision's audit entry, so a rerun writes none.
     decision_audited: Mapped[bool] = mapped_column(Boolean, default=False)
     # The credential that posted the contact (`apikey:<id>`), the actor of that entry.

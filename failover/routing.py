@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +25,21 @@ class Decision:
     reason: str
     agreement_id: str | None = None
     data_level: str | None = None
+    # Partner center id -> the reason it was passed over (`eligibility.exclusion_reason`).
     excluded: Mapping[str, str] = field(default_factory=dict)
+
+
+def encode_excluded(excluded: Mapping[str, str]) -> str | None:
+    """Return the passed-over partners as the compact JSON object the contact row stores, or
+    None when there are none (every decision outside overflow and disaster mode)."""
+    if not excluded:
+        return None
+    return json.dumps(dict(sorted(excluded.items())), separators=(",", ":"))
+
+
+def decode_excluded(stored: str | None) -> dict[str, str]:
+    """Return the passed-over partners from a contact row's `excluded_partners`."""
+    return json.loads(stored) if stored else {}
 
 
 def decide(

@@ -34,7 +34,7 @@ from failover.models import (
     Contact,
     ContactCenter,
 )
-from failover.routing import PARTNER, Decision
+from failover.routing import PARTNER, Decision, decode_excluded, encode_excluded
 from failover.store import (
     StoreResult,
     insert_contact,
@@ -244,6 +244,7 @@ def _decide_and_store(
         values["decision_reason"] = decision.reason
         values["agreement_id"] = decision.agreement_id
         values["data_level"] = decision.data_level or "full"
+        values["excluded_partners"] = encode_excluded(decision.excluded)
         cap = board.share_limit(decision.center_id, tenant_id, now)
         result = store(values, cap if decision.agreement_id else None)
         if not result.cap_reached:
@@ -526,6 +527,8 @@ def contact_view(session: Session, caller: Caller, contact: Contact) -> dict[str
     }
     if level != "minimal":
         view["request_id"] = contact.request_id
+    if not caller.is_partner:
+        view["excluded_partners"] = decode_excluded(contact.excluded_partners)
     blobs = {_COLUMN[name]: getattr(contact, _COLUMN[name]) for name in fields}
     if any(blob is not None for blob in blobs.values()):
         purpose = "overflow.partner_view" if caller.is_partner else "overflow.agent_view"

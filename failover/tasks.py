@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import select
 
 from failover.models import UNAUDITED_CONTACT, Contact
+from failover.routing import decode_excluded
 from hub.core.db import unit_of_work
 from hub.core.tasks import QUEUE_OVERFLOW, hub_task
 from hub.core.tenancy import TenantContext
@@ -69,6 +70,12 @@ def _audit_batch(tenant_id: str, limit: int) -> int:
                     "center_id": contact.center_id,
                     "agreement_id": contact.agreement_id,
                     "reason": contact.decision_reason,
+                    # The audit log holds scalars and lists of them, so each passed-over
+                    # partner is one "center_id:reason" string (center ids are slugs).
+                    "excluded_partners": [
+                        f"{center_id}:{reason}"
+                        for center_id, reason in decode_excluded(contact.excluded_partners).items()
+                    ],
                 },
             )
             contact.decision_audited = True

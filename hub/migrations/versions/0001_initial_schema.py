@@ -264,6 +264,7 @@ def upgrade() -> None:
         sa.Column("center_id", sa.String(length=64), nullable=True),
         sa.Column("decision_id", sa.String(length=36), nullable=False),
         sa.Column("decision_reason", sa.String(length=32), nullable=False),
+        sa.Column("excluded_partners", sa.Text(), nullable=True),
         sa.Column("decision_audited", sa.Boolean(), nullable=False),
         sa.Column("created_by", sa.String(length=120), nullable=True),
         sa.Column("agreement_id", sa.String(length=64), nullable=True),

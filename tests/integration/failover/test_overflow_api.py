@@ -101,6 +101,63 @@ def test_audit_run_passes_one_batch(client, engine, board, tenant):
     assert audit_actions(engine, tenant.id).count("overflow.route") == 5
 
 
+def routed_past_partner(client, engine, board, tenant, **personal):
+    """Surge the tenant with a Spanish-only partner and one that takes an English contact.
+
+    Without personal fields the contact takes the one-round-trip insert on PostgreSQL.
+    """
+    spanish = onboard_test_partner(engine, tenant, languages=("es",))
+    both = onboard_test_partner(engine, tenant)
+    surge(engine, board, tenant, spanish, both)
+    body = {"channel": "call", "language": "en", "service_group": "streets", **personal}
+    routed = client.post(CONTACTS, json=body, headers=auth(tenant.agent))
+    assert routed.status_code == 201
+    assert routed.json()["center_id"] == both.center_id
+    return routed.json()["contact_id"], spanish, both
+
+
+def route_audit_details(engine, tenant_id):
+    with unit_of_work(SystemContext("test audit read"), engine=engine) as session:
+        return session.scalars(
+            select(AuditEntry.details).where(
+                AuditEntry.tenant_id == tenant_id, AuditEntry.action == "overflow.route"
+            )
+        ).one()
+
+
+def test_decision_audit_names_passed_over(client, engine, board, tenant):
+    from failover.tasks import audit_decisions
+
+    contact_id, spanish, _both = routed_past_partner(client, engine, board, tenant)
+    assert audit_decisions(tenant_id=tenant.id) == 1
+    details = route_audit_details(engine, tenant.id)
+    assert details["contact_id"] == contact_id
+    assert details["excluded_partners"] == [f"{spanish.center_id}:language"]
+
+
+def test_normal_decision_audit_excludes_none(client, engine, board, tenant):
+    from failover.tasks import audit_decisions
+
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+    assert post_contact_with(client, tenant.agent).status_code == 201
+    assert audit_decisions(tenant_id=tenant.id) == 1
+    assert route_audit_details(engine, tenant.id)["excluded_partners"] == []
+
+
+def test_supervisor_view_shows_passed_over(client, engine, board, tenant):
+    contact_id, spanish, both = routed_past_partner(
+        client, engine, board, tenant, caller_name="Ada Lovelace"
+    )
+    view = client.get(f"{CONTACTS}/{contact_id}", headers=auth(tenant.supervisor))
+    assert view.status_code == 200
+    assert view.json()["excluded_partners"] == {spanish.center_id: "language"}
+
+    partner_view = client.get(f"{CONTACTS}/{contact_id}", headers=auth(both.agent_key))
+    assert partner_view.status_code == 200
+    assert "excluded_partners" not in partner_view.json()
+
+
 def test_board_queues_decision_audit(client, engine, board, tenant):
     beat(engine, tenant.home, staffed=2, available=2)
     board.refresh()
