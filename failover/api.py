@@ -29,6 +29,7 @@ from hub.core.clock import isoformat, utcnow
 from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import NotFound
 from hub.core.tenancy import SystemContext
+from hub.requests.validation import check_text
 from tenants.auth import credential_for, key_from_headers
 
 router = APIRouter(prefix="/api/v1/overflow", tags=["overflow"])
@@ -202,6 +203,7 @@ def heartbeat(
 
 def _visible_center(session: Session, caller: Caller, center_id: str) -> None:
     """Raise NotFound unless the caller's center, an own center or an agreed partner."""
+    check_text("center_id", center_id, max_chars=service.CENTER_ID_CHARS)
     if caller.is_partner:
         if caller.center_id == center_id:
             return

@@ -12,7 +12,7 @@ they cause are recorded on the owning tenant's chain with the partner agent as a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -51,6 +51,7 @@ from hub.core.tenancy import (
     ROLE_SUPERVISOR,
     TenantContext,
 )
+from hub.requests.models import STATES
 from hub.requests.service import post_status_update
 from hub.requests.validation import check_text
 from privacy.access import decrypt_fields
@@ -76,6 +77,10 @@ _COLUMN = {
     "address": "address_enc",
 }
 _LIMITS = {"caller_name": 200, "summary": 2000, "phone": 40, "address": 300}
+# Lengths of the `language` column and of contact and center ids.
+LANGUAGE_CHARS = 16
+CONTACT_ID_CHARS = 36
+CENTER_ID_CHARS = 64
 OUTCOMES = ("resolved", "request_filed", "request_updated", "transferred", "callback", "no_action")
 
 
@@ -108,22 +113,29 @@ class NewContact:
     summary: str | None = None
 
     def validate(self) -> None:
-        if self.channel not in CHANNELS:
-            raise InvalidInput(
-                f"channel {self.channel!r} is invalid; use one of {', '.join(CHANNELS)}",
-                field="channel",
-            )
+        _check_choice("channel", self.channel, CHANNELS)
+        check_text("language", self.language, max_chars=LANGUAGE_CHARS)
         if not LANGUAGE_TAG.match(self.language):
             raise InvalidInput(
                 f"language {self.language!r} is not a BCP 47 tag such as en or es-US",
                 field="language",
             )
-        if not self.service_group or len(self.service_group) > 120:
+        if not self.service_group:
             raise InvalidInput("service_group must be 1 to 120 characters", field="service_group")
+        check_text("service_group", self.service_group, max_chars=120)
         check_text("external_id", self.external_id, max_chars=120)
         check_text("request_id", self.request_id, max_chars=16)
         for name, limit in _LIMITS.items():
             check_text(name, getattr(self, name), max_chars=limit)
+
+
+def _check_choice(field: str, value: str, allowed: Sequence[str]) -> None:
+    """Reject `value` unless it is one of `allowed`. The message repeats the value only when
+    it is short printable text, so it never echoes a large or binary input."""
+    if value in allowed:
+        return
+    shown = f" {value!r}" if len(value) <= 64 and value.isprintable() else ""
+    raise InvalidInput(f"{field}{shown} is invalid; use one of {', '.join(allowed)}", field=field)
 
 
 def require_staff(caller: Caller) -> None:
@@ -326,6 +338,7 @@ def load_contact(
     With `for_update` the row stays locked until commit, so two requests that change the same
     contact's state run one after the other.
     """
+    check_text("contact_id", contact_id, max_chars=CONTACT_ID_CHARS)
     contact = session.get(Contact, contact_id, with_for_update=for_update or None)
     if contact is None:
         raise NotFound(f"contact {contact_id} not found", code="not_found")
@@ -390,10 +403,9 @@ def complete_contact(
     The update goes through the request lifecycle of the owning tenant, so the result of a
     partner's work lands in the tenant's own request record and status history.
     """
-    if outcome not in OUTCOMES:
-        raise InvalidInput(
-            f"outcome {outcome!r} is invalid; use one of {', '.join(OUTCOMES)}", field="outcome"
-        )
+    _check_choice("outcome", outcome, OUTCOMES)
+    if request_status is not None:
+        _check_choice("request_status", request_status, STATES)
     contact = load_contact(session, caller, contact_id, for_update=True)
     if contact.state == "completed":
         return contact
@@ -472,6 +484,7 @@ def record_heartbeat(
 ) -> CenterHeartbeat:
     """Store a center's heartbeat. Partner agents report for their center, tenant staff for
     the tenant's own centers; any other center is NotFound."""
+    check_text("center_id", center_id, max_chars=CENTER_ID_CHARS)
     center = session.get(ContactCenter, center_id)
     if center is None and caller.is_tenant_staff:
         # A tenant's own centers reach the table on the board's next reload; a heartbeat that
@@ -554,6 +567,7 @@ def center_contacts(
     session: Session, caller: Caller, center_id: str, *, limit: int = 100
 ) -> list[Contact]:
     """Return the open contacts at a center that the caller may see, oldest first."""
+    check_text("center_id", center_id, max_chars=CENTER_ID_CHARS)
     if caller.is_partner:
         if caller.center_id != center_id:
             raise NotFound(f"center {center_id} not found", code="not_found")

@@ -1,0 +1,101 @@
+"""Input checks of the overflow API: free text in contact and completion bodies, and ids
+in paths."""
+
+from __future__ import annotations
+
+import pytest
+from overflow_support import auth, beat
+
+CONTACTS = "/api/v1/overflow/contacts"
+
+
+def post_contact(client, tenant, key=None, **overrides):
+    body = {"channel": "call", "language": "en", "service_group": "streets"}
+    body.update(overrides)
+    return client.post(CONTACTS, json=body, headers=auth(key or tenant.agent))
+
+
+def error_of(response):
+    return response.json()["error"]
+
+
+def home_ready(engine, board, tenant):
+    beat(engine, tenant.home, staffed=2, available=2)
+    board.refresh()
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["service_group", "language", "channel", "external_id", "request_id", "caller_name", "summary"],
+)
+def test_nul_in_contact_field_rejected(client, engine, board, tenant, field):
+    home_ready(engine, board, tenant)
+    values = {"service_group": "streets", "language": "en", "channel": "call"}
+    values[field] = values.get(field, "ab") + "\u0000x"
+    response = post_contact(client, tenant, **values)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid"
+    assert field in error["message"]
+    assert "\u0000" not in response.text
+
+
+def test_long_language_tag_rejected(client, engine, board, tenant):
+    # A well-formed tag longer than the column, whose primary subtag the tenant serves.
+    home_ready(engine, board, tenant)
+    response = post_contact(client, tenant, language="en-abcdefgh-abcdefgh")
+    assert response.status_code == 400
+    assert "language" in error_of(response)["message"]
+
+
+def test_long_channel_not_echoed(client, engine, board, tenant):
+    home_ready(engine, board, tenant)
+    response = post_contact(client, tenant, channel="x" * 5000)
+    assert response.status_code == 400
+    assert "channel" in error_of(response)["message"]
+    assert "x" * 100 not in response.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"{CONTACTS}/a%00b", f"{CONTACTS}/a%00b/claim", f"{CONTACTS}/a%00b/abandon"],
+)
+def test_nul_in_contact_id_rejected(client, engine, board, tenant, path):
+    home_ready(engine, board, tenant)
+    method = client.get if path.count("/") == 5 else client.post
+    response = method(path, headers=auth(tenant.supervisor))
+    assert response.status_code == 400
+    assert "contact_id" in error_of(response)["message"]
+
+
+@pytest.mark.parametrize("suffix", ["heartbeat", "state", "contacts"])
+def test_nul_in_center_id_rejected(client, engine, board, tenant, suffix):
+    home_ready(engine, board, tenant)
+    path = f"/api/v1/overflow/centers/a%00b/{suffix}"
+    if suffix == "heartbeat":
+        body = {"agents_staffed": 2, "agents_available": 1}
+        response = client.post(path, json=body, headers=auth(tenant.supervisor))
+    else:
+        response = client.get(path, headers=auth(tenant.supervisor))
+    assert response.status_code == 400
+    assert "center_id" in error_of(response)["message"]
+
+
+def claimed_contact(client, engine, board, tenant, **fields):
+    home_ready(engine, board, tenant)
+    contact_id = post_contact(client, tenant, **fields).json()["contact_id"]
+    claimed = client.post(f"{CONTACTS}/{contact_id}/claim", headers=auth(tenant.agent))
+    assert claimed.status_code == 200
+    return contact_id
+
+
+def complete(client, tenant, contact_id, **body):
+    return client.post(f"{CONTACTS}/{contact_id}/complete", json=body, headers=auth(tenant.agent))
+
+
+def test_complete_checks_request_status(client, engine, board, tenant):
+    contact_id = claimed_contact(client, engine, board, tenant)
+    response = complete(client, tenant, contact_id, outcome="resolved", request_status="done\0")
+    assert response.status_code == 400
+    assert "request_status" in error_of(response)["message"]
+    assert "submitted, acknowledged" in error_of(response)["message"]
