@@ -39,11 +39,16 @@ class TenantOverflowConfig:
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     target_seconds: float = DEFAULT_TARGET_SECONDS
     target_percent: float = 80.0
+    # The language tags the tenant serves, and the skills of its own centers (service groups a
+    # contact may name). Both are sorted; no skills means any service group.
+    languages: tuple[str, ...] = ()
+    service_groups: tuple[str, ...] = ()
 
 
 def tenant_config(tenant: Tenant) -> TenantOverflowConfig:
     section = (tenant.manifest or {}).get("overflow") or {}
     raw = section.get("thresholds") or {}
+    skills = {skill for spec in section.get("centers") or [] for skill in spec.get("skills") or []}
     thresholds = Thresholds(
         high_seconds=float(raw.get("high_wait_seconds", 120)),
         low_seconds=float(raw.get("low_wait_seconds", 45)),
@@ -56,6 +61,8 @@ def tenant_config(tenant: Tenant) -> TenantOverflowConfig:
         heartbeat_timeout=float(raw.get("heartbeat_timeout_seconds", DEFAULT_HEARTBEAT_TIMEOUT)),
         target_seconds=float(section.get("service_level_target_seconds", DEFAULT_TARGET_SECONDS)),
         target_percent=float(section.get("service_level_target_percent", 80)),
+        languages=tuple(sorted(tenant.languages or ())),
+        service_groups=tuple(sorted(skills)),
     )
 
 

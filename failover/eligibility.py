@@ -114,7 +114,8 @@ def primary_language(tag: str) -> str:
     return tag.split("-", 1)[0].strip().lower()
 
 
-def _speaks(languages: Iterable[str], tag: str) -> bool:
+def speaks(languages: Iterable[str], tag: str) -> bool:
+    """Return whether any of `languages` has the primary subtag of `tag`."""
     wanted = primary_language(tag)
     return any(primary_language(lang) == wanted for lang in languages)
 
@@ -146,9 +147,9 @@ def exclusion_reason(
         return "skill"
     if terms.service_groups and contact.service_group not in terms.service_groups:
         return "skill"
-    if not _speaks(center.languages, contact.language):
+    if not speaks(center.languages, contact.language):
         return "language"
-    if terms.languages and not _speaks(terms.languages, contact.language):
+    if terms.languages and not speaks(terms.languages, contact.language):
         return "language"
 
     local = now.astimezone(ZoneInfo(center.timezone))

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from failover.board import LiveBoard
 from failover.centers import sync_tenant_centers
-from failover.eligibility import CHANNELS, ContactTraits
+from failover.eligibility import CHANNELS, ContactTraits, speaks
 from failover.metrics import DECISION_LATENCY, DECISIONS, PARTNER_VIEWS
 from failover.models import (
     CONTACTS_TABLE,
@@ -51,7 +51,7 @@ from hub.core.tenancy import (
     ROLE_SUPERVISOR,
     TenantContext,
 )
-from hub.requests.models import STATES
+from hub.requests.models import STATES, ServiceRequest
 from hub.requests.service import post_status_update
 from hub.requests.validation import check_text
 from privacy.access import decrypt_fields
@@ -113,6 +113,8 @@ class NewContact:
     summary: str | None = None
 
     def validate(self) -> None:
+        """Check each field on its own. `_check_served` then checks the language and the
+        service group against the tenant, and `route_contact` the linked request."""
         _check_choice("channel", self.channel, CHANNELS)
         check_text("language", self.language, max_chars=LANGUAGE_CHARS)
         if not LANGUAGE_TAG.match(self.language):
@@ -138,6 +140,28 @@ def _check_choice(field: str, value: str, allowed: Sequence[str]) -> None:
     raise InvalidInput(f"{field}{shown} is invalid; use one of {', '.join(allowed)}", field=field)
 
 
+def _check_served(board: LiveBoard, tenant_id: str, data: NewContact) -> None:
+    """Reject a language the tenant does not serve, or a service group that none of its own
+    centers lists, using the board's copy of the tenant's manifest (no query)."""
+    config = board.tenants.get(tenant_id)
+    if config is None:
+        # NOTE: a tenant onboarded after this process's last board reload (about a second ago
+        # at most) is not on the board yet, so its contacts skip these two checks.
+        return
+    if config.languages and not speaks(config.languages, data.language):
+        raise InvalidInput(
+            f"language {data.language!r} is not one of the tenant's languages; "
+            f"use one of {', '.join(config.languages)}",
+            field="language",
+        )
+    if config.service_groups and data.service_group not in config.service_groups:
+        raise InvalidInput(
+            f"service_group {data.service_group!r} is not a skill of the tenant's contact "
+            f"centers; use one of {', '.join(config.service_groups)}",
+            field="service_group",
+        )
+
+
 def require_staff(caller: Caller) -> None:
     if not caller.is_tenant_staff:
         raise Forbidden("this action needs the agent or supervisor role", code="role_required")
@@ -159,12 +183,17 @@ def route_new_contact(
     Return the decision as `decision_view` shows it, and whether the contact is new (see
     `route_contact`).
 
-    On PostgreSQL a contact without personal fields is stored in a transaction of one round
-    trip instead of four, which was most of the time a contact spent in the API. Personal
-    fields need the tenant's keys read in the same transaction, so such a contact, and every
-    contact on SQLite, takes a session.
+    On PostgreSQL a contact without personal fields or a linked request is stored in a
+    transaction of one round trip instead of four, which was most of the time a contact spent
+    in the API. Personal fields need the tenant's keys read in the same transaction, and a
+    linked request a query that finds it, so such a contact, and every contact on SQLite,
+    takes a session.
     """
-    if not is_postgres(engine) or any(getattr(data, name) for name in PII_FIELDS):
+    if (
+        not is_postgres(engine)
+        or data.request_id is not None
+        or any(getattr(data, name) for name in PII_FIELDS)
+    ):
         with unit_of_work(caller.ctx, engine=engine) as session:
             contact, created = route_contact(session, caller, board, data)
             return decision_view(contact), created
@@ -197,9 +226,18 @@ def route_contact(
     A repeated `external_id` returns the first contact and its decision unchanged. The row is
     written with one Core statement (`failover.store`), and the returned contact is not
     attached to the session. A partner whose share cap another API process filled since the
-    last board reload is passed over, and the decision is taken again without it.
+    last board reload is passed over, and the decision is taken again without it. A
+    `request_id` that names none of the tenant's service requests raises InvalidInput.
     """
     values = _new_contact_values(caller, board, data, as_utc(now) if now else utcnow())
+    if data.request_id is not None and not _request_exists(
+        session, values["tenant_id"], data.request_id
+    ):
+        raise InvalidInput(
+            f"request_id {data.request_id!r} names no service request of this tenant; "
+            "omit it or give the service_request_id of one of the tenant's requests",
+            field="request_id",
+        )
     values.update(_encrypted_fields(session, values["tenant_id"], values["id"], data))
     connection = session.connection()
     decision, result = _decide_and_store(
@@ -218,6 +256,7 @@ def _new_contact_values(
     require_staff(caller)
     data.validate()
     tenant_id = caller.ctx.tenant_id
+    _check_served(board, tenant_id, data)
     values: dict[str, Any] = {
         "id": new_uuid(),
         "tenant_id": tenant_id,
@@ -264,6 +303,16 @@ def _decide_and_store(
         board.mark_share_full(decision.center_id, tenant_id)
     # Every attempt found a partner full; the last decision left no partner to try.
     raise Conflict("every eligible partner is at its share cap; retry", code="share_cap")
+
+
+def _request_exists(session: Session, tenant_id: str, request_id: str) -> bool:
+    """Return whether the tenant has a service request with the Open311 id `request_id`."""
+    found = session.scalar(
+        select(ServiceRequest.id).where(
+            ServiceRequest.tenant_id == tenant_id, ServiceRequest.id == request_id
+        )
+    )
+    return found is not None
 
 
 def _earlier_contact(session: Session, tenant_id: str, external_id: str | None) -> Contact:
@@ -415,6 +464,16 @@ def complete_contact(
         if contact.request_id is None:
             raise InvalidInput(
                 "this contact has no linked service request to update; omit request_status",
+                field="request_status",
+            )
+        if not _request_exists(session, contact.tenant_id, contact.request_id):
+            # The request left the tenant after the contact was stored (a transfer to another
+            # jurisdiction, or a retention purge).
+            raise Conflict(
+                f"contact {contact_id} has request_id {contact.request_id}, which names no "
+                f"service request of tenant {contact.tenant_id}; complete it without "
+                "request_status",
+                code="request_not_found",
                 field="request_status",
             )
         post_status_update(

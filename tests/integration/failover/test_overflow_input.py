@@ -1,10 +1,15 @@
-"""Input checks of the overflow API: free text in contact and completion bodies, and ids
-in paths."""
+"""Input checks of the overflow API: free text, ids, the tenant's service groups and
+languages, and linked service requests."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from overflow_support import auth, beat
+
+from hub.core.db import unit_of_work
+from hub.core.tenancy import SystemContext
 
 CONTACTS = "/api/v1/overflow/contacts"
 
@@ -81,6 +86,65 @@ def test_nul_in_center_id_rejected(client, engine, board, tenant, suffix):
     assert "center_id" in error_of(response)["message"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [("service_group", "Snow", "sanitation, streets"), ("language", "fr", "en, es")],
+)
+def test_value_tenant_lacks_rejected(client, engine, board, tenant, field, value, allowed):
+    home_ready(engine, board, tenant)
+    response = post_contact(client, tenant, **{field: value})
+    assert response.status_code == 400
+    message = error_of(response)["message"]
+    assert f"{field} {value!r}" in message
+    assert allowed in message
+
+
+def test_regional_language_tag_accepted(client, engine, board, tenant):
+    home_ready(engine, board, tenant)
+    assert post_contact(client, tenant, language="es-US").status_code == 201
+
+
+def test_any_group_without_center_skills(client, engine, board, tenant):
+    from tenants.models import Tenant
+
+    with unit_of_work(SystemContext("test change"), engine=engine) as session:
+        row = session.get(Tenant, tenant.id)
+        manifest = json.loads(json.dumps(row.manifest))
+        manifest["overflow"]["centers"][0]["skills"] = []
+        row.manifest = manifest
+    home_ready(engine, board, tenant)
+    assert post_contact(client, tenant, service_group="Snow").status_code == 201
+
+
+def test_unknown_request_id_rejected(client, engine, board, tenant):
+    home_ready(engine, board, tenant)
+    response = post_contact(client, tenant, request_id="NOPE-1")
+    assert response.status_code == 400
+    error = error_of(response)
+    assert "request_id 'NOPE-1'" in error["message"]
+    assert "no service request" in error["message"]
+
+
+def test_other_tenants_request_id_rejected(client, engine, board, tenant, other_tenant):
+    from open311_support import pothole_form
+
+    created = client.post("/open311/v2/requests.json", data=pothole_form(other_tenant))
+    assert created.status_code == 201
+    foreign = created.json()[0]["service_request_id"]
+    home_ready(engine, board, tenant)
+    assert post_contact(client, tenant, request_id=foreign).status_code == 400
+
+
+def test_known_request_id_accepted(client, engine, board, tenant):
+    from open311_support import pothole_form
+
+    created = client.post("/open311/v2/requests.json", data=pothole_form(tenant))
+    request_id = created.json()[0]["service_request_id"]
+    home_ready(engine, board, tenant)
+    response = post_contact(client, tenant, request_id=request_id)
+    assert response.status_code == 201
+
+
 def claimed_contact(client, engine, board, tenant, **fields):
     home_ready(engine, board, tenant)
     contact_id = post_contact(client, tenant, **fields).json()["contact_id"]
@@ -99,3 +163,23 @@ def test_complete_checks_request_status(client, engine, board, tenant):
     assert response.status_code == 400
     assert "request_status" in error_of(response)["message"]
     assert "submitted, acknowledged" in error_of(response)["message"]
+
+
+def test_complete_for_vanished_request_explains(client, engine, board, tenant):
+    from open311_support import pothole_form
+
+    from hub.requests.models import ServiceRequest
+
+    created = client.post("/open311/v2/requests.json", data=pothole_form(tenant))
+    request_id = created.json()[0]["service_request_id"]
+    contact_id = claimed_contact(client, engine, board, tenant, request_id=request_id)
+    # The request leaves the tenant after the contact was stored, as a transfer or purge does.
+    with unit_of_work(SystemContext("test change"), engine=engine) as session:
+        session.delete(session.get(ServiceRequest, request_id))
+    response = complete(
+        client, tenant, contact_id, outcome="request_updated", request_status="in_progress"
+    )
+    assert response.status_code == 409
+    message = error_of(response)["message"]
+    assert f"request_id {request_id}" in message
+    assert f"no service request of tenant {tenant.id}" in message
