@@ -450,14 +450,30 @@ def complete_contact(
     """Finish a claimed contact; with `request_status`, update the linked service request.
 
     The update goes through the request lifecycle of the owning tenant, so the result of a
-    partner's work lands in the tenant's own request record and status history.
+    partner's work lands in the tenant's own request record and status history. A repeated
+    complete with the same outcome changes nothing, and one with another outcome raises
+    Conflict.
     """
     _check_choice("outcome", outcome, OUTCOMES)
     if request_status is not None:
         _check_choice("request_status", request_status, STATES)
+    else:
+        for name, value in (("resolution", resolution), ("note", note)):
+            if value is not None:
+                raise InvalidInput(
+                    f"{name} is stored with a status update of the linked service request; "
+                    f"add request_status or omit {name}",
+                    field=name,
+                )
     contact = load_contact(session, caller, contact_id, for_update=True)
     if contact.state == "completed":
-        return contact
+        if contact.outcome == outcome:
+            return contact
+        raise Conflict(
+            f"contact {contact_id} was already completed with outcome {contact.outcome!r}; "
+            f"a repeated complete cannot change it to {outcome!r}",
+            code="already_completed",
+        )
     if contact.state != "claimed":
         raise Conflict(f"contact {contact_id} is {contact.state}, not claimed", code="not_claimed")
     if request_status is not None:

@@ -1,5 +1,5 @@
-"""Input checks of the overflow API: free text, ids, the tenant's service groups and
-languages, and linked service requests."""
+"""Input checks of the overflow API: free text, the tenant's service groups and languages,
+linked service requests, and repeated completion."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import pytest
 from overflow_support import auth, beat
 
+from failover.models import Contact
 from hub.core.db import unit_of_work
 from hub.core.tenancy import SystemContext
 
@@ -157,12 +158,41 @@ def complete(client, tenant, contact_id, **body):
     return client.post(f"{CONTACTS}/{contact_id}/complete", json=body, headers=auth(tenant.agent))
 
 
+def test_repeated_complete_same_outcome_idempotent(client, engine, board, tenant):
+    contact_id = claimed_contact(client, engine, board, tenant)
+    first = complete(client, tenant, contact_id, outcome="resolved")
+    again = complete(client, tenant, contact_id, outcome="resolved")
+    assert first.status_code == 200
+    assert again.status_code == 200
+    assert again.json() == first.json()
+
+
+def test_repeated_complete_other_outcome_conflicts(client, engine, board, tenant):
+    contact_id = claimed_contact(client, engine, board, tenant)
+    assert complete(client, tenant, contact_id, outcome="resolved").status_code == 200
+    response = complete(client, tenant, contact_id, outcome="callback")
+    assert response.status_code == 409
+    message = error_of(response)["message"]
+    assert "already completed with outcome 'resolved'" in message
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        assert session.get(Contact, contact_id).outcome == "resolved"
+
+
 def test_complete_checks_request_status(client, engine, board, tenant):
     contact_id = claimed_contact(client, engine, board, tenant)
     response = complete(client, tenant, contact_id, outcome="resolved", request_status="done\0")
     assert response.status_code == 400
     assert "request_status" in error_of(response)["message"]
     assert "submitted, acknowledged" in error_of(response)["message"]
+
+
+@pytest.mark.parametrize("field", ["note", "resolution"])
+def test_complete_rejects_detail_without_status(client, engine, board, tenant, field):
+    contact_id = claimed_contact(client, engine, board, tenant)
+    response = complete(client, tenant, contact_id, outcome="resolved", **{field: "fixed"})
+    assert response.status_code == 400
+    assert field in error_of(response)["message"]
+    assert "request_status" in error_of(response)["message"]
 
 
 def test_complete_for_vanished_request_explains(client, engine, board, tenant):
