@@ -715,7 +715,7 @@ def _next_switch(
         above_since=current.above_since,
         below_since=current.below_since,
     )
-    # In disaster mode `wait` is 0.0 only because no center reported one; fed as a sample, it
+    # In disaster mode `wait` is 0.0 only because no center reported one. Fed as a sample, it
     # would run the low-hold timer through the outage and switch overflow off too early.
     changed = False
     if disaster:

@@ -40,7 +40,7 @@ class TenantOverflowConfig:
     target_seconds: float = DEFAULT_TARGET_SECONDS
     target_percent: float = 80.0
     # The language tags the tenant serves, and the skills of its own centers (service groups a
-    # contact may name). Both are sorted; no skills means any service group.
+    # contact may name). Both are sorted, and no skills means any service group.
     languages: tuple[str, ...] = ()
     service_groups: tuple[str, ...] = ()
 

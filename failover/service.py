@@ -136,8 +136,8 @@ def _check_choice(field: str, value: str, allowed: Sequence[str]) -> None:
     it is short printable text, so it never echoes a large or binary input."""
     if value in allowed:
         return
-    shown = f" {value!r}" if len(value) <= 64 and value.isprintable() else ""
-    raise InvalidInput(f"{field}{shown} is invalid; use one of {', '.join(allowed)}", field=field)
+    quoted = f" {value!r}" if len(value) <= 64 and value.isprintable() else ""
+    raise InvalidInput(f"{field}{quoted} is invalid; use one of {', '.join(allowed)}", field=field)
 
 
 def _check_served(board: LiveBoard, tenant_id: str, data: NewContact) -> None:

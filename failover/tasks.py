@@ -70,7 +70,7 @@ def _audit_batch(tenant_id: str, limit: int) -> int:
                     "center_id": contact.center_id,
                     "agreement_id": contact.agreement_id,
                     "reason": contact.decision_reason,
-                    # The audit log holds scalars and lists of them, so each passed-over
+                    # Audit details accept only scalars and lists of them, so each passed-over
                     # partner is one "center_id:reason" string (center ids are slugs).
                     "excluded_partners": [
                         f"{center_id}:{reason}"
