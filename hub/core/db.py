@@ -116,11 +116,16 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
         return engine
 
 
-def dispose_engines() -> None:
-    """Close every pooled connection (after fork, at shutdown, between tests)."""
+def dispose_engines(*, close: bool = True) -> None:
+    """Drop every engine's pooled connections (at shutdown, between tests, after a fork).
+
+    After a fork, pass `close=False`: the parent still uses the inherited connections, and
+    closing them in the child would end the parent's sessions on the server. The child then
+    opens connections of its own, as SQLAlchemy's pooling documentation prescribes.
+    """
     with _engines_lock:
         for engine in _engines.values():
-            engine.dispose()
+            engine.dispose(close=close)
         _engines.clear()
         _session_factories.clear()
         _read_only_binds.clear()

@@ -77,19 +77,16 @@ celery_app = create_celery()
 
 
 def _after_fork(**_kwargs: object) -> None:
-    """Give the forked pool process a connection pool of its own.
+    """Give the forked pool process connection pools of its own.
 
     The parent keeps using the inherited connections (its outbox relay and scheduler threads
-    run there). Closing them here, as `hub.core.db.dispose_engines` does, would send PostgreSQL
-    a Terminate message on the parent's sockets, and the parent's next statement would fail
-    with "server closed the connection unexpectedly". `Engine.dispose(close=False)` drops them
-    without closing, as SQLAlchemy's pooling documentation prescribes after a fork.
+    run there), so they are dropped here without being closed: closing them would send
+    PostgreSQL a Terminate message on the parent's sockets, and the parent's next statement
+    would fail with "server closed the connection unexpectedly".
     """
-    from hub.core.db import get_engine
+    from hub.core.db import dispose_engines
 
-    # NOTE: only the configured database's engine is reset. A worker creates no other, and
-    # `hub.core.db` has no accessor for the rest.
-    get_engine().dispose(close=False)
+    dispose_engines(close=False)
 
 
 def _process_shutdown(pid: int | None = None, **_kwargs: object) -> None:
