@@ -81,6 +81,11 @@ def serve(
     with cli_errors():
         upgrade()
 
+    if not settings.uses_rabbitmq:
+        # RabbitMQ declares a queue atomically; the embedded broker does not (see the function).
+        from hub.worker.app import declare_queues
+
+        declare_queues()
     start_worker = settings.is_embedded if worker is None else worker
     child = start_worker_process() if start_worker else None
     log.info(

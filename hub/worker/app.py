@@ -76,6 +76,20 @@ def create_celery(settings: Settings | None = None) -> Celery:
 celery_app = create_celery()
 
 
+def declare_queues() -> None:
+    """Declare every queue on the broker once, before several processes publish to it.
+
+    kombu's SQLAlchemy transport creates a queue's row at the first publish to it. Two
+    processes publishing at the same moment to a new embedded broker collide on that row's
+    unique name, and one of them fails. `hub serve` calls this before it starts the API
+    processes.
+    """
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in celery_app.conf.task_queues:
+            queue.bind(channel).declare()
+
+
 def _after_fork(**_kwargs: object) -> None:
     """Give the forked pool process connection pools of its own.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from hub.cli.demo.receiver import AgencyReceiver
 from hub.core.db import dispose_engines, get_engine, unit_of_work
 from hub.core.migrate import upgrade
 from hub.core.settings import reset_settings_cache
+from hub.core.tasks import ALL_QUEUES
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import Delivery
 from tenants.keys import create_api_key
@@ -114,6 +116,39 @@ def test_serve_routes_request_to_agency(workdir: Path) -> None:
     assert received.payload["description"] == item.description
     assert delivery.state == "sent"
     assert server.returncode == 0
+
+
+def test_serve_declares_embedded_queues(workdir: Path) -> None:
+    # Two API processes publishing the first tasks to a new embedded broker at once collided
+    # on kombu's queue rows, so `hub serve` declares them before it starts the processes.
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--processes",
+            "2",
+            "--no-worker",
+        ],
+        cwd=workdir,
+        env=_clean_env(),
+    )
+    try:
+        _wait_healthy(port, server)
+        broker = sqlite3.connect(workdir / "var" / "broker.db")
+        try:
+            names = {name for (name,) in broker.execute("SELECT name FROM kombu_queue")}
+        finally:
+            broker.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+    assert names == set(ALL_QUEUES)
 
 
 def test_demo_summary_adds_up(workdir: Path) -> None:
