@@ -58,7 +58,10 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
                 if status >= 400:
                     errors[f"HTTP {status}"] = errors.get(f"HTTP {status}", 0) + 1
                 elif collect_ids and len(ids) < 2000:
-                    ids.append(json.loads(body)[0]["service_request_id"])
+                    # While intake is degraded the answer carries a token instead of an id.
+                    entry = json.loads(body)[0]
+                    if entry.get("service_request_id"):
+                        ids.append(entry["service_request_id"])
 
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
 

@@ -71,14 +71,23 @@ def run_load_process(module: str, plan: dict[str, Any]) -> dict[str, Any]:
     """
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(plan, handle)
+    limit = plan["duration_seconds"] + 120
     try:
-        output = subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", module, handle.name],
-            check=True,
             capture_output=True,
             text=True,
-            timeout=plan["duration_seconds"] + 120,
-        ).stdout
+            timeout=limit,
+        )
+    except subprocess.TimeoutExpired:
+        fail(f"the load generator {module} did not finish within {limit:.0f} s and was stopped")
     finally:
         Path(handle.name).unlink(missing_ok=True)
-    return json.loads(output.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        problem = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        fail(
+            f"the load generator {module} failed with exit code {result.returncode}: {problem}; "
+            "the server's log is in the var folder"
+        )
+    return json.loads(lines[-1])
