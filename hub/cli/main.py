@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from typer.core import TyperGroup, TyperOption
 
 # Typer 0.29 ships its own copy of click; its exceptions and context live there.
@@ -73,11 +75,29 @@ class HubGroup(TyperGroup):
             # Bad settings can surface in any command, wherever the settings are first read.
             print_error(str(error), code=2, as_json=bool(ctx.meta.get(_JSON_ERRORS_KEY)))
             raise typer.Exit(2) from None
+        except OperationalError as error:
+            # Any command can be the first to connect; a database it cannot reach is the
+            # operator's to fix, so it gets the address and the reason, not a traceback.
+            print_error(
+                _unreachable_database(error), code=2, as_json=bool(ctx.meta.get(_JSON_ERRORS_KEY))
+            )
+            raise typer.Exit(2) from None
         except UsageError as error:
             if not ctx.meta.get(_JSON_ERRORS_KEY):
                 raise
             _print_usage_error(error)
             raise typer.Exit(error.exit_code) from None
+
+
+def _unreachable_database(error: OperationalError) -> str:
+    from hub.core.settings import get_settings
+
+    url = make_url(get_settings().effective_database_url).render_as_string(hide_password=True)
+    reason = " ".join(line.strip() for line in str(error.orig).splitlines() if line.strip())
+    return (
+        f"could not use the database at {url}: {reason}; start the database server or "
+        "correct HUB_DATABASE_URL"
+    )
 
 
 def _type_label_unless_flag(option: TyperOption, ctx: Context) -> str | None:

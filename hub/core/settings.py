@@ -8,10 +8,15 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from hub.core.errors import ConfigurationError
 
 Environment = Literal["development", "test", "production"]
+# The SQLAlchemy drivers the hub is built and tested on.
+SUPPORTED_DATABASE_DRIVERS = ("postgresql+psycopg", "sqlite")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -47,6 +52,31 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL; use postgresql+psycopg://USER@HOST:PORT/DB or sqlite:///PATH"
+            ) from None
+        if url.drivername not in SUPPORTED_DATABASE_DRIVERS:
+            raise ValueError(
+                f"the hub runs on {' or '.join(SUPPORTED_DATABASE_DRIVERS)}, not "
+                f"{url.drivername}; use postgresql+psycopg://USER@HOST:PORT/DB"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"unknown log level; use one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     # Cached because `get_engine()` reads it on every call and resolving the path costs a
     # filesystem lookup. A changed environment takes effect through `reset_settings_cache()`.
@@ -90,12 +120,24 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = [
-            f"{_variable(error['loc'])}={error.get('input')!r}: {error['msg']}"
+            f"{_variable(error['loc'])}={_shown(error.get('input'))}: "
+            + error["msg"].removeprefix("Value error, ")
             for error in exc.errors()
         ]
         raise ConfigurationError(
             "invalid setting " + "; ".join(problems) + "; correct or unset the variable"
         ) from None
+
+
+def _shown(value: object) -> str:
+    """Return a refused value for the error message, with any password in a URL masked."""
+    text = str(value)
+    if "@" in text and "://" in text:
+        try:
+            text = make_url(text).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "(a URL that could not be parsed)"
+    return repr(text)
 
 
 def _variable(location: tuple[int | str, ...]) -> str:

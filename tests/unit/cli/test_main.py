@@ -81,20 +81,52 @@ def test_help_shows_flags_without_type(args, flags):
     assert "<float>" in result.stdout or "<int range>" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("HUB_API_THREADS", "0", "HUB_API_THREADS='0': Input should be greater than or equal to 1"),
+        ("HUB_DATABASE_URL", "notaurl", "HUB_DATABASE_URL='notaurl': not a database URL"),
+        (
+            "HUB_DATABASE_URL",
+            "mysql://hub:secret@127.0.0.1/hub",
+            "HUB_DATABASE_URL='mysql://hub:***@127.0.0.1/hub': the hub runs on",
+        ),
+        ("HUB_LOG_LEVEL", "LOUD", "HUB_LOG_LEVEL='LOUD': unknown log level"),
+    ],
+)
 @pytest.mark.parametrize("as_json", [False, True])
-def test_bad_setting_names_the_variable(monkeypatch, tmp_path, as_json):
+def test_bad_setting_names_the_variable(monkeypatch, tmp_path, variable, value, expected, as_json):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HUB_API_THREADS", "0")
+    monkeypatch.setenv(variable, value)
     reset_settings_cache()
     try:
         result = run("tenants", "list", *(["--json"] if as_json else []))
     finally:
-        monkeypatch.delenv("HUB_API_THREADS")
+        monkeypatch.delenv(variable)
         reset_settings_cache()
 
     assert result.exit_code == 2
     assert "Traceback" not in result.output
-    assert "HUB_API_THREADS='0'" in result.stderr
-    assert "greater than or equal to 1" in result.stderr
+    assert expected in result.stderr
+    assert "secret" not in result.output
     if as_json:
-        assert "HUB_API_THREADS='0'" in json.loads(result.stdout)["error"]
+        assert expected in json.loads(result.stdout)["error"]
+
+
+def test_unreachable_database_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HUB_DATABASE_URL", "postgresql+psycopg://hub:secret@127.0.0.1:9/hub")
+    reset_settings_cache()
+    try:
+        result = run("tenants", "list")
+    finally:
+        monkeypatch.delenv("HUB_DATABASE_URL")
+        reset_settings_cache()
+
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "could not use the database at postgresql+psycopg://hub:***@127.0.0.1:9/hub" in (
+        result.stderr
+    )
+    assert "correct HUB_DATABASE_URL" in result.stderr
+    assert "secret" not in result.output
