@@ -417,10 +417,14 @@ def post_status_update(
     if status not in STATES:
         raise InvalidInput(f"status must be one of {', '.join(STATES)}", field="status")
     if status == "closed":
-        if resolution not in RESOLUTIONS:
+        if resolution is None:
             raise InvalidInput(
                 f"closing needs a resolution: one of {', '.join(RESOLUTIONS)}",
                 field="resolution",
+            )
+        if resolution not in RESOLUTIONS:
+            raise InvalidInput(
+                f"resolution is invalid; use one of {', '.join(RESOLUTIONS)}", field="resolution"
             )
     elif resolution is not None:
         raise InvalidInput("resolution applies only to status closed", field="resolution")

@@ -83,6 +83,7 @@ def test_closing_and_transitions(client, tenants_ab):
     reopened = _update(client, alpha, request_id, "u-d", "open")
     unknown_status = _update(client, alpha, request_id, "u-e", "archived")
     assert bad_resolution.status_code == 400
+    assert "resolution is invalid" in bad_resolution.json()[0]["description"]
     assert closed.status_code == 200
     assert closed.json()[0]["status"] == "closed"
     assert to_ack.status_code == 409
