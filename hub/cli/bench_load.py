@@ -58,7 +58,7 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
                 if status >= 400:
                     errors[f"HTTP {status}"] = errors.get(f"HTTP {status}", 0) + 1
                 elif collect_ids and len(ids) < 2000:
-                    # While intake is degraded the answer carries a token instead of an id.
+                    # While intake is degraded the response carries a token instead of an id.
                     entry = json.loads(body)[0]
                     if entry.get("service_request_id"):
                         ids.append(entry["service_request_id"])

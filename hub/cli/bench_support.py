@@ -38,8 +38,8 @@ def wait_until_serving(
     """
     deadline = time.monotonic() + seconds
     url = f"http://127.0.0.1:{port}{path}"
-    # httpx logs every request at INFO, and the probe's answer may be an error status (the
-    # intake probe has no jurisdiction), which read as a failure on stderr.
+    # httpx logs every request at INFO. The intake probe sends no jurisdiction, so its 400
+    # status read as a failure on stderr.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     while time.monotonic() < deadline:
         if server.poll() is not None:

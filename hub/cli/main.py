@@ -76,8 +76,8 @@ class HubGroup(TyperGroup):
             print_error(str(error), code=2, as_json=bool(ctx.meta.get(_JSON_ERRORS_KEY)))
             raise typer.Exit(2) from None
         except OperationalError as error:
-            # Any command can be the first to connect; a database it cannot reach is the
-            # operator's to fix, so it gets the address and the reason, not a traceback.
+            # Any command can be the first to connect. The operator fixes an unreachable
+            # database, so the message gives its address and the reason instead of a traceback.
             print_error(
                 _unreachable_database(error), code=2, as_json=bool(ctx.meta.get(_JSON_ERRORS_KEY))
             )

@@ -189,9 +189,9 @@ def _restrict_to_tenant(state: Any) -> None:
 def readable_tenant(session: Session, tenant_id: str) -> str | None:
     """Return `tenant_id` when the session's scope may read that tenant's rows, else None.
 
-    For the few hot reads that run as Core statements on the session's connection, past the
-    ORM's tenant criteria: they filter on the tenant this returns and read nothing for None,
-    so they see what an ORM query in the same session would see.
+    A few hot reads run as Core statements on the session's connection, so the ORM's tenant
+    criteria do not apply to them. They filter on the tenant this returns and read nothing for
+    None, so they see what an ORM query in the same session would see.
     """
     scope = _scope_of(session)
     if isinstance(scope, SystemContext):

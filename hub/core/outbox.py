@@ -125,7 +125,7 @@ def _message_values(
 
 
 class OutboxItem(Protocol):
-    """What a publisher reads of an outbox row."""
+    """The fields of an outbox row that a publisher reads."""
 
     id: int
     task: str

@@ -93,8 +93,8 @@ def declare_queues() -> None:
 def _after_fork(**_kwargs: object) -> None:
     """Give the forked pool process connection pools of its own.
 
-    The parent keeps using the inherited connections (its outbox relay and scheduler threads
-    run there), so they are dropped here without being closed: closing them would send
+    The parent keeps using the inherited connections, because its outbox relay and scheduler
+    threads run there. So they are dropped here without being closed. Closing them would send
     PostgreSQL a Terminate message on the parent's sockets, and the parent's next statement
     would fail with "server closed the connection unexpectedly".
     """
