@@ -57,38 +57,22 @@ def _oldest_within(
     return None
 
 
-# Only the columns the distance check and the link need: candidates can be many, and the full
-# row carries every encrypted field.
-_CANDIDATE_COLUMNS = (
-    ServiceRequest.id,
-    ServiceRequest.lat,
-    ServiceRequest.lon,
-    ServiceRequest.h3_cell,
-    ServiceRequest.requested_at,
-    ServiceRequest.duplicate_of,
-)
-
-
-def _open_nearby(service_code: str, lat: float, lon: float, radius_m: float):
-    return (
-        select(*_CANDIDATE_COLUMNS)
-        .where(
-            ServiceRequest.service_code == service_code,
-            ServiceRequest.h3_cell.in_(geo.cells_within(lat, lon, radius_m)),
-            ServiceRequest.status != "closed",
-        )
-        .order_by(ServiceRequest.requested_at, ServiceRequest.id)
-        .limit(MAX_CANDIDATES)
-    )
-
-
-# The same search within one tenant, built once, as a Core statement: it runs in every POST
-# with a location.
+# Open requests of one service in the cells around a point, for the tenants named, oldest
+# first. Built once, because it runs in every POST with a location. Only the columns the
+# distance check and the link need are read: candidates can be many, and the full row carries
+# every encrypted field.
 _COLUMNS = ServiceRequest.__table__.c
-_TENANT_NEARBY = (
-    select(*(_COLUMNS[column.key] for column in _CANDIDATE_COLUMNS))
+_OPEN_NEARBY = (
+    select(
+        _COLUMNS.id,
+        _COLUMNS.lat,
+        _COLUMNS.lon,
+        _COLUMNS.h3_cell,
+        _COLUMNS.requested_at,
+        _COLUMNS.duplicate_of,
+    )
     .where(
-        _COLUMNS.tenant_id == bindparam("tenant_id"),
+        _COLUMNS.tenant_id.in_(bindparam("tenant_ids", expanding=True)),
         _COLUMNS.service_code == bindparam("service_code"),
         _COLUMNS.h3_cell.in_(bindparam("cells", expanding=True)),
         _COLUMNS.status != "closed",
@@ -96,6 +80,35 @@ _TENANT_NEARBY = (
     .order_by(_COLUMNS.requested_at, _COLUMNS.id)
     .limit(MAX_CANDIDATES)
 )
+_OPEN_NEARBY_BEFORE = _OPEN_NEARBY.where(_COLUMNS.requested_at < bindparam("before"))
+
+
+def _search(
+    session: Session,
+    tenant_ids: list[str],
+    service_code: str,
+    lat: float,
+    lon: float,
+    radius_m: float,
+    *,
+    exclude: str,
+    before: datetime | None = None,
+) -> str | None:
+    """Return the id the oldest open request within the radius links to, or None.
+
+    The statement runs on the session's connection, past the ORM's tenant criteria, so the
+    callers pass only tenants the session may read.
+    """
+    params = {
+        "tenant_ids": tenant_ids,
+        "service_code": service_code,
+        "cells": geo.cells_within(lat, lon, radius_m),
+        "before": before,
+    }
+    statement = _OPEN_NEARBY if before is None else _OPEN_NEARBY_BEFORE
+    with session.connection().execute(statement, params) as rows:
+        match = _oldest_within(rows, lat, lon, radius_m, exclude)
+    return None if match is None else (match.duplicate_of or match.id)
 
 
 def find_duplicate(
@@ -108,20 +121,13 @@ def find_duplicate(
     exclude: str,
 ) -> str | None:
     """Return the id of the tenant's oldest open request of the service within the radius."""
-    radius = duplicate_radius_m(tenant)
     readable = readable_tenant(session, tenant.id)
     if readable is None:
         return None
-    params = {
-        "tenant_id": readable,
-        "service_code": service_code,
-        "cells": geo.cells_within(lat, lon, radius),
-    }
-    with session.connection().execute(_TENANT_NEARBY, params) as rows:
-        match = _oldest_within(rows, lat, lon, radius, exclude)
-    if match is None:
+    radius = duplicate_radius_m(tenant)
+    original = _search(session, [readable], service_code, lat, lon, radius, exclude=exclude)
+    if original is None:
         return None
-    original = match.duplicate_of or match.id
     DUPLICATES_LINKED.labels(tenant=tenant.id, scope="tenant").inc()
     log.info("request_duplicate_found", request_id=exclude, duplicate_of=original)
     return original
@@ -150,13 +156,9 @@ def find_regional_duplicate(
     radius = duplicate_radius_m(tenant)
     scope = SystemContext("regional duplicate search", actor=f"tenant:{tenant.id}")
     with unit_of_work(scope, engine=engine, write=False) as session:
-        statement = _open_nearby(service_code, lat, lon, radius).where(
-            ServiceRequest.tenant_id.in_(others)
+        original = _search(
+            session, others, service_code, lat, lon, radius, exclude=exclude, before=before
         )
-        if before is not None:
-            statement = statement.where(ServiceRequest.requested_at < before)
-        match = _oldest_within(session.execute(statement).all(), lat, lon, radius, exclude)
-        original = (match.duplicate_of or match.id) if match is not None else None
     if original is not None:
         DUPLICATES_LINKED.labels(tenant=tenant.id, scope="region").inc()
         log.info("request_regional_duplicate_found", request_id=exclude, duplicate_of=original)
