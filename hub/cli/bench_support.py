@@ -89,7 +89,8 @@ def run_load_process(module: str, plan: dict[str, Any]) -> dict[str, Any]:
         Path(handle.name).unlink(missing_ok=True)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        problem = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        errors = result.stderr.strip().splitlines()
+        problem = errors[-1] if errors else "no output"
         fail(
             f"the load generator {module} failed with exit code {result.returncode}: {problem}; "
             "the server's log is in the var folder"

@@ -31,6 +31,7 @@ from hub.cli import tenants as tenant_commands
 from hub.cli.demo.command import demo as demo_command
 from hub.cli.output import print_error
 from hub.core.errors import ConfigurationError
+from hub.core.settings import get_settings
 
 _JSON_ERRORS_KEY = "hub.json_errors"
 
@@ -90,8 +91,6 @@ class HubGroup(TyperGroup):
 
 
 def _unreachable_database(error: OperationalError) -> str:
-    from hub.core.settings import get_settings
-
     url = make_url(get_settings().effective_database_url).render_as_string(hide_password=True)
     reason = " ".join(line.strip() for line in str(error.orig).splitlines() if line.strip())
     return (

@@ -109,7 +109,7 @@ def test_requests_match_schema(client, tenants_ab, schemas):
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])
-def test_one_request_reads_as_in_the_list(client, tenants_ab, hub_db, fmt):
+def test_single_request_matches_list(client, tenants_ab, hub_db, fmt):
     # On PostgreSQL one request is read in one round trip without the ORM, and the list
     # through a session: both must show the same entry, closed fields and all.
     alpha, _ = tenants_ab
@@ -120,12 +120,12 @@ def test_one_request_reads_as_in_the_list(client, tenants_ab, hub_db, fmt):
             .where(ServiceRequest.id == request_id)
             .values(status="closed", resolution="fixed", closed_at=utcnow())
         )
-    one = _get(client, f"requests/{request_id}.{fmt}", alpha)
+    single = _get(client, f"requests/{request_id}.{fmt}", alpha)
     listed = _get(client, f"requests.{fmt}", alpha, service_request_id=request_id)
-    assert one.status_code == listed.status_code == 200
-    assert one.content == listed.content
-    assert b"A-17" in one.content
-    assert b"02108" in one.content
+    assert single.status_code == listed.status_code == 200
+    assert single.content == listed.content
+    assert b"A-17" in single.content
+    assert b"02108" in single.content
 
 
 def test_agency_responsible_is_agency_name(client, tenants_ab):

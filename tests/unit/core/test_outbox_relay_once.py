@@ -29,7 +29,7 @@ def _rows(engine, ids: list[int]) -> dict[int, tuple]:
     return {row.id: (row.published_at is not None, row.attempts) for row in rows}
 
 
-def test_failed_publish_keeps_the_rest_for_the_next_round(db_url):
+def test_failed_publish_keeps_later_rows(db_url):
     engine = get_engine(db_url)
     # Other tests may have left due messages in a shared database; publish those first.
     relay_once(lambda message: None, engine=engine)
