@@ -82,7 +82,7 @@ def serve(
         upgrade()
 
     if not settings.uses_rabbitmq:
-        # RabbitMQ declares a queue atomically; the embedded broker does not (see the function).
+        # RabbitMQ declares a queue atomically, but the embedded broker does not.
         from hub.worker.app import declare_queues
 
         declare_queues()

@@ -167,7 +167,7 @@ def relay_once(publish: Publisher, *, batch_size: int = 500, engine: Any = None)
 
 
 _TABLE = OutboxMessage.__table__
-# Rows are locked with SKIP LOCKED on PostgreSQL; SQLite ignores the clause.
+# PostgreSQL locks the rows with SKIP LOCKED, and SQLite ignores the clause.
 _DUE_MESSAGES = (
     select(_TABLE.c.id, _TABLE.c.task, _TABLE.c.queue, _TABLE.c.kwargs)
     .where(_TABLE.c.published_at.is_(None), _TABLE.c.available_at <= bindparam("now"))

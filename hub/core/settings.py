@@ -115,7 +115,7 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Return the settings from the environment; ConfigurationError names each bad variable."""
+    """Return the settings from the environment or raise ConfigurationError naming bad values."""
     try:
         return Settings()
     except ValidationError as exc:
@@ -130,7 +130,7 @@ def get_settings() -> Settings:
 
 
 def _shown(value: object) -> str:
-    """Return a refused value for the error message, with any password in a URL masked."""
+    """Return a rejected value for the error message, with any password in a URL masked."""
     text = str(value)
     if "@" in text and "://" in text:
         try:

@@ -76,7 +76,7 @@ PUBLIC_ONLY = load_only(*PUBLIC_COLUMNS)
 
 
 class PublicRow:
-    """The public columns of one request, read without the ORM; attributes as on the model."""
+    """The public columns of one request, read without the ORM, with the model's attribute names."""
 
     __slots__ = tuple(column.key for column in PUBLIC_COLUMNS)
 
@@ -98,7 +98,7 @@ _PUBLIC_BY_ID_SQL = str(
 def public_request_in_one_round_trip(
     ctx: TenantContext, request_id: str, *, engine: Engine
 ) -> PublicRow | None:
-    """Return the public columns of the tenant's request, or None; PostgreSQL only.
+    """Return the public columns of the tenant's request, or None. PostgreSQL only.
 
     GET requests/{id} is the most frequent Open311 call, and a session spends four round
     trips on it (BEGIN, the tenant scope, the query, COMMIT) where this spends one.
