@@ -26,6 +26,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hub.core.db import close_async_readers
 from hub.core.errors import HubError
 from hub.core.logging import bind_ids, clear_ids, configure_logging
 from hub.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, render_latest
@@ -191,6 +192,7 @@ def create_app(settings: Settings | None = None, *, start_relay: bool = True) ->
         try:
             yield
         finally:
+            await close_async_readers()
             app.state.runtime.stop()
 
     app = FastAPI(

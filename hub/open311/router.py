@@ -317,10 +317,9 @@ async def get_request(request_id: str, fmt: str, request: Request) -> Response:
             _request_with_session, tenant, ctx, request_id, language, extended
         )
         return formats.render(fmt, "service_requests", body)
-    # The read takes one round trip and runs on the event loop, as the contact route does: a
-    # thread hand-off would cost more than the read. The engine's connect timeout bounds how
-    # long an unreachable database can block the loop.
-    row = queries.public_request_in_one_round_trip(ctx, request_id, engine=engine)
+    # Concurrent reads share queries on asyncio connections: a thread hand-off per read would
+    # cost more than the read.
+    row = await queries.public_request_batched(ctx, request_id, engine=engine)
     if row is None:
         raise service.request_not_found(request_id)
     body = [views.request_entry(tenant, row, language)]

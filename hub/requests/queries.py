@@ -5,21 +5,27 @@ Every function takes the tenant context; the session's tenant scope filters rows
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, bindparam, or_, select
+import structlog
+from sqlalchemy import Engine, any_, bindparam, or_, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, load_only
 
 from hub.core.clock import as_utc, utcnow
-from hub.core.db import execute_in_one_round_trip
+from hub.core.db import AsyncReader, async_reader
 from hub.core.errors import InvalidInput
 from hub.core.tenancy import TenantContext
 from hub.requests.models import ServiceRequest, StatusEvent
 from hub.requests.schemas import RequestQuery
 from privacy.blind_index import blind_index
+
+log = structlog.get_logger(__name__)
 
 # Open311 GET requests defaults: the last 90 days and at most 1000 rows.
 WINDOW = timedelta(days=90)
@@ -86,27 +92,146 @@ class PublicRow:
 
 
 _COLUMNS = ServiceRequest.__table__.c
-# One request's public columns, as SQL for PostgreSQL with psycopg's `%(name)s` placeholders.
-# Row-level security limits it to the scope's tenant, and the statement names the tenant too.
+_PUBLIC_SELECT = select(*(_COLUMNS[column.key] for column in PUBLIC_COLUMNS)).where(
+    _COLUMNS.tenant_id == bindparam("tenant")
+)
+_DIALECT = postgresql.psycopg.dialect()
+# Public columns by id, as SQL for PostgreSQL with psycopg's `%(name)s` placeholders, for one
+# request and for many. Row-level security limits them to the scope's tenant, and the
+# statements name the tenant too.
 _PUBLIC_BY_ID_SQL = str(
-    select(*(_COLUMNS[column.key] for column in PUBLIC_COLUMNS))
-    .where(_COLUMNS.tenant_id == bindparam("tenant"), _COLUMNS.id == bindparam("request_id"))
-    .compile(dialect=postgresql.psycopg.dialect())
+    _PUBLIC_SELECT.where(_COLUMNS.id == bindparam("request_id")).compile(dialect=_DIALECT)
+)
+_PUBLIC_BY_IDS_SQL = str(
+    _PUBLIC_SELECT.where(_COLUMNS.id == any_(bindparam("request_ids"))).compile(dialect=_DIALECT)
+)
+_MAX_ID_CHARS = _COLUMNS.id.type.length
+
+
+# Maximum number of ids in one batched query.
+MAX_BATCH_IDS = 200
+
+
+class PublicRequestBatcher:
+    """Coalesce the GET requests/{id} reads that wait at the same time into one query.
+
+    A read joins the ids that wait for the same tenant. The batch goes out on the next turn of
+    the event loop, or as soon as one of the reader's connections is free, so under load each
+    query carries every id that arrived during the one before. A query runs as any single read
+    does: its own transaction, started after every one of its ids was requested. A statement error
+    that is not a lost connection is retried one id at a time, so one bad id fails alone.
+    """
+
+    def __init__(self, reader: AsyncReader) -> None:
+        self._reader = reader
+        # tenant id -> (the first reader's scope, request id -> the reads waiting for it)
+        self._waiting: dict[str, tuple[TenantContext, dict[str, list[asyncio.Future]]]] = {}
+        self._in_flight: set[asyncio.Task] = set()
+        self._scheduled = False
+
+    async def public_request(self, ctx: TenantContext, request_id: str) -> PublicRow | None:
+        if len(request_id) > _MAX_ID_CHARS or not request_id.isprintable():
+            return None  # no stored id looks like this, and PostgreSQL rejects some of them
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        _scope, ids = self._waiting.setdefault(ctx.tenant_id, (ctx, {}))
+        ids.setdefault(request_id, []).append(future)
+        self._schedule(loop)
+        return await future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._scheduled and self._waiting and len(self._in_flight) < self._reader.size:
+            self._scheduled = True
+            loop.call_soon(self._send, loop)
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        while self._waiting and len(self._in_flight) < self._reader.size:
+            tenant_id, (scope, ids) = next(iter(self._waiting.items()))
+            batch = dict(list(ids.items())[:MAX_BATCH_IDS])
+            for request_id in batch:
+                del ids[request_id]
+            if not ids:
+                del self._waiting[tenant_id]
+            task = loop.create_task(self._read(scope, batch))
+            self._in_flight.add(task)
+            task.add_done_callback(lambda done: self._finished(done, loop))
+
+    def _finished(self, task: asyncio.Task, loop: asyncio.AbstractEventLoop) -> None:
+        self._in_flight.discard(task)
+        self._schedule(loop)
+
+    async def _read(self, scope: TenantContext, batch: dict[str, list[asyncio.Future]]) -> None:
+        try:
+            try:
+                rows = await self._fetch(scope, list(batch))
+            except OperationalError:
+                raise
+            except Exception as exc:
+                if len(batch) == 1:
+                    raise
+                log.warning(
+                    "public_read_batch_failed",
+                    tenant_id=scope.tenant_id,
+                    ids=len(batch),
+                    error=type(exc).__name__,
+                )
+                for request_id, futures in batch.items():
+                    await self._read(scope, {request_id: futures})
+                return
+            found = {row[0]: PublicRow(row) for row in rows}
+            for request_id, futures in batch.items():
+                _settle(futures, result=found.get(request_id))
+        except BaseException as exc:
+            for futures in batch.values():
+                _settle(futures, error=exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _fetch(self, scope: TenantContext, request_ids: list[str]) -> list[tuple]:
+        if len(request_ids) == 1:
+            params = {"tenant": scope.tenant_id, "request_id": request_ids[0]}
+            return await self._reader.fetch(scope, _PUBLIC_BY_ID_SQL, params)
+        params = {"tenant": scope.tenant_id, "request_ids": request_ids}
+        return await self._reader.fetch(scope, _PUBLIC_BY_IDS_SQL, params)
+
+
+def _settle(
+    futures: list[asyncio.Future],
+    *,
+    result: PublicRow | None = None,
+    error: BaseException | None = None,
+) -> None:
+    for future in futures:
+        if future.done():
+            continue  # its caller went away
+        if isinstance(error, Exception):
+            future.set_exception(error)
+        elif error is not None:
+            future.cancel()
+        else:
+            future.set_result(result)
+
+
+_batchers: weakref.WeakKeyDictionary[AsyncReader, PublicRequestBatcher] = (
+    weakref.WeakKeyDictionary()
 )
 
 
-def public_request_in_one_round_trip(
+async def public_request_batched(
     ctx: TenantContext, request_id: str, *, engine: Engine
 ) -> PublicRow | None:
     """Return the public columns of the tenant's request, or None. PostgreSQL only.
 
-    GET requests/{id} is the most frequent Open311 call, and a session spends four round
-    trips on it (BEGIN, the tenant scope, the query, COMMIT) where this spends one.
+    GET requests/{id} is the most frequent Open311 call. Its reads in one process share
+    queries (`PublicRequestBatcher`) on asyncio connections, so the event loop serves other
+    calls while PostgreSQL answers.
     """
-    rows = execute_in_one_round_trip(
-        ctx, _PUBLIC_BY_ID_SQL, {"tenant": ctx.tenant_id, "request_id": request_id}, engine=engine
-    )
-    return PublicRow(rows[0]) if rows else None
+    reader = async_reader(engine)
+    batcher = _batchers.get(reader)
+    if batcher is None:
+        batcher = _batchers[reader] = PublicRequestBatcher(reader)
+    return await batcher.public_request(ctx, request_id)
 
 
 def query_requests(
