@@ -94,13 +94,16 @@ def enqueue(
     return message
 
 
-def enqueue_now(session: Session, task: str, *, queue: str, tenant_id: str, **kwargs: Any) -> None:
-    """Insert a task into the outbox at once, as one statement; it is published after commit.
+def enqueue_now(
+    session: Session, task: str, *, queue: str, tenant_id: str, arguments: list[dict[str, Any]]
+) -> None:
+    """Insert one task per `arguments` item into the outbox at once, as one statement. The tasks
+    are published after commit.
 
     For hot paths that write their other rows with statements too: `enqueue` adds an ORM
     instance, and flushing one costs more CPU than the statement.
     """
-    values = _message_values(task, queue, tenant_id, 0, kwargs)
+    values = [_message_values(task, queue, tenant_id, 0, kwargs) for kwargs in arguments]
     session.execute(_INSERT_MESSAGE, values)
     session.info["outbox_added"] = True
 

@@ -20,12 +20,12 @@ from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import get_engine, is_postgres, unit_of_work
 from hub.core.errors import HubError, InvalidInput, NotFound
 from hub.core.tenancy import ROLE_AGENCY, ROLE_AGENT, ROLE_OPEN311, ROLE_STAFF, TenantContext
-from hub.open311 import formats, params, views
+from hub.open311 import formats, intake, params, views
 from hub.requests import queries, service
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import INTAKE
 from hub.requests.models import STATES
-from hub.requests.schemas import IntakeData, IntakeResult, RequestQuery
+from hub.requests.schemas import IntakeData, IntakeJob, RequestQuery
 from tenants.auth import authenticate_for_tenant, credential_for
 from tenants.registry import get_tenant_by_jurisdiction
 
@@ -183,39 +183,6 @@ def _intake_data(items: Items, api_key_id: int) -> IntakeData:
     )
 
 
-def _post_request(
-    tenant: TenantSnapshot,
-    ctx: TenantContext,
-    data: IntakeData,
-    key: str | None,
-    request_hash: str,
-    degraded: bool,
-    language: str,
-) -> IntakeResult:
-    try:
-        with unit_of_work(ctx) as session:
-            return service.intake(
-                session,
-                ctx,
-                tenant,
-                data,
-                idempotency_key=key,
-                request_hash=request_hash,
-                degraded=degraded,
-                language=language,
-            )
-    except IntegrityError:
-        if key is None:
-            raise
-        # Another call with the same Idempotency-Key committed first, so treat this as a repeat.
-        log.info("idempotency_key_race", tenant_id=tenant.id, api_key_id=data.api_key_id)
-        with unit_of_work(ctx, write=False) as session:
-            stored = service.find_idempotent_result(session, data.api_key_id, key, request_hash)
-        if stored is None:
-            raise
-        return stored
-
-
 @router.post("/requests.{fmt}")
 async def post_request(fmt: str, request: Request) -> Response:
     fmt = _format(fmt)
@@ -230,20 +197,15 @@ async def post_request(fmt: str, request: Request) -> Response:
         INTAKE.labels(tenant=tenant.id, outcome="rejected").inc()
         raise
     degraded_check: Callable[[], bool] = request.app.state.open311_degraded
-    try:
-        result = await run_in_threadpool(
-            _post_request,
-            tenant,
-            ctx,
-            data,
-            key,
-            service.body_hash(items),
-            degraded_check(),
-            _language(request, items),
-        )
-    except HubError:
-        INTAKE.labels(tenant=tenant.id, outcome="rejected").inc()
-        raise
+    job = IntakeJob(
+        ctx=ctx,
+        data=data,
+        idempotency_key=key,
+        request_hash=service.body_hash(items),
+        degraded=degraded_check(),
+        language=_language(request, items),
+    )
+    result = await intake.submit(tenant, job)
     return formats.render(fmt, "service_requests", [result.as_open311()], status=201)
 
 

@@ -7,16 +7,32 @@ also covers the other tenants' open requests (a pothole on a city border is repo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
 
 import h3
 import structlog
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Integer,
+    Row,
+    Select,
+    Text,
+    any_,
+    bindparam,
+    column,
+    func,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from hub.core.db import readable_tenant, unit_of_work
+from hub.core.db import is_postgres, readable_tenant, unit_of_work
 from hub.core.tenancy import SystemContext
 from hub.requests import geo
 from hub.requests.catalog import TenantSnapshot
@@ -57,30 +73,52 @@ def _oldest_within(
     return None
 
 
-# Open requests of one service in the cells around a point, for the tenants named, oldest
-# first. Built once, because it runs in every POST with a location. Only the columns the
-# distance check and the link need are read: candidates can be many, and the full row carries
-# every encrypted field.
+def _open_nearby(service_code: ColumnElement[Any], in_cells: ColumnElement[bool]) -> Select:
+    """Return the open requests of one service in some cells, for the tenants named, oldest
+    first. Only the columns the distance check and the link need are read: candidates can be
+    many, and the full row carries every encrypted field."""
+    return (
+        select(
+            _COLUMNS.id,
+            _COLUMNS.lat,
+            _COLUMNS.lon,
+            _COLUMNS.h3_cell,
+            _COLUMNS.requested_at,
+            _COLUMNS.duplicate_of,
+        )
+        .where(
+            _COLUMNS.tenant_id.in_(bindparam("tenant_ids", expanding=True)),
+            _COLUMNS.service_code == service_code,
+            in_cells,
+            _COLUMNS.status != "closed",
+        )
+        .order_by(_COLUMNS.requested_at, _COLUMNS.id)
+        .limit(MAX_CANDIDATES)
+    )
+
+
+# The statements are built once, because they run in every POST with a location.
 _COLUMNS = ServiceRequest.__table__.c
-_OPEN_NEARBY = (
-    select(
-        _COLUMNS.id,
-        _COLUMNS.lat,
-        _COLUMNS.lon,
-        _COLUMNS.h3_cell,
-        _COLUMNS.requested_at,
-        _COLUMNS.duplicate_of,
-    )
-    .where(
-        _COLUMNS.tenant_id.in_(bindparam("tenant_ids", expanding=True)),
-        _COLUMNS.service_code == bindparam("service_code"),
-        _COLUMNS.h3_cell.in_(bindparam("cells", expanding=True)),
-        _COLUMNS.status != "closed",
-    )
-    .order_by(_COLUMNS.requested_at, _COLUMNS.id)
-    .limit(MAX_CANDIDATES)
+# Candidates around one point.
+_OPEN_NEARBY = _open_nearby(
+    bindparam("service_code"), _COLUMNS.h3_cell.in_(bindparam("cells", expanding=True))
 )
 _OPEN_NEARBY_BEFORE = _OPEN_NEARBY.where(_COLUMNS.requested_at < bindparam("before"))
+# Candidates around many points in one query (PostgreSQL): the same search per row of
+# `searches`, a JSON list of {"n", "service_code", "cells"}, tagged with its `n`.
+_SEARCHES = (
+    func.jsonb_to_recordset(bindparam("searches", type_=JSONB))
+    .table_valued(column("n", Integer), column("service_code", Text), column("cells", ARRAY(Text)))
+    .render_derived(name="searches", with_types=True)
+)
+_CANDIDATES = _open_nearby(
+    _SEARCHES.c.service_code, _COLUMNS.h3_cell == any_(_SEARCHES.c.cells)
+).lateral("candidates")
+_OPEN_NEARBY_EACH = (
+    select(_SEARCHES.c.n, *_CANDIDATES.c)
+    .select_from(_SEARCHES.join(_CANDIDATES, true()))
+    .order_by(_SEARCHES.c.n, _CANDIDATES.c.requested_at, _CANDIDATES.c.id)
+)
 
 
 def _search(
@@ -108,29 +146,82 @@ def _search(
     statement = _OPEN_NEARBY if before is None else _OPEN_NEARBY_BEFORE
     with session.connection().execute(statement, params) as rows:
         match = _oldest_within(rows, lat, lon, radius_m, exclude)
+    return _link_target(match)
+
+
+def _link_target(match: Any) -> str | None:
     return None if match is None else (match.duplicate_of or match.id)
 
 
-def find_duplicate(
+def _candidates_each(
+    session: Session,
+    tenant_id: str,
+    searches: list[tuple[int, dict[str, Any], float, float]],
+    radius: float,
+) -> dict[int, list[Row]]:
+    """Return the stored candidates of each search by its position. PostgreSQL runs one
+    query for all searches, SQLite one per search."""
+    found: dict[int, list[Row]] = {n: [] for n, _row, _lat, _lon in searches}
+    if is_postgres(session):
+        params = {
+            "tenant_ids": [tenant_id],
+            "searches": [
+                {
+                    "n": n,
+                    "service_code": row["service_code"],
+                    "cells": geo.cells_within(lat, lon, radius),
+                }
+                for n, row, lat, lon in searches
+            ],
+        }
+        for row in session.connection().execute(_OPEN_NEARBY_EACH, params):
+            found[row.n].append(row)
+        return found
+    for n, row, lat, lon in searches:
+        params = {
+            "tenant_ids": [tenant_id],
+            "service_code": row["service_code"],
+            "cells": geo.cells_within(lat, lon, radius),
+        }
+        found[n] = list(session.connection().execute(_OPEN_NEARBY, params))
+    return found
+
+
+def link_duplicates(
     session: Session,
     tenant: TenantSnapshot,
-    service_code: str,
-    lat: float,
-    lon: float,
-    *,
-    exclude: str,
-) -> str | None:
-    """Return the id of the tenant's oldest open request of the service within the radius."""
+    rows: Sequence[dict[str, Any]],
+    points: Sequence[tuple[float, float] | None],
+) -> None:
+    """Set `duplicate_of` of new request rows, not written yet, that have an open duplicate.
+
+    A row with a point links to the oldest open request of its service within the radius:
+    a stored one first, else a row before it in `rows`, which are newer than any stored one.
+    """
     readable = readable_tenant(session, tenant.id)
     if readable is None:
-        return None
+        return
     radius = duplicate_radius_m(tenant)
-    original = _search(session, [readable], service_code, lat, lon, radius, exclude=exclude)
-    if original is None:
-        return None
-    DUPLICATES_LINKED.labels(tenant=tenant.id, scope="tenant").inc()
-    log.info("request_duplicate_found", request_id=exclude, duplicate_of=original)
-    return original
+    searches = [
+        (n, row, *point) for n, (row, point) in enumerate(zip(rows, points, strict=True)) if point
+    ]
+    if not searches:
+        return
+    stored = _candidates_each(session, readable, searches, radius)
+    for n, row, lat, lon in searches:
+        match = _oldest_within(stored[n], lat, lon, radius, row["id"])
+        if match is None:
+            earlier = (
+                SimpleNamespace(**other)
+                for other in rows[:n]
+                if other["service_code"] == row["service_code"]
+            )
+            match = _oldest_within(earlier, lat, lon, radius, row["id"])
+        original = _link_target(match)
+        if original is not None:
+            row["duplicate_of"] = original
+            DUPLICATES_LINKED.labels(tenant=tenant.id, scope="tenant").inc()
+            log.info("request_duplicate_found", request_id=row["id"], duplicate_of=original)
 
 
 def find_regional_duplicate(

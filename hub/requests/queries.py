@@ -5,7 +5,6 @@ Every function takes the tenant context; the session's tenant scope filters rows
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections import defaultdict
 from collections.abc import Sequence
@@ -14,9 +13,10 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy import Engine, any_, bindparam, or_, select
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, load_only
 
+from hub.core.batching import Coalescer
 from hub.core.clock import as_utc, utcnow
 from hub.core.db import AsyncReader, async_reader
 from hub.core.errors import InvalidInput
@@ -113,80 +113,50 @@ MAX_BATCH_IDS = 200
 
 
 class PublicRequestBatcher:
-    """Coalesce the GET requests/{id} reads that wait at the same time into one query.
+    """Reads of one request by id that wait at the same time, as one query per tenant.
 
-    A read joins the ids that wait for the same tenant. The batch goes out on the next turn of
-    the event loop, or as soon as one of the reader's connections is free, so under load each
-    query carries every id that arrived during the one before. A query runs as any single read
-    does: its own transaction, started after every one of its ids was requested. A statement error
-    that is not a lost connection is retried one id at a time, so one bad id fails alone.
+    A query runs as any single read does: its own transaction, started after every one of its
+    ids was requested. A statement error that is not a lost connection is retried one id at a
+    time, so one bad id fails alone.
     """
 
     def __init__(self, reader: AsyncReader) -> None:
         self._reader = reader
-        # tenant id -> (the first reader's scope, request id -> the reads waiting for it)
-        self._waiting: dict[str, tuple[TenantContext, dict[str, list[asyncio.Future]]]] = {}
-        self._in_flight: set[asyncio.Task] = set()
-        self._scheduled = False
+        self._coalescer: Coalescer[str, tuple[TenantContext, str], PublicRow | None] = Coalescer(
+            self._read, max_in_flight=reader.size, max_batch=MAX_BATCH_IDS
+        )
 
     async def public_request(self, ctx: TenantContext, request_id: str) -> PublicRow | None:
         if len(request_id) > _MAX_ID_CHARS or not request_id.isprintable():
             return None  # no stored id looks like this, and PostgreSQL rejects some of them
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        _scope, ids = self._waiting.setdefault(ctx.tenant_id, (ctx, {}))
-        ids.setdefault(request_id, []).append(future)
-        self._schedule(loop)
-        return await future
+        return await self._coalescer.call(ctx.tenant_id, (ctx, request_id))
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._scheduled and self._waiting and len(self._in_flight) < self._reader.size:
-            self._scheduled = True
-            loop.call_soon(self._send, loop)
-
-    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._scheduled = False
-        while self._waiting and len(self._in_flight) < self._reader.size:
-            tenant_id, (scope, ids) = next(iter(self._waiting.items()))
-            batch = dict(list(ids.items())[:MAX_BATCH_IDS])
-            for request_id in batch:
-                del ids[request_id]
-            if not ids:
-                del self._waiting[tenant_id]
-            task = loop.create_task(self._read(scope, batch))
-            self._in_flight.add(task)
-            task.add_done_callback(lambda done: self._finished(done, loop))
-
-    def _finished(self, task: asyncio.Task, loop: asyncio.AbstractEventLoop) -> None:
-        self._in_flight.discard(task)
-        self._schedule(loop)
-
-    async def _read(self, scope: TenantContext, batch: dict[str, list[asyncio.Future]]) -> None:
+    async def _read(
+        self, tenant_id: str, reads: list[tuple[TenantContext, str]]
+    ) -> list[PublicRow | None | Exception]:
+        scope = reads[0][0]
+        request_ids = list(dict.fromkeys(request_id for _ctx, request_id in reads))
         try:
-            try:
-                rows = await self._fetch(scope, list(batch))
-            except OperationalError:
+            rows = await self._fetch(scope, request_ids)
+        except OperationalError:
+            raise
+        except DBAPIError as exc:
+            if len(request_ids) == 1:
                 raise
-            except Exception as exc:
-                if len(batch) == 1:
+            log.warning(
+                "public_read_batch_failed", tenant_id=tenant_id, ids=len(request_ids), error=exc
+            )
+            outcomes = {}
+            for request_id in request_ids:
+                try:
+                    outcomes[request_id] = _first_row(await self._fetch(scope, [request_id]))
+                except OperationalError:
                     raise
-                log.warning(
-                    "public_read_batch_failed",
-                    tenant_id=scope.tenant_id,
-                    ids=len(batch),
-                    error=type(exc).__name__,
-                )
-                for request_id, futures in batch.items():
-                    await self._read(scope, {request_id: futures})
-                return
-            found = {row[0]: PublicRow(row) for row in rows}
-            for request_id, futures in batch.items():
-                _settle(futures, result=found.get(request_id))
-        except BaseException as exc:
-            for futures in batch.values():
-                _settle(futures, error=exc)
-            if not isinstance(exc, Exception):
-                raise
+                except DBAPIError as single_exc:
+                    outcomes[request_id] = single_exc
+            return [outcomes[request_id] for _ctx, request_id in reads]
+        found = {row[0]: PublicRow(row) for row in rows}
+        return [found.get(request_id) for _ctx, request_id in reads]
 
     async def _fetch(self, scope: TenantContext, request_ids: list[str]) -> list[tuple]:
         if len(request_ids) == 1:
@@ -196,21 +166,8 @@ class PublicRequestBatcher:
         return await self._reader.fetch(scope, _PUBLIC_BY_IDS_SQL, params)
 
 
-def _settle(
-    futures: list[asyncio.Future],
-    *,
-    result: PublicRow | None = None,
-    error: BaseException | None = None,
-) -> None:
-    for future in futures:
-        if future.done():
-            continue  # its caller went away
-        if isinstance(error, Exception):
-            future.set_exception(error)
-        elif error is not None:
-            future.cancel()
-        else:
-            future.set_result(result)
+def _first_row(rows: list[tuple]) -> PublicRow | None:
+    return PublicRow(rows[0]) if rows else None
 
 
 _batchers: weakref.WeakKeyDictionary[AsyncReader, PublicRequestBatcher] = (

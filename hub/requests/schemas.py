@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from hub.core.tenancy import TenantContext
+
 AttributeValue = str | list[str]
 
 
@@ -61,6 +63,8 @@ class IntakeResult:
     token: str | None
     service_notice: str | None
     account_id: str | None
+    # True when a repeated Idempotency-Key got the result stored the first time.
+    replayed: bool = False
 
     def as_open311(self) -> dict[str, str | None]:
         body: dict[str, str | None] = {}
@@ -71,3 +75,15 @@ class IntakeResult:
         body["service_notice"] = self.service_notice
         body["account_id"] = self.account_id
         return body
+
+
+@dataclass(frozen=True)
+class IntakeJob:
+    """One POST requests call, after its api_key and form fields were checked."""
+
+    ctx: TenantContext
+    data: IntakeData
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    degraded: bool = False
+    language: str | None = None

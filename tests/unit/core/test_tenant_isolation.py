@@ -13,7 +13,7 @@ from hub.core.db import execute_in_one_round_trip, get_engine, readable_tenant, 
 from hub.core.errors import Forbidden
 from hub.core.ids import tracking_code
 from hub.core.tenancy import SystemContext, TenantContext
-from hub.requests.duplicates import find_duplicate
+from hub.requests.duplicates import link_duplicates
 from hub.requests.geo import storage_cell
 from hub.requests.models import ServiceRequest, StatusEvent
 from tenants.models import Tenant
@@ -258,8 +258,13 @@ def test_duplicate_search_sees_only_the_session_tenant(seeded):
             )
         )
     owner = SimpleNamespace(id=a)
-    with unit_of_work(TenantContext(a), engine=engine) as s:
-        assert find_duplicate(s, owner, "streetlight", lat, lon, exclude="-") == rid
+
+    def linked(scope: TenantContext) -> str | None:
+        new = {"id": "NEW", "service_code": "streetlight", "duplicate_of": None}
+        with unit_of_work(scope, engine=engine) as s:
+            link_duplicates(s, owner, [new], [(lat, lon)])
+        return new["duplicate_of"]
+
+    assert linked(TenantContext(a)) == rid
     for tenant in (_b, f"c{tracking_code(6).lower()}"):
-        with unit_of_work(TenantContext(tenant), engine=engine) as s:
-            assert find_duplicate(s, owner, "streetlight", lat, lon, exclude="-") is None
+        assert linked(TenantContext(tenant)) is None

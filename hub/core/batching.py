@@ -1,0 +1,94 @@
+"""Coalescing of concurrent calls into batches, for the API's hottest database paths.
+
+Calls that wait at the same time in one event loop are grouped by a key (a tenant) and handed
+to one batch function. A batch starts on the next turn of the loop, or as soon as one of the
+`max_in_flight` batch slots is free. Under load, each batch therefore carries every call that
+arrived while the one before ran, and at low load a call waits for no other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+Key = TypeVar("Key", bound=Hashable)
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# A batch function returns one result or one exception per item, in the items' order. An
+# exception fails that item's call alone.
+BatchFunction = Callable[[Key, list[Item]], Awaitable[list[Result | Exception]]]
+
+
+class Coalescer(Generic[Key, Item, Result]):
+    """Gather the calls that wait at the same time into batches of one key each."""
+
+    def __init__(
+        self,
+        run_batch: BatchFunction[Key, Item, Result],
+        *,
+        max_in_flight: int,
+        max_batch: int,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_in_flight = max_in_flight
+        self._max_batch = max_batch
+        self._waiting: dict[Key, list[tuple[Item, asyncio.Future[Result]]]] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._scheduled = False
+
+    async def call(self, key: Key, item: Item) -> Result:
+        """Return the result of `item`, run in a batch with the calls waiting for `key`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        self._waiting.setdefault(key, []).append((item, future))
+        self._schedule(loop)
+        return await future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._scheduled or not self._waiting or len(self._in_flight) >= self._max_in_flight:
+            return
+        self._scheduled = True
+        loop.call_soon(self._send, loop)
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        while self._waiting and len(self._in_flight) < self._max_in_flight:
+            key, calls = next(iter(self._waiting.items()))
+            batch, rest = calls[: self._max_batch], calls[self._max_batch :]
+            if rest:
+                self._waiting[key] = rest
+            else:
+                del self._waiting[key]
+            task = loop.create_task(self._run(key, batch))
+            self._in_flight.add(task)
+            task.add_done_callback(lambda done: self._finished(done, loop))
+
+    def _finished(self, task: asyncio.Task[None], loop: asyncio.AbstractEventLoop) -> None:
+        self._in_flight.discard(task)
+        self._schedule(loop)
+
+    async def _run(self, key: Key, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        futures = [future for _item, future in batch]
+        try:
+            results = await self._run_batch(key, [item for item, _future in batch])
+        except BaseException as exc:
+            for future in futures:
+                _settle(future, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for future, result in zip(futures, results, strict=True):
+            _settle(future, result)
+
+
+def _settle(future: asyncio.Future[Result], outcome: Result | BaseException) -> None:
+    if future.done():
+        return  # its caller went away
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    elif isinstance(outcome, BaseException):
+        future.cancel()
+    else:
+        future.set_result(outcome)

@@ -1,0 +1,115 @@
+"""POST requests in batches: the calls that one API process receives together share a
+transaction (group commit).
+
+A transaction costs PostgreSQL a BEGIN, the tenant scope, the key rows and a COMMIT with its
+WAL flush, and the API a thread hand-off. Calls for one tenant that wait at the same time pay
+them once per batch, and their rows go in with one statement per table. Each call still gets
+its response only after the commit. When the batch's transaction fails, each call runs again
+in a transaction of its own, so one call's conflict never fails another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import structlog
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from hub.core.batching import Coalescer
+from hub.core.db import unit_of_work
+from hub.core.errors import HubError
+from hub.requests import service
+from hub.requests.catalog import TenantSnapshot
+from hub.requests.metrics import INTAKE
+from hub.requests.schemas import IntakeJob, IntakeResult
+
+log = structlog.get_logger(__name__)
+
+# Calls per batch, and batches one process writes at once. With two, one batch's calls are
+# prepared while the other waits for its commit.
+MAX_BATCH_JOBS = 32
+MAX_BATCHES_IN_FLIGHT = 2
+
+Outcome = IntakeResult | Exception
+_coalescers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, Coalescer[str, tuple[TenantSnapshot, IntakeJob], IntakeResult]
+] = weakref.WeakKeyDictionary()
+
+
+async def submit(tenant: TenantSnapshot, job: IntakeJob) -> IntakeResult:
+    """Run one POST requests call in a batch with the calls that wait for the same tenant."""
+    loop = asyncio.get_running_loop()
+    coalescer = _coalescers.get(loop)
+    if coalescer is None:
+        coalescer = _coalescers[loop] = Coalescer(
+            _run_batch, max_in_flight=MAX_BATCHES_IN_FLIGHT, max_batch=MAX_BATCH_JOBS
+        )
+    return await coalescer.call(tenant.id, (tenant, job))
+
+
+async def _run_batch(
+    _tenant_id: str, calls: list[tuple[TenantSnapshot, IntakeJob]]
+) -> list[Outcome]:
+    # The newest snapshot of the tenant serves the whole batch.
+    tenant = calls[-1][0]
+    return await run_in_threadpool(write_batch, tenant, [job for _tenant, job in calls])
+
+
+def write_batch(tenant: TenantSnapshot, jobs: list[IntakeJob]) -> list[Outcome]:
+    """Store the jobs in one transaction and return one result or error per job, in order."""
+    if len(jobs) == 1:
+        return [_write_one(tenant, jobs[0])]
+    try:
+        with unit_of_work(jobs[0].ctx) as session:
+            outcomes: list[Outcome] = list(service.intake_batch(session, tenant, jobs))
+    except OperationalError as exc:
+        # The database is unreachable: a transaction per job would wait for it once per job.
+        return [exc] * len(jobs)
+    except Exception as exc:  # noqa: BLE001 - any failure of the shared transaction is retried
+        log.warning(
+            "intake_batch_failed", tenant_id=tenant.id, jobs=len(jobs), error=type(exc).__name__
+        )
+        return [_write_one(tenant, job) for job in jobs]
+    _count(tenant.id, outcomes)
+    return outcomes
+
+
+def _write_one(tenant: TenantSnapshot, job: IntakeJob) -> Outcome:
+    try:
+        with unit_of_work(job.ctx) as session:
+            [outcome] = service.intake_batch(session, tenant, [job])
+    except IntegrityError as exc:
+        outcome = _stored_after_race(tenant, job, exc)
+    except Exception as exc:  # noqa: BLE001 - the caller's request answers with this error
+        outcome = exc
+    _count(tenant.id, [outcome])
+    return outcome
+
+
+def _stored_after_race(tenant: TenantSnapshot, job: IntakeJob, exc: IntegrityError) -> Outcome:
+    """Return the stored result when another call with the same Idempotency-Key committed
+    first, else `exc`."""
+    if job.idempotency_key is None or job.data.api_key_id is None or job.request_hash is None:
+        return exc
+    log.info("idempotency_key_race", tenant_id=tenant.id, api_key_id=job.data.api_key_id)
+    try:
+        with unit_of_work(job.ctx, write=False) as session:
+            stored = service.find_idempotent_result(
+                session, job.data.api_key_id, job.idempotency_key, job.request_hash
+            )
+    except Exception as read_exc:  # noqa: BLE001 - the caller's request answers with this error
+        return read_exc
+    return exc if stored is None else stored
+
+
+def _count(tenant_id: str, outcomes: list[Outcome]) -> None:
+    for outcome in outcomes:
+        if isinstance(outcome, IntakeResult):
+            label = "replayed" if outcome.replayed else "accepted"
+        elif isinstance(outcome, HubError):
+            label = "rejected"
+        else:
+            continue
+        INTAKE.labels(tenant=tenant_id, outcome=label).inc()

@@ -1,0 +1,105 @@
+"""POST requests in batches: several calls in one transaction, on both databases."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from open311_support import INSIDE, OUTSIDE, onboard_tenant
+from sqlalchemy import select
+
+from hub.core.db import get_engine, unit_of_work
+from hub.core.errors import InvalidInput
+from hub.core.outbox import OutboxMessage
+from hub.core.tenancy import TenantContext
+from hub.open311.intake import write_batch
+from hub.requests import service
+from hub.requests.models import Delivery, ServiceRequest, StatusEvent
+from hub.requests.schemas import IntakeData, IntakeJob, IntakeResult
+from tenants.registry import get_tenant
+
+# About 200 m north of INSIDE: outside the 50 m duplicate radius.
+FAR = (INSIDE[0] + 0.0018, INSIDE[1])
+
+
+@pytest.fixture
+def city(hub_db):
+    # The PostgreSQL database serves the whole session, so each test onboards a new city.
+    engine = get_engine(hub_db)
+    tenant_id = f"batch-{uuid.uuid4().hex[:8]}"
+    onboard_tenant(engine, tenant_id)
+    return engine, get_tenant(tenant_id, engine=engine), TenantContext(tenant_id, actor="test")
+
+
+def _job(ctx, point=INSIDE, **overrides) -> IntakeJob:
+    values = {"service_code": "pothole", "lat": point[0], "lon": point[1]}
+    values["attributes"] = {"depth": "4"}
+    values.update(overrides)
+    return IntakeJob(ctx=ctx, data=IntakeData(**values), language="es")
+
+
+def _stored(engine, ctx, request_id: str) -> ServiceRequest:
+    with unit_of_work(ctx, engine=engine) as session:
+        return service.get_request(session, ctx, request_id)
+
+
+def test_batch_stores_every_valid_call(city):
+    engine, tenant, ctx = city
+    jobs = [_job(ctx), _job(ctx, point=OUTSIDE), _job(ctx, point=FAR)]
+    first, rejected, third = write_batch(tenant, jobs)
+
+    assert isinstance(first, IntakeResult)
+    assert isinstance(third, IntakeResult)
+    assert isinstance(rejected, InvalidInput)
+    assert rejected.code == "outside_service_area"
+    assert first.service_notice == third.service_notice
+    for result in (first, third):
+        with unit_of_work(ctx, engine=engine) as session:
+            request_id = result.service_request_id
+            assert session.get(ServiceRequest, request_id) is not None
+            events = session.scalars(
+                select(StatusEvent).where(StatusEvent.request_id == request_id)
+            )
+            assert [event.status for event in events] == ["submitted"]
+            deliveries = session.scalars(select(Delivery).where(Delivery.request_id == request_id))
+            assert len(list(deliveries)) == 1
+    with unit_of_work(ctx, engine=engine) as session:
+        messages = session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.tenant_id == tenant.id)
+            .order_by(OutboxMessage.id)
+        )
+        routed = [message.kwargs["request_id"] for message in messages]
+    assert routed == [first.service_request_id, third.service_request_id]
+
+
+def test_batch_links_duplicates_in_order(city):
+    """The first call of a spot links to nothing, the next ones to it, and a call elsewhere
+    stays alone, as when the calls come one after the other."""
+    engine, tenant, ctx = city
+    first, second, elsewhere, third = write_batch(
+        tenant, [_job(ctx), _job(ctx), _job(ctx, point=FAR), _job(ctx)]
+    )
+    original = first.service_request_id
+
+    assert _stored(engine, ctx, original).duplicate_of is None
+    assert _stored(engine, ctx, second.service_request_id).duplicate_of == original
+    assert _stored(engine, ctx, third.service_request_id).duplicate_of == original
+    assert _stored(engine, ctx, elsewhere.service_request_id).duplicate_of is None
+
+
+def test_batch_links_to_older_stored_request(city):
+    engine, tenant, ctx = city
+    [stored] = write_batch(tenant, [_job(ctx, point=FAR)])
+    other_service = _job(ctx, point=FAR, service_code="graffiti", attributes={})
+    first, second, unrelated = write_batch(
+        tenant, [_job(ctx, point=FAR), _job(ctx, point=FAR), other_service]
+    )
+
+    assert _stored(engine, ctx, first.service_request_id).duplicate_of == (
+        stored.service_request_id
+    )
+    assert _stored(engine, ctx, second.service_request_id).duplicate_of == (
+        stored.service_request_id
+    )
+    assert _stored(engine, ctx, unrelated.service_request_id).duplicate_of is None
