@@ -72,6 +72,25 @@ def _local_instant(day: date, minutes: int, zone: ZoneInfo) -> datetime:
     return high.replace(microsecond=0)
 
 
+# Manifest calendars converted before, by the identity of their spec, which is frozen. Intake
+# computes a deadline for every request, and parsing the tenant's hours each time cost more
+# than the search itself.
+_CONVERTED_MAX = 64
+_converted_specs: dict[int, tuple[CalendarSpec, BusinessCalendar]] = {}
+
+
+def _converted(spec: CalendarSpec) -> BusinessCalendar:
+    known = _converted_specs.get(id(spec))
+    # The spec is kept with its calendar, so its id cannot be reused by another spec meanwhile.
+    if known is not None and known[0] is spec:
+        return known[1]
+    if len(_converted_specs) >= _CONVERTED_MAX:
+        _converted_specs.clear()
+    calendar = BusinessCalendar.from_spec(spec)
+    _converted_specs[id(spec)] = (spec, calendar)
+    return calendar
+
+
 def add_business_hours(
     start_utc: datetime,
     hours: float,
@@ -89,7 +108,7 @@ def add_business_hours(
     if hours < 0:
         raise InvalidInput(f"hours must be 0 or more, got {hours}")
     if isinstance(calendar, CalendarSpec):
-        calendar = BusinessCalendar.from_spec(calendar)
+        calendar = _converted(calendar)
     zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
     current = as_utc(start_utc)
     remaining = timedelta(hours=hours)
