@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
+from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -117,6 +118,7 @@ class ObserveMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.limit = max_body_bytes
+        self._known_series: dict[tuple[str, str, int, str], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -153,11 +155,30 @@ class ObserveMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             tenant = state.get("tenant_id") or "none"
             method = scope["method"]
-            HTTP_REQUESTS.labels(
-                route=route, method=method, status=f"{status // 100}xx", tenant=tenant
-            ).inc()
-            HTTP_LATENCY.labels(route=route, method=method, tenant=tenant).observe(elapsed)
+            count, latency = self._series(route, method, status // 100, tenant)
+            count.inc()
+            latency.observe(elapsed)
             clear_ids()
+
+    def _series(
+        self, route: str, method: str, status_class: int, tenant: str
+    ) -> tuple[Counter, Histogram]:
+        """Return the request counter and latency histogram of one label set.
+
+        `labels()` checks and looks up its labels on every call, which cost more than the
+        rest of this middleware. The label sets are bounded (route templates, methods, status
+        classes and tenants), so the series are kept here once looked up.
+        """
+        key = (route, method, status_class, tenant)
+        series = self._known_series.get(key)
+        if series is None:
+            series = self._known_series[key] = (
+                HTTP_REQUESTS.labels(
+                    route=route, method=method, status=f"{status_class}xx", tenant=tenant
+                ),
+                HTTP_LATENCY.labels(route=route, method=method, tenant=tenant),
+            )
+        return series
 
 
 # Allocations between young-generation collections. The default (700) makes a request that
