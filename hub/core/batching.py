@@ -73,6 +73,11 @@ class Coalescer(Generic[Key, Item, Result]):
         futures = [future for _item, future in batch]
         try:
             results = await self._run_batch(key, [item for item, _future in batch])
+            if len(results) != len(futures):
+                # Without this check the calls left over would wait forever.
+                raise RuntimeError(
+                    f"the batch function returned {len(results)} results for {len(futures)} calls"
+                )
         except BaseException as exc:
             for future in futures:
                 _settle(future, exc)
