@@ -26,6 +26,7 @@ from sqlalchemy import (
     column,
     func,
     select,
+    text,
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -121,6 +122,40 @@ _OPEN_NEARBY_EACH = (
 )
 
 
+# First key of the two-key advisory locks on search areas. The second is the hash of the
+# tenant, service and storage cell. Another area with the same hash only waits longer.
+_AREA_LOCK_CLASS = 311_0007
+# Locks every area named, in key order, so two transactions that name some of the same areas
+# cannot deadlock on them.
+_LOCK_AREAS = text(
+    "SELECT count(pg_advisory_xact_lock(:lock_class, key)) FROM "
+    "(SELECT DISTINCT hashtext(area) AS key FROM unnest(CAST(:areas AS text[])) AS area "
+    "ORDER BY key) AS keys"
+)
+
+
+def _lock_search_areas(
+    session: Session,
+    tenant_id: str,
+    searches: list[tuple[int, dict[str, Any], float, float]],
+    radius: float,
+) -> None:
+    """Lock the cells each search reads until the transaction ends (PostgreSQL).
+
+    A search cannot see a request that another transaction has not committed yet. Two reports
+    of one spot filed at the same moment in two API processes would then both miss each other.
+    With the lock, the second search waits for the first transaction and finds its request.
+    Two points within the radius each have the other's cell among the cells they search, so
+    their searches always share a lock.
+    """
+    areas = [
+        f"{tenant_id}|{row['service_code']}|{cell}"
+        for _n, row, lat, lon in searches
+        for cell in geo.cells_within(lat, lon, radius)
+    ]
+    session.connection().execute(_LOCK_AREAS, {"lock_class": _AREA_LOCK_CLASS, "areas": areas})
+
+
 def _search(
     session: Session,
     tenant_ids: list[str],
@@ -207,6 +242,8 @@ def link_duplicates(
     ]
     if not searches:
         return
+    if is_postgres(session):
+        _lock_search_areas(session, readable, searches, radius)
     stored = _candidates_each(session, readable, searches, radius)
     for n, row, lat, lon in searches:
         match = _oldest_within(stored[n], lat, lon, radius, row["id"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -103,3 +104,30 @@ def test_batch_links_to_older_stored_request(city):
         stored.service_request_id
     )
     assert _stored(engine, ctx, unrelated.service_request_id).duplicate_of is None
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_concurrent_reports_of_one_spot_link(hub_db):
+    """Two API processes file one spot at the same moment: the second transaction's search
+    waits for the first one's commit and links to its request (PostgreSQL)."""
+    engine = get_engine(hub_db)
+    tenant_id = f"race-{uuid.uuid4().hex[:8]}"
+    onboard_tenant(engine, tenant_id)
+    tenant = get_tenant(tenant_id, engine=engine)
+    ctx = TenantContext(tenant_id, actor="test")
+    second: list = []
+
+    with unit_of_work(ctx, engine=engine) as session:
+        [first] = service.intake_batch(session, tenant, [_job(ctx)])
+        # The first transaction holds its search areas until it commits.
+        other = threading.Thread(target=lambda: second.extend(write_batch(tenant, [_job(ctx)])))
+        other.start()
+        other.join(timeout=0.5)
+        assert other.is_alive()
+    other.join(timeout=30)
+
+    assert isinstance(first, IntakeResult)
+    [result] = second
+    assert _stored(engine, ctx, result.service_request_id).duplicate_of == (
+        first.service_request_id
+    )
