@@ -70,10 +70,22 @@ def write_batch(tenant: TenantSnapshot, jobs: list[IntakeJob]) -> list[Outcome]:
         # The database is unreachable: a transaction per job would wait for it once per job.
         return [exc] * len(jobs)
     except Exception as exc:  # noqa: BLE001 - any failure of the shared transaction is retried
-        log.warning(
-            "intake_batch_failed", tenant_id=tenant.id, jobs=len(jobs), error=type(exc).__name__
+        # Expected when two calls with one Idempotency-Key arrive together: the second
+        # idempotency record violates the unique key, and run alone it gets the stored result.
+        log.info(
+            "intake_batch_retried_one_by_one",
+            tenant_id=tenant.id,
+            jobs=len(jobs),
+            error=type(exc).__name__,
         )
-        return [_write_one(tenant, job) for job in jobs]
+        outcomes = [_write_one(tenant, job) for job in jobs]
+        log.info(
+            "intake_batch_retry_done",
+            tenant_id=tenant.id,
+            stored=sum(isinstance(outcome, IntakeResult) for outcome in outcomes),
+            failed=sum(isinstance(outcome, Exception) for outcome in outcomes),
+        )
+        return outcomes
     _count(tenant.id, outcomes)
     return outcomes
 
