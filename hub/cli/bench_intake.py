@@ -189,6 +189,8 @@ def _run(
     return results
 
 
+# Runs shorter than this measure connection start-up more than throughput.
+SHORT_RUN_SECONDS = 2.0
 # How long the GET run waits for the relay to publish the POST run's requests.
 OUTBOX_DRAIN_SECONDS = 120.0
 
@@ -270,6 +272,7 @@ def _render(figures: dict[str, Any]) -> None:
                     method.upper(),
                     item["ok"],
                     errors,
+                    item["seconds"],
                     item["requests_per_second"],
                     item["p50_ms"],
                     item["p99_ms"],
@@ -277,9 +280,18 @@ def _render(figures: dict[str, Any]) -> None:
             )
     table(
         "hub bench intake (Open311 POST requests.json, GET requests/{id}.json)",
-        ["server", "method", "ok", "errors", "requests/s", "p50 ms", "p99 ms"],
+        ["server", "method", "ok", "errors", "seconds", "requests/s", "p50 ms", "p99 ms"],
         rows,
     )
+    shortest = min(figures[t][m]["seconds"] for t in ("hub", "bare") for m in ("post", "get"))
+    if shortest < SHORT_RUN_SECONDS:
+        console.print(
+            f"a run lasted {shortest} s. Rates of runs under {SHORT_RUN_SECONDS:.0f} s include "
+            "connection start-up and do not compare with figures of the default settings. "
+            "Raise --duration and --requests for longer runs.",
+            highlight=False,
+            markup=False,
+        )
     drain = figures["hub"]["post"].get("outbox_drain_seconds")
     if drain is not None:
         console.print(
