@@ -15,7 +15,9 @@ pytestmark = pytest.mark.rabbitmq
 def test_queue_depth_counts_ready_messages(rabbitmq_url: str) -> None:
     name = f"obs-test-{uuid.uuid4().hex[:8]}"
     queue = Queue(name, Exchange(name, type="direct"), routing_key=name, auto_delete=False)
-    with Connection(rabbitmq_url) as connection:
+    # With publisher confirms each publish returns once the broker has queued the message, so
+    # the count below cannot run ahead of the messages.
+    with Connection(rabbitmq_url, transport_options={"confirm_publish": True}) as connection:
         producer = connection.Producer()
         queue(connection.default_channel).declare()
         for index in range(3):
