@@ -67,26 +67,41 @@ def write_batch(tenant: TenantSnapshot, jobs: list[IntakeJob]) -> list[Outcome]:
         with unit_of_work(jobs[0].ctx) as session:
             outcomes: list[Outcome] = list(service.intake_batch(session, tenant, jobs))
     except OperationalError as exc:
-        # The database is unreachable: a transaction per job would wait for it once per job.
-        return [exc] * len(jobs)
+        if not _rolled_back_by_server(exc):
+            # The database is unreachable: a transaction per job would wait for it once per
+            # job. A deadlock or serialization failure is retried call by call instead.
+            return [exc] * len(jobs)
+        return _retry_one_by_one(tenant, jobs, exc)
     except Exception as exc:  # noqa: BLE001 - any failure of the shared transaction is retried
-        # Expected when two calls with one Idempotency-Key arrive together: the second
-        # idempotency record violates the unique key, and run alone it gets the stored result.
-        log.info(
-            "intake_batch_retried_one_by_one",
-            tenant_id=tenant.id,
-            jobs=len(jobs),
-            error=type(exc).__name__,
-        )
-        outcomes = [_write_one(tenant, job) for job in jobs]
-        log.info(
-            "intake_batch_retry_done",
-            tenant_id=tenant.id,
-            stored=sum(isinstance(outcome, IntakeResult) for outcome in outcomes),
-            failed=sum(isinstance(outcome, Exception) for outcome in outcomes),
-        )
-        return outcomes
+        return _retry_one_by_one(tenant, jobs, exc)
     _count(tenant.id, outcomes)
+    return outcomes
+
+
+def _rolled_back_by_server(exc: OperationalError) -> bool:
+    """Return whether PostgreSQL rolled the transaction back (SQLSTATE class 40: a deadlock or
+    a serialization failure) while it stays reachable."""
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("40")
+
+
+def _retry_one_by_one(
+    tenant: TenantSnapshot, jobs: list[IntakeJob], exc: Exception
+) -> list[Outcome]:
+    # Expected when two calls with one Idempotency-Key arrive together: the second
+    # idempotency record violates the unique key, and run alone it gets the stored result.
+    log.info(
+        "intake_batch_retried_one_by_one",
+        tenant_id=tenant.id,
+        jobs=len(jobs),
+        error=type(exc).__name__,
+    )
+    outcomes = [_write_one(tenant, job) for job in jobs]
+    log.info(
+        "intake_batch_retry_done",
+        tenant_id=tenant.id,
+        stored=sum(isinstance(outcome, IntakeResult) for outcome in outcomes),
+        failed=sum(isinstance(outcome, Exception) for outcome in outcomes),
+    )
     return outcomes
 
 

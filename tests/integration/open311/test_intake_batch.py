@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import uuid
 
+import psycopg
 import pytest
 from open311_support import INSIDE, OUTSIDE, onboard_tenant
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import InvalidInput
@@ -131,3 +133,28 @@ def test_concurrent_reports_of_one_spot_link(hub_db):
     assert _stored(engine, ctx, result.service_request_id).duplicate_of == (
         first.service_request_id
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (psycopg.errors.DeadlockDetected("deadlock"), True),
+        (psycopg.OperationalError("gone"), False),
+    ],
+)
+def test_batch_failure_retry_rule(city, monkeypatch, error, retried):
+    """A deadlock fails the shared transaction only, and each call then runs alone. A lost
+    database fails every call at once instead of once per call."""
+    _engine, tenant, ctx = city
+    run_batch = service.intake_batch
+
+    def failing(session, tenant, jobs):
+        if len(jobs) > 1:
+            raise OperationalError(None, None, error)
+        return run_batch(session, tenant, jobs)
+
+    monkeypatch.setattr(service, "intake_batch", failing)
+    outcomes = write_batch(tenant, [_job(ctx), _job(ctx, point=FAR)])
+
+    expected = IntakeResult if retried else OperationalError
+    assert [type(outcome) for outcome in outcomes] == [expected, expected]
