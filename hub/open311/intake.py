@@ -4,8 +4,9 @@ transaction (group commit).
 A transaction costs PostgreSQL a BEGIN, the tenant scope, the key rows and a COMMIT with its
 WAL flush, and the API a thread hand-off. Calls for one tenant that wait at the same time pay
 them once per batch, and their rows go in with one statement per table. Each call still gets
-its response only after the commit. When the batch's transaction fails, each call runs again
-in a transaction of its own, so one call's conflict never fails another.
+its response only after the commit. When the batch's transaction fails for another reason
+than a lost database, each call runs again in a transaction of its own, so a conflict of one
+call does not fail the others.
 """
 
 from __future__ import annotations
