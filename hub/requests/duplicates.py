@@ -125,8 +125,8 @@ _OPEN_NEARBY_EACH = (
 # First key of the two-key advisory locks on search areas. The second is the hash of the
 # tenant, service and storage cell. Another area with the same hash only waits longer.
 _AREA_LOCK_CLASS = 311_0007
-# Locks every area named, in key order, so two transactions that name some of the same areas
-# cannot deadlock on them.
+# Takes the locks in key order, so two transactions that lock some of the same areas wait for
+# each other instead of deadlocking.
 _LOCK_AREAS = text(
     "SELECT count(pg_advisory_xact_lock(:lock_class, key)) FROM "
     "(SELECT DISTINCT hashtext(area) AS key FROM unnest(CAST(:areas AS text[])) AS area "
@@ -138,7 +138,7 @@ def _lock_search_areas(
     session: Session,
     tenant_id: str,
     searches: list[tuple[int, dict[str, Any], float, float]],
-    radius: float,
+    cells: dict[int, list[str]],
 ) -> None:
     """Lock the cells each search reads until the transaction ends (PostgreSQL).
 
@@ -150,8 +150,8 @@ def _lock_search_areas(
     """
     areas = [
         f"{tenant_id}|{row['service_code']}|{cell}"
-        for _n, row, lat, lon in searches
-        for cell in geo.cells_within(lat, lon, radius)
+        for n, row, _lat, _lon in searches
+        for cell in cells[n]
     ]
     session.connection().execute(_LOCK_AREAS, {"lock_class": _AREA_LOCK_CLASS, "areas": areas})
 
@@ -192,7 +192,7 @@ def _candidates_each(
     session: Session,
     tenant_id: str,
     searches: list[tuple[int, dict[str, Any], float, float]],
-    radius: float,
+    cells: dict[int, list[str]],
 ) -> dict[int, list[Row]]:
     """Return the stored candidates of each search by its position. PostgreSQL runs one
     query for all searches, SQLite one per search."""
@@ -201,23 +201,15 @@ def _candidates_each(
         params = {
             "tenant_ids": [tenant_id],
             "searches": [
-                {
-                    "n": n,
-                    "service_code": row["service_code"],
-                    "cells": geo.cells_within(lat, lon, radius),
-                }
-                for n, row, lat, lon in searches
+                {"n": n, "service_code": row["service_code"], "cells": cells[n]}
+                for n, row, _lat, _lon in searches
             ],
         }
         for row in session.connection().execute(_OPEN_NEARBY_EACH, params):
             found[row.n].append(row)
         return found
-    for n, row, lat, lon in searches:
-        params = {
-            "tenant_ids": [tenant_id],
-            "service_code": row["service_code"],
-            "cells": geo.cells_within(lat, lon, radius),
-        }
+    for n, row, _lat, _lon in searches:
+        params = {"tenant_ids": [tenant_id], "service_code": row["service_code"], "cells": cells[n]}
         found[n] = list(session.connection().execute(_OPEN_NEARBY, params))
     return found
 
@@ -242,9 +234,11 @@ def link_duplicates(
     ]
     if not searches:
         return
+    # The storage cells around each point, which both the locks and the query use.
+    cells = {n: geo.cells_within(lat, lon, radius) for n, _row, lat, lon in searches}
     if is_postgres(session):
-        _lock_search_areas(session, readable, searches, radius)
-    stored = _candidates_each(session, readable, searches, radius)
+        _lock_search_areas(session, readable, searches, cells)
+    stored = _candidates_each(session, readable, searches, cells)
     for n, row, lat, lon in searches:
         match = _oldest_within(stored[n], lat, lon, radius, row["id"])
         if match is None:
