@@ -198,7 +198,7 @@ OUTBOX_DRAIN_SECONDS = 120.0
 def _wait_for_outbox(database_url: str) -> float:
     """Wait until the API's relay has published every outbox row; return the seconds waited.
 
-    The relay publishes the POST run's requests after they were answered. Without the wait it
+    The relay publishes the POST run's requests after their responses were sent. Without the wait it
     would still be publishing them during the GET run, which then measured both.
     """
     started = time.monotonic()

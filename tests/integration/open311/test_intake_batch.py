@@ -121,7 +121,7 @@ def test_concurrent_reports_of_one_spot_link(hub_db):
 
     with unit_of_work(ctx, engine=engine) as session:
         [first] = service.intake_batch(session, tenant, [_job(ctx)])
-        # The first transaction holds its search areas until it commits.
+        # The first transaction keeps its search areas locked until it commits.
         other = threading.Thread(target=lambda: second.extend(write_batch(tenant, [_job(ctx)])))
         other.start()
         other.join(timeout=0.5)

@@ -68,7 +68,7 @@ def test_calls_arriving_during_a_batch_join_the_next():
     assert recorder.batches == [("a", [1]), ("a", [2, 3, 4])]
 
 
-def test_batches_run_side_by_side_up_to_max_in_flight():
+def test_batches_run_in_parallel():
     recorder = Recorder()
     results = _run(recorder, [("a", 1), ("b", 2), ("c", 3)], max_in_flight=3)
 
@@ -103,12 +103,12 @@ def test_cancelled_caller_leaves_others_served():
 
     async def main():
         coalescer = Coalescer(recorder, max_in_flight=1, max_batch=10)
-        gone = asyncio.ensure_future(coalescer.call("a", 1))
-        kept = asyncio.ensure_future(coalescer.call("a", 2))
+        cancelled_call = asyncio.ensure_future(coalescer.call("a", 1))
+        served_call = asyncio.ensure_future(coalescer.call("a", 2))
         await asyncio.sleep(0.001)
-        gone.cancel()
+        cancelled_call.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await gone
-        return await kept
+            await cancelled_call
+        return await served_call
 
     assert asyncio.run(main()) == 4

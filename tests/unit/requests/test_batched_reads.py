@@ -35,9 +35,9 @@ def two_cities(pg_url):
     return engine, ids
 
 
-def _read_all(engine, reads: list[tuple[str, str]], *, refuse=None) -> tuple[list, list[int]]:
+def _read_all(engine, reads: list[tuple[str, str]], *, reject_with=None) -> tuple[list, list[int]]:
     """Read every (tenant, request id) pair at once; return the rows or errors, and the number
-    of ids of each query. `refuse(params)` may raise an error in place of a query."""
+    of ids of each query. `reject_with(params)` may raise an error in place of a query."""
     sizes: list[int] = []
 
     async def main():
@@ -45,8 +45,8 @@ def _read_all(engine, reads: list[tuple[str, str]], *, refuse=None) -> tuple[lis
         fetch = reader.fetch
 
         async def counted(scope, statement, params):
-            if refuse is not None:
-                refuse(params)
+            if reject_with is not None:
+                reject_with(params)
             sizes.append(len(params.get("request_ids", [params.get("request_id")])))
             return await fetch(scope, statement, params)
 
@@ -89,16 +89,16 @@ def test_ids_no_request_can_have_are_not_sent(two_cities):
     assert sizes == []
 
 
-def test_a_failing_batch_is_retried_one_id_at_a_time(two_cities):
+def test_failed_batch_retries_each_id(two_cities):
     """A statement error that is not a lost connection fails only the id that causes it."""
     engine, ids = two_cities
 
-    def refuse(params):
+    def reject_with(params):
         if "request_ids" in params or params["request_id"] == ids["north"][1]:
-            raise DataError(None, None, Exception("refused"))
+            raise DataError(None, None, Exception("rejected"))
 
     (first, second, third), _ = _read_all(
-        engine, [("north", request_id) for request_id in ids["north"]], refuse=refuse
+        engine, [("north", request_id) for request_id in ids["north"]], reject_with=reject_with
     )
     assert first.id == ids["north"][0]
     assert isinstance(second, DataError)
@@ -142,7 +142,7 @@ def test_reader_scope_ends_with_its_transaction(two_cities):
     assert role != "hub_app"
 
 
-def test_unreachable_server_is_operational_error_for_every_waiting_read():
+def test_unreachable_server_fails_every_read():
     engine = create_engine("postgresql+psycopg://hub@127.0.0.1:9/hub")
     results, _ = _read_all(engine, [("north", f"R{i}") for i in range(3)])
     assert all(isinstance(result, OperationalError) for result in results)
