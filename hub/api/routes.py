@@ -8,8 +8,9 @@ from fastapi import FastAPI
 def include_all(app: FastAPI) -> None:
     from hub.api import health
 
-    app.include_router(health.router)
+    # Open311 first: FastAPI tries routes in order, and its calls are the most frequent.
     _include_open311(app)
+    app.include_router(health.router)
     _include_overflow(app)
     _include_alerts(app)
 
