@@ -43,6 +43,8 @@ from tenants.models import Agency, Tenant
 log = structlog.get_logger(__name__)
 
 ROUTE_TASK = "hub.requests.route"
+# One message for the requests that intake stored together; the worker queues ROUTE_TASK for each.
+ROUTE_BATCH_TASK = "hub.requests.route_batch"
 DECRYPT_PURPOSE = "agency_delivery"
 # Seconds a claimed delivery stays reserved for the worker sending it. Well above the webhook's
 # connect plus read timeout, so a slow but live POST is never sent twice by a second worker.

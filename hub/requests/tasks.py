@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy import select
 
 from hub.core.db import unit_of_work
+from hub.core.outbox import enqueue_now
 from hub.core.tasks import QUEUE_INTAKE, QUEUE_MAINTENANCE, hub_task
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests import routing, service, sla, webhook
@@ -46,6 +47,28 @@ def route(request_id: str, *, tenant_id: str) -> dict[str, int]:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     log.info("request_routed", request_id=request_id, claimed=len(claims), **outcomes)
     return outcomes
+
+
+@hub_task(routing.ROUTE_BATCH_TASK, queue=QUEUE_INTAKE)
+def route_batch(request_ids: list[str], *, tenant_id: str) -> int:
+    """Queue the routing task of each request that intake stored in one transaction.
+
+    Intake writes one message for such a batch, so the API's relay publishes once per batch
+    instead of once per request. Routing stays one task per request: a slow or failing agency
+    delays only its own requests. The tasks go through the outbox like every task the hub
+    queues, so this worker's relay publishes them. When this task fails, the delivery sweep
+    queues routing for the requests later, as it does for a failed `route`.
+    """
+    ctx = TenantContext(tenant_id=tenant_id, actor=WORKER_ACTOR)
+    with unit_of_work(ctx) as session:
+        enqueue_now(
+            session,
+            routing.ROUTE_TASK,
+            queue=QUEUE_INTAKE,
+            tenant_id=tenant_id,
+            arguments=[{"request_id": request_id} for request_id in request_ids],
+        )
+    return len(request_ids)
 
 
 @hub_task(CHECK_SLA_TASK, queue=QUEUE_MAINTENANCE, requires_tenant=False)

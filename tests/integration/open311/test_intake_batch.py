@@ -16,7 +16,7 @@ from hub.core.errors import InvalidInput
 from hub.core.outbox import OutboxMessage
 from hub.core.tenancy import TenantContext
 from hub.open311.intake import write_batch
-from hub.requests import service
+from hub.requests import routing, service
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
 from hub.requests.schemas import IntakeData, IntakeJob, IntakeResult
 from tenants.registry import get_tenant
@@ -72,8 +72,17 @@ def test_batch_stores_every_valid_call(city):
             .where(OutboxMessage.tenant_id == tenant.id)
             .order_by(OutboxMessage.id)
         )
-        routed = [message.kwargs["request_id"] for message in messages]
-    assert routed == [first.service_request_id, third.service_request_id]
+        routed = [(message.task, message.kwargs) for message in messages]
+    # One routing message for the batch, naming the stored requests only.
+    assert routed == [
+        (
+            routing.ROUTE_BATCH_TASK,
+            {
+                "request_ids": [first.service_request_id, third.service_request_id],
+                "tenant_id": tenant.id,
+            },
+        )
+    ]
 
 
 def test_batch_links_duplicates_in_order(city):

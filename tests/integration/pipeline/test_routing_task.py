@@ -15,7 +15,7 @@ from hub.core.outbox import OutboxMessage
 from hub.core.tenancy import SystemContext
 from hub.requests import routing
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
-from hub.requests.tasks import route
+from hub.requests.tasks import route, route_batch
 
 
 def _deliveries(engine: Engine, request_id: str) -> dict[str, Delivery]:
@@ -31,7 +31,7 @@ def _events(engine: Engine, request_id: str) -> list[StatusEvent]:
         )
 
 
-def _retry_messages(engine: Engine, request_id: str) -> list[OutboxMessage]:
+def _route_messages(engine: Engine, request_id: str) -> list[OutboxMessage]:
     with unit_of_work(SystemContext("test read"), engine=engine) as session:
         rows = session.scalars(
             select(OutboxMessage).where(OutboxMessage.task == routing.ROUTE_TASK)
@@ -103,7 +103,7 @@ def test_failing_agency_retries_others_sent(
     assert deliveries["water"].attempts == 1
     assert deliveries["water"].last_error == "HTTP 503"
     assert as_utc(deliveries["water"].next_attempt_at) > utcnow()
-    retries = _retry_messages(configured_db, request_id)
+    retries = _route_messages(configured_db, request_id)
     assert len(retries) == 1
     assert as_utc(retries[0].available_at) > as_utc(retries[0].created_at)
 
@@ -144,7 +144,7 @@ def test_client_error_is_permanent(configured_db: Engine, receiver: AgencyReceiv
     assert outcomes == {"dead": 1}
     assert row.state == "dead"
     assert row.last_error == "HTTP 404"
-    assert _retry_messages(configured_db, request_id) == []
+    assert _route_messages(configured_db, request_id) == []
 
 
 def test_connection_refused_is_transient(configured_db: Engine, receiver: AgencyReceiver) -> None:
@@ -235,3 +235,27 @@ def test_undecryptable_payload_marks_dead(configured_db: Engine, receiver: Agenc
     assert delivery.state == "dead"
     assert delivery.last_error.startswith("payload not built: ")
     assert receiver.snapshot() == []
+
+
+def test_route_batch_queues_routing_for_each_request(
+    configured_db: Engine, receiver: AgencyReceiver
+) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    request_ids = [add_request(configured_db, tenant_id, ["dpw"]) for _ in range(3)]
+
+    queued = route_batch(request_ids, tenant_id=tenant_id)
+    messages = [
+        message
+        for request_id in request_ids
+        for message in _route_messages(configured_db, request_id)
+    ]
+    for message in messages:
+        route(**message.kwargs)
+
+    assert queued == 3
+    assert [message.kwargs for message in messages] == [
+        {"request_id": request_id, "tenant_id": tenant_id} for request_id in request_ids
+    ]
+    assert all(message.available_at <= message.created_at for message in messages)
+    routed = [item.payload["service_request_id"] for item in receiver.snapshot()]
+    assert sorted(routed) == sorted(request_ids)
