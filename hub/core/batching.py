@@ -3,7 +3,9 @@
 Calls that wait at the same time in one event loop are grouped by a key (a tenant) and handed
 to one batch function. A batch starts on the next turn of the loop, or as soon as one of the
 `max_in_flight` batch slots is free. Under load, each batch therefore carries every call that
-arrived while the one before ran, and at low load a call waits for no other.
+arrived while the one before ran, and at low load a call waits for no other. With
+`linger_seconds`, a batch under load also waits, at most that long, until as many calls wait as
+the last batch took.
 """
 
 from __future__ import annotations
@@ -30,37 +32,73 @@ class Coalescer(Generic[Key, Item, Result]):
         *,
         max_in_flight: int,
         max_batch: int,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._run_batch = run_batch
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
+        self._linger = linger_seconds
         self._waiting: dict[Key, list[tuple[Item, asyncio.Future[Result]]]] = {}
+        # When the first waiting call of each key arrived, on the loop's clock.
+        self._waiting_since: dict[Key, float] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_batch_size = 1
 
     async def call(self, key: Key, item: Item) -> Result:
         """Return the result of `item`, run in a batch with the calls waiting for `key`."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._waiting.setdefault(key, []).append((item, future))
+        if key not in self._waiting:
+            self._waiting[key] = []
+            self._waiting_since[key] = loop.time()
+        self._waiting[key].append((item, future))
         self._schedule(loop)
         return await future
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._scheduled or not self._waiting or len(self._in_flight) >= self._max_in_flight:
             return
+        delay = self._linger_left(loop)
+        if delay > 0:
+            if self._timer is None:
+                self._timer = loop.call_later(delay, self._send, loop)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._scheduled = True
         loop.call_soon(self._send, loop)
 
+    def _linger_left(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Return how long the next batch should still wait for more calls.
+
+        With `linger_seconds`, a batch waits until as many calls wait as the last batch took,
+        or until its first call waited that long. Under load the calls of one batch come back
+        spread out, and without the wait the first of them would start a batch of its own
+        while the rest wait for it. At low load the last batch had one call, so none waits.
+        """
+        if not self._linger:
+            return 0.0
+        key, calls = next(iter(self._waiting.items()))
+        if len(calls) >= min(self._last_batch_size, self._max_batch):
+            return 0.0
+        return self._waiting_since[key] + self._linger - loop.time()
+
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
+        self._timer = None
         while self._waiting and len(self._in_flight) < self._max_in_flight:
             key, calls = next(iter(self._waiting.items()))
             batch, rest = calls[: self._max_batch], calls[self._max_batch :]
             if rest:
                 self._waiting[key] = rest
+                self._waiting_since[key] = loop.time()
             else:
                 del self._waiting[key]
+                del self._waiting_since[key]
+            self._last_batch_size = len(batch)
             task = loop.create_task(self._run(key, batch))
             self._in_flight.add(task)
             task.add_done_callback(lambda done: self._finished(done, loop))

@@ -34,6 +34,10 @@ log = structlog.get_logger(__name__)
 # more of the fixed cost.
 MAX_BATCH_JOBS = 32
 MAX_BATCHES_IN_FLIGHT = 1
+# How long a batch may wait for as many calls as the last one took (`Coalescer`). Under the same
+# load, without it the batches alternated between one call and the rest. Two runs each gave
+# 781 and 792 POST/s without the wait, 793 to 903 with 5 ms, and 894 and 981 with 10 ms.
+BATCH_LINGER_SECONDS = 0.01
 
 Outcome = IntakeResult | Exception
 _coalescers: weakref.WeakKeyDictionary[
@@ -47,7 +51,10 @@ async def submit(tenant: TenantSnapshot, job: IntakeJob) -> IntakeResult:
     coalescer = _coalescers.get(loop)
     if coalescer is None:
         coalescer = _coalescers[loop] = Coalescer(
-            _run_batch, max_in_flight=MAX_BATCHES_IN_FLIGHT, max_batch=MAX_BATCH_JOBS
+            _run_batch,
+            max_in_flight=MAX_BATCHES_IN_FLIGHT,
+            max_batch=MAX_BATCH_JOBS,
+            linger_seconds=BATCH_LINGER_SECONDS,
         )
     return await coalescer.call(tenant.id, (tenant, job))
 

@@ -112,3 +112,47 @@ def test_cancelled_caller_leaves_others_served():
         return await served_call
 
     assert asyncio.run(main()) == 4
+
+
+# Far longer than any of these tests runs: a call that waited for it would fail `wait_for`.
+LONG_LINGER = 30.0
+
+
+def test_linger_waits_for_as_many_calls_as_the_last_batch():
+    recorder = Recorder()
+
+    async def main():
+        coalescer = Coalescer(recorder, max_in_flight=1, max_batch=10, linger_seconds=LONG_LINGER)
+        first = [asyncio.ensure_future(coalescer.call("a", n)) for n in (1, 2, 3)]
+        await asyncio.sleep(0.001)  # the first batch is running now
+        second = [asyncio.ensure_future(coalescer.call("a", 4))]
+        await asyncio.sleep(0.02)  # the first batch is done; 4 waits for two more calls
+        assert len(recorder.batches) == 1
+        second += [asyncio.ensure_future(coalescer.call("a", n)) for n in (5, 6)]
+        return await asyncio.wait_for(asyncio.gather(*first, *second), timeout=5)
+
+    assert asyncio.run(main()) == [2, 4, 6, 8, 10, 12]
+    assert recorder.batches == [("a", [1, 2, 3]), ("a", [4, 5, 6])]
+
+
+def test_linger_ends_with_a_smaller_batch():
+    recorder = Recorder()
+
+    async def main():
+        coalescer = Coalescer(recorder, max_in_flight=1, max_batch=10, linger_seconds=0.05)
+        first = await asyncio.gather(*(coalescer.call("a", n) for n in (1, 2, 3)))
+        return first + [await coalescer.call("a", 4)]
+
+    assert asyncio.run(main()) == [2, 4, 6, 8]
+    assert recorder.batches == [("a", [1, 2, 3]), ("a", [4])]
+
+
+def test_linger_does_not_delay_calls_at_low_load():
+    recorder = Recorder()
+
+    async def main():
+        coalescer = Coalescer(recorder, max_in_flight=1, max_batch=10, linger_seconds=LONG_LINGER)
+        return [await asyncio.wait_for(coalescer.call("a", n), timeout=5) for n in (1, 2)]
+
+    assert asyncio.run(main()) == [2, 4]
+    assert recorder.batches == [("a", [1]), ("a", [2])]
