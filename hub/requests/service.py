@@ -305,7 +305,7 @@ def submit_request(
     link_duplicates(session, tenant, [prepared.row], [prepared.point])
     store_requests(session, tenant.id, [prepared])
     INTAKE.labels(tenant=tenant.id, outcome="accepted").inc()
-    log.info("request_submitted", request_id=prepared.row["id"], service_code=data.service_code)
+    _log_submitted(prepared.row)
     return ServiceRequest(**prepared.row)
 
 
@@ -398,12 +398,21 @@ def _stored_result(session: Session, job: IntakeJob) -> IntakeResult | None:
     )
 
 
+def _log_submitted(row: dict) -> None:
+    log.info(
+        "request_submitted",
+        request_id=row["id"],
+        service_code=row["service_code"],
+        duplicate_of=row.get("duplicate_of"),
+    )
+
+
 def _accepted(
     session: Session, tenant: TenantSnapshot, job: IntakeJob, prepared: PreparedRequest
 ) -> IntakeResult:
     """Return the result of a written request, after adding its token and idempotency record."""
     request_id = prepared.row["id"]
-    log.info("request_submitted", request_id=request_id, service_code=job.data.service_code)
+    _log_submitted(prepared.row)
     token = None
     if job.degraded:
         token = new_token()
