@@ -83,6 +83,15 @@ def authenticate_for_tenant(
 ) -> TenantContext:
     """Like `authenticate`, for a call addressed to `tenant_id` (an Open311 `jurisdiction_id`):
     a key of any other tenant is rejected as invalid."""
+    credential = credential_for_tenant(raw, tenant_id, any_of=any_of, engine=engine)
+    return credential.context(request_id)
+
+
+def credential_for_tenant(
+    raw: str | None, tenant_id: str, *, any_of: Iterable[str] = (), engine: Engine | None = None
+) -> ApiCredential:
+    """Return the credential of a key valid for `tenant_id` and one of the roles `any_of`, as
+    `authenticate_for_tenant` checks it, or raise."""
     credential = _require_credential(raw, engine)
     if credential.tenant_id != tenant_id:
         log.info(
@@ -93,7 +102,7 @@ def authenticate_for_tenant(
         )
         raise Unauthorized(INVALID_KEY_MESSAGE, code="invalid_api_key")
     _check_roles(credential, any_of)
-    return credential.context(request_id)
+    return credential
 
 
 def credential_for(raw: str | None, *, engine: Engine | None = None) -> ApiCredential:

@@ -26,7 +26,7 @@ from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import INTAKE
 from hub.requests.models import STATES
 from hub.requests.schemas import IntakeData, IntakeJob, RequestQuery
-from tenants.auth import authenticate_for_tenant, credential_for
+from tenants.auth import credential_for_tenant
 from tenants.registry import get_tenant_by_jurisdiction
 
 log = structlog.get_logger(__name__)
@@ -74,10 +74,8 @@ def _authenticate(
     request: Request, tenant: TenantSnapshot, raw_key: str | None, roles: frozenset[str]
 ) -> tuple[TenantContext, int]:
     """Return the context and key id of an api_key valid for this jurisdiction and role."""
-    ctx = authenticate_for_tenant(
-        raw_key, tenant.id, any_of=roles, request_id=request.headers.get("x-request-id")
-    )
-    return ctx, credential_for(raw_key).key_id
+    credential = credential_for_tenant(raw_key, tenant.id, any_of=roles)
+    return credential.context(request.headers.get("x-request-id")), credential.key_id
 
 
 def _media_type(content_type: str) -> str:
