@@ -11,6 +11,7 @@ the last batch took.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -44,7 +45,8 @@ class Coalescer(Generic[Key, Item, Result]):
         self._in_flight: set[asyncio.Task[None]] = set()
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
-        self._last_batch_size = 1
+        # The size of each key's last batch, the number of calls its next batch waits for.
+        self._last_batch_size: dict[Key, int] = {}
 
     async def call(self, key: Key, item: Item) -> Result:
         """Return the result of `item`, run in a batch with the calls waiting for `key`."""
@@ -60,7 +62,7 @@ class Coalescer(Generic[Key, Item, Result]):
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._scheduled or not self._waiting or len(self._in_flight) >= self._max_in_flight:
             return
-        delay = self._linger_left(loop)
+        _key, delay = self._next_batch(loop)
         if delay > 0:
             if self._timer is None:
                 self._timer = loop.call_later(delay, self._send, loop)
@@ -71,26 +73,38 @@ class Coalescer(Generic[Key, Item, Result]):
         self._scheduled = True
         loop.call_soon(self._send, loop)
 
-    def _linger_left(self, loop: asyncio.AbstractEventLoop) -> float:
-        """Return how long the next batch should still wait for more calls.
+    def _next_batch(self, loop: asyncio.AbstractEventLoop) -> tuple[Key, float]:
+        """Return the key whose batch goes next and how long it should still wait for calls.
 
-        With `linger_seconds`, a batch waits until as many calls wait as the last batch took,
-        or until its first call waited that long. Under load the calls of one batch come back
-        spread out, and without the wait the first of them would start a batch of its own
-        while the rest wait for it. At low load the last batch had one call, so none waits.
+        With `linger_seconds`, a key's batch waits until as many calls wait as its last batch
+        took, or until its first call waited that long. Under load the calls of one batch come
+        back spread out, and without the wait the first of them would start a batch of its own
+        while the rest wait for it. At low load the last batch had one call, so none waits. A
+        key that has its calls goes before one that still waits, in arrival order otherwise.
         """
-        if not self._linger:
-            return 0.0
-        key, calls = next(iter(self._waiting.items()))
-        if len(calls) >= min(self._last_batch_size, self._max_batch):
-            return 0.0
-        return self._waiting_since[key] + self._linger - loop.time()
+        first_key, first_delay = None, math.inf
+        for key, calls in self._waiting.items():
+            if not self._linger:
+                return key, 0.0
+            if len(calls) >= min(self._last_batch_size.get(key, 1), self._max_batch):
+                return key, 0.0
+            delay = self._waiting_since[key] + self._linger - loop.time()
+            if delay <= 0:
+                return key, 0.0
+            if delay < first_delay:
+                first_key, first_delay = key, delay
+        assert first_key is not None  # only called with calls waiting
+        return first_key, first_delay
 
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
         self._timer = None
         while self._waiting and len(self._in_flight) < self._max_in_flight:
-            key, calls = next(iter(self._waiting.items()))
+            key, delay = self._next_batch(loop)
+            if delay > 0:
+                self._timer = loop.call_later(delay, self._send, loop)
+                return
+            calls = self._waiting[key]
             batch, rest = calls[: self._max_batch], calls[self._max_batch :]
             if rest:
                 self._waiting[key] = rest
@@ -98,7 +112,7 @@ class Coalescer(Generic[Key, Item, Result]):
             else:
                 del self._waiting[key]
                 del self._waiting_since[key]
-            self._last_batch_size = len(batch)
+            self._last_batch_size[key] = len(batch)
             task = loop.create_task(self._run(key, batch))
             self._in_flight.add(task)
             task.add_done_callback(lambda done: self._finished(done, loop))

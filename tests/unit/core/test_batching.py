@@ -139,12 +139,35 @@ def test_linger_ends_with_a_smaller_batch():
     recorder = Recorder()
 
     async def main():
+        loop = asyncio.get_running_loop()
         coalescer = Coalescer(recorder, max_in_flight=1, max_batch=10, linger_seconds=0.05)
         first = await asyncio.gather(*(coalescer.call("a", n) for n in (1, 2, 3)))
-        return first + [await coalescer.call("a", 4)]
+        started = loop.time()
+        last = await asyncio.wait_for(coalescer.call("a", 4), timeout=5)
+        return first + [last], loop.time() - started
 
-    assert asyncio.run(main()) == [2, 4, 6, 8]
+    results, waited = asyncio.run(main())
+    assert results == [2, 4, 6, 8]
     assert recorder.batches == [("a", [1, 2, 3]), ("a", [4])]
+    # The lone call waited for the linger (then the batch function's 0.01 s).
+    assert waited >= 0.05
+
+
+def test_linger_of_one_key_does_not_hold_another():
+    recorder = Recorder()
+
+    async def main():
+        coalescer = Coalescer(recorder, max_in_flight=1, max_batch=10, linger_seconds=LONG_LINGER)
+        await asyncio.gather(*(coalescer.call("a", n) for n in (1, 2, 3)))
+        lingering = asyncio.ensure_future(coalescer.call("a", 4))
+        await asyncio.sleep(0.001)
+        other = await asyncio.wait_for(coalescer.call("b", 5), timeout=5)
+        assert not lingering.done()
+        rest = [asyncio.ensure_future(coalescer.call("a", n)) for n in (6, 7)]
+        return [other, *await asyncio.wait_for(asyncio.gather(lingering, *rest), timeout=5)]
+
+    assert asyncio.run(main()) == [10, 8, 12, 14]
+    assert recorder.batches == [("a", [1, 2, 3]), ("b", [5]), ("a", [4, 6, 7])]
 
 
 def test_linger_does_not_delay_calls_at_low_load():
