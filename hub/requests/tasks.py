@@ -1,14 +1,17 @@
 """Celery tasks of the request lifecycle: routing to agencies, SLA checks, delivery sweeps.
 
 Each task is a transaction boundary (`unit_of_work`); the functions it calls only flush. All
-three are idempotent: routing takes only due, unsent deliveries; the SLA check skips requests
-already marked; the sweep only enqueues more idempotent routing.
+are idempotent: routing takes only due, unsent deliveries; the SLA check skips requests
+already marked; the batch task and the sweep only enqueue more idempotent routing.
 """
 
 from __future__ import annotations
 
+import time
+
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from hub.core.db import unit_of_work
 from hub.core.outbox import enqueue_now
@@ -49,6 +52,12 @@ def route(request_id: str, *, tenant_id: str) -> dict[str, int]:
     return outcomes
 
 
+# Attempts at writing a batch's routing rows, and seconds between them. The task carries the
+# only routing message of its requests, so a short database outage is waited out.
+ROUTE_BATCH_ATTEMPTS = 3
+ROUTE_BATCH_PAUSE_SECONDS = 2.0
+
+
 @hub_task(routing.ROUTE_BATCH_TASK, queue=QUEUE_INTAKE)
 def route_batch(request_ids: list[str], *, tenant_id: str) -> int:
     """Queue the routing task of each request that intake stored in one transaction.
@@ -56,19 +65,35 @@ def route_batch(request_ids: list[str], *, tenant_id: str) -> int:
     Intake writes one message for such a batch, so the API's relay publishes once per batch
     instead of once per request. Routing stays one task per request: a slow or failing agency
     delays only its own requests. The tasks go through the outbox like every task the hub
-    queues, so this worker's relay publishes them. When this task fails, the delivery sweep
-    queues routing for the requests later, as it does for a failed `route`.
+    queues, and the next relay round of any API or worker process publishes them. When the
+    database stays unreachable over every attempt the task fails. The delivery sweep then
+    routes the requests that have agency deliveries, as it does after a failed `route`.
     """
     ctx = TenantContext(tenant_id=tenant_id, actor=WORKER_ACTOR)
-    with unit_of_work(ctx) as session:
-        enqueue_now(
-            session,
-            routing.ROUTE_TASK,
-            queue=QUEUE_INTAKE,
-            tenant_id=tenant_id,
-            arguments=[{"request_id": request_id} for request_id in request_ids],
-        )
-    return len(request_ids)
+    attempt = 1
+    while True:
+        try:
+            with unit_of_work(ctx) as session:
+                enqueue_now(
+                    session,
+                    routing.ROUTE_TASK,
+                    queue=QUEUE_INTAKE,
+                    tenant_id=tenant_id,
+                    arguments=[{"request_id": request_id} for request_id in request_ids],
+                )
+            return len(request_ids)
+        except OperationalError as exc:
+            log.warning(
+                "route_batch_attempt_failed",
+                attempt=attempt,
+                requests=len(request_ids),
+                error=type(exc).__name__,
+            )
+            if attempt == ROUTE_BATCH_ATTEMPTS:
+                log.error("route_batch_failed", request_ids=request_ids)
+                raise
+        attempt += 1
+        time.sleep(ROUTE_BATCH_PAUSE_SECONDS)
 
 
 @hub_task(CHECK_SLA_TASK, queue=QUEUE_MAINTENANCE, requires_tenant=False)

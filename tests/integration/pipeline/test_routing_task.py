@@ -5,15 +5,19 @@ from __future__ import annotations
 import socket
 from datetime import timedelta
 
+import pytest
+import structlog
 from pipeline_support import add_request, add_tenant
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError
 
 from hub.cli.demo.receiver import AgencyReceiver
 from hub.core.clock import as_utc, utcnow
-from hub.core.db import unit_of_work
+from hub.core.db import dispose_engines, unit_of_work
 from hub.core.outbox import OutboxMessage
+from hub.core.settings import reset_settings_cache
 from hub.core.tenancy import SystemContext
-from hub.requests import routing
+from hub.requests import routing, tasks
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
 from hub.requests.tasks import route, route_batch
 
@@ -259,3 +263,24 @@ def test_route_batch_queues_routing_for_each_request(
     assert all(message.available_at <= message.created_at for message in messages)
     routed = [item.payload["service_request_id"] for item in receiver.snapshot()]
     assert sorted(routed) == sorted(request_ids)
+
+
+def test_route_batch_fails_after_its_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing listens on port 1: every attempt is refused at once.
+    monkeypatch.setenv("HUB_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/none")
+    monkeypatch.setattr(tasks, "ROUTE_BATCH_PAUSE_SECONDS", 0.0)
+    reset_settings_cache()
+    try:
+        with structlog.testing.capture_logs() as logs, pytest.raises(OperationalError):
+            route_batch(["R1", "R2"], tenant_id="tunreachable")
+    finally:
+        monkeypatch.delenv("HUB_DATABASE_URL")
+        reset_settings_cache()
+        dispose_engines()
+
+    attempts = [
+        entry["attempt"] for entry in logs if entry["event"] == "route_batch_attempt_failed"
+    ]
+    assert attempts == list(range(1, tasks.ROUTE_BATCH_ATTEMPTS + 1))
+    (failed,) = [entry for entry in logs if entry["event"] == "route_batch_failed"]
+    assert failed["request_ids"] == ["R1", "R2"]
