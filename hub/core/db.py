@@ -236,8 +236,16 @@ def _set_local_tenant(session: Session, _transaction: Any, connection: Any) -> N
     connection.exec_driver_sql(_SCOPE_SQL, _scope_params(_scope_of(session)))
 
 
-def _in_one_round_trip(statement: str) -> str:
-    return f"BEGIN; {_SCOPE_SQL}; {statement}; COMMIT"
+def _in_one_round_trip(statement: str, scope_sql: str = _SCOPE_SQL) -> str:
+    return f"BEGIN; {scope_sql}; {statement}; COMMIT"
+
+
+# The scope of an `AsyncReader` transaction, with its statement timeout.
+_READ_SCOPE_SQL = f"{_SCOPE_SQL}, set_config('statement_timeout', %(statement_timeout)s, true)"
+# How long an `AsyncReader` statement may run. The reader's connections serve every call of
+# their event loop, so a read held up (by a lock a migration takes, say) would hold up all of
+# them: it fails with 503 instead.
+READ_STATEMENT_TIMEOUT_MS = 5000
 
 
 def _skip_to_statement(cursor: psycopg.ClientCursor | psycopg.AsyncClientCursor) -> None:
@@ -308,17 +316,20 @@ class AsyncReader:
     The hot reads that an endpoint batches run here instead of blocking the event loop for
     their round trip. Each call is a transaction of its own like `execute_in_one_round_trip`:
     BEGIN, the tenant scope, the statement and COMMIT in one query string, with row-level
-    security. At most `size` calls are in flight, each on its own connection, and the
-    connections stay open for the next call until `aclose`. Errors surface as SQLAlchemy's, as
-    in a session. Get one with `async_reader`.
+    security, and a statement timeout. At most `size` calls are in flight, each on its own
+    connection, and the connections stay open for the next call until `aclose`. Errors surface
+    as SQLAlchemy's, as in a session. Get one with `async_reader`.
     """
 
-    def __init__(self, engine: Engine, *, size: int) -> None:
+    def __init__(
+        self, engine: Engine, *, size: int, statement_timeout_ms: int = READ_STATEMENT_TIMEOUT_MS
+    ) -> None:
         _args, params = engine.dialect.create_connect_args(engine.url)
         # SQLAlchemy's adapters serve its own statements, so these reads use psycopg's defaults.
         params.pop("context", None)
         self._connect_params = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **params}
         self.size = size
+        self._timeout = {"statement_timeout": str(statement_timeout_ms)}
         self._slots = asyncio.Semaphore(size)
         self._idle: list[psycopg.AsyncConnection[Any]] = []
 
@@ -331,7 +342,8 @@ class AsyncReader:
             try:
                 cursor = psycopg.AsyncClientCursor(connection)
                 await cursor.execute(
-                    _in_one_round_trip(statement), {**_scope_params(scope), **params}
+                    _in_one_round_trip(statement, _READ_SCOPE_SQL),
+                    {**_scope_params(scope), **self._timeout, **params},
                 )
                 _skip_to_statement(cursor)
                 rows = await cursor.fetchall() if cursor.description else []

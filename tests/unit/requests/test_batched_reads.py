@@ -174,3 +174,19 @@ def test_reader_reconnects_after_the_server_ended_its_connections(two_cities):
 
     (pid,) = asyncio.run(main())[0]
     assert pid > 0
+
+
+def test_reader_statement_times_out_and_connection_stays_usable(two_cities):
+    engine, _ = two_cities
+
+    async def main():
+        reader = AsyncReader(engine, size=1, statement_timeout_ms=100)
+        ctx = TenantContext("north", actor="test")
+        try:
+            with pytest.raises(OperationalError, match="statement timeout"):
+                await reader.fetch(ctx, "SELECT pg_sleep(5)", {})
+            return await reader.fetch(ctx, "SELECT 1", {})
+        finally:
+            await reader.aclose()
+
+    assert asyncio.run(main()) == [(1,)]
