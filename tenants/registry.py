@@ -270,7 +270,7 @@ def tenants_in_region(region: str, *, engine: Engine | None = None) -> list[Tena
     """Return the active tenants of `region`, ordered by id, for regional alerts and mutual
     aid. Cached like single lookups."""
     engine = engine or get_engine()
-    key = (engine.url, "region", region)
+    key = (engine, "region", region)
     hit, members = _cache.get(key)
     if hit:
         return list(members)

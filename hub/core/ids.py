@@ -10,6 +10,7 @@ import uuid
 
 # Crockford base32 without I, L, O and U, so a tracking code read over the phone is unambiguous.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+assert len(_ALPHABET) == 32, "a tracking code character takes five bits"
 
 
 def tracking_code(length: int = 10) -> str:
