@@ -146,8 +146,8 @@ def _snapshot(tenant: Tenant, services: list[Service]) -> TenantInfo:
 class _Cache:
     """Entries keyed by (engine, lookup kind, value), each with an expiry time.
 
-    The engine stands for its database. Its URL served as the key before, but hashing a URL
-    renders it as a string, which cost more than the rest of a cached lookup.
+    The engine identifies its database. A URL key cost more than the rest of a cached lookup,
+    because hashing a URL renders it as a string.
     """
 
     def __init__(self) -> None:

@@ -225,10 +225,11 @@ def _wait_for_outbox(database_url: str) -> float:
 def _analyze(database_url: str) -> None:
     """Refresh the planner's statistics, as autovacuum keeps them on a running hub.
 
-    Autovacuum analyzes a table once a tenth of its rows changed, and looks at most once a
-    minute. Without this, the runs would measure the benchmark's new database in its first
-    minute: with no statistics PostgreSQL chose plans that read every row of the tenant, for
-    the duplicate search and for GET by id, so their cost grew with each request stored.
+    With PostgreSQL's default settings autovacuum analyzes a table once a tenth of its rows
+    changed, and looks at most once a minute. Without this step the runs would measure the
+    benchmark's new database in its first minute. With no statistics PostgreSQL chose plans
+    that read every row of the tenant, for the duplicate search and for GET by id, so their
+    cost grew with each request stored.
     """
     engine = get_engine(database_url)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -387,8 +387,8 @@ _async_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Engine
     weakref.WeakKeyDictionary()
 )
 # Connections per reader. Under the intake benchmark's GET load (2 processes, 32 clients) one
-# gave 4,389 to 4,491 GET/s and two 3,330 to 3,741: the event loop is the bottleneck, and with
-# one query in flight the GETs that arrive during it share the next query.
+# gave 4,389 to 4,491 GET/s and two 3,330 to 3,741. The event loop is the bottleneck there, and
+# with one query in flight the GETs that arrive during it share the next query.
 ASYNC_READ_CONNECTIONS = 1
 
 

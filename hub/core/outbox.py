@@ -200,11 +200,11 @@ def backlog(engine: Any = None) -> int:
     return int(count or 0)
 
 
-# Under load every commit wakes the relay, and a round costs a transaction however few rows it
-# finds, none when another process's relay took them. A round starts this long after the one
-# before at the earliest, so that the rows of several commits go together, and a commit waits
-# at most this long for its rows to be published. Under the intake benchmark's POST load the
-# relay's CPU time per POST fell from 0.21 to 0.12 ms.
+# Minimum seconds between the starts of two relay rounds. Under load every commit wakes the
+# relay, and a round costs a transaction even when it finds no rows (another process's relay
+# took them). With the wait the rows of several commits go out together, and a commit's rows
+# wait at most this long. Under the intake benchmark's POST load the relay's CPU time per POST
+# fell from 0.21 to 0.12 ms.
 MIN_ROUND_SECONDS = 0.05
 
 

@@ -34,9 +34,9 @@ log = structlog.get_logger(__name__)
 # more of the fixed cost.
 MAX_BATCH_JOBS = 32
 MAX_BATCHES_IN_FLIGHT = 1
-# How long a batch may wait for as many calls as the last one took (`Coalescer`). Under the same
-# load, without it the batches alternated between one call and the rest. Two runs each gave
-# 781 and 792 POST/s without the wait, 793 to 903 with 5 ms, and 894 and 981 with 10 ms.
+# How long a batch may wait for as many calls as the city's last batch took (`Coalescer`).
+# Without the wait, batches under load alternated between one call and the rest. Runs under
+# the same load gave 781 and 792 POST/s without it, 793 to 903 with 5 ms, 894 and 981 with 10 ms.
 BATCH_LINGER_SECONDS = 0.01
 
 Outcome = IntakeResult | Exception

@@ -277,8 +277,8 @@ def store_requests(session: Session, tenant_id: str, prepared: Sequence[Prepared
     deliveries = [delivery for item in prepared for delivery in item.deliveries]
     if deliveries:
         session.execute(_INSERT_DELIVERY, deliveries)
-    # One routing message per batch: the API's relay publishes each message on its own, which
-    # cost a POST more CPU than the rest of its batch share (see `route_batch`).
+    # One routing message per batch, because the API's relay publishes messages one at a time.
+    # A message per request cost more CPU than the rest of the request's share of the batch.
     request_ids = [item.row["id"] for item in prepared]
     if len(request_ids) == 1:
         task, arguments = ROUTE_TASK, {"request_id": request_ids[0]}

@@ -1,8 +1,8 @@
 """Celery tasks of the request lifecycle: routing to agencies, SLA checks, delivery sweeps.
 
-Each task is a transaction boundary (`unit_of_work`); the functions it calls only flush. All
-are idempotent: routing takes only due, unsent deliveries; the SLA check skips requests
-already marked; the batch task and the sweep only enqueue more idempotent routing.
+Each task is a transaction boundary (`unit_of_work`), and the functions it calls only flush.
+Every task is idempotent. Routing takes only due, unsent deliveries, and the SLA check skips
+requests already marked. The batch task and the sweep only enqueue more idempotent routing.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def _wait_for(condition, seconds: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_round_after_publishing_waits_for_more_rows(sqlite_url):
+def test_relay_rounds_gather_rows(sqlite_url):
     engine = get_engine(sqlite_url)
     broker = Broker()
     relay = OutboxRelay(

@@ -241,9 +241,7 @@ def test_undecryptable_payload_marks_dead(configured_db: Engine, receiver: Agenc
     assert receiver.snapshot() == []
 
 
-def test_route_batch_queues_routing_for_each_request(
-    configured_db: Engine, receiver: AgencyReceiver
-) -> None:
+def test_route_batch_queues_each_request(configured_db: Engine, receiver: AgencyReceiver) -> None:
     tenant_id = add_tenant(configured_db, receiver, ["dpw"])
     request_ids = [add_request(configured_db, tenant_id, ["dpw"]) for _ in range(3)]
 
@@ -265,7 +263,7 @@ def test_route_batch_queues_routing_for_each_request(
     assert sorted(routed) == sorted(request_ids)
 
 
-def test_route_batch_fails_after_its_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_route_batch_attempts_then_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     # Nothing listens on port 1: every attempt is refused at once.
     monkeypatch.setenv("HUB_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/none")
     monkeypatch.setattr(tasks, "ROUTE_BATCH_PAUSE_SECONDS", 0.0)

@@ -118,7 +118,7 @@ def test_cancelled_caller_leaves_others_served():
 LONG_LINGER = 30.0
 
 
-def test_linger_waits_for_as_many_calls_as_the_last_batch():
+def test_linger_waits_for_last_batch_size():
     recorder = Recorder()
 
     async def main():
@@ -135,7 +135,7 @@ def test_linger_waits_for_as_many_calls_as_the_last_batch():
     assert recorder.batches == [("a", [1, 2, 3]), ("a", [4, 5, 6])]
 
 
-def test_linger_ends_with_a_smaller_batch():
+def test_linger_expires_to_smaller_batch():
     recorder = Recorder()
 
     async def main():
@@ -153,7 +153,7 @@ def test_linger_ends_with_a_smaller_batch():
     assert waited >= 0.05
 
 
-def test_linger_of_one_key_does_not_hold_another():
+def test_linger_per_key():
     recorder = Recorder()
 
     async def main():
@@ -170,7 +170,7 @@ def test_linger_of_one_key_does_not_hold_another():
     assert recorder.batches == [("a", [1, 2, 3]), ("b", [5]), ("a", [4, 6, 7])]
 
 
-def test_linger_does_not_delay_calls_at_low_load():
+def test_linger_skipped_at_low_load():
     recorder = Recorder()
 
     async def main():

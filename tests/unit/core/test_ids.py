@@ -5,7 +5,7 @@ from __future__ import annotations
 from hub.core.ids import _ALPHABET, tracking_code
 
 
-def test_tracking_code_uses_the_alphabet_at_every_position():
+def test_tracking_code_positions_cover_alphabet():
     codes = [tracking_code() for _ in range(3000)]
 
     assert all(len(code) == 10 for code in codes)

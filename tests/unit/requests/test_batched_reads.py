@@ -176,7 +176,7 @@ def test_reader_reconnects_after_the_server_ended_its_connections(two_cities):
     assert pid > 0
 
 
-def test_reader_statement_times_out_and_connection_stays_usable(two_cities):
+def test_reader_statement_timeout(two_cities):
     engine, _ = two_cities
 
     async def main():
