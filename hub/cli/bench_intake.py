@@ -44,7 +44,7 @@ def intake(
         10.0, min=1, max=300, help="Seconds per measured run (four runs)."
     ),
     requests: int = typer.Option(
-        20_000, min=100, max=1_000_000, help="Upper bound of requests per measured run."
+        60_000, min=100, max=1_000_000, help="Upper bound of requests per measured run."
     ),
     concurrency: int = typer.Option(32, min=1, max=512, help="Concurrent client connections."),
     admin_url: str = typer.Option(
