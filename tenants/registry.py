@@ -27,6 +27,8 @@ from tenants.models import Service, Tenant
 log = structlog.get_logger(__name__)
 
 CACHE_TTL_SECONDS = 5.0
+# Maximum number of cached lookups, hits and misses together.
+MAX_CACHE_ENTRIES = 10_000
 
 STATUS_ACTIVE = "active"
 
@@ -162,7 +164,17 @@ class _Cache:
 
     def put(self, key: tuple[Engine, str, str], value: Any) -> None:
         with self._lock:
-            self._entries[key] = (time.monotonic() + CACHE_TTL_SECONDS, value)
+            now = time.monotonic()
+            if len(self._entries) >= MAX_CACHE_ENTRIES:
+                # Lookups of made-up jurisdictions are cached as misses, so a client could
+                # otherwise grow the cache without end. Expired entries go first, then all.
+                self._entries = {k: v for k, v in self._entries.items() if v[0] >= now}
+                if len(self._entries) >= MAX_CACHE_ENTRIES:
+                    self._entries = {}
+            self._entries[key] = (now + CACHE_TTL_SECONDS, value)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def clear(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import Conflict
 from hub.core.tenancy import SystemContext, TenantContext
 from privacy.models import AuditEntry, TenantKey
+from tenants import registry
 from tenants.keys import forget_cached_keys, resolve_api_key
 from tenants.manifest import parse_manifest
 from tenants.models import Agency, ManifestRevision, Service, Tenant
@@ -243,3 +244,19 @@ def test_concurrent_onboarding_conflicts(pg_url, make_manifest):
             onboard_manifest(session, manifest)
     assert "concurrent onboarding" in caught.value.message
     assert get_tenant(data["id"], engine=engine).manifest_version == 1
+
+
+def test_registry_cache_stays_bounded(sqlite_url, make_manifest, monkeypatch):
+    engine = get_engine(sqlite_url)
+    data = make_manifest()
+    _onboard(engine, data)
+    invalidate_cache()
+    monkeypatch.setattr(registry, "MAX_CACHE_ENTRIES", 20)
+
+    for n in range(50):
+        assert get_tenant_by_jurisdiction(f"made-up-{n}.example.org", engine=engine) is None
+    tenant = get_tenant_by_jurisdiction(data["jurisdiction_id"], engine=engine)
+
+    assert len(registry._cache) <= 20
+    assert tenant is not None
+    assert tenant.id == data["id"]
