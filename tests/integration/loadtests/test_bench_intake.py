@@ -32,5 +32,8 @@ def test_bench_intake_short_run(pg_server, tmp_path):
     assert figures["hub"]["post"]["outbox_drain_seconds"] >= 0
     assert "outbox_drain_seconds" not in figures["bare"]["post"]
     assert set(figures["ratio"]) == {"post", "get"}
+    # Runs of 1 s: the JSON document carries the warning that the table prints.
+    assert len(figures["warnings"]) == 1
+    assert "Raise --duration and --requests" in figures["warnings"][0]
     assert bench_databases(pg_server) == before
     assert not (tmp_path / "broker.db").exists()
