@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.core.db import close_async_readers
-from hub.core.errors import HubError
+from hub.core.errors import HubError, PayloadTooLarge
 from hub.core.logging import bind_ids, clear_ids, configure_logging
 from hub.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, render_latest
 from hub.core.settings import Settings, get_settings
@@ -145,7 +145,10 @@ class ObserveMiddleware:
             if declared and declared.isdigit() and int(declared) > self.limit:
                 request = Request(scope)
                 response = _renderer_for(request)(
-                    request, 400, "too_large", f"request body larger than {self.limit} bytes"
+                    request,
+                    PayloadTooLarge.status,
+                    PayloadTooLarge.code,
+                    f"request body larger than {self.limit} bytes",
                 )
                 await response(scope, receive, send_with_id)
             else:

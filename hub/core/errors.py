@@ -25,6 +25,13 @@ class InvalidInput(HubError):
     code = "invalid"
 
 
+class PayloadTooLarge(HubError):
+    """A request body over the configured size limit."""
+
+    status = 413
+    code = "too_large"
+
+
 class Unauthorized(HubError):
     status = 403
     code = "forbidden"

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import get_engine, is_postgres, unit_of_work
-from hub.core.errors import HubError, InvalidInput, NotFound
+from hub.core.errors import HubError, InvalidInput, NotFound, PayloadTooLarge
 from hub.core.tenancy import ROLE_AGENCY, ROLE_AGENT, ROLE_OPEN311, ROLE_STAFF, TenantContext
 from hub.open311 import formats, intake, params, views
 from hub.requests import queries, service
@@ -95,7 +95,7 @@ async def _form_items(request: Request) -> Items:
     limit = request.app.state.settings.max_body_bytes
     body = await request.body()
     if len(body) > limit:
-        raise InvalidInput(f"request body larger than {limit} bytes", code="too_large")
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
     items = list(request.query_params.multi_items())
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/x-www-form-urlencoded"):

@@ -127,12 +127,12 @@ def test_bad_inputs_get_open311_errors(client, tenants_ab):
                 assert word.lower().encode() in response.content.lower(), case
 
 
-def test_oversized_body_is_400(client, tenants_ab):
+def test_oversized_body_is_413(client, tenants_ab):
     alpha, _ = tenants_ab
     form = pothole_form(alpha, description="y" * 2_000_000)
     response = _post(client, form)
-    assert response.status_code == 400
-    assert response.json()[0]["code"] == 400
+    assert response.status_code == 413
+    assert response.json()[0]["code"] == 413
     assert b"yyyy" not in response.content
 
 

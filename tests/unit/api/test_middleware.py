@@ -53,8 +53,9 @@ def test_declared_body_over_limit_is_an_open311_error(client: TestClient) -> Non
         content=b"x" * 3000,
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert b"<errors>" in response.content
+    assert b"<code>413</code>" in response.content
     assert b"larger than 2000 bytes" in response.content
     assert response.headers["x-request-id"]
 
