@@ -113,11 +113,18 @@ def _render_status(data: dict[str, Any]) -> None:
                 c["waiting"],
                 f"{c['agents_available']}/{c['agents_staffed']}",
                 c["expected_wait_seconds"],
-                "" if c["service_level_last_hour"] is None else c["service_level_last_hour"],
+                _percent(c["service_level_last_hour"]),
             ]
             for c in data["centers"]
         ],
     )
+
+
+def _percent(fraction: float | None) -> str:
+    """Format a share such as a service level for the table: 0.835 as 83.5%, None as empty.
+
+    The JSON output keeps the fraction, as the API returns it."""
+    return "" if fraction is None else f"{fraction:.1%}"
 
 
 @partners_app.command("onboard")

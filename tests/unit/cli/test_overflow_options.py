@@ -1,4 +1,5 @@
-"""`hub overflow staffing` and `simulate`: option checks that need no database."""
+"""`hub overflow staffing` and `simulate`: option checks that need no database, and the status
+table's formatting."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from hub.cli import overflow
 from hub.cli.main import app
 from hub.core.logging import configure_logging
 
@@ -86,3 +88,9 @@ def test_staffing_rejects_value_as_given(hub_cli, option, value, expected):
 
     assert result.exit_code == 2
     assert expected in json.loads(result.stdout)["error"]
+
+
+def test_status_table_shows_service_level_percent():
+    assert overflow._percent(0.835) == "83.5%"
+    assert overflow._percent(1.0) == "100.0%"
+    assert overflow._percent(None) == ""
