@@ -9,6 +9,7 @@ import typer
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TaskProgressColumn,
     TextColumn,
@@ -69,7 +70,7 @@ def import_command(
         upgrade()
         tenant = resolve_tenant(tenant_id)
         ctx = TenantContext(tenant.id, actor="cli:import")
-        with ProgressBar(file) as update:
+        with ProgressBar(file, limit=limit) as update:
             report = run_import(
                 ctx,
                 tenant,
@@ -84,25 +85,29 @@ def import_command(
 
 
 class ProgressBar:
-    """A rich progress bar on stderr over the bytes of the file read so far.
+    """A rich progress bar on stderr over the bytes of the file read so far, or over the rows
+    read when `--limit` stops the import before the end of the file.
 
     The bar starts with the first progress report, so a file rejected on its header prints
     only the error.
     """
 
-    def __init__(self, file: Path):
+    def __init__(self, file: Path, *, limit: int | None = None):
         self.file = file
+        self.limit = limit
+        amount = MofNCompleteColumn() if limit else DownloadColumn()
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             TaskProgressColumn(),
-            DownloadColumn(),
+            amount,
             TextColumn("{task.fields[rows]} rows"),
             TimeRemainingColumn(),
             console=err_console,
             transient=False,
         )
         self.task: Any = None
+        self.rows_read = 0
 
     def __enter__(self):
         return self.update
@@ -110,14 +115,22 @@ class ProgressBar:
     def update(self, progress: ImportProgress) -> None:
         if self.task is None:
             self.bar.start()
-            self.task = self.bar.add_task(
-                f"importing {self.file.name}", total=progress.bytes_total, rows=0
-            )
-        self.bar.update(self.task, completed=progress.bytes_read, rows=progress.rows_read)
+            total = self.limit or progress.bytes_total
+            self.task = self.bar.add_task(f"importing {self.file.name}", total=total, rows=0)
+        self.rows_read = progress.rows_read
+        if self.limit:
+            completed = min(progress.rows_read, self.limit)
+        else:
+            completed = progress.bytes_read
+        self.bar.update(self.task, completed=completed, rows=progress.rows_read)
 
-    def __exit__(self, *_exc: object) -> None:
-        if self.task is not None:
-            self.bar.stop()
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        if self.task is None:
+            return
+        if exc_type is None and self.limit and self.rows_read < self.limit:
+            # The file ended before the limit: the rows read were all the work.
+            self.bar.update(self.task, total=self.rows_read, completed=self.rows_read)
+        self.bar.stop()
 
 
 def _render(report: dict[str, Any]) -> None:
