@@ -22,6 +22,29 @@ from privacy.metrics import DECRYPTIONS
 ACTION_DECRYPT = "pii.decrypt"
 ACTION_DECRYPT_BATCH = "pii.decrypt_batch"
 _PURPOSE = re.compile(r"^[a-z][a-z0-9_.:-]{1,63}$")
+_PURPOSE_RULE = (
+    "use 2-64 lower-case letters, digits and . _ : - starting with a letter, "
+    "such as staff.request_view"
+)
+# Purposes that code declares with `declare_purpose`. The metric labels name these, and count
+# any other purpose (one a staff member gives to the API or CLI) as "other", so that callers
+# cannot add series without end. The audit entry keeps every purpose as given.
+_DECLARED_PURPOSES: set[str] = set()
+OTHER_PURPOSE = "other"
+
+
+def declare_purpose(purpose: str) -> str:
+    """Register a decryption purpose that code uses, and return it."""
+    if not _PURPOSE.match(purpose):
+        raise ValueError(f"decryption purpose {purpose!r} is invalid; {_PURPOSE_RULE}")
+    _DECLARED_PURPOSES.add(purpose)
+    return purpose
+
+
+def purpose_label(purpose: str) -> str:
+    """Return the metric label of `purpose`: itself when declared, else `OTHER_PURPOSE`."""
+    return purpose if purpose in _DECLARED_PURPOSES else OTHER_PURPOSE
+
 
 Blobs = dict[str, bytes | None]
 
@@ -29,12 +52,10 @@ Blobs = dict[str, bytes | None]
 def _check_caller(ctx: TenantContext, table: str, purpose: str) -> None:
     if not _PURPOSE.match(purpose):
         raise InvalidInput(
-            f"decryption purpose {purpose!r} is invalid; use 2-64 lower-case letters, digits "
-            "and . _ : - starting with a letter, such as staff.request_view",
-            code="invalid_purpose",
+            f"decryption purpose {purpose!r} is invalid; {_PURPOSE_RULE}", code="invalid_purpose"
         )
     if ctx.has_role(ROLE_AUDITOR):
-        DECRYPTIONS.labels(table=table, purpose=purpose, outcome="forbidden").inc()
+        DECRYPTIONS.labels(table=table, purpose=purpose_label(purpose), outcome="forbidden").inc()
         raise Forbidden("the auditor role cannot decrypt personal data", code="auditor_no_decrypt")
 
 
@@ -64,7 +85,7 @@ def _record_decryption(
             **counts,
         },
     )
-    DECRYPTIONS.labels(table=table, purpose=purpose, outcome="ok").inc()
+    DECRYPTIONS.labels(table=table, purpose=purpose_label(purpose), outcome="ok").inc()
 
 
 def decrypt_fields(
@@ -89,7 +110,7 @@ def decrypt_fields(
             for column, blob in blobs.items()
         }
     except Exception:
-        DECRYPTIONS.labels(table=table, purpose=purpose, outcome="failed").inc()
+        DECRYPTIONS.labels(table=table, purpose=purpose_label(purpose), outcome="failed").inc()
         raise
 
     _record_decryption(
@@ -130,7 +151,7 @@ def decrypt_rows(
             )
             columns.update(c for c, blob in blobs.items() if blob is not None)
     except Exception:
-        DECRYPTIONS.labels(table=table, purpose=purpose, outcome="failed").inc()
+        DECRYPTIONS.labels(table=table, purpose=purpose_label(purpose), outcome="failed").inc()
         raise
 
     _record_decryption(

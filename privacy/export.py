@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from hub.core.clock import isoformat, utcnow
 from hub.core.errors import InvalidInput
 from hub.core.tenancy import TenantContext
-from privacy.access import decrypt_rows
+from privacy.access import declare_purpose, decrypt_rows
 from privacy.anonymize import AnonymizedExport, FreeText, anonymize, district_lookup
 from privacy.anonymize import policy_from_settings as build_policy
 from privacy.audit import audit
@@ -29,8 +29,8 @@ from privacy.shred import X25519PublicKey, seal
 
 OPEN_DATA_TABLE = "service_requests"
 EXPORT_BATCH_ROWS = 1000
-PURPOSE_SEALED_EXPORT = "export.sealed"
-PURPOSE_REDACTION = "export.open_data_redaction"
+PURPOSE_SEALED_EXPORT = declare_purpose("export.sealed")
+PURPOSE_REDACTION = declare_purpose("export.open_data_redaction")
 
 Progress = Callable[[int], None]
 

@@ -1,5 +1,5 @@
-"""Prometheus metrics of the privacy package. Labels carry table names, purposes chosen in code,
-actions and outcomes, never personal data."""
+"""Prometheus metrics of the privacy package. Labels carry table names, purposes declared in
+code (others count as "other"), actions and outcomes, never personal data."""
 
 from __future__ import annotations
 

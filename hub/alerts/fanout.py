@@ -60,7 +60,7 @@ from hub.core.clock import as_utc, utcnow
 from hub.core.db import is_postgres, unit_of_work
 from hub.core.outbox import enqueue
 from hub.core.tenancy import TenantContext
-from privacy.access import decrypt_rows
+from privacy.access import declare_purpose, decrypt_rows
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +72,7 @@ CHUNKS_IN_FLIGHT = 2
 MAX_ATTEMPTS = 6
 # Retry delays in seconds: 2, 4, 8, ... capped at 300.
 MAX_BACKOFF_SECONDS = 300
-DECRYPT_PURPOSE = "alerts.delivery"
+DECRYPT_PURPOSE = declare_purpose("alerts.delivery")
 ENDED_STATES = (m.CANCELLED, m.SUPERSEDED, m.EXPIRED)
 
 

@@ -22,7 +22,7 @@ from hub.requests import queries, service
 from hub.requests.models import ServiceRequest
 from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE
 from hub.requests.transfer import ENCRYPTED_COLUMNS, transfer_request
-from privacy.access import decrypt_fields, decrypt_rows
+from privacy.access import declare_purpose, decrypt_fields, decrypt_rows
 from tenants.auth import authenticate, key_from_headers
 from tenants.registry import get_tenant
 
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/api/v1", tags=["requests"])
 
 READ_ROLES = frozenset({ROLE_STAFF, ROLE_AGENT})
 TRANSFER_ROLES = frozenset({ROLE_STAFF, ROLE_ADMIN})
-VIEW_PURPOSE = "staff.request_view"
+VIEW_PURPOSE = declare_purpose("staff.request_view")
 
 
 def _context(

@@ -38,6 +38,7 @@ from hub.core.tenancy import TenantContext
 from hub.requests.metrics import DELIVERY_ATTEMPTS
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
 from hub.requests.webhook import SendResult
+from privacy.access import declare_purpose, decrypt_fields
 from tenants.models import Agency, Tenant
 
 log = structlog.get_logger(__name__)
@@ -45,7 +46,7 @@ log = structlog.get_logger(__name__)
 ROUTE_TASK = "hub.requests.route"
 # One message for the requests that intake stored together; the worker queues ROUTE_TASK for each.
 ROUTE_BATCH_TASK = "hub.requests.route_batch"
-DECRYPT_PURPOSE = "agency_delivery"
+DECRYPT_PURPOSE = declare_purpose("agency_delivery")
 # Seconds a claimed delivery stays reserved for the worker sending it. Well above the webhook's
 # connect plus read timeout, so a slow but live POST is never sent twice by a second worker.
 LEASE_SECONDS = 60
@@ -191,8 +192,6 @@ def _mark_dead(row: Delivery, reason: str, ctx: TenantContext, now: datetime) ->
 def _payload(
     session: Session, ctx: TenantContext, request: ServiceRequest, tenant: Tenant | None
 ) -> dict[str, Any]:
-    from privacy.access import decrypt_fields
-
     blobs = {column: getattr(request, column) for column in _ENCRYPTED_FIELDS}
     present = {column: blob for column, blob in blobs.items() if blob is not None}
     plain: dict[str, str | None] = {}

@@ -26,13 +26,13 @@ from hub.requests.models import Delivery, IdempotencyRecord, ServiceRequest, Sta
 from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE
 from hub.requests.routing import ROUTE_TASK
 from hub.requests.service import active_service
-from privacy.access import decrypt_fields, decrypt_rows
+from privacy.access import declare_purpose, decrypt_fields, decrypt_rows
 from privacy.blind_index import blind_index
 from privacy.fields import FieldCipher
 
 log = structlog.get_logger(__name__)
 
-PURPOSE = "request.transfer"
+PURPOSE = declare_purpose("request.transfer")
 ENCRYPTED_COLUMNS = (
     "description_enc",
     "address_enc",

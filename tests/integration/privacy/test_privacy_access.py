@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from hub.core.db import unit_of_work
 from hub.core.errors import Forbidden, InvalidInput
 from hub.core.tenancy import TenantContext
-from privacy.access import decrypt_fields, decrypt_rows
+from privacy.access import OTHER_PURPOSE, declare_purpose, decrypt_fields, decrypt_rows
 from privacy.fields import FieldCipher
 from privacy.models import AuditEntry
 
@@ -94,3 +95,27 @@ def test_other_tenant_context_cannot_decrypt(engine, tenant, other_tenant):
     with unit_of_work(intruder, engine=engine) as session:
         with pytest.raises(Exception, match="failed authentication"):
             decrypt_fields(session, intruder, TABLE, "R1", blobs, purpose="staff.request_view")
+
+
+def _decryptions(purpose: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "hub_privacy_decryptions_total", {"table": TABLE, "purpose": purpose, "outcome": "ok"}
+    )
+    return value or 0.0
+
+
+def test_undeclared_purpose_counts_as_other(engine, tenant, staff):
+    blobs = sealed_row(engine, tenant, "R1")
+    declared = declare_purpose("test.declared_view")
+    before = {label: _decryptions(label) for label in (declared, OTHER_PURPOSE)}
+
+    with unit_of_work(staff, engine=engine) as session:
+        decrypt_fields(session, staff, TABLE, "R1", blobs, purpose=declared)
+        decrypt_fields(session, staff, TABLE, "R1", blobs, purpose="staff.my_own_reason")
+
+    assert _decryptions(declared) - before[declared] == 1
+    assert _decryptions(OTHER_PURPOSE) - before[OTHER_PURPOSE] == 1
+    assert _decryptions("staff.my_own_reason") == 0
+    # The audit entries keep each purpose as given.
+    purposes = [entry.details["purpose"] for entry in decrypt_entries(engine, tenant)]
+    assert purposes[-2:] == [declared, "staff.my_own_reason"]
