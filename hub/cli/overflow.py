@@ -234,13 +234,15 @@ def simulate_command(
     if chart is not None:
         _check_chart_path(chart)
     with cli_errors():
+        source: dict[str, Any]
         if arrivals is not None:
             try:
                 curve = load_curve_csv(arrivals)
             except ValueError as exc:
                 fail(str(exc))
+            source = {"arrivals": str(arrivals)}
         else:
-            curve = _tenant_curve(from_tenant or "")
+            curve, source = _tenant_curve(from_tenant or "")
         if daily_total is not None:
             curve = scale_to_total(curve, daily_total)
         config = _config(
@@ -275,6 +277,7 @@ def simulate_command(
                 "check that the folder is writable or pass another --chart path"
             )
     data = {
+        "curve_source": source,
         "surge": surge,
         "contacts": len(times),
         "home_agents": config.home.agents,
@@ -328,11 +331,22 @@ def _render_simulation(data: dict[str, Any]) -> None:
         ],
         rows,
     )
+    source = data["curve_source"]
+    if "tenant" in source:
+        console.print(
+            f"curve from {source['requests']} requests of tenant {source['tenant']} on "
+            f"{source['days']} days, {source['first_day']} to {source['last_day']} "
+            "(the tenant's local dates)",
+            highlight=False,
+            markup=False,
+        )
     if data["chart"]:
         console.print(f"chart written to {data['chart']}")
 
 
-def _tenant_curve(tenant_id: str) -> list[float]:
+def _tenant_curve(tenant_id: str) -> tuple[list[float], dict[str, Any]]:
+    """Return the tenant's mean arrival curve over the days of its stored requests, and what it
+    was built from: the request count and the first and last day, in the tenant's zone."""
     # A new database has no tables yet; migrated, it reports the tenant as not found.
     upgrade()
     with unit_of_work(SystemContext("simulation curve"), engine=get_engine(), write=False) as s:
@@ -351,7 +365,14 @@ def _tenant_curve(tenant_id: str) -> list[float]:
             f"tenant {tenant_id!r} has no stored requests to build a curve from; "
             "import some with `hub import` or pass --arrivals FILE"
         )
-    return smooth(curve_from_timestamps(stamps), 31)
+    source = {
+        "tenant": tenant_id,
+        "requests": len(stamps),
+        "first_day": min(stamps).date().isoformat(),
+        "last_day": max(stamps).date().isoformat(),
+        "days": len({stamp.date() for stamp in stamps}),
+    }
+    return smooth(curve_from_timestamps(stamps), 31), source
 
 
 def _config(

@@ -1,14 +1,22 @@
 import json
+from datetime import UTC, datetime
 
 import pytest
 import yaml
+from open311_support import INSIDE
 from overflow_support import beat
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from hub.cli.main import app
-from hub.core.db import dispose_engines
+from hub.core.db import dispose_engines, unit_of_work
 from hub.core.logging import configure_logging
 from hub.core.settings import reset_settings_cache
+from hub.core.tenancy import TenantContext
+from hub.requests import service
+from hub.requests.models import ServiceRequest
+from hub.requests.schemas import IntakeData
+from tenants.registry import get_tenant
 
 
 @pytest.fixture
@@ -123,3 +131,34 @@ def test_simulate_from_tenant_on_new_database(tmp_path, monkeypatch):
         dispose_engines()
     assert result.exit_code == 2
     assert "tenant 'boston' not found" in result.output
+
+
+def test_simulate_from_tenant_states_its_days(hub_cli, engine, tenant):
+    ctx = TenantContext(tenant.id, actor="test")
+    snapshot = get_tenant(tenant.id, engine=engine)
+    lat, lon = INSIDE
+    days = [datetime(2026, 3, 2, 15, tzinfo=UTC), datetime(2026, 3, 5, 16, tzinfo=UTC)]
+    with unit_of_work(ctx, engine=engine) as session:
+        for day in days:
+            data = IntakeData(service_code="pothole", lat=lat, lon=lon, attributes={"depth": "4"})
+            request_id = service.submit_request(session, ctx, snapshot, data).id
+            session.execute(
+                update(ServiceRequest)
+                .where(ServiceRequest.id == request_id)
+                .values(requested_at=day)
+            )
+
+    as_json = hub_cli("overflow", "simulate", "--from-tenant", tenant.id, "--json")
+    as_text = hub_cli("overflow", "simulate", "--from-tenant", tenant.id)
+
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout)["curve_source"] == {
+        "tenant": tenant.id,
+        "requests": 2,
+        "first_day": "2026-03-02",
+        "last_day": "2026-03-05",
+        "days": 2,
+    }
+    assert as_text.exit_code == 0, as_text.output
+    assert f"curve from 2 requests of tenant {tenant.id} on 2 days" in as_text.output
+    assert "2026-03-02 to 2026-03-05" in as_text.output
