@@ -44,7 +44,7 @@ def intake(
         10.0, min=1, max=300, help="Seconds per measured run (four runs)."
     ),
     requests: int = typer.Option(
-        60_000, min=100, max=1_000_000, help="Upper bound of requests per measured run."
+        60_000, min=100, max=1_000_000, help="Maximum number of requests per measured run."
     ),
     concurrency: int = typer.Option(32, min=1, max=512, help="Concurrent client connections."),
     admin_url: str = typer.Option(
@@ -226,8 +226,9 @@ def _wait_for_outbox(database_url: str) -> float:
 def _analyze(database_url: str) -> None:
     """Refresh the planner's statistics, as autovacuum keeps them on a running hub.
 
-    With PostgreSQL's default settings autovacuum analyzes a table once a tenth of its rows
-    changed, and looks at most once a minute. Without this step the runs would measure the
+    With PostgreSQL's defaults (`autovacuum_analyze_scale_factor` 0.1, `autovacuum_naptime`
+    1 min), autovacuum analyzes a table once a tenth of its rows changed, and looks once a
+    minute. Without this step the runs would measure the
     benchmark's new database in its first minute. With no statistics PostgreSQL chose plans
     that read every row of the tenant, for the duplicate search and for GET by id, so their
     cost grew with each request stored.

@@ -311,8 +311,8 @@ def _render_simulation(data: dict[str, Any]) -> None:
             [
                 key.replace("_", " "),
                 run["offered"],
-                f"{run['service_level']:.1%}",
-                f"{run['abandon_rate']:.1%}",
+                _percent(run["service_level"]),
+                _percent(run["abandon_rate"]),
                 run["longest_wait_seconds"],
                 ", ".join(f"{k}: {v}" for k, v in run["routed"].items()) or "-",
                 ", ".join(f"{k}: {v:.0%}" for k, v in run["partner_utilization"].items()) or "-",

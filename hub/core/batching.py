@@ -82,10 +82,10 @@ class Coalescer(Generic[Key, Item, Result]):
         while the rest wait for it. At low load the last batch had one call, so none waits. A
         key that has its calls goes before one that still waits, in arrival order otherwise.
         """
+        if not self._linger:
+            return next(iter(self._waiting)), 0.0
         first_key, first_delay = None, math.inf
         for key, calls in self._waiting.items():
-            if not self._linger:
-                return key, 0.0
             if len(calls) >= min(self._last_batch_size.get(key, 1), self._max_batch):
                 return key, 0.0
             delay = self._waiting_since[key] + self._linger - loop.time()
@@ -93,7 +93,7 @@ class Coalescer(Generic[Key, Item, Result]):
                 return key, 0.0
             if delay < first_delay:
                 first_key, first_delay = key, delay
-        assert first_key is not None  # only called with calls waiting
+        assert first_key is not None, "called with no call waiting"
         return first_key, first_delay
 
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -243,8 +243,8 @@ def _in_one_round_trip(statement: str, scope_sql: str = _SCOPE_SQL) -> str:
 # The scope of an `AsyncReader` transaction, with its statement timeout.
 _READ_SCOPE_SQL = f"{_SCOPE_SQL}, set_config('statement_timeout', %(statement_timeout)s, true)"
 # How long an `AsyncReader` statement may run. The reader's connections serve every call of
-# their event loop, so a read held up (by a lock a migration takes, say) would hold up all of
-# them: it fails with 503 instead.
+# their event loop, so one read held up, for example by a migration's lock, would hold up all
+# of them. Such a read fails with 503 instead.
 READ_STATEMENT_TIMEOUT_MS = 5000
 
 

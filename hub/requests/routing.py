@@ -44,7 +44,8 @@ from tenants.models import Agency, Tenant
 log = structlog.get_logger(__name__)
 
 ROUTE_TASK = "hub.requests.route"
-# One message for the requests that intake stored together; the worker queues ROUTE_TASK for each.
+# One message for the requests that intake stored together. The worker queues ROUTE_TASK for
+# each of them.
 ROUTE_BATCH_TASK = "hub.requests.route_batch"
 DECRYPT_PURPOSE = declare_purpose("agency_delivery")
 # Seconds a claimed delivery stays reserved for the worker sending it. Well above the webhook's

@@ -1,4 +1,5 @@
-"""The outbox relay's health signal, on SQLite with a publisher that fails on demand."""
+"""The outbox relay's health signal and its rounds, on SQLite with a publisher that fails on
+demand."""
 
 import time
 
@@ -11,11 +12,13 @@ class Broker:
     def __init__(self):
         self.up = True
         self.received = []
+        self.published_at = []
 
     def publish(self, message: OutboxMessage) -> None:
         if not self.up:
             raise ConnectionError("broker down")
         self.received.append(message.id)
+        self.published_at.append(time.monotonic())
 
     def probe(self) -> None:
         if not self.up:
@@ -77,3 +80,28 @@ def test_idle_relay_probe_detects_outage(sqlite_url):
         wait_until(lambda: relay.broker_ok)
     finally:
         relay.stop()
+
+
+def test_relay_rounds_gather_rows(sqlite_url):
+    engine = get_engine(sqlite_url)
+    broker = Broker()
+    min_round = 1.0
+    relay = OutboxRelay(
+        broker.publish, poll_seconds=0.01, engine=engine, min_round_seconds=min_round
+    )
+    relay.start()
+    try:
+        first = add_message(engine)
+        wait_until(lambda: first in broker.received)
+        second = add_message(engine)
+        third = add_message(engine)
+        wait_until(lambda: third in broker.received)
+    finally:
+        relay.stop()
+
+    assert broker.received == [first, second, third]
+    first_at, second_at, third_at = broker.published_at
+    # The relay polls every 0.01 s, but after publishing the first row it waited the minimum
+    # round time, so the two rows that came meanwhile went out together in the next round.
+    assert second_at - first_at >= min_round * 0.9
+    assert third_at - second_at < min_round * 0.9

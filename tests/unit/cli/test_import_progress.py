@@ -20,17 +20,21 @@ def _run(limit: int | None, reports: list[Progress]) -> tuple[float, float]:
 def test_progress_counts_bytes_without_limit():
     completed, total = _run(None, [Progress(500, 2000, 10), Progress(2000, 2000, 40)])
 
-    assert (completed, total) == (2000, 2000)
+    assert completed == 2000
+    assert total == 2000
 
 
 def test_progress_counts_rows_up_to_limit():
     # The import stopped at the limit, a quarter into the file: the bar is full all the same.
     completed, total = _run(25, [Progress(100, 2000, 10), Progress(500, 2000, 25)])
 
-    assert (completed, total) == (25, 25)
+    assert completed == 25
+    assert total == 25
 
 
-def test_progress_ends_full_when_file_ends_before_limit():
+def test_progress_full_at_early_file_end():
+    # The file ended after 40 rows, before the limit of 1,000.
     completed, total = _run(1000, [Progress(2000, 2000, 40)])
 
-    assert (completed, total) == (40, 40)
+    assert completed == 40
+    assert total == 40

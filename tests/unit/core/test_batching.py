@@ -124,9 +124,11 @@ def test_linger_waits_for_last_batch_size():
     async def main():
         coalescer = Coalescer(recorder, max_in_flight=1, max_batch=10, linger_seconds=LONG_LINGER)
         first = [asyncio.ensure_future(coalescer.call("a", n)) for n in (1, 2, 3)]
-        await asyncio.sleep(0.001)  # the first batch is running now
+        # The first batch runs after 1 ms and has ended 20 ms later.
+        await asyncio.sleep(0.001)
         second = [asyncio.ensure_future(coalescer.call("a", 4))]
-        await asyncio.sleep(0.02)  # the first batch is done; 4 waits for two more calls
+        await asyncio.sleep(0.02)
+        # Call 4 waits for two more calls, as the last batch had three.
         assert len(recorder.batches) == 1
         second += [asyncio.ensure_future(coalescer.call("a", n)) for n in (5, 6)]
         return await asyncio.wait_for(asyncio.gather(*first, *second), timeout=5)
