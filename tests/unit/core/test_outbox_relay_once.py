@@ -34,6 +34,7 @@ def test_failed_publish_keeps_later_rows(db_url):
     # Other tests may have left due messages in a shared database; publish those first.
     relay_once(lambda message: None, engine=engine)
     first, second, third = _add(engine, 3)
+    ours = {first, second, third}
     sent: list[tuple[int, str, str, dict]] = []
 
     def failing_on_second(message) -> None:
@@ -41,16 +42,21 @@ def test_failed_publish_keeps_later_rows(db_url):
             raise ConnectionError("broker down")
         sent.append((message.id, message.task, message.queue, message.kwargs))
 
-    assert relay_once(failing_on_second, engine=engine) == 1
-    assert sent == [(first, "test.task", "intake", {"item_id": "m0"})]
+    # Delayed messages of other tests can fall due after the first round and go out too, so
+    # the count is checked against what was sent and the rest against this test's rows.
+    assert relay_once(failing_on_second, engine=engine) == len(sent)
+    assert [item for item in sent if item[0] in ours] == [
+        (first, "test.task", "intake", {"item_id": "m0"})
+    ]
     assert _rows(engine, [first, second, third]) == {
         first: (True, 0),
         second: (False, 1),
         third: (False, 0),
     }
 
-    assert relay_once(lambda message: sent.append((message.id,)), engine=engine) == 2
-    assert sent[1:] == [(second,), (third,)]
+    retried: list[int] = []
+    assert relay_once(lambda message: retried.append(message.id), engine=engine) == len(retried)
+    assert [message_id for message_id in retried if message_id in ours] == [second, third]
     assert _rows(engine, [first, second, third]) == {
         first: (True, 0),
         second: (True, 1),
