@@ -161,6 +161,9 @@ class LiveBoard:
         # Monotonic time of the last reload that read the last hour's statistics.
         self._statistics_at = -STATISTICS_SECONDS
         self._lock = threading.Lock()
+        # Taken by `config_of` around its reload, so that the contacts of a new tenant that
+        # arrive together wait for one reload instead of each starting its own.
+        self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -192,6 +195,20 @@ class LiveBoard:
     def ensure_loaded(self) -> None:
         if not self.loaded:
             self.refresh()
+
+    def config_of(self, tenant_id: str) -> TenantOverflowConfig | None:
+        """Return the tenant's overflow settings. A tenant onboarded since the last reload
+        reloads the board first, once for all the callers that wait for it. Return None when
+        the tenant is not in the database."""
+        config = self.tenants.get(tenant_id)
+        if config is not None:
+            return config
+        with self._reload_lock:
+            config = self.tenants.get(tenant_id)
+            if config is None:
+                self.refresh(configuration=False, statistics=False)
+                config = self.tenants.get(tenant_id)
+        return config
 
     # --- reload ---------------------------------------------------------------------------
 

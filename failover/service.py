@@ -142,12 +142,10 @@ def _check_choice(field: str, value: str, allowed: Sequence[str]) -> None:
 
 def _check_served(board: LiveBoard, tenant_id: str, data: NewContact) -> None:
     """Reject a language the tenant does not serve, or a service group that none of its own
-    centers lists, using the board's copy of the tenant's manifest (no query)."""
-    config = board.tenants.get(tenant_id)
+    centers lists, using the board's copy of the tenant's manifest."""
+    config = board.config_of(tenant_id)
     if config is None:
-        # NOTE: a tenant onboarded after this process's last board reload (about a second ago
-        # at most) is not on the board yet, so its contacts skip these two checks.
-        return
+        raise NotFound(f"tenant {tenant_id!r} not found")
     if config.languages and not speaks(config.languages, data.language):
         raise InvalidInput(
             f"language {data.language!r} is not one of the tenant's languages; "

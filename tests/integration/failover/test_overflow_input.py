@@ -4,9 +4,10 @@ linked service requests, and repeated completion."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
-from overflow_support import auth, beat
+from overflow_support import auth, beat, onboard_overflow_tenant
 
 from failover.models import Contact
 from hub.core.db import unit_of_work
@@ -98,6 +99,16 @@ def test_value_tenant_lacks_rejected(client, engine, board, tenant, field, value
     message = error_of(response)["message"]
     assert f"{field} {value!r}" in message
     assert allowed in message
+
+
+def test_tenant_newer_than_board_checked(client, engine, board):
+    board.refresh()
+    late = onboard_overflow_tenant(engine, f"ovl-{uuid.uuid4().hex[:8]}")
+    assert late.id not in board.tenants
+    response = post_contact(client, late, language="fr")
+    assert response.status_code == 400
+    assert "language 'fr'" in error_of(response)["message"]
+    assert late.id in board.tenants
 
 
 def test_regional_language_tag_accepted(client, engine, board, tenant):
