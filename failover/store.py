@@ -171,7 +171,8 @@ def insert_contact_in_one_round_trip(
 ) -> StoreResult:
     """`insert_contact` in a transaction of its own on PostgreSQL, in one round trip.
 
-    A repeated external id that took a share-cap slot gives it back in a second transaction.
+    A repeated external id takes no share-cap slot. Only a repeat sent while the first
+    contact's transaction is still open takes one, and gives it back in a second transaction.
     """
     return _insert(_RoundTripRunner(engine, scope), values, share_cap)
 
@@ -190,11 +191,14 @@ def _insert(
     tenant_id = values["tenant_id"]
     slot_params = _slot_params(agreement_id, tenant_id, share_cap)
     if dialect == "postgresql":
-        # One round trip: the UPDATE takes the slot, the INSERT runs only when it did, and the
-        # outer SELECT returns both outcomes so a repeated external id can give the slot back.
+        # One round trip: the UPDATE takes the slot unless the external id is already stored,
+        # and the INSERT runs only when it took it. A repeat that races the first contact's
+        # transaction takes a slot, finds the conflict, and gives the slot back below.
         columns = tuple(values)
         statement = _cached("slot_insert", dialect, columns, lambda: _slot_insert(columns))
-        took, stored = runner.first(statement, _params(values) | slot_params)
+        took, stored, repeated = runner.first(statement, _params(values) | slot_params)
+        if repeated:
+            return StoreResult(stored=False, duplicate=True)
         if not took:
             return StoreResult(stored=False, cap_reached=True)
         result = StoreResult(stored=stored is not None, duplicate=stored is None)
@@ -209,7 +213,11 @@ def _insert(
 
 
 def _slot_insert(columns: tuple[str, ...]) -> Any:
-    slot = _take_slot_returning().cte("slot")
+    repeated = exists().where(
+        CONTACTS.c.tenant_id == _value("tenant_id"),
+        CONTACTS.c.external_id == _value("external_id"),
+    )
+    slot = _take_slot().where(~repeated).returning(AGREEMENTS.c.id).cte("slot")
     row = select(*(_value(name) for name in columns)).where(exists(select(slot.c.id)))
     inserted = (
         postgresql.insert(CONTACTS)
@@ -218,4 +226,4 @@ def _slot_insert(columns: tuple[str, ...]) -> Any:
         .returning(CONTACTS.c.id)
         .cte("inserted")
     )
-    return select(exists(select(slot.c.id)), select(inserted.c.id).scalar_subquery())
+    return select(exists(select(slot.c.id)), select(inserted.c.id).scalar_subquery(), repeated)

@@ -11,6 +11,7 @@ import pytest
 from overflow_support import beat, onboard_overflow_tenant, onboard_test_partner
 from sqlalchemy import create_engine, func, select
 
+from failover import store
 from failover.board import LiveBoard
 from failover.models import Agreement, Contact
 from failover.service import (
@@ -126,7 +127,7 @@ def test_share_cap_holds_across_processes(engine, hub_db):
 
 
 @pytest.mark.parametrize("route", [route_in_session, route_as_api])
-def test_repeated_external_id_gives_its_slot_back(engine, board, route):
+def test_repeated_external_id_keeps_one_slot(engine, board, route):
     tenant = onboard_overflow_tenant(engine, f"dup-{uuid.uuid4().hex[:8]}")
     partner = onboard_test_partner(engine, tenant, agents=PARTNER_AGENTS)
     switch_overflow_on(engine, board, tenant, partner)
@@ -140,7 +141,33 @@ def test_repeated_external_id_gives_its_slot_back(engine, board, route):
     again, created = route(engine, board, caller, contact)
     assert created is False
     assert again == first
-    # The repeat took a slot to try its insert, then gave it back.
+    # After the repeat, the partner still counts one open contact.
+    assert partner_counts(engine, tenant.id, partner.center_id) == (1, 1)
+
+
+def test_stored_external_id_takes_no_slot(engine, board, monkeypatch):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes and gives back the slot in the contact's own transaction")
+    tenant = onboard_overflow_tenant(engine, f"rep-{uuid.uuid4().hex[:8]}")
+    partner = onboard_test_partner(engine, tenant, agents=PARTNER_AGENTS)
+    switch_overflow_on(engine, board, tenant, partner)
+    caller = agent_of(tenant.id)
+    contact = NewContact(
+        channel="call", language="en", service_group="streets", external_id="pbx-8"
+    )
+    first, _created = route_as_api(engine, board, caller, contact)
+    released = []
+    original = store._release_slot
+    monkeypatch.setattr(
+        store, "_release_slot", lambda *args: released.append(args) or original(*args)
+    )
+
+    again, created = route_as_api(engine, board, caller, contact)
+    assert created is False
+    assert again == first
+    # Giving the slot back in a transaction of its own would leak it if the process stopped
+    # between the two, so a repeat of a stored contact must not take one.
+    assert released == []
     assert partner_counts(engine, tenant.id, partner.center_id) == (1, 1)
 
 
