@@ -8,7 +8,13 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from overflow_support import beat, onboard_overflow_tenant, onboard_test_partner
+from overflow_support import (
+    OverflowTenant,
+    Partner,
+    beat,
+    onboard_overflow_tenant,
+    onboard_test_partner,
+)
 from sqlalchemy import create_engine, func, select
 
 from failover import store
@@ -48,6 +54,14 @@ def switch_overflow_on(engine, board, tenant, partner) -> None:
     beat(engine, partner.center_id, staffed=PARTNER_AGENTS, available=PARTNER_AGENTS)
     board.refresh()
     assert board.switches[tenant.id].overflow_on is True
+
+
+def overflowing_tenant(engine, board) -> tuple[OverflowTenant, Partner]:
+    """Onboard a tenant with one partner and switch its overflow on."""
+    tenant = onboard_overflow_tenant(engine, f"rep-{uuid.uuid4().hex[:8]}")
+    partner = onboard_test_partner(engine, tenant, agents=PARTNER_AGENTS)
+    switch_overflow_on(engine, board, tenant, partner)
+    return tenant, partner
 
 
 def route_in_session(engine, board, caller: Caller, contact: NewContact) -> tuple[dict, bool]:
@@ -128,9 +142,7 @@ def test_share_cap_holds_across_processes(engine, hub_db):
 
 @pytest.mark.parametrize("route", [route_in_session, route_as_api])
 def test_repeated_external_id_keeps_one_slot(engine, board, route):
-    tenant = onboard_overflow_tenant(engine, f"dup-{uuid.uuid4().hex[:8]}")
-    partner = onboard_test_partner(engine, tenant, agents=PARTNER_AGENTS)
-    switch_overflow_on(engine, board, tenant, partner)
+    tenant, partner = overflowing_tenant(engine, board)
     caller = agent_of(tenant.id)
     contact = NewContact(
         channel="call", language="en", service_group="streets", external_id="pbx-7"
@@ -148,9 +160,7 @@ def test_repeated_external_id_keeps_one_slot(engine, board, route):
 def test_stored_external_id_takes_no_slot(engine, board, monkeypatch):
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite takes and gives back the slot in the contact's own transaction")
-    tenant = onboard_overflow_tenant(engine, f"rep-{uuid.uuid4().hex[:8]}")
-    partner = onboard_test_partner(engine, tenant, agents=PARTNER_AGENTS)
-    switch_overflow_on(engine, board, tenant, partner)
+    tenant, partner = overflowing_tenant(engine, board)
     caller = agent_of(tenant.id)
     contact = NewContact(
         channel="call", language="en", service_group="streets", external_id="pbx-8"
