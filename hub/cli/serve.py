@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import structlog
 import typer
@@ -25,11 +27,19 @@ from hub.core.tasks import ALL_QUEUES
 
 log = structlog.get_logger(__name__)
 
+# How often a worker started by `hub serve` or `hub demo` checks that its parent still runs.
+PARENT_CHECK_SECONDS = 1.0
+
 
 def start_worker_process(
     *, concurrency: int = 2, pool: str = "threads", env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `hub worker` as a child process (the embedded default's worker, and the demo's)."""
+    """Start `hub worker` as a child process (the embedded default's worker, and the demo's).
+
+    The child runs in a process group of its own, so Ctrl-C in a terminal reaches only the
+    parent, which stops the child with `stop_process` after its own shutdown. The child stops
+    by itself when the parent exits without stopping it.
+    """
     command = [
         sys.executable,
         "-m",
@@ -39,10 +49,14 @@ def start_worker_process(
         str(concurrency),
         "--pool",
         pool,
+        "--parent-pid",
+        str(os.getpid()),
     ]
     # The child writes to stderr only, so a parent's `--json` output on stdout stays clean
     # of Celery's start-up banner.
-    return subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=sys.stderr)
+    return subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=sys.stderr, process_group=0
+    )
 
 
 def stop_process(child: subprocess.Popen[bytes], *, timeout: float = 30) -> None:
@@ -60,6 +74,19 @@ def stop_process(child: subprocess.Popen[bytes], *, timeout: float = 30) -> None
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Start a thread that shuts this worker down warmly once `parent_pid` is no longer its
+    parent, such as after the parent was killed."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        log.warning("worker_parent_gone", parent_pid=parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def serve(
@@ -138,6 +165,13 @@ def worker(
         "--schedule/--no-schedule",
         help="Also enqueue periodic tasks (SLA check, delivery sweep) when they are due.",
     ),
+    parent_pid: int = typer.Option(
+        0,
+        "--parent-pid",
+        min=0,
+        hidden=True,
+        help="Shut down when this process is no longer the parent; 0: off.",
+    ),
 ) -> None:
     """Run a Celery worker on the configured broker.
 
@@ -153,6 +187,8 @@ def worker(
     from hub.worker.schedule import Scheduler
 
     configure_logging(settings)
+    if parent_pid:
+        _watch_parent(parent_pid)
     with cli_errors():
         upgrade()
     if metrics_port:

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+import psutil
 import pytest
 from sqlalchemy import select
 
@@ -149,6 +151,100 @@ def test_serve_declares_embedded_queues(workdir: Path) -> None:
         server.wait(timeout=60)
 
     assert names == set(ALL_QUEUES)
+
+
+def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], seconds: float) -> None:
+    """Wait until `text` appears in `log`, while `process` runs."""
+    deadline = time.monotonic() + seconds
+    while text not in (output := log.read_text(encoding="utf-8", errors="replace")):
+        assert process.poll() is None, output[-3000:]
+        assert time.monotonic() < deadline, f"{text!r} not logged within {seconds:.0f} s"
+        time.sleep(0.2)
+
+
+@dataclass
+class TerminalJob:
+    """`hub serve` with its worker ready, and the file that receives both processes' stderr."""
+
+    server: subprocess.Popen[bytes]
+    worker: psutil.Process
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture
+def terminal_job(workdir: Path) -> Iterator[TerminalJob]:
+    """Start `hub serve` in a process group of its own, as a shell starts a foreground job,
+    and wait until its worker child logs that it is ready."""
+    port = free_port()
+    log = workdir / "serve.log"
+    with log.open("wb") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli.main", "serve", "--port", str(port)],
+            cwd=workdir,
+            env=_clean_env(),
+            stderr=stderr,
+            process_group=0,
+        )
+    try:
+        _wait_healthy(port, server)
+        _wait_for_line(log, " ready.", server, seconds=60)
+        (worker,) = psutil.Process(server.pid).children()
+        assert "worker" in worker.cmdline()
+        yield TerminalJob(server, worker, log)
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_ctrl_c_stops_worker_once(terminal_job: TerminalJob) -> None:
+    server = terminal_job.server
+    # Ctrl-C in a terminal sends SIGINT to every process of the foreground job's group.
+    os.killpg(server.pid, signal.SIGINT)
+    server.wait(timeout=60)
+
+    output = terminal_job.output()
+    assert server.returncode == 0, output[-3000:]
+    assert not terminal_job.worker.is_running()
+    # The worker shuts down once, when `hub serve` stops it after the API's own shutdown.
+    assert output.count("Warm shutdown") == 1, output[-3000:]
+
+
+def test_worker_stops_after_serve_killed(terminal_job: TerminalJob) -> None:
+    terminal_job.server.kill()
+    terminal_job.server.wait(timeout=10)
+    # Raises TimeoutExpired while the orphaned worker still runs.
+    terminal_job.worker.wait(timeout=30)
+
+
+def test_demo_stops_on_sigint_as_background_job(workdir: Path) -> None:
+    log = workdir / "demo.log"
+    with log.open("wb") as stderr:
+        # A shell without job control starts a background job with SIGINT ignored, as
+        # `trap "" INT` does here before the demo replaces the shell.
+        demo = subprocess.Popen(
+            [
+                "sh",
+                "-c",
+                'trap "" INT; exec "$0" -m hub.cli.main demo --requests 2',
+                sys.executable,
+            ],
+            cwd=workdir,
+            env=_clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        _wait_for_line(log, "press Ctrl-C", demo, seconds=180)
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+
+    assert demo.returncode == 0, log.read_text(encoding="utf-8")[-3000:]
 
 
 def test_demo_summary_adds_up(workdir: Path) -> None:
