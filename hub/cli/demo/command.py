@@ -162,7 +162,10 @@ def _render(summary: dict, steps: list) -> None:
 
 def _serve_until_interrupted(ctx: DemoContext) -> None:
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGINT gets a handler of its own: a shell without job control starts a background job
+    # with SIGINT ignored, and Python keeps that setting, so Ctrl-C would not stop the demo.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     err_console.print(
         f"[demo] serving at {ctx.base_url} (Open311 at {ctx.base_url}/open311/v2/); "
         "press Ctrl-C to stop",
@@ -178,8 +181,5 @@ def _serve_until_interrupted(ctx: DemoContext) -> None:
             highlight=False,
             markup=False,
         )
-    try:
-        while not stop.wait(1):
-            pass
-    except KeyboardInterrupt:
+    while not stop.wait(1):
         pass
