@@ -2,7 +2,8 @@
 
 Errors are mapped in one place. `HubError` subclasses carry their status, and validation
 errors name the fields without echoing the request body. Anything unexpected becomes a
-generic 500 with a request id, and its traceback is logged on the server only. Under
+generic 500 that names the request id, and its traceback is logged on the server only,
+with that id. Under
 `/open311/` errors use the GeoReport v2 error list format in the representation the path asks
 for (`.xml` or `.json`).
 """
@@ -10,6 +11,7 @@ for (`.xml` or `.json`).
 from __future__ import annotations
 
 import gc
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -83,13 +85,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             request, 503, "unavailable", "the database is unavailable; retry later"
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error", path_template=_route_template(request))
-        return _renderer_for(request)(
-            request, 500, "internal", "internal error; the operator has the request id"
-        )
-
 
 def _allowed_methods(request: Request) -> list[str]:
     """Return the methods of every route whose path matches the request's, sorted."""
@@ -102,9 +97,20 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-def _route_template(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
+def _route_template(scope: Scope) -> str:
+    return getattr(scope.get("route"), "path", "unmatched")
+
+
+# An X-Request-Id that a client sends is kept when it is this short and plain, so that it can
+# go into logs and error bodies as it is. Any other value is replaced by a new id.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _request_id(headers: Headers) -> str:
+    sent = headers.get("x-request-id")
+    if sent is not None and _REQUEST_ID.fullmatch(sent):
+        return sent
+    return uuid.uuid4().hex
 
 
 class ObserveMiddleware:
@@ -127,16 +133,18 @@ class ObserveMiddleware:
         headers = Headers(scope=scope)
         # Routes record the tenant in `request.state`, which lives in this dict.
         state = scope.setdefault("state", {})
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = _request_id(headers)
         bind_ids(request_id=request_id)
         started = time.perf_counter()
         status = 500
+        responded = False
         request_id_header = (b"x-request-id", request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded = True
                 message["headers"] = [*message.get("headers", ()), request_id_header]
             await send(message)
 
@@ -153,9 +161,23 @@ class ObserveMiddleware:
                 await response(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Handled here rather than by an app-wide handler, which Starlette runs outside
+            # this middleware: its 500 had no X-Request-Id and its log line no request id.
+            log.exception("unhandled_error", path_template=_route_template(scope))
+            if responded:
+                raise
+            request = Request(scope)
+            response = _renderer_for(request)(
+                request,
+                500,
+                "internal",
+                f"internal error; give the operator request id {request_id}",
+            )
+            await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = _route_template(scope)
             tenant = state.get("tenant_id") or "none"
             method = scope["method"]
             count, latency = self._series(route, method, status // 100, tenant)

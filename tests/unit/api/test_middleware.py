@@ -67,3 +67,31 @@ def test_counts_by_route_template_and_status_class(client: TestClient) -> None:
     after = _count(client, "/open311/v2/requests/{request_id}.{fmt}", "4xx")
     assert after - before == 2
     assert _count(client, "unmatched", "4xx") >= 0
+
+
+def test_unexpected_error_names_request_id(client: TestClient, capsys) -> None:
+    async def fail() -> None:
+        raise RuntimeError("broken on purpose")
+
+    client.app.add_api_route("/open311/v2/failing.json", fail)
+
+    response = client.get("/open311/v2/failing.json", headers={"x-request-id": "trace-42"})
+
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "trace-42"
+    [error] = response.json()
+    assert error["code"] == 500
+    assert "request id trace-42" in error["description"]
+    assert "broken on purpose" not in response.text
+    logged = capsys.readouterr()
+    unhandled = [
+        line for line in (logged.out + logged.err).splitlines() if "unhandled_error" in line
+    ]
+    assert len(unhandled) == 1
+    assert "trace-42" in unhandled[0]
+
+
+def test_unusual_request_id_replaced(client: TestClient) -> None:
+    response = client.get("/healthz", headers={"x-request-id": "a b<script>"})
+    assert len(response.headers["x-request-id"]) == 32
+    assert "<" not in response.headers["x-request-id"]
