@@ -61,6 +61,11 @@ def check_media_url(value: str | None) -> None:
         raise InvalidInput("media_url must not contain spaces or control characters")
 
 
+# The years a date-time parameter may name.
+EARLIEST_YEAR = 1900
+LATEST_YEAR = 2999
+
+
 def parse_datetime(field: str, value: str) -> datetime:
     """Parse an ISO 8601 date-time that carries a UTC offset, such as `2024-01-31T09:00:00-05:00`.
 
@@ -76,6 +81,13 @@ def parse_datetime(field: str, value: str) -> datetime:
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise InvalidInput(
             f"{field} has no UTC offset; add Z or an offset such as -05:00", field=field
+        )
+    # Bounds well inside what datetime can shift by a 90-day window or a UTC offset.
+    if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
+        raise InvalidInput(
+            f"{field} {value.strip()!r} is out of range; use a year from {EARLIEST_YEAR} "
+            f"to {LATEST_YEAR}",
+            field=field,
         )
     return parsed
 
