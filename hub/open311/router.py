@@ -9,7 +9,7 @@ agency role. Errors come out as the spec's error list through the renderer in `f
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -316,8 +316,6 @@ def _request_with_session(
 # Open311 statuses map onto the lifecycle; the lifecycle's own names are accepted as they are.
 _UPDATE_STATUS = {"open": "in_progress"}
 _ACCEPTED_STATUSES = (*_UPDATE_STATUS, *STATES)
-# How far an agency's updated_datetime may run ahead of this server's clock, for clock skew.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 def _update_time(items: Items) -> datetime | None:
@@ -326,8 +324,8 @@ def _update_time(items: Items) -> datetime | None:
     if updated is None:
         return None
     now = utcnow()
-    if as_utc(updated) > now + MAX_CLOCK_SKEW:
-        minutes = MAX_CLOCK_SKEW.total_seconds() / 60
+    if as_utc(updated) > now + service.MAX_CLOCK_SKEW:
+        minutes = service.MAX_CLOCK_SKEW.total_seconds() / 60
         raise InvalidInput(
             f"updated_datetime is more than {minutes:g} minutes ahead of the server clock "
             f"({isoformat(now)}); send the time the update was made, with its UTC offset",

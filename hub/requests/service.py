@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -20,7 +20,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from hub.core.clock import as_utc, utcnow
+from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import unit_of_work
 from hub.core.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.core.ids import new_token, tracking_code
@@ -471,6 +471,11 @@ def request_not_found(request_id: str) -> NotFound:
     return NotFound(f"service request {request_id} not found", code="not_found")
 
 
+# How far the time an agency gives for an update may be off this server's clock: ahead of it,
+# or before the request's requested_datetime.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
 def post_status_update(
     session: Session,
     ctx: TenantContext,
@@ -520,6 +525,12 @@ def post_status_update(
         )
 
     when = as_utc(at) if at else utcnow()
+    if at is not None and when < as_utc(request.requested_at) - MAX_CLOCK_SKEW:
+        raise InvalidInput(
+            f"updated_datetime {isoformat(when)} is before the request's requested_datetime "
+            f"{isoformat(request.requested_at)}; send the time the update was made",
+            field="updated_datetime",
+        )
     event = StatusEvent(
         tenant_id=ctx.tenant_id,
         request_id=request.id,

@@ -135,6 +135,40 @@ def test_update_date_within_skew_accepted(client, tenants_ab):
     assert response.status_code == 200
 
 
+def test_update_before_filing_is_400(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    early = _update(
+        client, alpha, request_id, "u-early", "closed", updated_datetime="2020-01-01T00:00:00Z"
+    )
+    stored = client.get(
+        f"/open311/v2/requests/{request_id}.json",
+        params={"jurisdiction_id": alpha.jurisdiction},
+    ).json()[0]
+
+    assert early.status_code == 400
+    description = early.json()[0]["description"]
+    assert "updated_datetime 2020-01-01T00:00:00+00:00 is before the request's" in description
+    assert stored["status"] != "closed"
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"end_date": "0001-01-01T00:00:00Z"},
+        {"start_date": "9999-12-31T23:59:59Z"},
+        {"start_date": "0001-01-01T00:00:00+05:00", "end_date": "0001-01-02T00:00:00Z"},
+    ],
+)
+def test_date_out_of_range_is_400(client, tenants_ab, dates):
+    alpha, _ = tenants_ab
+    response = client.get(REQUESTS, params={"jurisdiction_id": alpha.jurisdiction, **dates})
+
+    assert response.status_code == 400
+    [error] = response.json()
+    assert "is out of range; use a year from 1900 to 2999" in error["description"]
+
+
 def test_unknown_attribute_is_named(client, tenants_ab):
     alpha, _ = tenants_ab
     response = client.post(REQUESTS, data=pothole_form(alpha, **{"attribute[secret_code]": "x"}))
