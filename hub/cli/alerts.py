@@ -13,7 +13,15 @@ from hub.alerts.cap.model import Alert as CapAlert
 from hub.alerts.cap.problems import InvalidCap, Problem
 from hub.alerts.cap.validate import check_document, validate
 from hub.alerts.importer import count_records, import_subscribers
-from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
+from hub.cli.output import (
+    JSON_OPTION,
+    cli_errors,
+    console,
+    emit,
+    err_console,
+    require_file,
+    table,
+)
 from hub.core.logging import configure_logging
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, TenantContext
 
@@ -47,8 +55,7 @@ def validate_command(
     YAML and JSON files also get the stricter rules for alerts the hub sends.
     """
     with cli_errors():
-        if not path.is_file():
-            fail(f"file not found: {path}; check the path")
+        require_file(path)
         alert, problems = _check_file(path)
     data = {
         "file": str(path),
@@ -126,8 +133,7 @@ def compose_command(
     """Store an alert as a draft for approval; an Update or Cancel with an unknown reference
     is held and reported."""
     with cli_errors():
-        if not path.is_file():
-            fail(f"file not found: {path}; check the path")
+        require_file(path)
         try:
             cap, tenants, kind = workflow.read_composition(path.read_bytes())
         except InvalidCap as exc:
@@ -323,8 +329,7 @@ def import_subscribers_command(
 ) -> None:
     """Subscribe every resident in an opt-in list; bad records are skipped and listed."""
     with cli_errors():
-        if not path.is_file():
-            fail(f"file not found: {path}; check the path")
+        require_file(path)
         total = count_records(path)
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("importing subscribers", total=total)

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from sqlalchemy import select
 
-from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail, require_file
 from hub.core.db import unit_of_work
 from hub.core.logging import configure_logging
 from hub.core.tenancy import SystemContext
@@ -72,8 +72,7 @@ def verify_command(
     """Check every hash, link and signed checkpoint of an export; exit 1 on any problem."""
     from privacy.audit_verify import verify
 
-    if not path.is_file():
-        fail(f"file not found: {path}; give the file written by `hub audit export`")
+    require_file(path, fix="give the file written by `hub audit export`")
     if public_key is not None and not _is_public_key(public_key):
         fail(
             f"invalid --public-key {public_key!r}: expected 64 hex digits, as printed by "

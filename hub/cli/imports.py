@@ -16,7 +16,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
+from hub.cli.output import (
+    JSON_OPTION,
+    cli_errors,
+    console,
+    emit,
+    err_console,
+    fail,
+    require_file,
+    table,
+)
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.tenancy import TenantContext
@@ -65,8 +74,7 @@ def import_command(
     configure_logging()
     with cli_errors():
         export_format = get_format(format_name)
-        if not file.is_file():
-            fail(f"file not found: {file}; check the path")
+        require_file(file)
         upgrade()
         tenant = resolve_tenant(tenant_id)
         ctx = TenantContext(tenant.id, actor="cli:import")

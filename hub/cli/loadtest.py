@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from hub.cli.output import JSON_OPTION, emit, err_console, fail, table
+from hub.cli.output import JSON_OPTION, emit, err_console, fail, require_file, table
 from hub.core.logging import configure_logging
 from hub.core.settings import get_settings
 
@@ -69,8 +69,8 @@ def loadtest(
         )
     criteria = criteria or default_criteria(scenario)
     for label, path in (("--criteria", criteria), ("--profile", profile)):
-        if path is not None and not path.is_file():
-            fail(f"{label} file not found: {path}; check the path")
+        if path is not None:
+            require_file(path, label=f"{label} file")
 
     options = RunOptions(
         scenario=scenario,

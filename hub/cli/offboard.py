@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail
+from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail, require_file
 from hub.requests import models as _request_models  # noqa: F401 - registers encrypted tables
 
 ACTOR = "cli:operator"
@@ -31,8 +31,8 @@ def offboard_command(
 
     if export is None and not crypto_shred:
         fail("nothing to do; give --export DIR (and --public-key FILE), or add --crypto-shred")
-    if public_key is not None and not public_key.is_file():
-        fail(f"public key file not found: {public_key}; give the tenant's X25519 public key")
+    if public_key is not None:
+        require_file(public_key, label="public key file", fix="give the tenant's X25519 public key")
     with cli_errors():
         result = offboard(
             tenant_id,

@@ -101,6 +101,15 @@ def fail(message: str, *, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def require_file(path: Path, *, label: str = "file", fix: str = "check the path") -> None:
+    """Exit with a message unless `path` is an existing file. `label` names the file in the
+    message, such as `--criteria file`, and `fix` says what to give instead."""
+    if path.is_dir():
+        fail(f"{path} is a folder, not a {label}; give the path of a file in it")
+    if not path.is_file():
+        fail(f"{label} not found: {path}; {fix}")
+
+
 @contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn domain and configuration errors into one-line messages instead of tracebacks."""

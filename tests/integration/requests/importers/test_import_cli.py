@@ -83,6 +83,7 @@ BAD_INVOCATIONS = [
     (["chicago-csv", "NYC", "--tenant", "A"], ["unknown import format", "nyc-csv"]),
     (["nyc-csv", "NYC", "--tenant", "nowhere"], ["tenant 'nowhere' not found"]),
     (["nyc-csv", "/no/such/file.csv", "--tenant", "A"], ["file not found", "/no/such/file.csv"]),
+    (["nyc-csv", "NYCDIR", "--tenant", "A"], ["is a folder, not a file", "a file in it"]),
     (["nyc-json", "NYC", "--tenant", "A"], ["does not start with a JSON array", "CSV formats"]),
     (["nyc-csv", "NYC", "--tenant", "A", "--fallback", "nope"], ["fallback service 'nope'"]),
 ]
@@ -94,6 +95,7 @@ def test_bad_import_one_line_error(hub_cli, two_cities, shared_data, args, words
     files = {
         "SF": str(shared_data / "311_records/sf/cases_sample_10000(no-geo).csv"),
         "NYC": str(shared_data / NYC5),
+        "NYCDIR": str((shared_data / NYC5).parent),
         "A": a.id,
     }
     result = hub_cli("import", *[files.get(arg, arg) for arg in args])
