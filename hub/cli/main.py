@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import typer
@@ -58,6 +59,7 @@ class HubGroup(TyperGroup):
         parent: Context | None = None,
         **extra: Any,
     ) -> Context:
+        _summaries_on_one_line(self)
         json_errors = "--json" in args
         try:
             context = super().make_context(info_name, args, parent, **extra)
@@ -88,6 +90,20 @@ class HubGroup(TyperGroup):
                 raise
             _print_usage_error(error)
             raise typer.Exit(error.exit_code) from None
+
+
+def _summaries_on_one_line(group: TyperGroup) -> None:
+    """Set each command's summary in command lists to its help's first paragraph on one line.
+
+    Typer's rich help keeps the line breaks of a docstring's first paragraph in those lists,
+    so a summary wrapped in the source broke in the middle of a sentence on screen.
+    """
+    for command in group.commands.values():
+        if command.short_help is None and command.help:
+            first = inspect.cleandoc(command.help).split("\n\n", 1)[0]
+            command.short_help = " ".join(first.split())
+        if isinstance(command, TyperGroup):
+            _summaries_on_one_line(command)
 
 
 def _unreachable_database(error: OperationalError) -> str:

@@ -82,6 +82,30 @@ def test_help_shows_flags_without_type(args, flags):
 
 
 @pytest.mark.parametrize(
+    ("args", "summary"),
+    [
+        (
+            ["--help"],
+            "Onboard the example cities, file a day of requests through Open311, route them to "
+            "local agency receivers and print a summary per tenant.",
+        ),
+        (
+            ["alerts", "--help"],
+            "Store an alert as a draft for approval; an Update or Cancel with an unknown "
+            "reference is held and reported.",
+        ),
+    ],
+)
+def test_command_list_summary_on_one_line(monkeypatch, args, summary):
+    # Wide enough for the whole summary, so only a line break kept from the docstring splits it.
+    monkeypatch.setenv("COLUMNS", "300")
+    result = run(*args)
+
+    assert result.exit_code == 0
+    assert summary in result.stdout
+
+
+@pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
         ("HUB_API_THREADS", "0", "HUB_API_THREADS='0': Input should be greater than or equal to 1"),
