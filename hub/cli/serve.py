@@ -72,8 +72,28 @@ def stop_process(child: subprocess.Popen[bytes], *, timeout: float = 30) -> None
         child.wait()
 
 
-def _exit_on_sigterm(_signum: int, _frame: object) -> None:
-    raise SystemExit(0)
+class _ChildWatch:
+    """Stops `hub serve` with SIGTERM when its worker child exits while the API still runs, so
+    that requests are not accepted for hours with nothing to route them."""
+
+    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+        self.child = child
+        self.stopping = False
+        self.failed = False
+        threading.Thread(target=self._watch, name="worker-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        code = self.child.wait()
+        if self.stopping:
+            return
+        self.failed = True
+        log.error(
+            "worker_exited",
+            pid=self.child.pid,
+            exit_code=code,
+            action="hub serve stops; see the worker's log above, then start hub serve again",
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -115,6 +135,7 @@ def serve(
         declare_queues()
     start_worker = settings.is_embedded if worker is None else worker
     child = start_worker_process() if start_worker else None
+    watch = _ChildWatch(child) if child is not None else None
     log.info(
         "serve_starting",
         host=host,
@@ -123,10 +144,14 @@ def serve(
         worker=bool(child),
         embedded=settings.is_embedded,
     )
+
+    def exit_on_sigterm(_signum: int, _frame: object) -> None:
+        raise SystemExit(1 if watch is not None and watch.failed else 0)
+
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
-    # that was installed before it started. This handler turns that into a normal exit, so
-    # the `finally` below still stops the worker child instead of leaving it orphaned.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # that was installed before it started. This handler turns that into an exit, so the
+    # `finally` below still stops the worker child instead of leaving it orphaned.
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         uvicorn.run(
             "hub.api.app:create_app",
@@ -138,9 +163,13 @@ def serve(
             timeout_graceful_shutdown=20,
         )
     finally:
-        if child is not None:
-            stop_process(child)
+        if watch is not None:
+            watch.stopping = True
+            stop_process(watch.child)
         log.info("serve_stopped")
+    # With --processes above 1, uvicorn returns after SIGTERM instead of raising it again.
+    if watch is not None and watch.failed:
+        raise typer.Exit(1)
 
 
 def worker(

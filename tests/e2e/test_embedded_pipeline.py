@@ -219,11 +219,22 @@ def test_worker_stops_after_serve_killed(terminal_job: TerminalJob) -> None:
     terminal_job.worker.wait(timeout=30)
 
 
-def test_demo_stops_on_sigint_as_background_job(workdir: Path) -> None:
+def test_serve_stops_when_worker_dies(terminal_job: TerminalJob) -> None:
+    terminal_job.worker.kill()
+    terminal_job.server.wait(timeout=60)
+
+    output = terminal_job.output()
+    assert terminal_job.server.returncode == 1, output[-3000:]
+    assert "worker_exited" in output
+
+
+@pytest.fixture
+def background_demo(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """Start `hub demo` the way a shell without job control starts a background job, with
+    SIGINT ignored as `trap "" INT` leaves it, and yield the process and its log once it
+    serves."""
     log = workdir / "demo.log"
     with log.open("wb") as stderr:
-        # A shell without job control starts a background job with SIGINT ignored, as
-        # `trap "" INT` does here before the demo replaces the shell.
         demo = subprocess.Popen(
             [
                 "sh",
@@ -238,13 +249,29 @@ def test_demo_stops_on_sigint_as_background_job(workdir: Path) -> None:
         )
     try:
         _wait_for_line(log, "press Ctrl-C", demo, seconds=180)
-        demo.send_signal(signal.SIGINT)
-        demo.wait(timeout=60)
+        yield demo, log
     finally:
         if demo.poll() is None:
             demo.kill()
 
+
+def test_demo_stops_on_sigint_as_background_job(background_demo) -> None:
+    demo, log = background_demo
+    demo.send_signal(signal.SIGINT)
+    demo.wait(timeout=60)
+
     assert demo.returncode == 0, log.read_text(encoding="utf-8")[-3000:]
+
+
+def test_demo_stops_when_worker_dies(background_demo) -> None:
+    demo, log = background_demo
+    (worker,) = psutil.Process(demo.pid).children()
+    worker.kill()
+    demo.wait(timeout=60)
+
+    output = log.read_text(encoding="utf-8")
+    assert demo.returncode == 1, output[-3000:]
+    assert "the worker process exited with code -9" in " ".join(output.split())
 
 
 def test_demo_summary_adds_up(workdir: Path) -> None:

@@ -140,12 +140,25 @@ def _start_fresh(settings: Settings) -> None:
 
 def _problem(ctx: DemoContext) -> str | None:
     """Return why the run did not show the pipeline working, or None when it did."""
+    stopped = _worker_exit_message(ctx)
+    if stopped is not None:
+        return stopped
     accepted = sum(len(ids) for ids in ctx.request_ids.values())
     if accepted == 0:
         return "the API accepted none of the demo's requests; see the rejections in the summary"
     if not ctx.summary.get("pipeline", {}).get("complete", False):
         return "some deliveries were still pending when the wait ended; raise --wait"
     return None
+
+
+def _worker_exit_message(ctx: DemoContext) -> str | None:
+    """Return why the demo cannot go on when its worker process has exited, else None."""
+    if ctx.worker is None or ctx.worker.poll() is None:
+        return None
+    return (
+        f"the worker process exited with code {ctx.worker.returncode}, so nothing routes "
+        "requests any more; see its log above and run `hub demo` again"
+    )
 
 
 def _render(summary: dict, steps: list) -> None:
@@ -182,4 +195,6 @@ def _serve_until_interrupted(ctx: DemoContext) -> None:
             markup=False,
         )
     while not stop.wait(1):
-        pass
+        stopped = _worker_exit_message(ctx)
+        if stopped is not None:
+            fail(stopped, code=1)

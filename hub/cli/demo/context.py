@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class DemoContext:
     # Agency code per tenant -> the loopback URL of its demo receiver.
     receiver_urls: dict[tuple[str, str], str] = field(default_factory=dict)
     receivers: Any = None
+    # The `hub worker` child process, once the `server` step started it.
+    worker: subprocess.Popen[bytes] | None = None
     # Tenant id -> ids of the requests the replay step filed and the API accepted.
     request_ids: dict[str, list[str]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)

@@ -139,7 +139,7 @@ def start_server(ctx: DemoContext) -> dict[str, Any]:
             )
         time.sleep(0.1)
 
-    worker = start_worker_process(concurrency=4, pool="threads")
+    worker = ctx.worker = start_worker_process(concurrency=4, pool="threads")
     ctx.add_cleanup(lambda: stop_process(worker))
     return {"api": ctx.base_url, "worker_pid": worker.pid}
 
