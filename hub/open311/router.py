@@ -26,6 +26,7 @@ from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import INTAKE
 from hub.requests.models import STATES
 from hub.requests.schemas import IntakeData, IntakeJob, RequestQuery
+from hub.requests.validation import shown
 from tenants.auth import credential_for_tenant
 from tenants.registry import get_tenant_by_jurisdiction
 
@@ -56,7 +57,9 @@ def _tenant(jurisdiction_id: str | None) -> TenantSnapshot:
     # An offboarded tenant's jurisdiction is served no more, the same as an unknown one.
     if tenant is None or not tenant.active:
         raise NotFound(
-            "jurisdiction_id is not served by this endpoint", code="unknown_jurisdiction"
+            f"jurisdiction_id{shown(jurisdiction_id.strip())} is not served by this endpoint; "
+            "check it against the jurisdiction_id that the city publishes",
+            code="unknown_jurisdiction",
         )
     return tenant
 

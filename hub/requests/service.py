@@ -53,6 +53,7 @@ from hub.requests.validation import (
     check_attributes,
     check_media_url,
     check_text,
+    shown,
 )
 from privacy.blind_index import blind_index
 from privacy.fields import FieldCipher
@@ -81,7 +82,8 @@ def active_service(tenant: TenantSnapshot, service_code: str) -> CatalogService:
     service = tenant.services.get(service_code)
     if service is None:
         raise NotFound(
-            "service_code is not in this jurisdiction's catalog; GET services for the list",
+            f"service_code{shown(service_code)} is not in this jurisdiction's catalog; "
+            "GET services for the list",
             code="unknown_service",
         )
     return service

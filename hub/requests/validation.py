@@ -30,6 +30,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # `-`, `.` and `:`. Other submitted codes may be free text, so messages leave them out.
 _SHOWN_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
+
+def shown(value: str) -> str:
+    """Return ` 'value'` for a message when `value` is a code such as a service code or a
+    jurisdiction id (`_SHOWN_CODE`), else an empty string, so free text is never repeated."""
+    return f" {value!r}" if _SHOWN_CODE.fullmatch(value) else ""
+
+
 OPEN311_DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
 
 
@@ -144,6 +151,7 @@ def check_attributes(
             )
 
     clean: dict[str, AttributeValue] = {}
+    missing: list[str] = []
     for code, attribute in by_code.items():
         if attribute.get("variable", True) is False:
             continue
@@ -154,7 +162,7 @@ def check_attributes(
         label = f"attribute[{code}]"
         if not values:
             if attribute.get("required"):
-                raise InvalidInput(f"{label} is required for service {service_code}", field=label)
+                missing.append(label)
             continue
         if datatype == "multivaluelist":
             clean[code] = [_check_one(code, datatype, attribute, v) for v in values]
@@ -162,4 +170,9 @@ def check_attributes(
         if len(values) > 1:
             raise InvalidInput(f"{label} takes one value, not a list", field=label)
         clean[code] = _check_one(code, datatype, attribute, values[0])
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise InvalidInput(
+            f"{', '.join(missing)} {verb} required for service {service_code}", field=missing[0]
+        )
     return clean

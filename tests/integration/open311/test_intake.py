@@ -79,8 +79,8 @@ BAD_INPUTS = [
     ({"lat": None, "long": None}, 400, "location"),
     ({"jurisdiction_id": None}, 400, "jurisdiction_id"),
     ({"jurisdiction_id": ""}, 400, "jurisdiction_id"),
-    ({"jurisdiction_id": "nowhere.example.org"}, 404, "jurisdiction_id"),
-    ({"service_code": "no-such-service"}, 404, "service_code"),
+    ({"jurisdiction_id": "nowhere.example.org"}, 404, "jurisdiction_id 'nowhere.example.org'"),
+    ({"service_code": "no-such-service"}, 404, "service_code 'no-such-service'"),
     ({"service_code": ""}, 400, "service_code"),
     ({"attribute[depth]": None}, 400, "required"),
     ({"attribute[depth]": "deep"}, 400, "number"),
@@ -125,6 +125,16 @@ def test_bad_inputs_get_open311_errors(client, tenants_ab):
                 assert response.headers["content-type"] == "text/xml; charset=utf-8"
                 assert b"<errors><error><code>" in response.content, case
                 assert word.lower().encode() in response.content.lower(), case
+
+
+def test_free_text_service_code_not_repeated(client, tenants_ab):
+    alpha, _ = tenants_ab
+    response = _post(client, pothole_form(alpha, service_code="fix my street please"))
+
+    assert response.status_code == 404
+    description = response.json()[0]["description"]
+    assert description.startswith("service_code is not in this jurisdiction's catalog")
+    assert "fix my street" not in description
 
 
 def test_oversized_body_is_413(client, tenants_ab):

@@ -153,6 +153,20 @@ def test_attribute_errors(submitted):
         check_attributes("svc", DEFINITION, submitted)
 
 
+def test_every_missing_attribute_named():
+    definition = [*DEFINITION, {"code": "depth", "datatype": "number", "required": True}]
+    with pytest.raises(InvalidInput) as caught:
+        check_attributes("svc", definition, {"kind": "a"})
+    assert caught.value.message == "attribute[size], attribute[depth] are required for service svc"
+
+
+@pytest.mark.parametrize("year", ["0001", "1899", "3000", "9999"])
+def test_date_year_out_of_range(year):
+    with pytest.raises(InvalidInput) as caught:
+        parse_datetime("start_date", f"{year}-06-01T00:00:00Z")
+    assert "use a year from 1900 to 2999" in caught.value.message
+
+
 def test_sensitive_service_never_exact():
     sensitive = SimpleNamespace(
         open_data_location="exact", h3_resolution=8, location_sensitive=True
