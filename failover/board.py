@@ -161,8 +161,9 @@ class LiveBoard:
         # Monotonic time of the last reload that read the last hour's statistics.
         self._statistics_at = -STATISTICS_SECONDS
         self._lock = threading.Lock()
-        # Taken by `config_of` around its reload, so that the contacts of a new tenant that
-        # arrive together wait for one reload instead of each starting its own.
+        # One reload at a time: the refresh thread, API calls and `config_of` share the caches
+        # a reload updates, and the contacts of a new tenant that arrive together wait for one
+        # reload instead of each starting its own.
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -206,7 +207,7 @@ class LiveBoard:
         with self._reload_lock:
             config = self.tenants.get(tenant_id)
             if config is None:
-                self.refresh(configuration=False, statistics=False)
+                self._refresh(utcnow(), evaluate=True, configuration=False, statistics=False)
                 config = self.tenants.get(tenant_id)
         return config
 
@@ -229,8 +230,18 @@ class LiveBoard:
         as stored, and nothing is written. With `statistics=False` the last hour's statistics
         are kept from the previous reload.
         """
+        with self._reload_lock:
+            self._refresh(
+                as_utc(now) if now else utcnow(),
+                evaluate=evaluate,
+                configuration=configuration,
+                statistics=statistics,
+            )
+
+    def _refresh(
+        self, now: datetime, *, evaluate: bool, configuration: bool, statistics: bool
+    ) -> None:
         started = time.perf_counter()
-        now = as_utc(now) if now else utcnow()
         configuration = configuration or not self.loaded
         if evaluate and (configuration or self._manifests_changed()):
             self._sync_own_centers()
