@@ -72,9 +72,25 @@ def stop_process(child: subprocess.Popen[bytes], *, timeout: float = 30) -> None
         child.wait()
 
 
+def describe_exit(code: int) -> str:
+    """Return how a child process ended, from its `Popen.returncode`."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            return f"was killed by signal {-code}"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with code {code}"
+
+
 class _ChildWatch:
-    """Stops `hub serve` with SIGTERM when its worker child exits while the API still runs, so
-    that requests are not accepted for hours with nothing to route them."""
+    """The thread that stops `hub serve` with SIGTERM when its worker child ends while the API
+    still runs, so that requests are not accepted for hours with nothing to route them.
+
+    A worker that exits with code 0 finished a warm shutdown that someone asked for, such as a
+    supervisor that sends SIGTERM to every process of the service at once: serve then stops
+    cleanly too. Any other end is a failure, and serve exits with status 1.
+    """
 
     def __init__(self, child: subprocess.Popen[bytes]) -> None:
         self.child = child
@@ -86,13 +102,16 @@ class _ChildWatch:
         code = self.child.wait()
         if self.stopping:
             return
-        self.failed = True
-        log.error(
-            "worker_exited",
-            pid=self.child.pid,
-            exit_code=code,
-            action="hub serve stops; see the worker's log above, then start hub serve again",
-        )
+        if code == 0:
+            log.info("worker_stopped", pid=self.child.pid, action="hub serve stops too")
+        else:
+            self.failed = True
+            log.error(
+                "worker_failed",
+                pid=self.child.pid,
+                exit=describe_exit(code),
+                action="hub serve stops; see the worker's log above, then start hub serve again",
+            )
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -133,25 +152,27 @@ def serve(
         from hub.worker.app import declare_queues
 
         declare_queues()
-    start_worker = settings.is_embedded if worker is None else worker
-    child = start_worker_process() if start_worker else None
-    watch = _ChildWatch(child) if child is not None else None
-    log.info(
-        "serve_starting",
-        host=host,
-        port=port,
-        processes=processes,
-        worker=bool(child),
-        embedded=settings.is_embedded,
-    )
+    watch: _ChildWatch | None = None
 
     def exit_on_sigterm(_signum: int, _frame: object) -> None:
         raise SystemExit(1 if watch is not None and watch.failed else 0)
 
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
     # that was installed before it started. This handler turns that into an exit, so the
-    # `finally` below still stops the worker child instead of leaving it orphaned.
+    # `finally` below still stops the worker child instead of leaving it orphaned. It is
+    # installed before the child starts, for a child that fails at once.
     signal.signal(signal.SIGTERM, exit_on_sigterm)
+    start_worker = settings.is_embedded if worker is None else worker
+    if start_worker:
+        watch = _ChildWatch(start_worker_process())
+    log.info(
+        "serve_starting",
+        host=host,
+        port=port,
+        processes=processes,
+        worker=watch is not None,
+        embedded=settings.is_embedded,
+    )
     try:
         uvicorn.run(
             "hub.api.app:create_app",

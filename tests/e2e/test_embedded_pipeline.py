@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -162,6 +163,19 @@ def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], secon
         time.sleep(0.2)
 
 
+def _kill_tree(pid: int) -> None:
+    """Kill a process and its children that still run, so that a failed test leaves none."""
+    try:
+        parent = psutil.Process(pid)
+        processes = [*parent.children(recursive=True), parent]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(processes, timeout=10)
+
+
 @dataclass
 class TerminalJob:
     """`hub serve` with its worker ready, and the file that receives both processes' stderr."""
@@ -195,8 +209,7 @@ def terminal_job(workdir: Path) -> Iterator[TerminalJob]:
         assert "worker" in worker.cmdline()
         yield TerminalJob(server, worker, log)
     finally:
-        if server.poll() is None:
-            server.kill()
+        _kill_tree(server.pid)
 
 
 def test_ctrl_c_stops_worker_once(terminal_job: TerminalJob) -> None:
@@ -219,13 +232,25 @@ def test_worker_stops_after_serve_killed(terminal_job: TerminalJob) -> None:
     terminal_job.worker.wait(timeout=30)
 
 
-def test_serve_stops_when_worker_dies(terminal_job: TerminalJob) -> None:
+def test_serve_fails_when_worker_dies(terminal_job: TerminalJob) -> None:
     terminal_job.worker.kill()
     terminal_job.server.wait(timeout=60)
 
     output = terminal_job.output()
     assert terminal_job.server.returncode == 1, output[-3000:]
-    assert "worker_exited" in output
+    assert "worker_failed" in output
+    assert "was killed by signal 9 (SIGKILL)" in output
+
+
+def test_serve_stops_with_stopped_worker(terminal_job: TerminalJob) -> None:
+    # A supervisor may send SIGTERM to the worker as well as to hub serve, and the worker may
+    # finish its warm shutdown first.
+    terminal_job.worker.terminate()
+    terminal_job.server.wait(timeout=60)
+
+    output = terminal_job.output()
+    assert terminal_job.server.returncode == 0, output[-3000:]
+    assert "worker_stopped" in output
 
 
 @pytest.fixture
@@ -251,8 +276,7 @@ def background_demo(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Pa
         _wait_for_line(log, "press Ctrl-C", demo, seconds=180)
         yield demo, log
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        _kill_tree(demo.pid)
 
 
 def test_demo_stops_on_sigint_as_background_job(background_demo) -> None:
@@ -271,7 +295,7 @@ def test_demo_stops_when_worker_dies(background_demo) -> None:
 
     output = log.read_text(encoding="utf-8")
     assert demo.returncode == 1, output[-3000:]
-    assert "the worker process exited with code -9" in " ".join(output.split())
+    assert "the worker process was killed by signal 9 (SIGKILL)" in " ".join(output.split())
 
 
 def test_demo_summary_adds_up(workdir: Path) -> None:

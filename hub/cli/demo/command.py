@@ -16,6 +16,7 @@ import typer
 
 from hub.cli.demo.context import DemoContext, DemoOptions
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail
+from hub.cli.serve import describe_exit
 from hub.core.db import get_engine
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
@@ -156,7 +157,7 @@ def _worker_exit_message(ctx: DemoContext) -> str | None:
     if ctx.worker is None or ctx.worker.poll() is None:
         return None
     return (
-        f"the worker process exited with code {ctx.worker.returncode}, so nothing routes "
+        f"the worker process {describe_exit(ctx.worker.returncode)}, so nothing routes "
         "requests any more; see its log above and run `hub demo` again"
     )
 
