@@ -30,7 +30,7 @@ from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import NotFound
 from hub.core.tenancy import SystemContext
 from hub.requests.validation import check_text
-from tenants.auth import credential_for, key_from_headers
+from tenants.auth import credential_for, key_from_headers, request_id_of
 
 router = APIRouter(prefix="/api/v1/overflow", tags=["overflow"])
 
@@ -43,7 +43,7 @@ def current_caller(
     """Resolve the key from `Authorization: Bearer` or `X-Api-Key` into a `Caller`."""
     credential = credential_for(key_from_headers(authorization, x_api_key))
     request.state.tenant_id = credential.tenant_id
-    ctx = credential.context(request.headers.get("x-request-id"))
+    ctx = credential.context(request_id_of(request))
     return Caller(ctx=ctx, center_id=credential.center_id)
 
 

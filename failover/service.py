@@ -43,7 +43,7 @@ from failover.store import (
 )
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import is_postgres, unit_of_work
-from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound, shown
 from hub.core.ids import new_uuid
 from hub.core.tenancy import (
     ROLE_AGENT,
@@ -133,11 +133,12 @@ class NewContact:
 
 def _check_choice(field: str, value: str, allowed: Sequence[str]) -> None:
     """Reject `value` unless it is one of `allowed`. The message repeats the value only when
-    it is short printable text, so it never echoes a large or binary input."""
+    it has the form of a code (`shown`), so it never echoes a large or binary input."""
     if value in allowed:
         return
-    quoted = f" {value!r}" if len(value) <= 64 and value.isprintable() else ""
-    raise InvalidInput(f"{field}{quoted} is invalid; use one of {', '.join(allowed)}", field=field)
+    raise InvalidInput(
+        f"{field}{shown(value)} is invalid; use one of {', '.join(allowed)}", field=field
+    )
 
 
 def _check_served(board: LiveBoard, tenant_id: str, data: NewContact) -> None:
@@ -145,7 +146,10 @@ def _check_served(board: LiveBoard, tenant_id: str, data: NewContact) -> None:
     centers lists, using the board's copy of the tenant's manifest."""
     config = board.config_of(tenant_id)
     if config is None:
-        raise NotFound(f"tenant {tenant_id!r} not found")
+        raise NotFound(
+            f"tenant {tenant_id!r} not found; it may have been offboarded since this key was "
+            "issued, so ask the hub's operators"
+        )
     if config.languages and not speaks(config.languages, data.language):
         raise InvalidInput(
             f"language {data.language!r} is not one of the tenant's languages; "

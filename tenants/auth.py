@@ -113,8 +113,10 @@ def credential_for(raw: str | None, *, engine: Engine | None = None) -> ApiCrede
 # --- FastAPI glue ---------------------------------------------------------------------------
 
 
-def _request_id(request: Request) -> str | None:
-    return request.headers.get("x-request-id")
+def request_id_of(request: Request) -> str | None:
+    """Return the id the API's middleware gave the request: the client's X-Request-Id when it
+    is short and plain, else a new one. None outside that middleware."""
+    return getattr(request.state, "request_id", None)
 
 
 def require_roles(*roles: str) -> Callable[..., TenantContext]:
@@ -130,7 +132,7 @@ def require_roles(*roles: str) -> Callable[..., TenantContext]:
         x_api_key: str | None = Header(None),
     ) -> TenantContext:
         raw = key_from_headers(authorization, x_api_key)
-        ctx = authenticate(raw, any_of=roles, request_id=_request_id(request))
+        ctx = authenticate(raw, any_of=roles, request_id=request_id_of(request))
         request.state.tenant_id = ctx.tenant_id
         return ctx
 

@@ -2,16 +2,14 @@
 
 Errors are mapped in one place. `HubError` subclasses carry their status, and validation
 errors name the fields without echoing the request body. Anything unexpected becomes a
-generic 500 that names the request id, and its traceback is logged on the server only,
-with that id. Under
-`/open311/` errors use the GeoReport v2 error list format in the representation the path asks
-for (`.xml` or `.json`).
+generic 500 that names the request id, and its traceback is logged on the server only, with
+that id. Under `/open311/` errors use the GeoReport v2 error list format in the representation
+the path asks for (`.xml` or `.json`).
 """
 
 from __future__ import annotations
 
 import gc
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -30,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.core.db import close_async_readers
-from hub.core.errors import HubError, PayloadTooLarge
+from hub.core.errors import PLAIN_CODE, HubError, PayloadTooLarge
 from hub.core.logging import bind_ids, clear_ids, configure_logging
 from hub.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, render_latest
 from hub.core.settings import Settings, get_settings
@@ -101,14 +99,10 @@ def _route_template(scope: Scope) -> str:
     return getattr(scope.get("route"), "path", "unmatched")
 
 
-# An X-Request-Id that a client sends is kept when it is this short and plain, so that it can
-# go into logs and error bodies as it is. Any other value is replaced by a new id.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
 def _request_id(headers: Headers) -> str:
     sent = headers.get("x-request-id")
-    if sent is not None and _REQUEST_ID.fullmatch(sent):
+    # Kept only when plain, so that it can go into logs, audit entries and error bodies as it is.
+    if sent is not None and PLAIN_CODE.fullmatch(sent):
         return sent
     return uuid.uuid4().hex
 
@@ -133,7 +127,7 @@ class ObserveMiddleware:
         headers = Headers(scope=scope)
         # Routes record the tenant in `request.state`, which lives in this dict.
         state = scope.setdefault("state", {})
-        request_id = _request_id(headers)
+        request_id = state["request_id"] = _request_id(headers)
         bind_ids(request_id=request_id)
         started = time.perf_counter()
         status = 500

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
+# A value that error messages, logs and headers may repeat as it is: up to 64 ASCII letters,
+# digits, `_`, `-`, `.` and `:`, as service codes, jurisdiction ids and request ids are. Other
+# values may be free text or personal data, so messages leave them out.
+PLAIN_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def shown(value: str) -> str:
+    """Return ` 'value'` for an error message when `value` is a `PLAIN_CODE`, else an empty
+    string."""
+    return f" {value!r}" if PLAIN_CODE.fullmatch(value) else ""
+
 
 class HubError(Exception):
     """Base for errors that reach a client: a status, a stable code and a safe message.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from datetime import datetime
 from urllib.parse import parse_qsl
 
 from hub.core.errors import InvalidInput
@@ -108,8 +109,22 @@ def statuses(raw: str | None) -> list[str]:
     return values
 
 
-def date_param(raw: str | None, name: str):
-    return parse_datetime(name, raw) if raw else None
+# The years a date parameter may name. Near years 1 and 9999, shifting a date by its UTC offset
+# or by the 90-day query window overflows Python's datetime.
+EARLIEST_YEAR = 1900
+LATEST_YEAR = 2999
+
+
+def date_param(raw: str | None, name: str) -> datetime | None:
+    if not raw:
+        return None
+    parsed = parse_datetime(name, raw)
+    if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
+        raise InvalidInput(
+            f"{name} is out of range; use a year from {EARLIEST_YEAR} to {LATEST_YEAR}",
+            field=name,
+        )
+    return parsed
 
 
 def positive_int(raw: str | None, name: str, default: int) -> int:

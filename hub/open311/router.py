@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import get_engine, is_postgres, unit_of_work
-from hub.core.errors import HubError, InvalidInput, NotFound, PayloadTooLarge
+from hub.core.errors import HubError, InvalidInput, NotFound, PayloadTooLarge, shown
 from hub.core.tenancy import ROLE_AGENCY, ROLE_AGENT, ROLE_OPEN311, ROLE_STAFF, TenantContext
 from hub.open311 import formats, intake, params, views
 from hub.requests import queries, service
@@ -26,8 +26,7 @@ from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import INTAKE
 from hub.requests.models import STATES
 from hub.requests.schemas import IntakeData, IntakeJob, RequestQuery
-from hub.requests.validation import shown
-from tenants.auth import credential_for_tenant
+from tenants.auth import credential_for_tenant, request_id_of
 from tenants.registry import get_tenant_by_jurisdiction
 
 log = structlog.get_logger(__name__)
@@ -78,7 +77,7 @@ def _authenticate(
 ) -> tuple[TenantContext, int]:
     """Return the context and key id of an api_key valid for this jurisdiction and role."""
     credential = credential_for_tenant(raw_key, tenant.id, any_of=roles)
-    return credential.context(request.headers.get("x-request-id")), credential.key_id
+    return credential.context(request_id_of(request)), credential.key_id
 
 
 def _media_type(content_type: str) -> str:

@@ -23,7 +23,7 @@ from hub.requests.models import ServiceRequest
 from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE
 from hub.requests.transfer import ENCRYPTED_COLUMNS, transfer_request
 from privacy.access import declare_purpose, decrypt_fields, decrypt_rows
-from tenants.auth import authenticate, key_from_headers
+from tenants.auth import authenticate, key_from_headers, request_id_of
 from tenants.registry import get_tenant
 
 router = APIRouter(prefix="/api/v1", tags=["requests"])
@@ -42,7 +42,7 @@ def _context(
     ctx = authenticate(
         key_from_headers(authorization, x_api_key),
         any_of=roles,
-        request_id=request.headers.get("x-request-id"),
+        request_id=request_id_of(request),
     )
     request.state.tenant_id = ctx.tenant_id
     return ctx

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import unit_of_work
-from hub.core.errors import Conflict, HubError, InvalidInput, NotFound
+from hub.core.errors import Conflict, HubError, InvalidInput, NotFound, shown
 from hub.core.ids import new_token, tracking_code
 from hub.core.outbox import enqueue_now
 from hub.core.tasks import QUEUE_INTAKE
@@ -53,7 +53,6 @@ from hub.requests.validation import (
     check_attributes,
     check_media_url,
     check_text,
-    shown,
 )
 from privacy.blind_index import blind_index
 from privacy.fields import FieldCipher

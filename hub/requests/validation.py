@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from hub.core.errors import InvalidInput
+from hub.core.errors import PLAIN_CODE, InvalidInput
 from hub.requests.schemas import AttributeValue
 
 MAX_DESCRIPTION_CHARS = 4000
@@ -26,17 +26,6 @@ MAX_MEDIA_URL_CHARS = 2000
 _HTML = re.compile(r"<[A-Za-z!/?]|&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
 # C0 controls other than tab, line feed and carriage return, DEL and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# An attribute code that an error message may repeat: up to 64 ASCII letters, digits, `_`,
-# `-`, `.` and `:`. Other submitted codes may be free text, so messages leave them out.
-_SHOWN_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-def shown(value: str) -> str:
-    """Return ` 'value'` for a message when `value` is a code such as a service code or a
-    jurisdiction id (`_SHOWN_CODE`), else an empty string, so free text is never repeated."""
-    return f" {value!r}" if _SHOWN_CODE.fullmatch(value) else ""
-
-
 OPEN311_DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
 
 
@@ -68,11 +57,6 @@ def check_media_url(value: str | None) -> None:
         raise InvalidInput("media_url must not contain spaces or control characters")
 
 
-# The years a date-time parameter may name.
-EARLIEST_YEAR = 1900
-LATEST_YEAR = 2999
-
-
 def parse_datetime(field: str, value: str) -> datetime:
     """Parse an ISO 8601 date-time that carries a UTC offset, such as `2024-01-31T09:00:00-05:00`.
 
@@ -88,13 +72,6 @@ def parse_datetime(field: str, value: str) -> datetime:
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise InvalidInput(
             f"{field} has no UTC offset; add Z or an offset such as -05:00", field=field
-        )
-    # Bounds well inside what datetime can shift by a 90-day window or a UTC offset.
-    if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
-        raise InvalidInput(
-            f"{field} {value.strip()!r} is out of range; use a year from {EARLIEST_YEAR} "
-            f"to {LATEST_YEAR}",
-            field=field,
         )
     return parsed
 
@@ -140,7 +117,7 @@ def check_attributes(
     for code in submitted:
         attribute = by_code.get(code)
         if attribute is None or attribute.get("variable", True) is False:
-            if _SHOWN_CODE.fullmatch(code):
+            if PLAIN_CODE.fullmatch(code):
                 subject = f"attribute[{code}] is"
             else:
                 subject = "an attribute code with spaces, symbols or over 64 characters is"

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import SystemContext
 from hub.requests.models import ServiceRequest, StatusEvent
+from privacy.models import AuditEntry
 
 UPDATES = "/open311/v2/servicerequestupdates.json"
 
@@ -172,6 +173,26 @@ def test_find_by_contact_is_per_tenant(client, tenants_ab):
     assert [r["service_request_id"] for r in by_phone.json()["requests"]] == [alpha_id]
     assert alpha_id in [r["service_request_id"] for r in by_email.json()["requests"]]
     assert all(r["tenant_id"] == alpha.id for r in by_email.json()["requests"])
+
+
+def test_staff_read_audits_middleware_request_id(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    response = client.get(
+        f"/api/v1/tenants/{alpha.id}/requests/{request_id}",
+        headers={"Authorization": f"Bearer {alpha.staff}", "X-Request-Id": "r" * 300},
+    )
+
+    assert response.status_code == 200
+    given = response.headers["x-request-id"]
+    assert given != "r" * 300
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        entry = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.tenant_id == alpha.id, AuditEntry.action == "pii.decrypt")
+            .order_by(AuditEntry.seq.desc())
+        ).first()
+    assert entry.details["request_id"] == given
 
 
 def test_staff_api_role_checks(client, tenants_ab):
