@@ -12,8 +12,9 @@ from __future__ import annotations
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 import structlog
@@ -57,10 +58,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        # Name the fields, never echo their values: the body may hold personal data.
-        fields = sorted({".".join(str(p) for p in err.get("loc", ())[1:]) for err in exc.errors()})
-        message = "invalid or missing parameter: " + ", ".join(f for f in fields if f)
-        return _renderer_for(request)(request, 400, "invalid", message.rstrip(": "))
+        message = validation_message(exc.errors())
+        return _renderer_for(request)(request, 400, "invalid", message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -82,6 +81,35 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _renderer_for(request)(
             request, 503, "unavailable", "the database is unavailable; retry later"
         )
+
+
+# Pydantic error types whose message may quote the submitted value: a custom validator's.
+_QUOTING_ERROR_TYPES = frozenset({"value_error", "assertion_error"})
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """Describe request validation errors by field, in the order found, without the submitted
+    values: a body may hold personal data. Pydantic's own messages name only what was expected."""
+    parts: list[str] = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ())]
+        kind = error.get("type", "")
+        field = ".".join(location[1:])
+        if kind == "json_invalid":
+            # FastAPI gives the position in the location, pydantic's own parser in the message.
+            if len(location) > 1:
+                reason = f"near character {location[1]}"
+            else:
+                reason = str(error.get("msg", "")).removeprefix("Invalid JSON: ")
+            part = f"the request body is not valid JSON ({reason}); send one JSON object"
+        elif kind == "missing":
+            part = f"{field} is missing"
+        else:
+            detail = "" if kind in _QUOTING_ERROR_TYPES else f": {error.get('msg', '')}"
+            part = f"{field or 'the request body'} is invalid{detail}"
+        if part not in parts:
+            parts.append(part)
+    return "; ".join(parts) or "the request is invalid"
 
 
 def _allowed_methods(request: Request) -> list[str]:

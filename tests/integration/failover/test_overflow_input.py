@@ -101,6 +101,27 @@ def test_value_tenant_lacks_rejected(client, engine, board, tenant, field, value
     assert allowed in message
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"channel": ', "the request body is not valid JSON (EOF while parsing a value at line 1"),
+        ('["call"]', "the request body is invalid: Input should be an object"),
+        ('{"channel": "call", "language": "en"}', "service_group is missing"),
+        (
+            '{"channel": 7, "language": "en", "service_group": "streets"}',
+            "channel is invalid: Input should be a valid string",
+        ),
+    ],
+)
+def test_bad_json_body_explained(client, engine, board, tenant, body, expected):
+    home_ready(engine, board, tenant)
+    headers = {**auth(tenant.agent), "content-type": "application/json"}
+    response = client.post(CONTACTS, content=body, headers=headers)
+
+    assert response.status_code == 400
+    assert expected in error_of(response)["message"]
+
+
 def test_tenant_newer_than_board_checked(client, engine, board):
     board.refresh()
     late = onboard_overflow_tenant(engine, f"ovl-{uuid.uuid4().hex[:8]}")

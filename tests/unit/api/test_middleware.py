@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.api.app import create_app
+from hub.api.app import create_app, validation_message
 from hub.core.settings import Settings, reset_settings_cache
 
 
@@ -95,3 +95,19 @@ def test_unusual_request_id_replaced(client: TestClient) -> None:
     response = client.get("/healthz", headers={"x-request-id": "a b<script>"})
     assert len(response.headers["x-request-id"]) == 32
     assert "<" not in response.headers["x-request-id"]
+
+
+def test_validation_message_by_field() -> None:
+    errors = [
+        {"type": "json_invalid", "loc": ("body", 6), "msg": "JSON decode error"},
+        {"type": "missing", "loc": ("body", "identifier"), "msg": "Field required"},
+        {"type": "value_error", "loc": ("body", "phone"), "msg": "Value error, 555-0100 is bad"},
+    ]
+
+    message = validation_message(errors)
+
+    assert message == (
+        "the request body is not valid JSON (near character 6); send one JSON object; "
+        "identifier is missing; phone is invalid"
+    )
+    assert "555" not in message
