@@ -59,8 +59,10 @@ class KeyProvider(ABC):
         """Identifier of the current root key, stored beside each KEK it wraps."""
 
     @abstractmethod
-    def wrap(self, key: bytes, associated_data: bytes) -> bytes:
-        """Encrypt `key` under the current root key, bound to `associated_data`."""
+    def wrap(self, key: bytes, associated_data: bytes) -> tuple[str, bytes]:
+        """Encrypt `key` under the current root key, bound to `associated_data`. Return that
+        root key's id with the blob. Both are read together, so a rotation cannot come between
+        them."""
 
     @abstractmethod
     def unwrap(self, blob: bytes, associated_data: bytes, *, key_id: str) -> bytes:
@@ -68,7 +70,10 @@ class KeyProvider(ABC):
 
     @abstractmethod
     def derive(self, purpose: str) -> bytes:
-        """Return a 32-byte hub-wide secret for `purpose` (audit signing, hub-wide HMACs)."""
+        """Return a 32-byte hub-wide secret for `purpose` (audit signing, hub-wide HMACs).
+
+        The result stays the same across root key rotations, unless a rotation replaces the
+        derivation key as well (`hub privacy rotate-root --new-derived-keys`)."""
 
 
 def aes_wrap(wrapping_key: bytes, key: bytes, associated_data: bytes) -> bytes:
@@ -160,6 +165,52 @@ def load_root_key(path: Path, *, production: bool) -> bytes:
     return key
 
 
+# The derivation key behind `KeyProvider.derive`. Until the first root rotation it is computed
+# from the root key. A rotation stores it beside the key file, wrapped under the new root key.
+# The secrets derived from it then stay the same after the rotation: the audit signing key,
+# webhook secrets, Web Push keys, unsubscribe links and audit subject HMACs.
+_DERIVATION_LABEL = b"hub-derivation-key\x00"
+_DERIVATION_AD = b"hub-derivation-key-v1"
+
+
+def derivation_path(path: Path) -> Path:
+    """Return the path of the wrapped derivation key file beside root key file `path`."""
+    return path.with_name(f"{path.name}.derivation")
+
+
+def initial_derivation_key(root_key: bytes) -> bytes:
+    """Return the derivation key of a root key file that no rotation has replaced yet."""
+    return hmac.new(root_key, _DERIVATION_LABEL, hashlib.sha256).digest()
+
+
+def read_derivation_key(path: Path, root_keys: dict[str, bytes], current: bytes) -> bytes:
+    """Return the derivation key for root key file `path`: the stored one, unwrapped with the
+    root key it names among `root_keys`, or the initial one of `current` when none is stored."""
+    stored = derivation_path(path)
+    if not stored.exists():
+        return initial_derivation_key(current)
+    key_id, _, blob = stored.read_text(encoding="ascii").strip().partition(" ")
+    root = root_keys.get(key_id)
+    if root is None:
+        raise ConfigurationError(
+            f"derivation key file {stored} is wrapped under root key {key_id}, which is not "
+            f"available; restore {path.name}.{key_id}.previous beside {path}"
+        )
+    return aes_unwrap(root, bytes.fromhex(blob), _DERIVATION_AD)
+
+
+def write_derivation_key(path: Path, derivation_key: bytes, root_key: bytes) -> None:
+    """Store `derivation_key` for root key file `path`, wrapped under `root_key`. The file is
+    replaced in one step, so a reader sees the old or the new one, never a part."""
+    stored = derivation_path(path)
+    partial = stored.with_name(f"{stored.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        blob = aes_wrap(root_key, derivation_key, _DERIVATION_AD)
+        handle.write(f"{root_key_id(root_key)} {blob.hex()}\n")
+    os.replace(partial, stored)
+
+
 def _previous_root_keys(path: Path) -> dict[str, bytes]:
     """Read the root keys replaced by `hub privacy rotate-root` that are still kept.
 
@@ -177,7 +228,9 @@ class LocalKeyProvider(KeyProvider):
     """The embedded default: a 256-bit root key in a file of mode 0600.
 
     During root rotation the provider also keeps the previous keys, so KEKs wrapped under any
-    of them still unwrap until they are re-wrapped.
+    of them still unwrap until they are re-wrapped. A provider with a key file follows it:
+    after another process rotated the root key, the next `wrap` uses the new key and the next
+    `derive` the derivation key stored with it.
     """
 
     def __init__(
@@ -187,21 +240,58 @@ class LocalKeyProvider(KeyProvider):
         *,
         path: Path | None = None,
         production: bool = False,
+        derivation_key: bytes | None = None,
     ) -> None:
         if len(root_key) != KEY_BYTES:
             raise ConfigurationError("root key must be 32 bytes (256 bits)")
-        self._key = root_key
-        self._key_id = root_key_id(root_key)
         self._keys = dict(previous or {})
-        self._keys[self._key_id] = root_key
         self._path = path
         self._production = production
+        self._lock = threading.Lock()
+        self._use(root_key, derivation_key or initial_derivation_key(root_key))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKeyProvider:
         path = settings.effective_root_key_file
         key = load_root_key(path, production=settings.is_production)
-        return cls(key, _previous_root_keys(path), path=path, production=settings.is_production)
+        previous = _previous_root_keys(path)
+        derivation = read_derivation_key(path, {**previous, root_key_id(key): key}, key)
+        return cls(
+            key, previous, path=path, production=settings.is_production, derivation_key=derivation
+        )
+
+    def _use(self, root_key: bytes, derivation_key: bytes) -> None:
+        self._key = root_key
+        self._key_id = root_key_id(root_key)
+        self._keys[self._key_id] = root_key
+        self._derivation = derivation_key
+        self._file_version = self._version_of_file()
+
+    def _version_of_file(self) -> tuple[int, int, int] | None:
+        if self._path is None:
+            return None
+        try:
+            status = self._path.stat()
+        except FileNotFoundError:
+            # `rotate-root` moves the file away for a moment before it writes the new one.
+            return None
+        return (status.st_ino, status.st_mtime_ns, status.st_size)
+
+    def _follow_file(self) -> None:
+        """Switch to the key file's current root key when another process replaced it."""
+        version = self._version_of_file()
+        if version is None or version == self._file_version:
+            return
+        with self._lock:
+            if version == self._file_version:
+                return
+            assert self._path is not None
+            current = load_root_key(self._path, production=self._production)
+            self._keys.update(_previous_root_keys(self._path))
+            self._keys[root_key_id(current)] = current
+            derivation = read_derivation_key(self._path, self._keys, current)
+            self._use(current, derivation)
+            log.info("root_key_followed", key_id=self._key_id)
 
     def _reload(self) -> None:
         """Add the keys now in the files (current and previous); the current key stays."""
@@ -212,10 +302,27 @@ class LocalKeyProvider(KeyProvider):
 
     @property
     def key_id(self) -> str:
+        self._follow_file()
         return self._key_id
 
-    def wrap(self, key: bytes, associated_data: bytes) -> bytes:
-        return aes_wrap(self._key, key, associated_data)
+    @property
+    def derivation_key(self) -> bytes:
+        """The key behind `derive`, for `rotate-root` to store under the new root key."""
+        self._follow_file()
+        return self._derivation
+
+    def store_derivation_key(self, derivation_key: bytes) -> None:
+        """Write `derivation_key` beside the key file, wrapped under the current root key."""
+        assert self._path is not None
+        self._follow_file()
+        with self._lock:
+            write_derivation_key(self._path, derivation_key, self._key)
+            self._derivation = derivation_key
+
+    def wrap(self, key: bytes, associated_data: bytes) -> tuple[str, bytes]:
+        self._follow_file()
+        root, key_id = self._key, self._key_id
+        return key_id, aes_wrap(root, key, associated_data)
 
     def unwrap(self, blob: bytes, associated_data: bytes, *, key_id: str) -> bytes:
         root = self._keys.get(key_id)
@@ -232,7 +339,10 @@ class LocalKeyProvider(KeyProvider):
         return aes_unwrap(root, blob, associated_data)
 
     def derive(self, purpose: str) -> bytes:
-        return hmac.new(self._key, b"hub-derive\x00" + purpose.encode(), hashlib.sha256).digest()
+        self._follow_file()
+        return hmac.new(
+            self._derivation, b"hub-derive\x00" + purpose.encode(), hashlib.sha256
+        ).digest()
 
 
 _providers: dict[str, KeyProvider] = {}
@@ -430,12 +540,13 @@ class Keyring:
 def new_kek_row(provider: KeyProvider, tenant_id: str, version: int) -> tuple[TenantKey, bytes]:
     """Build a row for a new KEK wrapped by the root key; return it with the unwrapped KEK."""
     kek = secrets.token_bytes(KEY_BYTES)
+    wrapped_by, wrapped = provider.wrap(kek, kek_associated_data(tenant_id, version))
     row = TenantKey(
         tenant_id=tenant_id,
         kind=KIND_KEK,
         version=version,
-        wrapped_by=provider.key_id,
-        wrapped=provider.wrap(kek, kek_associated_data(tenant_id, version)),
+        wrapped_by=wrapped_by,
+        wrapped=wrapped,
         created_at=utcnow(),
     )
     return row, kek

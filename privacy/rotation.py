@@ -22,14 +22,16 @@ from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, utcnow
 from hub.core.db import get_engine, unit_of_work
+from hub.core.errors import ConfigurationError
 from hub.core.settings import Settings, get_settings
 from hub.core.tenancy import SystemContext, TenantContext
-from privacy.audit import audit
+from privacy.audit import audit, public_key_hex
 from privacy.fields import FieldCipher, reencrypt_values
 from privacy.keys import (
     KEY_BYTES,
     Keyring,
     KeyUnwrapFailed,
+    LocalKeyProvider,
     aes_wrap,
     clear_key_cache,
     data_key_associated_data,
@@ -282,7 +284,11 @@ def rotate_kek(session: Session, tenant_id: str, *, actor: str) -> int:
 
 
 def rotate_root(
-    *, engine: Engine | None = None, settings: Settings | None = None, actor: str
+    *,
+    engine: Engine | None = None,
+    settings: Settings | None = None,
+    actor: str,
+    new_derived_keys: bool = False,
 ) -> dict[str, Any]:
     """Replace the local root key file and re-wrap every tenant's KEK under the new key.
 
@@ -291,15 +297,26 @@ def rotate_root(
     database configured with the same key file (a staging copy, a restored backup) may still
     need it. The result names it and any tenant whose KEK failed to unwrap, and the
     operator deletes the file once nothing needs it.
+
+    The derivation key moves to the new root key unchanged, so the secrets derived from it
+    stay the same. With `new_derived_keys` it is replaced by a random one, for a root key that
+    may have leaked: every derived secret changes (see docs/privacy.md).
     """
     settings = settings or get_settings()
     path = settings.effective_root_key_file
-    old = get_key_provider(settings)
-    previous = path.with_name(f"{path.name}.{old.key_id}.previous")
+    old = _local_provider(settings)
+    # Read now: the provider follows the key file, so its key id changes with the file.
+    old_key_id = old.key_id
+    derivation = secrets.token_bytes(KEY_BYTES) if new_derived_keys else old.derivation_key
+    # Stored under the old key first: after a crash before the new key file exists, the
+    # derivation key stays readable with the old key, which the next run keeps as previous.
+    old.store_derivation_key(derivation)
+    previous = path.with_name(f"{path.name}.{old_key_id}.previous")
     os.replace(path, previous)
     write_root_key(path, secrets.token_bytes(KEY_BYTES))
     forget_key_provider()
-    provider = get_key_provider(settings)
+    provider = _local_provider(settings)
+    provider.store_derivation_key(derivation)
 
     engine = engine or get_engine(settings=settings)
     with unit_of_work(SystemContext("root key rotation", actor=actor), engine=engine) as session:
@@ -317,8 +334,7 @@ def rotate_root(
                 log.error("kek_rewrap_failed", tenant_id=row.tenant_id, error=exc.message)
                 failed.append(row.tenant_id)
                 continue
-            row.wrapped = provider.wrap(kek, associated)
-            row.wrapped_by = provider.key_id
+            row.wrapped_by, row.wrapped = provider.wrap(kek, associated)
             row.rewrapped_at = now
         session.flush()
         audit(
@@ -327,20 +343,30 @@ def rotate_root(
             actor=actor,
             action="keys.rotate_root",
             details={
-                "old_root_key_id": old.key_id,
+                "old_root_key_id": old_key_id,
                 "new_root_key_id": provider.key_id,
                 "keks": len(rows),
                 "failed_tenants": failed,
+                "new_derived_keys": new_derived_keys,
             },
         )
-    log.info("root_key_rotated", old=old.key_id, new=provider.key_id, keks=len(rows))
+    log.info("root_key_rotated", old=old_key_id, new=provider.key_id, keks=len(rows))
     return {
-        "old_root_key_id": old.key_id,
+        "old_root_key_id": old_key_id,
         "new_root_key_id": provider.key_id,
         "keks": len(rows),
         "failed_tenants": failed,
         "previous_key_file": str(previous),
+        "new_derived_keys": new_derived_keys,
+        "audit_public_key": public_key_hex(),
     }
+
+
+def _local_provider(settings: Settings) -> LocalKeyProvider:
+    provider = get_key_provider(settings)
+    if not isinstance(provider, LocalKeyProvider):
+        raise ConfigurationError("rotate-root replaces a local root key file; this hub has none")
+    return provider
 
 
 def _age_days(created: datetime, now: datetime) -> float:

@@ -90,12 +90,20 @@ def rotate_command(
 
 
 @app.command("rotate-root")
-def rotate_root_command(as_json: bool = JSON_OPTION) -> None:
+def rotate_root_command(
+    new_derived_keys: bool = typer.Option(
+        False,
+        "--new-derived-keys",
+        help="Also replace the secrets derived from the root key, for a key that may have "
+        "leaked: the audit signing key, webhook secrets, Web Push keys and unsubscribe links.",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Replace the local root key file and re-wrap every tenant's KEK under the new key."""
     from privacy.rotation import rotate_root
 
     with cli_errors():
-        result = rotate_root(actor=CLI_ACTOR)
+        result = rotate_root(actor=CLI_ACTOR, new_derived_keys=new_derived_keys)
 
     def render(data: dict[str, Any]) -> None:
         console.print(
@@ -114,6 +122,19 @@ def rotate_root_command(as_json: bool = JSON_OPTION) -> None:
             "configured with this key file needs it",
             markup=False,
         )
+        if data["new_derived_keys"]:
+            console.print(
+                "derived secrets replaced: give auditors the new audit public key "
+                f"{data['audit_public_key']} and alert webhook receivers their new secrets; "
+                "Web Push subscribers must subscribe again",
+                markup=False,
+            )
+        else:
+            console.print(
+                f"derived secrets unchanged; the audit public key is still "
+                f"{data['audit_public_key']}",
+                markup=False,
+            )
 
     emit(result, as_json, render)
 

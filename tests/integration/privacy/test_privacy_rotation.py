@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+
 import pytest
 from sqlalchemy import select
 
 from hub.core.db import unit_of_work
+from hub.core.settings import get_settings
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import ServiceRequest, StatusEvent
+from privacy.audit import public_key_hex
 from privacy.fields import ciphertext_version, decrypt_value
-from privacy.keys import forget_key_provider
+from privacy.keys import KEY_BYTES, forget_key_provider, get_key_provider, write_root_key
 from privacy.models import KIND_DEK, KIND_KEK, TenantKey
 from privacy.rotation import (
     list_keys,
@@ -156,3 +161,70 @@ def test_root_rotation_rewraps_keks(engine, tenant, seed_requests):
     previous = key_file.parent / f"{key_file.name}.{result['old_root_key_id']}.previous"
     assert result["previous_key_file"] == str(previous)
     assert previous.exists()
+
+
+# Purposes whose derived secrets outlive a root rotation: residents' Web Push subscriptions,
+# alert webhook receivers, unsubscribe links and auditors rely on them.
+DERIVED = ("audit-checkpoint", "audit-subject", "alerts.webhook:t1", "alerts.vapid:t1")
+
+
+def derived(provider):
+    return {purpose: provider.derive(purpose) for purpose in DERIVED}
+
+
+def test_root_rotation_keeps_derived_secrets(engine, tenant):
+    before = derived(get_key_provider())
+    signer = public_key_hex()
+
+    result = rotate_root(engine=engine, actor="test")
+    forget_key_provider()
+
+    assert derived(get_key_provider()) == before
+    assert public_key_hex() == signer
+    assert result["audit_public_key"] == signer
+    assert result["new_derived_keys"] is False
+
+
+def test_running_provider_follows_rotation(engine, tenant):
+    # A provider that a running API process loaded before another process rotated the key.
+    running = get_key_provider()
+    before = derived(running)
+
+    result = rotate_root(engine=engine, actor="test")
+
+    key_id, blob = running.wrap(b"k" * 32, b"aad")
+    assert key_id == result["new_root_key_id"]
+    forget_key_provider()
+    assert get_key_provider().unwrap(blob, b"aad", key_id=key_id) == b"k" * 32
+    assert derived(running) == before
+
+
+def test_new_derived_keys_replace_them(engine, tenant):
+    running = get_key_provider()
+    before = derived(running)
+
+    result = rotate_root(engine=engine, actor="test", new_derived_keys=True)
+    forget_key_provider()
+    replaced = derived(get_key_provider())
+
+    assert all(replaced[purpose] != before[purpose] for purpose in DERIVED)
+    assert derived(running) == replaced
+    assert result["audit_public_key"] == public_key_hex()
+    rotate_root(engine=engine, actor="test")
+    forget_key_provider()
+    assert derived(get_key_provider()) == replaced
+
+
+def test_derived_secrets_survive_interrupted_rotation():
+    # The first steps of `rotate_root`: store the derivation key under the old key, move the old
+    # key file aside and write the new one. The process stops before it re-wraps the key.
+    settings = get_settings()
+    path = settings.effective_root_key_file
+    old = get_key_provider()
+    before = derived(old)
+    old.store_derivation_key(old.derivation_key)
+    os.replace(path, path.with_name(f"{path.name}.{old.key_id}.previous"))
+    write_root_key(path, secrets.token_bytes(KEY_BYTES))
+    forget_key_provider()
+
+    assert derived(get_key_provider()) == before

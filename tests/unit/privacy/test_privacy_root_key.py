@@ -65,7 +65,8 @@ def test_provider_wraps_and_unwraps(tmp_path):
     (tmp_path / "root.key").write_text("3f" + "a1b2c3d4e5f60718" * 3 + "9c8d7e6f5a4b3c" + "\n")
     (tmp_path / "root.key").chmod(0o600)
     provider = LocalKeyProvider.from_settings(settings)
-    blob = provider.wrap(b"k" * 32, b"aad")
-    assert provider.unwrap(blob, b"aad", key_id=provider.key_id) == b"k" * 32
+    key_id, blob = provider.wrap(b"k" * 32, b"aad")
+    assert key_id == provider.key_id
+    assert provider.unwrap(blob, b"aad", key_id=key_id) == b"k" * 32
     with pytest.raises(Exception, match="failed authentication"):
         provider.unwrap(blob, b"other", key_id=provider.key_id)
