@@ -23,6 +23,7 @@ from hub.core.errors import HubError, NotFound
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
+from hub.requests.webhook import is_placeholder_url
 from tenants.catalog_import import build_catalog
 from tenants.keys import create_api_key, list_api_keys, revoke_api_key, set_api_key_roles
 from tenants.manifest import ManifestError, load_manifest
@@ -109,12 +110,18 @@ def onboard_command(
         with unit_of_work(SystemContext("cli onboard", actor=ACTOR)) as session:
             result = onboard_manifest(session, manifest, actor=ACTOR)
             tenant_id = result.tenant.id
+    placeholders = [
+        agency.code
+        for agency in manifest.agencies
+        if agency.webhook_url and is_placeholder_url(agency.webhook_url)
+    ]
     data = {
         "tenant_id": tenant_id,
         "jurisdiction_id": manifest.jurisdiction_id,
         "outcome": result.outcome,
         "manifest_version": result.version,
         "open311_api_key": result.open311_key,
+        "placeholder_webhooks": placeholders,
     }
 
     def render(d: dict[str, Any]) -> None:
@@ -124,6 +131,12 @@ def onboard_command(
         )
         if d["open311_api_key"]:
             print(f"Open311 API key (shown once, store it now): {d['open311_api_key']}")
+        if d["placeholder_webhooks"]:
+            print(
+                f"warning: agencies {', '.join(d['placeholder_webhooks'])} have a placeholder "
+                "webhook_url under .invalid, so their requests will not be delivered; put the "
+                "agencies' endpoints in the manifest and onboard it again"
+            )
 
     emit(data, as_json, render)
 

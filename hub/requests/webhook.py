@@ -13,6 +13,7 @@ import hmac
 import os
 import threading
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -77,13 +78,24 @@ def _retry_after(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+def is_placeholder_url(url: str) -> bool:
+    """Return whether `url` names a host under `.invalid`, the domain that RFC 6761 reserves
+    for names that never resolve, as the example manifests use for agency endpoints."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    return host == "invalid" or host.endswith(".invalid")
+
+
 def post(url: str, body: bytes, *, secret: str, delivery_id: str) -> SendResult:
     """POST `body` to `url`, signed, and classify the outcome.
 
     Transient, so retried with backoff: connection errors, timeouts and other transport errors,
     HTTP 5xx and 429. Any other non-2xx status (including redirects, which are not followed) is
-    permanent, because sending the same body again cannot succeed.
+    permanent, because sending the same body again cannot succeed, and so is a placeholder
+    host, which is never contacted.
     """
+    if is_placeholder_url(url):
+        # Never looked up: a resolver would send the name to the network for nothing.
+        return SendResult(ok=False, transient=False, error="placeholder host (.invalid)")
     headers = {
         "Content-Type": "application/json; charset=utf-8",
         SIGNATURE_HEADER: sign(secret, body),

@@ -58,6 +58,20 @@ def test_onboard_prints_key_once(hub_cli, manifest_file):
     assert second["open311_api_key"] is None
 
 
+def test_onboard_warns_of_placeholder_webhooks(hub_cli, make_manifest, tmp_path):
+    data = make_manifest("san-francisco")
+    for agency in data["agencies"]:
+        agency["webhook_url"] = "http://127.0.0.1:9/agency"
+    data["agencies"][0]["webhook_url"] = "https://agency-webhooks.example.invalid/sf"
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+    code, out = hub_cli("tenants", "onboard", str(path), "--json")
+
+    assert code == 0, out
+    assert json.loads(out)["placeholder_webhooks"] == [data["agencies"][0]["code"]]
+
+
 def test_list_and_show(hub_cli, manifest_file):
     path, data = manifest_file
     hub_cli("tenants", "onboard", str(path))
