@@ -113,10 +113,18 @@ def send(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[str, 
         raise NotFound(
             f"alert {alert_id} was composed by tenant {origin}; only its emergency managers send it"
         )
-    if all(row.state not in (m.DRAFT, m.APPROVED, m.HELD) for row in rows):
+    # A row that expired before its fan-out started is checked again, so every later attempt
+    # reports the expiry instead of "already sent".
+    unsent = [
+        row
+        for row in rows
+        if row.state in (m.DRAFT, m.APPROVED, m.HELD)
+        or (row.state == m.EXPIRED and row.send_started_at is None)
+    ]
+    if not unsent:
         return {"group_id": rows[0].group_id, "deliveries": 0, "already_sent": True}
     try:
-        service.check_sendable([r for r in rows if r.state in (m.DRAFT, m.APPROVED, m.HELD)])
+        service.check_sendable(unsent)
     except InvalidInput as exc:
         if exc.code == "expired":
             _mark_expired(engine, rows)

@@ -163,6 +163,18 @@ def cap_alert(
     )
 
 
+def backdate_expiry(engine: Engine, tenant_id: str, alert_id: str) -> None:
+    """Move an alert's `expires` one hour into the past, as if it expired before sending.
+
+    Compose rejects an alert that has already expired, so tests compose first, then expire it.
+    """
+    from hub.alerts import service
+
+    with unit_of_work(manager(tenant_id), engine=engine) as session:
+        row = service.get_alert(session, alert_id)
+        row.expires_at = datetime.now(UTC) - timedelta(hours=1)
+
+
 @dataclass
 class Received:
     keys: Counter[str] = field(default_factory=Counter)

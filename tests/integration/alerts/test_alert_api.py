@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from alerts_support import BOTH_CITIES, NYC_POINT, add_tenant
+from alerts_support import BOTH_CITIES, NYC_POINT, add_tenant, backdate_expiry
 from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import select
@@ -99,6 +99,24 @@ def test_compose_approve_send(setup) -> None:
     assert alert_id in feed.text
     listed = client.get(f"/alerts/{setup['a']}/active.json")
     assert [a["id"] for a in listed.json()] == [alert_id]
+
+
+def test_expired_send_rejected_again(setup, hub_url) -> None:
+    client, keys = setup["client"], setup["keys"]
+    created = client.post(
+        "/api/v1/alerts", json=alert_document("API-OLD"), headers=auth(keys["a_em1"])
+    )
+    alert_id = created.json()[0]["id"]
+    client.post(f"/api/v1/alerts/{alert_id}/approve", headers=auth(keys["a_em2"]))
+    backdate_expiry(get_engine(hub_url), setup["a"], alert_id)
+
+    for attempt in (1, 2):
+        sent = client.post(f"/api/v1/alerts/{alert_id}/send", headers=auth(keys["a_em1"]))
+        assert sent.status_code == 400, (attempt, sent.text)
+        assert "expired at" in sent.text, attempt
+        assert "nothing was sent" in sent.text, attempt
+    status = client.get(f"/api/v1/alerts/{alert_id}", headers=auth(keys["a_em1"]))
+    assert status.json()[0]["state"] == "expired"
 
 
 def test_invalid_composition_names_element(setup) -> None:

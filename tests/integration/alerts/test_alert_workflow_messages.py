@@ -15,6 +15,7 @@ from alerts_support import (
     HttpReceiver,
     add_resident,
     add_tenant,
+    backdate_expiry,
     cap_alert,
     manager,
 )
@@ -179,6 +180,27 @@ def test_expired_alert_rejected_at_compose(engine) -> None:
     paths = [problem.path for problem in raised.value.problems]
     assert paths == ["alert/info[1]/expires", "alert/info[2]/expires"]
     assert "has passed" in raised.value.problems[0].message
+
+
+def test_expired_send_repeats_error(engine, cli) -> None:
+    tenant = add_tenant(engine)
+    [row] = compose(engine, tenant, cap_alert("OLD-2"))
+    approve(engine, tenant, row.id, "em2")
+    backdate_expiry(engine, tenant, row.id)
+
+    for attempt in (1, 2, 3):
+        result = cli("send", row.id, "--tenant", tenant)
+        assert result.exit_code == 2, (attempt, result.output)
+        assert f"alert {row.id} expired at" in result.output, attempt
+        assert "nothing was sent" in result.output, attempt
+        assert "already sent" not in result.output, attempt
+
+    as_json = cli("send", row.id, "--tenant", tenant, "--json")
+    assert as_json.exit_code == 2
+    document = json.loads(as_json.stdout)
+    assert "expired at" in document["error"]
+    assert "already_sent" not in document
+    assert alert_row(engine, tenant, row.id).state == m.EXPIRED
 
 
 def test_unknown_tenant_reported(engine, cli, tmp_path) -> None:
