@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.progress import Progress
@@ -19,6 +20,7 @@ from hub.cli.output import (
     console,
     emit,
     err_console,
+    print_error,
     require_file,
     table,
 )
@@ -45,6 +47,10 @@ def _check_file(path: Path) -> tuple[CapAlert | None, list[Problem]]:
     return cap, validate(cap, sending=True)
 
 
+def _problem_list(problems: list[Problem]) -> list[dict[str, str]]:
+    return [{"path": p.path, "message": p.message} for p in problems]
+
+
 @app.command("validate")
 def validate_command(
     path: Path = typer.Argument(..., help="Alert as CAP 1.2 XML, or YAML or JSON to compose."),
@@ -61,7 +67,7 @@ def validate_command(
         "file": str(path),
         "valid": not problems,
         "identifier": alert.identifier if alert else None,
-        "problems": [{"path": p.path, "message": p.message} for p in problems],
+        "problems": _problem_list(problems),
     }
 
     def render(result: dict) -> None:
@@ -136,22 +142,30 @@ def compose_command(
         require_file(path)
         try:
             cap, tenants, kind = workflow.read_composition(path.read_bytes())
+            rows = workflow.compose(
+                None,
+                _manager(tenant, actor),
+                cap,
+                tenants=tenants + list(also),
+                kind="notice" if notice else kind,
+            )
         except InvalidCap as exc:
-            _fail_problems(path, exc)
-        rows = workflow.compose(
-            None,
-            _manager(tenant, actor),
-            cap,
-            tenants=tenants + list(also),
-            kind="notice" if notice else kind,
-        )
+            _fail_problems(path, exc, as_json)
     emit(rows, as_json, _print_rows)
     if any(r["state"] == "held" for r in rows):
         raise typer.Exit(1)
 
 
-def _fail_problems(path: Path, exc: InvalidCap) -> None:
-    err_console.print(f"error: {path} is not a valid alert:", markup=False)
+def _fail_problems(path: Path, exc: InvalidCap, as_json: bool) -> NoReturn:
+    """Print every problem of an invalid alert file and exit 2. Under `--json` the error
+    document on stdout lists them in `problems`, as `hub alerts validate --json` does."""
+    print_error(
+        f"{path} is not a valid alert; fix the problems listed and compose it again",
+        code=2,
+        as_json=as_json,
+        file=str(path),
+        problems=_problem_list(exc.problems),
+    )
     for problem in exc.problems:
         err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)

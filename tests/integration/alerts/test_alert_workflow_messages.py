@@ -225,6 +225,22 @@ def test_unknown_tenant_reported(engine, cli, tmp_path) -> None:
         assert "Traceback" not in result.output
 
 
+def test_compose_json_lists_problems(engine, cli, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    path = tmp_path / "partial.yaml"
+    path.write_text("identifier: PART-1\n", encoding="utf-8")
+
+    result = cli("compose", str(path), "--tenant", tenant, "--json")
+
+    assert result.exit_code == 2, result.output
+    document = json.loads(result.stdout)
+    assert document["error"].startswith(f"{path} is not a valid alert")
+    assert document["file"] == str(path)
+    paths = [problem["path"] for problem in document["problems"]]
+    assert paths == ["alert/sender", "alert/status", "alert/msgType", "alert/scope"]
+    assert "alert/sender: required element <sender> is missing" in result.stderr
+
+
 def test_json_times_have_offset(engine, cli) -> None:
     tenant = add_tenant(engine)
     [row] = compose(engine, tenant, cap_alert("TIME-1"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h3
@@ -125,6 +126,47 @@ def test_validate_command_reads_yaml(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["alerts", "validate", str(path)])
     assert result.exit_code == 1
     assert "polygon is not closed" in result.output
+
+
+COMPOSITION_YAML = (
+    "identifier: Y-2\nsender: oem@example.org\nstatus: Actual\nmsgType: Alert\n"
+    "scope: Public\ninfo:\n  - category: [Met]\n    event: Flood\n    urgency: Immediate\n"
+    "    severity: Severe\n    certainty: Likely\n    area:\n      - areaDesc: A\n"
+    '        circle: ["40.7,-74.0 5"]\n'
+)
+
+
+def test_compose_json_parse_errors(tmp_path: Path) -> None:
+    cases = {
+        "malformed.xml": ("<alert><identifier>X</alert>", "alert", "not well-formed XML"),
+        "doctype.xml": (
+            '<?xml version="1.0"?>\n<!DOCTYPE alert [<!ENTITY x "y">]>\n'
+            '<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&x;</identifier>'
+            "</alert>",
+            "alert",
+            "DOCTYPE",
+        ),
+        "sent-z.yaml": (
+            'sent: "2026-12-05T10:00:00Z"\n' + COMPOSITION_YAML,
+            "alert/sent",
+            "invalid date-time '2026-12-05T10:00:00Z'",
+        ),
+    }
+    for name, (text, problem_path, problem_text) in cases.items():
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        result = CliRunner().invoke(
+            app, ["alerts", "compose", str(path), "--tenant", "any", "--json"]
+        )
+        assert result.exit_code == 2, name
+        document = json.loads(result.stdout)
+        assert document["error"].startswith(f"{path} is not a valid alert"), name
+        assert document["exit_code"] == 2, name
+        assert document["file"] == str(path), name
+        [problem] = document["problems"]
+        assert problem["path"] == problem_path, name
+        assert problem_text in problem["message"], name
+        assert problem_text in result.stderr, name
 
 
 def test_webhook_body_matches_message_json() -> None:
