@@ -1,4 +1,6 @@
-"""Blind indexes: find a caller's rows by phone or email without decrypting the table.
+"""Blind indexes: find a caller's rows by phone or email without decrypting the table, and
+other rows by a value their module puts in canonical form (alert subscribers by their channel
+addresses).
 
 The index is HMAC-SHA256 under the tenant's index key over the kind and the normalized value,
 truncated to 128 bits (32 hex digits). Values are normalized first (E.164 phones, trimmed
@@ -71,9 +73,35 @@ def normalize(kind: IndexKind, value: str, *, default_region: str = "US") -> str
     raise InvalidInput(f"unknown blind index kind {kind!r}; use email or phone", field="kind")
 
 
-def index_with_key(key: bytes, kind: IndexKind, normalized: str) -> str:
+def index_with_key(key: bytes, kind: str, normalized: str) -> str:
     digest = hmac.new(key, length_prefixed("hub-bidx-v1", kind, normalized), hashlib.sha256)
     return digest.hexdigest()[:INDEX_HEX_DIGITS]
+
+
+def blind_index_normalized(
+    session: Session, tenant_id: str, kind: str, normalized: str
+) -> tuple[str, int]:
+    """Return the blind index of `normalized` under the tenant's primary index key and its
+    version. The caller puts the value in canonical form first. Indexes of different `kind`
+    differ for the same text."""
+    ring = Keyring.for_session(session, tenant_id)
+    version = ring.primary_version(KIND_INDEX)
+    return index_with_key(ring.key(KIND_INDEX, version), kind, normalized), version
+
+
+def blind_indexes_normalized(
+    session: Session, tenant_id: str, kind: str, normalized: str
+) -> dict[int, str]:
+    """Return {index version: blind index} of a value already in canonical form, for every
+    index key version the tenant has. Reads the keys once per session, for bulk lookups."""
+    return _indexes_by_version(Keyring.for_session(session, tenant_id), kind, normalized)
+
+
+def _indexes_by_version(ring: Keyring, kind: str, normalized: str) -> dict[int, str]:
+    return {
+        version: index_with_key(ring.key(KIND_INDEX, version), kind, normalized)
+        for version in ring.versions(KIND_INDEX)
+    }
 
 
 def blind_index(
@@ -88,12 +116,10 @@ def blind_index(
 
     None gives (None, version). Raises InvalidInput when the value does not normalize.
     """
-    ring = Keyring.for_session(session, tenant_id)
-    version = ring.primary_version(KIND_INDEX)
     if value is None:
-        return None, version
+        return None, Keyring.for_session(session, tenant_id).primary_version(KIND_INDEX)
     normalized = normalize(kind, value, default_region=default_region)
-    return index_with_key(ring.key(KIND_INDEX, version), kind, normalized), version
+    return blind_index_normalized(session, tenant_id, kind, normalized)
 
 
 def blind_indexes_all_versions(
@@ -108,9 +134,5 @@ def blind_indexes_all_versions(
 
     A lookup during index-key rotation matches rows indexed under any version.
     """
-    ring = Keyring.load(session, tenant_id)
     normalized = normalize(kind, value, default_region=default_region)
-    return {
-        version: index_with_key(ring.key(KIND_INDEX, version), kind, normalized)
-        for version in ring.versions(KIND_INDEX)
-    }
+    return _indexes_by_version(Keyring.load(session, tenant_id), kind, normalized)

@@ -5,6 +5,9 @@ CSV columns: `places` (`lat,lon` pairs separated by `;`) or `lat` and `lon`; `la
 `webpush`), empty when unused; `test_opt_in` (true/false); `consent_at` (ISO 8601 with an
 offset). JSON: a list of objects with `places` ([[lat, lon], ...]), `languages`, `channels`
 ({channel: address}), `test_opt_in` and `consent_at`.
+
+The records have no id column, so a record is matched to a subscriber already stored by its
+channels and addresses together, through a blind index (`Subscriber.channels_bidx`).
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from hub.alerts.models import CHANNELS
-from hub.alerts.subscriptions import SubscriptionInput, subscribe
+from hub.alerts.subscriptions import SubscriptionInput, find_by_channels, subscribe
 from hub.core.db import unit_of_work
 from hub.core.errors import HubError, InvalidInput
 from hub.core.tenancy import TenantContext
 from privacy.fields import FieldCipher
 
 CHUNK = 500
+MAX_PROBLEMS = 20
 
 
 def _truthy(value: Any) -> bool:
@@ -109,6 +114,23 @@ def count_records(path: Path) -> int:
         return max(sum(1 for _ in handle) - 1, 0)
 
 
+def _subscribe_new(
+    session: Session, ctx: TenantContext, record: SubscriptionInput, cipher: FieldCipher
+) -> bool:
+    """Subscribe `record` unless the tenant has a subscriber with the same channels and
+    addresses; return whether it was added. A failed record leaves no rows behind.
+
+    NOTE: a record that shares some addresses with a stored subscriber but not all of them is
+    added, so the shared addresses then get each alert twice. Two imports running at the same
+    time can also both add the same resident, because nothing locks the check.
+    """
+    with session.begin_nested():
+        if find_by_channels(session, ctx, record) is not None:
+            return False
+        subscribe(session, ctx, record, cipher=cipher)
+    return True
+
+
 def import_subscribers(
     engine: Engine | None,
     tenant_id: str,
@@ -119,8 +141,10 @@ def import_subscribers(
 ) -> dict[str, Any]:
     """Opt in every record of `path`; return counts and the first problems (by record number).
 
-    A bad record is skipped and reported; the others are imported. Addresses never appear
-    in the problems.
+    A bad record is skipped and reported; the others are imported. A record whose channels and
+    addresses match a subscriber of the tenant, active or unsubscribed, is skipped and counted
+    in `skipped_existing`, so importing a file again creates no duplicate. Addresses never
+    appear in the problems.
     """
     if path.suffix.lower() == ".json":
         records = _json_records(path)
@@ -130,6 +154,7 @@ def import_subscribers(
         raise InvalidInput(f"{path}: unknown file type; use a .csv or .json file")
     ctx = TenantContext(tenant_id, actor=actor)
     imported = 0
+    skipped_existing = 0
     problems: list[str] = []
     skipped = 0
     done = False
@@ -139,23 +164,31 @@ def import_subscribers(
             handled = 0
             for line, record in records:
                 handled += 1
-                if isinstance(record, InvalidInput):
+                error = record if isinstance(record, InvalidInput) else None
+                added = False
+                if error is None:
+                    try:
+                        added = _subscribe_new(session, ctx, record, cipher)
+                    except HubError as exc:
+                        error = exc
+                if error is not None:
                     skipped += 1
-                    if len(problems) < 20:
-                        problems.append(f"record {line}: {record.message}")
-                    continue
-                try:
-                    with session.begin_nested():
-                        subscribe(session, ctx, record, cipher=cipher)
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append(f"record {line}: {error.message}")
+                elif added:
                     imported += 1
-                except HubError as exc:
-                    skipped += 1
-                    if len(problems) < 20:
-                        problems.append(f"record {line}: {exc.message}")
+                else:
+                    skipped_existing += 1
                 if handled >= CHUNK:
                     break
             else:
                 done = True
         if progress is not None:
             progress(handled)
-    return {"tenant_id": tenant_id, "imported": imported, "skipped": skipped, "problems": problems}
+    return {
+        "tenant_id": tenant_id,
+        "imported": imported,
+        "skipped_existing": skipped_existing,
+        "skipped": skipped,
+        "problems": problems,
+    }

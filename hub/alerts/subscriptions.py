@@ -33,6 +33,7 @@ from hub.core.clock import as_utc, utcnow
 from hub.core.errors import InvalidInput, NotFound
 from hub.core.ids import tracking_code
 from hub.core.tenancy import TenantContext
+from privacy.blind_index import blind_index_normalized, blind_indexes_normalized
 from privacy.fields import FieldCipher
 from privacy.keys import get_key_provider
 
@@ -40,6 +41,8 @@ log = structlog.get_logger(__name__)
 
 ADDRESS_TABLE = "alert_subscriber_channels"
 ADDRESS_COLUMN = "address_enc"
+# Blind index kind of `Subscriber.channels_bidx`, apart from the email and phone indexes.
+CHANNELS_INDEX_KIND = "alert_subscriber_channels"
 MAX_PLACES = 10
 _LANGUAGE = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -170,6 +173,30 @@ def check_input(data: SubscriptionInput) -> dict[str, str]:
     return {channel: normalize_address(channel, a) for channel, a in data.channels.items()}
 
 
+def channels_text(addresses: dict[str, str]) -> str:
+    """Return the canonical text of normalized channel addresses, the same for any order."""
+    return json.dumps(sorted(addresses.items()), separators=(",", ":"), ensure_ascii=False)
+
+
+def find_by_channels(session: Session, ctx: TenantContext, data: SubscriptionInput) -> str | None:
+    """Return the id of the tenant's subscriber, active or unsubscribed, whose channels and
+    addresses are exactly those of `data`, or None. Matches through the blind index under
+    every index key version, so no address is decrypted.
+
+    Raises InvalidInput when `data` is invalid (`check_input`).
+    """
+    text = channels_text(check_input(data))
+    indexes = blind_indexes_normalized(session, ctx.tenant_id, CHANNELS_INDEX_KIND, text)
+    return session.scalar(
+        select(Subscriber.id)
+        .where(
+            Subscriber.tenant_id == ctx.tenant_id,
+            Subscriber.channels_bidx.in_(list(indexes.values())),
+        )
+        .limit(1)
+    )
+
+
 def subscribe(
     session: Session,
     ctx: TenantContext,
@@ -180,6 +207,9 @@ def subscribe(
     """Add a subscriber; return its id and the unsubscribe token (shown once)."""
     addresses = check_input(data)
     cipher = cipher or FieldCipher.for_tenant(session, ctx.tenant_id)
+    channels_bidx, bidx_version = blind_index_normalized(
+        session, ctx.tenant_id, CHANNELS_INDEX_KIND, channels_text(addresses)
+    )
     subscriber_id = tracking_code(16)
     token = unsubscribe_token(ctx.tenant_id, subscriber_id)
     session.add(
@@ -191,6 +221,8 @@ def subscribe(
             consent_at=as_utc(data.consent_at),
             unsubscribe_hash=hash_token(token),
             source=data.source,
+            channels_bidx=channels_bidx,
+            bidx_version=bidx_version,
         )
     )
     session.flush()

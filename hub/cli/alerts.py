@@ -341,7 +341,9 @@ def import_subscribers_command(
     tenant: str = typer.Option(..., "--tenant", help="Tenant the residents subscribe to."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Subscribe every resident in an opt-in list; bad records are skipped and listed."""
+    """Subscribe every resident in an opt-in list; bad records are skipped and listed.
+    Residents already subscribed with the same channels and addresses are skipped, so
+    importing a list again creates no duplicate subscribers."""
     with cli_errors():
         require_file(path)
         total = count_records(path)
@@ -353,7 +355,9 @@ def import_subscribers_command(
 
     def render(data: dict) -> None:
         console.print(
-            f"{data['imported']} subscribers imported, {data['skipped']} skipped", markup=False
+            f"{data['imported']} subscribers imported, {data['skipped_existing']} skipped as "
+            f"already subscribed, {data['skipped']} skipped as invalid",
+            markup=False,
         )
         for problem in data["problems"]:
             console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)

@@ -147,11 +147,18 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=120), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("unsubscribed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("channels_bidx", sa.String(length=32), nullable=True),
+        sa.Column("bidx_version", sa.Integer(), nullable=True),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("alert_subscribers", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_alert_subscribers_tenant_channels_bidx",
+            ["tenant_id", "channels_bidx"],
+            unique=False,
+        )
         batch_op.create_index(
             "ix_alert_subscribers_tenant_unsubscribe",
             ["tenant_id", "unsubscribe_hash"],
@@ -718,6 +725,7 @@ def downgrade() -> None:
     op.drop_table("alerts")
     with op.batch_alter_table("alert_subscribers", schema=None) as batch_op:
         batch_op.drop_index("ix_alert_subscribers_tenant_unsubscribe")
+        batch_op.drop_index("ix_alert_subscribers_tenant_channels_bidx")
 
     op.drop_table("alert_subscribers")
     op.drop_table("alert_rate_buckets")

@@ -1,0 +1,163 @@
+"""`hub alerts subscribers import`: re-running a list creates no duplicate subscribers. Records
+are matched by a blind index of their channel addresses, in each tenant on its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from alerts_support import NYC_POINT, add_resident, add_tenant
+from sqlalchemy import Engine, func, select
+
+from hub.alerts import models as m
+from hub.alerts.importer import import_subscribers
+from hub.alerts.subscriptions import unsubscribe, unsubscribe_token
+from hub.core.db import unit_of_work
+from hub.core.tenancy import TenantContext
+
+CSV_HEADER = "lat,lon,languages,email,sms,webhook,webpush,test_opt_in,consent_at\n"
+CONSENT = "2026-01-01T00:00:00-05:00"
+ALICE = f"40.7128,-74.0060,en,alice@example.org,,,,false,{CONSENT}\n"
+BRUNO = f"40.7306,-73.9352,es;en,,+12125550100,,,true,{CONSENT}\n"
+
+
+def write_csv(tmp_path: Path, *rows: str, name: str = "opt-in.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(CSV_HEADER + "".join(rows), encoding="utf-8")
+    return path
+
+
+def subscriber_count(engine: Engine, tenant_id: str) -> int:
+    with unit_of_work(TenantContext(tenant_id), engine=engine, write=False) as session:
+        return session.scalar(select(func.count()).select_from(m.Subscriber)) or 0
+
+
+def test_import_per_tenant(engine, tmp_path) -> None:
+    first = add_tenant(engine)
+    second = add_tenant(engine)
+    path = write_csv(tmp_path, ALICE, BRUNO)
+
+    import_subscribers(engine, first, path)
+    result = import_subscribers(engine, second, path)
+
+    assert result["imported"] == 2
+    assert result["skipped_existing"] == 0
+    assert subscriber_count(engine, first) == 2
+    assert subscriber_count(engine, second) == 2
+
+
+def test_import_twice_no_duplicates(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    path = write_csv(tmp_path, ALICE, BRUNO)
+
+    first = import_subscribers(engine, tenant, path)
+    again = import_subscribers(engine, tenant, path)
+
+    assert first["imported"] == 2
+    assert first["skipped_existing"] == 0
+    assert again["imported"] == 0
+    assert again["skipped_existing"] == 2
+    assert again["skipped"] == 0
+    assert again["problems"] == []
+    assert subscriber_count(engine, tenant) == 2
+
+
+def test_import_again_as_json(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    path = tmp_path / "opt-in.json"
+    record = {
+        "places": [[40.7128, -74.006]],
+        "languages": ["en"],
+        "channels": {"email": "alice@example.org", "sms": "+12125550100"},
+        "consent_at": CONSENT,
+    }
+    path.write_text(json.dumps([record]), encoding="utf-8")
+
+    import_subscribers(engine, tenant, path)
+    # The same addresses typed differently and in another order are the same resident.
+    record["channels"] = {"sms": "(212) 555-0100", "email": " Alice@Example.org"}
+    path.write_text(json.dumps([record]), encoding="utf-8")
+    again = import_subscribers(engine, tenant, path)
+
+    assert again["imported"] == 0
+    assert again["skipped_existing"] == 1
+    assert subscriber_count(engine, tenant) == 1
+
+
+def test_import_repeated_record(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    path = write_csv(tmp_path, ALICE, BRUNO, ALICE)
+
+    result = import_subscribers(engine, tenant, path)
+
+    assert result["imported"] == 2
+    assert result["skipped_existing"] == 1
+    assert subscriber_count(engine, tenant) == 2
+
+
+def test_import_other_channels_new(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    import_subscribers(engine, tenant, write_csv(tmp_path, ALICE))
+    with_sms = f"40.7128,-74.0060,en,alice@example.org,+12125550100,,,false,{CONSENT}\n"
+
+    result = import_subscribers(engine, tenant, write_csv(tmp_path, with_sms, name="new.csv"))
+
+    assert result["imported"] == 1
+    assert result["skipped_existing"] == 0
+
+
+def test_import_skips_api_subscriber(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    add_resident(engine, tenant, NYC_POINT, {"email": "alice@example.org"})
+
+    result = import_subscribers(engine, tenant, write_csv(tmp_path, ALICE))
+
+    assert result["imported"] == 0
+    assert result["skipped_existing"] == 1
+    assert subscriber_count(engine, tenant) == 1
+
+
+def test_import_keeps_unsubscribed(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    path = write_csv(tmp_path, ALICE)
+    import_subscribers(engine, tenant, path)
+    ctx = TenantContext(tenant, actor="test")
+    with unit_of_work(ctx, engine=engine) as session:
+        subscriber_id = session.scalar(select(m.Subscriber.id))
+        unsubscribe(session, ctx, unsubscribe_token(tenant, subscriber_id))
+
+    again = import_subscribers(engine, tenant, path)
+
+    assert again["imported"] == 0
+    assert again["skipped_existing"] == 1
+    with unit_of_work(ctx, engine=engine, write=False) as session:
+        active = session.scalars(select(m.Subscriber.active)).all()
+    assert active == [False]
+
+
+def test_import_stores_no_address(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    import_subscribers(engine, tenant, write_csv(tmp_path, ALICE))
+
+    with unit_of_work(TenantContext(tenant), engine=engine, write=False) as session:
+        subscriber = session.scalars(select(m.Subscriber)).one()
+    assert subscriber.channels_bidx is not None
+    assert len(subscriber.channels_bidx) == 32
+    assert "alice" not in subscriber.channels_bidx
+    assert subscriber.bidx_version == 1
+
+
+def test_import_command_report(engine, cli, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    path = write_csv(tmp_path, ALICE, BRUNO)
+    cli("subscribers", "import", str(path), "--tenant", tenant)
+
+    again = cli("subscribers", "import", str(path), "--tenant", tenant)
+    as_json = cli("subscribers", "import", str(path), "--tenant", tenant, "--json")
+
+    assert again.exit_code == 0, again.output
+    assert (
+        "0 subscribers imported, 2 skipped as already subscribed, 0 skipped as invalid"
+        in again.stdout
+    )
+    assert json.loads(as_json.stdout)["skipped_existing"] == 2
