@@ -149,7 +149,9 @@ def normalize_address(channel: str, address: str) -> str:
 def check_input(data: SubscriptionInput) -> dict[str, str]:
     """Validate an opt-in and return its normalized channel addresses."""
     if not data.places:
-        raise InvalidInput("at least one place is required", field="places")
+        raise InvalidInput(
+            "places is empty; give at least one latitude and longitude", field="places"
+        )
     if len(data.places) > MAX_PLACES:
         raise InvalidInput(f"at most {MAX_PLACES} places are allowed", field="places")
     # The message names the place by its position only, because coordinates are personal data.
@@ -167,9 +169,15 @@ def check_input(data: SubscriptionInput) -> dict[str, str]:
                 field="languages",
             )
     if not data.channels:
-        raise InvalidInput("at least one channel is required", field="channels")
+        raise InvalidInput(
+            f"channels is empty; give an address for at least one of {', '.join(CHANNELS)}",
+            field="channels",
+        )
     if data.consent_at.tzinfo is None:
-        raise InvalidInput("consent time needs a timezone offset", field="consent_at")
+        raise InvalidInput(
+            "consent_at has no timezone offset; give one, such as 2026-01-15T09:30:00-05:00",
+            field="consent_at",
+        )
     return {channel: normalize_address(channel, a) for channel, a in data.channels.items()}
 
 

@@ -161,3 +161,138 @@ def test_import_command_report(engine, cli, tmp_path) -> None:
         in again.stdout
     )
     assert json.loads(as_json.stdout)["skipped_existing"] == 2
+
+
+def test_import_csv_problem_messages(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    rows = {
+        2: ("forty,-74.0060,en,a@example.org,,,,false,2026-01-01T00:00:00-05:00\n", "column lat"),
+        3: (",-74.0060,en,b@example.org,,,,false,2026-01-01T00:00:00-05:00\n", "column lat"),
+        4: ("40.7128,,en,c@example.org,,,,false,2026-01-01T00:00:00-05:00\n", "column lon"),
+        5: ("40.7128,-74.0060,en,d@example.org,,,,false,yesterday\n", "column consent_at"),
+        6: ("40.7128,-74.0060,en,e@example.org,,,,false,\n", "column consent_at"),
+        7: ("40.7128,-74.0060,en,,,,,false,2026-01-01T00:00:00-05:00\n", "channels"),
+        8: ("40.7128,-74.0060,en,f@example.org,,,,false,2026-01-01T00:00:00\n", "consent_at"),
+    }
+    path = write_csv(tmp_path, *(row for row, _column in rows.values()))
+
+    result = import_subscribers(engine, tenant, path)
+
+    assert result["imported"] == 0
+    assert result["skipped"] == len(rows)
+    messages = dict(zip(rows, result["problems"], strict=True))
+    for line, (_row, column) in rows.items():
+        message = messages[line]
+        assert message.startswith(f"record {line}: "), message
+        assert message.count("record ") == 1, message
+        assert column in message, message
+        assert "; give " in message, message
+        assert "example.org" not in message, message
+    assert "'yesterday' is invalid" in messages[5]
+    assert "is not a number" in messages[2]
+    assert "is missing" in messages[3]
+
+
+def test_import_csv_places_column(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    path = tmp_path / "places.csv"
+    path.write_text(
+        "places,email,consent_at\n"
+        f'"40.7128,-74.0060;40.7306",a@example.org,{CONSENT}\n'
+        f'"40.7128,-74.0060;40.73,north",b@example.org,{CONSENT}\n',
+        encoding="utf-8",
+    )
+
+    result = import_subscribers(engine, tenant, path)
+
+    assert result["problems"] == [
+        "record 2: column places: place 2 is not a latitude,longitude pair; separate the two "
+        "numbers with ',' and the places with ';', such as 40.7128,-74.0060;40.7306,-73.9352",
+        "record 3: column places: place 2 longitude is not a number; give decimal degrees, "
+        "such as 40.7128 for a latitude or -74.0060 for a longitude",
+    ]
+
+
+def test_import_json_problem_messages(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    good = {
+        "places": [[40.7128, -74.006]],
+        "channels": {"email": "a@example.org"},
+        "consent_at": CONSENT,
+    }
+    records = [
+        "not an object",
+        {**good, "places": "40.7,-74.0"},
+        {**good, "places": [[40.7128, "west"]]},
+        {**good, "channels": ["a@example.org"]},
+        {**good, "channels": {"sms": 2125550100}},
+        {**good, "languages": "en"},
+        {**good, "consent_at": "soon"},
+    ]
+    path = tmp_path / "opt-in.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+
+    result = import_subscribers(engine, tenant, path)
+
+    assert result["imported"] == 0
+    expected = [
+        "record 1: this entry is not a JSON object",
+        "record 2: field places is not a list",
+        "record 3: field places: place 1 longitude is not a number",
+        "record 4: field channels is not an object",
+        "record 5: field channels: the sms address is not text",
+        "record 6: field languages is not a list of codes",
+        "record 7: field consent_at 'soon' is invalid",
+    ]
+    assert len(result["problems"]) == len(expected)
+    for message, start in zip(result["problems"], expected, strict=True):
+        assert message.startswith(start + "; give "), message
+        assert message.count("record ") == 1, message
+
+
+def test_import_json_webpush_object(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    subscription = {
+        "endpoint": "https://push.example.org/send/abc",
+        "keys": {"p256dh": "BPub", "auth": "secret"},
+    }
+    record = {
+        "places": [[40.7128, -74.006]],
+        "channels": {"webpush": subscription},
+        "consent_at": CONSENT,
+        "test_opt_in": "false",
+    }
+    path = tmp_path / "opt-in.json"
+    path.write_text(json.dumps([record]), encoding="utf-8")
+
+    result = import_subscribers(engine, tenant, path)
+
+    assert result["imported"] == 1, result["problems"]
+    with unit_of_work(TenantContext(tenant), engine=engine, write=False) as session:
+        subscriber = session.scalars(select(m.Subscriber)).one()
+    assert subscriber.test_opt_in is False
+
+
+def test_import_unreadable_files(engine, cli, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text('[{"places": [[40.7, -74.0]]', encoding="utf-8")
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(
+        CSV_HEADER.encode() + "40.7,-74.0,en,jos\xe9@example.org\n".encode("latin-1")
+    )
+
+    huge_field = tmp_path / "huge.csv"
+    huge_field.write_text(CSV_HEADER + "40.7,-74.0,en," + "x" * 200_000 + "\n", encoding="utf-8")
+
+    for path, expected in (
+        (truncated, f"error: {truncated} is not valid JSON ("),
+        (latin1, f"error: {latin1} is not UTF-8 text; save it as UTF-8"),
+        (huge_field, f"error: {huge_field}: invalid CSV near line 2 (field larger than"),
+    ):
+        result = cli("subscribers", "import", str(path), "--tenant", tenant)
+        assert result.exit_code == 2, result.output
+        assert expected in result.stderr, result.stderr
+        assert "Traceback" not in result.output
+        as_json = cli("subscribers", "import", str(path), "--tenant", tenant, "--json")
+        assert json.loads(as_json.stdout)["error"].startswith(expected.removeprefix("error: "))
