@@ -16,7 +16,7 @@ from hub.alerts import models as m
 from hub.alerts import service
 from hub.alerts.cap.mapping import from_dict
 from hub.alerts.cap.parser import parse
-from hub.alerts.cap.problems import InvalidCap
+from hub.alerts.cap.problems import InvalidCap, Problem
 from hub.alerts.policy import load_settings
 from hub.core.db import unit_of_work
 from hub.core.errors import InvalidInput, NotFound
@@ -25,26 +25,64 @@ from hub.core.tenancy import SystemContext, TenantContext
 # Keys of a JSON or YAML composition that are not CAP elements.
 KIND_KEY = "kind"
 TENANTS_KEY = "tenants"
+# File name endings of CAP XML documents, which are never read as YAML or JSON.
+XML_SUFFIXES = (".xml", ".cap")
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def read_composition(data: bytes) -> tuple[Any, list[str], str]:
+def is_xml(data: bytes) -> bool:
+    """Return True when `data` starts like an XML document, after any UTF-8 BOM and spaces."""
+    return data.removeprefix(UTF8_BOM).lstrip().startswith(b"<")
+
+
+def read_composition(data: bytes, name: str | None = None) -> tuple[Any, list[str], str]:
     """Parse CAP XML, JSON or YAML; return the CAP model, extra tenants and the kind.
 
+    `name` is the file name, for messages. A name ending in .xml or .cap must contain XML.
     Raises InvalidCap listing every unreadable value.
     """
-    text = data.lstrip()
-    if text.startswith(b"<"):
+    if is_xml(data):
         result = parse(data)
         if result.alert is None or result.problems:
             raise InvalidCap(result.problems)
         return result.alert, [], "alert"
+    if name is not None and name.lower().endswith(XML_SUFFIXES):
+        reason = "it is empty" if not data.strip() else "it does not start with '<'"
+        raise InvalidCap(
+            [
+                Problem(
+                    "alert",
+                    f"{name} is not XML because {reason}; give a CAP 1.2 XML document, or "
+                    "name a YAML or JSON composition .yaml or .json",
+                )
+            ]
+        )
     try:
         document = yaml.safe_load(data.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"composition is neither CAP XML nor valid YAML/JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        message = "composition is not UTF-8 text; save it as UTF-8"
+        raise InvalidCap([Problem("alert", message)]) from exc
+    except yaml.YAMLError as exc:
+        raise InvalidCap([Problem("alert", _yaml_message(exc))]) from exc
     if not isinstance(document, dict):
-        raise InvalidInput("composition must be a mapping of CAP element names")
+        raise InvalidCap(
+            [
+                Problem(
+                    "alert",
+                    "composition must be a mapping of CAP element names; give CAP XML, or "
+                    "YAML or JSON with keys such as identifier, sender, status and info",
+                )
+            ]
+        )
     return from_mapping(document)
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    """Describe a YAML or JSON syntax error on one line, with its position when known."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    reason = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+    return f"composition is neither CAP XML nor valid YAML/JSON{where} ({reason}); fix the syntax"
 
 
 def from_mapping(document: dict[str, Any]) -> tuple[Any, list[str], str]:

@@ -38,10 +38,10 @@ def _logging() -> None:
 
 def _check_file(path: Path) -> tuple[CapAlert | None, list[Problem]]:
     data = path.read_bytes()
-    if data.lstrip().startswith(b"<"):
+    if workflow.is_xml(data):
         return check_document(data)
     try:
-        cap, _tenants, _kind = workflow.read_composition(data)
+        cap, _tenants, _kind = workflow.read_composition(data, name=str(path))
     except InvalidCap as exc:
         return None, exc.problems
     return cap, validate(cap, sending=True)
@@ -141,7 +141,7 @@ def compose_command(
     with cli_errors():
         require_file(path)
         try:
-            cap, tenants, kind = workflow.read_composition(path.read_bytes())
+            cap, tenants, kind = workflow.read_composition(path.read_bytes(), name=str(path))
             rows = workflow.compose(
                 None,
                 _manager(tenant, actor),

