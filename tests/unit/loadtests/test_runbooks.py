@@ -106,6 +106,16 @@ def test_documented_command_accepts_arguments(document: str, line: str) -> None:
     assert len(positional) <= maximum, f"{document}: too many arguments for `hub {' '.join(path)}`"
     required = sum(1 for a in arguments if a.required)
     assert len(positional) >= required, f"{document}: missing arguments for `hub {' '.join(path)}`"
+    missing_options = [
+        param.opts[0]
+        for param in command.params
+        if param.param_type_name == "option"
+        and param.required
+        and not any(opt in used for opt in (*param.opts, *param.secondary_opts))
+    ]
+    assert not missing_options, (
+        f"{document}: `hub {' '.join(path)}` needs the option(s) {missing_options}: {line}"
+    )
 
 
 @pytest.mark.parametrize("name", RUNBOOK_NAMES)
