@@ -174,3 +174,21 @@ def test_grafana_dashboard_uses_hub_metrics() -> None:
     assert dashboard["uid"]
     assert len(expressions) >= 15
     assert all("hub_" in expr for expr in expressions)
+
+
+def test_monitoring_files_name_defined_metrics() -> None:
+    """Every `hub_` metric in the alert rules, the dashboard and the observability page is
+    defined in the source, so no rule or panel watches a metric that never exists."""
+    sources = "".join(
+        path.read_text(encoding="utf-8")
+        for package in ("hub", "privacy", "tenants", "failover")
+        for path in (REPO / package).rglob("*.py")
+    )
+    files = [RUNBOOKS / "alerts.yml", RUNBOOKS / "grafana-dashboard.json"]
+    files.append(REPO / "docs" / "observability.md")
+
+    for path in files:
+        for name in sorted(set(re.findall(r"\bhub_[a-z0-9_]+\b", path.read_text("utf-8")))):
+            base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            defined = f'"{name}"' in sources or f'"{base}"' in sources
+            assert defined, f"{path.name}: metric {name} is not defined in the source"
