@@ -1,13 +1,14 @@
 """The live board: every center's state in memory, reloaded from the database every second.
 
 Routing decisions read only this board, so a decision costs microseconds and no query. Each
-API process keeps its own board. A reload reads heartbeats, contact counts and switches every
-second, and centers and agreements only after one of them changed. Between reloads a
-process adds its own routed contacts to the counts, so a burst within one second does not pile
-onto one partner. Contacts routed by other processes appear at the next reload, and the share
-cap is still enforced across processes because storing a partner contact takes a slot in the
-database (`failover.store`). The reload also runs surge detection and disaster mode per tenant,
-under a row lock on the tenant's switch, so several processes share one switch.
+API process starts its own board when it starts (`start_board`). A reload reads heartbeats,
+contact counts and switches every second, and centers and agreements only after one of them
+changed. Between reloads a process adds its own routed contacts to the counts, so a burst
+within one second does not pile onto one partner. Contacts routed by other processes appear at
+the next reload, and the share cap is still enforced across processes because storing a partner
+contact takes a slot in the database (`failover.store`). The reload also runs surge detection
+and disaster mode per tenant, under a row lock on the tenant's switch, so several processes
+share one switch.
 """
 
 from __future__ import annotations
@@ -261,23 +262,12 @@ class LiveBoard:
             # Copies, because the counts below and `record_routed` change them.
             centers = {c.id: replace(c, open_by_tenant={}) for c in self._center_configs}
             agreements = self._agreement_terms
-            # The per-second reads are Core statements built once, on the session's connection:
-            # through the ORM they cost several milliseconds of CPU on every reload, during
-            # which the process handled no contact.
-            for center_id, at, staffed, available, standby in connection.execute(_HEARTBEATS):
-                center = centers.get(center_id)
-                if center is not None:
-                    center.heartbeat_at = as_utc(at)
-                    center.agents_staffed = staffed
-                    center.agents_reported_available = available
-                    center.standby = standby
-            switches = {row.tenant_id: _switch_state(row) for row in connection.execute(_SWITCHES)}
-            _load_counts(connection, centers)
-            if statistics or not self.loaded:
-                _load_statistics(connection, centers, tenants, now)
-                self._statistics_at = time.monotonic()
-            else:
-                _keep_statistics(self.centers, centers)
+            switches: dict[str, SwitchState] = {}
+            # Every API process reloads from its start, also on a hub whose tenants use no
+            # overflow. Without centers there are no heartbeats, counts or switches to read, so
+            # such a reload costs the version reads above and the audit probe below.
+            if centers:
+                switches = self._load_live_figures(connection, centers, tenants, now, statistics)
             unaudited = self._unaudited_due(connection, tenants) if evaluate else []
 
         home: dict[str, list[str]] = defaultdict(list)
@@ -302,6 +292,35 @@ class LiveBoard:
         for center in centers.values():
             EXPECTED_WAIT.labels(center=center.id).set(center.expected_wait())
         BOARD_REFRESH.observe(time.perf_counter() - started)
+
+    def _load_live_figures(
+        self,
+        connection: Connection,
+        centers: dict[str, CenterLive],
+        tenants: dict[str, TenantOverflowConfig],
+        now: datetime,
+        statistics: bool,
+    ) -> dict[str, SwitchState]:
+        """Read heartbeats, contact counts and (when due) statistics into `centers`, and
+        return the stored switches."""
+        # The per-second reads are Core statements built once, on the session's connection:
+        # through the ORM they cost several milliseconds of CPU on every reload, during
+        # which the process handled no contact.
+        for center_id, at, staffed, available, standby in connection.execute(_HEARTBEATS):
+            center = centers.get(center_id)
+            if center is not None:
+                center.heartbeat_at = as_utc(at)
+                center.agents_staffed = staffed
+                center.agents_reported_available = available
+                center.standby = standby
+        switches = {row.tenant_id: _switch_state(row) for row in connection.execute(_SWITCHES)}
+        _load_counts(connection, centers)
+        if statistics or not self.loaded:
+            _load_statistics(connection, centers, tenants, now)
+            self._statistics_at = time.monotonic()
+        else:
+            _keep_statistics(self.centers, centers)
+        return switches
 
     def _load_tenant_configs(self, s: Session) -> dict[str, TenantOverflowConfig]:
         configs = {}
@@ -784,19 +803,43 @@ _boards: dict[str, LiveBoard] = {}
 _boards_lock = threading.Lock()
 
 
-def get_board(engine: Engine | None = None, *, background: bool = True) -> LiveBoard:
-    """Return this process's board for `engine`, loading it (and starting its thread) once."""
-    engine = engine or get_engine()
+def _registered_board(engine: Engine) -> LiveBoard:
     key = str(engine.url)
     with _boards_lock:
         board = _boards.get(key)
         if board is None:
             board = LiveBoard(engine)
             _boards[key] = board
+    return board
+
+
+def get_board(engine: Engine | None = None, *, background: bool = True) -> LiveBoard:
+    """Return this process's board for `engine`, loading it (and starting its thread) once."""
+    board = _registered_board(engine or get_engine())
     board.ensure_loaded()
     if background:
         board.start()
     return board
+
+
+def start_board(engine: Engine) -> LiveBoard:
+    """Start this process's board for `engine` without waiting for its first load.
+
+    API processes call this at start, so that the switches are evaluated every second from
+    then on, and not only after the first overflow request. The refresh thread makes the first
+    load, so a database that is down at start delays the board instead of failing the start.
+    """
+    board = _registered_board(engine)
+    board.start()
+    return board
+
+
+def stop_board(board: LiveBoard) -> None:
+    """Stop `board` and forget it, so that the next `get_board` for its engine builds a new one."""
+    with _boards_lock:
+        if _boards.get(str(board.engine.url)) is board:
+            del _boards[str(board.engine.url)]
+    board.stop()
 
 
 def loaded_board(engine: Engine) -> LiveBoard | None:

@@ -188,7 +188,8 @@ def other_tenant(engine) -> OverflowTenant:
 def client(hub_db, board) -> Iterator[TestClient]:  # noqa: F811
     from hub.api.app import create_app
 
-    app = create_app(start_relay=False)
+    # The test's own board, without its refresh thread, replaces the one the app starts.
+    app = create_app(start_relay=False, start_board=False)
     app.dependency_overrides[current_board] = lambda: board
     with TestClient(app) as test_client:
         yield test_client

@@ -245,7 +245,11 @@ def _tune_collector() -> None:
     gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
 
 
-def create_app(settings: Settings | None = None, *, start_relay: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, start_relay: bool = True, start_board: bool = True
+) -> FastAPI:
+    """Build the API. At start it runs the outbox relay (`start_relay`) and the overflow live
+    board (`start_board`). Tests turn off what they drive themselves."""
     settings = settings or get_settings()
     configure_logging(settings)
 
@@ -253,7 +257,9 @@ def create_app(settings: Settings | None = None, *, start_relay: bool = True) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from hub.api import runtime
 
-        app.state.runtime = runtime.start(settings, start_relay=start_relay)
+        app.state.runtime = runtime.start(
+            settings, start_relay=start_relay, start_board=start_board
+        )
         _tune_collector()
         # FastAPI runs blocking endpoints in anyio's default thread pool (40 threads).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads

@@ -1,4 +1,5 @@
-"""Per-process runtime of the API: the outbox relay thread and its publisher."""
+"""Per-process runtime of the API: the outbox relay thread and its publisher, and the overflow
+live board that evaluates the overflow and disaster switches every second."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import event
 
-from hub.core.db import HubSession
+from failover import board as live_board
+from hub.core.db import HubSession, get_engine
 from hub.core.outbox import OutboxItem, OutboxRelay
 from hub.core.settings import Settings
 
@@ -32,8 +34,11 @@ def celery_publisher(message: OutboxItem) -> None:
 @dataclass
 class Runtime:
     relay: OutboxRelay | None
+    board: live_board.LiveBoard | None = None
 
     def stop(self) -> None:
+        if self.board is not None:
+            live_board.stop_board(self.board)
         if self.relay is not None:
             self.relay.stop()
 
@@ -41,8 +46,11 @@ class Runtime:
 _active: Runtime | None = None
 
 
-def start(settings: Settings, *, start_relay: bool = True) -> Runtime:
+def start(settings: Settings, *, start_relay: bool = True, start_board: bool = True) -> Runtime:
     global _active
+    board = None
+    if start_board:
+        board = live_board.start_board(get_engine(settings=settings))
     relay = None
     if start_relay:
         relay = OutboxRelay(
@@ -52,7 +60,7 @@ def start(settings: Settings, *, start_relay: bool = True) -> Runtime:
             probe=broker_probe,
         )
         relay.start()
-    _active = Runtime(relay=relay)
+    _active = Runtime(relay=relay, board=board)
     return _active
 
 

@@ -29,7 +29,8 @@ def test_bench_contacts_accepted(hub_db):
     bodies, _partners = _prepare(hub_db)
     board = LiveBoard(get_engine(hub_db))
     board.refresh()
-    app = create_app(start_relay=False)
+    # The test's own board, without its refresh thread, replaces the one the app starts.
+    app = create_app(start_relay=False, start_board=False)
     app.dependency_overrides[current_board] = lambda: board
     # Each distinct body once per key: the benchmark repeats 2,000 bodies of a few kinds.
     distinct = sorted({(b["key"], json.dumps(b["body"], sort_keys=True)) for b in bodies})
