@@ -205,9 +205,8 @@ def _visible_center(session: Session, caller: Caller, center_id: str) -> None:
     """Raise NotFound unless the caller's center, an own center or an agreed partner."""
     check_text("center_id", center_id, max_chars=service.CENTER_ID_CHARS)
     if caller.is_partner:
-        if caller.center_id == center_id:
-            return
-        raise NotFound(f"center {center_id} not found", code="not_found")
+        service.require_partner_center(session, caller, center_id)
+        return
     service.require_staff(caller)
     center = session.get(ContactCenter, center_id)
     if center is not None and center.owner_tenant_id == caller.ctx.tenant_id:

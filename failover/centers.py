@@ -20,7 +20,7 @@ from failover.hysteresis import Thresholds
 from failover.manifest import ALL_WEEK, PartnerManifest, as_datetime, weekly_minutes
 from failover.models import Agreement, ContactCenter
 from hub.core.clock import utcnow
-from hub.core.errors import Conflict, NotFound
+from hub.core.errors import Conflict, InvalidInput, NotFound
 from privacy.audit import audit
 from tenants.models import Tenant
 
@@ -112,14 +112,19 @@ def _insert_center(
         return existing
 
 
+def _own_center_specs(tenant: Tenant) -> list[dict[str, Any]]:
+    """Return the `overflow.centers` entries of the tenant's stored manifest."""
+    section = (tenant.manifest or {}).get("overflow") or {}
+    return list(section.get("centers") or [])
+
+
 def sync_tenant_centers(session: Session, tenant: Tenant) -> list[str]:
     """Create or update the tenant's own centers from its manifest; return their ids.
 
     A center id already used by another owner is skipped and logged, never taken over.
     """
-    section = (tenant.manifest or {}).get("overflow") or {}
     ids: list[str] = []
-    for spec in section.get("centers") or []:
+    for spec in _own_center_specs(tenant):
         center = session.get(ContactCenter, spec["id"])
         if center is not None and center.owner_tenant_id != tenant.id:
             log.warning("overflow_center_id_taken", center_id=spec["id"], tenant_id=tenant.id)
@@ -228,3 +233,43 @@ def onboard_partner(session: Session, manifest: PartnerManifest, *, actor: str) 
         agreements=len(agreement_ids),
     )
     return {"center_id": spec.id, "created": created, "agreements": agreement_ids}
+
+
+def check_partner_agent_center(session: Session, tenant_id: str, center_id: str) -> None:
+    """Raise unless `center_id` is a partner center with an agreement with `tenant_id`.
+
+    A tenant issues partner_agent keys to the agents of its partner centers, so the key's
+    center must be one that takes the tenant's contacts. The tenant's own agents use the agent
+    role instead.
+    """
+    onboard = "hub overflow partners onboard FILE"
+    center = session.get(ContactCenter, center_id)
+    owner = center.owner_tenant_id if center is not None else None
+    # A tenant's own centers reach the table at the next reload of an API process's live
+    # board, so a key created right after onboarding finds them only in the manifest.
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is not None and center_id in {spec["id"] for spec in _own_center_specs(tenant)}:
+        owner = tenant_id
+    if owner is not None:
+        raise InvalidInput(
+            f"contact center {center_id!r} is tenant {owner!r}'s own center, not a partner "
+            "center; create its agents' keys with --role agent and no --center",
+            field="center_id",
+        )
+    if center is None:
+        raise NotFound(
+            f"contact center {center_id!r} not found; onboard the partner center with "
+            f"`{onboard}`, with an agreement for tenant {tenant_id!r}, then create the key",
+            code="center_not_found",
+        )
+    agreement = session.scalar(
+        select(Agreement.id).where(
+            Agreement.tenant_id == tenant_id, Agreement.center_id == center_id
+        )
+    )
+    if agreement is None:
+        raise InvalidInput(
+            f"partner center {center_id!r} has no agreement with tenant {tenant_id!r}; add "
+            f"one to the center's partner manifest and load it with `{onboard}`",
+            field="center_id",
+        )

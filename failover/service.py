@@ -375,6 +375,15 @@ def decision_view(contact: Contact | Mapping[str, Any]) -> dict[str, Any]:
 # --- finding a contact for a caller --------------------------------------------------------
 
 
+def require_partner_center(session: Session, caller: Caller, center_id: str) -> None:
+    """Raise NotFound unless `center_id` is the partner center that the partner agent's key
+    names. Keys created before `hub tenants keys create` checked the center may name one that
+    does not exist or is a tenant's own center."""
+    center = session.get(ContactCenter, center_id) if caller.center_id == center_id else None
+    if center is None or center.owner_tenant_id is not None:
+        raise NotFound(f"center {center_id} not found", code="not_found")
+
+
 def own_center_ids(session: Session, tenant_id: str) -> set[str]:
     return set(
         session.scalars(select(ContactCenter.id).where(ContactCenter.owner_tenant_id == tenant_id))
@@ -646,8 +655,7 @@ def center_contacts(
     """Return the open contacts at a center that the caller may see, oldest first."""
     check_text("center_id", center_id, max_chars=CENTER_ID_CHARS)
     if caller.is_partner:
-        if caller.center_id != center_id:
-            raise NotFound(f"center {center_id} not found", code="not_found")
+        require_partner_center(session, caller, center_id)
         # Filtering on the tenants with an agreement lets the query use the index that starts
         # with tenant_id, like every tenant-owned index.
         tenants = select(Agreement.tenant_id).where(Agreement.center_id == center_id)

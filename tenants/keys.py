@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from hub.core.clock import utcnow
 from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import InvalidInput, NotFound
-from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
+from hub.core.tenancy import ALL_ROLES, ROLE_PARTNER_AGENT, SystemContext, TenantContext
 from privacy.audit import audit
 from tenants.metrics import API_KEY_LOOKUPS
 from tenants.models import ApiKey, Tenant
@@ -76,6 +76,26 @@ def check_roles(roles: list[str] | tuple[str, ...] | frozenset[str]) -> list[str
     return sorted(set(roles))
 
 
+def _check_center_role(roles: list[str], center_id: str | None) -> None:
+    """Raise InvalidInput unless a key has a center exactly when it has the partner_agent role.
+
+    A partner agent works only at the center its key names, and the other roles act for the
+    tenant as a whole, so a center on any other key would be ignored.
+    """
+    partner = ROLE_PARTNER_AGENT in roles
+    if partner and center_id is None:
+        raise InvalidInput(
+            "a partner_agent key needs the id of its partner center; give it with --center",
+            field="center_id",
+        )
+    if center_id is not None and not partner:
+        raise InvalidInput(
+            f"a key for center {center_id!r} needs the partner_agent role, the only role "
+            "that acts at one center; add --role partner_agent or leave out --center",
+            field="roles",
+        )
+
+
 def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
@@ -112,6 +132,7 @@ def create_api_key(
     The session may be the tenant's own or a system session; the caller commits.
     """
     clean_roles = check_roles(roles)
+    _check_center_role(clean_roles, center_id)
     label = label.strip()
     if not label or len(label) > 120:
         raise InvalidInput("key label must be 1 to 120 characters", field="label")
@@ -173,6 +194,19 @@ def set_api_key_roles(
     if row.revoked_at is not None:
         raise InvalidInput(f"API key {key_id} is revoked; create a new key instead")
     clean_roles = check_roles(roles)
+    partner = ROLE_PARTNER_AGENT in clean_roles
+    if partner and row.center_id is None:
+        raise InvalidInput(
+            f"API key {key_id} names no center, so it cannot take the partner_agent role; "
+            "create a partner_agent key with --center instead",
+            field="roles",
+        )
+    if row.center_id is not None and not partner:
+        raise InvalidInput(
+            f"API key {key_id} is for center {row.center_id!r}, so it keeps the partner_agent "
+            "role; create another key for the other roles",
+            field="roles",
+        )
     previous = list(row.roles)
     if previous != clean_roles:
         row.roles = clean_roles

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from failover.centers import check_partner_agent_center
 from hub.cli.offboard import offboard_command
 from hub.cli.output import (
     JSON_OPTION,
@@ -309,6 +310,8 @@ def keys_create_command(
         _existing_tenant(tenant)
         ctx = TenantContext(tenant, actor=ACTOR)
         with unit_of_work(ctx) as session:
+            if center is not None:
+                check_partner_agent_center(session, tenant, center)
             row, raw = create_api_key(session, ctx, roles=roles, label=label, center_id=center)
             data = {**_key_row(row), "api_key": raw}
 

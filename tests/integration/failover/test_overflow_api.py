@@ -9,8 +9,9 @@ from failover.models import Contact, OverflowSwitch
 from hub.core.clock import utcnow
 from hub.core.db import unit_of_work
 from hub.core.outbox import OutboxMessage
-from hub.core.tenancy import SystemContext
+from hub.core.tenancy import ROLE_PARTNER_AGENT, SystemContext, TenantContext
 from privacy.models import AuditEntry
+from tenants.keys import create_api_key
 
 CONTACTS = "/api/v1/overflow/contacts"
 
@@ -396,6 +397,25 @@ def test_other_center_gets_404_everywhere(client, engine, board, tenant):
     own = client.get(f"/api/v1/overflow/centers/{other.center_id}/contacts", headers=key).json()
     assert own["contacts"] == []
     assert "Ada" not in str(own)
+
+
+@pytest.mark.parametrize("named", ["no-such-center", "home"])
+def test_partner_key_without_partner_center_404(client, engine, tenant, named):
+    # Keys created before `hub tenants keys create` checked the center may name one that does
+    # not exist, or a tenant's own center.
+    center_id = tenant.home if named == "home" else named
+    ctx = TenantContext(tenant.id, actor="test")
+    with unit_of_work(SystemContext("test key"), engine=engine) as session:
+        key = create_api_key(
+            session, ctx, roles=[ROLE_PARTNER_AGENT], label="old key", center_id=center_id
+        )[1]
+    beat(engine, tenant.home, staffed=2, available=2)
+    center = f"/api/v1/overflow/centers/{center_id}"
+
+    listed = client.get(f"{center}/contacts", headers=auth(key))
+    assert listed.status_code == 404
+    assert listed.json()["error"]["message"] == f"center {center_id} not found"
+    assert client.get(f"{center}/state", headers=auth(key)).status_code == 404
 
 
 def test_other_tenant_gets_404_everywhere(client, engine, board, tenant, other_tenant):

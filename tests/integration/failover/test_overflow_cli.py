@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 from open311_support import INSIDE
-from overflow_support import beat
+from overflow_support import beat, onboard_test_partner
 from sqlalchemy import update
 from typer.testing import CliRunner
 
@@ -162,3 +162,47 @@ def test_simulate_from_tenant_states_its_days(hub_cli, engine, tenant):
     assert as_text.exit_code == 0, as_text.output
     assert f"curve from 2 requests of tenant {tenant.id} on 2 days" in as_text.output
     assert "2026-03-02 to 2026-03-05" in as_text.output
+
+
+def test_partner_key_needs_agreed_center(hub_cli, engine, tenant, other_tenant):
+    agreed = onboard_test_partner(engine, tenant)
+    unrelated = onboard_test_partner(engine, other_tenant)
+    create = ("tenants", "keys", "create", "--tenant", tenant.id, "--role", "partner_agent")
+
+    result = hub_cli(*create, "--center", "no-such-center")
+    assert result.exit_code == 2
+    assert "contact center 'no-such-center' not found" in result.stderr
+    assert "hub overflow partners onboard" in result.stderr
+
+    result = hub_cli(*create, "--center", tenant.home)
+    assert result.exit_code == 2
+    assert f"{tenant.home!r} is tenant {tenant.id!r}'s own center" in result.stderr
+
+    result = hub_cli(*create, "--center", unrelated.center_id)
+    assert result.exit_code == 2
+    assert f"has no agreement with tenant {tenant.id!r}" in result.stderr
+
+    result = hub_cli(*create)
+    assert result.exit_code == 2
+    assert "needs the id of its partner center" in result.stderr
+
+    result = hub_cli(*create, "--center", agreed.center_id, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["center_id"] == agreed.center_id
+
+
+def test_agent_key_takes_no_center(hub_cli, engine, tenant):
+    agreed = onboard_test_partner(engine, tenant)
+    result = hub_cli(
+        "tenants",
+        "keys",
+        "create",
+        "--tenant",
+        tenant.id,
+        "--role",
+        "agent",
+        "--center",
+        agreed.center_id,
+    )
+    assert result.exit_code == 2
+    assert "needs the partner_agent role" in result.stderr

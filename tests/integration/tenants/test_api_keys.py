@@ -11,7 +11,14 @@ from sqlalchemy import select
 from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import Forbidden, HubError, InvalidInput, NotFound, Unauthorized
 from hub.core.settings import reset_settings_cache
-from hub.core.tenancy import ROLE_AGENCY, ROLE_OPEN311, ROLE_STAFF, SystemContext, TenantContext
+from hub.core.tenancy import (
+    ROLE_AGENCY,
+    ROLE_OPEN311,
+    ROLE_PARTNER_AGENT,
+    ROLE_STAFF,
+    SystemContext,
+    TenantContext,
+)
 from privacy.models import AuditEntry
 from tenants import keys as keys_module
 from tenants.auth import authenticate, authenticate_for_tenant, key_from_headers, require_roles
@@ -137,6 +144,42 @@ def test_unknown_role_rejected(two_tenants):
         with unit_of_work(ctx, engine=engine) as session:
             create_api_key(session, ctx, roles=["superuser"], label="x")
     assert "superuser" in caught.value.message
+
+
+def test_center_only_on_partner_keys(two_tenants):
+    engine, (a, _), _ = two_tenants
+    ctx = TenantContext(a)
+    with pytest.raises(InvalidInput) as caught:
+        with unit_of_work(ctx, engine=engine) as session:
+            create_api_key(session, ctx, roles=[ROLE_PARTNER_AGENT], label="no center")
+    assert "needs the id of its partner center" in caught.value.message
+    with pytest.raises(InvalidInput) as caught:
+        with unit_of_work(ctx, engine=engine) as session:
+            create_api_key(session, ctx, roles=[ROLE_AGENCY], label="x", center_id="partner-1")
+    assert "needs the partner_agent role" in caught.value.message
+
+
+def test_role_change_keeps_center_rule(two_tenants):
+    engine, (a, _), _ = two_tenants
+    ctx = TenantContext(a)
+    with unit_of_work(ctx, engine=engine) as session:
+        plain = create_api_key(session, ctx, roles=[ROLE_AGENCY], label="agency")[0].id
+        partner = create_api_key(
+            session, ctx, roles=[ROLE_PARTNER_AGENT], label="partner", center_id="partner-1"
+        )[0].id
+
+    with pytest.raises(InvalidInput) as caught:
+        with unit_of_work(ctx, engine=engine) as session:
+            set_api_key_roles(session, ctx, plain, [ROLE_AGENCY, ROLE_PARTNER_AGENT])
+    assert f"API key {plain} names no center" in caught.value.message
+    with pytest.raises(InvalidInput) as caught:
+        with unit_of_work(ctx, engine=engine) as session:
+            set_api_key_roles(session, ctx, partner, [ROLE_AGENCY])
+    assert "keeps the partner_agent role" in caught.value.message
+
+    with unit_of_work(ctx, engine=engine) as session:
+        row = set_api_key_roles(session, ctx, partner, [ROLE_PARTNER_AGENT, ROLE_STAFF])
+        assert row.roles == [ROLE_PARTNER_AGENT, ROLE_STAFF]
 
 
 def test_open311_key_lacks_staff_role(two_tenants):
