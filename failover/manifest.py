@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from failover.eligibility import WEEKDAYS
 from hub.core.errors import InvalidInput
-from tenants.manifest import LANGUAGE_TAG, SLUG, parse_hours_range
+from tenants.languages import LANGUAGE_TAG
+from tenants.manifest import SLUG, parse_hours_range
 
 # Data-sharing levels of an agreement, from the least a partner agent sees to the most.
 DATA_LEVELS = ("minimal", "standard", "full")

@@ -57,7 +57,7 @@ from hub.requests.validation import check_text
 from privacy.access import decrypt_fields
 from privacy.audit import audit
 from privacy.fields import FieldCipher
-from tenants.manifest import LANGUAGE_TAG
+from tenants.languages import LANGUAGE_TAG
 from tenants.models import Tenant
 
 log = structlog.get_logger(__name__)

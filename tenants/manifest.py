@@ -29,14 +29,13 @@ from pydantic import (
 
 from hub.core.errors import InvalidInput
 from tenants.geometry import Geometry
+from tenants.languages import LANGUAGE_TAG, language_key, repeated_tags, text_for
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 # A DNS name with at least two labels, such as `nyc.gov` or `311.boston.gov`.
 DOMAIN = re.compile(
     r"^(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$"
 )
-# BCP 47 language tag in its common form: language, then optional script, region or variant.
-LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
 # Open311 service codes seen in the field include `001`, `ABNDBIKE`, `DMV66` and `4fd3b167e750`.
 SERVICE_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -77,6 +76,12 @@ def _check_localized(value: LocalizedText, *, required: bool) -> LocalizedText:
             raise ValueError(f"language key {tag!r} is not a BCP 47 tag such as en or es-US")
         if not text.strip():
             raise ValueError(f"text for language {tag!r} is empty")
+    repeated = repeated_tags(value)
+    if repeated:
+        raise ValueError(
+            f"language keys {', '.join(map(repr, repeated))} name one language, because tags "
+            "ignore case; keep one of them"
+        )
     return value
 
 
@@ -513,9 +518,12 @@ class Manifest(_Strict):
         for tag in value:
             if not LANGUAGE_TAG.match(tag):
                 raise ValueError(f"{tag!r} is not a BCP 47 language tag such as en or es-US")
-        duplicates = sorted({t for t in value if value.count(t) > 1})
+        duplicates = repeated_tags(value)
         if duplicates:
-            raise ValueError(f"duplicate language(s) {', '.join(duplicates)}")
+            raise ValueError(
+                f"duplicate language(s) {', '.join(duplicates)}; tags ignore case, so list "
+                "each language once"
+            )
         return value
 
     @model_validator(mode="after")
@@ -526,6 +534,7 @@ class Manifest(_Strict):
         problems += _duplicates("services", [s.code for s in self.services])
         problems += _duplicates("districts", [d.code for d in self.districts])
         known = set(agency_codes)
+        languages = {language_key(tag) for tag in self.languages}
         for index, service in enumerate(self.services):
             if service.agency is not None and service.agency not in known:
                 problems.append(f"services[{index}].agency: unknown agency {service.agency!r}")
@@ -533,13 +542,13 @@ class Manifest(_Strict):
                 problems.append(
                     f"services[{index}].open_data.location: 'district' needs a districts section"
                 )
-            if self.default_language not in service.names:
+            if text_for(service.names, self.default_language) is None:
                 problems.append(
                     f"services[{index}].names: missing the default language "
                     f"{self.default_language!r}"
                 )
             for tag in service.names:
-                if tag not in self.languages:
+                if language_key(tag) not in languages:
                     problems.append(
                         f"services[{index}].names: language {tag!r} is not in languages "
                         f"({', '.join(self.languages)}); add it there or remove the name"

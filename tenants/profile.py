@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tenants.languages import text_for
 from tenants.registry import ServiceInfo, TenantInfo
 
 # Resident-facing status texts per language. Keys are request states, or `closed:<resolution>`
@@ -90,7 +91,7 @@ class TenantProfile:
         overrides = self.tenant.manifest.profile.status_texts
         for table in (overrides, DEFAULT_STATUS_TEXTS):
             for tag in (chosen, chosen.split("-", 1)[0], "en"):
-                texts = table.get(tag, {})
+                texts = text_for(table, tag) or {}
                 for key in keys:
                     if key in texts:
                         return texts[key]
@@ -109,7 +110,11 @@ class TenantProfile:
         """Return a service's description. Default: as `service_name`, empty when none."""
         chosen = self.pick_language(language)
         descriptions = service.descriptions
-        return descriptions.get(chosen) or descriptions.get(self.tenant.default_language) or ""
+        return (
+            text_for(descriptions, chosen)
+            or text_for(descriptions, self.tenant.default_language)
+            or ""
+        )
 
 
 _registered: dict[str, type[TenantProfile]] = {}

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import SystemContext
 from tenants.calendar import BusinessCalendar, sla_deadline
+from tenants.languages import localized
 from tenants.manifest import Manifest, ManifestError, ServiceSpec, parse_manifest
 from tenants.models import Service, Tenant
 
@@ -58,13 +59,7 @@ class ServiceInfo:
 
     def name(self, language: str, default_language: str) -> str:
         """Return the name in `language`, else its base language, else the default one."""
-        base = language.split("-", 1)[0]
-        return (
-            self.names.get(language)
-            or self.names.get(base)
-            or self.names.get(default_language)
-            or next(iter(self.names.values()))
-        )
+        return localized(self.names, language, default_language) or ""
 
 
 @dataclass(frozen=True)

@@ -62,10 +62,16 @@ def auth(key: str) -> dict[str, str]:
 
 
 def onboard_overflow_tenant(
-    engine, tenant_id: str, *, target_seconds: float | None = None
+    engine,
+    tenant_id: str,
+    *,
+    target_seconds: float | None = None,
+    languages: list[str] | None = None,
 ) -> OverflowTenant:
     jurisdiction = f"{tenant_id}.example.org"
     data = manifest_data(tenant_id, jurisdiction)
+    if languages is not None:
+        data["languages"] = languages
     home = f"{tenant_id}-home"
     data["overflow"] = {
         "centers": [

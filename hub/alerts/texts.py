@@ -31,7 +31,8 @@ def unsubscribe_page(languages: list[str]) -> str:
     """
     import html
 
-    codes = [code for code in languages if code in _UNSUBSCRIBE_PAGE] or ["en"]
+    # Tags ignore case, and the keys of _UNSUBSCRIBE_PAGE are lower case.
+    codes = [code.lower() for code in languages if code.lower() in _UNSUBSCRIBE_PAGE] or ["en"]
     sections = []
     for code in codes:
         question, button = _UNSUBSCRIBE_PAGE[code]

@@ -12,8 +12,9 @@ from typing import Any
 
 from hub.core.clock import isoformat
 from hub.requests import geo
-from hub.requests.catalog import CatalogService, TenantSnapshot, localized, open_data_rule
+from hub.requests.catalog import CatalogService, TenantSnapshot, open_data_rule
 from hub.requests.models import ServiceRequest, StatusEvent
+from tenants.languages import localized
 from tenants.profile import TenantProfile, profile_for
 
 SPEC_URL = "http://wiki.open311.org/GeoReport_v2"

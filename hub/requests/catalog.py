@@ -47,20 +47,6 @@ class TenantSnapshot(Protocol):
     services: Mapping[str, CatalogService]
 
 
-def localized(text: Mapping[str, str] | str | None, language: str, fallback: str) -> str | None:
-    """Pick the text for `language`, then its primary subtag, then `fallback`, then any."""
-    if text is None or isinstance(text, str):
-        return text
-    if language in text:
-        return text[language]
-    primary = language.split("-", 1)[0]
-    if primary in text:
-        return text[primary]
-    if fallback in text:
-        return text[fallback]
-    return next(iter(text.values()), None)
-
-
 @dataclass(frozen=True)
 class ServiceArea:
     """A tenant's service area with its bounding box, so most outside points skip the ray cast."""

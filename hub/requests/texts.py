@@ -7,6 +7,7 @@ example `{es: {notice.received: "Recibida"}}`.
 
 from __future__ import annotations
 
+from tenants.languages import text_for
 from tenants.profile import profile_for
 from tenants.registry import TenantInfo
 
@@ -34,7 +35,7 @@ def notice_text(tenant: TenantInfo, language: str | None, key: str) -> str:
     overrides = tenant.manifest.profile.status_texts
     for table in (overrides, BUILT_IN):
         for tag in (chosen, chosen.split("-", 1)[0], "en"):
-            text = table.get(tag, {}).get(key)
+            text = (text_for(table, tag) or {}).get(key)
             if text:
                 return text
     return key

@@ -137,6 +137,23 @@ def test_regional_language_tag_accepted(client, engine, board, tenant):
     assert post_contact(client, tenant, language="es-US").status_code == 201
 
 
+@pytest.mark.parametrize("language", ["EN", "En-US", "es-us", "ES-MX"])
+def test_language_tag_any_case_accepted(client, engine, board, tenant, language):
+    home_ready(engine, board, tenant)
+    response = post_contact(client, tenant, language=language)
+    assert response.status_code == 201, response.json()
+
+
+def test_upper_case_tenant_languages_served(client, engine, board):
+    # The services keep their names under the lower-case keys en and es.
+    tenant = onboard_overflow_tenant(engine, f"ovu-{uuid.uuid4().hex[:8]}", languages=["EN", "ES"])
+    home_ready(engine, board, tenant)
+    assert post_contact(client, tenant, language="es-us").status_code == 201
+    response = post_contact(client, tenant, language="fr")
+    assert response.status_code == 400
+    assert "use one of EN, ES" in error_of(response)["message"]
+
+
 def test_any_group_without_center_skills(client, engine, board, tenant):
     from tenants.models import Tenant
 

@@ -14,6 +14,7 @@ from hub.alerts.cap.parser import parse
 from hub.alerts.cells import area_cells, circle_cells, place_cells, polygon_cells
 from hub.alerts.language import choose_info
 from hub.alerts.models import FINE_RESOLUTION
+from hub.alerts.texts import unsubscribe_page
 from hub.cli.main import app
 
 INFOS = [Info(language="en-US"), Info(language="es-US"), Info(language="fr-CA")]
@@ -41,6 +42,13 @@ def test_language_first_block() -> None:
 
 def test_language_ignores_case() -> None:
     assert choose_info(INFOS, ["ES-us"], "en") == 1
+
+
+def test_unsubscribe_page_languages_any_case() -> None:
+    page = unsubscribe_page(["EN", "Es", "fil"])
+    assert '<p lang="en">' in page
+    assert '<p lang="es">' in page
+    assert "fil" not in page
 
 
 def _inside(cells, lat: float, lon: float) -> bool:

@@ -101,6 +101,16 @@ def test_exclusions(terms, center, contact, now, reason):
     assert exclusion_reason(terms, center, contact, now) == reason
 
 
+def test_language_matched_in_any_case():
+    center = replace(CENTER, languages=frozenset({"EN", "ES"}))
+    terms = replace(TERMS, languages=frozenset({"Es"}))
+    for language in ("es", "ES-us", "es-MX"):
+        contact = replace(CONTACT, language=language)
+        assert exclusion_reason(terms, center, contact, NOW) is None, language
+    french = replace(CONTACT, language="FR")
+    assert exclusion_reason(terms, center, french, NOW) == "language"
+
+
 def test_standby_center_takes_overflow():
     assert exclusion_reason(TERMS, replace(CENTER, state=CenterState.STANDBY), CONTACT, NOW) is None
 

@@ -15,6 +15,15 @@ def test_examples_are_valid(path):
     assert manifest.agreements
 
 
+def test_language_tags_any_case_accepted():
+    data = base()
+    data["center"]["languages"] = ["EN", "Es-US"]
+    data["agreements"][0]["languages"] = ["ES"]
+    manifest = parse_partner_manifest(data)
+    assert manifest.center.languages == ["EN", "Es-US"]
+    assert manifest.agreements[0].languages == ["ES"]
+
+
 def base():
     return yaml.safe_load((EXAMPLES / "northeast-answering.yaml").read_text())
 

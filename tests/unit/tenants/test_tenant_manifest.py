@@ -83,6 +83,12 @@ BAD_FIELDS = [
     (["timezone"], "America/Gotham", "timezone: 'America/Gotham' is not an IANA time zone"),
     (["languages"], ["en", "Spanish"], "languages: 'Spanish' is not a BCP 47"),
     (["languages"], [], "languages: "),
+    (["languages"], ["en", "es", "EN"], "languages: duplicate language(s) EN, en; tags ignore"),
+    (
+        ["services", 0, "names", "EN"],
+        "Cans",
+        "services[0].names: language keys 'EN', 'en' name one language",
+    ),
     (["region"], "Bay Area", "region: "),
     (["service_area", "type"], "Point", "service_area.type: "),
     (
@@ -239,3 +245,14 @@ def test_routing_order():
     assert manifest.agency_for("HEAT_HOT_WATER") == "HPD"  # the service's own agency
     assert manifest.agency_for("NOISE_RESIDENTIAL") == "NYPD"  # group rule
     assert manifest.agency_for("UNKNOWN") is None
+
+
+def test_language_tags_match_in_any_case():
+    data = copy.deepcopy(_base())
+    # The other services keep their names under the lower-case keys en, es and zh.
+    data["languages"] = ["EN", "Es", "ZH", "fil"]
+    data["services"][0]["names"] = {"en": "Cans left out", "ES": "Botes", "zh": "垃圾桶"}
+    manifest = parse_manifest(data)
+    assert manifest.languages == ["EN", "Es", "ZH", "fil"]
+    assert manifest.default_language == "EN"
+    assert manifest.services[0].names["ES"] == "Botes"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from types import MappingProxyType
 
 import yaml
@@ -84,6 +85,20 @@ def test_service_name_language():
     assert profile.service_name(service, "es-US") == "Botes de basura dejados afuera"
     assert profile.service_name(service, "fil") == "Cans left out 24x7"
     assert profile.service_description(service, "fr").startswith("Garbage or recycling")
+
+
+def test_texts_found_in_any_case():
+    tenant = _tenant({"ES": {"closed:fixed": "Arreglado"}})
+    profile = profile_for(tenant)
+    service = replace(
+        tenant.services["001"],
+        names=MappingProxyType({"EN": "Cans left out", "Es": "Botes"}),
+        descriptions=MappingProxyType({"ES": "Botes de basura"}),
+    )
+    assert profile.status_text("closed", "fixed", "es") == "Arreglado"
+    assert profile.service_name(service, "es-US") == "Botes"
+    assert profile.service_name(service, "fil") == "Cans left out"
+    assert profile.service_description(service, "es") == "Botes de basura"
 
 
 def test_open311_status():
