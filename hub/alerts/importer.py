@@ -31,6 +31,9 @@ from hub.core.tenancy import TenantContext
 from privacy.fields import FieldCipher
 
 CHUNK = 500
+# Largest CSV field accepted, in characters: a subscriber's fields are addresses, coordinates
+# and tags, so Python's default limit is ample.
+CSV_FIELD_LIMIT = 131_072
 MAX_PROBLEMS = 20
 
 DEGREES_FIX = "give decimal degrees, such as 40.7128 for a latitude or -74.0060 for a longitude"
@@ -70,6 +73,8 @@ Record = SubscriptionInput | InvalidInput
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, Record]]:
+    # The limit is process-wide and the 311 importers raise it, so it is set for each file.
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         try:
