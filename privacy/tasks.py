@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 REENCRYPT_TASK = "privacy.reencrypt"
 RETENTION_PURGE_TASK = "privacy.retention_purge"
 RETENTION_SWEEP_TASK = "privacy.retention_sweep"
+RETENTION_ACTOR = "worker:retention"
 
 
 def enqueue_reencryption(session: Session, tenant_id: str) -> None:
@@ -58,8 +59,11 @@ def reencrypt(*, tenant_id: str) -> dict[str, int]:
     return done
 
 
-def run_retention_purge(tenant_id: str, *, engine=None) -> dict[str, int]:
-    ctx = TenantContext(tenant_id, actor="worker:retention")
+def run_retention_purge(
+    tenant_id: str, *, engine=None, actor: str = RETENTION_ACTOR
+) -> dict[str, int]:
+    """Clear the tenant's personal data past retention, with `actor` in the audit entry."""
+    ctx = TenantContext(tenant_id, actor=actor)
     with unit_of_work(ctx, engine=engine) as session:
         settings = tenant_privacy_settings(session, tenant_id)
         return purge_expired(session, tenant_id, settings["retention_days"], actor=ctx.actor)

@@ -246,7 +246,7 @@ def purge_command(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> N
     from privacy.tasks import run_retention_purge
 
     with cli_errors():
-        purged = run_retention_purge(tenant)
+        purged = run_retention_purge(tenant, actor=CLI_ACTOR)
 
     def render(data: dict[str, int]) -> None:
         table(f"purged rows of {tenant}", ["table", "rows"], sorted(data.items()))

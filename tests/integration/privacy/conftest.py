@@ -113,3 +113,24 @@ def add_requests(engine: Engine, tenant_id: str, count: int, *, start: int = 0) 
 @pytest.fixture
 def seed_requests():
     return add_requests
+
+
+def close_past_retention(engine: Engine, tenant_id: str, request_id: str) -> None:
+    """Mark a request closed on 2020-01-01, past the default 730-day retention of personal data."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from hub.requests.models import ServiceRequest
+
+    with unit_of_work(TenantContext(tenant_id), engine=engine) as session:
+        session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == request_id)
+            .values(status="closed", closed_at=datetime(2020, 1, 1, tzinfo=UTC))
+        )
+
+
+@pytest.fixture
+def close_expired():
+    return close_past_retention

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from sqlalchemy import select
 
+from hub.cli.privacy import CLI_ACTOR
+from hub.core.db import unit_of_work
+from hub.core.tenancy import TenantContext
+from privacy.models import AuditEntry
 from privacy.shred import open_sealed
 
 HUB = str(Path(sys.executable).parent / "hub")
@@ -120,3 +125,17 @@ def test_offboard_exports_then_shreds(cli, engine, tenant, other_tenant, seed_re
 def test_shred_without_export_rejected(cli, tenant):
     result = cli("tenants", "offboard", tenant, "--crypto-shred", expect=2)
     assert "--crypto-shred needs --export DIR" in result.output
+
+
+def test_purge_audited_as_operator(cli, engine, tenant, seed_requests, close_expired):
+    ids = seed_requests(engine, tenant, 2)
+    close_expired(engine, tenant, ids[0])
+    purged = as_json(cli("privacy", "purge", "--tenant", tenant, "--json"))
+    assert purged["service_requests"] == 1
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        actors = session.scalars(
+            select(AuditEntry.actor).where(
+                AuditEntry.chain == tenant, AuditEntry.action == "retention.purge"
+            )
+        ).all()
+    assert actors == [CLI_ACTOR]

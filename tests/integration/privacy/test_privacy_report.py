@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select, update
@@ -50,14 +49,9 @@ def test_plaintext_in_cipher_column_fails(engine, tenant, seed_requests):
     assert coverage["evidence"]["stored_values"] - coverage["evidence"]["encrypted_values"] == 1
 
 
-def test_retention_fails_then_purge_passes(engine, tenant, seed_requests):
+def test_retention_fails_then_purge_passes(engine, tenant, seed_requests, close_expired):
     ids = seed_requests(engine, tenant, 2)
-    with unit_of_work(TenantContext(tenant), engine=engine) as session:
-        session.execute(
-            update(ServiceRequest)
-            .where(ServiceRequest.id == ids[0])
-            .values(status="closed", closed_at=datetime(2020, 1, 1, tzinfo=UTC))
-        )
+    close_expired(engine, tenant, ids[0])
     retention = control(report(engine, tenant), "retention")
     assert not retention["passed"]
     assert retention["evidence"]["rows_past_retention"]["service_requests"] == 1

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, select
 
 from hub.core.db import dispose_engines, get_engine, unit_of_work
 from hub.core.outbox import OutboxMessage
@@ -66,14 +65,9 @@ def test_scheduler_enqueues_sweep_once_a_day(configured):
     assert rows[0].kwargs == {}
 
 
-def test_sweep_queues_purge_that_clears_rows(configured, tenant, seed_requests):
+def test_sweep_queues_purge_that_clears_rows(configured, tenant, seed_requests, close_expired):
     ids = seed_requests(configured, tenant, 2)
-    with unit_of_work(TenantContext(tenant), engine=configured) as session:
-        session.execute(
-            update(ServiceRequest)
-            .where(ServiceRequest.id == ids[0])
-            .values(status="closed", closed_at=datetime(2020, 1, 1, tzinfo=UTC))
-        )
+    close_expired(configured, tenant, ids[0])
 
     assert retention_sweep() >= 1
     queued = [r for r in outbox_rows(configured, RETENTION_PURGE_TASK) if r.tenant_id == tenant]
