@@ -192,3 +192,13 @@ def test_monitoring_files_name_defined_metrics() -> None:
             base = re.sub(r"_(total|bucket|sum|count)$", "", name)
             defined = f'"{name}"' in sources or f'"{base}"' in sources
             assert defined, f"{path.name}: metric {name} is not defined in the source"
+
+
+def test_assessor_verify_pins_public_key() -> None:
+    """Without `--public-key` the signatures are checked only against keys inside the file."""
+    runbook = "audit-evidence-for-an-assessor.md"
+    verify_lines = [c for d, c in COMMANDS if d == runbook and c.startswith("hub audit verify")]
+
+    assert verify_lines
+    for line in verify_lines:
+        assert "--public-key" in shlex.split(line), line
