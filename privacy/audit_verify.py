@@ -7,7 +7,10 @@ only the file (and optionally the expected signing public key), not the database
 
 What each problem kind means:
 
-- `edited`: the entry's stored hash does not match its contents.
+- `edited`: an entry's stored hash does not match its contents, one of its field names or its
+  `type` was changed, or its line is not JSON. The entry keeps its place in its chain, found
+  from the signatures and its neighbours' links, so the edit is not also reported as an entry
+  deleted or inserted there.
 - `deleted`: sequence numbers jump, so entries are missing; a checkpoint names an entry that
   is not in the file; or a chain ends before the entry the signed trailer names (the file was
   cut short), or the trailer itself is missing.
@@ -135,32 +138,203 @@ def _signed_trailer(heads: dict[str, dict[str, Any]], entries: int) -> dict[str,
     }
 
 
+_Line = tuple[int | None, dict[str, Any]]
+
+
+@dataclass
+class _PlacedEntry:
+    """An exported entry at its place in a chain.
+
+    `hashes` are the values the next entry of the chain may link to. An edited entry gets its
+    stored hash and the hash of its contents, because either may be the true one. An entry line
+    that is not JSON has no known hash (None) and no readable fields (`record` is None).
+    `seq` is None when the entry's place cannot be determined.
+    """
+
+    line: int | None
+    chain: str
+    seq: int | None
+    hashes: frozenset[str] | None
+    record: dict[str, Any] | None
+    edited: str | None = None
+
+
+# The fields of an exported entry: those its hash covers, plus the hash itself.
+_ENTRY_FIELDS = frozenset(
+    {
+        "chain",
+        "seq",
+        "tenant_id",
+        "at",
+        "actor",
+        "action",
+        "subject",
+        "details",
+        "prev_hash",
+        "hash",
+    }
+)
+
+
+def _restore_field_name(record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Undo the renaming of one entry field, so that its value still serves to place the entry.
+
+    Returns the repaired record and the unknown name, or the record unchanged and None unless
+    exactly one field is missing and exactly one unknown key is present.
+    """
+    unknown = set(record) - _ENTRY_FIELDS - {"type"}
+    lacking = _ENTRY_FIELDS - set(record)
+    if len(unknown) != 1 or len(lacking) != 1:
+        return record, None
+    (renamed,), (field_name,) = unknown, lacking
+    restored = {k: v for k, v in record.items() if k != renamed}
+    restored[field_name] = record[renamed]
+    return restored, renamed
+
+
+def _as_seq(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _signed_places(checkpoints: list[_Line], trailer: _Line | None) -> dict[str, tuple[str, int]]:
+    """Map each hash that a checkpoint or the trailer signed to its (chain, seq)."""
+    places: dict[str, tuple[str, int]] = {}
+    for _line, checkpoint in checkpoints:
+        seq = _as_seq(checkpoint.get("seq"))
+        if seq is not None:
+            places[str(checkpoint.get("hash"))] = (str(checkpoint.get("chain")), seq)
+    heads = trailer[1].get("chains") if trailer is not None else None
+    for chain, head in (heads if isinstance(heads, dict) else {}).items():
+        seq = _as_seq(head.get("seq")) if isinstance(head, dict) else None
+        if seq is not None:
+            places[str(head.get("hash"))] = (str(chain), seq)
+    return places
+
+
+def _linked_place(
+    record: dict[str, Any] | None,
+    hashes: frozenset[str] | None,
+    previous: _PlacedEntry | None,
+    following: dict[str, Any] | None,
+    signed: dict[str, tuple[str, int]],
+) -> tuple[str, int] | None:
+    """Return the place of an edited entry that a signature or a neighbour's link shows.
+
+    The entry's own `chain` and `seq` may be the edited fields, so they are not used here.
+    """
+    for digest in hashes or ():
+        if digest in signed:
+            return signed[digest]
+    if following is not None and hashes:
+        following_seq = _as_seq(following.get("seq"))
+        if following_seq is not None and following_seq > 1 and following.get("prev_hash") in hashes:
+            return str(following.get("chain")), following_seq - 1
+    if record is not None and previous is not None and previous.seq is not None:
+        if previous.hashes and record.get("prev_hash") in previous.hashes:
+            return previous.chain, previous.seq + 1
+    return None
+
+
+def _gap_place(
+    previous: _PlacedEntry | None,
+    following: dict[str, Any] | None,
+    signed: dict[str, tuple[str, int]],
+) -> tuple[str, int] | None:
+    """Return the place of an unreadable entry line from the one-entry gap it leaves: between
+    its neighbours, before the second entry of a chain, or at a signed place after the last
+    entry read."""
+    following_seq = _as_seq(following.get("seq")) if following is not None else None
+    following_chain = str(following.get("chain")) if following is not None else None
+    if previous is not None and previous.seq is not None:
+        if following_chain == previous.chain and following_seq == previous.seq + 2:
+            return previous.chain, previous.seq + 1
+    if following_seq == 2 and (previous is None or previous.chain != following_chain):
+        return str(following_chain), 1
+    if previous is not None and previous.seq is not None and following_chain != previous.chain:
+        after = (previous.chain, previous.seq + 1)
+        if after in signed.values():
+            return after
+    return None
+
+
+def _place_entry(
+    line: int | None,
+    record: dict[str, Any] | None,
+    previous: _PlacedEntry | None,
+    following: dict[str, Any] | None,
+    signed: dict[str, tuple[str, int]],
+) -> _PlacedEntry:
+    """Place one entry in its chain, with the reason it counts as edited when it does."""
+    if record is None:
+        place = _gap_place(previous, following, signed)
+        chain, seq = place if place is not None else ("?", None)
+        return _PlacedEntry(line, chain, seq, None, None, f"line {line} is not valid JSON")
+
+    label = record.get("type", "entry")
+    record, renamed = _restore_field_name(record)
+    stored = record.get("hash")
+    computed = hash_record({k: v for k, v in record.items() if k != "type"})
+    claimed_seq = _as_seq(record.get("seq"))
+    claimed = (str(record.get("chain")), claimed_seq) if claimed_seq is not None else None
+    if computed == stored and label == "entry" and renamed is None and claimed is not None:
+        return _PlacedEntry(line, claimed[0], claimed[1], frozenset({computed}), record)
+
+    hashes = frozenset(h for h in (stored, computed) if isinstance(h, str))
+    place = _linked_place(record, hashes, previous, following, signed) or claimed
+    chain, seq = place if place is not None else ("?", None)
+    if renamed is not None:
+        reason = f"entry {chain}#{seq} has an unknown field {renamed!r}"
+    elif label != "entry":
+        reason = f"entry {chain}#{seq} on line {line} has type {label!r} instead of 'entry'"
+    else:
+        reason = f"entry {chain}#{seq} does not match its hash"
+    return _PlacedEntry(line, chain, seq, hashes, record, reason)
+
+
+def _place_entries(
+    entries: list[tuple[int | None, dict[str, Any] | None]], signed: dict[str, tuple[str, int]]
+) -> list[_PlacedEntry]:
+    placed: list[_PlacedEntry] = []
+    previous: _PlacedEntry | None = None
+    for index, (line, record) in enumerate(entries):
+        following = entries[index + 1][1] if index + 1 < len(entries) else None
+        entry = _place_entry(line, record, previous, following, signed)
+        placed.append(entry)
+        if entry.seq is not None:
+            previous = entry
+    return placed
+
+
 def verify_records(
-    entries: Iterable[tuple[int | None, dict[str, Any]]],
-    checkpoints: Iterable[tuple[int | None, dict[str, Any]]],
+    entries: Iterable[tuple[int | None, dict[str, Any] | None]],
+    checkpoints: Iterable[_Line],
     *,
     public_key: str | None = None,
-    trailer: tuple[int | None, dict[str, Any]] | None = None,
+    trailer: _Line | None = None,
 ) -> VerificationResult:
     """Check (line number, record) pairs of entries and checkpoints, and the export's signed
-    trailer when one is given; see the module doc."""
+    trailer when one is given; see the module doc. An entry record of None is a line that
+    is not JSON."""
     result = VerificationResult()
-    entries = list(entries)
-    present = {(str(r.get("chain")), int(r.get("seq", 0))) for _, r in entries}
-    heads: dict[str, tuple[int, str]] = {}
-    hash_at: dict[tuple[str, int], str] = {}
+    checkpoints = list(checkpoints)
+    placed = _place_entries(list(entries), _signed_places(checkpoints, trailer))
+    present = {(entry.chain, entry.seq) for entry in placed}
+    heads: dict[str, tuple[int, frozenset[str] | None]] = {}
+    hash_at: dict[tuple[str, int], frozenset[str] | None] = {}
 
     def problem(kind: str, chain: str, seq: int | None, line: int | None, message: str) -> None:
         result.problems.append(Problem(kind, chain, seq, line, message))
 
-    for line, record in entries:
-        result.entries += 1
-        chain = str(record.get("chain"))
-        seq = int(record.get("seq", 0))
-        stored = record.get("hash")
-        if hash_record({k: v for k, v in record.items() if k != "type"}) != stored:
-            problem("edited", chain, seq, line, f"entry {chain}#{seq} does not match its hash")
-        previous_seq, previous_hash = heads.get(chain, (0, GENESIS_HASH))
+    for entry in placed:
+        chain, seq, line = entry.chain, entry.seq, entry.line
+        if entry.edited is not None:
+            problem("edited", chain, seq, line, entry.edited)
+        # An unreadable line with no place may have been a checkpoint, so it is not counted.
+        if entry.record is not None or seq is not None:
+            result.entries += 1
+        if seq is None:
+            continue
+        previous_seq, previous_hashes = heads.get(chain, (0, frozenset({GENESIS_HASH})))
         if (chain, seq) in hash_at:
             problem("inserted", chain, seq, line, f"entry {chain}#{seq} appears twice")
         elif seq < previous_seq:
@@ -185,7 +359,13 @@ def verify_records(
                     line,
                     f"entry {chain}#{seq} comes before #{previous_seq + 1}",
                 )
-        elif record.get("prev_hash") != previous_hash:
+        elif (
+            entry.edited is None
+            and entry.record is not None
+            and previous_hashes is not None
+            and entry.record.get("prev_hash") not in previous_hashes
+        ):
+            # An edited entry's `prev_hash` may be the edited field, and that is reported.
             problem(
                 "inserted",
                 chain,
@@ -194,9 +374,9 @@ def verify_records(
                 f"entry {chain}#{seq} does not link to the entry before it "
                 "(an entry was inserted or replaced)",
             )
-        hash_at.setdefault((chain, seq), str(stored))
+        hash_at.setdefault((chain, seq), entry.hashes)
         if seq >= previous_seq:
-            heads[chain] = (seq, str(stored))
+            heads[chain] = (seq, entry.hashes)
     result.chains = len(heads)
 
     for line, checkpoint in checkpoints:
@@ -218,10 +398,11 @@ def verify_records(
             problem(
                 "unknown_signer", chain, seq, line, f"checkpoint {chain}#{seq} signed by {key_hex}"
             )
-        actual = hash_at.get((chain, seq))
-        if actual is None:
+        if (chain, seq) not in hash_at:
             problem("deleted", chain, seq, line, f"checkpointed entry {chain}#{seq} is missing")
-        elif actual != checkpoint.get("hash"):
+            continue
+        actual = hash_at[(chain, seq)]
+        if actual is not None and checkpoint.get("hash") not in actual:
             problem(
                 "rewritten",
                 chain,
@@ -235,8 +416,8 @@ def verify_records(
 
 
 def _check_trailer(
-    trailer: tuple[int | None, dict[str, Any]],
-    heads: dict[str, tuple[int, str]],
+    trailer: _Line,
+    heads: dict[str, tuple[int, frozenset[str] | None]],
     result: VerificationResult,
     public_key: str | None,
 ) -> None:
@@ -274,7 +455,9 @@ def _check_trailer(
                 f"chain {chain} ends at #{found[0]} but the export signed #{expected_seq}; "
                 "the file was cut short",
             )
-        elif found != (expected_seq, str(head["hash"])):
+        elif found[0] != expected_seq or (
+            found[1] is not None and str(head["hash"]) not in found[1]
+        ):
             problem(
                 "inserted",
                 chain,
@@ -293,11 +476,31 @@ def _check_trailer(
         )
 
 
+# The keys that tell the kinds of export lines apart.
+_KIND_KEYS = {
+    "entry": _ENTRY_FIELDS,
+    "checkpoint": frozenset({"chain", "seq", "hash", "signed_at", "public_key", "signature"}),
+    "trailer": frozenset({"entries", "chains", "public_key", "signature"}),
+}
+
+
+def _line_kind(record: dict[str, Any]) -> str | None:
+    """Return the kind of export line whose keys `record` has most of, by share of its keys.
+
+    The `type` field is not covered by any hash or signature, so an edited `type` must not
+    decide how the line is checked. None means the line has fewer than half the keys of
+    every kind.
+    """
+    shares = {kind: len(keys & record.keys()) / len(keys) for kind, keys in _KIND_KEYS.items()}
+    kind = max(shares, key=lambda name: shares[name])
+    return kind if shares[kind] > 0.5 else None
+
+
 def verify(path: Path, *, public_key: str | None = None) -> VerificationResult:
     """Verify an exported audit file offline."""
-    entries: list[tuple[int | None, dict[str, Any]]] = []
-    checkpoints: list[tuple[int | None, dict[str, Any]]] = []
-    trailers: list[tuple[int | None, dict[str, Any]]] = []
+    entries: list[tuple[int | None, dict[str, Any] | None]] = []
+    checkpoints: list[_Line] = []
+    trailers: list[_Line] = []
     result_problems: list[Problem] = []
     header_seen = False
     with path.open(encoding="utf-8", errors="replace") as handle:
@@ -320,14 +523,23 @@ def verify(path: Path, *, public_key: str | None = None) -> VerificationResult:
                 header_seen = True
                 continue
             if not isinstance(record, dict):
-                result_problems.append(
-                    Problem("edited", "?", None, number, f"line {number} is not valid JSON")
-                )
+                if checkpoints or trailers:
+                    result_problems.append(
+                        Problem("edited", "?", None, number, f"line {number} is not valid JSON")
+                    )
+                else:
+                    # Entries come before checkpoints and the trailer, so this was an entry.
+                    entries.append((number, None))
                 continue
-            kind = record.get("type")
+            kind = _line_kind(record)
             if kind == "entry":
+                # `verify_records` reports an entry whose `type` differs.
                 entries.append((number, record))
-            elif kind == "checkpoint":
+                continue
+            if kind is not None and record.get("type") != kind:
+                message = f"line {number} is a {kind} but has type {record.get('type')!r}"
+                result_problems.append(Problem("edited", "?", None, number, message))
+            if kind == "checkpoint":
                 checkpoints.append((number, record))
             elif kind == "trailer":
                 trailers.append((number, record))

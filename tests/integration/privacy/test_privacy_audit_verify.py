@@ -143,6 +143,59 @@ def test_tampering_detected(engine, tenant, tmp_path, tamper, kind):
     assert kind in {p.kind for p in result.problems}, result.problems
 
 
+def changed(value):
+    """Return `value` with one character or number changed, as a one-byte edit would."""
+    if isinstance(value, bool) or value is None:
+        return "x"
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return value[:-1] + ("x" if not value.endswith("x") else "y")
+    if isinstance(value, list):
+        return [changed(value[0]), *value[1:]]
+    first = next(iter(value))
+    return {**value, first: changed(value[first])}
+
+
+def entry_edits(fields):
+    """Return (name, function of the line's text) for each in-place change of one entry."""
+
+    def field_edit(name):
+        def edit(text):
+            record = json.loads(text)
+            record[name] = changed(record[name])
+            return json.dumps(record)
+
+        return edit
+
+    edits = [(name, field_edit(name)) for name in fields]
+    edits.append(("renamed hash", lambda text: text.replace('"hash":', '"hasx":', 1)))
+    edits.append(("not JSON", lambda text: "x" + text[1:]))
+    return edits
+
+
+@pytest.mark.parametrize("position", [0, 3, -1], ids=["first", "middle", "last"])
+def test_entry_edit_reported_in_place(engine, tenant, tmp_path, position):
+    path = exported(engine, tenant, tmp_path)
+    lines = lines_of(path)
+    index = entry_lines(lines)[position]
+    line_number = index + 1
+
+    edits = entry_edits(sorted(json.loads(lines[index])))
+    assert "type" in dict(edits)
+
+    reports = {}
+    for name, edit in edits:
+        tampered = list(lines)
+        tampered[index] = edit(lines[index])
+        path.write_text("\n".join(tampered) + "\n")
+        reports[name] = [
+            (p.kind, p.line) for p in verify(path, public_key=public_key_hex()).problems
+        ]
+
+    assert reports == {name: [("edited", line_number)] for name, _edit in edits}
+
+
 def test_file_that_is_not_an_export(tmp_path):
     path = tmp_path / "manifest.yaml"
     path.write_text("id: boston\nname: Boston\n")
