@@ -13,8 +13,9 @@ share a nonce is about n^2 / 2^97 after n encryptions. NIST SP 800-38D caps rand
 2^32 encryptions per key. Encryptions are counted per DEK version in `KeyUsage` rows. Once a
 version passes `ROTATE_AFTER` (2^28, a 16-fold margin with a collision chance below 2^-40), the
 next count record queues an automatic DEK rotation. At `HARD_LIMIT` (2^31) encryption under
-that version is refused. Counts are recorded every `USAGE_RECORD_EVERY` encryptions per
-process, so a crashed process loses at most that many, far inside the margin.
+that version is refused. Each process records its counts every `USAGE_RECORD_EVERY`
+encryptions or `USAGE_RECORD_SECONDS`, and the rest by `record_pending_usage` when it stops. A
+process killed without that step loses at most one period's count, far inside the margin.
 
 Features encrypt with `FieldCipher` and decrypt only through `privacy.access`, which audits.
 """
@@ -30,12 +31,15 @@ from functools import lru_cache
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from hub.core.db import unit_of_work
 from hub.core.errors import HubError, Unavailable
 from hub.core.outbox import enqueue
 from hub.core.tasks import QUEUE_MAINTENANCE
+from hub.core.tenancy import TenantContext
 from privacy.encoding import length_prefixed
 from privacy.keys import Keyring
 from privacy.models import KIND_DEK, KeyUsage
@@ -138,6 +142,11 @@ class _UsageCounter:
             self._pending[key] = self._pending.get(key, 0) + count
             self._since.setdefault(key, time.monotonic())
 
+    def tenants(self) -> list[str]:
+        """Return the tenants with encryptions not yet recorded."""
+        with self._lock:
+            return sorted({tenant for (tenant, _version), count in self._pending.items() if count})
+
     def take_due(self, tenant_id: str, *, force: bool = False) -> list[tuple[int, int]]:
         """Remove and return (version, count) pairs of `tenant_id` that are due for recording."""
         now = time.monotonic()
@@ -161,20 +170,48 @@ def record_usage(session: Session, tenant_id: str, *, force: bool = False) -> No
     """Insert the encryption counts of `tenant_id` that are due, and act on the limits.
 
     Past ROTATE_AFTER the tenant's DEK rotation is queued (the task checks again, so repeats
-    are harmless); past HARD_LIMIT encryption under that version raises Unavailable.
+    are harmless); past HARD_LIMIT encryption under that version raises Unavailable. Every due
+    count is added to the session before it raises, so a caller that catches the error and
+    commits keeps them all.
+
+    NOTE: the counts roll back with the caller's transaction, and a caller that lets
+    Unavailable propagate always rolls back. The count that crossed HARD_LIMIT is then lost, so
+    the next record passes again: the limit rejects one unit of work per record, not every
+    encryption after it.
     """
+    exhausted = None
     for version, count in usage_counter.take_due(tenant_id, force=force):
         session.add(KeyUsage(tenant_id=tenant_id, dek_version=version, encryptions=count))
         total = encryption_count(session, tenant_id, version)
         if total >= HARD_LIMIT:
-            raise Unavailable(
-                f"DEK version {version} of tenant {tenant_id} reached its encryption limit; "
-                f"run `hub privacy rotate --tenant {tenant_id} --dek`",
-                code="dek_exhausted",
-            )
-        if total >= ROTATE_AFTER:
+            exhausted = version
+        elif total >= ROTATE_AFTER:
             log.warning("dek_rotation_due", tenant_id=tenant_id, dek_version=version)
             enqueue(session, ROTATE_IF_DUE_TASK, queue=QUEUE_MAINTENANCE, tenant_id=tenant_id)
+    if exhausted is not None:
+        raise Unavailable(
+            f"DEK version {exhausted} of tenant {tenant_id} reached its encryption limit; "
+            f"run `hub privacy rotate --tenant {tenant_id} --dek`",
+            code="dek_exhausted",
+        )
+
+
+def record_pending_usage(*, engine: Engine | None = None) -> None:
+    """Record this process's pending encryption counts, one transaction per tenant.
+
+    Each process calls this before it exits, because a short run such as `hub import` ends
+    before the next periodic record. Errors are logged and not raised, so the exit goes on.
+    """
+    for tenant_id in usage_counter.tenants():
+        try:
+            with unit_of_work(TenantContext(tenant_id), engine=engine) as session:
+                try:
+                    record_usage(session, tenant_id, force=True)
+                except Unavailable as exc:
+                    # The counts are in the session, so they commit with it.
+                    log.error("dek_exhausted", tenant_id=tenant_id, error=str(exc))
+        except (SQLAlchemyError, HubError) as exc:
+            log.error("encryption_counts_not_recorded", tenant_id=tenant_id, error=str(exc))
 
 
 def encryption_count(session: Session, tenant_id: str, version: int) -> int:

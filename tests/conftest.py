@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("HUB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -60,6 +60,18 @@ def _isolated_var_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         else:
             os.environ[key] = value
     reset_settings_cache()
+
+
+@pytest.fixture(autouse=True)
+def _no_pending_encryption_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start each test with no pending encryption counts.
+
+    The counts are process-wide, and the CLI, API and worker record them at exit into the
+    configured database, which for an earlier test's tenants is another database.
+    """
+    from privacy import fields
+
+    monkeypatch.setattr(fields, "usage_counter", fields._UsageCounter())
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +138,20 @@ def db_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def configured_db(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """Make `db_url` the configured database, as tasks and exit hooks read it from settings."""
+    from hub.core.db import dispose_engines, get_engine
+    from hub.core.settings import reset_settings_cache
+
+    monkeypatch.setenv("HUB_DATABASE_URL", db_url)
+    reset_settings_cache()
+    yield get_engine(db_url)
+    monkeypatch.delenv("HUB_DATABASE_URL")
+    reset_settings_cache()
+    dispose_engines()
 
 
 @pytest.fixture(scope="session")

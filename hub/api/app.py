@@ -33,6 +33,7 @@ from hub.core.errors import PLAIN_CODE, HubError, PayloadTooLarge
 from hub.core.logging import bind_ids, clear_ids, configure_logging
 from hub.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, render_latest
 from hub.core.settings import Settings, get_settings
+from privacy.fields import record_pending_usage
 
 log = structlog.get_logger(__name__)
 
@@ -268,6 +269,8 @@ def create_app(
         finally:
             await close_async_readers()
             app.state.runtime.stop()
+            # Encryption counts not recorded yet would be lost with the process.
+            await anyio.to_thread.run_sync(record_pending_usage)
 
     app = FastAPI(
         title="Regional 311 hub",

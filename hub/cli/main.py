@@ -33,6 +33,7 @@ from hub.cli.demo.command import demo as demo_command
 from hub.cli.output import print_error
 from hub.core.errors import ConfigurationError
 from hub.core.settings import get_settings
+from privacy.fields import record_pending_usage
 
 _JSON_ERRORS_KEY = "hub.json_errors"
 
@@ -90,6 +91,10 @@ class HubGroup(TyperGroup):
                 raise
             _print_usage_error(error)
             raise typer.Exit(error.exit_code) from None
+        finally:
+            # Encryption counts are otherwise recorded only every USAGE_RECORD_EVERY encryptions
+            # or USAGE_RECORD_SECONDS, which a short command such as `hub import` may not reach.
+            record_pending_usage()
 
 
 def _summaries_on_one_line(group: TyperGroup) -> None:

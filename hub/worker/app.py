@@ -107,11 +107,24 @@ def _process_shutdown(pid: int | None = None, **_kwargs: object) -> None:
     # A pool process that exits leaves its metric files; live gauges must stop counting it.
     import os
 
+    _record_encryption_counts()
     _close_alert_sessions()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and pid:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+def _worker_shutdown(**_kwargs: object) -> None:
+    _record_encryption_counts()
+    _close_alert_sessions()
+
+
+def _record_encryption_counts() -> None:
+    """Record this process's pending encryption counts, which the DEK limits would miss."""
+    from privacy.fields import record_pending_usage
+
+    record_pending_usage()
 
 
 def _close_alert_sessions(**_kwargs: object) -> None:
@@ -133,5 +146,5 @@ from celery.signals import (  # noqa: E402
 
 worker_process_init.connect(_after_fork, weak=False)
 worker_process_shutdown.connect(_process_shutdown, weak=False)
-# The solo and threads pools send deliveries from the main process, which gets only this one.
-worker_shutdown.connect(_close_alert_sessions, weak=False)
+# The solo and threads pools run tasks in the main process, which gets only this one.
+worker_shutdown.connect(_worker_shutdown, weak=False)

@@ -139,3 +139,13 @@ def test_purge_audited_as_operator(cli, engine, tenant, seed_requests, close_exp
             )
         ).all()
     assert actors == [CLI_ACTOR]
+
+
+def test_rotate_wait_records_encryptions(cli, engine, tenant, seed_requests):
+    seed_requests(engine, tenant, 3)
+    rotated = as_json(cli("privacy", "rotate", "--tenant", tenant, "--dek", "--wait", "--json"))
+    # Each seeded request has four ciphertexts and its status event one.
+    assert sum(rotated["reencrypted"].values()) == 6
+    listing = as_json(cli("privacy", "keys", "--tenant", tenant, "--json"))
+    counts = {k["version"]: k["encryptions"] for k in listing if k["kind"] == "dek"}
+    assert counts[2] == 15

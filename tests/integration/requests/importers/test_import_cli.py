@@ -16,7 +16,9 @@ from hub.core.settings import reset_settings_cache
 from hub.core.tenancy import TenantContext
 from hub.requests.schemas import IntakeData
 from hub.requests.service import submit_request
+from privacy.fields import encryption_count
 from privacy.models import AuditEntry
+from privacy.report import build_report
 from tenants.registry import invalidate_cache
 
 NYC5 = "311_records/nyc/NYC311-5.csv"
@@ -75,6 +77,20 @@ def test_import_text_report(hub_cli, two_cities, shared_data):
     assert result.exit_code == 0
     assert "read 5, imported 5" in result.stdout
     assert "DST adjustments: 0 ambiguous" in result.stdout
+
+
+def test_import_records_encryption_counts(hub_cli, two_cities, shared_data, engine):
+    a, _ = two_cities
+    result = hub_cli("import", "nyc-csv", str(shared_data / NYC5), "--tenant", a.id)
+    assert result.exit_code == 0, result.stderr
+
+    with unit_of_work(TenantContext(a.id), engine=engine) as session:
+        coverage = next(
+            c for c in build_report(session, a.id)["controls"] if c["id"] == "encryption_coverage"
+        )
+        counted = encryption_count(session, a.id, 1)
+    assert counted > 0
+    assert counted == coverage["evidence"]["stored_values"]
 
 
 BAD_INVOCATIONS = [
