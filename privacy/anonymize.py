@@ -2,9 +2,11 @@
 
 Input records are dicts with `service_code`, `requested_at` (datetime or ISO 8601 text), `lat`
 and `lon`. They may also carry `id`, `status`, `district`, `description` and the record's own
-personal data (`first_name`, `last_name`, `email`, `phone`, `address`). The personal data is
-used for redaction only and never copied to the output. The same functions serve file exports
-and the public Open311 view, so both publish the same fields.
+personal data (`first_name`, `last_name`, `email`, `phone`, `address`). `district` is the code
+of the manifest district that intake found for the exact point, because a location-sensitive
+record's `lat` and `lon` are empty under the `district` rule. The personal data is used for
+redaction only and never copied to the output. The same functions serve file exports and the
+public Open311 view, so both publish the same fields.
 
 k-anonymity is enforced over the quasi-identifiers (service, location cell, time bucket): a
 group with fewer than k records is suppressed whole, and the export reports how many groups and
@@ -65,8 +67,10 @@ class LocationRule:
 class AnonymizationPolicy:
     """A tenant's open-data policy.
 
-    `district_of(lat, lon)` returns the district name for mode `district`, or None when the
-    point is outside every district (the record is then published without a location).
+    Mode `district` publishes `district_names[code]` for a record's stored district code, or
+    the code itself when the name is not known. A record without a stored code gets
+    `district_of(lat, lon)`, the district name of its public point. A record with neither is
+    published without a location.
     """
 
     k: int = 5
@@ -75,6 +79,7 @@ class AnonymizationPolicy:
     default_rule: LocationRule = field(default_factory=LocationRule)
     free_text: FreeText = "withheld"
     district_of: Callable[[float, float], str | None] | None = None
+    district_names: dict[str, str] = field(default_factory=dict)
 
     def rule_for(self, service_code: str) -> LocationRule:
         return self.rules.get(service_code, self.default_rule)
@@ -186,20 +191,36 @@ def locate(
     rule: LocationRule,
     policy: AnonymizationPolicy,
     memo: _Memo | None = None,
+    district: str | None = None,
 ) -> tuple[str, float | None, float | None, str | None]:
-    """Return (location cell, published lat, published lon, district) under `rule`."""
-    if rule.mode == "withheld" or lat is None or lon is None:
+    """Return (location cell, published lat, published lon, district name) under `rule`.
+
+    `district` is the record's stored district code. Only `exact` and `h3` publish coordinates.
+    """
+    if rule.mode == "withheld":
         return WITHHELD, None, None, None
-    if rule.mode == "exact":
-        return f"{lat:.6f},{lon:.6f}", lat, lon, None
-    if rule.mode == "h3":
+    if rule.mode in ("exact", "h3"):
+        if lat is None or lon is None:
+            return WITHHELD, None, None, None
+        if rule.mode == "exact":
+            return f"{lat:.6f},{lon:.6f}", lat, lon, None
         cell = h3.latlng_to_cell(lat, lon, rule.h3_resolution)
         center = memo.center(cell) if memo is not None else _Memo(policy.time_bucket).center(cell)
         return cell, center[0], center[1], None
-    district = policy.district_of(lat, lon) if policy.district_of else None
-    if district is None:
+    name = _district_name(district, lat, lon, policy)
+    if name is None:
         return WITHHELD, None, None, None
-    return f"district:{district}", None, None, district
+    return f"district:{name}", None, None, name
+
+
+def _district_name(
+    code: str | None, lat: float | None, lon: float | None, policy: AnonymizationPolicy
+) -> str | None:
+    if code is not None:
+        return policy.district_names.get(code, code)
+    if lat is None or lon is None or policy.district_of is None:
+        return None
+    return policy.district_of(lat, lon)
 
 
 def public_record(
@@ -210,7 +231,9 @@ def public_record(
     service = str(record["service_code"])
     # Inline form of `policy.rule_for`, because this runs once per exported record.
     rule = policy.rules.get(service, policy.default_rule)
-    cell, lat, lon, district = locate(record.get("lat"), record.get("lon"), rule, policy, memo)
+    cell, lat, lon, district = locate(
+        record.get("lat"), record.get("lon"), rule, policy, memo, record.get("district")
+    )
     out: dict[str, Any] = {
         "id": record.get("id"),
         "service_code": service,
@@ -276,6 +299,7 @@ def policy_from_settings(
     *,
     free_text: FreeText = "withheld",
     district_of: Callable[[float, float], str | None] | None = None,
+    district_names: dict[str, str] | None = None,
 ) -> AnonymizationPolicy:
     """Build a policy from a tenant's privacy settings and its services' open-data rules.
 
@@ -293,6 +317,7 @@ def policy_from_settings(
         rules=rules,
         free_text=free_text,
         district_of=district_of,
+        district_names=dict(district_names or {}),
     )
 
 

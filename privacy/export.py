@@ -181,6 +181,7 @@ def open_data_export(
         _services(session, ctx.tenant_id),
         free_text=free_text,
         district_of=district_lookup(districts) if districts else None,
+        district_names={str(d.get("code")): str(d.get("name") or d.get("code")) for d in districts},
     )
     if free_text == "redacted":
         batches = decrypted_batches(

@@ -28,15 +28,20 @@ INSIDE = (40.01, -75.01)
 OUTSIDE = (41.0, -75.0)
 
 
+def box_polygon(min_lon: float, min_lat: float, max_lon: float, max_lat: float) -> dict:
+    """Return a GeoJSON Polygon of the box between two corners, in longitude/latitude."""
+    ring = [
+        [min_lon, min_lat],
+        [max_lon, min_lat],
+        [max_lon, max_lat],
+        [min_lon, max_lat],
+        [min_lon, min_lat],
+    ]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
 def manifest_data(tenant_id: str, jurisdiction: str, *, region: str | None = "test-region") -> dict:
     lat, lon = CENTRE
-    ring = [
-        [lon - 0.05, lat - 0.05],
-        [lon + 0.05, lat - 0.05],
-        [lon + 0.05, lat + 0.05],
-        [lon - 0.05, lat + 0.05],
-        [lon - 0.05, lat - 0.05],
-    ]
     return {
         "id": tenant_id,
         "jurisdiction_id": jurisdiction,
@@ -44,7 +49,7 @@ def manifest_data(tenant_id: str, jurisdiction: str, *, region: str | None = "te
         "timezone": "America/New_York",
         "languages": ["en", "es"],
         "region": region,
-        "service_area": {"type": "Polygon", "coordinates": [ring]},
+        "service_area": box_polygon(lon - 0.05, lat - 0.05, lon + 0.05, lat + 0.05),
         "agencies": [
             {"code": "roads", "name": "Roads department"},
             {"code": "parks", "name": "Parks department"},

@@ -49,7 +49,8 @@ class TenantSnapshot(Protocol):
 
 @dataclass(frozen=True)
 class ServiceArea:
-    """A tenant's service area with its bounding box, so most outside points skip the ray cast."""
+    """A tenant's service area or one of its districts, with its bounding box, so most outside
+    points skip the ray cast."""
 
     geometry: Geometry
     bounds: tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
@@ -78,6 +79,26 @@ def service_area(tenant: TenantSnapshot) -> ServiceArea:
 
 def in_service_area(tenant: TenantSnapshot, lat: float, lon: float) -> bool:
     return service_area(tenant).contains(lat, lon)
+
+
+# Prepared districts as (code, area) by tenant and manifest version, like `_areas`.
+_districts: dict[tuple[str, int], list[tuple[str, ServiceArea]]] = {}
+
+
+def district_at(tenant: TenantSnapshot, lat: float, lon: float) -> str | None:
+    """Return the code of the first manifest district that contains the point, or None."""
+    key = (tenant.id, tenant.manifest_version)
+    districts = _districts.get(key)
+    if districts is None:
+        districts = [
+            (district.code, ServiceArea(district.geometry, district.geometry.bounds()))
+            for district in tenant.manifest.districts
+        ]
+        _districts[key] = districts
+    for code, area in districts:
+        if area.contains(lat, lon):
+            return code
+    return None
 
 
 def open_data_rule(service: CatalogService) -> tuple[str, int]:

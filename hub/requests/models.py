@@ -53,6 +53,9 @@ class ServiceRequest(TenantOwned, Base):
     lon: Mapped[float | None] = mapped_column(Float)
     # H3 cell (resolution 9) of the exact point, for duplicate search and targeting.
     h3_cell: Mapped[str | None] = mapped_column(String(16))
+    # Code of the manifest district that contained the exact point at intake, stored only for
+    # services published under the open-data `district` rule.
+    district: Mapped[str | None] = mapped_column(String(64))
     address_id: Mapped[str | None] = mapped_column(String(120))
     zipcode: Mapped[str | None] = mapped_column(String(16))
 

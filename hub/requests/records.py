@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hub.requests import geo
-from hub.requests.catalog import CatalogService, open_data_rule
+from hub.requests.catalog import CatalogService, TenantSnapshot, district_at, open_data_rule
 from privacy.fields import FieldCipher
 
 REQUESTS_TABLE = "service_requests"
@@ -33,8 +33,28 @@ class PersonalFields:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+def public_location(
+    tenant: TenantSnapshot, service: CatalogService, lat: float, lon: float
+) -> tuple[float | None, float | None, str | None]:
+    """Return the stored public `lat`, `lon` and `district` of an exact point.
+
+    A location-sensitive service keeps only what its open-data rule publishes, and any other
+    service its exact point. Under the `district` rule the district is found here, from the
+    exact point, because a sensitive request's point is then only in ciphertext. Storing it
+    keeps the open-data export free of decryption and keeps the district after the retention
+    purge clears the ciphertext. NOTE: stored districts are not recomputed when a later
+    manifest changes the districts.
+    """
+    rule, resolution = open_data_rule(service)
+    district = district_at(tenant, lat, lon) if rule == "district" else None
+    if service.location_sensitive:
+        lat, lon = geo.public_point(lat, lon, rule, resolution)
+    return lat, lon, district
+
+
 def sealed_request_columns(
     cipher: FieldCipher,
+    tenant: TenantSnapshot,
     service: CatalogService,
     request_id: str,
     personal: PersonalFields,
@@ -44,25 +64,25 @@ def sealed_request_columns(
     """Return the ciphertext, location and key-version columns of a new request row.
 
     Each ciphertext is bound to `request_id`, so the id must be the row's final primary key.
-    For a location-sensitive service the exact point is stored only encrypted, and the public
-    `lat`/`lon` follow the service's open-data rule.
+    For a location-sensitive service the exact point is stored only encrypted. The public
+    columns come from `public_location`.
     """
 
     def seal(column: str, plaintext: str | None) -> bytes | None:
         return cipher.encrypt(REQUESTS_TABLE, column, request_id, plaintext)
 
-    public_lat, public_lon, location_enc, cell = lat, lon, None, None
+    public_lat, public_lon, district, location_enc, cell = lat, lon, None, None, None
     if lat is not None and lon is not None:
         cell = geo.storage_cell(lat, lon)
+        public_lat, public_lon, district = public_location(tenant, service, lat, lon)
         if service.location_sensitive:
             location_enc = seal("location_enc", json.dumps([lat, lon]))
-            rule, resolution = open_data_rule(service)
-            public_lat, public_lon = geo.public_point(lat, lon, rule, resolution)
 
     attributes = personal.attributes
     return {
         "lat": public_lat,
         "lon": public_lon,
+        "district": district,
         "h3_cell": cell,
         "location_enc": location_enc,
         "description_enc": seal("description_enc", personal.description),

@@ -222,7 +222,9 @@ def prepare_request(
         media_url=data.media_url,
         attributes=attributes,
     )
-    sealed = sealed_request_columns(cipher, service, request_id, personal, data.lat, data.lon)
+    sealed = sealed_request_columns(
+        cipher, tenant, service, request_id, personal, data.lat, data.lon
+    )
     expected_at = catalog.expected_at(tenant, service, requested_at)
     destinations = catalog.destinations(tenant, service)
     row = {

@@ -19,11 +19,11 @@ from hub.core.errors import Forbidden, InvalidInput, NotFound
 from hub.core.outbox import enqueue
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import SystemContext, TenantContext
-from hub.requests import catalog, geo
+from hub.requests import catalog
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import TRANSFERS
 from hub.requests.models import Delivery, IdempotencyRecord, ServiceRequest, StatusEvent
-from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE
+from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE, public_location
 from hub.requests.routing import ROUTE_TASK
 from hub.requests.service import active_service
 from privacy.access import declare_purpose, decrypt_fields, decrypt_rows
@@ -101,21 +101,22 @@ def transfer_request(
     )
     request.phone_bidx, _ = blind_index(session, target.id, "phone", plain["phone_enc"])
 
-    # Public coordinates follow the receiving service's open-data rule.
-    if service.location_sensitive and plain["location_enc"] is None and request.lat is not None:
-        exact = [request.lat, request.lon]
-        request.location_enc = cipher.encrypt(
-            REQUESTS_TABLE, "location_enc", request.id, json.dumps(exact)
-        )
-        rule, resolution = catalog.open_data_rule(service)
-        request.lat, request.lon = geo.public_point(exact[0], exact[1], rule, resolution)
-    if plain["location_enc"] is not None and not service.location_sensitive:
-        request.lat, request.lon = json.loads(plain["location_enc"])
-        request.location_enc = None
-    elif plain["location_enc"] is not None:
+    # Public coordinates and the district follow the receiving tenant and service.
+    if plain["location_enc"] is not None:
         exact_lat, exact_lon = json.loads(plain["location_enc"])
-        rule, resolution = catalog.open_data_rule(service)
-        request.lat, request.lon = geo.public_point(exact_lat, exact_lon, rule, resolution)
+    else:
+        exact_lat, exact_lon = request.lat, request.lon
+    request.district = None
+    if exact_lat is not None and exact_lon is not None:
+        if service.location_sensitive and plain["location_enc"] is None:
+            request.location_enc = cipher.encrypt(
+                REQUESTS_TABLE, "location_enc", request.id, json.dumps([exact_lat, exact_lon])
+            )
+        if not service.location_sensitive:
+            request.location_enc = None
+        request.lat, request.lon, request.district = public_location(
+            target, service, exact_lat, exact_lon
+        )
 
     for event in events:
         event.tenant_id = target.id

@@ -389,6 +389,7 @@ def upgrade() -> None:
         sa.Column("lat", sa.Float(), nullable=True),
         sa.Column("lon", sa.Float(), nullable=True),
         sa.Column("h3_cell", sa.String(length=16), nullable=True),
+        sa.Column("district", sa.String(length=64), nullable=True),
         sa.Column("address_id", sa.String(length=120), nullable=True),
         sa.Column("zipcode", sa.String(length=16), nullable=True),
         sa.Column("description_enc", sa.LargeBinary(), nullable=True),

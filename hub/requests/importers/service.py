@@ -400,7 +400,7 @@ class Importer:
                 "source": self.format.source,
                 "source_id": record.source_id,
                 **sealed_request_columns(
-                    cipher, service, request_id, personal, record.lat, record.lon
+                    cipher, self.tenant, service, request_id, personal, record.lat, record.lon
                 ),
             }
             if expired:

@@ -88,6 +88,41 @@ def test_district_rule_names_district():
     assert outside["location_cell"] == "withheld"
 
 
+def test_district_rule_uses_stored_code():
+    policy = AnonymizationPolicy(
+        default_rule=LocationRule("district"), district_names={"d1": "Downtown"}
+    )
+    # A location-sensitive record keeps no public point under the district rule.
+    out = public_record(record(lat=None, lon=None, district="d1"), policy)
+    assert out["district"] == "Downtown"
+    assert out["location_cell"] == "district:Downtown"
+    assert out["lat"] is None
+    assert out["lon"] is None
+
+
+def test_stored_district_without_name_uses_code():
+    policy = AnonymizationPolicy(default_rule=LocationRule("district"))
+    out = public_record(record(lat=None, lon=None, district="d9"), policy)
+    assert out["district"] == "d9"
+    assert out["lat"] is None
+
+
+def test_stored_district_wins_over_point():
+    square = [[-71.1, 42.3], [-71.0, 42.3], [-71.0, 42.4], [-71.1, 42.4], [-71.1, 42.3]]
+    districts = [
+        {"code": "d1", "name": "Downtown", "geometry": {"type": "Polygon", "coordinates": [square]}}
+    ]
+    policy = AnonymizationPolicy(
+        default_rule=LocationRule("district"),
+        district_of=district_lookup(districts),
+        district_names={"d1": "Downtown", "d2": "Harbor"},
+    )
+    out = public_record(record(district="d2"), policy)
+    assert out["district"] == "Harbor"
+    assert out["lat"] is None
+    assert out["lon"] is None
+
+
 def test_small_groups_suppressed():
     records = [record(n) for n in range(5)] + [record(10 + n, service="graffiti") for n in range(2)]
     export = anonymize(records, AnonymizationPolicy(k=3))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from open311_support import box_polygon
 from sqlalchemy import Engine
 
 from hub.core.db import unit_of_work
@@ -57,14 +58,6 @@ SERVICES = [
 
 def city_manifest(city: str, zone: str, *, with_other: bool = True) -> dict[str, Any]:
     """Return a manifest for a test tenant in `city` (a key of BOXES without the zone)."""
-    min_lon, min_lat, max_lon, max_lat = BOXES[f"{zone}:{city}"]
-    ring = [
-        [min_lon, min_lat],
-        [max_lon, min_lat],
-        [max_lon, max_lat],
-        [min_lon, max_lat],
-        [min_lon, min_lat],
-    ]
     services: list[dict[str, Any]] = [
         {"code": code, "names": {"en": en, "es": es}, "aliases": aliases}
         for code, en, es, aliases in SERVICES
@@ -84,7 +77,7 @@ def city_manifest(city: str, zone: str, *, with_other: bool = True) -> dict[str,
         "name": f"Test {city}",
         "timezone": zone,
         "languages": ["en", "es"],
-        "service_area": {"type": "Polygon", "coordinates": [ring]},
+        "service_area": box_polygon(*BOXES[f"{zone}:{city}"]),
         "services": services,
     }
 
