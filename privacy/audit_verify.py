@@ -26,7 +26,7 @@ What each problem kind means:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,7 +309,7 @@ def verify_records(
     entries: Iterable[tuple[int | None, dict[str, Any] | None]],
     checkpoints: Iterable[_Line],
     *,
-    public_key: str | None = None,
+    trusted_keys: Collection[str] | None = None,
     trailer: _Line | None = None,
 ) -> VerificationResult:
     """Check (line number, record) pairs of entries and checkpoints, and the export's signed
@@ -394,7 +394,7 @@ def verify_records(
                 "bad_signature", chain, seq, line, f"checkpoint {chain}#{seq} signature is invalid"
             )
             continue
-        if public_key is not None and key_hex != public_key:
+        if trusted_keys is not None and key_hex not in trusted_keys:
             problem(
                 "unknown_signer", chain, seq, line, f"checkpoint {chain}#{seq} signed by {key_hex}"
             )
@@ -411,7 +411,7 @@ def verify_records(
                 f"entry {chain}#{seq} differs from the signed checkpoint; the chain was rebuilt",
             )
     if trailer is not None:
-        _check_trailer(trailer, heads, result, public_key)
+        _check_trailer(trailer, heads, result, trusted_keys)
     return result
 
 
@@ -419,7 +419,7 @@ def _check_trailer(
     trailer: _Line,
     heads: dict[str, tuple[int, frozenset[str] | None]],
     result: VerificationResult,
-    public_key: str | None,
+    trusted_keys: Collection[str] | None,
 ) -> None:
     """Compare the chain heads found in the file with the heads the trailer signed."""
     line, record = trailer
@@ -439,7 +439,7 @@ def _check_trailer(
     except (InvalidSignature, ValueError, TypeError, KeyError):
         problem("bad_signature", "*", None, "the export trailer's signature is invalid")
         return
-    if public_key is not None and key_hex != public_key:
+    if trusted_keys is not None and key_hex not in trusted_keys:
         problem("unknown_signer", "*", None, f"the export trailer is signed by {key_hex}")
 
     for chain, head in sorted(signed_heads.items()):
@@ -496,8 +496,9 @@ def _line_kind(record: dict[str, Any]) -> str | None:
     return kind if shares[kind] > 0.5 else None
 
 
-def verify(path: Path, *, public_key: str | None = None) -> VerificationResult:
-    """Verify an exported audit file offline."""
+def verify(path: Path, *, trusted_keys: Collection[str] | None = None) -> VerificationResult:
+    """Verify an exported audit file offline. With `trusted_keys`, a checkpoint or trailer
+    signed by any other key is an `unknown_signer` problem."""
     entries: list[tuple[int | None, dict[str, Any] | None]] = []
     checkpoints: list[_Line] = []
     trailers: list[_Line] = []
@@ -558,7 +559,7 @@ def verify(path: Path, *, public_key: str | None = None) -> VerificationResult:
     result = verify_records(
         entries,
         checkpoints,
-        public_key=public_key,
+        trusted_keys=trusted_keys,
         trailer=trailers[-1] if len(trailers) == 1 else None,
     )
     result.problems = result_problems + result.problems

@@ -307,6 +307,7 @@ def rotate_root(
     old = _local_provider(settings)
     # Read now: the provider follows the key file, so its key id changes with the file.
     old_key_id = old.key_id
+    old_public_key = public_key_hex()
     derivation = secrets.token_bytes(KEY_BYTES) if new_derived_keys else old.derivation_key
     # Stored under the old key first: after a crash before the new key file exists, the
     # derivation key stays readable with the old key, which the next run keeps as previous.
@@ -359,6 +360,7 @@ def rotate_root(
         "previous_key_file": str(previous),
         "new_derived_keys": new_derived_keys,
         "audit_public_key": public_key_hex(),
+        "previous_audit_public_key": old_public_key,
     }
 
 

@@ -64,8 +64,11 @@ def _is_public_key(value: str) -> bool:
 @app.command("verify")
 def verify_command(
     path: Path = typer.Argument(..., help="File written by `hub audit export`."),
-    public_key: str | None = typer.Option(
-        None, "--public-key", help="Expected checkpoint signing key (64 hex digits)."
+    public_keys: list[str] | None = typer.Option(
+        None,
+        "--public-key",
+        help="Trusted checkpoint signing key (64 hex digits); repeat it for the keys before "
+        "and after `hub privacy rotate-root --new-derived-keys`.",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -73,13 +76,15 @@ def verify_command(
     from privacy.audit_verify import verify
 
     require_file(path, fix="give the file written by `hub audit export`")
-    if public_key is not None and not _is_public_key(public_key):
-        fail(
-            f"invalid --public-key {public_key!r}: expected 64 hex digits, as printed by "
-            "`hub audit export`"
-        )
+    for public_key in public_keys or ():
+        if not _is_public_key(public_key):
+            fail(
+                f"invalid --public-key {public_key!r}: expected 64 hex digits, as printed by "
+                "`hub audit export`"
+            )
+    trusted = frozenset(key.lower() for key in public_keys) if public_keys else None
     with cli_errors():
-        result = verify(path, public_key=public_key)
+        result = verify(path, trusted_keys=trusted)
 
     def render(data: dict[str, Any]) -> None:
         status = "verified" if data["ok"] else f"FAILED with {len(data['problems'])} problem(s)"
@@ -91,7 +96,7 @@ def verify_command(
         for problem in data["problems"]:
             where = f"line {problem['line']}: " if problem["line"] else ""
             console.print(f"  {where}{problem['kind']}: {problem['message']}", markup=False)
-        if public_key is None and data["ok"]:
+        if trusted is None and data["ok"]:
             keys = ", ".join(data["signer_keys"]) or "none"
             console.print(
                 f"  note: signatures were checked against the keys in the file ({keys}); pass "
@@ -100,7 +105,7 @@ def verify_command(
             )
 
     data = result.as_dict()
-    data["signer_pinned"] = public_key is not None
+    data["signer_pinned"] = trusted is not None
     emit(data, as_json, render)
     if not result.ok:
         raise typer.Exit(1)

@@ -125,8 +125,9 @@ def rotate_root_command(
         if data["new_derived_keys"]:
             console.print(
                 "derived secrets replaced: give auditors the new audit public key "
-                f"{data['audit_public_key']} and alert webhook receivers their new secrets; "
-                "Web Push subscribers must subscribe again",
+                f"{data['audit_public_key']} beside the earlier one "
+                f"{data['previous_audit_public_key']}, and alert webhook receivers their new "
+                "secrets; Web Push subscribers must subscribe again",
                 markup=False,
             )
         else:

@@ -126,7 +126,7 @@ CASES = [
 
 def test_untouched_export_verifies(engine, tenant, tmp_path):
     path = exported(engine, tenant, tmp_path)
-    result = verify(path, public_key=public_key_hex())
+    result = verify(path, trusted_keys={public_key_hex()})
     assert result.ok, result.problems
     assert result.entries == 7
     assert result.checkpoints == 1
@@ -190,7 +190,7 @@ def test_entry_edit_reported_in_place(engine, tenant, tmp_path, position):
         tampered[index] = edit(lines[index])
         path.write_text("\n".join(tampered) + "\n")
         reports[name] = [
-            (p.kind, p.line) for p in verify(path, public_key=public_key_hex()).problems
+            (p.kind, p.line) for p in verify(path, trusted_keys={public_key_hex()}).problems
         ]
 
     assert reports == {name: [("edited", line_number)] for name, _edit in edits}
@@ -205,7 +205,7 @@ def test_file_that_is_not_an_export(tmp_path):
 
 def test_unknown_signer_detected(engine, tenant, tmp_path):
     path = exported(engine, tenant, tmp_path)
-    result = verify(path, public_key="11" * 32)
+    result = verify(path, trusted_keys={"11" * 32})
     assert {p.kind for p in result.problems} == {"unknown_signer"}
 
 

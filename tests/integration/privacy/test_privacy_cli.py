@@ -90,6 +90,31 @@ def test_export_report_and_audit(cli, engine, tenant, seed_requests, tmp_path):
     assert "edited" in failed.output
 
 
+def test_verify_trusts_keys_across_root_rotation(cli, engine, tenant, seed_requests, tmp_path):
+    seed_requests(engine, tenant, 1)
+    audit_file = tmp_path / "audit.jsonl"
+    first = as_json(cli("audit", "export", "--out", str(audit_file), "--json"))["public_key"]
+
+    # A routine rotation keeps the signing key that auditors hold.
+    as_json(cli("privacy", "rotate-root", "--json"))
+    kept = as_json(cli("audit", "export", "--out", str(audit_file), "--json"))["public_key"]
+    assert kept == first
+    as_json(cli("audit", "verify", str(audit_file), "--public-key", first, "--json"))
+
+    replaced = as_json(cli("privacy", "rotate-root", "--new-derived-keys", "--json"))
+    second = replaced["audit_public_key"]
+    assert second != first
+    assert replaced["previous_audit_public_key"] == first
+    exported = as_json(cli("audit", "export", "--out", str(audit_file), "--json"))
+    assert exported["public_key"] == second
+    only_new = as_json(
+        cli("audit", "verify", str(audit_file), "--public-key", second, "--json", expect=1)
+    )
+    assert {problem["kind"] for problem in only_new["problems"]} == {"unknown_signer"}
+    both = ["--public-key", first, "--public-key", second]
+    assert as_json(cli("audit", "verify", str(audit_file), *both, "--json"))["ok"]
+
+
 def test_offboard_exports_then_shreds(cli, engine, tenant, other_tenant, seed_requests, tmp_path):
     seed_requests(engine, tenant, 2)
     seed_requests(engine, other_tenant, 1)
