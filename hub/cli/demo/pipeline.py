@@ -115,9 +115,11 @@ def start_server(ctx: DemoContext) -> dict[str, Any]:
     from hub.cli.serve import start_worker_process, stop_process
 
     port = free_port(preferred=DEMO_API_PORT)
-    config = uvicorn.Config(
-        create_app(ctx.settings), host="127.0.0.1", port=port, log_level="warning"
-    )
+    # The overflow step replays a surge on a simulated clock with its own board. A board on
+    # the real clock in the API would evaluate the same switches at the same time and undo
+    # the replay's hold times, so the API starts its board only when an overflow call needs it.
+    app = create_app(ctx.settings, start_board=False)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     # The demo's own thread runs the server, so uvicorn must leave signal handling to the demo.
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
