@@ -32,10 +32,10 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from hub.core.db import unit_of_work
+from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import HubError, Unavailable
 from hub.core.outbox import enqueue
 from hub.core.tasks import QUEUE_MAINTENANCE
@@ -129,45 +129,69 @@ def field_associated_data(
 
 
 class _UsageCounter:
-    """Per-process count of encryptions per (tenant, DEK version) not yet recorded."""
+    """Per-process count of encryptions per (database, tenant, DEK version) not yet recorded.
+
+    The database is part of the key because one process may encrypt in several, such as a
+    benchmark's scratch database beside the configured one, and each count belongs where its
+    ciphertexts are stored.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, int], int] = {}
-        self._since: dict[tuple[str, int], float] = {}
+        self._pending: dict[tuple[str, str, int], int] = {}
+        self._since: dict[tuple[str, str, int], float] = {}
 
-    def add(self, tenant_id: str, version: int, count: int = 1) -> None:
-        key = (tenant_id, version)
+    def add(self, database: str, tenant_id: str, version: int, count: int = 1) -> None:
+        key = (database, tenant_id, version)
         with self._lock:
             self._pending[key] = self._pending.get(key, 0) + count
             self._since.setdefault(key, time.monotonic())
 
-    def tenants(self) -> list[str]:
-        """Return the tenants with encryptions not yet recorded."""
+    def pending(self) -> dict[str, list[str]]:
+        """Return the tenants with encryptions not yet recorded, by database."""
+        by_database: dict[str, set[str]] = {}
         with self._lock:
-            return sorted({tenant for (tenant, _version), count in self._pending.items() if count})
+            for (database, tenant, _version), count in self._pending.items():
+                if count:
+                    by_database.setdefault(database, set()).add(tenant)
+        return {database: sorted(tenants) for database, tenants in sorted(by_database.items())}
 
-    def take_due(self, tenant_id: str, *, force: bool = False) -> list[tuple[int, int]]:
-        """Remove and return (version, count) pairs of `tenant_id` that are due for recording."""
+    def take_due(
+        self, database: str, tenant_id: str, *, force: bool = False
+    ) -> list[tuple[int, int]]:
+        """Remove and return (version, count) pairs of `tenant_id` in `database` that are due
+        for recording."""
         now = time.monotonic()
         due = []
         with self._lock:
-            for (tenant, version), count in list(self._pending.items()):
-                if tenant != tenant_id or count == 0:
+            for key, count in list(self._pending.items()):
+                key_database, tenant, version = key
+                if key_database != database or tenant != tenant_id or count == 0:
                     continue
-                old = now - self._since.get((tenant, version), now) >= USAGE_RECORD_SECONDS
+                old = now - self._since.get(key, now) >= USAGE_RECORD_SECONDS
                 if force or old or count >= USAGE_RECORD_EVERY:
                     due.append((version, count))
-                    del self._pending[(tenant, version)]
-                    self._since.pop((tenant, version), None)
+                    del self._pending[key]
+                    self._since.pop(key, None)
         return due
 
 
 usage_counter = _UsageCounter()
 
 
+@lru_cache(maxsize=64)
+def _database_of_engine(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def database_of(session: Session) -> str:
+    """Return the URL of the database `session` writes to, as the usage counter keys it."""
+    return _database_of_engine(session.get_bind().engine)
+
+
 def record_usage(session: Session, tenant_id: str, *, force: bool = False) -> None:
-    """Insert the encryption counts of `tenant_id` that are due, and act on the limits.
+    """Insert the encryption counts of `tenant_id` in the session's database that are due,
+    and act on the limits.
 
     Past ROTATE_AFTER the tenant's DEK rotation is queued (the task checks again, so repeats
     are harmless); past HARD_LIMIT encryption under that version raises Unavailable. Every due
@@ -180,7 +204,7 @@ def record_usage(session: Session, tenant_id: str, *, force: bool = False) -> No
     encryption after it.
     """
     exhausted = None
-    for version, count in usage_counter.take_due(tenant_id, force=force):
+    for version, count in usage_counter.take_due(database_of(session), tenant_id, force=force):
         session.add(KeyUsage(tenant_id=tenant_id, dek_version=version, encryptions=count))
         total = encryption_count(session, tenant_id, version)
         if total >= HARD_LIMIT:
@@ -196,22 +220,35 @@ def record_usage(session: Session, tenant_id: str, *, force: bool = False) -> No
         )
 
 
-def record_pending_usage(*, engine: Engine | None = None) -> None:
-    """Record this process's pending encryption counts, one transaction per tenant.
+def record_pending_usage() -> None:
+    """Record this process's pending encryption counts in the databases where they were made,
+    one transaction per tenant.
 
     Each process calls this before it exits, because a short run such as `hub import` ends
-    before the next periodic record. Errors are logged and not raised, so the exit goes on.
+    before the next periodic record. Errors are logged and not raised, so the exit goes on,
+    and a database that cannot be reached is given up after its first error rather than
+    waited for once per tenant.
     """
-    for tenant_id in usage_counter.tenants():
-        try:
-            with unit_of_work(TenantContext(tenant_id), engine=engine) as session:
-                try:
-                    record_usage(session, tenant_id, force=True)
-                except Unavailable as exc:
-                    # The counts are in the session, so they commit with it.
-                    log.error("dek_exhausted", tenant_id=tenant_id, error=str(exc))
-        except (SQLAlchemyError, HubError) as exc:
-            log.error("encryption_counts_not_recorded", tenant_id=tenant_id, error=str(exc))
+    for database, tenants in usage_counter.pending().items():
+        engine = get_engine(database)
+        for tenant_id in tenants:
+            try:
+                with unit_of_work(TenantContext(tenant_id), engine=engine) as session:
+                    try:
+                        record_usage(session, tenant_id, force=True)
+                    except Unavailable as exc:
+                        # The counts are in the session, so they commit with it.
+                        log.error("dek_exhausted", tenant_id=tenant_id, error=str(exc))
+            except OperationalError as exc:
+                log.error(
+                    "encryption_counts_not_recorded",
+                    tenant_ids=tenants,
+                    error=type(exc).__name__,
+                    database=engine.url.render_as_string(hide_password=True),
+                )
+                break
+            except (SQLAlchemyError, HubError) as exc:
+                log.error("encryption_counts_not_recorded", tenant_id=tenant_id, error=str(exc))
 
 
 def encryption_count(session: Session, tenant_id: str, version: int) -> int:
@@ -227,9 +264,11 @@ def encryption_count(session: Session, tenant_id: str, version: int) -> int:
 class FieldCipher:
     """Encrypts a tenant's fields under its primary DEK. Build one per unit of work."""
 
-    def __init__(self, tenant_id: str, dek_version: int, dek: bytes) -> None:
+    def __init__(self, tenant_id: str, dek_version: int, dek: bytes, *, database: str) -> None:
         self.tenant_id = tenant_id
         self.dek_version = dek_version
+        # Where the ciphertexts go, for the usage counter.
+        self.database = database
         self._aead = AESGCM(dek)
         self._header = _HEADER.pack(FORMAT_V1, dek_version)
 
@@ -239,7 +278,7 @@ class FieldCipher:
         ring = Keyring.for_session(session, tenant_id)
         version = ring.primary_version(KIND_DEK)
         record_usage(session, tenant_id)
-        return cls(tenant_id, version, ring.key(KIND_DEK, version))
+        return cls(tenant_id, version, ring.key(KIND_DEK, version), database=database_of(session))
 
     def encrypt(self, table: str, column: str, row_id: str, plaintext: str | None) -> bytes | None:
         """Return the ciphertext of `plaintext` bound to its row and column; None stays None."""
@@ -250,7 +289,7 @@ class FieldCipher:
             self.tenant_id, table, column, str(row_id), self.dek_version
         )
         sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), associated)
-        usage_counter.add(self.tenant_id, self.dek_version)
+        usage_counter.add(self.database, self.tenant_id, self.dek_version)
         return self._header + nonce + sealed
 
 
@@ -362,7 +401,7 @@ def reencrypt_values(
         offset += NONCE_BYTES
         out.append(header + nonce + seal(nonce, plain, prefix + bound_id + new_suffix))
     if present:
-        usage_counter.add(cipher.tenant_id, cipher.dek_version, present)
+        usage_counter.add(cipher.database, cipher.tenant_id, cipher.dek_version, present)
     return out
 
 

@@ -26,7 +26,7 @@ from hub.core.errors import ConfigurationError
 from hub.core.settings import Settings, get_settings
 from hub.core.tenancy import SystemContext, TenantContext
 from privacy.audit import audit, public_key_hex
-from privacy.fields import FieldCipher, reencrypt_values
+from privacy.fields import FieldCipher, database_of, reencrypt_values
 from privacy.keys import (
     KEY_BYTES,
     Keyring,
@@ -122,7 +122,9 @@ def reencrypt_batch(
     """
     ring = Keyring.load(session, tenant_id)
     target = ring.primary_version(KIND_DEK)
-    cipher = FieldCipher(tenant_id, target, ring.key(KIND_DEK, target))
+    cipher = FieldCipher(
+        tenant_id, target, ring.key(KIND_DEK, target), database=database_of(session)
+    )
     sql = _sql_table(entry)
     id_col = sql.c[entry.id_column]
     version_col = sql.c[entry.version_column]

@@ -66,8 +66,8 @@ def _isolated_var_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 def _no_pending_encryption_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start each test with no pending encryption counts.
 
-    The counts are process-wide, and the CLI, API and worker record them at exit into the
-    configured database, which for an earlier test's tenants is another database.
+    The counts are process-wide, and the CLI, API and worker record them at exit, so an
+    earlier test's counts would be written into its database, which may be gone.
     """
     from privacy import fields
 

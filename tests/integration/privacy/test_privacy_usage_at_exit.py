@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from hub.core.db import unit_of_work
 from hub.core.settings import reset_settings_cache
@@ -72,10 +73,26 @@ def test_nothing_pending_writes_nothing(configured_db, tenant):
     assert recorded(configured_db, tenant) == 0
 
 
+def test_counts_go_to_their_database(configured_db, tenant, monkeypatch, tmp_path):
+    encrypt_unrecorded(configured_db, tenant)
+    # Another database configured by the time the process stops, as after a benchmark's
+    # scratch database.
+    monkeypatch.setenv("HUB_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    reset_settings_cache()
+
+    fields.record_pending_usage()
+
+    assert recorded(configured_db, tenant) == ENCRYPTIONS
+    assert not (tmp_path / "other.db").exists()
+
+
 def test_unreachable_database_logged(configured_db, tenant, monkeypatch, capsys):
     encrypt_unrecorded(configured_db, tenant)
-    monkeypatch.setenv("HUB_DATABASE_URL", "postgresql+psycopg://hub@127.0.0.1:1/none")
-    reset_settings_cache()
+
+    def unreachable(*_args, **_kwargs):
+        raise OperationalError("connect", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(fields, "unit_of_work", unreachable)
 
     fields.record_pending_usage()
 
