@@ -382,7 +382,10 @@ def verify_records(
     for line, checkpoint in checkpoints:
         result.checkpoints += 1
         chain = str(checkpoint.get("chain"))
-        seq = int(checkpoint.get("seq", 0))
+        seq = _as_seq(checkpoint.get("seq"))
+        if seq is None:
+            problem("edited", chain, None, line, f"checkpoint of chain {chain} has no valid seq")
+            continue
         key_hex = str(checkpoint.get("public_key"))
         result.signer_keys.add(key_hex)
         try:

@@ -73,6 +73,13 @@ def forge_signature(lines):
     lines[index] = json.dumps(record)
 
 
+def garble_checkpoint_seq(lines):
+    index = lines_of_type(lines, "checkpoint")[0]
+    record = json.loads(lines[index])
+    record["seq"] = "abc"
+    lines[index] = json.dumps(record)
+
+
 def rebuild_chain(lines):
     """Rewrite an early entry and re-link every later one: only the checkpoint can tell."""
     indexes = entry_lines(lines)
@@ -117,6 +124,7 @@ CASES = [
     (insert_copy, "inserted"),
     (swap_two, "reordered"),
     (forge_signature, "bad_signature"),
+    (garble_checkpoint_seq, "edited"),
     (rebuild_chain, "rewritten"),
     (delete_tail_and_checkpoint, "deleted"),
     (delete_trailer, "deleted"),
