@@ -27,6 +27,7 @@ from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
 from hub.requests.webhook import is_placeholder_url
 from tenants.catalog_import import build_catalog
 from tenants.keys import create_api_key, list_api_keys, revoke_api_key, set_api_key_roles
+from tenants.languages import text_for
 from tenants.manifest import ManifestError, load_manifest
 from tenants.onboarding import onboard_manifest
 from tenants.registry import TenantInfo, get_tenant, list_tenants
@@ -188,7 +189,7 @@ def show_command(
     services = [
         {
             "code": s.code,
-            "name": s.names.get(info.default_language, s.code),
+            "name": text_for(s.names, info.default_language) or s.code,
             "group": s.group,
             "agency": s.agency_code,
             "sla_hours": s.sla_hours,

@@ -85,6 +85,21 @@ def test_list_and_show(hub_cli, manifest_file):
     assert {s["code"] for s in shown["services"]} == {s["code"] for s in data["services"]}
 
 
+def test_show_names_services_in_any_case(hub_cli, make_manifest, tmp_path):
+    data = make_manifest("san-francisco")
+    data["languages"] = [tag.upper() for tag in data["languages"]]
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    hub_cli("tenants", "onboard", str(path))
+
+    code, out = hub_cli("tenants", "show", data["id"], "--json")
+
+    assert code == 0, out
+    first = data["services"][0]
+    shown = {s["code"]: s["name"] for s in json.loads(out)["services"]}
+    assert shown[first["code"]] == first["names"][data["languages"][0].lower()]
+
+
 def test_show_unknown_tenant(hub_cli):
     code, out = hub_cli("tenants", "show", "no-such-tenant")
     assert code == 2
