@@ -94,6 +94,19 @@ def _check_center_role(roles: list[str], center_id: str | None) -> None:
             "that acts at one center; add --role partner_agent or leave out --center",
             field="roles",
         )
+    _check_partner_alone(roles)
+
+
+def _check_partner_alone(roles: list[str]) -> None:
+    """Raise InvalidInput when the partner_agent role comes with another role: the others act
+    for the whole tenant, which an outside center's agent must not do."""
+    others = [role for role in roles if role != ROLE_PARTNER_AGENT]
+    if ROLE_PARTNER_AGENT in roles and others:
+        raise InvalidInput(
+            f"a partner_agent key takes no other role, but {', '.join(others)} was given; "
+            "create a separate key for the tenant's own staff",
+            field="roles",
+        )
 
 
 def _hash(raw: str) -> str:
@@ -207,6 +220,7 @@ def set_api_key_roles(
             "role; create another key for the other roles",
             field="roles",
         )
+    _check_partner_alone(clean_roles)
     previous = list(row.roles)
     if previous != clean_roles:
         row.roles = clean_roles

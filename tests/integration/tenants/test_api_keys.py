@@ -177,9 +177,10 @@ def test_role_change_keeps_center_rule(two_tenants):
             set_api_key_roles(session, ctx, partner, [ROLE_AGENCY])
     assert "keeps the partner_agent role" in caught.value.message
 
-    with unit_of_work(ctx, engine=engine) as session:
-        row = set_api_key_roles(session, ctx, partner, [ROLE_PARTNER_AGENT, ROLE_STAFF])
-        assert row.roles == [ROLE_PARTNER_AGENT, ROLE_STAFF]
+    with pytest.raises(InvalidInput) as caught:
+        with unit_of_work(ctx, engine=engine) as session:
+            set_api_key_roles(session, ctx, partner, [ROLE_PARTNER_AGENT, ROLE_STAFF])
+    assert "a partner_agent key takes no other role, but staff was given" in caught.value.message
 
 
 def test_open311_key_lacks_staff_role(two_tenants):
