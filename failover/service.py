@@ -568,8 +568,8 @@ def record_heartbeat(
     standby: bool = False,
     now: datetime | None = None,
 ) -> CenterHeartbeat:
-    """Store a center's heartbeat. Partner agents report for their center, tenant staff for
-    the tenant's own centers; any other center is NotFound."""
+    """Store a center's heartbeat. Partner agents report for their partner center, tenant
+    staff for the tenant's own centers; any other center is NotFound."""
     check_text("center_id", center_id, max_chars=CENTER_ID_CHARS)
     center = session.get(ContactCenter, center_id)
     if center is None and caller.is_tenant_staff:
@@ -581,7 +581,9 @@ def record_heartbeat(
             session.flush()
             center = session.get(ContactCenter, center_id)
     allowed = center is not None and (
-        (caller.is_partner and caller.center_id == center_id)
+        # A partner key that names a tenant's own center must not drive that tenant's
+        # switches, so partner agents report only for partner centers.
+        (caller.is_partner and caller.center_id == center_id and center.owner_tenant_id is None)
         or (caller.is_tenant_staff and center.owner_tenant_id == caller.ctx.tenant_id)
     )
     if not allowed:

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 from open311_support import hub_db, manifest_data  # noqa: F401
+from sqlalchemy import select
 
 from failover.api import current_board
 from failover.board import LiveBoard
 from failover.centers import onboard_partner
 from failover.manifest import parse_partner_manifest
+from failover.models import ContactCenter
 from failover.service import Caller, record_heartbeat
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import (
@@ -158,12 +160,17 @@ def beat(engine, center_id: str, *, staffed: int, available: int, now=None, sync
     reload also evaluates every switch at the real time, so tests that move a simulated clock
     across a switch's hold time pass `sync=False` once the centers exist.
     """
-    caller = Caller(
-        TenantContext("system", actor="test", roles=frozenset({ROLE_PARTNER_AGENT})), center_id
-    )
     if sync:
         LiveBoard(engine).refresh()
     with unit_of_work(SystemContext("test heartbeat"), engine=engine) as session:
+        owner = session.scalar(
+            select(ContactCenter.owner_tenant_id).where(ContactCenter.id == center_id)
+        )
+        if owner is None:
+            roles, center = frozenset({ROLE_PARTNER_AGENT}), center_id
+        else:
+            roles, center = frozenset({ROLE_SUPERVISOR}), None
+        caller = Caller(TenantContext(owner or "system", actor="test", roles=roles), center)
         record_heartbeat(
             session, caller, center_id, agents_staffed=staffed, agents_available=available, now=now
         )

@@ -72,9 +72,7 @@ def overflow_step(ctx: DemoContext) -> dict[str, Any] | None:
                 for center in [home, *partners]:
                     staffed = center.agents
                     available = 0 if (surge and center is home) else staffed
-                    beat_caller = Caller(
-                        TenantContext("demo", roles=frozenset({ROLE_PARTNER_AGENT})), center.id
-                    )
+                    beat_caller = _center_caller(center.id, home.id)
                     record_heartbeat(
                         session,
                         beat_caller,
@@ -138,7 +136,7 @@ def replay_end(now: datetime) -> datetime:
 
 def _work_contacts(ctx, board, home_id, partners, surge, now, contact_model) -> None:
     """Let agents claim and finish contacts: partners at their pace, home when not in surge."""
-    from failover.service import Caller, claim_contact, complete_contact
+    from failover.service import claim_contact, complete_contact
 
     pace = {p.id: PARTNER_PACE for p in partners}
     if not surge:
@@ -154,13 +152,8 @@ def _work_contacts(ctx, board, home_id, partners, surge, now, contact_model) -> 
                 )
             )
         is_partner = center_id != home_id
-        roles = frozenset({ROLE_PARTNER_AGENT if is_partner else ROLE_AGENT})
         for contact_id in ids:
-            tenant = SURGE_TENANT
-            caller = Caller(
-                TenantContext(tenant, actor=f"demo:{center_id}", roles=roles),
-                center_id if is_partner else None,
-            )
+            caller = _center_caller(center_id, home_id)
             scope = SystemContext("demo agent") if is_partner else caller.ctx
             with unit_of_work(scope, engine=ctx.engine) as session:
                 claim_contact(session, caller, contact_id, now=now + timedelta(seconds=50))
@@ -189,3 +182,15 @@ def render_overflow(section: dict[str, Any]) -> None:
         ["center", "contacts routed"],
         rows,
     )
+
+
+def _center_caller(center_id: str, home_id: str) -> Any:
+    """Return the caller that acts for a center in the replay: an agent of the surge tenant
+    at its home center, a partner agent at a partner center."""
+    from failover.service import Caller
+
+    if center_id == home_id:
+        roles = frozenset({ROLE_AGENT})
+        return Caller(TenantContext(SURGE_TENANT, actor=f"demo:{center_id}", roles=roles))
+    roles = frozenset({ROLE_PARTNER_AGENT})
+    return Caller(TenantContext(SURGE_TENANT, actor=f"demo:{center_id}", roles=roles), center_id)

@@ -416,6 +416,10 @@ def test_partner_key_without_partner_center_404(client, engine, tenant, named):
     assert listed.status_code == 404
     assert listed.json()["error"]["message"] == f"center {center_id} not found"
     assert client.get(f"{center}/state", headers=auth(key)).status_code == 404
+    heartbeat = client.post(
+        f"{center}/heartbeat", json={"agents_staffed": 1, "agents_available": 0}, headers=auth(key)
+    )
+    assert heartbeat.status_code == 404
 
 
 def test_other_tenant_gets_404_everywhere(client, engine, board, tenant, other_tenant):
