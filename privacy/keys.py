@@ -285,20 +285,20 @@ class LocalKeyProvider(KeyProvider):
         with self._lock:
             if version == self._file_version:
                 return
+            current = self._reload()
             assert self._path is not None
-            current = load_root_key(self._path, production=self._production)
-            self._keys.update(_previous_root_keys(self._path))
-            self._keys[root_key_id(current)] = current
             derivation = read_derivation_key(self._path, self._keys, current)
             self._use(current, derivation)
             log.info("root_key_followed", key_id=self._key_id)
 
-    def _reload(self) -> None:
-        """Add the keys now in the files (current and previous); the current key stays."""
+    def _reload(self) -> bytes:
+        """Add the keys now in the files (current and previous) and return the current one.
+        The key that `wrap` uses does not change here."""
         assert self._path is not None
         current = load_root_key(self._path, production=self._production)
-        self._keys[root_key_id(current)] = current
         self._keys.update(_previous_root_keys(self._path))
+        self._keys[root_key_id(current)] = current
+        return current
 
     @property
     def key_id(self) -> str:

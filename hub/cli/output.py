@@ -103,7 +103,7 @@ def fail(message: str, *, code: int = 2) -> NoReturn:
 
 def require_file(path: Path, *, label: str = "file", fix: str = "check the path") -> None:
     """Exit with a message unless `path` is an existing file. `label` names the file in the
-    message, such as `--criteria file`, and `fix` says what to give instead."""
+    message, such as `--criteria file`, and `fix` is the advice for the user."""
     if path.is_dir():
         fail(f"{path} is a folder, not a {label}; give the path of a file in it")
     if not path.is_file():

@@ -20,6 +20,15 @@ def _file(client, tenant):
     return response.json()[0]["service_request_id"]
 
 
+def _public_view(client, tenant, request_id, **params):
+    """Return the request as GET requests/{id} shows it to the public."""
+    response = client.get(
+        f"/open311/v2/requests/{request_id}.json",
+        params={"jurisdiction_id": tenant.jurisdiction, **params},
+    )
+    return response.json()[0]
+
+
 def _update(client, tenant, request_id, update_id, status, **extra):
     form = {
         "jurisdiction_id": tenant.jurisdiction,
@@ -116,10 +125,7 @@ def test_future_update_date_is_400(client, tenants_ab):
     far = _update(
         client, alpha, request_id, "u-far", "acknowledged", updated_datetime="2030-01-01T00:00:00Z"
     )
-    notes = client.get(
-        f"/open311/v2/requests/{request_id}.json",
-        params={"jurisdiction_id": alpha.jurisdiction, "extensions": "true"},
-    ).json()[0]["notes"]
+    notes = _public_view(client, alpha, request_id, extensions="true")["notes"]
 
     assert far.status_code == 400
     assert "more than 5 minutes ahead of the server clock" in far.json()[0]["description"]
@@ -141,10 +147,7 @@ def test_update_before_filing_is_400(client, tenants_ab):
     early = _update(
         client, alpha, request_id, "u-early", "closed", updated_datetime="2020-01-01T00:00:00Z"
     )
-    stored = client.get(
-        f"/open311/v2/requests/{request_id}.json",
-        params={"jurisdiction_id": alpha.jurisdiction},
-    ).json()[0]
+    stored = _public_view(client, alpha, request_id)
 
     assert early.status_code == 400
     description = early.json()[0]["description"]

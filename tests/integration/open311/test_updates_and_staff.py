@@ -184,15 +184,15 @@ def test_staff_read_audits_middleware_request_id(client, tenants_ab, hub_db):
     )
 
     assert response.status_code == 200
-    given = response.headers["x-request-id"]
-    assert given != "r" * 300
+    response_id = response.headers["x-request-id"]
+    assert response_id != "r" * 300
     with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
         entry = session.scalars(
             select(AuditEntry)
             .where(AuditEntry.tenant_id == alpha.id, AuditEntry.action == "pii.decrypt")
             .order_by(AuditEntry.seq.desc())
         ).first()
-    assert entry.details["request_id"] == given
+    assert entry.details["request_id"] == response_id
 
 
 def test_staff_api_role_checks(client, tenants_ab):

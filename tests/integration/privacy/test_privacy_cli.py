@@ -97,8 +97,8 @@ def test_verify_trusts_keys_across_root_rotation(cli, engine, tenant, seed_reque
 
     # A routine rotation keeps the signing key that auditors hold.
     as_json(cli("privacy", "rotate-root", "--json"))
-    kept = as_json(cli("audit", "export", "--out", str(audit_file), "--json"))["public_key"]
-    assert kept == first
+    after_routine = as_json(cli("audit", "export", "--out", str(audit_file), "--json"))
+    assert after_routine["public_key"] == first
     as_json(cli("audit", "verify", str(audit_file), "--public-key", first, "--json"))
 
     replaced = as_json(cli("privacy", "rotate-root", "--new-derived-keys", "--json"))

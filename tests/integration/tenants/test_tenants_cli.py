@@ -96,8 +96,8 @@ def test_show_names_services_in_any_case(hub_cli, make_manifest, tmp_path):
 
     assert code == 0, out
     first = data["services"][0]
-    shown = {s["code"]: s["name"] for s in json.loads(out)["services"]}
-    assert shown[first["code"]] == first["names"][data["languages"][0].lower()]
+    names_by_code = {s["code"]: s["name"] for s in json.loads(out)["services"]}
+    assert names_by_code[first["code"]] == first["names"][data["languages"][0].lower()]
 
 
 def test_show_unknown_tenant(hub_cli):
