@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from hub.core.clock import as_utc
@@ -45,6 +46,10 @@ class BusinessCalendar:
         return self.ranges[day.weekday()]
 
 
+# Intake computes a deadline for every request, and requests of the same days look up the
+# same working ranges: without the cache the time zone conversions were 5 % of the CPU time
+# of a batch of POSTs. One entry per day, range end and zone.
+@lru_cache(maxsize=8192)
 def _local_instant(day: date, minutes: int, zone: ZoneInfo) -> datetime:
     """Return the UTC instant of a local wall-clock time; 24:00 is the next midnight.
 

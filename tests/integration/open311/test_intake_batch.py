@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import uuid
 
+import h3
 import psycopg
 import pytest
 from open311_support import INSIDE, OUTSIDE, onboard_tenant
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from hub.core.db import get_engine, unit_of_work
@@ -16,7 +17,8 @@ from hub.core.errors import InvalidInput
 from hub.core.outbox import OutboxMessage
 from hub.core.tenancy import TenantContext
 from hub.open311.intake import write_batch
-from hub.requests import routing, service
+from hub.requests import geo, routing, service
+from hub.requests.duplicates import DEFAULT_RADIUS_M
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
 from hub.requests.schemas import IntakeData, IntakeJob, IntakeResult
 from tenants.registry import get_tenant
@@ -115,6 +117,45 @@ def test_batch_links_to_older_stored_request(city):
         stored.service_request_id
     )
     assert _stored(engine, ctx, unrelated.service_request_id).duplicate_of is None
+
+
+def _north(metres: float) -> tuple[float, float]:
+    """A point `metres` north of INSIDE, in a storage cell that the search around INSIDE reads."""
+    return (INSIDE[0] + metres / 111_195.0, INSIDE[1])
+
+
+def test_link_skips_older_request_beyond_radius(city):
+    """An older open request in a searched cell but beyond the radius is passed over for a
+    newer one within it (PostgreSQL checks the distance in its query)."""
+    engine, tenant, ctx = city
+    [beyond] = write_batch(tenant, [_job(ctx, point=_north(-60))])
+    [within] = write_batch(tenant, [_job(ctx, point=_north(30))])
+    [new] = write_batch(tenant, [_job(ctx)])
+    [alone] = write_batch(tenant, [_job(ctx, point=_north(85))])
+
+    assert _stored(engine, ctx, within.service_request_id).duplicate_of is None
+    assert _stored(engine, ctx, new.service_request_id).duplicate_of == within.service_request_id
+    assert _stored(engine, ctx, alone.service_request_id).duplicate_of is None
+    assert _stored(engine, ctx, beyond.service_request_id).duplicate_of is None
+
+
+def test_link_searches_on_past_request_without_point(city):
+    """An older request stored without a point (its service's location rule published none
+    then) whose cell centre is beyond the radius does not hide a match behind it."""
+    engine, tenant, ctx = city
+    [pointless] = write_batch(tenant, [_job(ctx)])
+    with unit_of_work(ctx, engine=engine) as session:
+        session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == pointless.service_request_id)
+            .values(lat=None, lon=None)
+        )
+        cell = session.get(ServiceRequest, pointless.service_request_id).h3_cell
+    assert geo.distance_m(*INSIDE, *h3.cell_to_latlng(cell)) > DEFAULT_RADIUS_M
+    [within] = write_batch(tenant, [_job(ctx, point=_north(22))])
+    [new] = write_batch(tenant, [_job(ctx)])
+
+    assert _stored(engine, ctx, new.service_request_id).duplicate_of == within.service_request_id
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
