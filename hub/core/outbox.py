@@ -9,10 +9,12 @@ rows it touches).
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -139,12 +141,66 @@ class OutboxItem(Protocol):
 Publisher = Callable[[OutboxItem], None]
 
 
+# Tasks whose due messages the relay may publish as one: task name to the list argument whose
+# lists it joins. A merged message is published where its first row is in the id order.
+_MERGEABLE: dict[str, str] = {}
+# Items of the joined list per merged message.
+MAX_MERGED_ITEMS = 500
+
+
+def mergeable(task: str, list_argument: str) -> None:
+    """Let the relay publish the due messages of `task` that differ only in `list_argument` as
+    one message with their lists joined, for tasks that do the same for each item of the list.
+
+    With the embedded broker each message costs the API process a broker transaction: intake
+    writes one message per batch, and under load a relay round finds several.
+    """
+    _MERGEABLE[task] = list_argument
+
+
+@dataclass(frozen=True)
+class _Message:
+    id: int
+    task: str
+    queue: str
+    kwargs: dict[str, Any]
+
+
+def _merged(rows: Sequence[OutboxItem]) -> list[tuple[list[int], OutboxItem]]:
+    """Return the messages to publish, each with the ids of the rows it carries, in the order
+    of their first rows."""
+    messages: list[tuple[list[int], OutboxItem]] = []
+    # Where the message that the next row of each group joins is in `messages`.
+    open_groups: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        argument = _MERGEABLE.get(row.task)
+        items = row.kwargs.get(argument) if argument else None
+        if argument is None or not isinstance(items, list):
+            messages.append(([row.id], row))
+            continue
+        others = {key: value for key, value in row.kwargs.items() if key != argument}
+        group = (row.task, row.queue, json.dumps(others, sort_keys=True))
+        index = open_groups.get(group)
+        if index is not None:
+            ids, message = messages[index]
+            joined = message.kwargs[argument]
+            if len(joined) + len(items) <= MAX_MERGED_ITEMS:
+                ids.append(row.id)
+                joined.extend(items)
+                continue
+        open_groups[group] = len(messages)
+        kwargs = {**others, argument: list(items)}
+        messages.append(([row.id], _Message(row.id, row.task, row.queue, kwargs)))
+    return messages
+
+
 def relay_once(publish: Publisher, *, batch_size: int = 500, engine: Any = None) -> int:
     """Publish up to `batch_size` due messages; return how many were published.
 
     Rows are locked with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several relays (one per API
     or worker process) share the backlog without publishing a row twice in the normal case.
-    When publishing fails the rows published so far stay marked and the rest wait.
+    Rows of a `mergeable` task go out together as one message. When publishing fails the rows
+    published so far stay marked and the rest wait.
     """
     published: list[int] = []
     with unit_of_work(SystemContext("outbox relay"), engine=engine) as session:
@@ -152,18 +208,18 @@ def relay_once(publish: Publisher, *, batch_size: int = 500, engine: Any = None)
         # process beside the requests, and flushing an instance per message cost them CPU.
         connection = session.connection()
         rows = connection.execute(_DUE_MESSAGES, {"now": utcnow(), "limit": batch_size}).all()
-        for row in rows:
+        for ids, message in _merged(rows):
             try:
-                publish(row)
-            except Exception as exc:  # noqa: BLE001 - any broker error keeps the row for later
-                connection.execute(_COUNT_ATTEMPT, {"message_id": row.id})
+                publish(message)
+            except Exception as exc:  # noqa: BLE001 - any broker error keeps the rows for later
+                connection.execute(_COUNT_ATTEMPT, [{"message_id": row_id} for row_id in ids])
                 OUTBOX_PUBLISH_FAILURES.inc()
                 log.warning(
-                    "outbox_publish_failed", outbox_id=row.id, task=row.task, error=str(exc)
+                    "outbox_publish_failed", outbox_id=message.id, task=message.task, error=str(exc)
                 )
                 break
-            OUTBOX_PUBLISHED.labels(queue=row.queue).inc()
-            published.append(row.id)
+            OUTBOX_PUBLISHED.labels(queue=message.queue).inc(len(ids))
+            published.extend(ids)
         if published:
             connection.execute(_MARK_PUBLISHED, {"now": utcnow(), "ids": published})
     return len(published)

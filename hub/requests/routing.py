@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from hub.core.clock import isoformat, utcnow
 from hub.core.errors import HubError
-from hub.core.outbox import enqueue
+from hub.core.outbox import enqueue, mergeable
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
 from hub.requests.metrics import DELIVERY_ATTEMPTS
@@ -47,6 +47,8 @@ ROUTE_TASK = "hub.requests.route"
 # One message for the requests that intake stored together. The worker queues ROUTE_TASK for
 # each of them.
 ROUTE_BATCH_TASK = "hub.requests.route_batch"
+# A relay round that finds several batches publishes them as one message.
+mergeable(ROUTE_BATCH_TASK, "request_ids")
 DECRYPT_PURPOSE = declare_purpose("agency_delivery")
 # Seconds a claimed delivery stays reserved for the worker sending it. Well above the webhook's
 # connect plus read timeout, so a slow but live POST is never sent twice by a second worker.

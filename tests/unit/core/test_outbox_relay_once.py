@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from hub.core import outbox
 from hub.core.db import get_engine, unit_of_work
 from hub.core.outbox import OutboxMessage, enqueue, relay_once
 from hub.core.tenancy import SystemContext
@@ -62,3 +63,56 @@ def test_failed_publish_keeps_later_rows(db_url):
         second: (True, 1),
         third: (True, 0),
     }
+
+
+def _add_lists(engine, task: str, rows: list[tuple[str | None, list[str]]]) -> list[int]:
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        messages = [
+            enqueue(session, task, queue="intake", tenant_id=tenant_id, item_ids=items)
+            for tenant_id, items in rows
+        ]
+        session.flush()
+        return [message.id for message in messages]
+
+
+def test_mergeable_messages_go_out_as_one(db_url, monkeypatch):
+    engine = get_engine(db_url)
+    relay_once(lambda message: None, engine=engine)
+    monkeypatch.setattr(outbox, "_MERGEABLE", {"test.lists": "item_ids"})
+    monkeypatch.setattr(outbox, "MAX_MERGED_ITEMS", 4)
+    first, second = _add_lists(engine, "test.lists", [("a", ["r1", "r2"]), ("b", ["r3"])])
+    [single] = _add(engine, 1)
+    third, fourth, fifth = _add_lists(
+        engine, "test.lists", [("a", ["r4"]), ("b", ["r5"]), ("a", ["r6", "r7"])]
+    )
+    ours = {first, second, single, third, fourth, fifth}
+    sent: list[tuple[int, str, dict]] = []
+
+    def record(message) -> None:
+        sent.append((message.id, message.task, message.kwargs))
+
+    relay_once(record, engine=engine)
+
+    # Tenant a's first two rows fill a message of four items; its third row starts another.
+    assert [item for item in sent if item[0] in ours] == [
+        (first, "test.lists", {"tenant_id": "a", "item_ids": ["r1", "r2", "r4"]}),
+        (second, "test.lists", {"tenant_id": "b", "item_ids": ["r3", "r5"]}),
+        (single, "test.task", {"item_id": "m0"}),
+        (fifth, "test.lists", {"tenant_id": "a", "item_ids": ["r6", "r7"]}),
+    ]
+    assert _rows(engine, list(ours)) == {row_id: (True, 0) for row_id in ours}
+
+
+def test_failed_merged_message_counts_each_row(db_url, monkeypatch):
+    engine = get_engine(db_url)
+    relay_once(lambda message: None, engine=engine)
+    monkeypatch.setattr(outbox, "_MERGEABLE", {"test.lists": "item_ids"})
+    first, second = _add_lists(engine, "test.lists", [("a", ["r1"]), ("a", ["r2"])])
+
+    def failing(message) -> None:
+        if message.id == first:
+            raise ConnectionError("broker down")
+
+    relay_once(failing, engine=engine)
+
+    assert _rows(engine, [first, second]) == {first: (False, 1), second: (False, 1)}
