@@ -2,18 +2,24 @@
 
 Auditors never decrypt, whatever other roles their credential carries. Every call names a
 purpose (a short code such as `staff.request_view`), which the audit entry and the privacy
-report's "decryptions by role and purpose" evidence record.
+report's "decryptions by role and purpose" evidence record. A rejected call (an auditor's) and a
+failed one (a value altered, moved, or whose key is gone) are audited too, in a transaction of
+their own, because the caller's error usually rolls its transaction back.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
+import structlog
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
+from hub.core.db import engine_of, is_postgres, unit_of_work
 from hub.core.errors import Forbidden, InvalidInput
-from hub.core.tenancy import ROLE_AUDITOR, TenantContext
+from hub.core.tenancy import ROLE_AUDITOR, SystemContext, TenantContext
 from privacy.audit import audit
 from privacy.fields import decrypt_with_keyring
 from privacy.keys import Keyring
@@ -21,6 +27,14 @@ from privacy.metrics import DECRYPTIONS
 
 ACTION_DECRYPT = "pii.decrypt"
 ACTION_DECRYPT_BATCH = "pii.decrypt_batch"
+ACTION_DECRYPT_REJECTED = "pii.decrypt_rejected"
+# Rejected and failed decryptions of a session, audited once its transaction ends.
+_REJECTIONS = "decryption_rejections"
+# How long the rejection's own transaction waits for the tenant's audit chain. Without the
+# limit it would wait forever when a transaction of the same thread has locked the chain.
+_REJECTION_LOCK_TIMEOUT = "5s"
+
+log = structlog.get_logger(__name__)
 _PURPOSE = re.compile(r"^[a-z][a-z0-9_.:-]{1,63}$")
 _PURPOSE_RULE = (
     "use 2-64 lower-case letters, digits and . _ : - starting with a letter, "
@@ -49,14 +63,77 @@ def purpose_label(purpose: str) -> str:
 Blobs = dict[str, bytes | None]
 
 
-def _check_caller(ctx: TenantContext, table: str, purpose: str) -> None:
+def _check_caller(
+    session: Session, ctx: TenantContext, table: str, purpose: str, subject: str
+) -> None:
     if not _PURPOSE.match(purpose):
         raise InvalidInput(
             f"decryption purpose {purpose!r} is invalid; {_PURPOSE_RULE}", code="invalid_purpose"
         )
     if ctx.has_role(ROLE_AUDITOR):
-        DECRYPTIONS.labels(table=table, purpose=purpose_label(purpose), outcome="forbidden").inc()
-        raise Forbidden("the auditor role cannot decrypt personal data", code="auditor_no_decrypt")
+        error = Forbidden(
+            "the auditor role cannot decrypt personal data", code="auditor_no_decrypt"
+        )
+        _rejected(session, ctx, table=table, purpose=purpose, subject=subject, error=error)
+        raise error
+
+
+def _rejected(
+    session: Session,
+    ctx: TenantContext,
+    *,
+    table: str,
+    purpose: str,
+    subject: str,
+    error: Exception,
+    **counts: int,
+) -> None:
+    """Count a rejected or failed decryption, and keep its audit entry for the end of the
+    session's transaction."""
+    outcome = "forbidden" if isinstance(error, Forbidden) else "failed"
+    DECRYPTIONS.labels(table=table, purpose=purpose_label(purpose), outcome=outcome).inc()
+    entry = {
+        "tenant_id": ctx.tenant_id,
+        "actor": ctx.actor,
+        "subject": subject,
+        "details": {
+            "purpose": purpose,
+            "table": table,
+            "reason": getattr(error, "code", None) or type(error).__name__,
+            "roles": sorted(ctx.roles),
+            "request_id": ctx.request_id,
+            **counts,
+        },
+    }
+    session.info.setdefault(_REJECTIONS, []).append(entry)
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _audit_rejections(session: Session) -> None:
+    """Write the session's rejected and failed decryptions, each in a transaction of its own.
+
+    A failure here is logged and not raised, so the caller's own error propagates.
+    """
+    rejections: list[dict[str, Any]] = session.info.pop(_REJECTIONS, None) or []
+    for entry in rejections:
+        scope = SystemContext("rejected decryption audit", actor=entry["actor"])
+        try:
+            with unit_of_work(scope, engine=engine_of(session)) as own:
+                if is_postgres(own):
+                    own.execute(
+                        text("SELECT set_config('lock_timeout', :timeout, true)"),
+                        {"timeout": _REJECTION_LOCK_TIMEOUT},
+                    )
+                audit(own, action=ACTION_DECRYPT_REJECTED, **entry)
+        except Exception as exc:  # noqa: BLE001 - the rejection itself is in effect
+            log.error(
+                "decryption_rejection_not_audited",
+                tenant_id=entry["tenant_id"],
+                actor=entry["actor"],
+                reason=entry["details"]["reason"],
+                error=type(exc).__name__,
+            )
 
 
 def _record_decryption(
@@ -102,22 +179,23 @@ def decrypt_fields(
     `blobs` maps column names to ciphertexts (None stays None). Raises Forbidden for auditors
     and DecryptionFailed when a value was altered, moved or its key is gone.
     """
-    _check_caller(ctx, table, purpose)
+    subject = f"{table}:{row_id}"
+    _check_caller(session, ctx, table, purpose, subject)
     ring = Keyring.load(session, ctx.tenant_id)
     try:
         plain = {
             column: decrypt_with_keyring(ring, table, column, row_id, blob)
             for column, blob in blobs.items()
         }
-    except Exception:
-        DECRYPTIONS.labels(table=table, purpose=purpose_label(purpose), outcome="failed").inc()
+    except Exception as exc:
+        _rejected(session, ctx, table=table, purpose=purpose, subject=subject, error=exc)
         raise
 
     _record_decryption(
         session,
         ctx,
         action=ACTION_DECRYPT,
-        subject=f"{table}:{row_id}",
+        subject=subject,
         table=table,
         purpose=purpose,
         columns={c for c, blob in blobs.items() if blob is not None},
@@ -137,7 +215,8 @@ def decrypt_rows(
 
     `rows` contains (row id, blobs) pairs; the result keeps their order.
     """
-    _check_caller(ctx, table, purpose)
+    subject = f"{table}:batch"
+    _check_caller(session, ctx, table, purpose, subject)
     ring = Keyring.load(session, ctx.tenant_id)
     columns: set[str] = set()
     out = []
@@ -150,15 +229,19 @@ def decrypt_rows(
                 }
             )
             columns.update(c for c, blob in blobs.items() if blob is not None)
-    except Exception:
-        DECRYPTIONS.labels(table=table, purpose=purpose_label(purpose), outcome="failed").inc()
+    except Exception as exc:
+        # The entry names the row that failed, which the loop was at.
+        failed = f"{table}:{row_id}"
+        _rejected(
+            session, ctx, table=table, purpose=purpose, subject=failed, error=exc, rows=len(rows)
+        )
         raise
 
     _record_decryption(
         session,
         ctx,
         action=ACTION_DECRYPT_BATCH,
-        subject=f"{table}:batch",
+        subject=subject,
         table=table,
         purpose=purpose,
         columns=columns,

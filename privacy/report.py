@@ -15,7 +15,7 @@ from sqlalchemy import case, column, func, literal, select, table
 from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc
-from privacy.access import ACTION_DECRYPT, ACTION_DECRYPT_BATCH
+from privacy.access import ACTION_DECRYPT, ACTION_DECRYPT_BATCH, ACTION_DECRYPT_REJECTED
 from privacy.audit_verify import verify_database
 from privacy.fields import FORMAT_V1, MIN_CIPHERTEXT_BYTES
 from privacy.keys import Keyring
@@ -103,31 +103,42 @@ def decryptions(session: Session, tenant_id: str) -> dict[str, Any]:
     entries = session.scalars(
         select(AuditEntry).where(
             AuditEntry.tenant_id == tenant_id,
-            AuditEntry.action.in_((ACTION_DECRYPT, ACTION_DECRYPT_BATCH)),
+            AuditEntry.action.in_((ACTION_DECRYPT, ACTION_DECRYPT_BATCH, ACTION_DECRYPT_REJECTED)),
         )
     ).all()
     by_role_purpose: Counter[tuple[str, str]] = Counter()
-    without_purpose = by_auditor = 0
+    rejected: Counter[tuple[str, str]] = Counter()
+    without_purpose = by_auditor = made = 0
     for entry in entries:
         details = entry.details or {}
-        roles = details.get("roles") or []
+        roles = ",".join(details.get("roles") or []) or "none"
         purpose = details.get("purpose")
+        if entry.action == ACTION_DECRYPT_REJECTED:
+            # The evidence that the controls held: the call decrypted nothing.
+            rejected[(roles, str(details.get("reason") or "none"))] += 1
+            continue
+        made += 1
         if not purpose:
             without_purpose += 1
-        if "auditor" in roles:
+        if "auditor" in roles.split(","):
             by_auditor += 1
-        by_role_purpose[(",".join(roles) or "none", purpose or "none")] += 1
+        by_role_purpose[(roles, purpose or "none")] += 1
     return _control(
         "decryption_audit",
         "Every decryption names a purpose and none was made by an auditor",
         without_purpose == 0 and by_auditor == 0,
         {
-            "decryptions": len(entries),
+            "decryptions": made,
             "without_purpose": without_purpose,
             "by_auditor": by_auditor,
             "by_role_and_purpose": [
                 {"roles": roles, "purpose": purpose, "count": count}
                 for (roles, purpose), count in sorted(by_role_purpose.items())
+            ],
+            "rejected": sum(rejected.values()),
+            "rejected_by_role_and_reason": [
+                {"roles": roles, "reason": reason, "count": count}
+                for (roles, reason), count in sorted(rejected.items())
             ],
         },
     )

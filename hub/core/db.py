@@ -427,9 +427,17 @@ def open_session(
         bind = _read_only_bind(engine)
     session = _factory(engine)(bind=bind)
     session.info["scope"] = scope
+    session.info["engine"] = engine
     if isinstance(scope, SystemContext):
         log.debug("system_session_opened", reason=scope.reason)
     return session
+
+
+def engine_of(session: Session) -> Engine:
+    """Return the engine `session` was opened on, for work in a transaction of its own. On
+    SQLite a read-only session's bind is a view of it that only reads."""
+    engine = session.info.get("engine")
+    return engine if isinstance(engine, Engine) else session.get_bind()
 
 
 @contextmanager

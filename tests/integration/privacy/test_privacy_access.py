@@ -1,4 +1,5 @@
-"""The audited decryption path: auditors are refused and every call leaves one audit entry."""
+"""The audited decryption path: auditors are rejected and every call leaves one audit entry,
+rejected and failed calls included."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from hub.core.db import unit_of_work
 from hub.core.errors import Forbidden, InvalidInput
 from hub.core.tenancy import TenantContext
 from privacy.access import OTHER_PURPOSE, declare_purpose, decrypt_fields, decrypt_rows
-from privacy.fields import FieldCipher
+from privacy.audit import subject_hmac
+from privacy.fields import DecryptionFailed, FieldCipher
 from privacy.models import AuditEntry
 
 TABLE = "service_requests"
@@ -68,7 +70,72 @@ def test_auditor_cannot_decrypt(engine, tenant, auditor):
     with unit_of_work(auditor, engine=engine) as session:
         with pytest.raises(Forbidden):
             decrypt_rows(session, auditor, TABLE, [("R1", blobs)], purpose="export.sealed")
-    assert decrypt_entries(engine, tenant) == []
+
+    # Each rejection is audited after the caller's transaction rolled back, and nothing was
+    # decrypted.
+    entries = decrypt_entries(engine, tenant)
+    assert [entry.action for entry in entries] == ["pii.decrypt_rejected"] * 2
+    assert [entry.actor for entry in entries] == ["apikey:2"] * 2
+    assert [entry.details["purpose"] for entry in entries] == [
+        "staff.request_view",
+        "export.sealed",
+    ]
+    for entry in entries:
+        assert entry.details["reason"] == "auditor_no_decrypt"
+        assert entry.details["roles"] == ["auditor", "staff"]
+    assert entries[0].subject == _subject(engine, tenant, f"{TABLE}:R1")
+    assert entries[1].subject == _subject(engine, tenant, f"{TABLE}:batch")
+
+
+def _subject(engine, tenant, subject: str) -> str:
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        return subject_hmac(session, tenant, subject)
+
+
+def _altered(blob: bytes) -> bytes:
+    return blob[:-1] + bytes([blob[-1] ^ 1])
+
+
+def test_failed_decryption_is_audited(engine, tenant, staff):
+    blobs = sealed_row(engine, tenant, "R1")
+    blobs["email_enc"] = _altered(blobs["email_enc"])
+    with pytest.raises(DecryptionFailed):
+        with unit_of_work(staff, engine=engine) as session:
+            decrypt_fields(session, staff, TABLE, "R1", blobs, purpose="staff.request_view")
+
+    [entry] = decrypt_entries(engine, tenant)
+    assert entry.action == "pii.decrypt_rejected"
+    assert entry.actor == "apikey:1"
+    assert entry.details["reason"] == "decryption_failed"
+    assert entry.subject == _subject(engine, tenant, f"{TABLE}:R1")
+
+
+def test_failed_batch_names_the_row(engine, tenant, staff):
+    good = sealed_row(engine, tenant, "R1")
+    bad = sealed_row(engine, tenant, "R2")
+    bad["phone_enc"] = _altered(bad["phone_enc"])
+    with pytest.raises(DecryptionFailed):
+        with unit_of_work(staff, engine=engine) as session:
+            decrypt_rows(
+                session, staff, TABLE, [("R1", good), ("R2", bad)], purpose="export.sealed"
+            )
+
+    [entry] = decrypt_entries(engine, tenant)
+    assert entry.details["reason"] == "decryption_failed"
+    assert entry.details["rows"] == 2
+    assert entry.subject == _subject(engine, tenant, f"{TABLE}:R2")
+
+
+def test_rejection_audited_after_commit(engine, tenant, auditor):
+    blobs = sealed_row(engine, tenant, "R1")
+    with unit_of_work(auditor, engine=engine) as session:
+        with pytest.raises(Forbidden):
+            decrypt_fields(session, auditor, TABLE, "R1", blobs, purpose="staff.request_view")
+        # The caller goes on and commits its transaction.
+
+    [entry] = decrypt_entries(engine, tenant)
+    assert entry.action == "pii.decrypt_rejected"
+    assert entry.details["reason"] == "auditor_no_decrypt"
 
 
 def test_purpose_must_be_a_code(engine, tenant, staff):

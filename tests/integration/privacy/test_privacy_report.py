@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select, update
 
 from hub.core.db import unit_of_work
+from hub.core.errors import Forbidden
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import ServiceRequest
+from privacy.access import decrypt_fields
 from privacy.export import open_data_export, write_sealed_export
 from privacy.open_data import record_export, write_export
 from privacy.report import build_report, render_markdown
@@ -83,6 +86,24 @@ def test_export_recorded_with_k(engine, tenant, seed_requests, tmp_path):
     decryptions = control(report(engine, tenant), "decryption_audit")["evidence"]
     assert decryptions["by_role_and_purpose"] == [
         {"roles": "tenant_admin", "purpose": "export.open_data_redaction", "count": 1}
+    ]
+    assert decryptions["rejected"] == 0
+
+
+def test_rejected_decryptions_in_evidence(engine, tenant, auditor):
+    blobs = {"email_enc": None}
+    with unit_of_work(auditor, engine=engine) as session:
+        with pytest.raises(Forbidden):
+            decrypt_fields(session, auditor, "service_requests", "R1", blobs, purpose="audit.look")
+
+    decryptions = control(report(engine, tenant), "decryption_audit")
+    # The auditor's attempt decrypted nothing, so the control holds.
+    assert decryptions["passed"]
+    assert decryptions["evidence"]["decryptions"] == 0
+    assert decryptions["evidence"]["by_auditor"] == 0
+    assert decryptions["evidence"]["rejected"] == 1
+    assert decryptions["evidence"]["rejected_by_role_and_reason"] == [
+        {"roles": "auditor,staff", "reason": "auditor_no_decrypt", "count": 1}
     ]
 
 
