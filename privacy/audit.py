@@ -21,10 +21,11 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, utcnow
+from hub.core.db import advisory_xact_lock
 from hub.core.errors import NotFound
 from privacy.encoding import length_prefixed
 from privacy.keys import Keyring, get_key_provider
@@ -132,14 +133,6 @@ def subject_hmac(session: Session, tenant_id: str | None, subject: str) -> str:
     ).hexdigest()
 
 
-def _lock_chain(session: Session, chain: str) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:chain))"),
-            {"lock_class": _ADVISORY_LOCK_CLASS, "chain": chain},
-        )
-
-
 def chain_head(session: Session, chain: str) -> tuple[int, str]:
     """Return (seq, hash) of the newest entry of `chain`, or (0, GENESIS_HASH) when empty."""
     row = session.execute(
@@ -173,7 +166,7 @@ def audit(
     chain = chain_of(tenant_id)
     subject_digest = subject_hmac(session, tenant_id, subject) if subject is not None else None
 
-    _lock_chain(session, chain)
+    advisory_xact_lock(session, _ADVISORY_LOCK_CLASS, chain)
     seq, prev_hash = chain_head(session, chain)
     seq += 1
     fields = {
@@ -230,7 +223,7 @@ def sign_checkpoint(session: Session, chain: str, seq: int, head_hash: str) -> A
 
 def checkpoint_chain(session: Session, chain: str) -> AuditCheckpoint | None:
     """Sign the current head of `chain` unless it is empty or already signed."""
-    _lock_chain(session, chain)
+    advisory_xact_lock(session, _ADVISORY_LOCK_CLASS, chain)
     seq, head_hash = chain_head(session, chain)
     if seq == 0:
         return None

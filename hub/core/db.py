@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 import structlog
-from sqlalchemy import JSON, DateTime, Engine, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker, with_loader_criteria
@@ -136,6 +136,21 @@ def dispose_engines(*, close: bool = True) -> None:
 def is_postgres(bind: Engine | Session | Any) -> bool:
     engine = bind.get_bind() if isinstance(bind, Session) else bind
     return engine.dialect.name == "postgresql"
+
+
+def advisory_xact_lock(session: Session, lock_class: int, key: str) -> None:
+    """Wait for the PostgreSQL advisory lock (`lock_class`, hash of `key`) and hold it until the
+    session's transaction ends. Two keys with the same hash share a lock, so one only waits longer.
+
+    On SQLite this does nothing, because a writing transaction already holds the database's
+    write lock from its BEGIN IMMEDIATE. A read-only SQLite transaction (`write=False`) holds
+    no lock there.
+    """
+    if is_postgres(session):
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:key))"),
+            {"lock_class": lock_class, "key": key},
+        )
 
 
 _session_factories: dict[str, sessionmaker[HubSession]] = {}
