@@ -4,11 +4,14 @@ are matched by a blind index of their channel addresses, in each tenant on its o
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alerts_support import NYC_POINT, add_resident, add_tenant
 from sqlalchemy import Engine, func, select
 
+from hub.alerts import importer
 from hub.alerts import models as m
 from hub.alerts.importer import import_subscribers
 from hub.alerts.subscriptions import unsubscribe, unsubscribe_token
@@ -93,6 +96,36 @@ def test_import_repeated_record(engine, tmp_path) -> None:
     assert result["imported"] == 2
     assert result["skipped_existing"] == 1
     assert subscriber_count(engine, tenant) == 2
+
+
+def test_concurrent_imports_add_once(engine, tmp_path, monkeypatch) -> None:
+    """Two imports of one file at the same moment: the second waits for the first one's
+    chunk to commit and then finds its residents, so each resident is added once."""
+    tenant = add_tenant(engine)
+    path = write_csv(tmp_path, ALICE, BRUNO)
+    # One record a chunk, so the two imports take turns within the file.
+    monkeypatch.setattr(importer, "CHUNK", 1)
+    # Each match waits until the other import has matched too, or for 2 seconds. Without a
+    # lock both imports then miss the other's uncommitted resident and both add it. With
+    # the lock the second import cannot reach its match, and the first waits only 2 seconds.
+    both_matching = threading.Barrier(2, timeout=2)
+    find_by_channels = importer.find_by_channels
+
+    def find_together(*args):
+        try:
+            both_matching.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return find_by_channels(*args)
+
+    monkeypatch.setattr(importer, "find_by_channels", find_together)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        imports = [pool.submit(import_subscribers, engine, tenant, path) for _ in range(2)]
+        results = [future.result(timeout=60) for future in imports]
+
+    assert subscriber_count(engine, tenant) == 2
+    assert sum(result["imported"] for result in results) == 2
+    assert sum(result["skipped_existing"] for result in results) == 2
 
 
 def test_import_other_channels_new(engine, tmp_path) -> None:
