@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from failover.eligibility import WEEKDAYS
 from hub.core.errors import InvalidInput
-from tenants.languages import LANGUAGE_TAG
+from tenants.languages import check_language_tags
 from tenants.manifest import SLUG, parse_hours_range
 
 # Data-sharing levels of an agreement, from the least a partner agent sees to the most.
@@ -36,13 +36,6 @@ def weekly_minutes(hours: dict[str, list[str]]) -> dict[str, list[list[int]]]:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-def _check_languages(value: list[str]) -> list[str]:
-    for tag in value:
-        if not LANGUAGE_TAG.match(tag):
-            raise ValueError(f"{tag!r} is not a BCP 47 language tag such as en or es-US")
-    return value
 
 
 class PartnerCenterSpec(_Model):
@@ -80,7 +73,7 @@ class PartnerCenterSpec(_Model):
     @field_validator("languages")
     @classmethod
     def _languages(cls, value: list[str]) -> list[str]:
-        return _check_languages(value)
+        return check_language_tags(value)
 
     @field_validator("hours")
     @classmethod
@@ -108,7 +101,7 @@ class AgreementSpec(_Model):
     @field_validator("languages")
     @classmethod
     def _languages(cls, value: list[str]) -> list[str]:
-        return _check_languages(value)
+        return check_language_tags(value)
 
     @field_validator("hours")
     @classmethod

@@ -22,6 +22,15 @@ def language_key(tag: str) -> str:
     return tag.lower()
 
 
+def check_language_tags(tags: list[str]) -> list[str]:
+    """Return `tags` unchanged, or raise ValueError naming the first malformed tag. Meant for
+    pydantic field validators, which put the field's path before the message."""
+    for tag in tags:
+        if not LANGUAGE_TAG.match(tag):
+            raise ValueError(f"{tag!r} is not a BCP 47 language tag such as en or es-US")
+    return tags
+
+
 def repeated_tags(tags: Iterable[str]) -> list[str]:
     """Return, sorted, the tags that name a language another of `tags` names too."""
     tags = list(tags)

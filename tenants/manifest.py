@@ -29,7 +29,13 @@ from pydantic import (
 
 from hub.core.errors import InvalidInput
 from tenants.geometry import Geometry
-from tenants.languages import LANGUAGE_TAG, language_key, repeated_tags, text_for
+from tenants.languages import (
+    LANGUAGE_TAG,
+    check_language_tags,
+    language_key,
+    repeated_tags,
+    text_for,
+)
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 # A DNS name with at least two labels, such as `nyc.gov` or `311.boston.gov`.
@@ -515,9 +521,7 @@ class Manifest(_Strict):
     @field_validator("languages")
     @classmethod
     def _languages(cls, value: list[str]) -> list[str]:
-        for tag in value:
-            if not LANGUAGE_TAG.match(tag):
-                raise ValueError(f"{tag!r} is not a BCP 47 language tag such as en or es-US")
+        check_language_tags(value)
         duplicates = repeated_tags(value)
         if duplicates:
             raise ValueError(
