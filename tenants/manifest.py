@@ -412,6 +412,11 @@ class ContactCenterSpec(_Extensible):
     hours: dict[str, list[str]] = Field(default_factory=_default_hours)
     average_handle_seconds: float = Field(default=240, gt=0)
 
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: list[str]) -> list[str]:
+        return check_language_tags(value)
+
     @field_validator("hours")
     @classmethod
     def _hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:

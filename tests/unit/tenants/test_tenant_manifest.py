@@ -170,6 +170,12 @@ BAD_FIELDS = [
         "overflow.thresholds: low_wait_seconds must be below",
     ),
     (["overflow", "centers", 0, "agents"], -1, "overflow.centers[0].agents: "),
+    (
+        ["overflow", "centers", 0, "languages"],
+        ["en", "Tagalog!"],
+        "overflow.centers[0].languages: 'Tagalog!' is not a BCP 47 language tag such as en or "
+        "es-US",
+    ),
 ]
 
 
@@ -256,3 +262,10 @@ def test_language_tags_match_in_any_case():
     assert manifest.languages == ["EN", "Es", "ZH", "fil"]
     assert manifest.default_language == "EN"
     assert manifest.services[0].names["ES"] == "Botes"
+
+
+def test_center_language_tags_any_case():
+    data = copy.deepcopy(_base())
+    data["overflow"]["centers"][0]["languages"] = ["EN", "ES-US", "zh", "Fil"]
+    manifest = parse_manifest(data)
+    assert manifest.overflow.centers[0].languages == ["EN", "ES-US", "zh", "Fil"]
