@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from hub.alerts import public, workflow
 from hub.alerts.channels import vapid_public_key
 from hub.alerts.service import REVIEW_NOTE_MAX_CHARS
-from hub.alerts.subscriptions import SubscriptionInput, subscribe, unsubscribe
+from hub.alerts.subscriptions import SubscriptionInput, opt_in, unsubscribe
 from hub.alerts.texts import unsubscribe_page
 from hub.core.db import unit_of_work
 from hub.core.errors import NotFound
@@ -93,11 +93,12 @@ class SubscriptionBody(BaseModel):
 
 @router.post("/api/v1/alert-subscriptions", status_code=201)
 def add_subscription(
-    body: SubscriptionBody, ctx: TenantContext = Depends(city_app)
+    body: SubscriptionBody, response: Response, ctx: TenantContext = Depends(city_app)
 ) -> dict[str, str]:
-    """Opt a resident in; the response carries the unsubscribe token, shown only once."""
+    """Opt a resident in (201), or update the subscriber with the same channels and
+    addresses (200); the response carries the unsubscribe token."""
     with unit_of_work(ctx) as session:
-        subscriber_id, token = subscribe(
+        subscriber_id, token, created = opt_in(
             session,
             ctx,
             SubscriptionInput(
@@ -109,7 +110,13 @@ def add_subscription(
                 source="api",
             ),
         )
-    return {"subscriber_id": subscriber_id, "unsubscribe_token": token}
+    if not created:
+        response.status_code = 200
+    return {
+        "subscriber_id": subscriber_id,
+        "unsubscribe_token": token,
+        "outcome": "created" if created else "updated",
+    }
 
 
 def _tenant_scope(tenant_id: str) -> TenantContext:

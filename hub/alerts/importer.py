@@ -24,8 +24,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from hub.alerts.models import CHANNELS
-from hub.alerts.subscriptions import SubscriptionInput, find_by_channels, subscribe
-from hub.core.db import advisory_xact_lock, unit_of_work
+from hub.alerts.subscriptions import (
+    SubscriptionInput,
+    find_by_channels,
+    lock_matching,
+    subscribe,
+)
+from hub.core.db import unit_of_work
 from hub.core.errors import HubError, InvalidInput, shown
 from hub.core.tenancy import TenantContext
 from privacy.fields import FieldCipher
@@ -35,19 +40,6 @@ CHUNK = 500
 # and tags, so Python's default limit is ample.
 CSV_FIELD_LIMIT = 131_072
 MAX_PROBLEMS = 20
-# First key of the two-key advisory lock that makes imports into one tenant take turns; the
-# second is the hash of the tenant id.
-#
-# Without it, two imports running at once could both miss a resident that the other had added
-# but not committed yet, and both add it. Each chunk's transaction takes this lock before its
-# first match, so its matches find every resident that another import of the tenant committed.
-# On SQLite the write lock that BEGIN IMMEDIATE takes does the same. The cost is one statement
-# per chunk. Imports into other tenants never wait, and a waiting import fails no record.
-# A unique index on (tenant_id, channels_bidx) was not used instead, because it would not match
-# a subscriber indexed under an older index key version. It would also reject an API opt-in
-# that repeats a stored subscriber's addresses, such as a resident who unsubscribed and opts in
-# again.
-_IMPORT_LOCK_CLASS = 311_0008
 
 DEGREES_FIX = "give decimal degrees, such as 40.7128 for a latitude or -74.0060 for a longitude"
 CONSENT_FIX = "give ISO 8601 with an offset, such as 2026-01-15T09:30:00-05:00"
@@ -233,8 +225,8 @@ def _subscribe_new(
 ) -> bool:
     """Subscribe `record` unless the tenant has a subscriber with the same channels and
     addresses; return whether it was added. A failed record leaves no rows behind. The caller
-    holds the tenant's import lock (`_IMPORT_LOCK_CLASS`), so the match also finds
-    the residents that other imports committed.
+    holds the tenant's opt-in lock (`lock_matching`), so the match also finds
+    the residents that other opt-ins committed.
 
     NOTE: a record that shares some addresses with a stored subscriber but not all of them is
     added, so the shared addresses then get each alert twice.
@@ -275,7 +267,7 @@ def import_subscribers(
     done = False
     while not done:
         with unit_of_work(ctx, engine=engine) as session:
-            advisory_xact_lock(session, _IMPORT_LOCK_CLASS, tenant_id)
+            lock_matching(session, tenant_id)
             cipher = FieldCipher.for_tenant(session, tenant_id)
             handled = 0
             for line, record in records:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from hub.alerts.cells import place_cells
@@ -30,6 +30,7 @@ from hub.alerts.models import (
     SubscriberChannel,
 )
 from hub.core.clock import as_utc, utcnow
+from hub.core.db import advisory_xact_lock
 from hub.core.errors import InvalidInput, NotFound
 from hub.core.ids import tracking_code
 from hub.core.tenancy import TenantContext
@@ -44,6 +45,16 @@ ADDRESS_COLUMN = "address_enc"
 # Blind index kind of `Subscriber.channels_bidx`, apart from the email and phone indexes.
 CHANNELS_INDEX_KIND = "alert_subscriber_channels"
 MAX_PLACES = 10
+# First key of the two-key advisory lock under which the opt-ins of one tenant (imports and
+# the API) match stored subscribers. The second key is the hash of the tenant id.
+#
+# Without it, two opt-ins running at once could both miss a resident that the other had added
+# but not committed yet, and both add it. An import takes it once per chunk of records, and an
+# API opt-in once. On SQLite the write lock that BEGIN IMMEDIATE takes does the same.
+# Opt-ins into other tenants never wait, and a waiting one fails no record.
+# A unique index on (tenant_id, channels_bidx) was not used instead, because it would not match
+# a subscriber indexed under an older index key version.
+_MATCH_LOCK_CLASS = 311_0008
 _LANGUAGE = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -205,6 +216,61 @@ def find_by_channels(session: Session, ctx: TenantContext, data: SubscriptionInp
     )
 
 
+def lock_matching(session: Session, tenant_id: str) -> None:
+    """Hold the tenant's opt-in lock until the transaction ends (`_MATCH_LOCK_CLASS`), so
+    that `find_by_channels` also finds the residents that other opt-ins committed."""
+    advisory_xact_lock(session, _MATCH_LOCK_CLASS, tenant_id)
+
+
+def opt_in(session: Session, ctx: TenantContext, data: SubscriptionInput) -> tuple[str, str, bool]:
+    """Subscribe a resident, or update the subscriber with the same channels and addresses.
+
+    A city app sends a resident's whole choice each time, so a repeated opt-in replaces the
+    stored places, languages, test opt-in and consent time, and turns the subscriber and its
+    channels on again if they were off. Without the match a second opt-in made a second
+    subscriber, and each alert reached the resident twice. Returns the subscriber id, its
+    unsubscribe token, and whether the subscriber is new.
+    """
+    lock_matching(session, ctx.tenant_id)
+    existing = find_by_channels(session, ctx, data)
+    if existing is None:
+        subscriber_id, token = subscribe(session, ctx, data)
+        return subscriber_id, token, True
+    subscriber = session.get(Subscriber, existing)
+    assert subscriber is not None, "the matched subscriber is in the tenant's session"
+    subscriber.languages = list(data.languages)
+    subscriber.test_opt_in = data.test_opt_in
+    subscriber.consent_at = as_utc(data.consent_at)
+    subscriber.active = True
+    subscriber.unsubscribed_at = None
+    session.execute(
+        update(SubscriberChannel)
+        .where(SubscriberChannel.subscriber_id == existing)
+        .values(active=True, disabled_reason=None)
+    )
+    session.execute(delete(SubscriberCell).where(SubscriberCell.subscriber_id == existing))
+    _add_places(session, ctx, existing, data.places)
+    session.flush()
+    log.info("alert_subscriber_updated", subscriber_id=existing, source=data.source)
+    return existing, unsubscribe_token(ctx.tenant_id, existing), False
+
+
+def _add_places(
+    session: Session, ctx: TenantContext, subscriber_id: str, places: list[tuple[float, float]]
+) -> None:
+    for lat, lon in set(places):
+        fine, medium, coarse = place_cells(lat, lon)
+        session.add(
+            SubscriberCell(
+                tenant_id=ctx.tenant_id,
+                subscriber_id=subscriber_id,
+                cell_fine=fine,
+                cell_medium=medium,
+                cell_coarse=coarse,
+            )
+        )
+
+
 def subscribe(
     session: Session,
     ctx: TenantContext,
@@ -249,17 +315,7 @@ def subscribe(
                 dek_version=cipher.dek_version,
             )
         )
-    for lat, lon in set(data.places):
-        fine, medium, coarse = place_cells(lat, lon)
-        session.add(
-            SubscriberCell(
-                tenant_id=ctx.tenant_id,
-                subscriber_id=subscriber_id,
-                cell_fine=fine,
-                cell_medium=medium,
-                cell_coarse=coarse,
-            )
-        )
+    _add_places(session, ctx, subscriber_id, data.places)
     session.flush()
     log.info("alert_subscriber_added", subscriber_id=subscriber_id, channels=sorted(addresses))
     return subscriber_id, token

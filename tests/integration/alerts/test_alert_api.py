@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ from lxml import etree
 from sqlalchemy import select
 
 from hub.alerts.cap.mapping import to_dict
+from hub.alerts.cells import place_cells
 from hub.core.db import dispose_engines, get_engine, unit_of_work
 from hub.core.settings import reset_settings_cache
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, ROLE_OPEN311, TenantContext
@@ -173,6 +175,55 @@ def test_subscribe_and_unsubscribe(setup) -> None:
     assert other.status_code == 404
     done = client.post(f"/alerts/{setup['a']}/unsubscribe/{token}")
     assert done.status_code == 200
+
+
+def test_repeated_opt_in_updates_subscriber(setup, hub_url) -> None:
+    """A city app that sends a resident's choice again updates the one subscriber, and turns
+    it on again after the resident unsubscribed."""
+    from hub.alerts import models as m
+
+    client, keys, tenant = setup["client"], setup["keys"], setup["a"]
+    email = f"vecino-{uuid.uuid4().hex[:8]}@example.org"
+    body = {
+        "places": [list(NYC_POINT)],
+        "languages": ["es", "en"],
+        "channels": {"email": email},
+        "consent_at": datetime.now(UTC).isoformat(),
+    }
+    created = client.post("/api/v1/alert-subscriptions", json=body, headers=auth(keys["a_app"]))
+    assert created.status_code == 201, created.text
+    assert created.json()["outcome"] == "created"
+    token = created.json()["unsubscribe_token"]
+    assert client.post(f"/alerts/{tenant}/unsubscribe/{token}").status_code == 200
+
+    moved = (NYC_POINT[0] + 0.05, NYC_POINT[1])
+    again = {**body, "places": [list(moved)], "languages": ["en"], "test_opt_in": True}
+    updated = client.post("/api/v1/alert-subscriptions", json=again, headers=auth(keys["a_app"]))
+
+    assert updated.status_code == 200, updated.text
+    assert updated.json() == {
+        "subscriber_id": created.json()["subscriber_id"],
+        "unsubscribe_token": token,
+        "outcome": "updated",
+    }
+    subscriber_id = created.json()["subscriber_id"]
+    engine = get_engine(hub_url)
+    with unit_of_work(TenantContext(tenant, actor="test"), engine=engine) as session:
+        subscriber = session.get(m.Subscriber, subscriber_id)
+        channels = session.scalars(
+            select(m.SubscriberChannel).where(m.SubscriberChannel.subscriber_id == subscriber_id)
+        ).all()
+        cells = session.scalars(
+            select(m.SubscriberCell.cell_fine).where(
+                m.SubscriberCell.subscriber_id == subscriber_id
+            )
+        ).all()
+    assert subscriber.active
+    assert subscriber.unsubscribed_at is None
+    assert subscriber.languages == ["en"]
+    assert subscriber.test_opt_in
+    assert [channel.active for channel in channels] == [True]
+    assert cells == [place_cells(*moved)[0]]
 
 
 def test_bad_address_rejected_without_echo(setup) -> None:
