@@ -36,6 +36,9 @@ from tenants.models import ApiKey, Tenant
 log = structlog.get_logger(__name__)
 
 KEY_PATTERN = re.compile(r"^hub_([0-9a-f]{12})_([A-Za-z0-9_\-]{43})$")
+# A key holder's name, such as `alice` or `a.smith@nyc.gov`. It has no colon, so it can never
+# equal an actor id such as `apikey:3`, and no spaces, so it can be typed as `--as NAME`.
+HOLDER_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 CACHE_TTL_SECONDS = 5.0
 # Upper bound on cached lookups, so a flood of random keys cannot grow memory without limit.
 CACHE_MAX_ENTRIES = 10_000
@@ -109,6 +112,21 @@ def _check_partner_alone(roles: list[str]) -> None:
         )
 
 
+def check_holder(holder: str, *, name: str = "key holder") -> str:
+    """Check a key holder's name and return it without surrounding spaces.
+
+    Raises InvalidInput unless the name matches HOLDER_PATTERN. The message refers to the
+    value as `name`, such as `--holder` in the CLI."""
+    clean = holder.strip()
+    if HOLDER_PATTERN.fullmatch(clean) is None:
+        raise InvalidInput(
+            f"{name} {holder!r} is invalid; use 1 to 64 letters, digits, '.', '_', '-' or '@', "
+            "such as alice or a.smith@nyc.gov",
+            field="holder",
+        )
+    return clean
+
+
 def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
@@ -139,13 +157,17 @@ def create_api_key(
     roles: list[str] | tuple[str, ...],
     label: str,
     center_id: str | None = None,
+    holder: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key for `ctx.tenant_id` and return the row and the raw key (shown once).
 
-    The session may be the tenant's own or a system session; the caller commits.
+    `holder` names the person who uses the key, as in `check_holder`. The session may be the
+    tenant's own or a system session; the caller commits.
     """
     clean_roles = check_roles(roles)
     _check_center_role(clean_roles, center_id)
+    if holder is not None:
+        holder = check_holder(holder)
     label = label.strip()
     if not label or len(label) > 120:
         raise InvalidInput("key label must be 1 to 120 characters", field="label")
@@ -157,11 +179,20 @@ def create_api_key(
         label=label,
         roles=clean_roles,
         center_id=center_id,
+        holder=holder,
         created_at=utcnow(),
     )
     session.add(row)
     session.flush()
-    _audit_key(session, ctx, "api_key.create", row, roles=clean_roles, center_id=center_id)
+    _audit_key(
+        session,
+        ctx,
+        "api_key.create",
+        row,
+        roles=clean_roles,
+        center_id=center_id,
+        holder=holder,
+    )
     log.info("api_key_created", tenant_id=ctx.tenant_id, key_id=row.id, roles=clean_roles)
     return row, raw
 

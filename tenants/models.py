@@ -54,6 +54,9 @@ class ApiKey(TenantOwned, Base):
     roles: Mapped[list[str]] = mapped_column(JSON)
     # For partner agents: the contact center whose contacts the key may see.
     center_id: Mapped[str | None] = mapped_column(String(64))
+    # The person who holds the key (`keys.check_holder` sets the format), so the two-person
+    # alert rule can tell that `apikey:N` and `cli:NAME` are the same person.
+    holder: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column()
 

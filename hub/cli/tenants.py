@@ -26,7 +26,13 @@ from hub.core.migrate import upgrade
 from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
 from hub.requests.webhook import is_placeholder_url
 from tenants.catalog_import import build_catalog
-from tenants.keys import create_api_key, list_api_keys, revoke_api_key, set_api_key_roles
+from tenants.keys import (
+    check_holder,
+    create_api_key,
+    list_api_keys,
+    revoke_api_key,
+    set_api_key_roles,
+)
 from tenants.languages import text_for
 from tenants.manifest import ManifestError, load_manifest
 from tenants.onboarding import onboard_manifest
@@ -283,6 +289,7 @@ def _key_row(row: Any) -> dict[str, Any]:
         "label": row.label,
         "roles": list(row.roles),
         "center_id": row.center_id,
+        "holder": row.holder,
         "created_at": isoformat(row.created_at),
         "revoked_at": isoformat(row.revoked_at),
     }
@@ -302,22 +309,33 @@ def keys_create_command(
     roles: list[str] = typer.Option([], "--role", help=ROLE_HELP),
     center: str | None = typer.Option(None, "--center", help="Contact center id (partner agents)."),
     label: str = typer.Option("created with hub tenants keys create", help="What the key is for."),
+    holder: str | None = typer.Option(
+        None,
+        "--holder",
+        help="Person who uses the key, by the name they give to `hub alerts ... --as`; "
+        "alert approvals count the key's actions as that person's.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create an API key; the key is printed once and only its hash is stored."""
     _check_role_names(roles)
     with cli_errors():
+        if holder is not None:
+            holder = check_holder(holder, name="--holder")
         upgrade()
         _existing_tenant(tenant)
         ctx = TenantContext(tenant, actor=ACTOR)
         with unit_of_work(ctx) as session:
             if center is not None:
                 check_partner_agent_center(session, tenant, center)
-            row, raw = create_api_key(session, ctx, roles=roles, label=label, center_id=center)
+            row, raw = create_api_key(
+                session, ctx, roles=roles, label=label, center_id=center, holder=holder
+            )
             data = {**_key_row(row), "api_key": raw}
 
     def render(d: dict[str, Any]) -> None:
-        print(f"key {d['key_id']} for {tenant} with roles {', '.join(d['roles'])}")
+        holder_note = f", held by {d['holder']}" if d["holder"] else ""
+        print(f"key {d['key_id']} for {tenant} with roles {', '.join(d['roles'])}{holder_note}")
         print(f"API key (shown once, store it now): {d['api_key']}")
 
     emit(data, as_json, render)
@@ -339,12 +357,13 @@ def keys_list_command(
     def render(items: list[dict[str, Any]]) -> None:
         table(
             f"API keys of {tenant}",
-            ["id", "prefix", "label", "roles", "center", "created", "revoked"],
+            ["id", "prefix", "label", "holder", "roles", "center", "created", "revoked"],
             [
                 [
                     r["key_id"],
                     r["prefix"],
                     r["label"],
+                    r["holder"],
                     ",".join(r["roles"]),
                     r["center_id"],
                     r["created_at"],

@@ -212,6 +212,7 @@ def upgrade() -> None:
         sa.Column("label", sa.String(length=120), nullable=False),
         sa.Column("roles", sa.JSON(), nullable=False),
         sa.Column("center_id", sa.String(length=64), nullable=True),
+        sa.Column("holder", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),

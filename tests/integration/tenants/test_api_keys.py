@@ -146,6 +146,29 @@ def test_unknown_role_rejected(two_tenants):
     assert "superuser" in caught.value.message
 
 
+def test_holder_stored_and_checked(two_tenants):
+    engine, (a, _), _ = two_tenants
+    ctx = TenantContext(a, actor="cli:test")
+    with unit_of_work(ctx, engine=engine) as session:
+        personal_key, _ = create_api_key(
+            session, ctx, roles=[ROLE_STAFF], label="duty officer", holder=" a.smith@nyc.gov "
+        )
+        desk_key, _ = create_api_key(session, ctx, roles=[ROLE_STAFF], label="shared desk")
+        personal_id, desk_id = personal_key.id, desk_key.id
+    with unit_of_work(ctx, engine=engine) as session:
+        holders = {row.id: row.holder for row in list_api_keys(session, ctx)}
+    assert holders[personal_id] == "a.smith@nyc.gov"
+    assert holders[desk_id] is None
+
+    for bad in ("", "alice smith", "cli:alice", "x" * 65):
+        with pytest.raises(InvalidInput) as caught:
+            with unit_of_work(ctx, engine=engine) as session:
+                create_api_key(session, ctx, roles=[ROLE_STAFF], label="bad", holder=bad)
+        assert repr(bad) in caught.value.message
+        assert "such as alice" in caught.value.message
+        assert caught.value.field == "holder"
+
+
 def test_center_only_on_partner_keys(two_tenants):
     engine, (a, _), _ = two_tenants
     ctx = TenantContext(a)

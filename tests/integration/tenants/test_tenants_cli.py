@@ -146,6 +146,49 @@ def test_keys_unknown_role(hub_cli, manifest_file):
     assert out == ""
 
 
+def create_held_key(hub_cli, manifest_file, holder: str) -> tuple[str, int, str]:
+    """Onboard the manifest, create an emergency_manager key with `--holder` and `--json`, and
+    return the tenant id, the exit code and stdout."""
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    code, out = hub_cli(
+        "tenants", "keys", "create", "--tenant", data["id"], "--role", "emergency_manager",
+        "--holder", holder, "--json",
+    )
+    return data["id"], code, out
+
+
+def test_keys_holder_listed(hub_cli, manifest_file):
+    tenant, code, out = create_held_key(hub_cli, manifest_file, "alice")
+    assert code == 0, out
+    created = json.loads(out)
+    assert created["holder"] == "alice"
+
+    code, out = hub_cli("tenants", "keys", "list", "--tenant", tenant, "--json")
+    assert code == 0, out
+    holders = {k["key_id"]: k["holder"] for k in json.loads(out)}
+    assert holders[created["key_id"]] == "alice"
+    # The Open311 key that onboarding created names no holder.
+    assert list(holders.values()).count(None) == 1
+
+    code, out = hub_cli("tenants", "keys", "list", "--tenant", tenant)
+    assert code == 0, out
+    assert "holder" in out
+    [line] = [row for row in out.splitlines() if f" {created['key_id']} " in row]
+    assert "alice" in line
+
+
+def test_keys_holder_invalid(hub_cli, manifest_file):
+    tenant, code, out = create_held_key(hub_cli, manifest_file, "alice smith")
+    assert code == 2
+    message = json.loads(out)["error"]
+    assert message.startswith("--holder 'alice smith' is invalid")
+    assert "such as alice" in message
+
+    code, out = hub_cli("tenants", "keys", "list", "--tenant", tenant, "--json")
+    assert [k["holder"] for k in json.loads(out)] == [None]
+
+
 def test_validate_json_lists_problems(hub_cli, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("id: Not A Slug\n", encoding="utf-8")
