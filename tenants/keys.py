@@ -127,6 +127,22 @@ def check_holder(holder: str, *, name: str = "key holder") -> str:
     return clean
 
 
+def actor_person(session: Session, actor: str) -> str:
+    """Return the person behind an actor id, as the two-person alert rule counts people.
+
+    `apikey:N` is the key's holder, or stays `apikey:N` when the key names no holder or this
+    session cannot see the key. `cli:NAME` is NAME, and any other actor is itself. Names are
+    case-folded, so `cli:Alice` and a key held by `alice` are one person.
+    """
+    kind, _, name = actor.partition(":")
+    if kind == "cli" and name:
+        return name.casefold()
+    if kind == "apikey" and re.fullmatch(r"[0-9]+", name):
+        holder = session.scalar(select(ApiKey.holder).where(ApiKey.id == int(name)))
+        return holder.casefold() if holder else actor
+    return actor
+
+
 def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 

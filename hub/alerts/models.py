@@ -98,6 +98,8 @@ class Alert(TenantOwned, Base):
     references_alert_id: Mapped[str | None] = mapped_column(String(24))
     hold_reason: Mapped[str | None] = mapped_column(String(300))
     created_by: Mapped[str] = mapped_column(String(120))
+    # The person behind `created_by` when the alert was composed (`tenants.keys.actor_person`).
+    created_by_person: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     approved_at: Mapped[datetime | None] = mapped_column()
     # Set when a single approver sent an Immediate and Extreme alert under the tenant's policy.
@@ -124,6 +126,8 @@ class AlertApproval(TenantOwned, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[str] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
     actor: Mapped[str] = mapped_column(String(120))
+    # The person behind `actor` when the approval was given (`tenants.keys.actor_person`).
+    person: Mapped[str] = mapped_column(String(120))
     approved_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (

@@ -42,6 +42,7 @@ from hub.core.outbox import enqueue
 from hub.core.tasks import QUEUE_ALERTS_BULK, QUEUE_ALERTS_URGENT
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, TenantContext
 from privacy.audit import audit
+from tenants.keys import actor_person
 from tenants.models import Tenant
 
 log = structlog.get_logger(__name__)
@@ -208,6 +209,7 @@ def compose(
             )
 
     group_id = tracking_code(12)
+    composer = actor_person(session, ctx.actor)
     first = cap.infos[0] if cap.infos else None
     document = write(cap).decode("utf-8")
     rows = []
@@ -229,6 +231,7 @@ def compose(
             cap_xml=document,
             state=m.DRAFT,
             created_by=ctx.actor,
+            created_by_person=composer,
         )
         if cap.msg_type in ("Update", "Cancel"):
             reference, reason = _resolve_reference(session, tenant_id, cap)
@@ -271,7 +274,12 @@ def approve(
         )
     )
     if known is None:
-        session.add(m.AlertApproval(tenant_id=row.tenant_id, alert_id=row.id, actor=ctx.actor))
+        person = actor_person(session, ctx.actor)
+        session.add(
+            m.AlertApproval(
+                tenant_id=row.tenant_id, alert_id=row.id, actor=ctx.actor, person=person
+            )
+        )
         session.flush()
         audit(
             session,
@@ -279,7 +287,7 @@ def approve(
             actor=ctx.actor,
             action="alert.approve",
             subject=f"alerts:{row.id}",
-            details={"group_id": row.group_id, "status": row.status},
+            details={"group_id": row.group_id, "status": row.status, "person": person},
         )
     _apply_policy(session, row, settings)
     return row
@@ -290,10 +298,31 @@ def approve_command(alert_id: str, tenant_id: str) -> str:
     return f"hub alerts approve {alert_id} --tenant {tenant_id} --as NAME"
 
 
-def _approvers(session: Session, alert_id: str) -> set[str]:
-    return set(
-        session.scalars(select(m.AlertApproval.actor).where(m.AlertApproval.alert_id == alert_id))
+def _approvals(session: Session, alert_id: str) -> dict[str, str]:
+    """Return the person of each actor that approved the alert.
+
+    The two-person rule compares these with `created_by_person`. Both are stored when the
+    person acts, so a decision never changes later, whatever happens to the key. Resolving
+    when the rule is applied would also miss the holder on a regional alert's row in another
+    tenant, because that tenant's session cannot read the composer's key.
+    """
+    rows = session.execute(
+        select(m.AlertApproval.actor, m.AlertApproval.person).where(
+            m.AlertApproval.alert_id == alert_id
+        )
     )
+    return {actor: person for actor, person in rows}
+
+
+def _person_label(actor: str, person: str) -> str:
+    """Return the person for messages, with the actor id in brackets unless it is `cli:NAME`."""
+    if actor in (person, f"cli:{person}"):
+        return person
+    return f"{person} ({actor})"
+
+
+def _approver_labels(approvals: dict[str, str]) -> str:
+    return ", ".join(sorted(_person_label(actor, person) for actor, person in approvals.items()))
 
 
 def _follows_origin(row: m.Alert, settings: TenantAlertSettings) -> bool:
@@ -304,7 +333,8 @@ def _follows_origin(row: m.Alert, settings: TenantAlertSettings) -> bool:
 
 
 def _apply_policy(session: Session, row: m.Alert, settings: TenantAlertSettings) -> None:
-    approvers = _approvers(session, row.id)
+    approvals = _approvals(session, row.id)
+    approvers = set(approvals.values())
     second, review = approvals_needed(
         settings, status=row.status, urgency=row.urgency, severity=row.severity
     )
@@ -317,14 +347,14 @@ def _apply_policy(session: Session, row: m.Alert, settings: TenantAlertSettings)
         )
         satisfied = origin is not None and origin.approved_at is not None
     elif second:
-        satisfied = bool(approvers - {row.created_by})
+        satisfied = bool(approvers - {row.created_by_person})
     else:
         satisfied = bool(approvers)
     if not satisfied:
         return
     row.state = m.APPROVED
     row.approved_at = utcnow()
-    if review and approvers <= {row.created_by}:
+    if review and approvers <= {row.created_by_person}:
         row.review_due_at = row.approved_at + timedelta(
             hours=settings.alerts.approval.review_within_hours
         )
@@ -332,7 +362,8 @@ def _apply_policy(session: Session, row: m.Alert, settings: TenantAlertSettings)
         "alert_approved",
         alert_id=row.id,
         tenant_id=row.tenant_id,
-        approvers=sorted(approvers),
+        approvers=sorted(approvals),
+        persons=sorted(approvers),
         through_origin_tenant=row.origin_tenant_id if follows_origin else None,
     )
 
@@ -343,7 +374,9 @@ def approval_state(session: Session, row: m.Alert, settings: TenantAlertSettings
 
     The session must see the row's tenant (its own tenant session or a system session).
     """
-    approvers = _approvers(session, row.id)
+    approvals = _approvals(session, row.id)
+    approvers = set(approvals.values())
+    composer = _person_label(row.created_by, row.created_by_person)
     command = approve_command(row.id, row.tenant_id)
     second, _review = approvals_needed(
         settings, status=row.status, urgency=row.urgency, severity=row.severity
@@ -359,7 +392,7 @@ def approval_state(session: Session, row: m.Alert, settings: TenantAlertSettings
         )
     elif row.state != m.DRAFT:
         outcome = "approved"
-        message = f"approved by {', '.join(sorted(approvers)) or 'policy'}"
+        message = f"approved by {_approver_labels(approvals) or 'policy'}"
         if awaiting_review(row):
             message += (
                 f"; one emergency manager approved it alone, so another must review it by "
@@ -372,11 +405,11 @@ def approval_state(session: Session, row: m.Alert, settings: TenantAlertSettings
             f"waits for the approval in {row.origin_tenant_id}, which the policy of "
             f"{row.tenant_id} accepts for regional alerts"
         )
-    elif second and approvers and approvers <= {row.created_by}:
+    elif second and approvers and approvers <= {row.created_by_person}:
         outcome = "awaiting_second_approver"
         message = (
-            f"recorded as the first approval, because {row.created_by} composed the alert; a "
-            f"second emergency manager other than {row.created_by} must approve it with "
+            f"recorded as the first approval, because {composer} composed the alert; a "
+            f"second emergency manager other than {row.created_by_person} must approve it with "
             f"`{command}`"
         )
     else:
@@ -388,7 +421,7 @@ def approval_state(session: Session, row: m.Alert, settings: TenantAlertSettings
         "tenant_id": row.tenant_id,
         "id": row.id,
         "state": row.state,
-        "approvers": sorted(approvers),
+        "approvers": sorted(approvals),
         "outcome": outcome,
         "message": message,
     }
@@ -430,13 +463,12 @@ def review(session: Session, ctx: TenantContext, alert_id: str, *, note: str | N
             f"{as_utc(row.reviewed_at).isoformat()}",
             code="already_reviewed",
         )
-    approvers = set(
-        session.scalars(select(m.AlertApproval.actor).where(m.AlertApproval.alert_id == row.id))
-    )
-    if ctx.actor in approvers | {row.created_by}:
+    approvals = _approvals(session, row.id)
+    reviewer = actor_person(session, ctx.actor)
+    if reviewer in set(approvals.values()) | {row.created_by_person}:
         raise Forbidden(
-            f"{ctx.actor} composed or approved alert {row.id}; another emergency manager must "
-            "review it",
+            f"{_person_label(ctx.actor, reviewer)} composed or approved alert {row.id}; another "
+            "emergency manager must review it",
             code="reviewer_is_approver",
         )
     text = (note or "").strip() or None
@@ -470,7 +502,7 @@ def review(session: Session, ctx: TenantContext, alert_id: str, *, note: str | N
         # The note is free text, so the audit entry records only its length.
         details={
             "group_id": row.group_id,
-            "approvers": sorted(approvers),
+            "approvers": sorted(approvals),
             "overdue": reviewed_at > as_utc(row.review_due_at),
             "note_chars": len(text or ""),
         },

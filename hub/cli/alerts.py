@@ -85,7 +85,10 @@ def validate_command(
 
 TENANT_OPTION = typer.Option(..., "--tenant", help="Tenant id the emergency manager acts for.")
 ACTOR_OPTION = typer.Option(
-    "operator", "--as", help="Name of the emergency manager acting (recorded in the audit log)."
+    "operator",
+    "--as",
+    help="Name of the emergency manager acting, recorded in the audit log. Approvals count "
+    "it and an API key whose --holder is this name (ignoring case) as one person.",
 )
 
 

@@ -42,10 +42,14 @@ def hub_url(db_url: str) -> Iterator[str]:
     _reset()
 
 
-def key(engine, tenant_id: str, role: str, label: str) -> str:
+def key(engine, tenant_id: str, role: str, label: str, holder: str | None = None) -> str:
     with unit_of_work(TenantContext(tenant_id, actor="test"), engine=engine) as session:
         _, raw = create_api_key(
-            session, TenantContext(tenant_id, actor="test"), roles=[role], label=label
+            session,
+            TenantContext(tenant_id, actor="test"),
+            roles=[role],
+            label=label,
+            holder=holder,
         )
     return raw
 
@@ -101,6 +105,22 @@ def test_compose_approve_send(setup) -> None:
     assert alert_id in feed.text
     listed = client.get(f"/alerts/{setup['a']}/active.json")
     assert [a["id"] for a in listed.json()] == [alert_id]
+
+
+def test_two_keys_one_holder(setup, hub_url) -> None:
+    client, tenant = setup["client"], setup["a"]
+    engine = get_engine(hub_url)
+    desk = key(engine, tenant, ROLE_EMERGENCY_MANAGER, "OEM desk", holder="alice")
+    laptop = key(engine, tenant, ROLE_EMERGENCY_MANAGER, "alice's laptop", holder="alice")
+    created = client.post("/api/v1/alerts", json=alert_document("API-HOLDER"), headers=auth(desk))
+    alert_id = created.json()[0]["id"]
+
+    approved = client.post(f"/api/v1/alerts/{alert_id}/approve", headers=auth(laptop))
+
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["state"] == "draft"
+    assert approved.json()["approval"]["outcome"] == "awaiting_second_approver"
+    assert "other than alice must approve it" in approved.json()["approval"]["message"]
 
 
 def test_expired_send_rejected_again(setup, hub_url) -> None:

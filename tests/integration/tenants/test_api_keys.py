@@ -23,6 +23,7 @@ from privacy.models import AuditEntry
 from tenants import keys as keys_module
 from tenants.auth import authenticate, authenticate_for_tenant, key_from_headers, require_roles
 from tenants.keys import (
+    actor_person,
     create_api_key,
     list_api_keys,
     resolve_api_key,
@@ -167,6 +168,33 @@ def test_holder_stored_and_checked(two_tenants):
         assert repr(bad) in caught.value.message
         assert "such as alice" in caught.value.message
         assert caught.value.field == "holder"
+
+
+def test_actor_person_cases(two_tenants):
+    engine, (a, _), (b, _) = two_tenants
+    ctx = TenantContext(a, actor="cli:test")
+    with unit_of_work(ctx, engine=engine) as session:
+        personal_key, _ = create_api_key(
+            session, ctx, roles=[ROLE_STAFF], label="duty officer", holder="A.Smith@nyc.gov"
+        )
+        desk_key, _ = create_api_key(session, ctx, roles=[ROLE_STAFF], label="shared desk")
+        personal, desk = f"apikey:{personal_key.id}", f"apikey:{desk_key.id}"
+    cases = {
+        personal: "a.smith@nyc.gov",
+        desk: desk,
+        "apikey:999999": "apikey:999999",
+        "apikey:x": "apikey:x",
+        "apikey:\u00b2": "apikey:\u00b2",
+        "cli:Alice": "alice",
+        "cli:": "cli:",
+        "system": "system",
+    }
+    with unit_of_work(ctx, engine=engine) as session:
+        for actor, person in cases.items():
+            assert actor_person(session, actor) == person, actor
+    # Another tenant's session cannot see the key, so it gets the actor id back.
+    with unit_of_work(TenantContext(b), engine=engine) as session:
+        assert actor_person(session, personal) == personal
 
 
 def test_center_only_on_partner_keys(two_tenants):
