@@ -21,6 +21,7 @@ from hub.core.db import get_engine
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.settings import Settings, get_settings
+from tenants.manifest import example_paths, load_manifest
 
 
 def demo(
@@ -97,12 +98,17 @@ _EMBEDDED_FILES = (
 )
 
 
-def _tenant_count(database: Path) -> int:
+def _stored_tenants(database: Path) -> set[str]:
     try:
         with closing(sqlite3.connect(database)) as conn:
-            return int(conn.execute("SELECT count(*) FROM tenants").fetchone()[0])
+            return {row[0] for row in conn.execute("SELECT id FROM tenants")}
     except sqlite3.Error:
-        return 0  # no tenants table yet: nothing was ever onboarded
+        return set()  # no tenants table yet: nothing was ever onboarded
+
+
+def _demo_tenants() -> set[str]:
+    """Return the ids of the example tenants that the demo onboards."""
+    return {load_manifest(path).id for path in example_paths()}
 
 
 def _start_fresh(settings: Settings) -> None:
@@ -110,7 +116,8 @@ def _start_fresh(settings: Settings) -> None:
 
     A second run on the same folder would otherwise add to the first one's residents, contacts
     and alerts, and its summary would count both. A database the demo did not create, with
-    tenants in it, is the operator's: the demo stops rather than delete it. With
+    tenants in it, is the operator's: the demo stops rather than delete it. It also stops when a
+    database the demo created contains a tenant that the operator onboarded later. With
     HUB_DATABASE_URL or HUB_BROKER_URL set the demo adds to that database and removes nothing.
     """
     if settings.database_url or settings.broker_url:
@@ -118,10 +125,18 @@ def _start_fresh(settings: Settings) -> None:
     var = settings.var_dir
     database = var / "hub.db"
     marker = var / DEMO_MARKER
-    if database.exists() and not marker.exists() and _tenant_count(database) > 0:
+    stored = _stored_tenants(database) if database.exists() else set()
+    if stored and not marker.exists():
         fail(
             f"{database.resolve()} holds tenants that `hub demo` did not create; run the demo "
             "with HUB_VAR_DIR set to an empty folder, or move that database away"
+        )
+    others = sorted(stored - _demo_tenants())
+    if others:
+        fail(
+            f"{database.resolve()} holds tenants that were onboarded after the demo "
+            f"({', '.join(others)}), and the demo would delete them; run the demo with "
+            "HUB_VAR_DIR set to an empty folder, or move that database away"
         )
     if database.exists():
         for name in _EMBEDDED_FILES:
