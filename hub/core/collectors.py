@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from kombu.exceptions import ChannelError
+from kombu.transport.virtual import Transport as VirtualTransport
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -136,12 +137,16 @@ def queue_depth_reader(connect: Callable[[], Any], queues: Sequence[str]) -> Rea
 
     `connect` returns a kombu connection. A passive `queue_declare` reads the counts without
     creating or changing the queue, on RabbitMQ and on kombu's SQLAlchemy transport alike.
+    Consumers are read from RabbitMQ only. kombu's virtual transports, such as the embedded
+    default's SQLAlchemy one, keep no record of them and report 0 while a worker consumes, so
+    the alert on zero consumers would fire on running workers.
     """
 
     def read() -> Samples:
         depth: list[tuple[Sequence[str], float]] = []
         consumers: list[tuple[Sequence[str], float]] = []
         with connect() as connection:
+            counts_consumers = not isinstance(connection.transport, VirtualTransport)
             channel = connection.channel()
             for queue in queues:
                 try:
@@ -153,7 +158,8 @@ def queue_depth_reader(connect: Callable[[], Any], queues: Sequence[str]) -> Rea
                     channel = connection.channel()
                     continue
                 depth.append(((queue,), float(messages)))
-                consumers.append(((queue,), float(count or 0)))
+                if counts_consumers:
+                    consumers.append(((queue,), float(count or 0)))
             channel.close()
         return {QUEUE_DEPTH.name: depth, QUEUE_CONSUMERS.name: consumers}
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from hub.core.collectors import QUEUE_DEPTH, ScrapeCollector, queue_depth_reader
+from hub.core.collectors import QUEUE_CONSUMERS, QUEUE_DEPTH, ScrapeCollector, queue_depth_reader
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -25,9 +25,10 @@ def test_queue_depth_counts_ready_messages(rabbitmq_url: str) -> None:
     try:
         reader = queue_depth_reader(lambda: Connection(rabbitmq_url), [name])
 
-        samples = reader()[QUEUE_DEPTH.name]
+        samples = reader()
 
-        assert samples == [((name,), 3.0)]
+        assert samples[QUEUE_DEPTH.name] == [((name,), 3.0)]
+        assert samples[QUEUE_CONSUMERS.name] == [((name,), 0.0)]
     finally:
         with Connection(rabbitmq_url) as connection:
             queue(connection.default_channel).delete()
