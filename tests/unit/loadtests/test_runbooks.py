@@ -194,6 +194,22 @@ def test_monitoring_files_name_defined_metrics() -> None:
             assert defined, f"{path.name}: metric {name} is not defined in the source"
 
 
+def test_observability_page_lists_every_metric() -> None:
+    """Every metric family the source defines has a row on the observability page."""
+    sources = "".join(
+        path.read_text(encoding="utf-8")
+        for package in ("hub", "privacy", "tenants", "failover")
+        for path in (REPO / package).rglob("*.py")
+    )
+    constructors = r"\b(?:Counter|Gauge|Histogram|Summary|GaugeSpec|GaugeMetricFamily)\(\s*"
+    defined = set(re.findall(constructors + r'"(hub_[a-z0-9_]+)"', sources))
+    page = (REPO / "docs" / "observability.md").read_text(encoding="utf-8")
+
+    assert len(defined) >= 40
+    missing = sorted(name for name in defined if re.sub(r"_total$", "", name) not in page)
+    assert missing == []
+
+
 def test_assessor_verify_pins_public_key() -> None:
     """Without `--public-key` the signatures are checked only against keys inside the file."""
     runbook = "audit-evidence-for-an-assessor.md"
