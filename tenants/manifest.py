@@ -645,7 +645,7 @@ def _format_errors(error: ValidationError) -> list[str]:
         if message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown field; check the spelling against the manifest format"
+            message = "unknown field; check the spelling against docs/manifest.md"
         elif item["type"] == "missing":
             message = "required field is missing"
         for line in message.split("\n"):
