@@ -57,7 +57,7 @@ from hub.requests.validation import check_text
 from privacy.access import decrypt_fields
 from privacy.audit import audit
 from privacy.fields import FieldCipher
-from tenants.languages import LANGUAGE_TAG
+from tenants.languages import TAG_RULE, is_language_tag
 from tenants.models import Tenant
 
 log = structlog.get_logger(__name__)
@@ -117,9 +117,9 @@ class NewContact:
         service group against the tenant, and `route_contact` the linked request."""
         _check_choice("channel", self.channel, CHANNELS)
         check_text("language", self.language, max_chars=LANGUAGE_CHARS)
-        if not LANGUAGE_TAG.match(self.language):
+        if not is_language_tag(self.language):
             raise InvalidInput(
-                f"language {self.language!r} is not a BCP 47 tag such as en or es-US",
+                f"language {self.language!r} is not {TAG_RULE}",
                 field="language",
             )
         if not self.service_group:

@@ -1,4 +1,4 @@
-"""BCP 47 language tags: their syntax, and text looked up by tag.
+"""BCP 47 language tags: their validity, and text looked up by tag.
 
 Tags are case-insensitive (RFC 5646, section 2.1.1), so `EN`, `en` and `En` name one language.
 The hub keeps each tag as written, so every lookup and comparison of tags here ignores case.
@@ -9,10 +9,17 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import TypeVar
 
-# BCP 47 language tag in its common form: language, then optional script, region or variant.
-LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+import langcodes
+
+# A tag with language, script, region and a variant, such as `sl-Latn-IT-rozaj`, has 16
+# characters, so a tag longer than this is a mistake.
+MAX_TAG_CHARS = 64
+TAG_RULE = "a BCP 47 language tag such as en or es-US"
+# Letters, digits and hyphens only: the registry check alone would also take `en_US`.
+_TAG_CHARACTERS = re.compile(r"^[A-Za-z0-9-]+$")
 
 Value = TypeVar("Value")
 
@@ -22,12 +29,22 @@ def language_key(tag: str) -> str:
     return tag.lower()
 
 
+@lru_cache(maxsize=1024)
+def is_language_tag(tag: str) -> bool:
+    """Return whether `tag` is a well-formed BCP 47 tag whose subtags are in the IANA
+    language subtag registry, in any case. `sp` (a slip for `es`) and `zz-ZZ` are not, and
+    the private-use `x-klingon` is."""
+    if len(tag) > MAX_TAG_CHARS or not _TAG_CHARACTERS.match(tag):
+        return False
+    return bool(langcodes.tag_is_valid(tag))
+
+
 def check_language_tags(tags: list[str]) -> list[str]:
-    """Return `tags` unchanged, or raise ValueError naming the first malformed tag. Meant for
+    """Return `tags` unchanged, or raise ValueError naming the first invalid tag. Meant for
     pydantic field validators, which put the field's path before the message."""
     for tag in tags:
-        if not LANGUAGE_TAG.match(tag):
-            raise ValueError(f"{tag!r} is not a BCP 47 language tag such as en or es-US")
+        if not is_language_tag(tag):
+            raise ValueError(f"{tag!r} is not {TAG_RULE}")
     return tags
 
 

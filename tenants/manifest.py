@@ -30,8 +30,9 @@ from pydantic import (
 from hub.core.errors import InvalidInput
 from tenants.geometry import Geometry
 from tenants.languages import (
-    LANGUAGE_TAG,
+    TAG_RULE,
     check_language_tags,
+    is_language_tag,
     language_key,
     repeated_tags,
     text_for,
@@ -78,8 +79,8 @@ def _check_localized(value: LocalizedText, *, required: bool) -> LocalizedText:
     if required and not value:
         raise ValueError("must give the text in at least one language")
     for tag, text in value.items():
-        if not LANGUAGE_TAG.match(tag):
-            raise ValueError(f"language key {tag!r} is not a BCP 47 tag such as en or es-US")
+        if not is_language_tag(tag):
+            raise ValueError(f"language key {tag!r} is not {TAG_RULE}")
         if not text.strip():
             raise ValueError(f"text for language {tag!r} is empty")
     repeated = repeated_tags(value)

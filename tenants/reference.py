@@ -34,8 +34,8 @@ _NOTES = {
     "id": "a slug: lower-case letters, digits and hyphens, 1 to 64 characters",
     "jurisdiction_id": "the city's domain in lower case, such as `nyc.gov`",
     "timezone": "an IANA time zone, such as `America/New_York`",
-    "languages": "BCP 47 tags such as `en` or `es-US`, each once (case is ignored); "
-    "the first is the default",
+    "languages": "registered BCP 47 tags such as `en` or `es-US`, each once (case is "
+    "ignored); the first is the default",
     "region": "a slug, shared by the tenants of one region",
     "service_area.coordinates": "GeoJSON rings of [longitude, latitude] pairs; each ring "
     "closed (last point equal to the first), at least 4 points, not crossing itself",
@@ -52,7 +52,7 @@ _NOTES = {
     "order and not overlapping",
     "privacy.retention_days": "data class to days, at least 1",
     "alerts.rate_limits": "channel to messages per second, above 0",
-    "overflow.centers[].languages": "BCP 47 tags such as `en` or `es-US`",
+    "overflow.centers[].languages": "registered BCP 47 tags such as `en` or `es-US`",
     "overflow.centers[].hours": "the same format as `calendar.hours`",
 }
 

@@ -37,6 +37,7 @@ from hub.core.tenancy import TenantContext
 from privacy.blind_index import blind_index_normalized, blind_indexes_normalized
 from privacy.fields import FieldCipher
 from privacy.keys import get_key_provider
+from tenants.languages import TAG_RULE, is_language_tag
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +56,6 @@ MAX_PLACES = 10
 # A unique index on (tenant_id, channels_bidx) was not used instead, because it would not match
 # a subscriber indexed under an older index key version.
 _MATCH_LOCK_CLASS = 311_0008
-_LANGUAGE = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -174,9 +174,9 @@ def check_input(data: SubscriptionInput) -> dict[str, str]:
                 field="places",
             )
     for language in data.languages:
-        if not _LANGUAGE.match(language):
+        if not is_language_tag(language):
             raise InvalidInput(
-                f"language {language!r} is invalid; use a code such as en or es-US",
+                f"language {language!r} is not {TAG_RULE}",
                 field="languages",
             )
     if not data.channels:

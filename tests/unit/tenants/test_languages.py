@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from tenants.languages import LANGUAGE_TAG, localized, repeated_tags, text_for
+from tenants.languages import is_language_tag, localized, repeated_tags, text_for
 
 
-@pytest.mark.parametrize("tag", ["en", "EN", "En-US", "es-us", "es-US", "zh-Hant-TW", "FIL"])
+@pytest.mark.parametrize(
+    "tag", ["en", "EN", "En-US", "es-us", "es-US", "zh-Hant-TW", "FIL", "yua", "x-klingon"]
+)
 def test_tag_accepted_in_any_case(tag):
-    assert LANGUAGE_TAG.match(tag)
+    assert is_language_tag(tag)
 
 
-@pytest.mark.parametrize("tag", ["", "e", "english", "en_US", "1en", "en-", "en-x"])
+@pytest.mark.parametrize("tag", ["", "e", "english", "en_US", "1en", "en-", "en-x", "a" * 65])
 def test_malformed_tag_rejected(tag):
-    assert not LANGUAGE_TAG.match(tag)
+    assert not is_language_tag(tag)
+
+
+@pytest.mark.parametrize("tag", ["sp", "xq", "zz-ZZ", "en-JJ", "es-Zyxw-US", "sp-US"])
+def test_unregistered_tag_rejected(tag):
+    """Well formed, but a subtag is not in the IANA registry, such as `sp` for `es`."""
+    assert not is_language_tag(tag)
 
 
 def test_text_for_ignores_case():
