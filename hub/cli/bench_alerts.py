@@ -29,10 +29,12 @@ from typing import Any
 
 import typer
 from rich.progress import Progress
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import OperationalError
 
+from hub.cli.bench_support import create_database, drop_database
 from hub.cli.output import JSON_OPTION, cli_errors, emit, err_console, fail, table
+from hub.core.migrate import upgrade
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # Residents are spread over this box (lower Manhattan and parts of Brooklyn and Jersey City).
@@ -96,29 +98,6 @@ async def _baseline_loop(url: str, total: int) -> float:
         for start in range(0, total, 1000):
             await asyncio.gather(*(post(i) for i in range(start, min(start + 1000, total))))
         return total / (time.perf_counter() - started)
-
-
-def _create_database(admin_url: str) -> str:
-    from hub.core.migrate import upgrade
-
-    name = f"hub_bench_alerts_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    return url
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    from hub.core.db import dispose_engines
-
-    dispose_engines()
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _add_tenant(engine: Any, tenant_id: str) -> None:
@@ -380,7 +359,8 @@ def alerts(
         try:
             ready.wait(30)
             hook = f"http://127.0.0.1:{port_value.value}"
-            url = _create_database(admin_url)
+            url = create_database(admin_url, prefix="hub_bench_alerts")
+            upgrade(url)
             engine = get_engine(url)
             tenant_id = "bench-alerts"
             _add_tenant(engine, tenant_id)
@@ -448,7 +428,7 @@ def alerts(
                     process.kill()
                 process.join(10)
             if url is not None:
-                _drop_database(admin_url, url)
+                drop_database(admin_url, url)
 
     def render(data: dict[str, Any]) -> None:
         table("hub bench alerts", ["figure", "value"], [[k, v] for k, v in data.items()])

@@ -12,21 +12,26 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from typing import Any
 from urllib.parse import urlencode
 
 import typer
 from rich.progress import Progress
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from hub.cli.bench_support import run_load_process, server_environment, wait_until_serving
+from hub.cli.bench_support import (
+    create_database,
+    drop_database,
+    run_load_process,
+    server_environment,
+    wait_until_serving,
+)
 from hub.cli.demo.generate import generate_day
 from hub.cli.demo.pipeline import free_port
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
 from hub.cli.serve import stop_process
-from hub.core.db import dispose_engines, get_engine, unit_of_work
+from hub.core.db import get_engine, unit_of_work
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.settings import get_settings
@@ -70,12 +75,12 @@ def intake(
         if configured:
             database_url = configured
         else:
-            database_url = created = _create_database(admin_url)
+            database_url = created = create_database(admin_url)
     try:
         figures = _run(database_url, processes, duration, requests, concurrency)
     finally:
         if created is not None:
-            _drop_database(admin_url, created)
+            drop_database(admin_url, created)
 
     figures["settings"] = {
         "processes": processes,
@@ -91,30 +96,7 @@ def intake(
     emit(figures, as_json, _render)
 
 
-def _create_database(admin_url: str) -> str:
-    name = f"hub_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-    except Exception as exc:  # noqa: BLE001 - any connection failure gets the same advice
-        fail(
-            f"could not create a benchmark database through {admin_url} "
-            f"({type(exc).__name__}); start PostgreSQL or pass --admin-url"
-        )
-    return str(make_url(admin_url).set(database=name).render_as_string(hide_password=False))
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    dispose_engines()
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _prepare_tenant(database_url: str) -> tuple[str, str, list[str]]:
+def prepare_tenant(database_url: str) -> tuple[str, str, list[str]]:
     """Onboard the Boston example; return its jurisdiction, an Open311 key and POST bodies."""
     from tenants.keys import create_api_key
     from tenants.manifest import example_paths, load_manifest
@@ -137,7 +119,7 @@ def _prepare_tenant(database_url: str) -> tuple[str, str, list[str]]:
 def _run(
     database_url: str, processes: int, duration: float, requests: int, concurrency: int
 ) -> dict[str, Any]:
-    jurisdiction, _api_key, bodies = _prepare_tenant(database_url)
+    jurisdiction, _api_key, bodies = prepare_tenant(database_url)
     results: dict[str, Any] = {}
 
     with (
@@ -161,11 +143,11 @@ def _run(
                 }
                 _load({**post_plan, "requests": WARMUP_REQUESTS, "duration_seconds": 5})
                 if target == "hub":
-                    _analyze(database_url)
+                    analyze(database_url)
                 post = _load({**post_plan, "requests": requests, "duration_seconds": duration})
                 if target == "hub":
                     post["outbox_drain_seconds"] = _wait_for_outbox(database_url)
-                    _analyze(database_url)
+                    analyze(database_url)
                 progress.advance(phase)
                 ids = post.pop("ids") or ["B000000001"]
                 get_plan = {
@@ -223,7 +205,7 @@ def _wait_for_outbox(database_url: str) -> float:
     return round(time.monotonic() - started, 2)
 
 
-def _analyze(database_url: str) -> None:
+def analyze(database_url: str) -> None:
     """Refresh the planner's statistics, as autovacuum keeps them on a running hub.
 
     With PostgreSQL's defaults (`autovacuum_analyze_scale_factor` 0.1, `autovacuum_naptime`

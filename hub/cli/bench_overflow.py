@@ -28,13 +28,10 @@ from rich.progress import Progress
 from sqlalchemy import select
 
 from hub.cli.bench_http import ConnectionPool, ResponseError, encode_json_post
-from hub.cli.bench_intake import (
-    DEFAULT_ADMIN_URL,
-    _create_database,
-    _drop_database,
-    start_bench_server,
-)
+from hub.cli.bench_intake import DEFAULT_ADMIN_URL, start_bench_server
 from hub.cli.bench_support import (
+    create_database,
+    drop_database,
     percentile,
     run_load_process,
     server_environment,
@@ -87,13 +84,13 @@ def overflow(
         fail("HUB_DATABASE_URL is not PostgreSQL; unset it (a fresh database is created)")
     created = None
     with cli_errors():
-        database_url = configured or _create_database(admin_url)
+        database_url = configured or create_database(admin_url)
         created = None if configured else database_url
     try:
         figures = _run(database_url, rate, duration, processes, broker_url)
     finally:
         if created is not None:
-            _drop_database(admin_url, created)
+            drop_database(admin_url, created)
     figures["simulation"] = _simulation_figures(contacts)
     figures["settings"] = {
         "rate": rate,

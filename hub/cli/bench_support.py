@@ -1,4 +1,5 @@
-"""Helpers shared by the `hub bench` subcommands: server start-up, load processes, percentiles."""
+"""Helpers shared by the `hub bench` subcommands: benchmark databases, server start-up, load
+processes, percentiles."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from hub.cli.output import fail
+from hub.core.db import dispose_engines
 from hub.core.settings import get_settings
 
 
@@ -96,3 +101,28 @@ def run_load_process(module: str, plan: dict[str, Any]) -> dict[str, Any]:
             "the server's log is in the var folder"
         )
     return json.loads(lines[-1])
+
+
+def create_database(admin_url: str, *, prefix: str = "hub_bench") -> str:
+    """Create an empty PostgreSQL database named `prefix` and a random suffix; return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except Exception as exc:  # noqa: BLE001 - any connection failure gets the same advice
+        fail(
+            f"could not create a benchmark database through {admin_url} "
+            f"({type(exc).__name__}); start PostgreSQL or pass --admin-url"
+        )
+    return str(make_url(admin_url).set(database=name).render_as_string(hide_password=False))
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    """Drop the database of `url`, closing the hub's connections to it first."""
+    dispose_engines()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()

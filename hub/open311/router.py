@@ -157,7 +157,8 @@ def service_definition(service_code: str, fmt: str, request: Request) -> Respons
 # --- POST requests -----------------------------------------------------------------------
 
 
-def _intake_data(items: Items, api_key_id: int) -> IntakeData:
+def intake_data(items: Items, api_key_id: int | None) -> IntakeData:
+    """Return the fields of a POST requests call, checked one by one."""
     service_code = params.optional_text(items, "service_code")
     if service_code is None:
         raise InvalidInput("service_code is required", field="service_code")
@@ -192,7 +193,7 @@ async def post_request(fmt: str, request: Request) -> Response:
     try:
         ctx, key_id = _authenticate(request, tenant, params.first(items, "api_key"), INTAKE_ROLES)
         key = params.idempotency_key(request.headers.get("idempotency-key"))
-        data = _intake_data(items, key_id)
+        data = intake_data(items, key_id)
     except HubError:
         INTAKE.labels(tenant=tenant.id, outcome="rejected").inc()
         raise

@@ -37,3 +37,23 @@ def test_bench_intake_short_run(pg_server, tmp_path):
     assert "Raise --duration and --requests" in figures["warnings"][0]
     assert bench_databases(pg_server) == before
     assert not (tmp_path / "broker.db").exists()
+
+
+def test_micro_intake_prints_rounds(pg_server, tmp_path):
+    """The intake write micro-benchmark prints one JSON line per round and drops its database."""
+    before = bench_databases(pg_server)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
+    env["HUB_VAR_DIR"] = str(tmp_path)
+    command = [sys.executable, "-m", "loadtests.micro_intake", "--admin-url", pg_server]
+    command += ["--batches", "3", "--batch-size", "4", "--rounds", "2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    rounds = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rounds) == 2
+    for figures in rounds:
+        assert figures["requests"] == 12
+        assert figures["cpu_ms_per_request"] > 0
+        # The relay publishes the round's three routing rows together.
+        assert figures["relay_messages"] == 1
+    assert bench_databases(pg_server) == before

@@ -91,30 +91,12 @@ def add_request(
 
 def create_database(admin_url: str) -> str:
     """Create and migrate an empty PostgreSQL database; return its URL."""
-    from sqlalchemy import create_engine, text
-
+    from hub.cli.bench_support import create_database as create_empty
     from hub.core.migrate import upgrade
 
-    name = f"hub_pipeline_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    url = create_empty(admin_url, prefix="hub_pipeline")
     upgrade(url)
     return url
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    from hub.core.db import dispose_engines
-
-    dispose_engines()
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def onboard_example(

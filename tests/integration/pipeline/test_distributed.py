@@ -18,9 +18,10 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from pipeline_support import create_database, drop_database, onboard_example
+from pipeline_support import create_database, onboard_example
 from sqlalchemy import Engine, select
 
+from hub.cli.bench_support import drop_database
 from hub.cli.demo.generate import GeneratedRequest, generate_day
 from hub.cli.demo.pipeline import free_port
 from hub.cli.demo.receiver import AgencyReceiver

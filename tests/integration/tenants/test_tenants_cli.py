@@ -152,8 +152,16 @@ def create_held_key(hub_cli, manifest_file, holder: str) -> tuple[str, int, str]
     path, data = manifest_file
     hub_cli("tenants", "onboard", str(path))
     code, out = hub_cli(
-        "tenants", "keys", "create", "--tenant", data["id"], "--role", "emergency_manager",
-        "--holder", holder, "--json",
+        "tenants",
+        "keys",
+        "create",
+        "--tenant",
+        data["id"],
+        "--role",
+        "emergency_manager",
+        "--holder",
+        holder,
+        "--json",
     )
     return data["id"], code, out
 
