@@ -12,9 +12,12 @@ feature can read a new setting before this schema names it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -22,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -63,11 +67,35 @@ class ManifestError(InvalidInput):
         super().__init__(summary, code="invalid_manifest")
 
 
-class _Strict(BaseModel):
+class _Section(BaseModel):
+    """A manifest section whose checks that compare fields live in `compare_fields`.
+
+    `compare_fields` takes an object with one attribute per field. After a full validation
+    that object is the model itself. When other fields of the section are invalid,
+    `parse_manifest` passes an object with only the valid fields, so these checks still
+    report their problems in the same run. Each check must skip itself when a field it reads
+    is absent (`hasattr`).
+    """
+
+    @classmethod
+    def compare_fields(cls, fields: Any) -> list[str]:
+        """Return one `path: message` line per problem found by comparing fields."""
+        return []
+
+    @model_validator(mode="after")
+    def _compare_fields(self) -> Any:
+        problems = type(self).compare_fields(self)
+        if problems:
+            # Raised as one error whose lines already carry their own paths.
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class _Strict(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-class _Extensible(BaseModel):
+class _Extensible(_Section):
     model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
 
 
@@ -143,17 +171,22 @@ class Attribute(_Strict):
     def _descriptions(cls, value: LocalizedText) -> LocalizedText:
         return _check_localized(value, required=True)
 
-    @model_validator(mode="after")
-    def _values_match_datatype(self) -> Attribute:
-        if self.datatype in LIST_DATATYPES and not self.values:
-            raise ValueError(f"values: a {self.datatype} attribute needs at least one value")
-        if self.datatype not in LIST_DATATYPES and self.values:
-            raise ValueError(f"values: only list datatypes take values, not {self.datatype}")
-        keys = [v.key for v in self.values]
+    @classmethod
+    def compare_fields(cls, fields: Any) -> list[str]:
+        if not hasattr(fields, "values"):
+            return []
+        values = fields.values
+        if hasattr(fields, "datatype"):
+            datatype = fields.datatype
+            if datatype in LIST_DATATYPES and not values:
+                return [f"values: a {datatype} attribute needs at least one value"]
+            if datatype not in LIST_DATATYPES and values:
+                return [f"values: only list datatypes take values, not {datatype}"]
+        keys = [v.key for v in values if hasattr(v, "key")]
         duplicates = sorted({k for k in keys if keys.count(k) > 1})
         if duplicates:
-            raise ValueError(f"values: duplicate key(s) {', '.join(duplicates)}")
-        return self
+            return [f"values: duplicate key(s) {', '.join(duplicates)}"]
+        return []
 
 
 OpenDataLocation = Literal["exact", "h3", "district", "withheld"]
@@ -208,13 +241,14 @@ class ServiceSpec(_Strict):
     def _descriptions(cls, value: LocalizedText) -> LocalizedText:
         return _check_localized(value, required=False)
 
-    @model_validator(mode="after")
-    def _unique_attribute_codes(self) -> ServiceSpec:
-        codes = [a.code for a in self.attributes]
+    @classmethod
+    def compare_fields(cls, fields: Any) -> list[str]:
+        # An attribute that failed validation may still have a valid code to compare.
+        codes = [a.code for a in getattr(fields, "attributes", []) if hasattr(a, "code")]
         duplicates = sorted({c for c in codes if codes.count(c) > 1})
         if duplicates:
-            raise ValueError(f"attributes: duplicate code(s) {', '.join(duplicates)}")
-        return self
+            return [f"attributes: duplicate code(s) {', '.join(duplicates)}"]
+        return []
 
     @property
     def metadata(self) -> bool:
@@ -252,11 +286,13 @@ class RoutingRule(_Strict):
     service_code: str | None = None
     group: str | None = None
 
-    @model_validator(mode="after")
-    def _one_selector(self) -> RoutingRule:
-        if (self.service_code is None) == (self.group is None):
-            raise ValueError("give exactly one of service_code or group")
-        return self
+    @classmethod
+    def compare_fields(cls, fields: Any) -> list[str]:
+        if not (hasattr(fields, "service_code") and hasattr(fields, "group")):
+            return []
+        if (fields.service_code is None) == (fields.group is None):
+            return ["give exactly one of service_code or group"]
+        return []
 
 
 class Routing(_Strict):
@@ -275,6 +311,19 @@ class Holiday(_Strict):
 
     date: date
     name: str = ""
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        # `load_manifest` keeps dates as the text written in the file.
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a valid date; write it as YYYY-MM-DD, such as 2026-12-25"
+                ) from None
+        return value
 
 
 def _default_hours() -> dict[str, list[str]]:
@@ -439,11 +488,13 @@ class OverflowThresholds(_Extensible):
     low_hold_seconds: float = Field(default=300, ge=0)
     heartbeat_timeout_seconds: float = Field(default=30, gt=0)
 
-    @model_validator(mode="after")
-    def _low_below_high(self) -> OverflowThresholds:
-        if self.low_wait_seconds >= self.high_wait_seconds:
-            raise ValueError("low_wait_seconds must be below high_wait_seconds")
-        return self
+    @classmethod
+    def compare_fields(cls, fields: Any) -> list[str]:
+        if not (hasattr(fields, "low_wait_seconds") and hasattr(fields, "high_wait_seconds")):
+            return []
+        if fields.low_wait_seconds >= fields.high_wait_seconds:
+            return ["low_wait_seconds must be below high_wait_seconds"]
+        return []
 
 
 class OverflowSection(_Extensible):
@@ -536,42 +587,44 @@ class Manifest(_Strict):
             )
         return value
 
-    @model_validator(mode="after")
-    def _cross_references(self) -> Manifest:
+    @classmethod
+    def compare_fields(cls, fields: Any) -> list[str]:
+        """Check codes for duplicates, references to agencies and districts, and the
+        languages of service names.
+
+        With some sections invalid, each check runs on the entries it can read. A check of a
+        reference to an agency runs only when every agency has a valid code, so that a code
+        with a typo is not also reported as unknown wherever it is used.
+        """
+        agencies = getattr(fields, "agencies", None)
+        services = getattr(fields, "services", [])
+        districts = getattr(fields, "districts", None)
         problems: list[str] = []
-        agency_codes = [a.code for a in self.agencies]
-        problems += _duplicates("agencies", agency_codes)
-        problems += _duplicates("services", [s.code for s in self.services])
-        problems += _duplicates("districts", [d.code for d in self.districts])
-        known = set(agency_codes)
-        languages = {language_key(tag) for tag in self.languages}
-        for index, service in enumerate(self.services):
-            if service.agency is not None and service.agency not in known:
-                problems.append(f"services[{index}].agency: unknown agency {service.agency!r}")
-            if service.open_data.location == "district" and not self.districts:
-                problems.append(
-                    f"services[{index}].open_data.location: 'district' needs a districts section"
-                )
-            if text_for(service.names, self.default_language) is None:
-                problems.append(
-                    f"services[{index}].names: missing the default language "
-                    f"{self.default_language!r}"
-                )
-            for tag in service.names:
-                if language_key(tag) not in languages:
-                    problems.append(
-                        f"services[{index}].names: language {tag!r} is not in languages "
-                        f"({', '.join(self.languages)}); add it there or remove the name"
-                    )
-        if self.routing.default is not None and self.routing.default not in known:
-            problems.append(f"routing.default: unknown agency {self.routing.default!r}")
-        for index, rule in enumerate(self.routing.rules):
-            if rule.agency not in known:
-                problems.append(f"routing.rules[{index}].agency: unknown agency {rule.agency!r}")
-        if problems:
-            # Raised as one error whose lines already carry their own paths.
-            raise ValueError("\n".join(problems))
-        return self
+        if agencies is not None:
+            problems += _duplicates("agencies", [getattr(a, "code", None) for a in agencies])
+        problems += _duplicates("services", [getattr(s, "code", None) for s in services])
+        if districts is not None:
+            problems += _duplicates("districts", [getattr(d, "code", None) for d in districts])
+
+        known: set[str] | None = None
+        if agencies is not None and all(hasattr(a, "code") for a in agencies):
+            known = {a.code for a in agencies}
+        languages = getattr(fields, "languages", None)
+        for index, service in enumerate(services):
+            problems += _service_references(
+                f"services[{index}]", service, known, languages, districts
+            )
+
+        routing = getattr(fields, "routing", None)
+        if known is not None and routing is not None:
+            default = getattr(routing, "default", None)
+            if default is not None and default not in known:
+                problems.append(f"routing.default: unknown agency {default!r}")
+            for index, rule in enumerate(getattr(routing, "rules", [])):
+                agency = getattr(rule, "agency", None)
+                if agency is not None and agency not in known:
+                    problems.append(f"routing.rules[{index}].agency: unknown agency {agency!r}")
+        return problems
 
     @property
     def default_language(self) -> str:
@@ -612,10 +665,46 @@ class Manifest(_Strict):
         return data
 
 
-def _duplicates(section: str, codes: list[str]) -> list[str]:
+def _service_references(
+    path: str,
+    service: Any,
+    agencies: set[str] | None,
+    languages: list[str] | None,
+    districts: list[Any] | None,
+) -> list[str]:
+    """Check one service's agency, open-data rule and name languages against the manifest.
+
+    `agencies` is None unless every agency has a valid code, `languages` is None unless the
+    list is valid, and `districts` is None unless the section is a list.
+    """
+    problems = []
+    agency = getattr(service, "agency", None)
+    if agencies is not None and agency is not None and agency not in agencies:
+        problems.append(f"{path}.agency: unknown agency {agency!r}")
+    open_data = getattr(service, "open_data", None)
+    if getattr(open_data, "location", None) == "district" and districts == []:
+        problems.append(f"{path}.open_data.location: 'district' needs a districts section")
+    if languages is None or not hasattr(service, "names"):
+        return problems
+    if text_for(service.names, languages[0]) is None:
+        problems.append(f"{path}.names: missing the default language {languages[0]!r}")
+    keys = {language_key(tag) for tag in languages}
+    for tag in service.names:
+        if language_key(tag) not in keys:
+            problems.append(
+                f"{path}.names: language {tag!r} is not in languages "
+                f"({', '.join(languages)}); add it there or remove the name"
+            )
+    return problems
+
+
+def _duplicates(section: str, codes: list[str | None]) -> list[str]:
+    """Report repeated codes; None stands for an entry without a valid code."""
     seen: dict[str, int] = {}
     problems = []
     for index, code in enumerate(codes):
+        if code is None:
+            continue
         if code in seen:
             problems.append(
                 f"{section}[{index}].code: duplicate {code!r} (first at [{seen[code]}])"
@@ -625,7 +714,7 @@ def _duplicates(section: str, codes: list[str]) -> list[str]:
     return problems
 
 
-# --- loading --------------------------------------------------------------------------------
+# --- error messages -------------------------------------------------------------------------
 
 
 def _path_of(location: tuple[Any, ...]) -> str:
@@ -668,6 +757,126 @@ def _join_path(path: str, message: str) -> str:
     return f"{path}.{relative}: {rest}"
 
 
+# --- checks that compare fields, run despite invalid fields ---------------------------------
+
+
+@cache
+def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    info = model.model_fields[name]
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+        return TypeAdapter(info.annotation)
+    annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    # The same stripping as the sections' own config, so compared values match.
+    return TypeAdapter(annotation, config=ConfigDict(str_strip_whitespace=True))
+
+
+def _section_in(annotation: Any) -> tuple[type[_Section] | None, bool]:
+    """Return the section model of a field annotated `Model` or `list[Model]` and whether the
+    field is a list. Other fields return (None, False)."""
+    if get_origin(annotation) is list:
+        (item,) = get_args(annotation)
+        if isinstance(item, type) and issubclass(item, _Section):
+            return item, True
+    if isinstance(annotation, type) and issubclass(annotation, _Section):
+        return annotation, False
+    return None, False
+
+
+def _valid_part(
+    model: type[_Section], raw: Any, errors: list[tuple[Any, ...]], path: str, problems: list[str]
+) -> Any:
+    """Return the valid fields of `raw` as attributes of an object, and add to `problems` what
+    `compare_fields` finds in each section whose other fields failed validation.
+
+    `errors` are the locations of the validation errors inside `raw`. Returns None when `raw`
+    is not a mapping.
+    """
+    if not isinstance(raw, dict):
+        return None
+    if not errors:
+        return model.model_validate(raw)
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        inner = [loc[1:] for loc in errors if loc[:1] == (name,)]
+        if name not in raw:
+            if not inner and not info.is_required():
+                fields[name] = info.get_default(call_default_factory=True)
+            continue
+        if not inner:
+            fields[name] = _field_adapter(model, name).validate_python(raw[name])
+            continue
+        section, is_list = _section_in(info.annotation)
+        field_path = f"{path}.{name}" if path else name
+        if section is not None and is_list and isinstance(raw[name], list):
+            fields[name] = [
+                _valid_part(
+                    section,
+                    item,
+                    [loc[1:] for loc in inner if loc[:1] == (index,)],
+                    f"{field_path}[{index}]",
+                    problems,
+                )
+                for index, item in enumerate(raw[name])
+            ]
+        elif section is not None and not is_list:
+            part = _valid_part(section, raw[name], inner, field_path, problems)
+            if part is not None:
+                fields[name] = part
+    part = SimpleNamespace(**fields)
+    # An error located at the section itself comes from `compare_fields`, which therefore ran.
+    if all(errors):
+        problems += [_join_path(path, line) for line in model.compare_fields(part)]
+    return part
+
+
+def _comparison_problems(data: dict[str, Any], error: ValidationError) -> list[str]:
+    """Return the problems that checks comparing valid fields find in an invalid manifest.
+
+    Pydantic runs such a check only when the whole section validates, so without this step a
+    problem such as a name in an unlisted language would surface only in a later run.
+    """
+    problems: list[str] = []
+    _valid_part(Manifest, data, [tuple(item["loc"]) for item in error.errors()], "", problems)
+    return problems
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """A YAML loader that keeps dates, times and `12:30`-style numbers as written.
+
+    YAML 1.1 reads an unquoted `2026-12-25` as a date, `2026-12-25 10:00` as a timestamp and
+    `12:30` as the base-60 number 750, and an impossible date such as `2026-08-32` makes the
+    loader itself fail. Keeping the text lets validation name the field and the value.
+    """
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _number_or_text(
+    construct: Callable[[yaml.SafeLoader, yaml.ScalarNode], Any],
+) -> Callable[[yaml.SafeLoader, yaml.ScalarNode], Any]:
+    def construct_scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        if ":" in node.value:
+            return node.value
+        return construct(loader, node)
+
+    return construct_scalar
+
+
+_ManifestLoader.add_constructor(
+    "tag:yaml.org,2002:int", _number_or_text(yaml.SafeLoader.construct_yaml_int)
+)
+_ManifestLoader.add_constructor(
+    "tag:yaml.org,2002:float", _number_or_text(yaml.SafeLoader.construct_yaml_float)
+)
+
+
 def parse_manifest(data: Any, *, source: str | None = None) -> Manifest:
     """Validate already-parsed manifest data; raise `ManifestError` listing every problem."""
     if not isinstance(data, dict):
@@ -675,7 +884,8 @@ def parse_manifest(data: Any, *, source: str | None = None) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(_format_errors(exc), source=source) from None
+        problems = _format_errors(exc) + _comparison_problems(data, exc)
+        raise ManifestError(problems, source=source) from None
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -688,7 +898,7 @@ def load_manifest(path: str | Path) -> Manifest:
             f"manifest file not found: {path}; check the path", code="not_found"
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -13,6 +13,7 @@ from hub.cli.main import app
 from hub.core.db import dispose_engines
 from hub.core.settings import reset_settings_cache
 from tenants.keys import resolve_api_key
+from tenants.manifest import EXAMPLES_DIR
 from tenants.registry import invalidate_cache
 
 
@@ -209,6 +210,24 @@ def test_validate_json_lists_problems(hub_cli, tmp_path):
     problems = document["problems"]
     assert any(p.startswith("id: ") for p in problems)
     assert "jurisdiction_id: required field is missing" in problems
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_validate_impossible_date(hub_cli, tmp_path, as_json):
+    text = (EXAMPLES_DIR / "boston.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "city.yaml"
+    path.write_text(text.replace("date: 2026-11-26", "date: 2026-08-32"), encoding="utf-8")
+
+    code, out = hub_cli("tenants", "validate", str(path), *(["--json"] if as_json else []))
+
+    assert code == 2, out
+    if as_json:
+        assert json.loads(out)["problems"] == [
+            "calendar.holidays[0].date: '2026-08-32' is not a valid date; write it as "
+            "YYYY-MM-DD, such as 2026-12-25"
+        ]
+    else:
+        assert out == ""
 
 
 def test_import_catalog_cli(hub_cli, shared_data, tmp_path):

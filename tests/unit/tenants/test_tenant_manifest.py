@@ -269,3 +269,87 @@ def test_center_language_tags_any_case():
     data["overflow"]["centers"][0]["languages"] = ["EN", "ES-US", "zh", "Fil"]
     manifest = parse_manifest(data)
     assert manifest.overflow.centers[0].languages == ["EN", "ES-US", "zh", "Fil"]
+
+
+def _problems_of_file(tmp_path: Path, text: str) -> list[str]:
+    """Load `text` as a manifest file and return the problems of its ManifestError."""
+    path = tmp_path / "city.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    return caught.value.problems
+
+
+def _example_text(replace: str, by: str) -> str:
+    text = EXAMPLES["boston"].read_text(encoding="utf-8")
+    assert replace in text
+    return text.replace(replace, by, 1)
+
+
+@pytest.mark.parametrize("written", ["2026-08-32", "2026-11-26 10:00"])
+def test_invalid_unquoted_date_named(tmp_path: Path, written: str):
+    text = _example_text("date: 2026-11-26", f"date: {written}")
+    problems = _problems_of_file(tmp_path, text)
+    assert problems == [
+        f"calendar.holidays[0].date: '{written}' is not a valid date; write it as YYYY-MM-DD, "
+        "such as 2026-12-25"
+    ]
+
+
+def test_unquoted_time_kept_as_text(tmp_path: Path):
+    # YAML 1.1 reads an unquoted 13:00 as the base-60 number 780.
+    text = _example_text('saturday: ["09:00-13:00"]', "saturday: [13:00]")
+    problems = _problems_of_file(tmp_path, text)
+    assert problems == ["calendar.hours.saturday: hours range '13:00' must look like 08:30-17:00"]
+
+
+def test_unquoted_dates_still_load():
+    manifest = load_manifest(EXAMPLES["boston"])
+    assert str(manifest.calendar.holidays[0].date) == "2026-11-26"
+
+
+def test_comparisons_run_beside_field_errors():
+    data = copy.deepcopy(_base())
+    data["timezone"] = "Nowhere/Town"
+    data["services"][0]["names"]["fr"] = "Poubelles"
+    # The same service has an invalid field, so only its valid fields can be compared.
+    data["services"][1]["sla_hours"] = -4
+    data["services"][1]["names"] = {"es": "Solo español"}
+    data["services"][2]["agency"] = "NOPE"
+    data["services"][3]["attributes"][0]["order"] = -1
+    data["services"][3]["attributes"][1]["code"] = data["services"][3]["attributes"][0]["code"]
+    data["agencies"][0]["webhook_url"] = "ftp://127.0.0.1/x"
+    data["routing"]["default"] = "NOPE"
+    data["overflow"]["thresholds"]["low_wait_seconds"] = 500
+    data["overflow"]["thresholds"]["high_hold_seconds"] = -1
+
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data)
+
+    problems = caught.value.problems
+    expected = [
+        "timezone: ",
+        "services[1].sla_hours: ",
+        "services[3].attributes[0].order: ",
+        "agencies[0].webhook_url: ",
+        "overflow.thresholds.high_hold_seconds: ",
+        "services[0].names: language 'fr' is not in languages",
+        "services[1].names: missing the default language 'en'",
+        "services[2].agency: unknown agency 'NOPE'",
+        "services[3].attributes: duplicate code(s)",
+        "routing.default: unknown agency 'NOPE'",
+        "overflow.thresholds: low_wait_seconds must be below high_wait_seconds",
+    ]
+    for start in expected:
+        assert any(p.startswith(start) for p in problems), (start, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_invalid_agency_code_not_reported_as_unknown():
+    data = copy.deepcopy(_base())
+    agency = data["agencies"][0]
+    agency["code"] = agency["code"] + " X"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data)
+    problems = caught.value.problems
+    assert [p.split(":")[0] for p in problems] == ["agencies[0].code"], problems
