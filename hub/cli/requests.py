@@ -75,7 +75,10 @@ SUMMARY_COLUMNS = ["id", "service", "status", "requested", "source", "source id"
 def list_command(
     tenant_id: str = TENANT_OPTION,
     status: list[str] = typer.Option(
-        [], "--status", help=f"Only this state (repeatable): {', '.join(STATES)}."
+        [],
+        "--status",
+        help=f"Only this state (repeatable): {', '.join(STATES)}, or the Open311 group open "
+        "(every state but closed).",
     ),
     service: list[str] = typer.Option([], "--service", help="Only this service code (repeatable)."),
     source: str | None = typer.Option(

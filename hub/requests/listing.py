@@ -10,9 +10,29 @@ from sqlalchemy.orm import Session
 
 from hub.core.errors import InvalidInput
 from hub.core.tenancy import TenantContext
-from hub.requests.models import STATES, ServiceRequest
+from hub.requests.models import OPEN_STATES, STATES, ServiceRequest
 
 MAX_LIST_LIMIT = 10_000
+# Open311 status groups a filter may name besides the states; `closed` is also a state.
+STATUS_GROUPS = {"open": OPEN_STATES, "closed": ("closed",)}
+
+
+def _expand_statuses(statuses: Sequence[str]) -> list[str]:
+    """Return the states that `statuses` name, with the Open311 groups `open` and `closed`
+    replaced by their states; raise InvalidInput on an unknown name."""
+    unknown = sorted(set(statuses) - set(STATES) - set(STATUS_GROUPS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown status {', '.join(unknown)}; use one of: {', '.join(STATES)}, or the "
+            "Open311 groups open and closed",
+            field="status",
+        )
+    states: list[str] = []
+    for status in statuses:
+        for state in STATUS_GROUPS.get(status, (status,)):
+            if state not in states:
+                states.append(state)
+    return states
 
 
 def _filtered(
@@ -22,15 +42,10 @@ def _filtered(
     service_codes: Sequence[str],
     source: str | None,
 ) -> Select[Any]:
-    unknown = sorted(set(statuses) - set(STATES))
-    if unknown:
-        raise InvalidInput(
-            f"unknown status {', '.join(unknown)}; use one of: {', '.join(STATES)}",
-            field="status",
-        )
+    states = _expand_statuses(statuses)
     statement = statement.where(ServiceRequest.tenant_id == ctx.tenant_id)
-    if statuses:
-        statement = statement.where(ServiceRequest.status.in_(list(statuses)))
+    if states:
+        statement = statement.where(ServiceRequest.status.in_(states))
     if service_codes:
         statement = statement.where(ServiceRequest.service_code.in_(list(service_codes)))
     if source is not None:

@@ -29,6 +29,8 @@ from hub.core.tenancy import TenantOwned
 from privacy.registry import register_encrypted_table
 
 STATES = ("submitted", "acknowledged", "in_progress", "on_hold", "closed")
+# The states that Open311 (GeoReport v2) reports as status "open".
+OPEN_STATES = tuple(state for state in STATES if state != "closed")
 RESOLUTIONS = ("fixed", "duplicate", "not_ours", "no_action", "cancelled")
 
 

@@ -17,11 +17,10 @@ from sqlalchemy.orm import Session
 from hub.core.clock import utcnow
 from hub.core.tenancy import TenantContext
 from hub.requests.metrics import SLA_BREACHES
-from hub.requests.models import STATES, ServiceRequest, StatusEvent
+from hub.requests.models import OPEN_STATES, ServiceRequest, StatusEvent
 
 log = structlog.get_logger(__name__)
 
-OPEN_STATES = tuple(state for state in STATES if state != "closed")
 ESCALATION_CHANNEL = "sla_escalation"
 ESCALATION_ACTOR = "system:sla"
 

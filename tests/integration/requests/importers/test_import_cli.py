@@ -142,6 +142,31 @@ def test_requests_list_and_status_filter(hub_cli, two_cities, shared_data):
     assert other["total"] == 0
 
 
+def test_requests_list_open311_status_groups(hub_cli, two_cities, shared_data):
+    a, _ = two_cities
+    hub_cli("import", "nyc-csv", str(shared_data / NYC5), "--tenant", a.id)
+
+    def listed(*statuses: str) -> dict:
+        options = [part for status in statuses for part in ("--status", status)]
+        result = hub_cli("requests", "list", "--tenant", a.id, *options, "--json")
+        assert result.exit_code == 0, result.stdout
+        return json.loads(result.stdout)
+
+    opened = listed("open")
+    assert opened["total"] == 1
+    assert opened["requests"][0]["status"] != "closed"
+    assert listed("open", "closed")["total"] == 5
+    assert listed("open", opened["requests"][0]["status"])["total"] == 1
+
+
+def test_requests_list_unknown_status(hub_cli, two_cities):
+    a, _ = two_cities
+    result = hub_cli("requests", "list", "--tenant", a.id, "--status", "pending")
+    assert result.exit_code == 2
+    assert "unknown status pending" in result.stderr
+    assert "Open311 groups open and closed" in result.stderr
+
+
 def test_requests_show_decrypts_with_purpose(hub_cli, two_cities, shared_data, engine):
     a, b = two_cities
     hub_cli("import", "nyc-csv", str(shared_data / NYC5), "--tenant", a.id)
