@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import typer
+from sqlalchemy.orm import Session
 
 from failover.centers import check_partner_agent_center
 from hub.cli.offboard import offboard_command
@@ -25,6 +29,7 @@ from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
 from hub.requests.webhook import is_placeholder_url
+from tenants.agencies import list_agencies, reveal_webhook_secret
 from tenants.catalog_import import build_catalog
 from tenants.keys import (
     check_holder,
@@ -72,6 +77,19 @@ def _existing_tenant(tenant_id: str) -> TenantInfo:
     if info is None:
         fail(f"tenant {tenant_id!r} not found; `hub tenants list` shows the onboarded tenants")
     return info
+
+
+@contextmanager
+def _tenant_session(
+    tenant_id: str, *, write: bool = True
+) -> Iterator[tuple[Session, TenantContext]]:
+    """Migrate the database, exit unless the tenant exists, and open a unit of work in the
+    tenant's context as the CLI operator."""
+    upgrade()
+    _existing_tenant(tenant_id)
+    ctx = TenantContext(tenant_id, actor=ACTOR)
+    with unit_of_work(ctx, write=write) as session:
+        yield session, ctx
 
 
 @app.command("validate")
@@ -188,9 +206,10 @@ def show_command(
     tenant_id: str = typer.Argument(..., help="Tenant id, as in `hub tenants list`."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show one tenant and its service catalog."""
+    """Show one tenant, its service catalog and its agencies (never their secrets)."""
     with cli_errors():
-        upgrade()
+        with _tenant_session(tenant_id, write=False) as (session, ctx):
+            agencies = [asdict(agency) for agency in list_agencies(session, ctx)]
         info = _existing_tenant(tenant_id)
     services = [
         {
@@ -205,7 +224,7 @@ def show_command(
         }
         for s in info.services.values()
     ]
-    data = {**_tenant_summary(info), "services": services}
+    data = {**_tenant_summary(info), "services": services, "agencies": agencies}
 
     def render(d: dict[str, Any]) -> None:
         print(
@@ -230,8 +249,43 @@ def show_command(
                 for s in d["services"]
             ],
         )
+        table(
+            "Agencies",
+            ["code", "name", "webhook host", "webhook secret", "active"],
+            [
+                [
+                    a["code"],
+                    a["name"],
+                    a["webhook_host"],
+                    "set" if a["webhook_secret_set"] else "missing",
+                    "yes" if a["active"] else "no",
+                ]
+                for a in d["agencies"]
+            ],
+        )
 
     emit(data, as_json, render)
+
+
+@app.command("agency-secret")
+def agency_secret_command(
+    tenant: str = typer.Option(..., "--tenant", help="Tenant id."),
+    agency: str = typer.Option(..., "--agency", help="Agency code, as in `hub tenants show`."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Print an agency's webhook signing secret; each use is recorded in the audit log."""
+    with cli_errors():
+        with _tenant_session(tenant) as (session, ctx):
+            secret = reveal_webhook_secret(session, ctx, agency)
+    data = {"tenant_id": tenant, "agency_code": agency, "webhook_secret": secret}
+    emit(
+        data,
+        as_json,
+        lambda d: print(
+            f"webhook secret of agency {d['agency_code']} ({d['tenant_id']}); give it to the "
+            f"agency over a secure channel:\n{d['webhook_secret']}"
+        ),
+    )
 
 
 @app.command("import-catalog")
@@ -322,10 +376,7 @@ def keys_create_command(
     with cli_errors():
         if holder is not None:
             holder = check_holder(holder, name="--holder")
-        upgrade()
-        _existing_tenant(tenant)
-        ctx = TenantContext(tenant, actor=ACTOR)
-        with unit_of_work(ctx) as session:
+        with _tenant_session(tenant) as (session, ctx):
             if center is not None:
                 check_partner_agent_center(session, tenant, center)
             row, raw = create_api_key(
@@ -348,10 +399,7 @@ def keys_list_command(
 ) -> None:
     """List a tenant's API keys (prefixes only, never the keys)."""
     with cli_errors():
-        upgrade()
-        _existing_tenant(tenant)
-        ctx = TenantContext(tenant, actor=ACTOR)
-        with unit_of_work(ctx, write=False) as session:
+        with _tenant_session(tenant, write=False) as (session, ctx):
             rows = [_key_row(row) for row in list_api_keys(session, ctx)]
 
     def render(items: list[dict[str, Any]]) -> None:
@@ -379,11 +427,8 @@ def keys_list_command(
 def _change_key(tenant: str, key_id: int, change: Any) -> dict[str, Any]:
     """Apply `change(session, ctx, key_id)` to one of the tenant's keys; return the key row."""
     with cli_errors():
-        upgrade()
-        _existing_tenant(tenant)
-        ctx = TenantContext(tenant, actor=ACTOR)
         try:
-            with unit_of_work(ctx) as session:
+            with _tenant_session(tenant) as (session, ctx):
                 return _key_row(change(session, ctx, key_id))
         except NotFound:
             fail(f"key {key_id} not found for tenant {tenant}; `hub tenants keys list` shows ids")

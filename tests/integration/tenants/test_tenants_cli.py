@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from hub.cli.main import app
-from hub.core.db import dispose_engines
+from hub.core.db import dispose_engines, get_engine
 from hub.core.settings import reset_settings_cache
+from privacy.models import AuditEntry
 from tenants.keys import resolve_api_key
 from tenants.manifest import EXAMPLES_DIR
+from tenants.models import Agency
 from tenants.registry import invalidate_cache
 
 
@@ -84,6 +88,76 @@ def test_list_and_show(hub_cli, manifest_file):
     shown = json.loads(out)
     assert shown["jurisdiction_id"] == data["jurisdiction_id"]
     assert {s["code"] for s in shown["services"]} == {s["code"] for s in data["services"]}
+
+
+def test_show_lists_agencies_without_secrets(hub_cli, make_manifest, tmp_path):
+    data = make_manifest("san-francisco")
+    data["agencies"][0]["webhook_url"] = "https://user:pw@hooks.example.org:8443/sf?token=t"
+    data["agencies"][0]["webhook_secret"] = "given-secret-0123456789"
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    hub_cli("tenants", "onboard", str(path))
+
+    code, out = hub_cli("tenants", "show", data["id"], "--json")
+    assert code == 0, out
+    agencies = {a["code"]: a for a in json.loads(out)["agencies"]}
+    assert set(agencies) == {a["code"] for a in data["agencies"]}
+    first = agencies[data["agencies"][0]["code"]]
+    assert first["name"] == data["agencies"][0]["name"]
+    assert first["webhook_host"] == "hooks.example.org:8443"
+    assert first["webhook_secret_set"] is True
+    assert all(a["webhook_secret_set"] for a in agencies.values())
+    assert "given-secret" not in out
+    assert "token=t" not in out
+
+    code, text = hub_cli("tenants", "show", data["id"])
+    assert code == 0, text
+    assert "Agencies" in text
+    assert data["agencies"][0]["code"] in text
+    assert "given-secret" not in text
+
+
+def test_agency_secret_shown_and_audited(hub_cli, make_manifest, tmp_path, db_url):
+    data = make_manifest("san-francisco")
+    data["agencies"][0]["webhook_secret"] = "given-secret-0123456789"
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    hub_cli("tenants", "onboard", str(path))
+    tenant = data["id"]
+    engine = get_engine(db_url)
+
+    def reveals() -> int:
+        with engine.connect() as conn:
+            return conn.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(
+                    AuditEntry.tenant_id == tenant,
+                    AuditEntry.action == "agency.webhook_secret.reveal",
+                )
+            )
+
+    given, generated = data["agencies"][0]["code"], data["agencies"][1]["code"]
+    code, out = hub_cli("tenants", "agency-secret", "--tenant", tenant, "--agency", given, "--json")
+    assert code == 0, out
+    assert json.loads(out)["webhook_secret"] == "given-secret-0123456789"
+    assert reveals() == 1
+
+    code, out = hub_cli("tenants", "agency-secret", "--tenant", tenant, "--agency", generated)
+    assert code == 0, out
+    with Session(engine) as session:
+        stored = session.scalars(
+            select(Agency.webhook_secret).where(
+                Agency.tenant_id == tenant, Agency.code == generated
+            )
+        ).one()
+    assert stored in out.split()
+    assert reveals() == 2
+
+    code, out = hub_cli("tenants", "agency-secret", "--tenant", tenant, "--agency", "NOPE", "--json")
+    assert code == 2
+    assert json.loads(out)["error"].startswith("agency 'NOPE' not found")
+    assert reveals() == 2
 
 
 def test_show_names_services_in_any_case(hub_cli, make_manifest, tmp_path):
