@@ -360,7 +360,7 @@ def _check_role_names(roles: list[str]) -> None:
 @keys_app.command("create")
 def keys_create_command(
     tenant: str = typer.Option(..., "--tenant", help="Tenant id."),
-    roles: list[str] = typer.Option([], "--role", help=ROLE_HELP),
+    roles: list[str] = typer.Option(..., "--role", help=ROLE_HELP),
     center: str | None = typer.Option(None, "--center", help="Contact center id (partner agents)."),
     label: str = typer.Option("created with hub tenants keys create", help="What the key is for."),
     holder: str | None = typer.Option(

@@ -221,6 +221,20 @@ def test_keys_unknown_role(hub_cli, manifest_file):
     assert out == ""
 
 
+def test_keys_create_role_required(hub_cli, manifest_file, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out = hub_cli("tenants", "keys", "create", "--help")
+    assert code == 0
+    [line] = [row for row in out.splitlines() if "--role" in row]
+    assert "[required]" in line
+
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    code, out = hub_cli("tenants", "keys", "create", "--tenant", data["id"], "--json")
+    assert code == 2
+    assert json.loads(out)["error"].startswith("Missing option '--role'")
+
+
 def create_held_key(hub_cli, manifest_file, holder: str) -> tuple[str, int, str]:
     """Onboard the manifest, create an emergency_manager key with `--holder` and `--json`, and
     return the tenant id, the exit code and stdout."""
