@@ -273,12 +273,26 @@ def build_catalog(
             f"{services_path}: expected a list of services (GET services.json or services.xml)"
         )
 
+    if any(isinstance(entry, dict) and "service_request_id" in entry for entry in data):
+        raise InvalidInput(
+            f"{services_path}: this is a list of service requests (its entries have "
+            "service_request_id), not a service list; give the city's GET services.json or "
+            "services.xml"
+        )
+
+    listed = {_text(entry.get("service_code")) for entry in data if isinstance(entry, dict)}
     definitions: dict[str, dict[str, Any]] = {}
     for path in definition_paths or []:
         _, definition = read_document(path)
         if not isinstance(definition, dict) or not _text(definition.get("service_code")):
             raise InvalidInput(f"{path}: not a service definition with a service_code")
-        definitions[_text(definition["service_code"])] = definition
+        code = _text(definition["service_code"])
+        if code not in listed:
+            raise InvalidInput(
+                f"{path}: defines service {code!r}, which is not in {services_path}; give the "
+                "definition of a listed service or leave this file out"
+            )
+        definitions[code] = definition
 
     result = CatalogImport(source_format=source_format)
     agencies: dict[str, dict[str, str]] = {}

@@ -136,3 +136,19 @@ def test_request_lists_rejected(shared_data: Path, name: str):
     with pytest.raises(InvalidInput) as caught:
         build_catalog(shared_data / "open311" / name)
     assert "is neither <services> nor <service_definition>" in caught.value.message
+
+
+
+def test_definition_of_unlisted_service(shared_data: Path):
+    services = shared_data / "open311/open311status/service_list.json"
+    definition = shared_data / "open311/ruby-open311-gem/service_definition.xml"
+    with pytest.raises(InvalidInput) as caught:
+        build_catalog(services, definition_paths=[definition])
+    assert caught.value.message.startswith(f"{definition}: defines service 'DMV66'")
+    assert f"not in {services}" in caught.value.message
+
+
+def test_json_request_list_rejected(shared_data: Path):
+    with pytest.raises(InvalidInput) as caught:
+        build_catalog(shared_data / "open311/open311status/service_requests.json")
+    assert "is a list of service requests" in caught.value.message
