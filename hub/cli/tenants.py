@@ -39,7 +39,7 @@ from tenants.keys import (
     set_api_key_roles,
 )
 from tenants.languages import text_for
-from tenants.manifest import ManifestError, load_manifest
+from tenants.manifest import Manifest, ManifestError, load_manifest
 from tenants.onboarding import onboard_manifest
 from tenants.registry import TenantInfo, get_tenant, list_tenants
 
@@ -92,20 +92,25 @@ def _tenant_session(
         yield session, ctx
 
 
-@app.command("validate")
-def validate_command(
-    file: Path = typer.Argument(..., help="Manifest YAML file."),
-    as_json: bool = JSON_OPTION,
-) -> None:
-    """Check a manifest without touching the database."""
+def _load_or_exit(file: Path, as_json: bool) -> Manifest:
+    """Return the valid manifest of `file`, or exit with its problems (status 2)."""
     try:
-        manifest = load_manifest(file)
+        return load_manifest(file)
     except ManifestError as exc:
         # Under --json the error document also lists the problems, one `path: message` each.
         print_error(exc.message, code=2, as_json=as_json, valid=False, problems=exc.problems)
         raise typer.Exit(2) from None
     except HubError as exc:
         fail(exc.message)
+
+
+@app.command("validate")
+def validate_command(
+    file: Path = typer.Argument(..., help="Manifest YAML file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check a manifest without touching the database."""
+    manifest = _load_or_exit(file, as_json)
     data = {
         "valid": True,
         "id": manifest.id,
@@ -130,8 +135,8 @@ def onboard_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create or update a tenant from its manifest; a new tenant's Open311 key is printed once."""
+    manifest = _load_or_exit(file, as_json)
     with cli_errors():
-        manifest = load_manifest(file)
         upgrade()
         with unit_of_work(SystemContext("cli onboard", actor=ACTOR)) as session:
             result = onboard_manifest(session, manifest, actor=ACTOR)

@@ -286,10 +286,11 @@ def test_keys_holder_invalid(hub_cli, manifest_file):
     assert [k["holder"] for k in json.loads(out)] == [None]
 
 
-def test_validate_json_lists_problems(hub_cli, tmp_path):
+@pytest.mark.parametrize("command", ["validate", "onboard"])
+def test_json_lists_manifest_problems(hub_cli, tmp_path, command):
     path = tmp_path / "bad.yaml"
     path.write_text("id: Not A Slug\n", encoding="utf-8")
-    code, out = hub_cli("tenants", "validate", str(path), "--json")
+    code, out = hub_cli("tenants", command, str(path), "--json")
     assert code == 2
     document = json.loads(out)
     assert document["exit_code"] == 2
