@@ -22,7 +22,6 @@ from kombu.exceptions import ChannelError
 from kombu.transport.virtual import Transport as VirtualTransport
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
 from hub.core.clock import as_utc, utcnow
 from hub.core.db import unit_of_work
@@ -166,28 +165,30 @@ def queue_depth_reader(connect: Callable[[], Any], queues: Sequence[str]) -> Rea
     return read
 
 
-OUTBOX_PENDING = GaugeSpec("hub_outbox_pending", "Outbox rows not yet published to the broker.")
+OUTBOX_PENDING = GaugeSpec(
+    "hub_outbox_pending",
+    "Outbox rows due for publishing and not yet published to the broker (rows scheduled for "
+    "later, such as delivery retries, are left out).",
+)
 OUTBOX_OLDEST = GaugeSpec(
     "hub_outbox_oldest_pending_seconds",
-    "Age in seconds of the oldest outbox row not yet published (0 when none is pending).",
+    "Seconds the oldest due, unpublished outbox row has waited since it became due (0 when "
+    "none waits).",
 )
 
 
 def outbox_reader(engine: Any = None) -> Reader:
-    """Build a reader for the outbox backlog and the age of its oldest row."""
-    from hub.core.outbox import OutboxMessage
+    """Build a reader for the due outbox backlog and how long its oldest row has waited."""
+    from hub.core.outbox import due_backlog
 
     def read() -> Samples:
+        now = utcnow()
         scope = SystemContext("metrics collector")
         with unit_of_work(scope, engine=engine, write=False) as session:
-            count, oldest = session.execute(
-                select(func.count(), func.min(OutboxMessage.created_at)).where(
-                    OutboxMessage.published_at.is_(None)
-                )
-            ).one()
+            count, oldest = due_backlog(session, now)
         return {
-            OUTBOX_PENDING.name: [((), float(count or 0))],
-            OUTBOX_OLDEST.name: [((), age_seconds(oldest))],
+            OUTBOX_PENDING.name: [((), float(count))],
+            OUTBOX_OLDEST.name: [((), age_seconds(oldest, now))],
         }
 
     return read

@@ -45,7 +45,7 @@ OUTBOX_PUBLISH_FAILURES = Counter(
 )
 OUTBOX_BACKLOG = Gauge(
     "hub_outbox_backlog",
-    "Outbox messages not yet published, as last seen by the relay.",
+    "Outbox messages due and not yet published, as last seen by the relay.",
     multiprocess_mode="max",
 )
 TASKS = Counter(

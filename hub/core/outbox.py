@@ -246,14 +246,26 @@ _MARK_PUBLISHED = (
 )
 
 
-def backlog(engine: Any = None) -> int:
-    with unit_of_work(SystemContext("outbox backlog"), engine=engine, write=False) as session:
-        count = session.scalar(
-            select(func.count())
-            .select_from(OutboxMessage)
-            .where(OutboxMessage.published_at.is_(None))
+def due_backlog(session: Session, now: datetime | None = None) -> tuple[int, datetime | None]:
+    """Return how many unpublished rows are due (`available_at` at or before `now`) and the
+    earliest `available_at` among them.
+
+    Rows scheduled for later, such as delivery retries, are left out: they wait on purpose, not
+    for the broker.
+    """
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutboxMessage.available_at)).where(
+            OutboxMessage.published_at.is_(None), OutboxMessage.available_at <= (now or utcnow())
         )
-    return int(count or 0)
+    ).one()
+    return int(count or 0), oldest
+
+
+def backlog(engine: Any = None) -> int:
+    """Return how many unpublished outbox rows are due, as `due_backlog` counts them."""
+    with unit_of_work(SystemContext("outbox backlog"), engine=engine, write=False) as session:
+        count, _oldest = due_backlog(session)
+    return count
 
 
 # Minimum seconds between the starts of two relay rounds. Under load every commit wakes the

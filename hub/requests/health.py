@@ -18,7 +18,7 @@ from hub.core.outbox import backlog
 
 log = structlog.get_logger(__name__)
 
-# Unpublished outbox rows above which intake counts as degraded: at the relay's default of
+# Due, unpublished outbox rows above which intake counts as degraded: at the relay's default of
 # 500 rows per round this is about 10 rounds behind.
 DEFAULT_BACKLOG_THRESHOLD = 5000
 # How long one backlog count is reused, in seconds, so the hot path rarely counts rows.
