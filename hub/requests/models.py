@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -144,10 +145,24 @@ class Delivery(TenantOwned, Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
+    # Start of the current retry window: the first attempt, or the first one after a redelivery.
+    first_attempt_at: Mapped[datetime | None] = mapped_column()
+    # When the delivery was given up; None unless the state is `dead`.
+    dead_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "request_id", "destination", name="uq_deliveries_dest"),
         Index("ix_deliveries_tenant_state", "tenant_id", "state"),
+        # For the delivery gauges, read at every scrape. Pending and sent rows, the hot path's
+        # inserts and updates, are left out of the index.
+        Index(
+            "ix_deliveries_undelivered",
+            "state",
+            "tenant_id",
+            "destination",
+            postgresql_where=text("state IN ('failed', 'dead')"),
+            sqlite_where=text("state IN ('failed', 'dead')"),
+        ),
     )
 
 

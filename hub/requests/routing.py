@@ -1,8 +1,9 @@
 """Routing of service requests to agency back offices, one delivery row per destination.
 
 A delivery moves through `pending` -> `sent`, or `failed` (waiting for a retry) -> `sent`, or to
-`dead` after a permanent error or `MAX_ATTEMPTS` transient ones. Each destination has its own row,
-so a failing agency never holds back or marks the others.
+`dead` after a permanent error or a transient one once `RETRY_WINDOW_SECONDS` have passed since
+its first attempt. Each destination has its own row, so a failing agency never holds back or
+marks the others. `redeliver` moves dead deliveries back to `pending` with a new retry window.
 
 Sending happens outside any database transaction, in three steps run by the task:
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,8 +31,8 @@ import structlog
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from hub.core.clock import isoformat, utcnow
-from hub.core.errors import HubError
+from hub.core.clock import as_utc, isoformat, utcnow
+from hub.core.errors import HubError, NotFound, shown
 from hub.core.outbox import enqueue, mergeable
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
@@ -39,6 +40,7 @@ from hub.requests.metrics import DELIVERY_ATTEMPTS
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
 from hub.requests.webhook import SendResult
 from privacy.access import declare_purpose, decrypt_fields
+from privacy.audit import audit
 from tenants.models import Agency, Tenant
 
 log = structlog.get_logger(__name__)
@@ -53,8 +55,15 @@ DECRYPT_PURPOSE = declare_purpose("agency_delivery")
 # Seconds a claimed delivery stays reserved for the worker sending it. Well above the webhook's
 # connect plus read timeout, so a slow but live POST is never sent twice by a second worker.
 LEASE_SECONDS = 60
-MAX_ATTEMPTS = 8
+# Seconds after a delivery's first attempt during which transient failures are retried. A
+# transient failure after that marks it dead. 24 hours covers an agency back office that goes
+# down after hours and is fixed the next working day. The `HubAgencyWebhookFailing` alert fires
+# after 15 minutes of failures, long before anything goes dead, and `hub requests redeliver`
+# resends dead deliveries.
+RETRY_WINDOW_SECONDS = 24 * 3600
 # Backoff before retry n (1-based) is drawn from [b/2, b] with b = BASE * 2**(n-1), capped.
+# The cap reaches 1 h from retry 11 on (after at most 1.4 h), so a full window makes about 34 to
+# 58 attempts and an agency that comes back gets its requests within the hour.
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 3600.0
 # A due delivery not picked up this long after its time is re-enqueued by the sweep.
@@ -92,6 +101,16 @@ def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
     """Return the wait before retrying after failed attempt number `attempt` (1-based)."""
     ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def retry_window_over(row: Delivery, now: datetime) -> bool:
+    """Return whether `RETRY_WINDOW_SECONDS` have passed since the row's first attempt.
+
+    A row without `first_attempt_at` (claimed before the column existed) counts from its
+    creation.
+    """
+    started = as_utc(row.first_attempt_at or row.created_at)
+    return now - started >= timedelta(seconds=RETRY_WINDOW_SECONDS)
 
 
 def _is_due(now: datetime) -> Any:
@@ -147,6 +166,8 @@ def claim_deliveries(
             _mark_dead(row, _unroutable_reason(agency), ctx, now)
             continue
         row.attempts += 1
+        if row.first_attempt_at is None:
+            row.first_attempt_at = now
         row.next_attempt_at = now + timedelta(seconds=LEASE_SECONDS)
         delivery_key = f"{ctx.tenant_id}:{row.id}"
         body = json.dumps(
@@ -181,6 +202,7 @@ def _mark_dead(row: Delivery, reason: str, ctx: TenantContext, now: datetime) ->
     row.state = "dead"
     row.last_error = reason
     row.next_attempt_at = None
+    row.dead_at = now
     DELIVERY_ATTEMPTS.labels(tenant=ctx.tenant_id, outcome="dead").inc()
     log.warning(
         "delivery_dead",
@@ -280,7 +302,7 @@ def record_outcome(
         log.info("delivery_sent", delivery_id=row.id, agency=row.destination, attempts=row.attempts)
         return "sent"
 
-    if not result.transient or row.attempts >= MAX_ATTEMPTS:
+    if not result.transient or retry_window_over(row, now):
         _mark_dead(row, result.error or "failed", ctx, now)
         return "dead"
 
@@ -356,3 +378,109 @@ def overdue_requests(
 def requeue(session: Session, pairs: list[tuple[str, str]]) -> None:
     for tenant_id, request_id in pairs:
         enqueue(session, ROUTE_TASK, queue=QUEUE_INTAKE, tenant_id=tenant_id, request_id=request_id)
+
+
+@dataclass
+class AgencyRedelivery:
+    """Dead deliveries of one agency that `redeliver` found, with their last errors."""
+
+    agency: str
+    deliveries: int = 0
+    last_errors: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Redelivery:
+    """Outcome of `redeliver`: the deliveries per agency, sorted by code, and their requests."""
+
+    agencies: list[AgencyRedelivery]
+    requests: int
+
+    @property
+    def deliveries(self) -> int:
+        return sum(entry.deliveries for entry in self.agencies)
+
+
+REDELIVER_ACTION = "deliveries.redeliver"
+
+
+def redeliver(
+    session: Session,
+    ctx: TenantContext,
+    *,
+    agency: str | None = None,
+    since: datetime | None = None,
+    dry_run: bool = False,
+) -> Redelivery:
+    """Move the tenant's dead deliveries back to `pending`, queue routing of their requests and
+    write an audit entry.
+
+    `agency` keeps the deliveries to that agency code, and `since` those that went dead at or
+    after that moment. Each row restarts with zero attempts and a new retry window. Only `dead`
+    rows change, so a delivery that was sent is never sent again, and a second run finds nothing
+    until a delivery goes dead again. With `dry_run` nothing is changed or audited. Raises
+    NotFound when `agency` is not in the tenant's catalog.
+    """
+    if agency is not None:
+        _check_agency(session, ctx, agency)
+    statement = select(Delivery).where(
+        Delivery.tenant_id == ctx.tenant_id, Delivery.state == "dead"
+    )
+    if agency is not None:
+        statement = statement.where(Delivery.destination == agency)
+    if since is not None:
+        statement = statement.where(Delivery.dead_at >= since)
+    rows = session.scalars(statement.order_by(Delivery.id).with_for_update()).all()
+
+    found: dict[str, AgencyRedelivery] = {}
+    for row in rows:
+        entry = found.setdefault(row.destination, AgencyRedelivery(row.destination))
+        entry.deliveries += 1
+        if row.last_error:
+            entry.last_errors.add(row.last_error)
+    request_ids = list(dict.fromkeys(row.request_id for row in rows))
+    result = Redelivery(sorted(found.values(), key=lambda e: e.agency), len(request_ids))
+    if dry_run:
+        return result
+
+    for row in rows:
+        row.state = "pending"
+        row.attempts = 0
+        row.first_attempt_at = None
+        row.next_attempt_at = None
+        row.dead_at = None
+    session.flush()
+    requeue(session, [(ctx.tenant_id, request_id) for request_id in request_ids])
+    audit(
+        session,
+        tenant_id=ctx.tenant_id,
+        actor=ctx.actor,
+        action=REDELIVER_ACTION,
+        details={
+            "agency": agency,
+            "since": isoformat(since),
+            "deliveries": result.deliveries,
+            "requests": result.requests,
+            "agencies": sorted(found),
+        },
+    )
+    log.info(
+        "deliveries_redelivered",
+        tenant_id=ctx.tenant_id,
+        deliveries=result.deliveries,
+        requests=result.requests,
+        agencies=sorted(found),
+    )
+    return result
+
+
+def _check_agency(session: Session, ctx: TenantContext, code: str) -> None:
+    codes = session.scalars(
+        select(Agency.code).where(Agency.tenant_id == ctx.tenant_id).order_by(Agency.code)
+    ).all()
+    if code not in codes:
+        known = ", ".join(codes) or "none"
+        raise NotFound(
+            f"agency{shown(code)} not found in the catalog of tenant {ctx.tenant_id!r}; "
+            f"give one of its agency codes: {known}"
+        )

@@ -89,7 +89,7 @@ def post(url: str, body: bytes, *, secret: str, delivery_id: str) -> SendResult:
     """POST `body` to `url`, signed, and classify the outcome.
 
     Transient, so retried with backoff: connection errors, timeouts and other transport errors,
-    HTTP 5xx and 429. Any other non-2xx status (including redirects, which are not followed) is
+    HTTP 5xx, 408 and 429. Any other non-2xx status (including redirects, which are not followed) is
     permanent, because sending the same body again cannot succeed, and so is a placeholder
     host, which is never contacted.
     """
@@ -111,7 +111,7 @@ def post(url: str, body: bytes, *, secret: str, delivery_id: str) -> SendResult:
     response.close()
     if 200 <= status < 300:
         return SendResult(ok=True, transient=False)
-    if status == 429 or status >= 500:
+    if status in (408, 429) or status >= 500:
         return SendResult(
             ok=False, transient=True, error=f"HTTP {status}", retry_after=_retry_after(response)
         )

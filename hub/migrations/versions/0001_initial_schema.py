@@ -577,6 +577,8 @@ def upgrade() -> None:
         sa.Column("last_error", sa.String(length=500), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("first_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("dead_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(["request_id"], ["service_requests.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
@@ -585,6 +587,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.create_index("ix_deliveries_tenant_state", ["tenant_id", "state"], unique=False)
+        batch_op.create_index(
+            "ix_deliveries_undelivered",
+            ["state", "tenant_id", "destination"],
+            unique=False,
+            postgresql_where=sa.text("state IN ('failed', 'dead')"),
+            sqlite_where=sa.text("state IN ('failed', 'dead')"),
+        )
 
     op.create_table(
         "overflow_agreements",
@@ -658,6 +667,11 @@ def downgrade() -> None:
     op.drop_table("overflow_heartbeats")
     op.drop_table("overflow_agreements")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_deliveries_undelivered",
+            postgresql_where=sa.text("state IN ('failed', 'dead')"),
+            sqlite_where=sa.text("state IN ('failed', 'dead')"),
+        )
         batch_op.drop_index("ix_deliveries_tenant_state")
 
     op.drop_table("deliveries")

@@ -16,10 +16,11 @@ from hub.core.clock import as_utc, utcnow
 from hub.core.db import dispose_engines, unit_of_work
 from hub.core.outbox import OutboxMessage
 from hub.core.settings import reset_settings_cache
-from hub.core.tenancy import SystemContext
+from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests import routing, tasks
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
 from hub.requests.tasks import route, route_batch
+from hub.requests.webhook import SendResult
 
 
 def _deliveries(engine: Engine, request_id: str) -> dict[str, Delivery]:
@@ -171,21 +172,78 @@ def test_connection_refused_is_transient(configured_db: Engine, receiver: Agency
     assert row.last_error == "ConnectError"
 
 
-def test_last_attempt_marks_dead(configured_db: Engine, receiver: AgencyReceiver) -> None:
+def _start_retry_window(engine: Engine, request_id: str, *, ago: timedelta, attempts: int) -> None:
+    with unit_of_work(SystemContext("test: a delivery failing for a while"), engine=engine) as s:
+        row = s.scalars(select(Delivery).where(Delivery.request_id == request_id)).one()
+        row.attempts = attempts
+        row.state = "failed"
+        row.first_attempt_at = utcnow() - ago
+
+
+def test_failure_within_window_retries(configured_db: Engine, receiver: AgencyReceiver) -> None:
     tenant_id = add_tenant(configured_db, receiver, ["dpw"])
     receiver.fail_paths[receiver.path_for(tenant_id, "dpw")] = 500
     request_id = add_request(configured_db, tenant_id, ["dpw"])
-    with unit_of_work(SystemContext("test: near the attempt limit"), engine=configured_db) as s:
-        row = s.scalars(select(Delivery).where(Delivery.request_id == request_id)).one()
-        row.attempts = routing.MAX_ATTEMPTS - 1
-        row.state = "failed"
+    # Eight attempts, the old limit, over most of the window.
+    _start_retry_window(configured_db, request_id, ago=timedelta(hours=23), attempts=8)
+
+    outcomes = route(request_id, tenant_id=tenant_id)
+
+    row = _deliveries(configured_db, request_id)["dpw"]
+    assert outcomes == {"retry": 1}
+    assert row.state == "failed"
+    assert row.attempts == 9
+    assert row.dead_at is None
+    assert len(_route_messages(configured_db, request_id)) == 1
+
+
+def test_failure_after_window_marks_dead(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    receiver.fail_paths[receiver.path_for(tenant_id, "dpw")] = 500
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+    window = timedelta(seconds=routing.RETRY_WINDOW_SECONDS)
+    _start_retry_window(configured_db, request_id, ago=window + timedelta(seconds=1), attempts=40)
 
     outcomes = route(request_id, tenant_id=tenant_id)
 
     row = _deliveries(configured_db, request_id)["dpw"]
     assert outcomes == {"dead": 1}
     assert row.state == "dead"
-    assert row.attempts == routing.MAX_ATTEMPTS
+    assert row.attempts == 41
+    assert row.last_error == "HTTP 500"
+    assert row.dead_at is not None
+
+
+def test_retry_schedule_spans_window(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    """Fail every attempt of one delivery on a simulated clock until it is dead."""
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+    ctx = TenantContext(tenant_id=tenant_id, actor="test")
+    refused = SendResult(ok=False, transient=True, error="ConnectError")
+    started = now = utcnow()
+    gaps: list[float] = []
+    outcome = "retry"
+
+    while outcome == "retry":
+        with unit_of_work(ctx, engine=configured_db) as session:
+            (claim,) = routing.claim_deliveries(session, ctx, request_id, now=now)
+        with unit_of_work(ctx, engine=configured_db) as session:
+            outcome = routing.record_outcome(session, ctx, claim, refused, now=now)
+        if outcome == "retry":
+            due = as_utc(_deliveries(configured_db, request_id)["dpw"].next_attempt_at)
+            gaps.append((due - now).total_seconds())
+            now = due
+
+    row = _deliveries(configured_db, request_id)["dpw"]
+    assert outcome == "dead"
+    assert row.state == "dead"
+    assert now - started >= timedelta(seconds=routing.RETRY_WINDOW_SECONDS)
+    assert now - started < timedelta(seconds=routing.RETRY_WINDOW_SECONDS + 3600)
+    assert max(gaps) <= routing.BACKOFF_MAX_SECONDS
+    assert gaps[-1] >= routing.BACKOFF_MAX_SECONDS / 2
+    assert row.attempts == len(gaps) + 1
+    assert as_utc(row.first_attempt_at) == started
+    assert receiver.snapshot() == []
 
 
 def test_other_tenant_cannot_route(configured_db: Engine, receiver: AgencyReceiver) -> None:

@@ -79,6 +79,7 @@ class _StatusServer:
     [
         (200, True, False),
         (204, True, False),
+        (408, False, True),
         (429, False, True),
         (500, False, True),
         (503, False, True),
