@@ -1,8 +1,9 @@
 """Scrape-time collectors that `/metrics` on the API serves beside the process metrics.
 
 `create_app` registers them once per process. The Celery queue depth is read from the broker.
-The outbox backlog, the contacts waiting per center, the time alerts take to reach everyone,
-and the key ages and audit chain lengths are read from the database.
+The outbox backlog, the retrying and dead agency deliveries, the contacts waiting per center,
+the time alerts take to reach everyone, and the key ages and audit chain lengths are read from
+the database.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from hub.core.clock import as_utc, utcnow
 from hub.core.collectors import (
@@ -155,6 +156,52 @@ def fanout_reader() -> Reader:
     return read
 
 
+DELIVERIES = GaugeSpec(
+    "hub_requests_deliveries",
+    "Agency deliveries waiting for a retry (state failed) or given up (state dead), per tenant "
+    "and agency code.",
+    ["tenant", "agency", "state"],
+)
+DELIVERY_OLDEST_RETRY = GaugeSpec(
+    "hub_requests_delivery_oldest_retry_seconds",
+    "Seconds since the first attempt of the oldest delivery waiting for a retry, per tenant and "
+    "agency code.",
+    ["tenant", "agency"],
+)
+
+
+def delivery_reader(engine: Engine | None = None) -> Reader:
+    """Build the reader of retrying and dead agency deliveries per tenant and agency."""
+    from hub.requests.models import Delivery
+
+    def read() -> Samples:
+        now = utcnow()
+        with unit_of_work(SystemContext("metrics collector"), engine=engine, write=False) as s:
+            rows = s.execute(
+                select(
+                    Delivery.tenant_id,
+                    Delivery.destination,
+                    Delivery.state,
+                    func.count(),
+                    func.min(Delivery.first_attempt_at),
+                )
+                .where(Delivery.state.in_(("failed", "dead")))
+                .group_by(Delivery.tenant_id, Delivery.destination, Delivery.state)
+            ).all()
+        return {
+            DELIVERIES.name: [
+                ((tenant, agency, state), float(count)) for tenant, agency, state, count, _ in rows
+            ],
+            DELIVERY_OLDEST_RETRY.name: [
+                ((tenant, agency), age_seconds(first, now))
+                for tenant, agency, state, _, first in rows
+                if state == "failed"
+            ],
+        }
+
+    return read
+
+
 def install_collectors() -> None:
     """Register the scrape-time collectors in this process (later calls do nothing)."""
     global _installed
@@ -178,6 +225,9 @@ def install_collectors() -> None:
         group.add(ScrapeCollector("outbox", [OUTBOX_PENDING, OUTBOX_OLDEST], outbox_reader()))
         group.add(ScrapeCollector("overflow", [CONTACTS_WAITING, OLDEST_WAIT], overflow_reader()))
         group.add(ScrapeCollector("alerts", [FANOUT_LAST, FANOUT_RUNNING], fanout_reader()))
+        group.add(
+            ScrapeCollector("deliveries", [DELIVERIES, DELIVERY_OLDEST_RETRY], delivery_reader())
+        )
         reader = privacy_reader()
         if reader is not None:
             group.add(ScrapeCollector("privacy", [KEY_AGE, AUDIT_CHAIN], reader))

@@ -45,7 +45,7 @@ def resolve_tenant(tenant_id: str) -> Any:
     if tenant is None:
         fail(f"tenant {tenant_id!r} not found; onboard it with `hub tenants onboard FILE` first")
     if not tenant.active:
-        fail(f"tenant {tenant_id!r} is offboarded; imports need an active tenant")
+        fail(f"tenant {tenant_id!r} is offboarded; this command needs an active tenant")
     return tenant
 
 

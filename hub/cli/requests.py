@@ -1,7 +1,8 @@
-"""`hub requests list|show|find`: a tenant's service requests for operators and staff.
+"""`hub requests list|show|find|redeliver`: a tenant's service requests for operators and staff.
 
 `list` and `find` print no personal data. `show` prints personal fields only when given a
 `--purpose`, and then decrypts them through `privacy.access`, which writes an audit entry.
+`redeliver` sends dead agency deliveries again and writes an audit entry.
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ from hub.core.tenancy import ROLE_STAFF, TenantContext
 from hub.requests.listing import count_requests, list_requests
 from hub.requests.models import STATES, ServiceRequest, StatusEvent
 from hub.requests.queries import events_by_request, find_by_contact
+from hub.requests.routing import redeliver
 from hub.requests.service import get_request
+from hub.requests.validation import parse_datetime
 from privacy.access import decrypt_fields
 from privacy.registry import encrypted_tables
 
-app = typer.Typer(help="List, show and find a tenant's service requests.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, show and find a tenant's service requests; resend dead agency deliveries.",
+    no_args_is_help=True,
+)
 
 REQUESTS_TABLE = "service_requests"
 EVENTS_TABLE = "status_events"
@@ -194,5 +200,64 @@ def find_command(
     def render(result: dict[str, Any]) -> None:
         title = f"Requests of {result['tenant']} from this caller ({len(result['requests'])})"
         table(title, SUMMARY_COLUMNS, _summary_rows(result["requests"]))
+
+    emit(data, as_json, render)
+
+
+@app.command("redeliver")
+def redeliver_command(
+    tenant_id: str = typer.Option(
+        ..., "--tenant", help="Id of the tenant whose deliveries to resend."
+    ),
+    agency: str | None = typer.Option(
+        None, "--agency", help="Only deliveries to this agency code. Default: every agency."
+    ),
+    since: str | None = typer.Option(
+        None,
+        "--since",
+        metavar="ISO-DATETIME",
+        help="Only deliveries that went dead at or after this time, with a UTC offset, such as "
+        "2024-01-31T09:00:00-05:00. Default: every dead delivery.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Count the dead deliveries per agency and change nothing."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Resend dead agency deliveries: back to pending with a new retry window (audited).
+
+    Deliveries already sent are never touched, so running it twice resends nothing twice.
+    """
+    configure_logging()
+    with cli_errors():
+        moment = parse_datetime("--since", since) if since is not None else None
+        ctx = _context(tenant_id)
+        with unit_of_work(ctx, write=not dry_run) as session:
+            result = redeliver(session, ctx, agency=agency, since=moment, dry_run=dry_run)
+    data = {
+        "tenant": ctx.tenant_id,
+        "dry_run": dry_run,
+        "deliveries": result.deliveries,
+        "requests": result.requests,
+        "agencies": [
+            {
+                "agency": entry.agency,
+                "deliveries": entry.deliveries,
+                "last_errors": sorted(entry.last_errors),
+            }
+            for entry in result.agencies
+        ],
+    }
+
+    def render(outcome: dict[str, Any]) -> None:
+        verb = "would resend" if outcome["dry_run"] else "queued again"
+        if not outcome["agencies"]:
+            console.print(f"no dead deliveries of {outcome['tenant']} match", markup=False)
+            return
+        title = f"Dead deliveries of {outcome['tenant']} {verb} ({outcome['deliveries']})"
+        rows = [
+            (a["agency"], a["deliveries"], ", ".join(a["last_errors"])) for a in outcome["agencies"]
+        ]
+        table(title, ["agency", "deliveries", "last errors"], rows)
 
     emit(data, as_json, render)
