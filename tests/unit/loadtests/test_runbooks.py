@@ -24,6 +24,7 @@ CODE_BLOCK = re.compile(r"```(?:sh|bash|console)?\n(.*?)```", re.DOTALL)
 RUNBOOK_NAMES = [
     "surge-and-overflow",
     "broker-outage",
+    "agency-webhook-down",
     "database-outage",
     "worker-crash-loop",
     "key-rotation",
