@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from pipeline_support import create_database, drop_database
+from pipeline_support import create_database
 from sqlalchemy import Engine
 
+from hub.cli.bench_support import drop_database
 from hub.core.clock import utcnow
 from hub.core.collectors import OUTBOX_OLDEST, OUTBOX_PENDING, outbox_reader
 from hub.core.db import get_engine, unit_of_work

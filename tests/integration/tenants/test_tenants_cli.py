@@ -154,7 +154,9 @@ def test_agency_secret_shown_and_audited(hub_cli, make_manifest, tmp_path, db_ur
     assert stored in out.split()
     assert reveals() == 2
 
-    code, out = hub_cli("tenants", "agency-secret", "--tenant", tenant, "--agency", "NOPE", "--json")
+    code, out = hub_cli(
+        "tenants", "agency-secret", "--tenant", tenant, "--agency", "NOPE", "--json"
+    )
     assert code == 2
     assert json.loads(out)["error"].startswith("agency 'NOPE' not found")
     assert reveals() == 2

@@ -138,7 +138,6 @@ def test_request_lists_rejected(shared_data: Path, name: str):
     assert "is neither <services> nor <service_definition>" in caught.value.message
 
 
-
 def test_definition_of_unlisted_service(shared_data: Path):
     services = shared_data / "open311/open311status/service_list.json"
     definition = shared_data / "open311/ruby-open311-gem/service_definition.xml"
