@@ -28,10 +28,16 @@ from sqlalchemy.orm import Session
 from hub.core.clock import utcnow
 from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import InvalidInput, NotFound
-from hub.core.tenancy import ALL_ROLES, ROLE_PARTNER_AGENT, SystemContext, TenantContext
+from hub.core.tenancy import (
+    ALL_ROLES,
+    ROLE_AGENCY,
+    ROLE_PARTNER_AGENT,
+    SystemContext,
+    TenantContext,
+)
 from privacy.audit import audit
 from tenants.metrics import API_KEY_LOOKUPS
-from tenants.models import ApiKey, Tenant
+from tenants.models import Agency, ApiKey, Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -46,12 +52,16 @@ CACHE_MAX_ENTRIES = 10_000
 
 @dataclass(frozen=True)
 class ApiCredential:
-    """The grant of a valid key: its tenant, its roles and, for partner agents, its center."""
+    """The grant of a valid key: its tenant, its roles and, for partner agents, its center.
+
+    `agencies` are the codes of the agencies an agency key acts for, and empty on other keys.
+    """
 
     tenant_id: str
     key_id: int
     roles: frozenset[str]
     center_id: str | None = None
+    agencies: frozenset[str] = frozenset()
 
     @property
     def actor(self) -> str:
@@ -110,6 +120,62 @@ def _check_partner_alone(roles: list[str]) -> None:
             "create a separate key for the tenant's own staff",
             field="roles",
         )
+
+
+def split_agency_codes(values: list[str] | tuple[str, ...]) -> list[str]:
+    """Return the agency codes in `values`, each of which may be a comma-separated list,
+    without surrounding spaces, empty entries or repeats, in the order given."""
+    codes: list[str] = []
+    for value in values:
+        for code in value.split(","):
+            code = code.strip()
+            if code and code not in codes:
+                codes.append(code)
+    return codes
+
+
+def check_agencies(
+    session: Session, tenant_id: str, roles: list[str], agencies: list[str]
+) -> list[str]:
+    """Return the agency codes of a new key, sorted.
+
+    Raises InvalidInput unless the key has agencies exactly when it has the agency role, and
+    each code names an active agency of the tenant. An agency key may update only the
+    requests routed to its agencies.
+    """
+    agency_role = ROLE_AGENCY in roles
+    if agency_role and not agencies:
+        raise InvalidInput(
+            "an agency key needs the code of each agency it acts for; give them with "
+            "--agency CODE (repeat it, or separate codes with commas)",
+            field="agencies",
+        )
+    if agencies and not agency_role:
+        raise InvalidInput(
+            f"a key for agencies {', '.join(agencies)} needs the agency role, the only role "
+            "that acts for agencies; add --role agency or leave out --agency",
+            field="roles",
+        )
+    known = set(
+        session.scalars(
+            select(Agency.code).where(Agency.tenant_id == tenant_id, Agency.active.is_(True))
+        )
+    )
+    for code in agencies:
+        if code in known:
+            continue
+        if not known:
+            raise InvalidInput(
+                f"agency {code!r} is not an agency of tenant {tenant_id}, which has no active "
+                "agencies; add them to its manifest and onboard it again",
+                field="agencies",
+            )
+        raise InvalidInput(
+            f"agency {code!r} is not an agency of tenant {tenant_id}; use a code from its "
+            f"manifest: {', '.join(sorted(known))}",
+            field="agencies",
+        )
+    return sorted(set(agencies))
 
 
 def check_holder(holder: str, *, name: str = "key holder") -> str:
@@ -174,14 +240,20 @@ def create_api_key(
     label: str,
     center_id: str | None = None,
     holder: str | None = None,
+    agencies: list[str] | tuple[str, ...] = (),
 ) -> tuple[ApiKey, str]:
     """Create a key for `ctx.tenant_id` and return the row and the raw key (shown once).
 
-    `holder` names the person who uses the key, as in `check_holder`. The session may be the
-    tenant's own or a system session; the caller commits.
+    `holder` names the person who uses the key, as in `check_holder`. `agencies` are agency
+    codes or comma-separated lists of them, required for the agency role, as `check_agencies`
+    checks them. The session may be the tenant's own
+    or a system session; the caller commits.
     """
     clean_roles = check_roles(roles)
     _check_center_role(clean_roles, center_id)
+    clean_agencies = check_agencies(
+        session, ctx.tenant_id, clean_roles, split_agency_codes(agencies)
+    )
     if holder is not None:
         holder = check_holder(holder)
     label = label.strip()
@@ -196,6 +268,7 @@ def create_api_key(
         roles=clean_roles,
         center_id=center_id,
         holder=holder,
+        agencies=clean_agencies,
         created_at=utcnow(),
     )
     session.add(row)
@@ -208,6 +281,7 @@ def create_api_key(
         roles=clean_roles,
         center_id=center_id,
         holder=holder,
+        agencies=clean_agencies,
     )
     log.info("api_key_created", tenant_id=ctx.tenant_id, key_id=row.id, roles=clean_roles)
     return row, raw
@@ -268,6 +342,7 @@ def set_api_key_roles(
             field="roles",
         )
     _check_partner_alone(clean_roles)
+    _check_agency_role_kept(row, clean_roles)
     previous = list(row.roles)
     if previous != clean_roles:
         row.roles = clean_roles
@@ -276,6 +351,24 @@ def set_api_key_roles(
         log.info("api_key_roles_changed", tenant_id=ctx.tenant_id, key_id=row.id)
     forget_cached_keys()
     return row
+
+
+def _check_agency_role_kept(row: ApiKey, roles: list[str]) -> None:
+    """Raise InvalidInput when a role change would add the agency role to a key that names no
+    agency, or drop it from a key that names agencies."""
+    agency_role = ROLE_AGENCY in roles
+    if agency_role and not row.agencies:
+        raise InvalidInput(
+            f"API key {row.id} names no agency, so it cannot take the agency role; create an "
+            "agency key with --agency CODE instead",
+            field="roles",
+        )
+    if row.agencies and not agency_role:
+        raise InvalidInput(
+            f"API key {row.id} is for agencies {', '.join(row.agencies)}, so it keeps the "
+            "agency role; create another key for the other roles",
+            field="roles",
+        )
 
 
 # --- resolution on the hot path -------------------------------------------------------------
@@ -340,6 +433,7 @@ def _lookup(engine: Engine, prefix: str, digest: str) -> ApiCredential | None:
         key_id=key.id,
         roles=frozenset(key.roles),
         center_id=key.center_id,
+        agencies=frozenset(key.agencies or ()),
     )
 
 

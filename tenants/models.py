@@ -57,6 +57,9 @@ class ApiKey(TenantOwned, Base):
     # The person who holds the key (`keys.check_holder` sets the format), so the two-person
     # alert rule can tell that `apikey:N` and `cli:NAME` are the same person.
     holder: Mapped[str | None] = mapped_column(String(64))
+    # For agency keys: codes of the agencies whose routed requests the key may update. Empty
+    # on every other key.
+    agencies: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column()
 

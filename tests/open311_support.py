@@ -136,7 +136,9 @@ class TenantKeys:
     id: str
     jurisdiction: str
     open311: str
+    # Agency keys: `agency` acts for roads (potholes), `parks` for parks (graffiti).
     agency: str
+    parks: str
     staff: str
     auditor: str
 
@@ -149,13 +151,19 @@ def onboard_tenant(engine, tenant_id: str, *, region: str | None = "test-region"
         ctx = TenantContext(tenant_id, actor="test")
         keys = {
             role: create_api_key(session, ctx, roles=[role], label=f"test {role}")[1]
-            for role in (ROLE_AGENCY, ROLE_STAFF, ROLE_AUDITOR)
+            for role in (ROLE_STAFF, ROLE_AUDITOR)
         }
+        # Potholes go to roads and graffiti to parks, so each agency key updates one of them.
+        for agency in ("roads", "parks"):
+            keys[agency] = create_api_key(
+                session, ctx, roles=[ROLE_AGENCY], label=f"test {agency}", agencies=[agency]
+            )[1]
     return TenantKeys(
         id=tenant_id,
         jurisdiction=jurisdiction,
         open311=open311_key,
-        agency=keys[ROLE_AGENCY],
+        agency=keys["roads"],
+        parks=keys["parks"],
         staff=keys[ROLE_STAFF],
         auditor=keys[ROLE_AUDITOR],
     )

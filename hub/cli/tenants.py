@@ -349,6 +349,7 @@ def _key_row(row: Any) -> dict[str, Any]:
         "roles": list(row.roles),
         "center_id": row.center_id,
         "holder": row.holder,
+        "agencies": list(row.agencies or ()),
         "created_at": isoformat(row.created_at),
         "revoked_at": isoformat(row.revoked_at),
     }
@@ -374,6 +375,13 @@ def keys_create_command(
         help="Person who uses the key, by the name they give to `hub alerts ... --as`; "
         "alert approvals count the key's actions as that person's.",
     ),
+    agencies: list[str] = typer.Option(
+        [],
+        "--agency",
+        help="Code of an agency in the tenant's manifest that an agency key acts for (repeat "
+        "it or separate codes with commas); required with --role agency. The key may update "
+        "only the requests routed to these agencies.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create an API key; the key is printed once and only its hash is stored."""
@@ -385,13 +393,23 @@ def keys_create_command(
             if center is not None:
                 check_partner_agent_center(session, tenant, center)
             row, raw = create_api_key(
-                session, ctx, roles=roles, label=label, center_id=center, holder=holder
+                session,
+                ctx,
+                roles=roles,
+                label=label,
+                center_id=center,
+                holder=holder,
+                agencies=agencies,
             )
             data = {**_key_row(row), "api_key": raw}
 
     def render(d: dict[str, Any]) -> None:
         holder_note = f", held by {d['holder']}" if d["holder"] else ""
-        print(f"key {d['key_id']} for {tenant} with roles {', '.join(d['roles'])}{holder_note}")
+        agency_note = f", for agencies {', '.join(d['agencies'])}" if d["agencies"] else ""
+        print(
+            f"key {d['key_id']} for {tenant} with roles {', '.join(d['roles'])}"
+            f"{agency_note}{holder_note}"
+        )
         print(f"API key (shown once, store it now): {d['api_key']}")
 
     emit(data, as_json, render)
@@ -410,7 +428,17 @@ def keys_list_command(
     def render(items: list[dict[str, Any]]) -> None:
         table(
             f"API keys of {tenant}",
-            ["id", "prefix", "label", "holder", "roles", "center", "created", "revoked"],
+            [
+                "id",
+                "prefix",
+                "label",
+                "holder",
+                "roles",
+                "agencies",
+                "center",
+                "created",
+                "revoked",
+            ],
             [
                 [
                     r["key_id"],
@@ -418,6 +446,7 @@ def keys_list_command(
                     r["label"],
                     r["holder"],
                     ",".join(r["roles"]),
+                    ",".join(r["agencies"]),
                     r["center_id"],
                     r["created_at"],
                     r["revoked_at"],

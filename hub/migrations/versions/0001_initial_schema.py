@@ -214,6 +214,7 @@ def upgrade() -> None:
         sa.Column("roles", sa.JSON(), nullable=False),
         sa.Column("center_id", sa.String(length=64), nullable=True),
         sa.Column("holder", sa.String(length=64), nullable=True),
+        sa.Column("agencies", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),

@@ -116,7 +116,9 @@ def test_create_list_and_role_change(two_tenants):
     engine, (a, _), (b, _) = two_tenants
     ctx = TenantContext(a, actor="cli:test")
     with unit_of_work(ctx, engine=engine) as session:
-        row, raw = create_api_key(session, ctx, roles=[ROLE_AGENCY], label="Public works")
+        row, raw = create_api_key(
+            session, ctx, roles=[ROLE_AGENCY], label="Public works", agencies=["PWD_HWY"]
+        )
         key_id = row.id
     context = authenticate(raw, any_of=[ROLE_AGENCY], engine=engine)
     assert context.tenant_id == a
@@ -206,7 +208,14 @@ def test_center_only_on_partner_keys(two_tenants):
     assert "needs the id of its partner center" in caught.value.message
     with pytest.raises(InvalidInput) as caught:
         with unit_of_work(ctx, engine=engine) as session:
-            create_api_key(session, ctx, roles=[ROLE_AGENCY], label="x", center_id="partner-1")
+            create_api_key(
+                session,
+                ctx,
+                roles=[ROLE_AGENCY],
+                label="x",
+                center_id="partner-1",
+                agencies=["PWD_HWY"],
+            )
     assert "needs the partner_agent role" in caught.value.message
 
 
@@ -214,7 +223,9 @@ def test_role_change_keeps_center_rule(two_tenants):
     engine, (a, _), _ = two_tenants
     ctx = TenantContext(a)
     with unit_of_work(ctx, engine=engine) as session:
-        plain = create_api_key(session, ctx, roles=[ROLE_AGENCY], label="agency")[0].id
+        plain = create_api_key(
+            session, ctx, roles=[ROLE_AGENCY], label="agency", agencies=["PWD_HWY"]
+        )[0].id
         partner = create_api_key(
             session, ctx, roles=[ROLE_PARTNER_AGENT], label="partner", center_id="partner-1"
         )[0].id
@@ -232,6 +243,34 @@ def test_role_change_keeps_center_rule(two_tenants):
         with unit_of_work(ctx, engine=engine) as session:
             set_api_key_roles(session, ctx, partner, [ROLE_PARTNER_AGENT, ROLE_STAFF])
     assert "a partner_agent key takes no other role, but staff was given" in caught.value.message
+
+
+def test_role_change_keeps_agency_rule(two_tenants):
+    engine, (a, _), _ = two_tenants
+    ctx = TenantContext(a)
+    with unit_of_work(ctx, engine=engine) as session:
+        agency = create_api_key(
+            session, ctx, roles=[ROLE_AGENCY], label="agency", agencies=[" PWD_HWY", "PWD_HWY"]
+        )[0]
+        staff = create_api_key(session, ctx, roles=[ROLE_STAFF], label="staff")[0]
+        agency_id, staff_id = agency.id, staff.id
+        assert agency.agencies == ["PWD_HWY"]
+
+    with pytest.raises(InvalidInput) as caught:
+        with unit_of_work(ctx, engine=engine) as session:
+            set_api_key_roles(session, ctx, staff_id, [ROLE_STAFF, ROLE_AGENCY])
+    assert f"API key {staff_id} names no agency, so it cannot take the agency role" in (
+        caught.value.message
+    )
+    with pytest.raises(InvalidInput) as caught:
+        with unit_of_work(ctx, engine=engine) as session:
+            set_api_key_roles(session, ctx, agency_id, [ROLE_STAFF])
+    assert f"API key {agency_id} is for agencies PWD_HWY, so it keeps the agency role" in (
+        caught.value.message
+    )
+    with unit_of_work(ctx, engine=engine) as session:
+        changed = set_api_key_roles(session, ctx, agency_id, [ROLE_AGENCY, ROLE_STAFF])
+        assert changed.agencies == ["PWD_HWY"]
 
 
 def test_open311_key_lacks_staff_role(two_tenants):

@@ -188,7 +188,8 @@ def test_keys_lifecycle(hub_cli, manifest_file, make_manifest, tmp_path):
     hub_cli("tenants", "onboard", str(path))
     tenant = data["id"]
     code, out = hub_cli(
-        "tenants", "keys", "create", "--tenant", tenant, "--role", "agency", "--json"
+        "tenants", "keys", "create", "--tenant", tenant, "--role", "agency",
+        "--agency", "DPW_OPS", "--json",
     )
     assert code == 0, out
     created = json.loads(out)
@@ -235,6 +236,73 @@ def test_keys_create_role_required(hub_cli, manifest_file, monkeypatch):
     code, out = hub_cli("tenants", "keys", "create", "--tenant", data["id"], "--json")
     assert code == 2
     assert json.loads(out)["error"].startswith("Missing option '--role'")
+
+
+def test_keys_agencies_stored_and_listed(hub_cli, manifest_file):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    tenant = data["id"]
+    code, out = hub_cli(
+        "tenants", "keys", "create", "--tenant", tenant, "--role", "agency",
+        "--agency", "DPW_OPS,DPW_BSM", "--agency", "DPW_BSSR", "--json",
+    )
+    assert code == 0, out
+    created = json.loads(out)
+    assert created["agencies"] == ["DPW_BSM", "DPW_BSSR", "DPW_OPS"]
+    credential = resolve_api_key(created["api_key"])
+    assert credential.agencies == frozenset({"DPW_BSM", "DPW_BSSR", "DPW_OPS"})
+
+    code, out = hub_cli("tenants", "keys", "list", "--tenant", tenant, "--json")
+    assert code == 0, out
+    agencies = {k["key_id"]: k["agencies"] for k in json.loads(out)}
+    assert agencies[created["key_id"]] == ["DPW_BSM", "DPW_BSSR", "DPW_OPS"]
+    # The Open311 key that onboarding created acts for no agency.
+    assert sorted(agencies.values()) == [[], ["DPW_BSM", "DPW_BSSR", "DPW_OPS"]]
+
+    code, out = hub_cli("tenants", "keys", "list", "--tenant", tenant)
+    assert code == 0, out
+    assert "agencies" in out
+    [line] = [row for row in out.splitlines() if f" {created['key_id']} " in row]
+    assert "DPW_BSM,DPW_BSSR,DPW_OPS" in line
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ([], "an agency key needs the code of each agency it acts for; give them with --agency"),
+        (
+            ["--agency", "DPW_OPS,PARKS"],
+            "agency 'PARKS' is not an agency of tenant {tenant}; use a code from its manifest: "
+            "DPW_BSM, DPW_BSSR, DPW_OPS, ",
+        ),
+    ],
+    ids=["missing", "unknown"],
+)
+def test_keys_agency_role_checks_agencies(hub_cli, manifest_file, options, expected):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    tenant = data["id"]
+    code, out = hub_cli(
+        "tenants", "keys", "create", "--tenant", tenant, "--role", "agency", *options, "--json"
+    )
+    assert code == 2
+    assert json.loads(out)["error"].startswith(expected.format(tenant=tenant))
+
+    code, out = hub_cli("tenants", "keys", "list", "--tenant", tenant, "--json")
+    assert [k["roles"] for k in json.loads(out)] == [["open311"]]
+
+
+def test_keys_agency_needs_agency_role(hub_cli, manifest_file):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    code, out = hub_cli(
+        "tenants", "keys", "create", "--tenant", data["id"], "--role", "staff",
+        "--agency", "DPW_OPS", "--json",
+    )
+    assert code == 2
+    message = json.loads(out)["error"]
+    assert message.startswith("a key for agencies DPW_OPS needs the agency role")
+    assert "add --role agency or leave out --agency" in message
 
 
 def create_held_key(hub_cli, manifest_file, holder: str) -> tuple[str, int, str]:
