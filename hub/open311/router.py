@@ -3,7 +3,8 @@
 Each path takes a `.json` or `.xml` suffix. `jurisdiction_id` (the city's domain) is required:
 empty counts as missing (400) and an unknown one is 404. Reads are public and anonymized;
 POST requests needs an api_key with the open311 role, and servicerequestupdates one with the
-agency role. Errors come out as the spec's error list through the renderer in `formats`.
+agency role, which updates only the requests routed to the key's agencies. Errors come out as
+the spec's error list through the renderer in `formats`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import get_engine, is_postgres, unit_of_work
-from hub.core.errors import HubError, InvalidInput, NotFound, PayloadTooLarge, shown
+from hub.core.errors import Forbidden, HubError, InvalidInput, NotFound, PayloadTooLarge, shown
 from hub.core.tenancy import ROLE_AGENCY, ROLE_AGENT, ROLE_OPEN311, ROLE_STAFF, TenantContext
 from hub.open311 import formats, intake, params, views
 from hub.requests import queries, service
@@ -27,6 +28,7 @@ from hub.requests.metrics import INTAKE
 from hub.requests.models import STATES
 from hub.requests.schemas import IntakeData, IntakeJob, RequestQuery
 from tenants.auth import credential_for_tenant, request_id_of
+from tenants.keys import ApiCredential
 from tenants.registry import get_tenant_by_jurisdiction
 
 log = structlog.get_logger(__name__)
@@ -74,10 +76,10 @@ def _public_context(tenant: TenantSnapshot, request: Request) -> TenantContext:
 
 def _authenticate(
     request: Request, tenant: TenantSnapshot, raw_key: str | None, roles: frozenset[str]
-) -> tuple[TenantContext, int]:
-    """Return the context and key id of an api_key valid for this jurisdiction and role."""
+) -> tuple[TenantContext, ApiCredential]:
+    """Return the context and credential of an api_key valid for this jurisdiction and role."""
     credential = credential_for_tenant(raw_key, tenant.id, any_of=roles)
-    return credential.context(request_id_of(request)), credential.key_id
+    return credential.context(request_id_of(request)), credential
 
 
 def _media_type(content_type: str) -> str:
@@ -191,9 +193,11 @@ async def post_request(fmt: str, request: Request) -> Response:
     tenant = _tenant(params.first(items, "jurisdiction_id"))
     request.state.tenant_id = tenant.id
     try:
-        ctx, key_id = _authenticate(request, tenant, params.first(items, "api_key"), INTAKE_ROLES)
+        ctx, credential = _authenticate(
+            request, tenant, params.first(items, "api_key"), INTAKE_ROLES
+        )
         key = params.idempotency_key(request.headers.get("idempotency-key"))
-        data = intake_data(items, key_id)
+        data = intake_data(items, credential.key_id)
     except HubError:
         INTAKE.labels(tenant=tenant.id, outcome="rejected").inc()
         raise
@@ -337,7 +341,28 @@ def _update_time(items: Items) -> datetime | None:
     return updated
 
 
-def _post_update(ctx: TenantContext, items: Items) -> dict:
+def _update_agencies(credential: ApiCredential) -> frozenset[str]:
+    """Return the agencies whose requests an agency key may update.
+
+    Raises Forbidden for an agency key that names no agency, because such a key was created
+    before agency keys named their agencies and must be replaced.
+    """
+    if not credential.agencies:
+        log.info(
+            "api_key_without_agencies",
+            tenant_id=credential.tenant_id,
+            key_id=credential.key_id,
+        )
+        raise Forbidden(
+            f"agency key {credential.key_id} names no agency, so it cannot post updates; ask "
+            "the city to create a key with `hub tenants keys create --role agency --agency "
+            "CODE` and to revoke this one",
+            code="key_without_agency",
+        )
+    return credential.agencies
+
+
+def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> dict:
     request_id = params.optional_text(items, "service_request_id")
     if request_id is None:
         raise InvalidInput("service_request_id is required", field="service_request_id")
@@ -369,6 +394,7 @@ def _post_update(ctx: TenantContext, items: Items) -> dict:
                 resolution=resolution,
                 channel="agency",
                 at=updated,
+                agencies=agencies,
             )
             event_request_id, event_status = event.request_id, event.status
     except IntegrityError:
@@ -376,7 +402,13 @@ def _post_update(ctx: TenantContext, items: Items) -> dict:
         log.info("status_update_race", tenant_id=ctx.tenant_id, request_id=request_id)
         with unit_of_work(ctx, write=False) as session:
             event, created = service.post_status_update(
-                session, ctx, request_id, status, update_id=update_id, resolution=resolution
+                session,
+                ctx,
+                request_id,
+                status,
+                update_id=update_id,
+                resolution=resolution,
+                agencies=agencies,
             )
             event_request_id, event_status = event.request_id, event.status
 
@@ -395,8 +427,9 @@ async def post_update(fmt: str, request: Request) -> Response:
     items = await _form_items(request)
     tenant = _tenant(params.first(items, "jurisdiction_id"))
     request.state.tenant_id = tenant.id
-    ctx, _ = _authenticate(request, tenant, params.first(items, "api_key"), UPDATE_ROLES)
-    body = await run_in_threadpool(_post_update, ctx, items)
+    ctx, credential = _authenticate(request, tenant, params.first(items, "api_key"), UPDATE_ROLES)
+    agencies = _update_agencies(credential)
+    body = await run_in_threadpool(_post_update, ctx, agencies, items)
     return formats.render(fmt, "service_request_updates", [body], status=200)
 
 

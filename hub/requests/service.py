@@ -62,12 +62,12 @@ from tenants.registry import tenants_in_region
 log = structlog.get_logger(__name__)
 
 
-# Allowed status changes. A repeated status is a note-only update; reopening a closed request
-# moves it back to in_progress.
 _INSERT_REQUEST = insert(ServiceRequest.__table__)
 _INSERT_EVENT = insert(StatusEvent.__table__)
 _INSERT_DELIVERY = insert(Delivery.__table__)
 
+# Allowed status changes. A repeated status is a note-only update; reopening a closed request
+# moves it back to in_progress.
 TRANSITIONS: dict[str, frozenset[str]] = {
     "submitted": frozenset({"submitted", "acknowledged", "in_progress", "on_hold", "closed"}),
     "acknowledged": frozenset({"acknowledged", "in_progress", "on_hold", "closed"}),
@@ -479,6 +479,35 @@ def request_not_found(request_id: str) -> NotFound:
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
+def request_agencies(session: Session, request: ServiceRequest) -> set[str]:
+    """Return the codes of the agencies a request is routed to: its `agency_code` and the
+    destination of each of its deliveries."""
+    destinations = set(
+        session.scalars(select(Delivery.destination).where(Delivery.request_id == request.id))
+    )
+    if request.agency_code:
+        destinations.add(request.agency_code)
+    return destinations
+
+
+def _routed_request(
+    session: Session, ctx: TenantContext, request_id: str, agencies: frozenset[str] | None
+) -> ServiceRequest:
+    """Return the tenant's request, which must be routed to one of `agencies` unless that is
+    None. A request of another agency is NotFound like an unknown one, so an agency key
+    learns nothing about other agencies' requests."""
+    request = get_request(session, ctx, request_id)
+    if agencies is not None and not agencies & request_agencies(session, request):
+        log.info(
+            "status_update_other_agency",
+            tenant_id=ctx.tenant_id,
+            request_id=request_id,
+            actor=ctx.actor,
+        )
+        raise request_not_found(request_id)
+    return request
+
+
 def post_status_update(
     session: Session,
     ctx: TenantContext,
@@ -490,11 +519,13 @@ def post_status_update(
     resolution: str | None = None,
     channel: str = "agency",
     at: datetime | None = None,
+    agencies: frozenset[str] | None = None,
 ) -> tuple[StatusEvent, bool]:
-    """Apply one status change; return the event and whether it was new.
+    """Record one status change and return the event and whether it was new.
 
     An `update_id` seen before returns the earlier event and changes nothing, so an agency may
-    resend an update safely.
+    resend an update safely. With `agencies` (an agency key's), only requests routed to one of
+    them can be updated.
     """
     if update_id is not None:
         check_text("update_id", update_id, max_chars=120)
@@ -502,6 +533,17 @@ def post_status_update(
             select(StatusEvent).where(StatusEvent.update_id == update_id)
         ).one_or_none()
         if earlier is not None:
+            if agencies is not None and earlier.request_id != request_id:
+                # The update_id is unique in the tenant, so this key cannot use it. The error
+                # names no request, because the earlier one may belong to another agency.
+                raise Conflict(
+                    f"update_id {update_id!r} was already used for another service request; "
+                    "send a new update_id",
+                    code="update_id_in_use",
+                    field="update_id",
+                )
+            if agencies is not None:
+                _routed_request(session, ctx, earlier.request_id, agencies)
             STATUS_UPDATES.labels(tenant=ctx.tenant_id, outcome="duplicate").inc()
             return earlier, False
 
@@ -521,7 +563,7 @@ def post_status_update(
         raise InvalidInput("resolution applies only to status closed", field="resolution")
     check_text("note", note, max_chars=MAX_DESCRIPTION_CHARS)
 
-    request = get_request(session, ctx, request_id)
+    request = _routed_request(session, ctx, request_id, agencies)
     if status not in TRANSITIONS[request.status]:
         raise Conflict(
             f"cannot change status from {request.status} to {status}", code="invalid_transition"

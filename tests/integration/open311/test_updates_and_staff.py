@@ -7,9 +7,11 @@ from open311_support import INSIDE, pothole_form
 from sqlalchemy import func, select
 
 from hub.core.db import get_engine, unit_of_work
-from hub.core.tenancy import SystemContext
+from hub.core.tenancy import ROLE_AGENCY, SystemContext, TenantContext
 from hub.requests.models import ServiceRequest, StatusEvent
 from privacy.models import AuditEntry
+from tenants import keys as keys_module
+from tenants.models import ApiKey
 
 UPDATES = "/open311/v2/servicerequestupdates.json"
 
@@ -91,6 +93,83 @@ def test_closing_and_transitions(client, tenants_ab):
     assert reopened.status_code == 200
     assert reopened.json()[0]["status_detail"] == "in_progress"
     assert unknown_status.status_code == 400
+
+
+def _graffiti(client, tenant):
+    """File a graffiti request, which the tenant routes to its parks agency."""
+    return _file(client, tenant, service_code="graffiti", **{"attribute[depth]": None})
+
+
+def test_agency_key_updates_only_its_agencies(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    pothole_id = _file(client, alpha)
+    graffiti_id = _graffiti(client, alpha)
+
+    parks_on_pothole = _update(client, alpha, pothole_id, "p-1", "closed", key=alpha.parks)
+    roads_on_graffiti = _update(client, alpha, graffiti_id, "p-2", "closed", key=alpha.agency)
+    unknown = _update(client, alpha, "NOSUCHID", "p-3", "closed", key=alpha.parks)
+    parks_on_graffiti = _update(client, alpha, graffiti_id, "p-4", "in_progress", key=alpha.parks)
+    roads_on_pothole = _update(client, alpha, pothole_id, "p-5", "in_progress", key=alpha.agency)
+
+    assert parks_on_pothole.status_code == 404
+    assert parks_on_pothole.json()[0]["description"] == f"service request {pothole_id} not found"
+    assert unknown.json()[0]["description"] == "service request NOSUCHID not found"
+    assert roads_on_graffiti.status_code == 404
+    assert roads_on_graffiti.json()[0]["description"] == (
+        f"service request {graffiti_id} not found"
+    )
+    assert parks_on_graffiti.status_code == 200
+    assert parks_on_graffiti.json()[0]["status_detail"] == "in_progress"
+    assert roads_on_pothole.status_code == 200
+    assert roads_on_pothole.json()[0]["status_detail"] == "in_progress"
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        updates = set(session.scalars(select(StatusEvent.update_id)))
+    assert {"p-1", "p-2"}.isdisjoint(updates)
+
+
+def test_agency_key_cannot_replay_other_agency_update(client, tenants_ab):
+    alpha, _ = tenants_ab
+    pothole_id = _file(client, alpha)
+    graffiti_id = _graffiti(client, alpha)
+    _update(client, alpha, pothole_id, "r-1", "in_progress", key=alpha.agency)
+
+    same_request = _update(client, alpha, pothole_id, "r-1", "in_progress", key=alpha.parks)
+    own_request = _update(client, alpha, graffiti_id, "r-1", "in_progress", key=alpha.parks)
+
+    assert same_request.status_code == 404
+    assert own_request.status_code == 409
+    assert own_request.json()[0]["description"] == (
+        "update_id 'r-1' was already used for another service request; send a new update_id"
+    )
+    assert pothole_id.encode() not in own_request.content
+
+
+def test_agency_key_without_agencies_is_403(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    # A key stored before agency keys named their agencies.
+    raw, prefix = keys_module.generate_key()
+    ctx = TenantContext(alpha.id, actor="test")
+    with unit_of_work(ctx, engine=get_engine(hub_db)) as session:
+        row = ApiKey(
+            tenant_id=alpha.id,
+            prefix=prefix,
+            key_hash=keys_module._hash(raw),
+            label="old agency key",
+            roles=[ROLE_AGENCY],
+        )
+        session.add(row)
+        session.flush()
+        key_id = row.id
+
+    response = _update(client, alpha, request_id, "k-1", "closed", key=raw)
+
+    assert response.status_code == 403
+    assert response.json()[0]["description"].startswith(
+        f"agency key {key_id} names no agency, so it cannot post updates; ask the city to "
+        "create a key with `hub tenants keys create --role agency --agency CODE`"
+    )
+    assert _event_count(hub_db, request_id) == 1
 
 
 def test_update_needs_agency_role(client, tenants_ab):
