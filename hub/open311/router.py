@@ -396,7 +396,8 @@ def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> 
                 at=updated,
                 agencies=agencies,
             )
-            event_request_id, event_status = event.request_id, event.status
+            event_request_id = event.request_id
+            current_status, superseded = service.update_outcome(session, ctx, event)
     except IntegrityError:
         # A concurrent delivery of the same update_id committed first.
         log.info("status_update_race", tenant_id=ctx.tenant_id, request_id=request_id)
@@ -410,14 +411,18 @@ def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> 
                 resolution=resolution,
                 agencies=agencies,
             )
-            event_request_id, event_status = event.request_id, event.status
+            event_request_id = event.request_id
+            current_status, superseded = service.update_outcome(session, ctx, event)
 
+    # The status is the request's current one. It differs from this update's status when an
+    # event dated after the update set it, and then `superseded` is true.
     return {
         "service_request_id": event_request_id,
         "update_id": update_id,
-        "status": "closed" if event_status == "closed" else "open",
-        "status_detail": event_status,
+        "status": "closed" if current_status == "closed" else "open",
+        "status_detail": current_status,
         "duplicate": not created,
+        "superseded": superseded,
     }
 
 

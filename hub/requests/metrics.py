@@ -33,7 +33,7 @@ INTAKE = Counter(
 )
 STATUS_UPDATES = Counter(
     "hub_requests_status_updates_total",
-    "Status updates by tenant and outcome (applied, duplicate).",
+    "Status updates by tenant and outcome (applied, superseded, duplicate).",
     ["tenant", "outcome"],
 )
 DUPLICATES_LINKED = Counter(

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -508,6 +508,52 @@ def _routed_request(
     return request
 
 
+def _latest_event_at(session: Session, request_id: str) -> datetime | None:
+    """Return the time of the request's latest status event, in UTC, or None without events."""
+    latest = session.scalar(
+        select(func.max(StatusEvent.at)).where(StatusEvent.request_id == request_id)
+    )
+    return as_utc(latest) if latest is not None else None
+
+
+def _status_at(session: Session, request_id: str, when: datetime) -> str:
+    """Return the request's status at `when`, as its history records it."""
+    status = session.scalar(
+        select(StatusEvent.status)
+        .where(StatusEvent.request_id == request_id, StatusEvent.at <= when)
+        .order_by(StatusEvent.at.desc(), StatusEvent.id.desc())
+        .limit(1)
+    )
+    return status or "submitted"
+
+
+def _check_transition(previous: str, status: str, *, when: datetime | None = None) -> None:
+    """Raise Conflict when TRANSITIONS allows no change from `previous` to `status`.
+
+    `when` is the time of an update dated before the request's latest event, whose
+    `previous` status is the one the history records at that time.
+    """
+    allowed = TRANSITIONS[previous]
+    if status in allowed:
+        return
+    choices = [state for state in STATES if state in allowed]
+    allowed_text = ", ".join(choices[:-1]) + f" or {choices[-1]}"
+    at_time = f" at {isoformat(when)}" if when is not None else ""
+    raise Conflict(
+        f"cannot change status from {previous} to {status}{at_time}; a request that is "
+        f"{previous} can change only to {allowed_text}",
+        code="invalid_transition",
+    )
+
+
+def update_outcome(session: Session, ctx: TenantContext, event: StatusEvent) -> tuple[str, bool]:
+    """Return the current status of the event's request and whether a later event supersedes
+    the event, so that the event is in the history but did not set the current status."""
+    request = get_request(session, ctx, event.request_id)
+    latest = _latest_event_at(session, event.request_id)
+    return request.status, latest is not None and as_utc(event.at) < latest
+
+
 def post_status_update(
     session: Session,
     ctx: TenantContext,
@@ -524,8 +570,9 @@ def post_status_update(
     """Record one status change and return the event and whether it was new.
 
     An `update_id` seen before returns the earlier event and changes nothing, so an agency may
-    resend an update safely. With `agencies` (an agency key's), only requests routed to one of
-    them can be updated.
+    resend an update safely. An update dated before the request's latest event goes into the
+    history at its time and leaves the current status as the latest event set it. With
+    `agencies` (an agency key's), only requests routed to one of them can be updated.
     """
     if update_id is not None:
         check_text("update_id", update_id, max_chars=120)
@@ -564,11 +611,6 @@ def post_status_update(
     check_text("note", note, max_chars=MAX_DESCRIPTION_CHARS)
 
     request = _routed_request(session, ctx, request_id, agencies)
-    if status not in TRANSITIONS[request.status]:
-        raise Conflict(
-            f"cannot change status from {request.status} to {status}", code="invalid_transition"
-        )
-
     when = as_utc(at) if at else utcnow()
     if at is not None and when < as_utc(request.requested_at) - MAX_CLOCK_SKEW:
         raise InvalidInput(
@@ -576,6 +618,13 @@ def post_status_update(
             f"{isoformat(request.requested_at)}; send the time the update was made",
             field="updated_datetime",
         )
+    latest = _latest_event_at(session, request.id)
+    superseded = latest is not None and when < latest
+    if superseded:
+        _check_transition(_status_at(session, request.id, when), status, when=when)
+    else:
+        _check_transition(request.status, status)
+
     event = StatusEvent(
         tenant_id=ctx.tenant_id,
         request_id=request.id,
@@ -594,6 +643,15 @@ def post_status_update(
         event.note_enc = seal_event_note(cipher, event.id, note)
         event.dek_version = cipher.dek_version
 
+    if superseded:
+        STATUS_UPDATES.labels(tenant=ctx.tenant_id, outcome="superseded").inc()
+        log.info(
+            "request_status_update_superseded",
+            request_id=request.id,
+            status=status,
+            current_status=request.status,
+        )
+        return event, True
     request.status = status
     request.resolution = resolution
     request.updated_at = when

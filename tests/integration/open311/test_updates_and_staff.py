@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from open311_support import INSIDE, pothole_form
 from sqlalchemy import func, select
 
+from hub.core.clock import isoformat, utcnow
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import ROLE_AGENCY, SystemContext, TenantContext
 from hub.requests.models import ServiceRequest, StatusEvent
@@ -93,6 +96,85 @@ def test_closing_and_transitions(client, tenants_ab):
     assert reopened.status_code == 200
     assert reopened.json()[0]["status_detail"] == "in_progress"
     assert unknown_status.status_code == 400
+
+
+def test_closed_to_on_hold_conflict_names_allowed(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    _update(client, alpha, request_id, "h-1", "closed")
+    on_hold = _update(client, alpha, request_id, "h-2", "on_hold")
+    assert on_hold.status_code == 409
+    assert on_hold.json()[0]["description"] == (
+        "cannot change status from closed to on_hold; a request that is closed can change "
+        "only to in_progress or closed"
+    )
+
+
+def _history(client, tenant, request_id):
+    response = client.get(
+        f"/open311/v2/requests/{request_id}.json",
+        params={"jurisdiction_id": tenant.jurisdiction, "extensions": "true"},
+    )
+    assert response.status_code == 200
+    return response.json()[0]
+
+
+def test_out_of_order_update_keeps_later_status(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    # Later than the request's requested_datetime, so the earlier update sorts after it too.
+    closed_at = utcnow().replace(microsecond=0) + timedelta(minutes=2)
+    earlier_at = closed_at - timedelta(seconds=1)
+
+    closed = _update(
+        client, alpha, request_id, "o-1", "closed", updated_datetime=isoformat(closed_at)
+    )
+    late = _update(
+        client, alpha, request_id, "o-2", "in_progress", updated_datetime=isoformat(earlier_at)
+    )
+
+    assert closed.status_code == 200
+    assert late.status_code == 200
+    assert late.json()[0]["status"] == "closed"
+    assert late.json()[0]["status_detail"] == "closed"
+    assert late.json()[0]["duplicate"] is False
+    assert late.json()[0]["superseded"] is True
+    assert closed.json()[0]["superseded"] is False
+    entry = _history(client, alpha, request_id)
+    assert entry["status"] == "closed"
+    assert entry["extended_attributes"]["status_detail"] == "closed"
+    assert entry["extended_attributes"]["resolution"] == "fixed"
+    assert entry["updated_datetime"] == isoformat(closed_at)
+    notes = entry["notes"]
+    assert [note["status_detail"] for note in notes] == ["submitted", "in_progress", "closed"]
+    assert [note["datetime"] for note in notes[1:]] == [
+        isoformat(earlier_at),
+        isoformat(closed_at),
+    ]
+
+
+def test_out_of_order_update_checks_earlier_status(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    first_close = utcnow().replace(microsecond=0) + timedelta(minutes=1)
+    reopen = first_close + timedelta(minutes=1)
+    _update(client, alpha, request_id, "e-1", "closed", updated_datetime=isoformat(first_close))
+    _update(client, alpha, request_id, "e-2", "in_progress", updated_datetime=isoformat(reopen))
+
+    # Between the two updates the request was closed, and closed cannot go on hold.
+    between = first_close + timedelta(seconds=30)
+    on_hold = _update(
+        client, alpha, request_id, "e-3", "on_hold", updated_datetime=isoformat(between)
+    )
+
+    assert on_hold.status_code == 409
+    assert on_hold.json()[0]["description"] == (
+        f"cannot change status from closed to on_hold at {isoformat(between)}; a request that "
+        "is closed can change only to in_progress or closed"
+    )
+    assert _history(client, alpha, request_id)["extended_attributes"]["status_detail"] == (
+        "in_progress"
+    )
 
 
 def _graffiti(client, tenant):
