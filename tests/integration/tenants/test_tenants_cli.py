@@ -188,8 +188,16 @@ def test_keys_lifecycle(hub_cli, manifest_file, make_manifest, tmp_path):
     hub_cli("tenants", "onboard", str(path))
     tenant = data["id"]
     code, out = hub_cli(
-        "tenants", "keys", "create", "--tenant", tenant, "--role", "agency",
-        "--agency", "DPW_OPS", "--json",
+        "tenants",
+        "keys",
+        "create",
+        "--tenant",
+        tenant,
+        "--role",
+        "agency",
+        "--agency",
+        "DPW_OPS",
+        "--json",
     )
     assert code == 0, out
     created = json.loads(out)
@@ -243,8 +251,18 @@ def test_keys_agencies_stored_and_listed(hub_cli, manifest_file):
     hub_cli("tenants", "onboard", str(path))
     tenant = data["id"]
     code, out = hub_cli(
-        "tenants", "keys", "create", "--tenant", tenant, "--role", "agency",
-        "--agency", "DPW_OPS,DPW_BSM", "--agency", "DPW_BSSR", "--json",
+        "tenants",
+        "keys",
+        "create",
+        "--tenant",
+        tenant,
+        "--role",
+        "agency",
+        "--agency",
+        "DPW_OPS,DPW_BSM",
+        "--agency",
+        "DPW_BSSR",
+        "--json",
     )
     assert code == 0, out
     created = json.loads(out)
@@ -296,8 +314,16 @@ def test_keys_agency_needs_agency_role(hub_cli, manifest_file):
     path, data = manifest_file
     hub_cli("tenants", "onboard", str(path))
     code, out = hub_cli(
-        "tenants", "keys", "create", "--tenant", data["id"], "--role", "staff",
-        "--agency", "DPW_OPS", "--json",
+        "tenants",
+        "keys",
+        "create",
+        "--tenant",
+        data["id"],
+        "--role",
+        "staff",
+        "--agency",
+        "DPW_OPS",
+        "--json",
     )
     assert code == 2
     message = json.loads(out)["error"]
