@@ -236,7 +236,9 @@ def test_keys_create_role_required(hub_cli, manifest_file, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     code, out = hub_cli("tenants", "keys", "create", "--help")
     assert code == 0
-    [line] = [row for row in out.splitlines() if "--role" in row]
+    # The option column comes before the type column, so other options that mention --role in
+    # their help do not match.
+    [line] = [row for row in out.splitlines() if "--role " in row.split("<", 1)[0]]
     assert "[required]" in line
 
     path, data = manifest_file
