@@ -33,6 +33,8 @@ STATES = ("submitted", "acknowledged", "in_progress", "on_hold", "closed")
 # The states that Open311 (GeoReport v2) reports as status "open".
 OPEN_STATES = tuple(state for state in STATES if state != "closed")
 RESOLUTIONS = ("fixed", "duplicate", "not_ours", "no_action", "cancelled")
+# Channel of the status event that a transfer to another jurisdiction writes.
+TRANSFER_CHANNEL = "transfer"
 
 
 class ServiceRequest(TenantOwned, Base):

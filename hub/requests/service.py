@@ -34,6 +34,7 @@ from hub.requests.metrics import INTAKE, STATUS_UPDATES
 from hub.requests.models import (
     RESOLUTIONS,
     STATES,
+    TRANSFER_CHANNEL,
     Delivery,
     IdempotencyRecord,
     RequestToken,
@@ -47,6 +48,7 @@ from hub.requests.records import (
 )
 from hub.requests.routing import ROUTE_BATCH_TASK, ROUTE_TASK
 from hub.requests.schemas import IntakeData, IntakeJob, IntakeResult
+from hub.requests.sla import ESCALATION_CHANNEL
 from hub.requests.texts import notice_text
 from hub.requests.validation import (
     MAX_DESCRIPTION_CHARS,
@@ -508,10 +510,23 @@ def _routed_request(
     return request
 
 
-def _latest_event_at(session: Session, request_id: str) -> datetime | None:
-    """Return the time of the request's latest status event, in UTC, or None without events."""
+# Events that the hub writes itself: intake's `submitted`, routing's `acknowledged` when an
+# agency's webhook takes the request, SLA escalations and transfers. They are dated by the
+# hub's clock, and an agency's update dated a little earlier by its own clock must still set
+# the status, so these never make an update out of order.
+_HUB_STATUSES = ("submitted", "acknowledged")
+_HUB_CHANNELS = (ESCALATION_CHANNEL, TRANSFER_CHANNEL)
+
+
+def _latest_update_at(session: Session, request_id: str) -> datetime | None:
+    """Return the time of the request's latest status update by an agency or staff, in UTC,
+    or None before the first one."""
     latest = session.scalar(
-        select(func.max(StatusEvent.at)).where(StatusEvent.request_id == request_id)
+        select(func.max(StatusEvent.at)).where(
+            StatusEvent.request_id == request_id,
+            StatusEvent.status.not_in(_HUB_STATUSES),
+            StatusEvent.channel.not_in(_HUB_CHANNELS),
+        )
     )
     return as_utc(latest) if latest is not None else None
 
@@ -530,7 +545,7 @@ def _status_at(session: Session, request_id: str, when: datetime) -> str:
 def _check_transition(previous: str, status: str, *, when: datetime | None = None) -> None:
     """Raise Conflict when TRANSITIONS allows no change from `previous` to `status`.
 
-    `when` is the time of an update dated before the request's latest event, whose
+    `when` is the time of an update dated before the request's latest update, whose
     `previous` status is the one the history records at that time.
     """
     allowed = TRANSITIONS[previous]
@@ -547,10 +562,10 @@ def _check_transition(previous: str, status: str, *, when: datetime | None = Non
 
 
 def update_outcome(session: Session, ctx: TenantContext, event: StatusEvent) -> tuple[str, bool]:
-    """Return the current status of the event's request and whether a later event supersedes
+    """Return the current status of the event's request and whether a later update supersedes
     the event, so that the event is in the history but did not set the current status."""
     request = get_request(session, ctx, event.request_id)
-    latest = _latest_event_at(session, event.request_id)
+    latest = _latest_update_at(session, event.request_id)
     return request.status, latest is not None and as_utc(event.at) < latest
 
 
@@ -570,8 +585,9 @@ def post_status_update(
     """Record one status change and return the event and whether it was new.
 
     An `update_id` seen before returns the earlier event and changes nothing, so an agency may
-    resend an update safely. An update dated before the request's latest event goes into the
-    history at its time and leaves the current status as the latest event set it. With
+    resend an update safely. An update dated before the request's latest update goes into the
+    history at its time and leaves the current status as the latest update set it. The hub's
+    own events (`_HUB_STATUSES`, `_HUB_CHANNELS`) do not count as updates here. With
     `agencies` (an agency key's), only requests routed to one of them can be updated.
     """
     if update_id is not None:
@@ -618,7 +634,7 @@ def post_status_update(
             f"{isoformat(request.requested_at)}; send the time the update was made",
             field="updated_datetime",
         )
-    latest = _latest_event_at(session, request.id)
+    latest = _latest_update_at(session, request.id)
     superseded = latest is not None and when < latest
     if superseded:
         _check_transition(_status_at(session, request.id, when), status, when=when)

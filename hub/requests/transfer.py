@@ -22,7 +22,13 @@ from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests import catalog
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import TRANSFERS
-from hub.requests.models import Delivery, IdempotencyRecord, ServiceRequest, StatusEvent
+from hub.requests.models import (
+    TRANSFER_CHANNEL,
+    Delivery,
+    IdempotencyRecord,
+    ServiceRequest,
+    StatusEvent,
+)
 from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE, public_location
 from hub.requests.routing import ROUTE_TASK
 from hub.requests.service import active_service
@@ -149,7 +155,7 @@ def transfer_request(
             status=request.status,
             resolution=request.resolution,
             actor=source.actor,
-            channel="transfer",
+            channel=TRANSFER_CHANNEL,
         )
     )
     for agency in agencies:

@@ -153,6 +153,37 @@ def test_out_of_order_update_keeps_later_status(client, tenants_ab):
     ]
 
 
+def test_update_before_hub_ack_sets_status(client, tenants_ab, hub_db):
+    """An agency whose clock runs behind closes a request with a time before the hub recorded
+    that the agency's webhook took it: the close sets the status."""
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    acknowledged_at = utcnow().replace(microsecond=0) + timedelta(minutes=2)
+    with unit_of_work(TenantContext(alpha.id), engine=get_engine(hub_db)) as session:
+        request = session.get(ServiceRequest, request_id)
+        request.status = "acknowledged"
+        session.add(
+            StatusEvent(
+                tenant_id=alpha.id,
+                request_id=request_id,
+                at=acknowledged_at,
+                status="acknowledged",
+                actor="agency:roads",
+                channel="webhook",
+            )
+        )
+    closed_at = acknowledged_at - timedelta(seconds=25)
+
+    closed = _update(
+        client, alpha, request_id, "k-1", "closed", updated_datetime=isoformat(closed_at)
+    )
+
+    assert closed.status_code == 200, closed.text
+    assert closed.json()[0]["superseded"] is False
+    assert closed.json()[0]["status"] == "closed"
+    assert _history(client, alpha, request_id)["status"] == "closed"
+
+
 def test_out_of_order_update_checks_earlier_status(client, tenants_ab):
     alpha, _ = tenants_ab
     request_id = _file(client, alpha)
