@@ -1,4 +1,4 @@
-"""`hub requests list|show|find|redeliver`: a tenant's service requests for operators and staff.
+"""`hub requests`: a tenant's service requests and their deliveries, for operators and staff.
 
 `list` and `find` print no personal data. `show` prints personal fields only when given a
 `--purpose`, and then decrypts them through `privacy.access`, which writes an audit entry.
@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
+from sqlalchemy.orm import Session
 
 from hub.cli.imports import resolve_tenant
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail, table
@@ -20,7 +22,7 @@ from hub.core.tenancy import ROLE_STAFF, TenantContext
 from hub.requests.listing import count_requests, list_requests
 from hub.requests.models import STATES, ServiceRequest, StatusEvent
 from hub.requests.queries import events_by_request, find_by_contact
-from hub.requests.routing import redeliver
+from hub.requests.routing import redeliver, undelivered
 from hub.requests.service import get_request
 from hub.requests.validation import parse_datetime
 from privacy.access import decrypt_fields
@@ -41,9 +43,21 @@ def _personal_columns() -> tuple[str, ...]:
     return next(t.columns for t in encrypted_tables() if t.table == REQUESTS_TABLE)
 
 
+Result = TypeVar("Result")
+
+
 def _context(tenant_id: str) -> TenantContext:
     tenant = resolve_tenant(tenant_id)
     return TenantContext(tenant.id, actor="cli:operator", roles=frozenset({ROLE_STAFF}))
+
+
+def _read(tenant_id: str, read: Callable[[Session, TenantContext], Result]) -> Result:
+    """Return what `read` finds in a read-only transaction of the tenant, as the CLI operator."""
+    configure_logging()
+    with cli_errors():
+        ctx = _context(tenant_id)
+        with unit_of_work(ctx, write=False) as session:
+            return read(session, ctx)
 
 
 def summary(request: ServiceRequest) -> dict[str, Any]:
@@ -94,14 +108,14 @@ def list_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List a tenant's requests, newest first (no personal data)."""
-    configure_logging()
-    with cli_errors():
-        ctx = _context(tenant_id)
-        with unit_of_work(ctx, write=False) as session:
-            filters = {"statuses": status, "service_codes": service, "source": source}
-            rows = list_requests(session, ctx, limit=limit, **filters)
-            total = count_requests(session, ctx, **filters)
-            data = {"tenant": ctx.tenant_id, "total": total, "requests": [summary(r) for r in rows]}
+    filters = {"statuses": status, "service_codes": service, "source": source}
+
+    def read(session: Session, ctx: TenantContext) -> dict[str, Any]:
+        rows = list_requests(session, ctx, limit=limit, **filters)
+        total = count_requests(session, ctx, **filters)
+        return {"tenant": ctx.tenant_id, "total": total, "requests": [summary(r) for r in rows]}
+
+    data = _read(tenant_id, read)
 
     def render(result: dict[str, Any]) -> None:
         shown = len(result["requests"])
@@ -204,6 +218,52 @@ def find_command(
     emit(data, as_json, render)
 
 
+@app.command("deliveries")
+def deliveries_command(
+    tenant_id: str = typer.Option(..., "--tenant", help="Tenant id."),
+    agency: str | None = typer.Option(
+        None, "--agency", help="Only deliveries to this agency code. Default: every agency."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the deliveries that have not reached their agency: retrying and dead, per agency."""
+    tenant, standings = _read(
+        tenant_id, lambda session, ctx: (ctx.tenant_id, undelivered(session, ctx, agency=agency))
+    )
+    data = {
+        "tenant": tenant,
+        "agencies": [
+            {
+                "agency": entry.agency,
+                "state": entry.state,
+                "deliveries": entry.deliveries,
+                "oldest_first_attempt": isoformat(entry.oldest_first_attempt),
+                "last_errors": sorted(entry.last_errors),
+            }
+            for entry in standings
+        ],
+    }
+
+    def render(result: dict[str, Any]) -> None:
+        if not result["agencies"]:
+            console.print(f"no delivery of {result['tenant']} is failing or dead", markup=False)
+            return
+        rows = [
+            (
+                entry["agency"],
+                entry["state"],
+                entry["deliveries"],
+                entry["oldest_first_attempt"] or "",
+                ", ".join(entry["last_errors"]),
+            )
+            for entry in result["agencies"]
+        ]
+        columns = ["agency", "state", "deliveries", "oldest first attempt", "last errors"]
+        table(f"Undelivered deliveries of {result['tenant']}", columns, rows)
+
+    emit(data, as_json, render)
+
+
 @app.command("redeliver")
 def redeliver_command(
     tenant_id: str = typer.Option(
@@ -250,7 +310,7 @@ def redeliver_command(
     }
 
     def render(outcome: dict[str, Any]) -> None:
-        verb = "would resend" if outcome["dry_run"] else "queued again"
+        verb = "to resend (dry run)" if outcome["dry_run"] else "queued again"
         if not outcome["agencies"]:
             console.print(f"no dead deliveries of {outcome['tenant']} match", markup=False)
             return

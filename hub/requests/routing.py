@@ -404,6 +404,47 @@ class Redelivery:
 REDELIVER_ACTION = "deliveries.redeliver"
 
 
+@dataclass
+class DeliveryStanding:
+    """The deliveries of one agency in one state (`failed`: waiting for a retry, or `dead`)."""
+
+    agency: str
+    state: str
+    deliveries: int = 0
+    # The first attempt of the oldest one, which the retry window counts from.
+    oldest_first_attempt: datetime | None = None
+    last_errors: set[str] = field(default_factory=set)
+
+
+def undelivered(
+    session: Session, ctx: TenantContext, *, agency: str | None = None
+) -> list[DeliveryStanding]:
+    """Return the tenant's failed and dead deliveries per agency and state, sorted by agency.
+
+    Operators read it while an agency's endpoint is down: a delivery waits in `failed` for its
+    retries long before it is `dead`. Raises NotFound when `agency` is not in the catalog.
+    """
+    if agency is not None:
+        _check_agency(session, ctx, agency)
+    statement = select(
+        Delivery.destination, Delivery.state, Delivery.last_error, Delivery.first_attempt_at
+    ).where(Delivery.tenant_id == ctx.tenant_id, Delivery.state.in_(("failed", "dead")))
+    if agency is not None:
+        statement = statement.where(Delivery.destination == agency)
+
+    found: dict[tuple[str, str], DeliveryStanding] = {}
+    for destination, state, last_error, first_attempt_at in session.execute(statement):
+        entry = found.setdefault((destination, state), DeliveryStanding(destination, state))
+        entry.deliveries += 1
+        if last_error:
+            entry.last_errors.add(last_error)
+        if first_attempt_at is not None:
+            started = as_utc(first_attempt_at)
+            if entry.oldest_first_attempt is None or started < entry.oldest_first_attempt:
+                entry.oldest_first_attempt = started
+    return [found[key] for key in sorted(found)]
+
+
 def redeliver(
     session: Session,
     ctx: TenantContext,
@@ -429,7 +470,9 @@ def redeliver(
     if agency is not None:
         statement = statement.where(Delivery.destination == agency)
     if since is not None:
-        statement = statement.where(Delivery.dead_at >= since)
+        # In UTC: SQLite compares the stored UTC time with the parameter's wall-clock digits,
+        # so a time with another offset would select the wrong rows.
+        statement = statement.where(Delivery.dead_at >= as_utc(since))
     rows = session.scalars(statement.order_by(Delivery.id).with_for_update()).all()
 
     found: dict[str, AgencyRedelivery] = {}

@@ -4,7 +4,7 @@ retry window."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
@@ -196,6 +196,23 @@ def test_redeliver_since_filters_by_death(
     assert found["deliveries"] == 1
 
 
+@pytest.mark.parametrize("hours", [-5, 5], ids=["west", "east"])
+def test_redeliver_since_honours_offset(
+    configured_db: Engine, receiver: AgencyReceiver, outage: tuple[str, str, str], hours: int
+) -> None:
+    """The same instants written with another UTC offset select the same deliveries."""
+    tenant_id, _request_id, _water = outage
+    zone = timezone(timedelta(hours=hours))
+    later = (utcnow() + timedelta(minutes=5)).astimezone(zone).isoformat()
+    earlier = (utcnow() - timedelta(minutes=5)).astimezone(zone).isoformat()
+
+    _, none_yet = _run("--tenant", tenant_id, "--since", later, "--dry-run")
+    _, found = _run("--tenant", tenant_id, "--since", earlier, "--dry-run")
+
+    assert none_yet["deliveries"] == 0
+    assert found["deliveries"] == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -241,3 +258,29 @@ def test_delivery_gauges_per_agency(
     assert counts == {(tenant_id, "water", "dead"): 1.0, (tenant_id, "dpw", "failed"): 1.0}
     assert list(ages) == [(tenant_id, "dpw")]
     assert 0 <= ages[(tenant_id, "dpw")] < 60
+
+
+def test_deliveries_lists_retrying_and_dead(
+    configured_db: Engine, receiver: AgencyReceiver, outage: tuple[str, str, str]
+) -> None:
+    """While an agency is down its deliveries wait in `failed` long before one is `dead`."""
+    tenant_id, _request_id, _water = outage
+    receiver.fail_paths[receiver.path_for(tenant_id, "dpw")] = 503
+    retrying = add_request(configured_db, tenant_id, ["dpw"])
+    assert route(retrying, tenant_id=tenant_id) == {"retry": 1}
+
+    result = CliRunner().invoke(app, ["requests", "deliveries", "--tenant", tenant_id, "--json"])
+
+    assert result.exit_code == 0, result.stdout
+    listed = json.loads(result.stdout)["agencies"]
+    assert [(e["agency"], e["state"], e["deliveries"]) for e in listed] == [
+        ("dpw", "failed", 1),
+        ("water", "dead", 1),
+    ]
+    assert [e["last_errors"] for e in listed] == [["HTTP 503"], ["HTTP 503"]]
+    assert all(e["oldest_first_attempt"] for e in listed)
+
+    only_dpw = CliRunner().invoke(
+        app, ["requests", "deliveries", "--tenant", tenant_id, "--agency", "dpw", "--json"]
+    )
+    assert [e["agency"] for e in json.loads(only_dpw.stdout)["agencies"]] == ["dpw"]
