@@ -45,7 +45,25 @@ def check_language_tags(tags: list[str]) -> list[str]:
     for tag in tags:
         if not is_language_tag(tag):
             raise ValueError(f"{tag!r} is not {TAG_RULE}")
+        primary = tag.split("-", 1)[0]
+        shorter = _two_letter_form(primary)
+        if shorter is not None:
+            # RFC 5646 registers the two-letter code where ISO 639-1 has one, so `spa` beside
+            # `es` would be the same language under two tags that never match.
+            raise ValueError(
+                f"{tag!r} uses the three-letter code of a language whose tag is {shorter!r}; "
+                f"write {shorter + tag[len(primary) :]!r}"
+            )
     return tags
+
+
+@lru_cache(maxsize=256)
+def _two_letter_form(primary: str) -> str | None:
+    """Return the two-letter code of a three-letter primary language subtag, or None."""
+    if len(primary) != 3 or not primary.isalpha():
+        return None
+    standard = str(langcodes.standardize_tag(primary))
+    return standard if len(standard) == 2 else None
 
 
 def repeated_tags(tags: Iterable[str]) -> list[str]:

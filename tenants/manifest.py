@@ -306,6 +306,9 @@ class Routing(_Strict):
 # --- business calendar ----------------------------------------------------------------------
 
 
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
 class Holiday(_Strict):
     """A date with no working hours, named for people reading the calendar."""
 
@@ -315,15 +318,21 @@ class Holiday(_Strict):
     @field_validator("date", mode="before")
     @classmethod
     def _iso_date(cls, value: Any) -> Any:
-        # `load_manifest` keeps dates as the text written in the file.
-        if isinstance(value, str):
-            try:
-                return date.fromisoformat(value.strip())
-            except ValueError:
-                raise ValueError(
-                    f"{value!r} is not a valid date; write it as YYYY-MM-DD, such as 2026-12-25"
-                ) from None
-        return value
+        # `load_manifest` keeps dates as the text written in the file, and YAML reads
+        # 20260704 as a number.
+        if isinstance(value, date):
+            return value
+        text = str(value).strip()
+        if not ISO_DATE.match(text):
+            raise ValueError(f"{text!r} is not a date; write it as YYYY-MM-DD, such as 2026-12-25")
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a day of the calendar: that month has no day {int(text[8:])}"
+                if 1 <= int(text[5:7]) <= 12
+                else f"{text!r} is not a date: there is no month {int(text[5:7])}"
+            ) from None
 
 
 def _default_hours() -> dict[str, list[str]]:
@@ -896,6 +905,19 @@ def load_manifest(path: str | Path) -> Manifest:
     except FileNotFoundError:
         raise InvalidInput(
             f"manifest file not found: {path}; check the path", code="not_found"
+        ) from None
+    except IsADirectoryError:
+        raise InvalidInput(
+            f"{path} is a folder, not a manifest file; give the path of a YAML file in it"
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"{path} is not UTF-8 text; save the manifest as a UTF-8 YAML file"
+        ) from None
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot read the manifest file {path} ({exc.strerror or type(exc).__name__}); "
+            "check the path and its permissions"
         ) from None
     try:
         data = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 - a SafeLoader subclass

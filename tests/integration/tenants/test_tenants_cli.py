@@ -410,8 +410,8 @@ def test_validate_impossible_date(hub_cli, tmp_path, as_json):
     assert code == 2, out
     if as_json:
         assert json.loads(out)["problems"] == [
-            "calendar.holidays[0].date: '2026-08-32' is not a valid date; write it as "
-            "YYYY-MM-DD, such as 2026-12-25"
+            "calendar.holidays[0].date: '2026-08-32' is not a day of the calendar: that month "
+            "has no day 32"
         ]
     else:
         assert out == ""
@@ -425,3 +425,21 @@ def test_import_catalog_cli(hub_cli, shared_data, tmp_path):
     summary = json.loads(out)
     assert summary["services"] == 118
     assert len(yaml.safe_load(out_file.read_text(encoding="utf-8"))["services"]) == 118
+
+
+@pytest.mark.parametrize("command", ["validate", "onboard"])
+def test_manifest_folder_or_binary(hub_cli, tmp_path, command):
+    binary = tmp_path / "city.yaml"
+    binary.write_bytes(bytes(range(128, 256)))
+
+    code, out = hub_cli("tenants", command, str(tmp_path), "--json")
+    assert code == 2
+    assert json.loads(out)["error"] == (
+        f"{tmp_path} is a folder, not a manifest file; give the path of a YAML file in it"
+    )
+
+    code, out = hub_cli("tenants", command, str(binary), "--json")
+    assert code == 2
+    assert json.loads(out)["error"] == (
+        f"{binary} is not UTF-8 text; save the manifest as a UTF-8 YAML file"
+    )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tenants.languages import is_language_tag, localized, repeated_tags, text_for
+from tenants.languages import (
+    check_language_tags,
+    is_language_tag,
+    localized,
+    repeated_tags,
+    text_for,
+)
 
 
 @pytest.mark.parametrize(
@@ -47,3 +53,13 @@ def test_repeated_tags_ignore_case():
     assert repeated_tags(["en", "es", "EN"]) == ["EN", "en"]
     assert repeated_tags(["en", "en"]) == ["en"]
     assert repeated_tags(["en", "es-US", "es"]) == []
+
+
+@pytest.mark.parametrize(("tag", "short"), [("spa", "es"), ("eng-US", "en-US"), ("SPA", "es")])
+def test_three_letter_code_of_two_letter_language(tag, short):
+    with pytest.raises(ValueError, match=f"write {short!r}"):
+        check_language_tags(["en", tag])
+
+
+def test_three_letter_languages_without_short_code_kept():
+    assert check_language_tags(["yua", "fil", "cmn"]) == ["yua", "fil", "cmn"]

@@ -286,14 +286,23 @@ def _example_text(replace: str, by: str) -> str:
     return text.replace(replace, by, 1)
 
 
-@pytest.mark.parametrize("written", ["2026-08-32", "2026-11-26 10:00"])
-def test_invalid_unquoted_date_named(tmp_path: Path, written: str):
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("2026-08-32", "'2026-08-32' is not a day of the calendar: that month has no day 32"),
+        ("2027-02-29", "'2027-02-29' is not a day of the calendar: that month has no day 29"),
+        ("2026-13-01", "'2026-13-01' is not a date: there is no month 13"),
+        (
+            "2026-11-26 10:00",
+            "'2026-11-26 10:00' is not a date; write it as YYYY-MM-DD, such as 2026-12-25",
+        ),
+        ("20260704", "'20260704' is not a date; write it as YYYY-MM-DD, such as 2026-12-25"),
+    ],
+)
+def test_invalid_unquoted_date_named(tmp_path: Path, written: str, problem: str):
     text = _example_text("date: 2026-11-26", f"date: {written}")
     problems = _problems_of_file(tmp_path, text)
-    assert problems == [
-        f"calendar.holidays[0].date: '{written}' is not a valid date; write it as YYYY-MM-DD, "
-        "such as 2026-12-25"
-    ]
+    assert problems == [f"calendar.holidays[0].date: {problem}"]
 
 
 def test_unquoted_time_kept_as_text(tmp_path: Path):
