@@ -22,8 +22,8 @@ page lists every field, section by section, from the models that validate manife
 not list is an error, so a misspelled name is reported with its path, except in the sections
 that say they keep such fields. Paths use `[]` for each item of a list.
 
-Write dates as `2026-07-04` and times of day as `08:00`. Quote them (`"2026-07-04"`) when in
-doubt, since YAML reads some unquoted values as other types.
+Write dates as `2026-07-04` and times of day as `08:00`, quoted or not: the hub reads them as
+the text written, where plain YAML would turn some of them into other types.
 
 This page is generated: `python -m tenants.reference > docs/manifest.md`.
 """

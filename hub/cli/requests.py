@@ -97,8 +97,8 @@ def list_command(
     status: list[str] = typer.Option(
         [],
         "--status",
-        help=f"Only this state (repeatable): {', '.join(STATES)}, or the Open311 group open "
-        "(every state but closed).",
+        help=f"Only this state (repeatable): {', '.join(STATES)}, or the Open311 groups open "
+        "(every state but closed) and closed.",
     ),
     service: list[str] = typer.Option([], "--service", help="Only this service code (repeatable)."),
     source: str | None = typer.Option(

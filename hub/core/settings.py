@@ -110,7 +110,15 @@ class Settings(BaseSettings):
         return self.effective_broker_url.startswith(("amqp", "pyamqp"))
 
     def ensure_var_dir(self) -> None:
-        self.var_dir.mkdir(parents=True, exist_ok=True)
+        """Create the var folder, or raise ConfigurationError naming HUB_VAR_DIR."""
+        try:
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"HUB_VAR_DIR={self.var_dir}: cannot create the folder "
+                f"({exc.strerror or type(exc).__name__}); set HUB_VAR_DIR to a folder the hub "
+                "can write to"
+            ) from None
 
 
 @lru_cache(maxsize=1)
