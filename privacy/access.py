@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import event, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from hub.core.db import engine_of, is_postgres, unit_of_work
 from hub.core.errors import Forbidden, InvalidInput
@@ -108,13 +108,16 @@ def _rejected(
     session.info.setdefault(_REJECTIONS, []).append(entry)
 
 
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _audit_rejections(session: Session) -> None:
-    """Write the session's rejected and failed decryptions, each in a transaction of its own.
+@event.listens_for(Session, "after_transaction_end")
+def _audit_rejections(session: Session, transaction: SessionTransaction) -> None:
+    """Write the session's rejected and failed decryptions, each in a transaction of its own,
+    once its outermost transaction has ended. A savepoint's end does not count: the caller's
+    transaction may then hold the audit chain's lock, which the new transaction would wait for.
 
     A failure here is logged and not raised, so the caller's own error propagates.
     """
+    if transaction.parent is not None:
+        return
     rejections: list[dict[str, Any]] = session.info.pop(_REJECTIONS, None) or []
     for entry in rejections:
         scope = SystemContext("rejected decryption audit", actor=entry["actor"])

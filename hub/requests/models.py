@@ -35,6 +35,9 @@ OPEN_STATES = tuple(state for state in STATES if state != "closed")
 RESOLUTIONS = ("fixed", "duplicate", "not_ours", "no_action", "cancelled")
 # Channel of the status event that a transfer to another jurisdiction writes.
 TRANSFER_CHANNEL = "transfer"
+# Channels of the status events that `service.post_status_update` writes: agencies' Open311
+# updates and contacts completed by overflow agents. The hub's own events use other channels.
+UPDATE_CHANNELS = ("agency", "overflow")
 
 
 class ServiceRequest(TenantOwned, Base):

@@ -34,7 +34,7 @@ from hub.requests.metrics import INTAKE, STATUS_UPDATES
 from hub.requests.models import (
     RESOLUTIONS,
     STATES,
-    TRANSFER_CHANNEL,
+    UPDATE_CHANNELS,
     Delivery,
     IdempotencyRecord,
     RequestToken,
@@ -48,7 +48,6 @@ from hub.requests.records import (
 )
 from hub.requests.routing import ROUTE_BATCH_TASK, ROUTE_TASK
 from hub.requests.schemas import IntakeData, IntakeJob, IntakeResult
-from hub.requests.sla import ESCALATION_CHANNEL
 from hub.requests.texts import notice_text
 from hub.requests.validation import (
     MAX_DESCRIPTION_CHARS,
@@ -510,22 +509,18 @@ def _routed_request(
     return request
 
 
-# Events that the hub writes itself: intake's `submitted`, routing's `acknowledged` when an
-# agency's webhook takes the request, SLA escalations and transfers. They are dated by the
-# hub's clock, and an agency's update dated a little earlier by its own clock must still set
-# the status, so these never make an update out of order.
-_HUB_STATUSES = ("submitted", "acknowledged")
-_HUB_CHANNELS = (ESCALATION_CHANNEL, TRANSFER_CHANNEL)
-
-
 def _latest_update_at(session: Session, request_id: str) -> datetime | None:
-    """Return the time of the request's latest status update by an agency or staff, in UTC,
-    or None before the first one."""
+    """Return the time of the request's latest status update (`UPDATE_CHANNELS`), in UTC, or
+    None before the first one.
+
+    The events that the hub writes itself (intake's `submitted`, routing's `acknowledged` when
+    an agency's webhook takes the request, SLA escalations, transfers) are dated by the hub's
+    clock. An agency's update dated a little earlier by its own clock must still set the status,
+    so only updates decide whether an update arrived out of order.
+    """
     latest = session.scalar(
         select(func.max(StatusEvent.at)).where(
-            StatusEvent.request_id == request_id,
-            StatusEvent.status.not_in(_HUB_STATUSES),
-            StatusEvent.channel.not_in(_HUB_CHANNELS),
+            StatusEvent.request_id == request_id, StatusEvent.channel.in_(UPDATE_CHANNELS)
         )
     )
     return as_utc(latest) if latest is not None else None
@@ -587,7 +582,8 @@ def post_status_update(
     An `update_id` seen before returns the earlier event and changes nothing, so an agency may
     resend an update safely. An update dated before the request's latest update goes into the
     history at its time and leaves the current status as the latest update set it. The hub's
-    own events (`_HUB_STATUSES`, `_HUB_CHANNELS`) do not count as updates here. With
+    own events do not count as updates here (`_latest_update_at`). `channel` is one of
+    `UPDATE_CHANNELS`. With
     `agencies` (an agency key's), only requests routed to one of them can be updated.
     """
     if update_id is not None:
@@ -625,8 +621,13 @@ def post_status_update(
     elif resolution is not None:
         raise InvalidInput("resolution applies only to status closed", field="resolution")
     check_text("note", note, max_chars=MAX_DESCRIPTION_CHARS)
+    if channel not in UPDATE_CHANNELS:
+        raise ValueError(f"status updates come through {UPDATE_CHANNELS}, not {channel!r}")
 
     request = _routed_request(session, ctx, request_id, agencies)
+    # Two updates of one request at once must see each other: the second waits here until the
+    # first commits, then reads its status and time (PostgreSQL; SQLite serializes writers).
+    session.refresh(request, with_for_update=True)
     when = as_utc(at) if at else utcnow()
     if at is not None and when < as_utc(request.requested_at) - MAX_CLOCK_SKEW:
         raise InvalidInput(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 from hub.core.clock import isoformat, utcnow
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import ROLE_AGENCY, SystemContext, TenantContext
+from hub.requests import service
 from hub.requests.models import ServiceRequest, StatusEvent
 from privacy.models import AuditEntry
 from tenants import keys as keys_module
@@ -182,6 +184,66 @@ def test_update_before_hub_ack_sets_status(client, tenants_ab, hub_db):
     assert closed.json()[0]["superseded"] is False
     assert closed.json()[0]["status"] == "closed"
     assert _history(client, alpha, request_id)["status"] == "closed"
+
+
+def test_agency_acknowledged_counts_as_update(client, tenants_ab):
+    """An agency's own `acknowledged` is an update: a close dated before it is out of order."""
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    acknowledged_at = utcnow().replace(microsecond=0) + timedelta(minutes=2)
+    _update(
+        client,
+        alpha,
+        request_id,
+        "a-1",
+        "acknowledged",
+        updated_datetime=isoformat(acknowledged_at),
+    )
+
+    closed = _update(
+        client,
+        alpha,
+        request_id,
+        "a-2",
+        "closed",
+        updated_datetime=isoformat(acknowledged_at - timedelta(minutes=1)),
+    )
+
+    assert closed.json()[0]["superseded"] is True
+    assert _history(client, alpha, request_id)["extended_attributes"]["status_detail"] == (
+        "acknowledged"
+    )
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_concurrent_updates_see_each_other(client, tenants_ab, hub_db):
+    """Two updates of one request at once: the earlier-dated one waits for the later one's
+    commit and is then out of order, so the request stays closed (PostgreSQL)."""
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    engine = get_engine(hub_db)
+    ctx = TenantContext(alpha.id, actor="test")
+    closed_at = utcnow().replace(microsecond=0) + timedelta(minutes=5)
+
+    def earlier_update() -> None:
+        with unit_of_work(ctx, engine=engine) as session:
+            service.post_status_update(
+                session, ctx, request_id, "in_progress", at=closed_at - timedelta(minutes=1)
+            )
+
+    with unit_of_work(ctx, engine=engine) as session:
+        service.post_status_update(
+            session, ctx, request_id, "closed", resolution="fixed", at=closed_at
+        )
+        # The second update waits for this transaction, which still holds the request.
+        other = threading.Thread(target=earlier_update)
+        other.start()
+        other.join(timeout=0.5)
+        assert other.is_alive()
+    other.join(timeout=30)
+
+    with unit_of_work(ctx, engine=engine) as session:
+        assert session.get(ServiceRequest, request_id).status == "closed"
 
 
 def test_out_of_order_update_checks_earlier_status(client, tenants_ab):

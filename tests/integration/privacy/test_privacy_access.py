@@ -186,3 +186,18 @@ def test_undeclared_purpose_counts_as_other(engine, tenant, staff):
     # The audit entries keep each purpose as given.
     purposes = [entry.details["purpose"] for entry in decrypt_entries(engine, tenant)]
     assert purposes[-2:] == [declared, "staff.my_own_reason"]
+
+
+def test_rejection_audited_after_outer_transaction(engine, tenant, auditor):
+    """A savepoint's end inside the caller's transaction does not write the entry yet."""
+    blobs = sealed_row(engine, tenant, "R1")
+    with unit_of_work(auditor, engine=engine) as session:
+        with pytest.raises(Forbidden):
+            decrypt_fields(session, auditor, TABLE, "R1", blobs, purpose="staff.request_view")
+        with session.begin_nested():
+            pass
+        written_before_end = decrypt_entries(engine, tenant)
+
+    assert written_before_end == []
+    [entry] = decrypt_entries(engine, tenant)
+    assert entry.action == "pii.decrypt_rejected"
