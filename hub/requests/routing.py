@@ -95,6 +95,10 @@ class Claim:
     url: str
     secret: str
     body: bytes
+    # Start of the retry window the attempt belongs to. `redeliver` starts a new window and
+    # counts attempts from 0 again, so the attempt number alone could match a claim made
+    # before the redelivery.
+    window_start: datetime
 
 
 def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
@@ -184,6 +188,7 @@ def claim_deliveries(
                 url=agency.webhook_url,
                 secret=agency.webhook_secret,
                 body=body,
+                window_start=as_utc(row.first_attempt_at),
             )
         )
     session.flush()
@@ -281,14 +286,21 @@ def record_outcome(
 ) -> str:
     """Store the outcome of one attempt; return `sent`, `retry`, `dead` or `stale`.
 
-    `stale` means another worker has claimed the row since (this worker's lease ran out), so
-    this attempt's outcome is dropped rather than overwriting the newer one.
+    `stale` means another worker has claimed the row since (this worker's lease ran out), or a
+    redelivery started a new retry window, so this attempt's outcome is dropped rather than
+    overwriting the newer one.
     """
     now = now or utcnow()
     row = session.scalars(
         select(Delivery).where(Delivery.id == claim.delivery_id).with_for_update()
     ).one_or_none()
-    if row is None or row.attempts != claim.attempt or row.state not in _RETRYABLE_STATES:
+    if (
+        row is None
+        or row.attempts != claim.attempt
+        or row.first_attempt_at is None
+        or as_utc(row.first_attempt_at) != claim.window_start
+        or row.state not in _RETRYABLE_STATES
+    ):
         log.info("delivery_outcome_stale", delivery_id=claim.delivery_id, attempt=claim.attempt)
         return "stale"
 

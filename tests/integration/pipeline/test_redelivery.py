@@ -15,13 +15,14 @@ from typer.testing import CliRunner
 from hub.api.observability import DELIVERIES, DELIVERY_OLDEST_RETRY, delivery_reader
 from hub.cli.demo.receiver import AgencyReceiver
 from hub.cli.main import app
-from hub.core.clock import utcnow
+from hub.core.clock import as_utc, utcnow
 from hub.core.db import unit_of_work
 from hub.core.outbox import OutboxMessage
-from hub.core.tenancy import SystemContext
+from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests import routing
 from hub.requests.models import Delivery
 from hub.requests.tasks import route
+from hub.requests.webhook import SendResult
 from privacy.models import AuditEntry
 from tenants.manifest import example_paths, load_manifest
 from tenants.models import Tenant
@@ -284,3 +285,38 @@ def test_deliveries_lists_retrying_and_dead(
         app, ["requests", "deliveries", "--tenant", tenant_id, "--agency", "dpw", "--json"]
     )
     assert [e["agency"] for e in json.loads(only_dpw.stdout)["agencies"]] == ["dpw"]
+
+
+def test_outcome_from_before_redelivery_is_stale(
+    configured_db: Engine, receiver: AgencyReceiver, outage: tuple[str, str, str]
+) -> None:
+    """A worker that reports an attempt made before a redelivery, with the attempt number that
+    the new window has reached again, changes nothing."""
+    tenant_id, request_id, _water = outage
+    ctx = TenantContext(tenant_id, actor="test")
+    receiver.fail_paths[receiver.path_for(tenant_id, "water")] = 503
+    with unit_of_work(ctx, engine=configured_db) as session:
+        row = session.scalars(
+            select(Delivery).where(
+                Delivery.request_id == request_id, Delivery.destination == "water"
+            )
+        ).one()
+        late = routing.Claim(
+            delivery_id=row.id,
+            request_id=request_id,
+            destination="water",
+            attempt=1,
+            url="http://127.0.0.1:9/unused",
+            secret="unused",
+            body=b"{}",
+            window_start=as_utc(row.first_attempt_at),
+        )
+    _run("--tenant", tenant_id)
+    _route_queued(configured_db)
+    assert _states(configured_db, request_id)["water"] == "failed"
+
+    with unit_of_work(ctx, engine=configured_db) as session:
+        outcome = routing.record_outcome(session, ctx, late, SendResult(ok=True, transient=False))
+
+    assert outcome == "stale"
+    assert _states(configured_db, request_id)["water"] == "failed"
