@@ -54,7 +54,7 @@ class ApiKey(TenantOwned, Base):
     roles: Mapped[list[str]] = mapped_column(JSON)
     # For partner agents: the contact center whose contacts the key may see.
     center_id: Mapped[str | None] = mapped_column(String(64))
-    # The person who holds the key (`keys.check_holder` sets the format), so the two-person
+    # The person who uses the key (`keys.check_holder` sets the format), so the two-person
     # alert rule can tell that `apikey:N` and `cli:NAME` are the same person.
     holder: Mapped[str | None] = mapped_column(String(64))
     # For agency keys: codes of the agencies whose routed requests the key may update. Empty

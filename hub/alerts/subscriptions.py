@@ -52,7 +52,8 @@ MAX_PLACES = 10
 # Without it, two opt-ins running at once could both miss a resident that the other had added
 # but not committed yet, and both add it. An import takes it once per chunk of records, and an
 # API opt-in once. On SQLite the write lock that BEGIN IMMEDIATE takes does the same.
-# Opt-ins into other tenants never wait, and a waiting one fails no record.
+# Opt-ins into other tenants do not wait for this lock, and an opt-in that waits is delayed, not
+# rejected.
 # A unique index on (tenant_id, channels_bidx) was not used instead, because it would not match
 # a subscriber indexed under an older index key version.
 _MATCH_LOCK_CLASS = 311_0008

@@ -105,7 +105,7 @@ def _open_nearby(service_code: ColumnElement[Any], in_cells: ColumnElement[bool]
 def _distance_sql(
     lat: ColumnElement[Any], lon: ColumnElement[Any], lat0: ColumnElement[Any], lon0: Any
 ) -> ColumnElement[float]:
-    """The haversine distance in metres of `geo.distance_m`, as a PostgreSQL expression."""
+    """Return the haversine distance in metres of `geo.distance_m` as a PostgreSQL expression."""
     p1, p2 = func.radians(lat0), func.radians(lat)
     half_lat = func.power(func.sin((p2 - p1) / 2), 2)
     half_lon = func.power(func.sin(func.radians(lon - lon0) / 2), 2)
@@ -236,8 +236,8 @@ def _candidates_each(
     """Return the stored candidates of each search by its position. PostgreSQL runs one
     query for all searches and leaves out the rows beyond the radius, SQLite one per search.
 
-    A new row with a stored point asks PostgreSQL for one row: the oldest open request within
-    the radius or without a point. Such a row has the public point of its service, so its
+    For a new row with a stored point, PostgreSQL returns one row: the oldest open request
+    within the radius or without a point. Such a row has the public point of its service, so its
     service's older requests have points too, unless the service's location rule changed. When
     the one row fails the exact check, the search runs again over every candidate.
     """

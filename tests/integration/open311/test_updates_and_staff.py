@@ -235,7 +235,7 @@ def test_concurrent_updates_see_each_other(client, tenants_ab, hub_db):
         service.post_status_update(
             session, ctx, request_id, "closed", resolution="fixed", at=closed_at
         )
-        # The second update waits for this transaction, which still holds the request.
+        # The second update waits for this transaction, which still has the request locked.
         other = threading.Thread(target=earlier_update)
         other.start()
         other.join(timeout=0.5)

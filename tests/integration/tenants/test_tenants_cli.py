@@ -183,21 +183,17 @@ def test_show_unknown_tenant(hub_cli):
     assert out == ""
 
 
+def create_key(hub_cli, *args: str) -> tuple[int, str]:
+    """Run `hub tenants keys create` with `args`."""
+    return hub_cli("tenants", "keys", "create", *args)
+
+
 def test_keys_lifecycle(hub_cli, manifest_file, make_manifest, tmp_path):
     path, data = manifest_file
     hub_cli("tenants", "onboard", str(path))
     tenant = data["id"]
-    code, out = hub_cli(
-        "tenants",
-        "keys",
-        "create",
-        "--tenant",
-        tenant,
-        "--role",
-        "agency",
-        "--agency",
-        "DPW_OPS",
-        "--json",
+    code, out = create_key(
+        hub_cli, "--tenant", tenant, "--role", "agency", "--agency", "DPW_OPS", "--json"
     )
     assert code == 0, out
     created = json.loads(out)
@@ -252,10 +248,8 @@ def test_keys_agencies_stored_and_listed(hub_cli, manifest_file):
     path, data = manifest_file
     hub_cli("tenants", "onboard", str(path))
     tenant = data["id"]
-    code, out = hub_cli(
-        "tenants",
-        "keys",
-        "create",
+    code, out = create_key(
+        hub_cli,
         "--tenant",
         tenant,
         "--role",
@@ -315,17 +309,8 @@ def test_keys_agency_role_checks_agencies(hub_cli, manifest_file, options, expec
 def test_keys_agency_needs_agency_role(hub_cli, manifest_file):
     path, data = manifest_file
     hub_cli("tenants", "onboard", str(path))
-    code, out = hub_cli(
-        "tenants",
-        "keys",
-        "create",
-        "--tenant",
-        data["id"],
-        "--role",
-        "staff",
-        "--agency",
-        "DPW_OPS",
-        "--json",
+    code, out = create_key(
+        hub_cli, "--tenant", data["id"], "--role", "staff", "--agency", "DPW_OPS", "--json"
     )
     assert code == 2
     message = json.loads(out)["error"]
@@ -338,17 +323,8 @@ def create_held_key(hub_cli, manifest_file, holder: str) -> tuple[str, int, str]
     return the tenant id, the exit code and stdout."""
     path, data = manifest_file
     hub_cli("tenants", "onboard", str(path))
-    code, out = hub_cli(
-        "tenants",
-        "keys",
-        "create",
-        "--tenant",
-        data["id"],
-        "--role",
-        "emergency_manager",
-        "--holder",
-        holder,
-        "--json",
+    code, out = create_key(
+        hub_cli, "--tenant", data["id"], "--role", "emergency_manager", "--holder", holder, "--json"
     )
     return data["id"], code, out
 
