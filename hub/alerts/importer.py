@@ -228,8 +228,9 @@ def _subscribe_new(
     holds the tenant's opt-in lock (`lock_matching`), so the match also finds
     the residents that other opt-ins committed.
 
-    NOTE: a record that shares some addresses with a stored subscriber but not all of them is
-    added, so the shared addresses then get each alert twice.
+    A record that shares some addresses with a stored subscriber but not all of them is added
+    as a new subscriber. Its shared addresses are linked to the stored ones, so each alert
+    reaches such an address once (`hub.alerts.targeting.recipient_rows`).
     """
     with session.begin_nested():
         if find_by_channels(session, ctx, record) is not None:

@@ -178,11 +178,20 @@ class SubscriberChannel(TenantOwned, Base):
     dek_version: Mapped[int | None] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(64))
+    # Blind index of the normalized address under the tenant's index key of version
+    # `bidx_version`, so that an opt-in finds the other subscribers' rows for the same address.
+    address_bidx: Mapped[str | None] = mapped_column(String(32))
+    bidx_version: Mapped[int | None] = mapped_column(Integer)
+    # The id of the first row of this channel and address in the tenant, or None on that row
+    # itself. It links rows across index key versions, so an alert sends one message per
+    # address (`hub.alerts.targeting.recipient_rows`) after a key rotation too.
+    address_key: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         UniqueConstraint(
             "tenant_id", "subscriber_id", "channel", name="uq_alert_subscriber_channels"
         ),
+        Index("ix_alert_subscriber_channels_address", "tenant_id", "channel", "address_bidx"),
     )
 
 

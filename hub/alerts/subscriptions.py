@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 import structlog
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, delete, func, literal, select, update
+from sqlalchemy.orm import Session, aliased
 
 from hub.alerts.cells import place_cells
 from hub.alerts.models import (
@@ -318,8 +318,57 @@ def subscribe(
         )
     _add_places(session, ctx, subscriber_id, data.places)
     session.flush()
+    _link_addresses(session, ctx, subscriber_id, addresses)
     log.info("alert_subscriber_added", subscriber_id=subscriber_id, channels=sorted(addresses))
     return subscriber_id, token
+
+
+def _address_kind(channel: str) -> str:
+    return f"{ADDRESS_TABLE}:{channel}"
+
+
+def _link_addresses(
+    session: Session, ctx: TenantContext, subscriber_id: str, addresses: dict[str, str]
+) -> None:
+    """Index the new subscriber's channel addresses and link each row to the tenant's other
+    rows of the same channel and address (`SubscriberChannel.address_key`).
+
+    Two subscribers can share an address: a resident who opted in with an e-mail address,
+    then again with the same address and a phone number, is two subscribers. Linked rows get
+    one message per alert between them. The match runs under every index key version; the
+    caller holds the tenant's opt-in lock (`lock_matching`) where opt-ins can run at once.
+    """
+    rows = session.execute(
+        select(SubscriberChannel.id, SubscriberChannel.channel).where(
+            SubscriberChannel.subscriber_id == subscriber_id
+        )
+    ).all()
+    for row_id, channel in rows:
+        kind = _address_kind(channel)
+        address_bidx, version = blind_index_normalized(
+            session, ctx.tenant_id, kind, addresses[channel]
+        )
+        indexes = blind_indexes_normalized(session, ctx.tenant_id, kind, addresses[channel])
+        first = session.execute(
+            select(SubscriberChannel.id, SubscriberChannel.address_key)
+            .where(
+                SubscriberChannel.tenant_id == ctx.tenant_id,
+                SubscriberChannel.channel == channel,
+                SubscriberChannel.address_bidx.in_(list(indexes.values())),
+                SubscriberChannel.id != row_id,
+            )
+            .order_by(SubscriberChannel.id)
+            .limit(1)
+        ).first()
+        session.execute(
+            update(SubscriberChannel)
+            .where(SubscriberChannel.id == row_id)
+            .values(
+                address_bidx=address_bidx,
+                bidx_version=version,
+                address_key=None if first is None else (first.address_key or first.id),
+            )
+        )
 
 
 def unsubscribe(session: Session, ctx: TenantContext, token: str) -> str:
@@ -335,20 +384,33 @@ def unsubscribe(session: Session, ctx: TenantContext, token: str) -> str:
     if subscriber.active:
         subscriber.active = False
         subscriber.unsubscribed_at = utcnow()
+        own_rows = select(SubscriberChannel.id).where(
+            SubscriberChannel.subscriber_id == subscriber.id
+        )
         session.execute(
             update(SubscriberChannel)
-            .where(SubscriberChannel.subscriber_id == subscriber.id)
+            .where(_linked_to(ctx.tenant_id, own_rows))
             .values(active=False, disabled_reason="unsubscribed")
         )
         log.info("alert_subscriber_unsubscribed", subscriber_id=subscriber.id)
     return subscriber.id
 
 
+def _linked_to(tenant_id: str, row_ids: Select[tuple[int]]) -> ColumnElement[bool]:
+    """Select the tenant's channel rows of the same channel and address as any of `row_ids`
+    (those rows included): a resident who stops an address stops it for every subscriber."""
+    group = func.coalesce(SubscriberChannel.address_key, SubscriberChannel.id)
+    inner = aliased(SubscriberChannel)
+    groups = select(func.coalesce(inner.address_key, inner.id)).where(inner.id.in_(row_ids))
+    return (SubscriberChannel.tenant_id == tenant_id) & group.in_(groups)
+
+
 def disable_channel(session: Session, ctx: TenantContext, channel_row_id: int, reason: str) -> None:
-    """Stop sending to one channel after a permanent failure (for example Web Push 410)."""
+    """Stop sending to one address after a permanent failure (for example Web Push 410), for
+    every subscriber of the tenant who gave it."""
     session.execute(
         update(SubscriberChannel)
-        .where(SubscriberChannel.id == channel_row_id)
+        .where(_linked_to(ctx.tenant_id, select(literal(channel_row_id))))
         .values(active=False, disabled_reason=reason)
     )
     log.info("alert_channel_disabled", channel_row_id=channel_row_id, reason=reason)

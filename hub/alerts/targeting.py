@@ -11,12 +11,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, false, or_, select
+from sqlalchemy import ColumnElement, Select, String, bindparam, cast, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from hub.alerts.cells import CellSet
 from hub.alerts.models import Subscriber, SubscriberCell, SubscriberChannel
 
+# The address of a channel row, the same for every subscriber's row of one channel and address
+# (`SubscriberChannel.address_key`). An alert sends one message per address and language list.
+_ADDRESS = func.coalesce(SubscriberChannel.address_key, SubscriberChannel.id)
 # SQLite allows 32,766 bound parameters per statement; PostgreSQL allows 65,535.
 _CHUNK = 30_000
 
@@ -62,13 +65,14 @@ def recipients(
     *,
     test_only: bool,
 ) -> list[Recipient]:
-    """Return one recipient per active channel of the given active subscribers.
+    """Return one recipient per active channel of the given active subscribers, and per
+    address and language list as `recipient_rows` selects them.
 
     With `test_only`, only subscribers who opted in to test messages are returned (Exercise
     and Test alerts).
     """
     ids = sorted(set(subscriber_ids))
-    result: list[Recipient] = []
+    chosen: dict[tuple[str, int, tuple[str, ...]], Recipient] = {}
     for start in range(0, len(ids), _CHUNK):
         query = (
             select(
@@ -76,6 +80,7 @@ def recipients(
                 Subscriber.languages,
                 SubscriberChannel.channel,
                 SubscriberChannel.id,
+                _ADDRESS,
             )
             .join(SubscriberChannel, SubscriberChannel.subscriber_id == Subscriber.id)
             .where(
@@ -88,9 +93,12 @@ def recipients(
         )
         if test_only:
             query = query.where(Subscriber.test_opt_in.is_(True))
-        for subscriber_id, languages, channel, channel_row_id in session.execute(query):
-            result.append(Recipient(subscriber_id, tuple(languages or ()), channel, channel_row_id))
-    return result
+        for subscriber_id, languages, channel, channel_row_id, address in session.execute(query):
+            recipient = Recipient(subscriber_id, tuple(languages or ()), channel, channel_row_id)
+            key = (channel, address, recipient.languages)
+            if key not in chosen or subscriber_id < chosen[key].subscriber_id:
+                chosen[key] = recipient
+    return sorted(chosen.values(), key=lambda r: (r.subscriber_id, r.channel))
 
 
 def area_condition(cells: CellSet) -> ColumnElement[bool]:
@@ -111,10 +119,24 @@ def area_condition(cells: CellSet) -> ColumnElement[bool]:
 
 
 def recipient_rows(tenant_id: str, subscriber_ids: Select[Any], *, test_only: bool) -> Select[Any]:
-    """Select (subscriber id, channel, channel row id) of every active channel of the active
-    subscribers in `subscriber_ids`, one tenant only, in a stable order."""
+    """Select (subscriber id, channel, channel row id) of the active channels of the active
+    subscribers in `subscriber_ids`, one tenant only, one row per address and language list.
+
+    Subscribers who gave the same address (rows linked by `SubscriberChannel.address_key`)
+    and the same languages get one message between them, from the subscriber with the lowest
+    id. Subscribers of one address with different languages each get theirs.
+    """
+    rank = func.row_number().over(
+        partition_by=(SubscriberChannel.channel, _ADDRESS, cast(Subscriber.languages, String)),
+        order_by=Subscriber.id,
+    )
     query = (
-        select(Subscriber.id, SubscriberChannel.channel, SubscriberChannel.id)
+        select(
+            Subscriber.id.label("subscriber_id"),
+            SubscriberChannel.channel.label("channel"),
+            SubscriberChannel.id.label("channel_row_id"),
+            rank.label("rank"),
+        )
         .join(SubscriberChannel, SubscriberChannel.subscriber_id == Subscriber.id)
         .where(
             Subscriber.tenant_id == tenant_id,
@@ -126,4 +148,7 @@ def recipient_rows(tenant_id: str, subscriber_ids: Select[Any], *, test_only: bo
     )
     if test_only:
         query = query.where(Subscriber.test_opt_in.is_(True))
-    return query
+    ranked = query.subquery()
+    return select(ranked.c.subscriber_id, ranked.c.channel, ranked.c.channel_row_id).where(
+        ranked.c.rank == 1
+    )

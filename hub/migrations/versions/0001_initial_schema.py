@@ -559,6 +559,9 @@ def upgrade() -> None:
         sa.Column("dek_version", sa.Integer(), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("disabled_reason", sa.String(length=64), nullable=True),
+        sa.Column("address_bidx", sa.String(length=32), nullable=True),
+        sa.Column("bidx_version", sa.Integer(), nullable=True),
+        sa.Column("address_key", sa.BigInteger(), nullable=True),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(["subscriber_id"], ["alert_subscribers.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
@@ -567,6 +570,13 @@ def upgrade() -> None:
             "tenant_id", "subscriber_id", "channel", name="uq_alert_subscriber_channels"
         ),
     )
+    with op.batch_alter_table("alert_subscriber_channels", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_alert_subscriber_channels_address",
+            ["tenant_id", "channel", "address_bidx"],
+            unique=False,
+        )
+
     op.create_table(
         "deliveries",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -676,6 +686,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_deliveries_tenant_state")
 
     op.drop_table("deliveries")
+    with op.batch_alter_table("alert_subscriber_channels", schema=None) as batch_op:
+        batch_op.drop_index("ix_alert_subscriber_channels_address")
+
     op.drop_table("alert_subscriber_channels")
     with op.batch_alter_table("alert_subscriber_cells", schema=None) as batch_op:
         batch_op.drop_index("ix_alert_subscriber_cells_subscriber")

@@ -25,10 +25,14 @@ from sqlalchemy import Engine, select
 from hub.alerts import fanout, service
 from hub.alerts import models as m
 from hub.alerts.policy import load_settings
+from hub.alerts.subscriptions import SubscriptionInput, subscribe, unsubscribe
+from hub.core.clock import utcnow
 from hub.core.db import unit_of_work
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hub.core.outbox import OutboxMessage
 from hub.core.tenancy import SystemContext
+from privacy.keys import Keyring, new_data_key_row
+from privacy.models import KIND_INDEX
 
 
 def compose(engine: Engine, tenant_id: str, cap, tenants=None) -> list[m.Alert]:
@@ -472,3 +476,98 @@ def test_cancel_stops_running_batch(engine, webhook_receiver, monkeypatch) -> No
     assert sum(webhook_receiver.received.keys.values()) == 1
     states = sorted(state for state, _ in _delivery_states(engine, tenant, row.id))
     assert states == [m.DROPPED, m.DROPPED, m.DELIVERED]
+
+
+def _send_to_area(engine: Engine, tenant: str, identifier: str) -> m.Alert:
+    [row] = compose(engine, tenant, cap_alert(identifier))
+    approve(engine, tenant, row.id, "em2")
+    send(engine, [row])
+    run_batches(engine, tenant, row.id)
+    return row
+
+
+def _webhook_languages(receiver: HttpReceiver, path: str) -> list[str]:
+    bodies = receiver.received.bodies.values()
+    return sorted(entry["body"]["language"] for entry in bodies if entry["path"] == path)
+
+
+def test_shared_address_gets_one_message(engine, region, webhook_receiver, smtp_receiver) -> None:
+    """Three subscribers gave one webhook address: the two with the same languages get one
+    message between them, the Spanish one its own. Preview counts what is sent."""
+    nyc, _, _ = region
+    shared = {"webhook": webhook_receiver.url("/shared")}
+    add_resident(engine, nyc, NYC_POINT, {**shared, "email": "family@example.org"})
+    add_resident(engine, nyc, NYC_POINT, shared)
+    add_resident(engine, nyc, NYC_POINT, shared, languages=["es"])
+    [row] = compose(engine, nyc, cap_alert("SHARED-1"))
+    with unit_of_work(manager(nyc), engine=engine) as session:
+        counted = service.preview(session, row, load_settings(session, nyc))
+    approve(engine, nyc, row.id, "em2")
+
+    # nyc_en, nyc_es (e-mail), then the shared address twice and the family e-mail once.
+    assert send(engine, [row]) == counted.recipients == 5
+    run_batches(engine, nyc, row.id)
+
+    assert _webhook_languages(webhook_receiver, "/shared") == ["en-US", "es-US"]
+    assert max(webhook_receiver.received.keys.values()) == 1
+    assert len(smtp_receiver.received.bodies) == 2
+
+
+def test_shared_address_linked_across_index_keys(engine, webhook_receiver) -> None:
+    """A subscriber indexed under a newer index key is still linked to the older ones."""
+    tenant = add_tenant(engine)
+    shared = {"webhook": webhook_receiver.url("/shared")}
+    add_resident(engine, tenant, NYC_POINT, shared)
+    with unit_of_work(SystemContext("new index key"), engine=engine) as session:
+        ring = Keyring.load(session, tenant)
+        session.add(new_data_key_row(ring, KIND_INDEX, ring.primary_version(KIND_INDEX) + 1))
+    add_resident(engine, tenant, NYC_POINT, shared)
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        versions = set(session.scalars(select(m.SubscriberChannel.bidx_version)))
+    assert len(versions) == 2
+
+    _send_to_area(engine, tenant, "SHARED-2")
+
+    assert _webhook_languages(webhook_receiver, "/shared") == ["en-US"]
+
+
+def test_unsubscribe_stops_shared_address(engine, webhook_receiver) -> None:
+    """Unsubscribing stops the address for every subscriber who gave it, and only it."""
+    tenant = add_tenant(engine)
+    shared = {"webhook": webhook_receiver.url("/shared")}
+    ctx = manager(tenant)
+    with unit_of_work(ctx, engine=engine) as session:
+        first, token = subscribe(
+            session,
+            ctx,
+            SubscriptionInput(
+                places=[NYC_POINT], languages=["en"], channels=shared, consent_at=utcnow()
+            ),
+        )
+    add_resident(engine, tenant, NYC_POINT, {**shared, "email": "other@example.org"})
+    with unit_of_work(ctx, engine=engine) as session:
+        unsubscribe(session, ctx, token)
+
+    with unit_of_work(ctx, engine=engine) as session:
+        states = session.execute(
+            select(m.SubscriberChannel.channel, m.SubscriberChannel.active).where(
+                m.SubscriberChannel.subscriber_id != first
+            )
+        ).all()
+    assert sorted(states) == [("email", True), ("webhook", False)]
+
+
+def test_gone_shared_address_disabled_for_all(engine) -> None:
+    """One message went to the shared address and failed for good: both rows stop."""
+    gone = HttpReceiver(status=410).start()
+    try:
+        tenant = add_tenant(engine)
+        add_resident(engine, tenant, NYC_POINT, {"webhook": gone.url("/gone")})
+        add_resident(engine, tenant, NYC_POINT, {"webhook": gone.url("/gone")})
+        row = _send_to_area(engine, tenant, "GONE-2")
+    finally:
+        gone.stop()
+    assert _delivery_states(engine, tenant, row.id) == [(m.FAILED, 1)]
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        reasons = session.scalars(select(m.SubscriberChannel.disabled_reason)).all()
+    assert reasons == ["HTTP 410", "HTTP 410"]
