@@ -560,8 +560,16 @@ def update_outcome(session: Session, ctx: TenantContext, event: StatusEvent) -> 
     """Return the current status of the event's request and whether a later update supersedes
     the event, so that the event is in the history but did not set the current status."""
     request = get_request(session, ctx, event.request_id)
-    latest = _latest_update_at(session, event.request_id)
-    return request.status, latest is not None and as_utc(event.at) < latest
+    return request.status, _before_latest(as_utc(event.at), _latest_update_at(session, request.id))
+
+
+def _before_latest(when: datetime, latest: datetime | None) -> bool:
+    """Return whether an update at `when` is dated before the latest update, at `latest`.
+
+    Open311 clients send whole seconds, so an update in the second of the latest one counts
+    as later: an agency that closes a request in the second it was put in progress closes it.
+    """
+    return latest is not None and when < latest.replace(microsecond=0)
 
 
 def post_status_update(
@@ -636,7 +644,11 @@ def post_status_update(
             field="updated_datetime",
         )
     latest = _latest_update_at(session, request.id)
-    superseded = latest is not None and when < latest
+    superseded = _before_latest(when, latest)
+    if not superseded and latest is not None and when < latest:
+        # Dated in the latest update's second: record it at that update's time, so that the
+        # history lists it after that update, as it arrived. Reads show whole seconds.
+        when = latest
     if superseded:
         _check_transition(_status_at(session, request.id, when), status, when=when)
     else:

@@ -155,6 +155,33 @@ def test_out_of_order_update_keeps_later_status(client, tenants_ab):
     ]
 
 
+def test_close_in_same_second_applies(client, tenants_ab, monkeypatch):
+    """An update sent without a time, then a close dated in the same whole second: the close
+    is the later update and sets the status."""
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    now = utcnow().replace(microsecond=700_000) + timedelta(minutes=2)
+    monkeypatch.setattr(service, "utcnow", lambda: now)
+
+    started = _update(client, alpha, request_id, "s-1", "in_progress")
+    closed = _update(
+        client,
+        alpha,
+        request_id,
+        "s-2",
+        "closed",
+        updated_datetime=isoformat(now.replace(microsecond=0)),
+    )
+
+    assert started.status_code == 200, started.text
+    assert closed.status_code == 200, closed.text
+    assert closed.json()[0]["superseded"] is False
+    entry = _history(client, alpha, request_id)
+    assert entry["status"] == "closed"
+    notes = [note["status_detail"] for note in entry["notes"]]
+    assert notes == ["submitted", "in_progress", "closed"]
+
+
 def test_update_before_hub_ack_sets_status(client, tenants_ab, hub_db):
     """An agency whose clock runs behind closes a request with a time before the hub recorded
     that the agency's webhook took it: the close sets the status."""
