@@ -131,6 +131,17 @@ def manifest_data(tenant_id: str, jurisdiction: str, *, region: str | None = "te
     }
 
 
+def northeast_manifest(
+    tenant_id: str, *, region: str | None = "northeast", alerts: dict | None = None
+) -> dict:
+    """Return a valid manifest whose service area covers New York, Boston and Philadelphia,
+    for tests that store a tenant row themselves and place residents in those cities."""
+    manifest = manifest_data(tenant_id, f"{tenant_id}.example.org", region=region)
+    manifest["service_area"] = box_polygon(-76.0, 39.0, -70.0, 43.0)
+    manifest["alerts"] = alerts or {}
+    return manifest
+
+
 @dataclass
 class TenantKeys:
     id: str

@@ -30,14 +30,16 @@ from hub.alerts.models import (
     SubscriberChannel,
 )
 from hub.core.clock import as_utc, utcnow
-from hub.core.db import advisory_xact_lock
+from hub.core.db import advisory_xact_lock, engine_of
 from hub.core.errors import InvalidInput, NotFound
 from hub.core.ids import tracking_code
 from hub.core.tenancy import TenantContext
+from hub.requests.catalog import in_service_area
 from privacy.blind_index import blind_index_normalized, blind_indexes_normalized
 from privacy.fields import FieldCipher
 from privacy.keys import get_key_provider
 from tenants.languages import TAG_RULE, is_language_tag
+from tenants.registry import get_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -193,6 +195,26 @@ def check_input(data: SubscriptionInput) -> dict[str, str]:
     return {channel: normalize_address(channel, a) for channel, a in data.channels.items()}
 
 
+def check_places_in_area(
+    session: Session, tenant_id: str, places: list[tuple[float, float]]
+) -> None:
+    """Reject a place outside the tenant's service area, where none of its alerts reach.
+
+    A place given longitude first, as GeoJSON orders it, lands outside, so the message names
+    the order. Like `check_input`, it names the place by its position only.
+    """
+    tenant = get_tenant(tenant_id, engine=engine_of(session))
+    if tenant is None:
+        raise NotFound(f"tenant {tenant_id} not found", code="unknown_tenant")
+    for number, (lat, lon) in enumerate(places, start=1):
+        if not in_service_area(tenant, lat, lon):
+            raise InvalidInput(
+                f"place {number} is outside the service area of {tenant.name}; give each "
+                "place as [latitude, longitude]",
+                field="places",
+            )
+
+
 def channels_text(addresses: dict[str, str]) -> str:
     """Return the canonical text of normalized channel addresses, the same for any order."""
     return json.dumps(sorted(addresses.items()), separators=(",", ":"), ensure_ascii=False)
@@ -237,6 +259,7 @@ def opt_in(session: Session, ctx: TenantContext, data: SubscriptionInput) -> tup
     if existing is None:
         subscriber_id, token = subscribe(session, ctx, data)
         return subscriber_id, token, True
+    check_places_in_area(session, ctx.tenant_id, data.places)
     subscriber = session.get(Subscriber, existing)
     assert subscriber is not None, "the matched subscriber is in the tenant's session"
     subscriber.languages = list(data.languages)
@@ -281,6 +304,7 @@ def subscribe(
 ) -> tuple[str, str]:
     """Add a subscriber; return its id and the unsubscribe token (shown once)."""
     addresses = check_input(data)
+    check_places_in_area(session, ctx.tenant_id, data.places)
     cipher = cipher or FieldCipher.for_tenant(session, ctx.tenant_id)
     channels_bidx, bidx_version = blind_index_normalized(
         session, ctx.tenant_id, CHANNELS_INDEX_KIND, channels_text(addresses)
@@ -397,8 +421,8 @@ def unsubscribe(session: Session, ctx: TenantContext, token: str) -> str:
 
 
 def _linked_to(tenant_id: str, row_ids: Select[tuple[int]]) -> ColumnElement[bool]:
-    """Select the tenant's channel rows of the same channel and address as any of `row_ids`
-    (those rows included): a resident who stops an address stops it for every subscriber."""
+    """Return the condition for the tenant's channel rows linked to any of `row_ids` (those
+    rows included), so that a resident who stops an address stops it for every subscriber."""
     group = func.coalesce(SubscriberChannel.address_key, SubscriberChannel.id)
     inner = aliased(SubscriberChannel)
     groups = select(func.coalesce(inner.address_key, inner.id)).where(inner.id.in_(row_ids))

@@ -28,8 +28,10 @@ from hub.cli.demo.receiver import LoopbackHTTPServer
 from hub.cli.output import table
 from hub.core.db import unit_of_work
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, SystemContext, TenantContext
+from hub.requests.catalog import in_service_area
 from privacy.fields import FieldCipher
 from tenants.models import Tenant
+from tenants.registry import TenantInfo, get_tenant
 
 RESIDENTS_PER_CITY = 60
 CITIES = {
@@ -125,11 +127,23 @@ def _configure_providers(ctx: DemoContext, receiver: _Receiver, smtp_port: int |
             tenant.manifest = manifest
 
 
+def _place_in(
+    tenant: TenantInfo, lats: tuple[float, float], lons: tuple[float, float], rng: random.Random
+) -> tuple[float, float]:
+    """Return a random place of the box that is in the city's service area, not the sea."""
+    while True:
+        lat, lon = rng.uniform(*lats), rng.uniform(*lons)
+        if in_service_area(tenant, lat, lon):
+            return lat, lon
+
+
 def _subscribe_residents(ctx: DemoContext, receiver: _Receiver, email: bool) -> int:
     rng = random.Random(ctx.options.seed)
     count = 0
     for tenant_id, (lats, lons) in CITIES.items():
         scope = TenantContext(tenant_id, actor="demo")
+        tenant = get_tenant(tenant_id, engine=ctx.engine)
+        assert tenant is not None, f"the demo onboarded {tenant_id}"
         with unit_of_work(scope, engine=ctx.engine) as session:
             cipher = FieldCipher.for_tenant(session, tenant_id)
             for number in range(RESIDENTS_PER_CITY):
@@ -146,7 +160,7 @@ def _subscribe_residents(ctx: DemoContext, receiver: _Receiver, email: bool) -> 
                     session,
                     scope,
                     SubscriptionInput(
-                        places=[(rng.uniform(*lats), rng.uniform(*lons))],
+                        places=[_place_in(tenant, lats, lons, rng)],
                         languages=["es", "en"] if number % 3 == 0 else ["en"],
                         channels={channel: address},
                         consent_at=datetime.now(UTC),

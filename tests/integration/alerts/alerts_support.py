@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from open311_support import northeast_manifest
 from sqlalchemy import Engine
 
 from hub.alerts.cap.model import Alert, Area, Info
@@ -58,7 +59,7 @@ def add_tenant(
                 languages=["en", "es"],
                 default_language=default_language,
                 region=region,
-                manifest={"alerts": alerts or {}},
+                manifest=northeast_manifest(tenant_id, region=region, alerts=alerts),
             )
         )
         session.flush()

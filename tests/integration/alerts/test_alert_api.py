@@ -246,6 +246,29 @@ def test_repeated_opt_in_updates_subscriber(setup, hub_url) -> None:
     assert cells == [place_cells(*moved)[0]]
 
 
+def test_place_in_geojson_order_rejected(setup) -> None:
+    """A place given longitude first lies outside the city: 400 that names the order, for a
+    new opt-in and for an update of a stored one."""
+    client, keys = setup["client"], setup["keys"]
+    body = {
+        "places": [list(NYC_POINT)],
+        "channels": {"email": f"orden-{uuid.uuid4().hex[:8]}@example.org"},
+        "consent_at": datetime.now(UTC).isoformat(),
+    }
+    swapped = {**body, "places": [list(NYC_POINT), [NYC_POINT[1], NYC_POINT[0]]]}
+
+    new = client.post("/api/v1/alert-subscriptions", json=swapped, headers=auth(keys["a_app"]))
+    created = client.post("/api/v1/alert-subscriptions", json=body, headers=auth(keys["a_app"]))
+    update = client.post("/api/v1/alert-subscriptions", json=swapped, headers=auth(keys["a_app"]))
+
+    assert new.status_code == 400
+    assert "place 2 is outside the service area" in new.text
+    assert "[latitude, longitude]" in new.text
+    assert str(NYC_POINT[1]) not in new.text
+    assert created.status_code == 201, created.text
+    assert update.status_code == 400
+
+
 def test_bad_address_rejected_without_echo(setup) -> None:
     body = {
         "places": [list(NYC_POINT)],
@@ -269,6 +292,7 @@ def test_vapid_key_per_tenant(setup) -> None:
 
 def test_unsubscribe_link_in_messages(setup, hub_url) -> None:
     from alerts_support import HttpReceiver, add_resident, cap_alert, manager
+    from open311_support import northeast_manifest
     from sqlalchemy import update
 
     from hub.alerts import fanout, workflow
@@ -283,7 +307,11 @@ def test_unsubscribe_link_in_messages(setup, hub_url) -> None:
             session.execute(
                 update(Tenant)
                 .where(Tenant.id == tenant)
-                .values(manifest={"alerts": {"public_base_url": "http://testserver"}})
+                .values(
+                    manifest=northeast_manifest(
+                        tenant, alerts={"public_base_url": "http://testserver"}
+                    )
+                )
             )
         add_resident(engine, tenant, NYC_POINT, {"webhook": receiver.url("/r")})
         [row] = workflow.compose(engine, manager(tenant), cap_alert("LINK-1"))

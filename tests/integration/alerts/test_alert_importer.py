@@ -329,3 +329,16 @@ def test_import_unreadable_files(engine, cli, tmp_path) -> None:
         assert "Traceback" not in result.output
         as_json = cli("subscribers", "import", str(path), "--tenant", tenant, "--json")
         assert json.loads(as_json.stdout)["error"].startswith(expected.removeprefix("error: "))
+
+
+def test_import_rejects_place_outside_area(engine, tmp_path) -> None:
+    tenant = add_tenant(engine)
+    swapped = f"-74.0060,40.7128,en,carla@example.org,,,,false,{CONSENT}\n"
+    path = write_csv(tmp_path, ALICE, swapped)
+
+    result = import_subscribers(engine, tenant, path)
+
+    assert result["imported"] == 1
+    assert result["skipped"] == 1
+    assert len(result["problems"]) == 1
+    assert result["problems"][0].startswith("record 3: place 1 is outside the service area")

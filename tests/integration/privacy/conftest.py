@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from open311_support import northeast_manifest
 from sqlalchemy import Engine
 
 from hub.core.db import get_engine, unit_of_work
@@ -25,7 +26,7 @@ def add_tenant(engine: Engine) -> str:
                 timezone="America/New_York",
                 languages=["en", "es"],
                 default_language="en",
-                manifest={},
+                manifest=northeast_manifest(tenant_id, region=None),
             )
         )
         session.flush()
