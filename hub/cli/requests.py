@@ -22,7 +22,7 @@ from hub.core.tenancy import ROLE_STAFF, TenantContext
 from hub.requests.listing import count_requests, list_requests
 from hub.requests.models import STATES, ServiceRequest, StatusEvent
 from hub.requests.queries import events_by_request, find_by_contact
-from hub.requests.routing import redeliver, undelivered
+from hub.requests.redelivery import redeliver, undelivered
 from hub.requests.service import get_request
 from hub.requests.validation import parse_datetime
 from privacy.access import decrypt_fields

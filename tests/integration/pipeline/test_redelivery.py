@@ -21,6 +21,7 @@ from hub.core.outbox import OutboxMessage
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests import routing
 from hub.requests.models import Delivery
+from hub.requests.redelivery import REDELIVER_ACTION
 from hub.requests.tasks import route
 from hub.requests.webhook import SendResult
 from privacy.models import AuditEntry
@@ -76,7 +77,7 @@ def _audit_entries(engine: Engine, tenant_id: str) -> list[AuditEntry]:
             session.scalars(
                 select(AuditEntry).where(
                     AuditEntry.tenant_id == tenant_id,
-                    AuditEntry.action == routing.REDELIVER_ACTION,
+                    AuditEntry.action == REDELIVER_ACTION,
                 )
             )
         )
