@@ -324,14 +324,7 @@ def record_outcome(
     row.state = "failed"
     row.last_error = result.error
     row.next_attempt_at = now + timedelta(seconds=delay)
-    enqueue(
-        session,
-        ROUTE_TASK,
-        queue=QUEUE_INTAKE,
-        tenant_id=ctx.tenant_id,
-        delay_seconds=delay,
-        request_id=claim.request_id,
-    )
+    queue_route(session, ctx.tenant_id, claim.request_id, delay_seconds=delay)
     DELIVERY_ATTEMPTS.labels(tenant=ctx.tenant_id, outcome="retry").inc()
     log.warning(
         "delivery_retry_scheduled",
@@ -389,4 +382,23 @@ def overdue_requests(
 
 def requeue(session: Session, pairs: list[tuple[str, str]]) -> None:
     for tenant_id, request_id in pairs:
-        enqueue(session, ROUTE_TASK, queue=QUEUE_INTAKE, tenant_id=tenant_id, request_id=request_id)
+        queue_route(session, tenant_id, request_id)
+
+
+def queue_route(
+    session: Session, tenant_id: str, request_id: str, *, delay_seconds: float = 0
+) -> None:
+    """Queue the routing task of one request through the outbox. The relay publishes it once
+    the caller's transaction has committed and `delay_seconds` have passed.
+
+    The task sends only the deliveries whose `next_attempt_at` has come, so a caller that
+    schedules a delivery for later queues the task with the same delay.
+    """
+    enqueue(
+        session,
+        ROUTE_TASK,
+        queue=QUEUE_INTAKE,
+        tenant_id=tenant_id,
+        delay_seconds=delay_seconds,
+        request_id=request_id,
+    )
