@@ -4,7 +4,7 @@ retry window."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -124,7 +124,11 @@ def test_redeliver_sends_dead_again(
     assert code == 0
     assert output["deliveries"] == 1
     assert output["requests"] == 1
-    assert output["agencies"] == [{"agency": "water", "deliveries": 1, "last_errors": ["HTTP 503"]}]
+    (water_entry,) = output["agencies"]
+    assert water_entry["agency"] == "water"
+    assert water_entry["deliveries"] == 1
+    assert water_entry["last_errors"] == ["HTTP 503"]
+    assert water_entry["first_due_at"] == water_entry["last_due_at"]
     assert _states(configured_db, request_id) == {"dpw": "sent", "water": "sent"}
     assert receiver.count_for(water) == 1
     assert receiver.count_for(receiver.path_for(tenant_id, "dpw")) == 1
@@ -132,6 +136,7 @@ def test_redeliver_sends_dead_again(
     assert entry.actor == "cli:operator"
     assert entry.details["deliveries"] == 1
     assert entry.details["agencies"] == ["water"]
+    assert entry.details["rate_per_minute"] == 60.0
 
 
 def test_redeliver_twice_sends_once(
@@ -321,3 +326,200 @@ def test_outcome_from_before_redelivery_is_stale(
 
     assert outcome == "stale"
     assert _states(configured_db, request_id)["water"] == "failed"
+
+
+BACKLOG_REQUESTS = 5
+
+
+@pytest.fixture
+def backlog(configured_db: Engine, receiver: AgencyReceiver) -> tuple[str, list[str]]:
+    """A tenant whose `dpw` and `water` endpoints rejected the first attempt of every delivery
+    of `BACKLOG_REQUESTS` requests with HTTP 404, so all of them are dead, and now accept again.
+
+    Returns (tenant id, request ids in the order they were filed).
+    """
+    tenant_id = add_tenant(configured_db, receiver, ["dpw", "water"])
+    _give_manifest(configured_db, tenant_id)
+    paths = [receiver.path_for(tenant_id, code) for code in ("dpw", "water")]
+    for path in paths:
+        receiver.fail_paths[path] = 404
+    request_ids = [
+        add_request(configured_db, tenant_id, ["dpw", "water"]) for _ in range(BACKLOG_REQUESTS)
+    ]
+    for request_id in request_ids:
+        assert route(request_id, tenant_id=tenant_id) == {"dead": 2}
+    for path in paths:
+        del receiver.fail_paths[path]
+    return tenant_id, request_ids
+
+
+def _due_times(engine: Engine, tenant_id: str, agency: str) -> list[datetime]:
+    """Return `next_attempt_at` of the agency's deliveries in the order the requests were filed."""
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        rows = session.scalars(
+            select(Delivery)
+            .where(Delivery.tenant_id == tenant_id, Delivery.destination == agency)
+            .order_by(Delivery.id)
+        ).all()
+        return [as_utc(row.next_attempt_at) for row in rows]
+
+
+def _sent_count(engine: Engine, tenant_id: str, agency: str) -> int:
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        rows = session.scalars(
+            select(Delivery).where(
+                Delivery.tenant_id == tenant_id,
+                Delivery.destination == agency,
+                Delivery.state == "sent",
+            )
+        ).all()
+        return len(rows)
+
+
+def _let_time_pass(engine: Engine, tenant_id: str, seconds: float) -> None:
+    """Move the tenant's waiting deliveries and unpublished outbox messages `seconds` earlier,
+    as if that much time had passed."""
+    shift = timedelta(seconds=seconds)
+    with unit_of_work(SystemContext("test: time passes"), engine=engine) as session:
+        for row in session.scalars(
+            select(Delivery).where(Delivery.tenant_id == tenant_id, Delivery.state == "pending")
+        ):
+            if row.next_attempt_at is not None:
+                row.next_attempt_at = as_utc(row.next_attempt_at) - shift
+        for message in session.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.tenant_id == tenant_id, OutboxMessage.published_at.is_(None)
+            )
+        ):
+            message.available_at = as_utc(message.available_at) - shift
+
+
+def test_redeliver_rate_spreads_per_agency(
+    configured_db: Engine, backlog: tuple[str, list[str]]
+) -> None:
+    """At 30 per minute the n-th delivery of each agency (from 0) is due n * 2 s after the first,
+    and the first is due when the command runs."""
+    tenant_id, _request_ids = backlog
+    before = utcnow()
+
+    code, output = _run("--tenant", tenant_id, "--rate", "30")
+
+    after = utcnow()
+    assert code == 0
+    assert output["rate_per_minute"] == 30.0
+    assert output["deliveries"] == 2 * BACKLOG_REQUESTS
+    assert [entry["agency"] for entry in output["agencies"]] == ["dpw", "water"]
+    for entry in output["agencies"]:
+        due = _due_times(configured_db, tenant_id, entry["agency"])
+        assert len(due) == BACKLOG_REQUESTS
+        assert before <= due[0] <= after
+        offsets = [(at - due[0]).total_seconds() for at in due]
+        assert offsets == pytest.approx([2.0 * n for n in range(BACKLOG_REQUESTS)], abs=0.01)
+        assert entry["deliveries"] == BACKLOG_REQUESTS
+        first_due = datetime.fromisoformat(entry["first_due_at"])
+        last_due = datetime.fromisoformat(entry["last_due_at"])
+        assert abs((first_due - due[0]).total_seconds()) < 1
+        assert abs((last_due - due[-1]).total_seconds()) < 1
+    (audited,) = _audit_entries(configured_db, tenant_id)
+    assert audited.details["rate_per_minute"] == 30.0
+
+
+def test_redeliver_sends_only_due(
+    configured_db: Engine, receiver: AgencyReceiver, backlog: tuple[str, list[str]]
+) -> None:
+    """At 2 per minute (one every 30 s) the worker sends each agency's first delivery at once
+    and each later one only once its time has come, however often routing runs."""
+    tenant_id, request_ids = backlog
+
+    code, _output = _run("--tenant", tenant_id, "--rate", "2")
+    _route_queued(configured_db)
+
+    assert code == 0
+    assert _sent_count(configured_db, tenant_id, "dpw") == 1
+    assert _sent_count(configured_db, tenant_id, "water") == 1
+
+    # A routing task that runs early, such as a repeated message, sends nothing before its time.
+    for request_id in request_ids:
+        assert route(request_id, tenant_id=tenant_id) == {}
+    assert _sent_count(configured_db, tenant_id, "water") == 1
+
+    _let_time_pass(configured_db, tenant_id, 75)
+    _route_queued(configured_db)
+
+    assert _sent_count(configured_db, tenant_id, "dpw") == 3
+    assert _sent_count(configured_db, tenant_id, "water") == 3
+    assert _states(configured_db, request_ids[2]) == {"dpw": "sent", "water": "sent"}
+    assert _states(configured_db, request_ids[3]) == {"dpw": "pending", "water": "pending"}
+
+    _let_time_pass(configured_db, tenant_id, 60)
+    _route_queued(configured_db)
+
+    assert _sent_count(configured_db, tenant_id, "water") == BACKLOG_REQUESTS
+    assert receiver.count_for(receiver.path_for(tenant_id, "water")) == BACKLOG_REQUESTS
+    assert receiver.count_for(receiver.path_for(tenant_id, "dpw")) == BACKLOG_REQUESTS
+    assert sum(receiver.duplicates.values()) == 0
+
+
+def test_redeliver_continues_earlier_schedule(
+    configured_db: Engine, receiver: AgencyReceiver, backlog: tuple[str, list[str]]
+) -> None:
+    """Deliveries that go dead while an earlier redelivery to the agency still waits are
+    scheduled after it, so a second run does not add to the first one's rate."""
+    tenant_id, _request_ids = backlog
+    water = receiver.path_for(tenant_id, "water")
+
+    _, first = _run("--tenant", tenant_id, "--agency", "water", "--rate", "6")
+    receiver.fail_paths[water] = 404
+    late = add_request(configured_db, tenant_id, ["water"])
+    assert route(late, tenant_id=tenant_id) == {"dead": 1}
+    del receiver.fail_paths[water]
+    _, second = _run("--tenant", tenant_id, "--agency", "water", "--rate", "6")
+
+    due = _due_times(configured_db, tenant_id, "water")
+    offsets = [(at - due[0]).total_seconds() for at in due]
+    assert offsets == pytest.approx([10.0 * n for n in range(BACKLOG_REQUESTS + 1)], abs=0.01)
+    assert first["agencies"][0]["deliveries"] == BACKLOG_REQUESTS
+    assert second["agencies"][0]["deliveries"] == 1
+    assert second["agencies"][0]["first_due_at"] == second["agencies"][0]["last_due_at"]
+    assert datetime.fromisoformat(second["agencies"][0]["first_due_at"]) > datetime.fromisoformat(
+        first["agencies"][0]["last_due_at"]
+    )
+
+
+def test_redeliver_dry_run_shows_schedule(
+    configured_db: Engine, backlog: tuple[str, list[str]]
+) -> None:
+    tenant_id, request_ids = backlog
+    before = utcnow()
+
+    code, output = _run("--tenant", tenant_id, "--rate", "30", "--dry-run")
+
+    assert code == 0
+    assert output["dry_run"] is True
+    for entry in output["agencies"]:
+        last_due = datetime.fromisoformat(entry["last_due_at"])
+        expected = before + timedelta(seconds=2.0 * (BACKLOG_REQUESTS - 1))
+        assert abs((last_due - expected).total_seconds()) < 2
+    assert all(_states(configured_db, r) == {"dpw": "dead", "water": "dead"} for r in request_ids)
+    assert _audit_entries(configured_db, tenant_id) == []
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "nan", "inf", ""])
+def test_redeliver_rejects_bad_rate(
+    configured_db: Engine, outage: tuple[str, str, str], value: str
+) -> None:
+    tenant_id, request_id, _water = outage
+
+    code, output = _run("--tenant", tenant_id, "--rate", value)
+    text = CliRunner().invoke(
+        app, ["requests", "redeliver", "--tenant", tenant_id, "--rate", value]
+    )
+
+    assert code == 2
+    assert f"invalid --rate {value!r}" in output["error"]
+    assert "number above 0, such as 60" in output["error"]
+    assert text.exit_code == 2
+    assert "Traceback" not in text.stderr
+    assert text.stderr.strip().splitlines() == [f"error: {output['error']}"]
+    assert _states(configured_db, request_id)["water"] == "dead"
+    assert _audit_entries(configured_db, tenant_id) == []
