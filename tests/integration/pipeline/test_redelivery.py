@@ -4,6 +4,7 @@ retry window."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -493,9 +494,17 @@ def test_redeliver_dry_run_shows_schedule(
     before = utcnow()
 
     code, output = _run("--tenant", tenant_id, "--rate", "30", "--dry-run")
+    text = CliRunner().invoke(
+        app, ["requests", "redeliver", "--tenant", tenant_id, "--rate", "30", "--dry-run"]
+    )
 
     assert code == 0
     assert output["dry_run"] is True
+    assert text.exit_code == 0, text.stdout
+    assert "to resend at 30 per minute per agency (dry run)" in text.stdout
+    assert "last due" in text.stdout
+    due_times = re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", text.stdout)
+    assert len(due_times) == 4
     for entry in output["agencies"]:
         last_due = datetime.fromisoformat(entry["last_due_at"])
         expected = before + timedelta(seconds=2.0 * (BACKLOG_REQUESTS - 1))
