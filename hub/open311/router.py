@@ -27,6 +27,7 @@ from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import INTAKE
 from hub.requests.models import STATES
 from hub.requests.schemas import IntakeData, IntakeJob, RequestQuery
+from hub.requests.validation import MAX_DESCRIPTION_CHARS, check_text
 from tenants.auth import credential_for_tenant, request_id_of
 from tenants.keys import ApiCredential
 from tenants.registry import get_tenant_by_jurisdiction
@@ -332,9 +333,9 @@ def _update_time(items: Items) -> datetime | None:
         return None
     now = utcnow()
     if as_utc(updated) > now + service.MAX_CLOCK_SKEW:
-        minutes = service.MAX_CLOCK_SKEW.total_seconds() / 60
         raise InvalidInput(
-            f"updated_datetime is more than {minutes:g} minutes ahead of the server clock "
+            f"updated_datetime is more than {service.MAX_CLOCK_SKEW_MINUTES} minutes ahead of "
+            f"the server clock "
             f"({isoformat(now)}); send the time the update was made, with its UTC offset",
             field="updated_datetime",
         )
@@ -381,6 +382,9 @@ def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> 
     if status == "closed" and resolution is None:
         resolution = "fixed"
     updated = _update_time(items)
+    description = params.optional_text(items, "description")
+    # The service checks the text as the event's note; this names the Open311 field instead.
+    check_text("description", description, max_chars=MAX_DESCRIPTION_CHARS)
 
     try:
         with unit_of_work(ctx) as session:
@@ -389,7 +393,7 @@ def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> 
                 ctx,
                 request_id,
                 status,
-                note=params.optional_text(items, "description"),
+                note=description,
                 update_id=update_id,
                 resolution=resolution,
                 channel="agency",

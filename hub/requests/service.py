@@ -477,7 +477,8 @@ def request_not_found(request_id: str) -> NotFound:
 
 # How far the time an agency gives for an update may be off this server's clock: ahead of it,
 # or before the request's requested_datetime.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_CLOCK_SKEW_MINUTES = 5
+MAX_CLOCK_SKEW = timedelta(minutes=MAX_CLOCK_SKEW_MINUTES)
 
 
 def request_agencies(session: Session, request: ServiceRequest) -> set[str]:
@@ -556,6 +557,33 @@ def _check_transition(previous: str, status: str, *, when: datetime | None = Non
     )
 
 
+def _check_next_update(session: Session, request_id: str, when: datetime, status: str) -> None:
+    """Raise Conflict when the update after `when` could not follow an update to `status`.
+
+    A late update goes into the history between two updates, so the history would show a
+    change that `TRANSITIONS` forbids, such as closed then on_hold.
+    """
+    following = session.execute(
+        select(StatusEvent.status, StatusEvent.at)
+        .where(
+            StatusEvent.request_id == request_id,
+            StatusEvent.channel.in_(UPDATE_CHANNELS),
+            StatusEvent.at > when,
+        )
+        .order_by(StatusEvent.at, StatusEvent.id)
+        .limit(1)
+    ).first()
+    if following is None or following.status in TRANSITIONS[status]:
+        return
+    raise Conflict(
+        f"cannot add status {status} at {isoformat(when)} before the update to "
+        f"{following.status} at {isoformat(as_utc(following.at))}, because a request that is "
+        f"{status} cannot change to {following.status}; send the update with its real time "
+        "or leave it out",
+        code="invalid_transition",
+    )
+
+
 def update_outcome(session: Session, ctx: TenantContext, event: StatusEvent) -> tuple[str, bool]:
     """Return the current status of the event's request and whether a later update supersedes
     the event, so that the event is in the history but did not set the current status."""
@@ -611,6 +639,15 @@ def post_status_update(
                 )
             if agencies is not None:
                 _routed_request(session, ctx, earlier.request_id, agencies)
+            if (earlier.status, earlier.resolution) != (status, resolution):
+                # A resend carries the same change. A different one under a used update_id
+                # would be lost if the response reported it as a repeat.
+                raise Conflict(
+                    f"update_id {update_id!r} was already used for status "
+                    f"{earlier.status}; send a new update_id for another change",
+                    code="update_id_in_use",
+                    field="update_id",
+                )
             STATUS_UPDATES.labels(tenant=ctx.tenant_id, outcome="duplicate").inc()
             return earlier, False
 
@@ -639,7 +676,8 @@ def post_status_update(
     when = as_utc(at) if at else utcnow()
     if at is not None and when < as_utc(request.requested_at) - MAX_CLOCK_SKEW:
         raise InvalidInput(
-            f"updated_datetime {isoformat(when)} is before the request's requested_datetime "
+            f"updated_datetime {isoformat(when)} is more than {MAX_CLOCK_SKEW_MINUTES} "
+            f"minutes before the request's requested_datetime "
             f"{isoformat(request.requested_at)}; send the time the update was made",
             field="updated_datetime",
         )
@@ -651,6 +689,7 @@ def post_status_update(
         when = latest
     if superseded:
         _check_transition(_status_at(session, request.id, when), status, when=when)
+        _check_next_update(session, request.id, when, status)
     else:
         _check_transition(request.status, status)
 

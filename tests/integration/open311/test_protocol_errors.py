@@ -151,7 +151,10 @@ def test_update_before_filing_is_400(client, tenants_ab):
 
     assert early.status_code == 400
     description = early.json()[0]["description"]
-    assert "updated_datetime 2020-01-01T00:00:00+00:00 is before the request's" in description
+    assert (
+        "updated_datetime 2020-01-01T00:00:00+00:00 is more than 5 minutes before the request's"
+        in description
+    )
     assert stored["status"] != "closed"
 
 

@@ -214,7 +214,8 @@ def test_update_before_hub_ack_sets_status(client, tenants_ab, hub_db):
 
 
 def test_agency_acknowledged_counts_as_update(client, tenants_ab):
-    """An agency's own `acknowledged` is an update: a close dated before it is out of order."""
+    """An agency's own `acknowledged` is an update: a close dated before it is out of order,
+    and rejected, because closed cannot change to acknowledged."""
     alpha, _ = tenants_ab
     request_id = _file(client, alpha)
     acknowledged_at = utcnow().replace(microsecond=0) + timedelta(minutes=2)
@@ -236,7 +237,8 @@ def test_agency_acknowledged_counts_as_update(client, tenants_ab):
         updated_datetime=isoformat(acknowledged_at - timedelta(minutes=1)),
     )
 
-    assert closed.json()[0]["superseded"] is True
+    assert closed.status_code == 409
+    assert "before the update to acknowledged" in closed.json()[0]["description"]
     assert _history(client, alpha, request_id)["extended_attributes"]["status_detail"] == (
         "acknowledged"
     )
@@ -294,6 +296,53 @@ def test_out_of_order_update_checks_earlier_status(client, tenants_ab):
     )
     assert _history(client, alpha, request_id)["extended_attributes"]["status_detail"] == (
         "in_progress"
+    )
+
+
+def test_out_of_order_update_checks_next_update(client, tenants_ab):
+    """A late close between acknowledged and on_hold would show closed then on_hold."""
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    start = utcnow().replace(microsecond=0) + timedelta(minutes=1)
+    _update(client, alpha, request_id, "n-1", "acknowledged", updated_datetime=isoformat(start))
+    held_at = start + timedelta(seconds=20)
+    _update(client, alpha, request_id, "n-2", "on_hold", updated_datetime=isoformat(held_at))
+
+    between = start + timedelta(seconds=10)
+    late = _update(client, alpha, request_id, "n-3", "closed", updated_datetime=isoformat(between))
+
+    assert late.status_code == 409
+    assert late.json()[0]["description"].startswith(
+        f"cannot add status closed at {isoformat(between)} before the update to on_hold at "
+        f"{isoformat(held_at)}"
+    )
+    notes = _history(client, alpha, request_id)["notes"]
+    assert [note["status_detail"] for note in notes] == ["submitted", "acknowledged", "on_hold"]
+
+
+def test_update_id_reused_for_other_change_is_409(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    first = _update(client, alpha, request_id, "w-1", "in_progress")
+    other = _update(client, alpha, request_id, "w-1", "closed")
+
+    assert first.status_code == 200
+    assert other.status_code == 409
+    assert other.json()[0]["description"] == (
+        "update_id 'w-1' was already used for status in_progress; send a new update_id for "
+        "another change"
+    )
+    assert _event_count(hub_db, request_id) == 2
+
+
+def test_update_description_errors_name_description(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    response = _update(client, alpha, request_id, "d-1", "in_progress", description="<b>x</b>")
+
+    assert response.status_code == 400
+    assert response.json()[0]["description"] == (
+        "description must be plain text without HTML markup"
     )
 
 
