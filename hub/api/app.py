@@ -37,10 +37,13 @@ from privacy.fields import record_pending_usage
 
 log = structlog.get_logger(__name__)
 
-ErrorRenderer = Callable[[Request, int, str, str], Response]
+# A function that renders an error response from the request, the status, the error code and
+# the error's messages. A format that lists errors gives each message its own entry.
+ErrorRenderer = Callable[[Request, int, str, Sequence[str]], Response]
 
 
-def _json_error(_request: Request, status: int, code: str, message: str) -> Response:
+def _json_error(_request: Request, status: int, code: str, messages: Sequence[str]) -> Response:
+    message = "; ".join(messages)
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
@@ -55,12 +58,12 @@ def _renderer_for(request: Request) -> ErrorRenderer:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> Response:
-        return _renderer_for(request)(request, exc.status, exc.code, exc.message)
+        return _renderer_for(request)(request, exc.status, exc.code, exc.messages)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         message = validation_message(exc.errors())
-        return _renderer_for(request)(request, 400, "invalid", message)
+        return _renderer_for(request)(request, 400, "invalid", [message])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -72,7 +75,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             allowed = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
             headers["Allow"] = allowed
             message = f"method {request.method} is not allowed on this path; use {allowed}"
-        response = _renderer_for(request)(request, exc.status_code, "http_error", message)
+        response = _renderer_for(request)(request, exc.status_code, "http_error", [message])
         response.headers.update(headers)
         return response
 
@@ -80,7 +83,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _database_down(request: Request, exc: OperationalError) -> Response:
         log.error("database_unavailable", error=type(exc).__name__)
         return _renderer_for(request)(
-            request, 503, "unavailable", "the database is unavailable; retry later"
+            request, 503, "unavailable", ["the database is unavailable; retry later"]
         )
 
 
@@ -179,7 +182,7 @@ class ObserveMiddleware:
                     request,
                     PayloadTooLarge.status,
                     PayloadTooLarge.code,
-                    f"request body larger than {self.limit} bytes",
+                    [f"request body larger than {self.limit} bytes"],
                 )
                 await response(scope, receive, send_with_id)
             else:
@@ -195,7 +198,7 @@ class ObserveMiddleware:
                 request,
                 500,
                 "internal",
-                f"internal error; give the operator request id {request_id}",
+                [f"internal error; give the operator request id {request_id}"],
             )
             await response(scope, receive, send_with_id)
         finally:

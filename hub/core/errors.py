@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # A value that error messages, logs and headers may repeat as it is: up to 64 ASCII letters,
 # digits, `_`, `-`, `.` and `:`, as service codes, jurisdiction ids and request ids are. Other
@@ -32,10 +33,49 @@ class HubError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def messages(self) -> tuple[str, ...]:
+        """The messages that a client gets, one error entry each."""
+        return (self.message,)
+
 
 class InvalidInput(HubError):
     status = 400
     code = "invalid"
+
+
+class InvalidInputGroup(InvalidInput):
+    """Several independent problems of one input, raised together like an `ExceptionGroup`.
+
+    It is a 400 error whose `errors` are the problems in the order they were found, and an
+    Open311 response lists each one as its own error entry. The errors of a nested group take
+    its place in the order, and identical messages are listed once. `message` joins the
+    messages for callers that show a single line.
+    """
+
+    def __init__(self, errors: Sequence[InvalidInput]):
+        unique: dict[str, InvalidInput] = {}
+        for error in errors:
+            for item in error.errors if isinstance(error, InvalidInputGroup) else (error,):
+                unique.setdefault(item.message, item)
+        if not unique:
+            raise ValueError("an InvalidInputGroup needs at least one error")
+        self.errors = tuple(unique.values())
+        super().__init__("; ".join(unique), field=self.errors[0].field)
+
+    @property
+    def messages(self) -> tuple[str, ...]:
+        return tuple(error.message for error in self.errors)
+
+
+def merge_errors(errors: Sequence[InvalidInput]) -> InvalidInput:
+    """Return one exception to raise for the errors that a check collected.
+
+    A single error is returned as it is, so it keeps its code, and several as an
+    `InvalidInputGroup`.
+    """
+    group = InvalidInputGroup(errors)
+    return group.errors[0] if len(group.errors) == 1 else group
 
 
 class PayloadTooLarge(HubError):

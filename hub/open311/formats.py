@@ -84,14 +84,14 @@ def format_of_path(path: str) -> str:
 _SPEC_STATUSES = {400, 403, 404, 405, 409, 413, 500, 503}
 
 
-def render_error(request: Request, status: int, _code: str, message: str) -> Response:
+def render_error(request: Request, status: int, _code: str, messages: Sequence[str]) -> Response:
     """Render any error under `/open311/` as the spec's list of `{code, description}`.
 
-    The description is the error's own message. It may repeat ids, codes, dates and coordinates
-    from the request, but never a personal field (description, names, email, phone, address or
-    media).
+    Each message becomes one entry, in order, and every entry's code is the HTTP status. A
+    description may repeat ids, codes, dates and coordinates from the request, but never a
+    personal field (description, names, email, phone, address or media).
     """
     if status not in _SPEC_STATUSES:
         status = 400 if 400 <= status < 500 else status
-    payload = [{"code": status, "description": message}]
+    payload = [{"code": status, "description": message} for message in messages]
     return render(format_of_path(request.url.path), "errors", payload, status=status)

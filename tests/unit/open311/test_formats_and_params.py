@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from defusedxml.ElementTree import fromstring
+from starlette.requests import Request
 
 from hub.core.errors import InvalidInput
 from hub.open311 import formats, params
@@ -31,6 +34,29 @@ def test_xml_keeps_four_byte_characters():
 
 def test_json_is_utf8_not_escaped():
     assert formats.to_json({"a": "ñ😀"}) == '{"a":"ñ😀"}'.encode()
+
+
+def _request(path: str) -> Request:
+    return Request({"type": "http", "method": "POST", "path": path, "headers": []})
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_error_entry_per_message(fmt):
+    messages = ["first_name must be plain text", "attribute[depth] is required"]
+    response = formats.render_error(
+        _request(f"/open311/v2/requests.{fmt}"), 400, "invalid", messages
+    )
+
+    assert response.status_code == 400
+    if fmt == "json":
+        assert json.loads(response.body) == [
+            {"code": 400, "description": messages[0]},
+            {"code": 400, "description": messages[1]},
+        ]
+    else:
+        errors = fromstring(response.body).findall("error")
+        assert [error.find("code").text for error in errors] == ["400", "400"]
+        assert [error.find("description").text for error in errors] == messages
 
 
 def test_format_of_path():
