@@ -2,6 +2,8 @@
 
 Every failure raises `InvalidInput` naming the field and the rule, never the submitted value:
 the value may be personal data. An undefined attribute's code is named when it looks like a code.
+`check_attributes` collects every problem before it raises, so that a client learns all of them
+in one response. The other checks raise at the first problem.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from hub.core.errors import PLAIN_CODE, InvalidInput
+from hub.core.errors import PLAIN_CODE, InvalidInput, merge_errors
 from hub.requests.schemas import AttributeValue
 
 MAX_DESCRIPTION_CHARS = 4000
@@ -112,23 +114,19 @@ def check_attributes(
     Informational attributes (`variable: false`) take no input. A multivaluelist takes a list
     of allowed keys; every other datatype takes one value. Unknown codes are rejected so a
     client learns about a typo instead of losing the value.
+
+    Every problem is collected before anything is raised, one error per attribute: first each
+    undefined code, then in definition order each attribute with an invalid value or missing
+    when required. One problem raises its InvalidInput and several an InvalidInputGroup.
     """
     by_code = {str(item.get("code")): item for item in definition}
+    errors: list[InvalidInput] = []
     for code in submitted:
         attribute = by_code.get(code)
         if attribute is None or attribute.get("variable", True) is False:
-            if PLAIN_CODE.fullmatch(code):
-                subject = f"attribute[{code}] is"
-            else:
-                subject = "an attribute code with spaces, symbols or over 64 characters is"
-            raise InvalidInput(
-                f"{subject} not defined for service {service_code}; "
-                f"see services/{service_code} for its attributes",
-                field="attribute",
-            )
+            errors.append(_undefined_attribute(service_code, code))
 
     clean: dict[str, AttributeValue] = {}
-    missing: list[str] = []
     for code, attribute in by_code.items():
         if attribute.get("variable", True) is False:
             continue
@@ -139,17 +137,32 @@ def check_attributes(
         label = f"attribute[{code}]"
         if not values:
             if attribute.get("required"):
-                missing.append(label)
+                errors.append(
+                    InvalidInput(f"{label} is required for service {service_code}", field=label)
+                )
             continue
-        if datatype == "multivaluelist":
-            clean[code] = [_check_one(code, datatype, attribute, v) for v in values]
+        if datatype != "multivaluelist" and len(values) > 1:
+            errors.append(InvalidInput(f"{label} takes one value, not a list", field=label))
             continue
-        if len(values) > 1:
-            raise InvalidInput(f"{label} takes one value, not a list", field=label)
-        clean[code] = _check_one(code, datatype, attribute, values[0])
-    if missing:
-        verb = "is" if len(missing) == 1 else "are"
-        raise InvalidInput(
-            f"{', '.join(missing)} {verb} required for service {service_code}", field=missing[0]
-        )
+        try:
+            if datatype == "multivaluelist":
+                clean[code] = [_check_one(code, datatype, attribute, v) for v in values]
+            else:
+                clean[code] = _check_one(code, datatype, attribute, values[0])
+        except InvalidInput as exc:
+            errors.append(exc)
+    if errors:
+        raise merge_errors(errors)
     return clean
+
+
+def _undefined_attribute(service_code: str, code: str) -> InvalidInput:
+    if PLAIN_CODE.fullmatch(code):
+        subject = f"attribute[{code}] is"
+    else:
+        subject = "an attribute code with spaces, symbols or over 64 characters is"
+    return InvalidInput(
+        f"{subject} not defined for service {service_code}; "
+        f"see services/{service_code} for its attributes",
+        field="attribute",
+    )

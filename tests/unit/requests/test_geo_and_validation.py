@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hub.core.errors import InvalidInput
+from hub.core.errors import InvalidInput, InvalidInputGroup
 from hub.requests import geo
 from hub.requests.catalog import ServiceArea, open_data_rule
 from hub.requests.validation import check_attributes, check_media_url, check_text, parse_datetime
@@ -155,9 +155,42 @@ def test_attribute_errors(submitted):
 
 def test_every_missing_attribute_named():
     definition = [*DEFINITION, {"code": "depth", "datatype": "number", "required": True}]
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(InvalidInputGroup) as caught:
         check_attributes("svc", definition, {"kind": "a"})
-    assert caught.value.message == "attribute[size], attribute[depth] are required for service svc"
+    assert caught.value.messages == (
+        "attribute[size] is required for service svc",
+        "attribute[depth] is required for service svc",
+    )
+
+
+def test_every_attribute_problem_reported():
+    submitted = {"other": "1", "kind": "c", "tags": ["x", "z", "w"]}
+    with pytest.raises(InvalidInputGroup) as caught:
+        check_attributes("svc", DEFINITION, submitted)
+
+    messages = caught.value.messages
+    assert len(messages) == 4
+    assert messages[0].startswith("attribute[other] is not defined for service svc")
+    assert messages[1] == "attribute[size] is required for service svc"
+    assert messages[2] == "attribute[kind] is not one of the service's allowed keys"
+    # A list with two invalid keys gets one error.
+    assert messages[3] == "attribute[tags] is not one of the service's allowed keys"
+    assert [error.field for error in caught.value.errors[1:]] == [
+        "attribute[size]",
+        "attribute[kind]",
+        "attribute[tags]",
+    ]
+
+
+def test_attribute_messages_omit_values():
+    submitted = {"size": "PRIVATE-1", "kind": "PRIVATE-2", "call me on 555 0100": "x"}
+    with pytest.raises(InvalidInputGroup) as caught:
+        check_attributes("svc", DEFINITION, submitted)
+
+    assert len(caught.value.messages) == 3
+    for message in caught.value.messages:
+        assert "PRIVATE" not in message
+        assert "555" not in message
 
 
 def test_old_attribute_date_accepted():
