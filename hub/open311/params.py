@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import parse_qsl
 
-from hub.core.errors import InvalidInput
+from hub.core.errors import PLAIN_CODE, InvalidInput
 from hub.requests.schemas import AttributeValue
 from hub.requests.validation import parse_datetime
 
@@ -67,32 +67,44 @@ def coordinate(items: list[tuple[str, str]], name: str) -> float | None:
     return value
 
 
-def attributes(items: list[tuple[str, str]]) -> dict[str, AttributeValue]:
-    """Collect `attribute[code]=v` and flat multivalue lists `attribute[code][]=v1&...=v2`."""
+def attributes(
+    items: list[tuple[str, str]], errors: list[InvalidInput]
+) -> dict[str, AttributeValue]:
+    """Collect `attribute[code]=v` and flat multivalue lists `attribute[code][]=v1&...=v2`.
+
+    A malformed parameter name is appended to `errors` and skipped. An attribute given twice
+    without `[]` is appended to `errors` too, and its first value is kept.
+    """
     result: dict[str, AttributeValue] = {}
     for key, value in items:
         if not key.startswith("attribute[") or "]" not in key:
             continue
         code, _, rest = key[len("attribute[") :].partition("]")
         if not code:
-            raise InvalidInput("attribute parameters need a code: attribute[CODE]")
-        if rest == "[]":
+            errors.append(InvalidInput("attribute parameters need a code: attribute[CODE]"))
+        elif rest == "[]":
             existing = result.get(code)
             values = existing if isinstance(existing, list) else []
             values.append(value)
             result[code] = values
         elif rest == "":
             if code in result:
-                raise InvalidInput(
-                    f"attribute[{code}] is given twice; use attribute[{code}][] for a list",
-                    field=f"attribute[{code}]",
-                )
-            result[code] = value
+                errors.append(_given_twice(code))
+            else:
+                result[code] = value
         else:
-            raise InvalidInput(
-                "attribute parameter names look like attribute[CODE] or attribute[CODE][]"
+            errors.append(
+                InvalidInput(
+                    "attribute parameter names look like attribute[CODE] or attribute[CODE][]"
+                )
             )
     return result
+
+
+def _given_twice(code: str) -> InvalidInput:
+    # A code that is not a plain code may be free text, so the message leaves it out.
+    label = f"attribute[{code}]" if PLAIN_CODE.fullmatch(code) else "attribute[CODE]"
+    return InvalidInput(f"{label} is given twice; use {label}[] for a list", field=label)
 
 
 def comma_list(raw: str | None) -> list[str]:

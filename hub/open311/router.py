@@ -161,14 +161,29 @@ def service_definition(service_code: str, fmt: str, request: Request) -> Respons
 
 
 def intake_data(items: Items, api_key_id: int | None) -> IntakeData:
-    """Return the fields of a POST requests call, checked one by one."""
+    """Return the fields of a POST requests call.
+
+    A missing service_code is raised at once, because the service's attributes cannot be
+    checked without it. The other problems of the form are collected in `form_errors`, for
+    validation to report with its own.
+    """
     service_code = params.optional_text(items, "service_code")
     if service_code is None:
         raise InvalidInput("service_code is required", field="service_code")
+    errors: list[InvalidInput] = []
+    # The location is one field: a lat that is not a number is reported, and long is not
+    # parsed.
+    try:
+        lat = params.coordinate(items, "lat")
+        lon = params.coordinate(items, "long")
+    except InvalidInput as exc:
+        lat = lon = None
+        errors.append(exc)
+    attributes = params.attributes(items, errors)
     return IntakeData(
         service_code=service_code,
-        lat=params.coordinate(items, "lat"),
-        lon=params.coordinate(items, "long"),
+        lat=lat,
+        lon=lon,
         address=params.optional_text(items, "address_string"),
         address_id=params.optional_text(items, "address_id"),
         zipcode=params.optional_text(items, "zipcode"),
@@ -180,10 +195,11 @@ def intake_data(items: Items, api_key_id: int | None) -> IntakeData:
         device_id=params.optional_text(items, "device_id"),
         account_id=params.optional_text(items, "account_id"),
         media_url=params.optional_text(items, "media_url"),
-        attributes=params.attributes(items),
+        attributes=attributes,
         channel="api",
         source="open311",
         api_key_id=api_key_id,
+        form_errors=errors,
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from hub.core.errors import InvalidInput
 from hub.core.tenancy import TenantContext
 
 AttributeValue = str | list[str]
@@ -40,6 +42,9 @@ class IntakeData:
     # Importers pass the original filing time; intake through the API uses the current time.
     requested_at: datetime | None = None
     api_key_id: int | None = None
+    # Problems that the API found while parsing the form, such as a lat that is not a number
+    # (lat and lon are then None). Validation reports these errors first, with its own.
+    form_errors: Sequence[InvalidInput] = ()
 
 
 @dataclass

@@ -27,7 +27,7 @@ from hub.core.ids import new_token, tracking_code
 from hub.core.outbox import enqueue_now
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
-from hub.requests import catalog, geo, queries
+from hub.requests import catalog, queries
 from hub.requests.catalog import CatalogService, TenantSnapshot
 from hub.requests.duplicates import find_regional_duplicate, link_duplicates, point_of
 from hub.requests.metrics import INTAKE, STATUS_UPDATES
@@ -49,13 +49,8 @@ from hub.requests.records import (
 from hub.requests.routing import ROUTE_BATCH_TASK, ROUTE_TASK
 from hub.requests.schemas import IntakeData, IntakeJob, IntakeResult
 from hub.requests.texts import notice_text
-from hub.requests.validation import (
-    MAX_DESCRIPTION_CHARS,
-    check_attributes,
-    check_media_url,
-    check_text,
-)
-from privacy.blind_index import blind_index
+from hub.requests.validation import MAX_DESCRIPTION_CHARS, check_intake, check_text
+from privacy.blind_index import blind_index_normalized
 from privacy.fields import FieldCipher
 from tenants.models import Tenant
 from tenants.registry import tenants_in_region
@@ -87,33 +82,6 @@ def active_service(tenant: TenantSnapshot, service_code: str) -> CatalogService:
             code="unknown_service",
         )
     return service
-
-
-def _validate(tenant: TenantSnapshot, service: CatalogService, data: IntakeData) -> dict:
-    has_point = data.lat is not None or data.lon is not None
-    if has_point:
-        if data.lat is None or data.lon is None:
-            raise InvalidInput("lat and long must be given together", code="invalid_location")
-        geo.check_coordinates(data.lat, data.lon)
-        if not catalog.in_service_area(tenant, data.lat, data.lon):
-            raise InvalidInput(
-                "the location is outside this jurisdiction's service area",
-                code="outside_service_area",
-            )
-    elif not (data.address or data.address_id):
-        raise InvalidInput(
-            "a location is required: lat and long, address_string or address_id",
-            code="missing_location",
-        )
-
-    check_text("description", data.description, max_chars=MAX_DESCRIPTION_CHARS)
-    for name in ("address_string", "first_name", "last_name", "email", "phone", "device_id"):
-        value = data.address if name == "address_string" else getattr(data, name)
-        check_text(name, value)
-    for name in ("address_id", "zipcode", "account_id"):
-        check_text(name, getattr(data, name), max_chars=120 if name != "zipcode" else 16)
-    check_media_url(data.media_url)
-    return check_attributes(service.code, service.attributes, data.attributes)
 
 
 def _device_hash(tenant_id: str, device_id: str | None) -> str | None:
@@ -199,7 +167,7 @@ def prepare_request(
     if ctx.tenant_id != tenant.id:
         raise NotFound("tenant not found", code="unknown_jurisdiction")
     service = active_service(tenant, data.service_code)
-    attributes = _validate(tenant, service, data)
+    attributes, email, phone = check_intake(tenant, service, data)
 
     now = utcnow()
     requested_at = as_utc(data.requested_at) if data.requested_at else now
@@ -208,10 +176,10 @@ def prepare_request(
 
     # Each lookup reads the tenant's key rows, so anonymous requests skip both.
     email_bidx = phone_bidx = bidx_version = None
-    if data.email:
-        email_bidx, bidx_version = blind_index(session, tenant.id, "email", data.email)
-    if data.phone:
-        phone_bidx, bidx_version = blind_index(session, tenant.id, "phone", data.phone)
+    if email:
+        email_bidx, bidx_version = blind_index_normalized(session, tenant.id, "email", email)
+    if phone:
+        phone_bidx, bidx_version = blind_index_normalized(session, tenant.id, "phone", phone)
 
     personal = PersonalFields(
         description=data.description,

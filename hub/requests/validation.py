@@ -1,9 +1,10 @@
-"""Input checks for new requests: text, media URLs, dates and service-definition attributes.
+"""Input checks for new requests: location, text, contacts, media URLs, dates and
+service-definition attributes.
 
 Every failure raises `InvalidInput` naming the field and the rule, never the submitted value:
 the value may be personal data. An undefined attribute's code is named when it looks like a code.
-`check_attributes` collects every problem before it raises, so that a client learns all of them
-in one response. The other checks raise at the first problem.
+`check_intake` and `check_attributes` collect every problem before they raise, so that a client
+learns all of them in one response. The other checks raise at the first problem.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hub.core.errors import PLAIN_CODE, InvalidInput, merge_errors
-from hub.requests.schemas import AttributeValue
+from hub.requests import catalog, geo
+from hub.requests.catalog import CatalogService, TenantSnapshot
+from hub.requests.schemas import AttributeValue, IntakeData
+from privacy.blind_index import IndexKind, normalize
 
 MAX_DESCRIPTION_CHARS = 4000
 MAX_SHORT_TEXT_CHARS = 200
@@ -166,3 +170,95 @@ def _undefined_attribute(service_code: str, code: str) -> InvalidInput:
         f"see services/{service_code} for its attributes",
         field="attribute",
     )
+
+
+# The free-text fields of IntakeData in the order they are checked: the name in messages, the
+# attribute and the maximum length in characters. Email and phone are checked after them.
+_TEXT_FIELDS = (
+    ("description", "description", MAX_DESCRIPTION_CHARS),
+    ("address_string", "address", MAX_SHORT_TEXT_CHARS),
+    ("first_name", "first_name", MAX_SHORT_TEXT_CHARS),
+    ("last_name", "last_name", MAX_SHORT_TEXT_CHARS),
+    ("device_id", "device_id", MAX_SHORT_TEXT_CHARS),
+    ("address_id", "address_id", 120),
+    ("zipcode", "zipcode", 16),
+    ("account_id", "account_id", 120),
+)
+
+
+def check_intake(
+    tenant: TenantSnapshot, service: CatalogService, data: IntakeData
+) -> tuple[dict[str, AttributeValue], str | None, str | None]:
+    """Check every field of a new request and return what intake stores or indexes.
+
+    Returns the clean attributes, and the email and phone in the normalized form that their
+    blind indexes take. Every problem is collected and raised together (`merge_errors`), in
+    this order: the form problems that the API found, the location, the text fields, email,
+    phone, media_url and the attributes. Each check reports a field once, for the first rule
+    that it breaks.
+    """
+    errors = list(data.form_errors)
+    # The form parse reports a lat or long that is not a number, so the location is not
+    # checked again.
+    if not errors or all(error.code != "invalid_location" for error in errors):
+        try:
+            _check_location(tenant, data)
+        except InvalidInput as exc:
+            errors.append(exc)
+
+    for name, attribute, max_chars in _TEXT_FIELDS:
+        try:
+            check_text(name, getattr(data, attribute), max_chars=max_chars)
+        except InvalidInput as exc:
+            errors.append(exc)
+
+    email = phone = None
+    try:
+        email = _normalized_contact("email", data.email)
+    except InvalidInput as exc:
+        errors.append(exc)
+    try:
+        phone = _normalized_contact("phone", data.phone)
+    except InvalidInput as exc:
+        errors.append(exc)
+
+    try:
+        check_media_url(data.media_url)
+    except InvalidInput as exc:
+        errors.append(exc)
+
+    attributes: dict[str, AttributeValue] = {}
+    try:
+        attributes = check_attributes(service.code, service.attributes, data.attributes)
+    except InvalidInput as exc:
+        errors.append(exc)
+
+    if errors:
+        raise merge_errors(errors)
+    return attributes, email, phone
+
+
+def _check_location(tenant: TenantSnapshot, data: IntakeData) -> None:
+    """Raise InvalidInput unless the request has lat and long inside the service area, or an
+    address."""
+    has_point = data.lat is not None or data.lon is not None
+    if has_point:
+        if data.lat is None or data.lon is None:
+            raise InvalidInput("lat and long must be given together", code="invalid_location")
+        geo.check_coordinates(data.lat, data.lon)
+        if not catalog.in_service_area(tenant, data.lat, data.lon):
+            raise InvalidInput(
+                "the location is outside this jurisdiction's service area",
+                code="outside_service_area",
+            )
+    elif not (data.address or data.address_id):
+        raise InvalidInput(
+            "a location is required: lat and long, address_string or address_id",
+            code="missing_location",
+        )
+
+
+def _normalized_contact(kind: IndexKind, value: str | None) -> str | None:
+    """Check an email or phone as text and return it normalized for its blind index."""
+    check_text(kind, value)
+    return normalize(kind, value) if value else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from defusedxml.ElementTree import fromstring
 from open311_support import INSIDE, OUTSIDE, pothole_form
 from sqlalchemy import select
 
@@ -116,15 +117,120 @@ def test_bad_inputs_get_open311_errors(client, tenants_ab):
             assert b"PRIVATE-BODY-MARKER" not in response.content, case
             assert b"Lovelace" not in response.content, case
             assert b"resident@example.com" not in response.content, case
+            # Each row has one problem, so the list has one entry.
             if fmt == "json":
                 assert response.headers["content-type"] == "application/json; charset=utf-8"
                 errors = response.json()
+                assert len(errors) == 1, case
                 assert errors[0]["code"] == status, case
                 assert word.lower() in errors[0]["description"].lower(), case
             else:
                 assert response.headers["content-type"] == "text/xml; charset=utf-8"
                 assert b"<errors><error><code>" in response.content, case
+                assert response.content.count(b"<error>") == 1, case
                 assert word.lower().encode() in response.content.lower(), case
+
+
+def _error_entries(response, fmt: str) -> list[tuple[int, str]]:
+    """Return the (code, description) of each entry of an Open311 error list."""
+    if fmt == "json":
+        return [(error["code"], error["description"]) for error in response.json()]
+    root = fromstring(response.content)
+    assert root.tag == "errors"
+    return [
+        (int(error.findtext("code")), error.findtext("description"))
+        for error in root.findall("error")
+    ]
+
+
+# Values that no error description may contain.
+PRIVATE_VALUES = (b"PRIVATE", b"Lovelace", b"resident@example.com", b"555 0100")
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_post_lists_every_problem(client, tenants_ab, fmt):
+    alpha, _ = tenants_ab
+    form = pothole_form(
+        alpha,
+        description="PRIVATE-DESCRIPTION " + "x" * 4000,
+        first_name="<b>PRIVATE-NAME</b>",
+    )
+    form.pop("attribute[depth]")
+    response = _post(client, form, fmt=fmt)
+
+    assert response.status_code == 400
+    assert _error_entries(response, fmt) == [
+        (400, "description is 4020 characters long; the maximum is 4000"),
+        (400, "first_name must be plain text without HTML markup"),
+        (400, "attribute[depth] is required for service pothole"),
+    ]
+    for value in PRIVATE_VALUES:
+        assert value not in response.content
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_form_and_field_problems_listed(client, tenants_ab, fmt):
+    alpha, _ = tenants_ab
+    form = pothole_form(
+        alpha,
+        lat="PRIVATE-north",
+        last_name="<i>Lovelace</i>",
+        email="PRIVATE-EMAIL",
+        **{
+            "attribute[depth]": "PRIVATE-deep",
+            "attribute[surface]": "PRIVATE-gravel",
+            "attribute[PRIVATE call me]": "x",
+        },
+    )
+    response = _post(client, form, fmt=fmt)
+
+    assert response.status_code == 400
+    descriptions = [description for _, description in _error_entries(response, fmt)]
+    assert descriptions == [
+        "lat must be a decimal number",
+        "last_name must be plain text without HTML markup",
+        "email address is invalid; expected one @ and a domain with a dot, at most 254 characters",
+        "an attribute code with spaces, symbols or over 64 characters is not defined for "
+        "service pothole; see services/pothole for its attributes",
+        "attribute[depth] must be a number",
+        "attribute[surface] is not one of the service's allowed keys",
+    ]
+    for value in PRIVATE_VALUES:
+        assert value not in response.content
+
+
+def test_half_location_is_one_problem(client, tenants_ab):
+    alpha, _ = tenants_ab
+    form = pothole_form(alpha, long=None, description="see <b>here</b>")
+    response = _post(client, form)
+
+    assert response.status_code == 400
+    assert _error_entries(response, "json") == [
+        (400, "lat and long must be given together"),
+        (400, "description must be plain text without HTML markup"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "changes,status,start",
+    [
+        ({"service_code": "no-such-service"}, 404, "service_code 'no-such-service' is not"),
+        ({"service_code": None}, 400, "service_code is required"),
+        ({"jurisdiction_id": "nowhere.example.org"}, 404, "jurisdiction_id 'nowhere"),
+        ({"api_key": "hub_000000000000_wrong"}, 403, "api_key"),
+    ],
+)
+def test_blocking_problem_reported_alone(client, tenants_ab, changes, status, start):
+    """A problem that stops the request before its fields are checked is the only entry."""
+    alpha, _ = tenants_ab
+    form = pothole_form(alpha, description="<b>hole</b>", lat="north", **changes)
+    form.pop("attribute[depth]")
+    response = _post(client, form, fmt="xml")
+
+    assert response.status_code == status
+    [(code, description)] = _error_entries(response, "xml")
+    assert code == status
+    assert description.startswith(start)
 
 
 def test_free_text_service_code_not_repeated(client, tenants_ab):

@@ -72,7 +72,9 @@ def test_multivalue_attributes_collected():
         ("attribute[size]", "3"),
         ("service_code", "a"),
     ]
-    assert params.attributes(items) == {"tags": ["x", "y"], "size": "3"}
+    errors: list[InvalidInput] = []
+    assert params.attributes(items, errors) == {"tags": ["x", "y"], "size": "3"}
+    assert errors == []
 
 
 @pytest.mark.parametrize(
@@ -84,8 +86,38 @@ def test_multivalue_attributes_collected():
     ],
 )
 def test_malformed_attribute_names(items):
-    with pytest.raises(InvalidInput):
-        params.attributes(items)
+    errors: list[InvalidInput] = []
+    params.attributes(items, errors)
+    assert len(errors) == 1
+
+
+def test_every_malformed_attribute_collected():
+    items = [
+        ("attribute[]", "x"),
+        ("attribute[size]", "3"),
+        ("attribute[a][b]", "x"),
+        ("attribute[size]", "4"),
+        ("attribute[kind]", "a"),
+    ]
+    errors: list[InvalidInput] = []
+
+    attributes = params.attributes(items, errors)
+
+    assert attributes == {"size": "3", "kind": "a"}
+    assert [error.message for error in errors] == [
+        "attribute parameters need a code: attribute[CODE]",
+        "attribute parameter names look like attribute[CODE] or attribute[CODE][]",
+        "attribute[size] is given twice; use attribute[size][] for a list",
+    ]
+
+
+def test_attribute_given_twice_omits_free_text_code():
+    code = "call Ada on 555 0100"
+    errors: list[InvalidInput] = []
+    params.attributes([(f"attribute[{code}]", "1"), (f"attribute[{code}]", "2")], errors)
+
+    [error] = errors
+    assert error.message == "attribute[CODE] is given twice; use attribute[CODE][] for a list"
 
 
 @pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e400", "abc"])

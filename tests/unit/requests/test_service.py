@@ -8,12 +8,13 @@ import pytest
 from open311_support import INSIDE, onboard_tenant
 
 from hub.core.db import get_engine, unit_of_work
-from hub.core.errors import Conflict, InvalidInput, NotFound
+from hub.core.errors import Conflict, InvalidInput, InvalidInputGroup, NotFound
 from hub.core.tenancy import TenantContext
 from hub.requests import queries, service
 from hub.requests.duplicates import find_regional_duplicate
 from hub.requests.health import IntakeDegradedCheck
 from hub.requests.schemas import IntakeData, RequestQuery
+from hub.requests.validation import check_intake
 from tenants.registry import get_tenant
 
 
@@ -41,6 +42,72 @@ def test_submit_rejects_other_tenant_context(alpha):
     other = TenantContext("beta", actor="test")
     with pytest.raises(NotFound), unit_of_work(other, engine=engine) as session:
         service.submit_request(session, other, tenant, _data())
+
+
+def test_submit_reports_every_problem(alpha):
+    engine, tenant, ctx = alpha
+    data = _data(
+        description="PRIVATE-DESCRIPTION " + "x" * 4000,
+        first_name="<b>PRIVATE-NAME</b>",
+        attributes={},
+    )
+    with pytest.raises(InvalidInputGroup) as caught, unit_of_work(ctx, engine=engine) as session:
+        service.submit_request(session, ctx, tenant, data)
+
+    assert caught.value.messages == (
+        "description is 4020 characters long; the maximum is 4000",
+        "first_name must be plain text without HTML markup",
+        "attribute[depth] is required for service pothole",
+    )
+    assert [error.field for error in caught.value.errors] == [
+        "description",
+        "first_name",
+        "attribute[depth]",
+    ]
+
+
+def test_intake_checks_contacts_with_other_fields(alpha):
+    _, tenant, _ = alpha
+    data = _data(
+        last_name="Love\x00lace", email="PRIVATE-EMAIL", phone="PRIVATE-PHONE", media_url="ftp://x"
+    )
+    with pytest.raises(InvalidInputGroup) as caught:
+        check_intake(tenant, tenant.services["pothole"], data)
+
+    assert [error.field for error in caught.value.errors] == [
+        "last_name",
+        "email",
+        "phone",
+        "media_url",
+    ]
+    assert [error.code for error in caught.value.errors][1:3] == ["invalid_email", "invalid_phone"]
+    assert "PRIVATE" not in caught.value.message
+
+
+def test_intake_returns_normalized_contacts(alpha):
+    _, tenant, _ = alpha
+    data = _data(email=" Resident@Example.com ", phone="(215) 555-0100")
+
+    attributes, email, phone = check_intake(tenant, tenant.services["pothole"], data)
+
+    assert attributes == {"depth": "4"}
+    assert email == "resident@example.com"
+    assert phone == "+12155550100"
+
+
+def test_form_location_error_not_repeated(alpha):
+    _, tenant, _ = alpha
+    form_error = InvalidInput("lat must be a decimal number", code="invalid_location")
+    data = _data(lat=None, description="<i>hole</i>", form_errors=[form_error])
+
+    with pytest.raises(InvalidInputGroup) as caught:
+        check_intake(tenant, tenant.services["pothole"], data)
+
+    # Without the form error, long without lat would add "lat and long must be given together".
+    assert caught.value.messages == (
+        "lat must be a decimal number",
+        "description must be plain text without HTML markup",
+    )
 
 
 def test_importer_fields_kept(alpha):
