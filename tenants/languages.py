@@ -1,4 +1,4 @@
-"""BCP 47 language tags: their validity, and text looked up by tag.
+"""BCP 47 language tags: their validity, text looked up by tag, and Accept-Language.
 
 Tags are case-insensitive (RFC 5646, section 2.1.1), so `EN`, `en` and `En` name one language.
 The hub keeps each tag as written, so every lookup and comparison of tags here ignores case.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TypeVar
 
@@ -82,13 +83,139 @@ def text_for(texts: Mapping[str, Value], tag: str) -> Value | None:
     return next((v for key, v in texts.items() if language_key(key) == lookup_key), None)
 
 
+def primary_subtag(tag: str) -> str:
+    """Return the primary language subtag of `tag` in lower case: `es` for `es-MX`."""
+    return tag.split("-", 1)[0].lower()
+
+
+def match_language(tag: str, languages: Sequence[str]) -> str | None:
+    """Return the language of `languages` that `tag` names, or None. Case is ignored.
+
+    As in the lookup scheme of RFC 4647, the tag itself is tried first and then shorter
+    forms of it, so `zh-Hant-TW` matches `zh-Hant` before `zh`. Then the first language with
+    the same primary subtag matches, so `zh` also matches `zh-Hant` and `es-MX` matches `es-US`.
+    """
+    lookup_key = language_key(tag)
+    while lookup_key:
+        for language in languages:
+            if language_key(language) == lookup_key:
+                return language
+        lookup_key = _shorter_range(lookup_key)
+    primary = primary_subtag(tag)
+    for language in languages:
+        if primary_subtag(language) == primary:
+            return language
+    return None
+
+
+def _shorter_range(key: str) -> str:
+    """Return `key` without its last subtag, and without a single-character subtag (such as
+    the `x` of a private-use part) that would then end it, or "" when nothing is left."""
+    key = key.rpartition("-")[0]
+    prefix, _, last = key.rpartition("-")
+    return prefix if len(last) == 1 else key
+
+
 def localized(text: Mapping[str, str] | str | None, language: str, fallback: str) -> str | None:
     """Pick the text for `language`, then its primary subtag, then `fallback`, then any."""
     if text is None or isinstance(text, str):
         return text
-    primary = language.split("-", 1)[0]
-    for tag in (language, primary, fallback):
+    for tag in (language, primary_subtag(language), fallback):
         found = text_for(text, tag)
         if found is not None:
             return found
     return next(iter(text.values()), None)
+
+
+# --- Accept-Language (RFC 9110) ---------------------------------------------------------------
+
+# Ranges read from one header. A browser sends a handful, so the rest of a longer header is
+# ignored, which bounds the work a request can cause.
+MAX_ACCEPT_LANGUAGE_RANGES = 32
+# Headers up to this length are parsed once and cached. Longer ones are parsed on each call,
+# so the cache contains at most 512 short strings.
+MAX_CACHED_HEADER_CHARS = 256
+# `language-range` of RFC 4647, section 2.1: `*`, or up to 8 letters and then subtags of up to
+# 8 letters or digits.
+_LANGUAGE_RANGE = re.compile(r"^(?:\*|[a-z]{1,8}(?:-[a-z0-9]{1,8})*)$")
+# `qvalue` of RFC 9110: 0 to 1 with at most three decimals.
+_QVALUE = re.compile(r"^(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)$")
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageRanges:
+    """The language ranges of an Accept-Language header, in lower case."""
+
+    # Acceptable ranges (q above 0), highest q first and in header order among equal q.
+    preferred: tuple[str, ...]
+    # Ranges with q=0, which the client does not accept.
+    rejected: tuple[str, ...]
+
+    def rejects(self, language: str) -> bool:
+        """Return whether a q=0 range covers `language`: the same tag or a prefix of it
+        (RFC 4647 basic filtering, so `es;q=0` covers `es-MX`)."""
+        key = language_key(language)
+        return any(key == rejected or key.startswith(rejected + "-") for rejected in self.rejected)
+
+
+def parse_accept_language(header: str) -> LanguageRanges:
+    """Parse an Accept-Language header, skipping malformed elements instead of failing."""
+    if len(header) > MAX_CACHED_HEADER_CHARS:
+        return _parse_accept_language(header)
+    return _parse_cached(header)
+
+
+@lru_cache(maxsize=512)
+def _parse_cached(header: str) -> LanguageRanges:
+    return _parse_accept_language(header)
+
+
+def _parse_accept_language(header: str) -> LanguageRanges:
+    weighted: list[tuple[float, str]] = []
+    rejected: list[str] = []
+    for element in header.split(",", MAX_ACCEPT_LANGUAGE_RANGES)[:MAX_ACCEPT_LANGUAGE_RANGES]:
+        language_range, *parameters = element.split(";")
+        language_range = language_range.strip().lower()
+        if not _LANGUAGE_RANGE.match(language_range):
+            continue
+        weight = _weight(parameters)
+        if weight is None:
+            continue
+        if weight == 0:
+            rejected.append(language_range)
+        else:
+            weighted.append((weight, language_range))
+    # sorted() is stable, so ranges of equal weight keep their order in the header.
+    ordered = sorted(weighted, key=lambda pair: -pair[0])
+    return LanguageRanges(tuple(name for _, name in ordered), tuple(rejected))
+
+
+def _weight(parameters: list[str]) -> float | None:
+    """Return the q value of a range's parameters, 1 without one, or None when it is invalid."""
+    for parameter in parameters:
+        name, _, value = parameter.strip().partition("=")
+        if name.strip().lower() == "q":
+            value = value.strip()
+            return float(value) if _QVALUE.match(value) else None
+    return 1.0
+
+
+def negotiate_language(header: str, languages: Sequence[str]) -> str | None:
+    """Return the language of `languages` that an Accept-Language header prefers, or None.
+
+    This is the lookup scheme of RFC 4647 over the header's ranges in order of q and
+    then position. Each range matches a language as `match_language` does, `*` matches the
+    first of `languages` (a tenant's default), and a language that a q=0 range covers is
+    skipped. None means that no range matched, and the caller uses its default.
+    """
+    ranges = parse_accept_language(header)
+    for language_range in ranges.preferred:
+        if language_range == "*":
+            candidates: Sequence[str] = languages
+        else:
+            found = match_language(language_range, languages)
+            candidates = () if found is None else (found,)
+        for candidate in candidates:
+            if not ranges.rejects(candidate):
+                return candidate
+    return None

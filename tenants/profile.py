@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tenants.languages import text_for
+from tenants.languages import match_language, negotiate_language, text_for
 from tenants.registry import ServiceInfo, TenantInfo
 
 # Resident-facing status texts per language. Keys are request states, or `closed:<resolution>`
@@ -64,19 +64,25 @@ class TenantProfile:
     def pick_language(self, requested: str | None) -> str:
         """Return the tenant language for a response.
 
-        Default: the requested tag if the tenant has it, else a tenant language with the same
-        base language (`es-MX` picks `es`, `zh` picks `zh-Hant`), else the tenant default.
+        Default: the tenant language that `requested` names (`match_language`: `es-MX` picks
+        `es`, `zh` picks `zh-Hant`), else the tenant default.
         """
-        languages = self.tenant.languages
         if requested:
-            tag = requested.strip()
-            for language in languages:
-                if language.lower() == tag.lower():
-                    return language
-            base = tag.split("-", 1)[0].lower()
-            for language in languages:
-                if language.split("-", 1)[0].lower() == base:
-                    return language
+            found = match_language(requested.strip(), self.tenant.languages)
+            if found is not None:
+                return found
+        return self.tenant.default_language
+
+    def negotiate_language(self, accept_language: str | None) -> str:
+        """Return the tenant language for a response from an Accept-Language header.
+
+        Default: the tenant language that the header prefers (`negotiate_language`), else the
+        tenant default when no range matches or there is no header.
+        """
+        if accept_language:
+            found = negotiate_language(accept_language, self.tenant.languages)
+            if found is not None:
+                return found
         return self.tenant.default_language
 
     def status_text(self, status: str, resolution: str | None, language: str | None) -> str:

@@ -1,13 +1,17 @@
-"""Language tags: any case passes, and lookups by tag ignore case."""
+"""Language tags: any case passes, lookups by tag ignore case, and Accept-Language negotiation."""
 
 from __future__ import annotations
 
 import pytest
 
 from tenants.languages import (
+    MAX_ACCEPT_LANGUAGE_RANGES,
     check_language_tags,
     is_language_tag,
     localized,
+    match_language,
+    negotiate_language,
+    parse_accept_language,
     repeated_tags,
     text_for,
 )
@@ -63,3 +67,68 @@ def test_three_letter_code_of_two_letter_language(tag, short):
 
 def test_three_letter_languages_without_short_code_kept():
     assert check_language_tags(["yua", "fil", "cmn"]) == ["yua", "fil", "cmn"]
+
+
+def test_accept_language_order_by_q():
+    ranges = parse_accept_language("fr-FR, fr;q=0.9, es;q=0.8, *;q=0.1, de;q=0")
+    assert ranges.preferred == ("fr-fr", "fr", "es", "*")
+    assert ranges.rejected == ("de",)
+
+
+def test_accept_language_equal_q_order():
+    assert parse_accept_language("en;q=0.5, es, de;q=0.5").preferred == ("es", "en", "de")
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["es;q=2", "es;q=0.1234", "es;q=abc", "es;q=", "e_s", "123", "es-toolongsubtag", ";q=1", ""],
+)
+def test_accept_language_skips_malformed(header):
+    ranges = parse_accept_language(f"{header}, en;q=0.5")
+    assert ranges.preferred == ("en",)
+    assert ranges.rejected == ()
+
+
+def test_accept_language_loose_parameters():
+    assert parse_accept_language("ES ; Q = 0.7 , en;q=0.6").preferred == ("es", "en")
+    assert parse_accept_language("es;level=1;q=1.000").preferred == ("es",)
+
+
+@pytest.mark.parametrize("filler", ["x-a", "x-" + "a" * 8])
+def test_accept_language_range_limit(filler):
+    """Both a short header, which is cached, and a long one, which is not."""
+    header = ", ".join([filler] * MAX_ACCEPT_LANGUAGE_RANGES + ["es"])
+    ranges = parse_accept_language(header)
+    assert ranges.preferred == (filler,) * MAX_ACCEPT_LANGUAGE_RANGES
+
+
+def test_match_language_order():
+    assert match_language("ES", ["en", "es"]) == "es"
+    assert match_language("zh-Hant-TW", ["en", "zh-Hans", "zh-Hant"]) == "zh-Hant"
+    assert match_language("es-MX", ["en", "es-US", "es"]) == "es"
+    assert match_language("es-MX", ["en", "es-US"]) == "es-US"
+    assert match_language("zh", ["en", "zh-Hant"]) == "zh-Hant"
+    assert match_language("en-a-bbb", ["es", "en"]) == "en"
+    assert match_language("fr", ["en", "es"]) is None
+
+
+NEGOTIATED = [
+    ("fr-FR,fr;q=0.9,es;q=0.8", "es"),
+    ("en;q=0.1, es;q=0.9", "es"),
+    ("es-MX", "es"),
+    ("ES", "es"),
+    ("en-GB,es;q=0.5", "en"),
+    ("*", "en"),
+    ("fr, *;q=0.5, es;q=0.4", "en"),
+    ("en;q=0, *", "es"),
+    ("en-GB, en;q=0, es;q=0.2", "es"),
+    ("es-MX;q=0.9, es;q=0", None),
+    ("fr, de", None),
+    ("en;q=0, es;q=0", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("header", "expected"), NEGOTIATED)
+def test_negotiate_language(header, expected):
+    assert negotiate_language(header, ("en", "es")) == expected

@@ -1,4 +1,4 @@
-"""Profile hooks: language fallback, status texts and their manifest overrides."""
+"""Profile hooks: language choice and fallback, status texts and their manifest overrides."""
 
 from __future__ import annotations
 
@@ -61,6 +61,15 @@ def test_pick_language_fallbacks():
     assert profile.pick_language("zh-Hant") == "zh"
     assert profile.pick_language("fr") == "en"
     assert profile.pick_language(None) == "en"
+
+
+def test_negotiate_language_uses_q_values():
+    profile = profile_for(_tenant())
+    assert profile.negotiate_language("fr-FR,fr;q=0.9,es;q=0.8") == "es"
+    assert profile.negotiate_language("en;q=0.1, es;q=0.9") == "es"
+    assert profile.negotiate_language("zh-Hant-TW, en;q=0.5") == "zh"
+    assert profile.negotiate_language("de") == "en"
+    assert profile.negotiate_language(None) == "en"
 
 
 def test_status_text_defaults():
