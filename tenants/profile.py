@@ -8,9 +8,9 @@ texts). A tenant that needs different behaviour gets a `TenantProfile` subclass 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
-from tenants.languages import match_language, negotiate_language, text_for
+from tenants.languages import match_language, negotiate_language, primary_subtag, text_for
 from tenants.registry import ServiceInfo, TenantInfo
 
 # Resident-facing status texts per language. Keys are request states, or `closed:<resolution>`
@@ -85,23 +85,25 @@ class TenantProfile:
                 return found
         return self.tenant.default_language
 
+    def text_languages(self, language: str | None) -> tuple[str, ...]:
+        """Return the languages to try, in order, for a resident-facing text.
+
+        Default: the chosen tenant language, its primary subtag, the tenant default and
+        English, the same order as service names and attribute texts follow.
+        """
+        chosen = self.pick_language(language)
+        return (chosen, primary_subtag(chosen), self.tenant.default_language, "en")
+
     def status_text(self, status: str, resolution: str | None, language: str | None) -> str:
         """Return the resident-facing text of a request state.
 
         Default: the manifest's `profile.status_texts`, then the built-in texts, trying
-        `closed:<resolution>` before the bare state and the chosen language before English.
+        `closed:<resolution>` before the bare state, in the languages of `text_languages`.
         The state name itself is the last resort.
         """
-        chosen = self.pick_language(language)
         keys = [f"{status}:{resolution}", status] if resolution else [status]
-        overrides = self.tenant.manifest.profile.status_texts
-        for table in (overrides, DEFAULT_STATUS_TEXTS):
-            for tag in (chosen, chosen.split("-", 1)[0], "en"):
-                texts = text_for(table, tag) or {}
-                for key in keys:
-                    if key in texts:
-                        return texts[key]
-        return status
+        tables = (self.tenant.manifest.profile.status_texts, DEFAULT_STATUS_TEXTS)
+        return first_text(tables, self.text_languages(language), keys) or status
 
     def open311_status(self, status: str) -> str:
         """Return the Open311 `status` (`open` or `closed`). Default: closed only when closed."""
@@ -121,6 +123,21 @@ class TenantProfile:
             or text_for(descriptions, self.tenant.default_language)
             or ""
         )
+
+
+def first_text(
+    tables: Sequence[Mapping[str, Mapping[str, str]]], languages: Sequence[str], keys: Sequence[str]
+) -> str | None:
+    """Return the first non-empty text found under one of `keys`, trying each table in turn
+    with each of `languages`, or None. Tables map a language tag to texts by key."""
+    for table in tables:
+        for language in languages:
+            texts = text_for(table, language) or {}
+            for key in keys:
+                text = texts.get(key)
+                if text:
+                    return text
+    return None
 
 
 _registered: dict[str, type[TenantProfile]] = {}

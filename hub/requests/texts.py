@@ -7,8 +7,7 @@ example `{es: {notice.received: "Recibida"}}`.
 
 from __future__ import annotations
 
-from tenants.languages import text_for
-from tenants.profile import profile_for
+from tenants.profile import first_text, profile_for
 from tenants.registry import TenantInfo
 
 BUILT_IN: dict[str, dict[str, str]] = {
@@ -30,12 +29,8 @@ BUILT_IN: dict[str, dict[str, str]] = {
 
 
 def notice_text(tenant: TenantInfo, language: str | None, key: str) -> str:
-    """Return the notice `key` in the tenant language closest to `language`, else English."""
-    chosen = profile_for(tenant).pick_language(language)
-    overrides = tenant.manifest.profile.status_texts
-    for table in (overrides, BUILT_IN):
-        for tag in (chosen, chosen.split("-", 1)[0], "en"):
-            text = (text_for(table, tag) or {}).get(key)
-            if text:
-                return text
-    return key
+    """Return the notice `key` in the tenant language closest to `language`, falling back as
+    status texts do (`TenantProfile.text_languages`). The key itself is the last resort."""
+    profile = profile_for(tenant)
+    tables = (tenant.manifest.profile.status_texts, BUILT_IN)
+    return first_text(tables, profile.text_languages(language), [key]) or key

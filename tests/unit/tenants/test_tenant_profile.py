@@ -1,4 +1,4 @@
-"""Profile hooks: language choice and fallback, status texts and their manifest overrides."""
+"""Profile hooks: language choice and fallback, status and notice texts, manifest overrides."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 import yaml
 
+from hub.requests.texts import notice_text
 from tenants.calendar import BusinessCalendar
 from tenants.manifest import example_paths, parse_manifest
 from tenants.profile import TenantProfile, profile_for, register_profile
@@ -70,6 +71,33 @@ def test_negotiate_language_uses_q_values():
     assert profile.negotiate_language("zh-Hant-TW, en;q=0.5") == "zh"
     assert profile.negotiate_language("de") == "en"
     assert profile.negotiate_language(None) == "en"
+
+
+def _spanish_first(overrides: dict | None = None) -> TenantInfo:
+    """The San Francisco example with Spanish as its default language."""
+    return replace(_tenant(overrides), languages=("es", "en", "zh", "fil"), default_language="es")
+
+
+def test_status_text_falls_back_to_tenant_default():
+    profile = profile_for(_spanish_first())
+    # Filipino has no built-in status texts, so the tenant default comes before English.
+    assert profile.status_text("on_hold", None, "fil") == "En espera"
+
+
+def test_notice_falls_back_like_status_texts():
+    english_first = _tenant()
+    spanish_first = _spanish_first()
+    # Chinese has built-in status texts but no built-in notices.
+    assert profile_for(english_first).status_text("closed", None, "zh") == "已結案"
+    assert notice_text(english_first, "zh", "notice.received").startswith("Thank you.")
+    assert notice_text(spanish_first, "zh", "notice.received").startswith("Gracias.")
+    assert notice_text(spanish_first, "fil", "notice.received").startswith("Gracias.")
+
+
+def test_notice_manifest_override():
+    tenant = _tenant({"zh": {"notice.received": "謝謝"}})
+    assert notice_text(tenant, "zh-Hant", "notice.received") == "謝謝"
+    assert notice_text(tenant, "zh", "notice.unknown") == "notice.unknown"
 
 
 def test_status_text_defaults():
