@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 from hub.core.errors import PLAIN_CODE, InvalidInput
 from hub.requests.schemas import AttributeValue
 from hub.requests.validation import parse_datetime
+from tenants.profile import TenantProfile
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 # Form fields accepted in one body; the GeoReport v2 POST has about 20 plus attributes.
@@ -147,15 +148,17 @@ def positive_int(raw: str | None, name: str, default: int) -> int:
     return int(raw)
 
 
-def language(locale: str | None, accept_language: str | None) -> str:
-    """Return the caller's language: `locale`, else the first Accept-Language tag, else ""."""
-    if locale:
-        return locale.strip().replace("_", "-")
-    if accept_language:
-        tag = accept_language.split(",", 1)[0].split(";", 1)[0].strip()
-        if tag and tag != "*":
-            return tag
-    return ""
+def language(locale: str | None, accept_language: str | None, profile: TenantProfile) -> str:
+    """Return the tenant language for a response: by `locale` when it is given, else by
+    Accept-Language.
+
+    `locale` accepts `_` for `-` (`es_MX`). A `locale` that names no tenant language gets the
+    tenant default, and Accept-Language is not read.
+    """
+    tag = (locale or "").strip().replace("_", "-")
+    if tag:
+        return profile.pick_language(tag)
+    return profile.negotiate_language(accept_language)
 
 
 def idempotency_key(raw: str | None) -> str | None:

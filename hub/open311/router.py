@@ -30,6 +30,7 @@ from hub.requests.schemas import IntakeData, IntakeJob, RequestQuery
 from hub.requests.validation import MAX_DESCRIPTION_CHARS, check_text
 from tenants.auth import credential_for_tenant, request_id_of
 from tenants.keys import ApiCredential
+from tenants.profile import profile_for
 from tenants.registry import get_tenant_by_jurisdiction
 
 log = structlog.get_logger(__name__)
@@ -66,8 +67,10 @@ def _tenant(jurisdiction_id: str | None) -> TenantSnapshot:
     return tenant
 
 
-def _language(request: Request, items: Items) -> str:
-    return params.language(params.first(items, "locale"), request.headers.get("accept-language"))
+def _language(request: Request, items: Items, tenant: TenantSnapshot) -> str:
+    return params.language(
+        params.first(items, "locale"), request.headers.get("accept-language"), profile_for(tenant)
+    )
 
 
 def _public_context(tenant: TenantSnapshot, request: Request) -> TenantContext:
@@ -143,7 +146,9 @@ def services(fmt: str, request: Request) -> Response:
     items = list(request.query_params.multi_items())
     tenant = _tenant(params.first(items, "jurisdiction_id"))
     request.state.tenant_id = tenant.id
-    return formats.render(fmt, "services", views.service_list(tenant, _language(request, items)))
+    language = _language(request, items, tenant)
+    body = views.service_list(tenant, language)
+    return formats.render(fmt, "services", body)
 
 
 @router.get("/services/{service_code}.{fmt}")
@@ -153,7 +158,8 @@ def service_definition(service_code: str, fmt: str, request: Request) -> Respons
     tenant = _tenant(params.first(items, "jurisdiction_id"))
     request.state.tenant_id = tenant.id
     definition = service.active_service(tenant, service_code)
-    body = views.service_definition(tenant, definition, _language(request, items))
+    language = _language(request, items, tenant)
+    body = views.service_definition(tenant, definition, language)
     return formats.render(fmt, "service_definition", body)
 
 
@@ -219,13 +225,14 @@ async def post_request(fmt: str, request: Request) -> Response:
         INTAKE.labels(tenant=tenant.id, outcome="rejected").inc()
         raise
     degraded_check: Callable[[], bool] = request.app.state.open311_degraded
+    language = _language(request, items, tenant)
     job = IntakeJob(
         ctx=ctx,
         data=data,
         idempotency_key=key,
         request_hash=service.body_hash(items),
         degraded=degraded_check(),
-        language=_language(request, items),
+        language=language,
     )
     result = await intake.submit(tenant, job)
     return formats.render(fmt, "service_requests", [result.as_open311()], status=201)
@@ -272,7 +279,7 @@ def get_requests(fmt: str, request: Request) -> Response:
     ctx = _public_context(tenant, request)
     query = _query(items)
     extended = _extensions(items)
-    language = _language(request, items)
+    language = _language(request, items, tenant)
     with unit_of_work(ctx, write=False) as session:
         rows = queries.query_requests(session, ctx, query, public=True)
         history = (
@@ -306,7 +313,7 @@ async def get_request(request: Request) -> Response:
     items = list(request.query_params.multi_items())
     tenant = _tenant(params.first(items, "jurisdiction_id"))
     ctx = _public_context(tenant, request)
-    language = _language(request, items)
+    language = _language(request, items, tenant)
     extended = _extensions(items)
     engine = get_engine()
     if extended or not is_postgres(engine):

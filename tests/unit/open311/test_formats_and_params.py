@@ -126,10 +126,23 @@ def test_coordinate_rejects_non_finite(raw):
         params.coordinate([("lat", raw)], "lat")
 
 
-def test_language_choice():
-    assert params.language("es_MX", "en") == "es-MX"
-    assert params.language(None, "es-US,es;q=0.9,en;q=0.5") == "es-US"
-    assert params.language(None, "*") == ""
+class _Profile:
+    """A profile of a tenant with English (the default) and Spanish."""
+
+    def pick_language(self, requested):
+        return "es" if requested.lower().startswith("es") else "en"
+
+    def negotiate_language(self, header):
+        return "es" if header and header.startswith("es") else "en"
+
+
+def test_locale_wins_over_accept_language():
+    assert params.language("es_MX", "en", _Profile()) == "es"
+
+
+def test_accept_language_without_locale():
+    assert params.language(" ", "es;q=0.9", _Profile()) == "es"
+    assert params.language(None, None, _Profile()) == "en"
 
 
 @pytest.mark.parametrize("raw", ["", " ", "x" * 256, "tab\tkey"])
