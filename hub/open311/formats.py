@@ -67,11 +67,20 @@ def to_json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def render(fmt: str, root: str, payload: Any, *, status: int = 200) -> Response:
+def render(
+    fmt: str,
+    root: str,
+    payload: Any,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     """Return a response with `payload` as JSON, or as XML under the root element `root`."""
     if fmt == "xml":
-        return Response(to_xml(root, payload), status_code=status, media_type=XML_TYPE)
-    return Response(to_json(payload), status_code=status, media_type=JSON_TYPE)
+        return Response(
+            to_xml(root, payload), status_code=status, headers=headers, media_type=XML_TYPE
+        )
+    return Response(to_json(payload), status_code=status, headers=headers, media_type=JSON_TYPE)
 
 
 def format_of_path(path: str) -> str:

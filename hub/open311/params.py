@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qsl
 
@@ -148,17 +149,32 @@ def positive_int(raw: str | None, name: str, default: int) -> int:
     return int(raw)
 
 
-def language(locale: str | None, accept_language: str | None, profile: TenantProfile) -> str:
-    """Return the tenant language for a response: by `locale` when it is given, else by
-    Accept-Language.
+@dataclass(frozen=True, slots=True)
+class Language:
+    """The tenant language chosen for a response, and how it was chosen."""
+
+    tag: str
+    # True when no `locale` was given. Then Accept-Language, present or not, chose the tag, so
+    # a shared cache must key the response on that header.
+    from_header: bool
+
+    def headers(self) -> dict[str, str]:
+        """Return the response headers that name the language and what it depends on."""
+        if self.from_header:
+            return {"Content-Language": self.tag, "Vary": "Accept-Language"}
+        return {"Content-Language": self.tag}
+
+
+def language(locale: str | None, accept_language: str | None, profile: TenantProfile) -> Language:
+    """Choose the tenant language: `locale` when it is given, else by Accept-Language.
 
     `locale` accepts `_` for `-` (`es_MX`). A `locale` that names no tenant language gets the
     tenant default, and Accept-Language is not read.
     """
     tag = (locale or "").strip().replace("_", "-")
     if tag:
-        return profile.pick_language(tag)
-    return profile.negotiate_language(accept_language)
+        return Language(profile.pick_language(tag), from_header=False)
+    return Language(profile.negotiate_language(accept_language), from_header=True)
 
 
 def idempotency_key(raw: str | None) -> str | None:

@@ -67,7 +67,7 @@ def _tenant(jurisdiction_id: str | None) -> TenantSnapshot:
     return tenant
 
 
-def _language(request: Request, items: Items, tenant: TenantSnapshot) -> str:
+def _language(request: Request, items: Items, tenant: TenantSnapshot) -> params.Language:
     return params.language(
         params.first(items, "locale"), request.headers.get("accept-language"), profile_for(tenant)
     )
@@ -147,8 +147,8 @@ def services(fmt: str, request: Request) -> Response:
     tenant = _tenant(params.first(items, "jurisdiction_id"))
     request.state.tenant_id = tenant.id
     language = _language(request, items, tenant)
-    body = views.service_list(tenant, language)
-    return formats.render(fmt, "services", body)
+    body = views.service_list(tenant, language.tag)
+    return formats.render(fmt, "services", body, headers=language.headers())
 
 
 @router.get("/services/{service_code}.{fmt}")
@@ -159,8 +159,8 @@ def service_definition(service_code: str, fmt: str, request: Request) -> Respons
     request.state.tenant_id = tenant.id
     definition = service.active_service(tenant, service_code)
     language = _language(request, items, tenant)
-    body = views.service_definition(tenant, definition, language)
-    return formats.render(fmt, "service_definition", body)
+    body = views.service_definition(tenant, definition, language.tag)
+    return formats.render(fmt, "service_definition", body, headers=language.headers())
 
 
 # --- POST requests -----------------------------------------------------------------------
@@ -232,10 +232,14 @@ async def post_request(fmt: str, request: Request) -> Response:
         idempotency_key=key,
         request_hash=service.body_hash(items),
         degraded=degraded_check(),
-        language=language,
+        language=language.tag,
     )
     result = await intake.submit(tenant, job)
-    return formats.render(fmt, "service_requests", [result.as_open311()], status=201)
+    # A replay repeats the notice stored in the first call's language, which may differ.
+    headers = None if result.replayed else language.headers()
+    return formats.render(
+        fmt, "service_requests", [result.as_open311()], status=201, headers=headers
+    )
 
 
 # --- tokens and GET requests -------------------------------------------------------------
@@ -287,11 +291,11 @@ def get_requests(fmt: str, request: Request) -> Response:
         )
         body = [
             views.request_entry(
-                tenant, row, language, events=history.get(row.id, []) if extended else None
+                tenant, row, language.tag, events=history.get(row.id, []) if extended else None
             )
             for row in rows
         ]
-    return formats.render(fmt, "service_requests", body)
+    return formats.render(fmt, "service_requests", body, headers=language.headers())
 
 
 def _documented_path(*names: str) -> dict:
@@ -318,16 +322,16 @@ async def get_request(request: Request) -> Response:
     engine = get_engine()
     if extended or not is_postgres(engine):
         body = await run_in_threadpool(
-            _request_with_session, tenant, ctx, request_id, language, extended
+            _request_with_session, tenant, ctx, request_id, language.tag, extended
         )
-        return formats.render(fmt, "service_requests", body)
+        return formats.render(fmt, "service_requests", body, headers=language.headers())
     # Concurrent reads share queries on asyncio connections: a thread hand-off per read would
     # cost more than the read.
     row = await queries.public_request_batched(ctx, request_id, engine=engine)
     if row is None:
         raise service.request_not_found(request_id)
-    body = [views.request_entry(tenant, row, language)]
-    return formats.render(fmt, "service_requests", body)
+    body = [views.request_entry(tenant, row, language.tag)]
+    return formats.render(fmt, "service_requests", body, headers=language.headers())
 
 
 def _request_with_session(

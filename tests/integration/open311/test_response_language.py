@@ -1,4 +1,5 @@
-"""Language choice in the Open311 API: `locale`, and Accept-Language with q-values."""
+"""Language choice in the Open311 API: `locale`, Accept-Language with q-values, and the
+Content-Language and Vary headers of the responses whose text depends on it."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_accept_language_q_values_choose_spanish(client, tenants_ab, header):
     assert names["pothole"] == "Bache"
 
 
-def test_localized_reads_in_spanish(client, tenants_ab):
+def test_localized_reads_name_language_and_vary(client, tenants_ab):
     alpha, _ = tenants_ab
     request_id = _file(client, alpha).json()[0]["service_request_id"]
     headers = {"Accept-Language": SPANISH_HEADERS[0]}
@@ -54,6 +55,8 @@ def test_localized_reads_in_spanish(client, tenants_ab):
         response = _get(client, path, alpha, headers=headers, **params)
         assert response.status_code == 200, path
         assert spanish in response.text, path
+        assert response.headers["content-language"] == "es", path
+        assert response.headers["vary"] == "Accept-Language", path
 
 
 def test_locale_wins_over_accept_language(client, tenants_ab):
@@ -63,6 +66,9 @@ def test_locale_wins_over_accept_language(client, tenants_ab):
     for path, params, spanish in _localized_reads(request_id):
         response = _get(client, path, alpha, headers=headers, locale="es", **params)
         assert spanish in response.text, path
+        assert response.headers["content-language"] == "es", path
+        # The URL carries the choice, so caches need not key on the header.
+        assert "vary" not in response.headers, path
 
 
 def test_unknown_language_gets_tenant_default(client, tenants_ab):
@@ -71,7 +77,10 @@ def test_unknown_language_gets_tenant_default(client, tenants_ab):
     by_locale = _get(client, "services.json", alpha, locale="de")
     without = _get(client, "services.json", alpha)
     for response in (by_header, by_locale, without):
+        assert response.headers["content-language"] == "en"
         assert "Pothole" in response.text
+    assert by_header.headers["vary"] == "Accept-Language"
+    assert without.headers["vary"] == "Accept-Language"
 
 
 def test_post_notice_in_negotiated_language(client, tenants_ab):
@@ -81,3 +90,27 @@ def test_post_notice_in_negotiated_language(client, tenants_ab):
     for response in (by_header, by_locale):
         assert response.status_code == 201
         assert response.json()[0]["service_notice"].startswith("Gracias.")
+        assert response.headers["content-language"] == "es"
+    assert by_header.headers["vary"] == "Accept-Language"
+    assert "vary" not in by_locale.headers
+
+
+def test_replayed_post_names_no_language(client, tenants_ab):
+    """A replay repeats the stored notice, so its language is that of the first call."""
+    alpha, _ = tenants_ab
+    first = _file(client, alpha, headers={"Idempotency-Key": "k-1", "Accept-Language": "es"})
+    replay = _file(client, alpha, headers={"Idempotency-Key": "k-1", "Accept-Language": "en"})
+    assert replay.status_code == 201
+    assert replay.json() == first.json()
+    assert first.headers["content-language"] == "es"
+    assert "content-language" not in replay.headers
+
+
+def test_errors_and_discovery_name_no_language(client, tenants_ab):
+    alpha, _ = tenants_ab
+    headers = {"Accept-Language": "es"}
+    unknown = _get(client, "services/nothing.json", alpha, headers=headers)
+    discovery = _get(client, "discovery.json", alpha, headers=headers)
+    assert unknown.status_code == 404
+    assert "content-language" not in unknown.headers
+    assert "content-language" not in discovery.headers

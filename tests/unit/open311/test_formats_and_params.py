@@ -137,12 +137,19 @@ class _Profile:
 
 
 def test_locale_wins_over_accept_language():
-    assert params.language("es_MX", "en", _Profile()) == "es"
+    choice = params.language("es_MX", "en", _Profile())
+    assert choice == params.Language("es", from_header=False)
+    assert choice.headers() == {"Content-Language": "es"}
 
 
-def test_accept_language_without_locale():
-    assert params.language(" ", "es;q=0.9", _Profile()) == "es"
-    assert params.language(None, None, _Profile()) == "en"
+def test_accept_language_sets_vary():
+    choice = params.language(" ", "es;q=0.9", _Profile())
+    assert choice == params.Language("es", from_header=True)
+    assert choice.headers() == {"Content-Language": "es", "Vary": "Accept-Language"}
+
+
+def test_no_language_given_varies_too():
+    assert params.language(None, None, _Profile()) == params.Language("en", from_header=True)
 
 
 @pytest.mark.parametrize("raw", ["", " ", "x" * 256, "tab\tkey"])
