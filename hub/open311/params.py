@@ -141,11 +141,20 @@ def date_param(raw: str | None, name: str) -> datetime | None:
     return parsed
 
 
-def positive_int(raw: str | None, name: str, default: int) -> int:
+def positive_int(raw: str | None, name: str, default: int, maximum: int) -> int:
+    """Return the whole number in `raw` from 1 to `maximum`, or `default` when it is absent."""
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 9:
-        raise InvalidInput(f"{name} must be a whole number from 1 to 999999999", field=name)
+    # isascii() too, because isdigit() accepts digits such as `²` that int() rejects. The
+    # length check keeps int() away from strings of thousands of digits, which it rejects too.
+    valid = (
+        raw.isascii()
+        and raw.isdigit()
+        and len(raw.lstrip("0")) <= len(str(maximum))
+        and 1 <= int(raw) <= maximum
+    )
+    if not valid:
+        raise InvalidInput(f"{name} must be a whole number from 1 to {maximum}", field=name)
     return int(raw)
 
 

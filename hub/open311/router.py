@@ -264,9 +264,12 @@ def _query(items: Items) -> RequestQuery:
         start_date=params.date_param(params.first(items, "start_date"), "start_date"),
         end_date=params.date_param(params.first(items, "end_date"), "end_date"),
         statuses=params.statuses(params.first(items, "status")),
-        page=params.positive_int(params.first(items, "page"), "page", 1),
+        page=params.positive_int(params.first(items, "page"), "page", 1, queries.MAX_PAGE),
         page_size=params.positive_int(
-            params.first(items, "page_size"), "page_size", queries.MAX_PAGE_SIZE
+            params.first(items, "page_size"),
+            "page_size",
+            queries.MAX_PAGE_SIZE,
+            queries.MAX_PAGE_SIZE,
         ),
     )
 

@@ -214,6 +214,22 @@ def test_bad_filters_are_400(client, tenants_ab):
             assert word.lower().encode() in response.content.lower(), params
 
 
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"page_size": "abc"}, "page_size must be a whole number from 1 to 1000"),
+        ({"page_size": "5000"}, "page_size must be a whole number from 1 to 1000"),
+        ({"page": "abc"}, "page must be a whole number from 1 to 100000"),
+        ({"page": "²"}, "page must be a whole number from 1 to 100000"),
+    ],
+)
+def test_paging_errors_give_real_range(client, tenants_ab, params, expected):
+    alpha, _ = tenants_ab
+    response = _get(client, "requests.json", alpha, **params)
+    assert response.status_code == 400
+    assert response.json() == [{"code": 400, "description": expected}]
+
+
 def test_status_and_service_code_filters(client, tenants_ab):
     alpha, _ = tenants_ab
     open_id = _file(client, alpha)

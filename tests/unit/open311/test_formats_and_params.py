@@ -152,6 +152,19 @@ def test_no_language_given_varies_too():
     assert params.language(None, None, _Profile()) == params.Language("en", from_header=True)
 
 
+@pytest.mark.parametrize("raw", ["abc", "0", "1001", "-1", "²", "9" * 5000, " 5"])
+def test_positive_int_names_real_range(raw):
+    with pytest.raises(InvalidInput, match=r"^page_size must be a whole number from 1 to 1000$"):
+        params.positive_int(raw, "page_size", 1000, 1000)
+
+
+def test_positive_int_accepts_range_and_default():
+    assert params.positive_int(None, "page", 1, 100_000) == 1
+    assert params.positive_int("", "page", 1, 100_000) == 1
+    assert params.positive_int("100000", "page", 1, 100_000) == 100_000
+    assert params.positive_int("0042", "page", 1, 100_000) == 42
+
+
 @pytest.mark.parametrize("raw", ["", " ", "x" * 256, "tab\tkey"])
 def test_bad_idempotency_keys(raw):
     with pytest.raises(InvalidInput):
