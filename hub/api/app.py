@@ -286,6 +286,13 @@ def create_app(
     app.state.error_renderers = []
     _install_error_handlers(app)
     app.add_middleware(ObserveMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        from hub.api.cors import PathCORSMiddleware
+        from hub.open311.router import PREFIX
+
+        # Added last, so it runs first: the errors ObserveMiddleware renders get CORS headers
+        # too, and a browser app can read them.
+        app.add_middleware(PathCORSMiddleware, prefix=PREFIX + "/", origins=settings.cors_origins)
 
     from hub.api.observability import install_collectors
 

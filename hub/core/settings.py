@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -17,6 +19,13 @@ Environment = Literal["development", "test", "production"]
 # The SQLAlchemy drivers the hub is built and tested on.
 SUPPORTED_DATABASE_DRIVERS = ("postgresql+psycopg", "sqlite")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CORS_ORIGIN_RULE = (
+    "write each origin as scheme://host or scheme://host:port with http or https and no "
+    "path, such as https://app.example.org, separated by commas, or * alone for any origin"
+)
+# A host name of letters, digits and hyphens between dots, or an IPv6 address in brackets.
+_ORIGIN_HOST = re.compile(r"^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Settings(BaseSettings):
@@ -48,6 +57,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool | None = None
 
+    # Origins whose browser apps may call the Open311 API (CORS), as browsers write them in
+    # the Origin header, or ("*",) for any origin. Empty sends no CORS headers. NoDecode
+    # keeps pydantic-settings from parsing the variable as JSON, because it is a
+    # comma-separated list.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
     @field_validator("var_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -77,6 +92,22 @@ class Settings(BaseSettings):
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"unknown log level; use one of {', '.join(LOG_LEVELS)}")
         return value.upper()
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple):
+            return value  # pydantic rejects it as not a tuple
+        origins: list[str] = []
+        for item in value:
+            origin = cors_origin(str(item).strip())
+            if origin and origin not in origins:
+                origins.append(origin)
+        if "*" in origins and len(origins) > 1:
+            raise ValueError("* allows any origin, so give it alone or list the origins instead")
+        return tuple(origins)
 
     # Cached because `get_engine()` reads it on every call and resolving the path costs a
     # filesystem lookup. A changed environment takes effect through `reset_settings_cache()`.
@@ -135,6 +166,41 @@ def get_settings() -> Settings:
         raise ConfigurationError(
             "invalid setting " + "; ".join(problems) + "; correct or unset the variable"
         ) from None
+
+
+def cors_origin(text: str) -> str:
+    """Return an origin in the form browsers send in the Origin header: scheme and host in
+    lower case, without a default port or a trailing slash. "" and "*" stay as they are.
+
+    Raises ValueError naming `text` when it is not an http or https origin, except when it
+    contains `@`: user information may hold a password, which the message must not repeat.
+    """
+    if text in ("", "*"):
+        return text
+    if "@" in text:
+        raise ValueError(f"an origin has no user name or password; {CORS_ORIGIN_RULE}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r} is not an origin; {CORS_ORIGIN_RULE}") from None
+    scheme = parts.scheme.lower()
+    netloc = parts.netloc.lower()
+    host = netloc.rsplit(":", 1)[0] if port is not None else netloc
+    valid = (
+        scheme in _DEFAULT_PORTS
+        and _ORIGIN_HOST.match(host) is not None
+        and parts.path in ("", "/")
+        and not parts.query
+        and not parts.fragment
+        and "?" not in text
+        and "#" not in text
+    )
+    if not valid:
+        raise ValueError(f"{text!r} is not an origin; {CORS_ORIGIN_RULE}")
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
 
 
 def _shown(value: object) -> str:
