@@ -19,7 +19,12 @@ from hub.core.clock import isoformat
 from hub.core.db import unit_of_work
 from hub.core.logging import configure_logging
 from hub.core.tenancy import ROLE_STAFF, TenantContext
-from hub.requests.listing import count_requests, list_requests
+from hub.requests.listing import (
+    UNDELIVERED_STATES,
+    RequestFilters,
+    count_requests,
+    list_requests,
+)
 from hub.requests.models import STATES, ServiceRequest, StatusEvent
 from hub.requests.queries import events_by_request, find_by_contact
 from hub.requests.redelivery import DEFAULT_RATE_PER_MINUTE, parse_rate, redeliver, undelivered
@@ -104,15 +109,24 @@ def list_command(
     source: str | None = typer.Option(
         None, "--source", help="Only requests from this source, such as nyc311 or open311."
     ),
+    agency: list[str] = typer.Option(
+        [], "--agency", help="Only requests routed to this agency code (repeatable)."
+    ),
+    delivery: list[str] = typer.Option(
+        [],
+        "--delivery",
+        help=f"Only requests with a delivery in this state (repeatable): "
+        f"{' or '.join(UNDELIVERED_STATES)}. With --agency, only deliveries to those agencies.",
+    ),
     limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="Requests to print."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List a tenant's requests, newest first (no personal data)."""
-    filters = {"statuses": status, "service_codes": service, "source": source}
+    filters = RequestFilters(status, service, source, agency, delivery)
 
     def read(session: Session, ctx: TenantContext) -> dict[str, Any]:
-        rows = list_requests(session, ctx, limit=limit, **filters)
-        total = count_requests(session, ctx, **filters)
+        rows = list_requests(session, ctx, filters, limit=limit)
+        total = count_requests(session, ctx, filters)
         return {"tenant": ctx.tenant_id, "total": total, "requests": [summary(r) for r in rows]}
 
     data = _read(tenant_id, read)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from hub.core.errors import InvalidInput
 from hub.core.tenancy import TenantContext
-from hub.requests.models import OPEN_STATES, STATES, ServiceRequest
+from hub.requests.models import OPEN_STATES, STATES, Delivery, ServiceRequest
 
 MAX_LIST_LIMIT = 10_000
 # Open311 status groups a filter may name besides the states; `closed` is also a state.
@@ -35,50 +36,67 @@ def _expand_statuses(statuses: Sequence[str]) -> list[str]:
     return states
 
 
-def _filtered(
-    statement: Select[Any],
-    ctx: TenantContext,
-    statuses: Sequence[str],
-    service_codes: Sequence[str],
-    source: str | None,
-) -> Select[Any]:
-    states = _expand_statuses(statuses)
+# Delivery states a listing may filter on: the deliveries that have not reached their agency.
+UNDELIVERED_STATES = ("failed", "dead")
+
+
+@dataclass(frozen=True)
+class RequestFilters:
+    """Filters of an operator listing; an empty filter matches every request."""
+
+    statuses: Sequence[str] = ()
+    service_codes: Sequence[str] = ()
+    source: str | None = None
+    # The agency each request is routed to (`ServiceRequest.agency_code`), or with
+    # `deliveries`, the agency of the delivery.
+    agencies: Sequence[str] = ()
+    # Requests with a delivery in one of these states (`UNDELIVERED_STATES`).
+    deliveries: Sequence[str] = ()
+
+
+def _filtered(statement: Select[Any], ctx: TenantContext, filters: RequestFilters) -> Select[Any]:
+    states = _expand_statuses(filters.statuses)
+    unknown = sorted(set(filters.deliveries) - set(UNDELIVERED_STATES))
+    if unknown:
+        raise InvalidInput(
+            f"unknown delivery state {', '.join(unknown)}; use {' or '.join(UNDELIVERED_STATES)}",
+            field="delivery",
+        )
     statement = statement.where(ServiceRequest.tenant_id == ctx.tenant_id)
     if states:
         statement = statement.where(ServiceRequest.status.in_(states))
-    if service_codes:
-        statement = statement.where(ServiceRequest.service_code.in_(list(service_codes)))
-    if source is not None:
-        statement = statement.where(ServiceRequest.source == source)
+    if filters.service_codes:
+        statement = statement.where(ServiceRequest.service_code.in_(list(filters.service_codes)))
+    if filters.source is not None:
+        statement = statement.where(ServiceRequest.source == filters.source)
+    if filters.deliveries:
+        # A request can go to several agencies, so with delivery states the agencies filter
+        # the deliveries, not the agency that the request is routed to.
+        undelivered = select(Delivery.id).where(
+            Delivery.tenant_id == ctx.tenant_id,
+            Delivery.request_id == ServiceRequest.id,
+            Delivery.state.in_(list(filters.deliveries)),
+        )
+        if filters.agencies:
+            undelivered = undelivered.where(Delivery.destination.in_(list(filters.agencies)))
+        statement = statement.where(undelivered.exists())
+    elif filters.agencies:
+        statement = statement.where(ServiceRequest.agency_code.in_(list(filters.agencies)))
     return statement
 
 
 def list_requests(
-    session: Session,
-    ctx: TenantContext,
-    *,
-    statuses: Sequence[str] = (),
-    service_codes: Sequence[str] = (),
-    source: str | None = None,
-    limit: int = 50,
+    session: Session, ctx: TenantContext, filters: RequestFilters, *, limit: int = 50
 ) -> list[ServiceRequest]:
-    """Return up to `limit` of the tenant's requests, newest first, filtered by state."""
+    """Return up to `limit` of the tenant's requests that match `filters`, newest first."""
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
-    statement = _filtered(select(ServiceRequest), ctx, statuses, service_codes, source)
+    statement = _filtered(select(ServiceRequest), ctx, filters)
     statement = statement.order_by(ServiceRequest.requested_at.desc(), ServiceRequest.id)
     return list(session.scalars(statement.limit(limit)))
 
 
-def count_requests(
-    session: Session,
-    ctx: TenantContext,
-    *,
-    statuses: Sequence[str] = (),
-    service_codes: Sequence[str] = (),
-    source: str | None = None,
-) -> int:
-    """Return how many of the tenant's requests match the same filters as `list_requests`."""
+def count_requests(session: Session, ctx: TenantContext, filters: RequestFilters) -> int:
+    """Return how many of the tenant's requests match `filters`."""
     base = select(func.count()).select_from(ServiceRequest)
-    statement = _filtered(base, ctx, statuses, service_codes, source)
-    return int(session.scalar(statement) or 0)
+    return int(session.scalar(_filtered(base, ctx, filters)) or 0)

@@ -532,3 +532,27 @@ def test_redeliver_rejects_bad_rate(
     assert text.stderr.strip().splitlines() == [f"error: {output['error']}"]
     assert _states(configured_db, request_id)["water"] == "dead"
     assert _audit_entries(configured_db, tenant_id) == []
+
+
+def test_list_names_requests_of_dead_deliveries(
+    configured_db: Engine, outage: tuple[str, str, str]
+) -> None:
+    """The operator tells the agency which requests it missed: `requests list --delivery`."""
+    tenant_id, request_id, _ = outage
+
+    def listed(*options: str) -> list[str]:
+        result = CliRunner().invoke(
+            app, ["requests", "list", "--tenant", tenant_id, *options, "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        return [row["id"] for row in json.loads(result.stdout)["requests"]]
+
+    assert listed("--agency", "water", "--delivery", "dead") == [request_id]
+    assert listed("--delivery", "dead") == [request_id]
+    assert listed("--agency", "dpw", "--delivery", "dead") == []
+    assert listed("--delivery", "failed") == []
+    bad = CliRunner().invoke(
+        app, ["requests", "list", "--tenant", tenant_id, "--delivery", "lost", "--json"]
+    )
+    assert bad.exit_code != 0
+    assert "unknown delivery state lost; use failed or dead" in bad.stdout
