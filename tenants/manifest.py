@@ -523,10 +523,19 @@ class ProfileSection(_Strict):
     """Overrides for per-tenant profile hooks (see `tenants.profile`).
 
     `status_texts` maps a language to texts per status or `closed:<resolution>`, replacing
-    the defaults for those keys only.
+    the defaults for those keys only. `group_names` maps a service `group` to its name per
+    language, which Open311 service lists show in place of the group as written.
     """
 
     status_texts: dict[str, dict[str, str]] = Field(default_factory=dict)
+    group_names: dict[str, LocalizedText] = Field(default_factory=dict)
+
+    @field_validator("group_names")
+    @classmethod
+    def _group_names(cls, value: dict[str, LocalizedText]) -> dict[str, LocalizedText]:
+        for names in value.values():
+            _check_localized(names, required=True)
+        return value
 
 
 # --- the manifest ---------------------------------------------------------------------------
@@ -623,6 +632,16 @@ class Manifest(_Strict):
             problems += _service_references(
                 f"services[{index}]", service, known, languages, districts
             )
+
+        profile = getattr(fields, "profile", None)
+        if profile is not None and all(hasattr(s, "group") for s in services):
+            groups = {s.group for s in services}
+            for group in getattr(profile, "group_names", {}):
+                if group not in groups:
+                    problems.append(
+                        f"profile.group_names: no service has the group {group!r}; use a "
+                        "group that a service names, or remove it"
+                    )
 
         routing = getattr(fields, "routing", None)
         if known is not None and routing is not None:

@@ -114,14 +114,21 @@ class TenantProfile:
         then in the tenant's default language."""
         return service.name(self.pick_language(language), self.tenant.default_language)
 
+    def group_name(self, service: ServiceInfo, language: str | None) -> str:
+        """Return a service's group for residents. Default: the manifest's
+        `profile.group_names` in the chosen language, then in the tenant's default language,
+        then the group as the service names it."""
+        names = self.tenant.manifest.profile.group_names.get(service.group, {})
+        return self._text(names, language) or service.group
+
     def service_description(self, service: ServiceInfo, language: str | None) -> str:
         """Return a service's description. Default: as `service_name`, empty when none."""
-        chosen = self.pick_language(language)
-        descriptions = service.descriptions
-        return (
-            text_for(descriptions, chosen)
-            or text_for(descriptions, self.tenant.default_language)
-            or ""
+        return self._text(service.descriptions, language) or ""
+
+    def _text(self, texts: Mapping[str, str], language: str | None) -> str | None:
+        """Return the text in the chosen language, else in the tenant's default language."""
+        return text_for(texts, self.pick_language(language)) or text_for(
+            texts, self.tenant.default_language
         )
 
 

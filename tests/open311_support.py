@@ -128,6 +128,7 @@ def manifest_data(tenant_id: str, jurisdiction: str, *, region: str | None = "te
                 "open_data": {"location": "withheld"},
             },
         ],
+        "profile": {"group_names": {"streets": {"en": "Streets", "es": "Calles"}}},
     }
 
 

@@ -28,7 +28,7 @@ def service_entry(profile: TenantProfile, service: CatalogService, language: str
         "metadata": bool(service.attributes),
         "type": service.type,
         "keywords": ",".join(service.keywords),
-        "group": service.group,
+        "group": profile.group_name(service, language),
     }
 
 

@@ -114,3 +114,14 @@ def test_errors_and_discovery_name_no_language(client, tenants_ab):
     assert unknown.status_code == 404
     assert "content-language" not in unknown.headers
     assert "content-language" not in discovery.headers
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_service_group_in_spanish(client, tenants_ab, fmt):
+    alpha, _ = tenants_ab
+    spanish = _get(client, f"services.{fmt}", alpha, locale="es")
+    english = _get(client, f"services.{fmt}", alpha, locale="en")
+
+    assert "Calles" in spanish.text
+    assert "Calles" not in english.text
+    assert "Streets" in english.text

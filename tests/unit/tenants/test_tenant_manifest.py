@@ -171,6 +171,16 @@ BAD_FIELDS = [
     ),
     (["overflow", "centers", 0, "agents"], -1, "overflow.centers[0].agents: "),
     (
+        ["profile", "group_names"],
+        {"Parks": {"en": "Parks", "es": "Parques"}},
+        "profile.group_names: no service has the group 'Parks'",
+    ),
+    (
+        ["profile", "group_names"],
+        {"Graffiti": {"en": " "}},
+        "profile.group_names: text for language 'en' is empty",
+    ),
+    (
         ["overflow", "centers", 0, "languages"],
         ["en", "Tagalog!"],
         "overflow.centers[0].languages: 'Tagalog!' is not a BCP 47 language tag such as en or "

@@ -152,3 +152,16 @@ def test_registered_subclass_used():
 
     assert isinstance(profile_for(_tenant(tenant_id="profile-test-city")), QuietProfile)
     assert type(profile_for(_tenant())) is TenantProfile
+
+
+def test_group_name_localized():
+    tenant = _tenant()
+    [service] = tenant.services.values()
+    names = tenant.manifest.profile.group_names[service.group]
+    profile = profile_for(tenant)
+
+    assert profile.group_name(service, "es") == names["es"]
+    assert profile.group_name(service, "es-MX") == names["es"]
+    # No Filipino name: the default language's.
+    assert profile.group_name(service, "fil") == names["en"]
+    assert profile.group_name(replace(service, group="Other"), "es") == "Other"
