@@ -2,11 +2,10 @@
 
 Input records are dicts with `service_code`, `requested_at` (datetime or ISO 8601 text), `lat`
 and `lon`. They may also carry `id`, `status`, `district`, `description` and the record's own
-personal data (`first_name`, `last_name`, `email`, `phone`, `address`). `district` is the code
-of the manifest district that intake found for the exact point, because a location-sensitive
-record's `lat` and `lon` are empty under the `district` rule. The personal data is used for
-redaction only and never copied to the output. The same functions serve file exports and the
-public Open311 view, so both publish the same fields.
+personal data (`first_name`, `last_name`, `email`, `phone`, `address`, `address_id`).
+`district` is the code of the manifest district that intake found for the exact point, because
+a location-sensitive record's `lat` and `lon` are empty under the `district` rule. The personal
+data is used for redaction only and never copied to the output.
 
 k-anonymity is enforced over the quasi-identifiers (service, location cell, time bucket): a
 group with fewer than k records is suppressed whole, and the export reports how many groups and
@@ -51,7 +50,7 @@ _NAME = re.compile(
     r"([A-ZÁÉÍÓÚÑ][\w'-]+(?:\s+[A-ZÁÉÍÓÚÑ][\w'-]+)?)",
     re.IGNORECASE,
 )
-_OWN_FIELDS = ("first_name", "last_name", "email", "phone", "address")
+_OWN_FIELDS = ("first_name", "last_name", "email", "phone", "address", "address_id")
 _MIN_OWN_TOKEN = 3
 
 

@@ -1,7 +1,8 @@
 """The public GeoReport v2 view of services and requests.
 
-Requests are shown anonymized: no names, contact details, address text or media references,
-the description withheld, and coordinates only as the service's open-data rule allows.
+Requests are shown anonymized: no names, contact details, address text, address ids or media
+references, the description withheld, and coordinates only as the service's open-data rule
+allows.
 Resident-facing text comes in the caller's language when the tenant offers it.
 """
 
@@ -109,7 +110,7 @@ def request_entry(
         "updated_datetime": isoformat(row.updated_at),
         "expected_datetime": isoformat(row.expected_at),
         "address": None,
-        "address_id": row.address_id,
+        "address_id": None,
         "zipcode": row.zipcode,
         "lat": lat,
         "long": lon,

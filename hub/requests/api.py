@@ -19,9 +19,9 @@ from hub.core.db import unit_of_work
 from hub.core.errors import NotFound
 from hub.core.tenancy import ROLE_ADMIN, ROLE_AGENT, ROLE_STAFF, SystemContext, TenantContext
 from hub.requests import queries, service
-from hub.requests.models import ServiceRequest
+from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, ServiceRequest
 from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE
-from hub.requests.transfer import ENCRYPTED_COLUMNS, transfer_request
+from hub.requests.transfer import transfer_request
 from privacy.access import declare_purpose, decrypt_fields, decrypt_rows
 from tenants.auth import authenticate, key_from_headers, request_id_of
 from tenants.registry import get_tenant
@@ -88,7 +88,7 @@ def staff_request(
             ctx,
             REQUESTS_TABLE,
             row.id,
-            {column: getattr(row, column) for column in ENCRYPTED_COLUMNS},
+            {column: getattr(row, column) for column in REQUEST_ENCRYPTED_COLUMNS},
             purpose=purpose,
         )
         events = queries.events_by_request(session, ctx, [row.id]).get(row.id, [])
@@ -113,6 +113,7 @@ def staff_request(
             {
                 "description": plain["description_enc"],
                 "address": plain["address_enc"],
+                "address_id": plain["address_id_enc"],
                 "first_name": plain["first_name_enc"],
                 "last_name": plain["last_name_enc"],
                 "email": plain["email_enc"],

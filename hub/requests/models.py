@@ -64,12 +64,14 @@ class ServiceRequest(TenantOwned, Base):
     # Code of the manifest district that contained the exact point at intake, stored only for
     # services published under the open-data `district` rule.
     district: Mapped[str | None] = mapped_column(String(64))
-    address_id: Mapped[str | None] = mapped_column(String(120))
     zipcode: Mapped[str | None] = mapped_column(String(16))
 
     # Ciphertexts of personal data (privacy.fields format), all under `dek_version`.
     description_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     address_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Open311 `address_id`: an id in the city's address system, such as a parcel number. It
+    # leads to the address as surely as the address text does.
+    address_id_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     location_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     first_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     last_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -202,22 +204,22 @@ class IdempotencyRecord(TenantOwned, Base):
     )
 
 
-# Re-encryption after DEK rotation, the coverage scan of the privacy report and the retention
-# purge find these ciphertext columns through the privacy registry.
+# The ciphertext columns of a request, all under its `dek_version`. Routing, transfers and the
+# staff view read this list, and so do (through the privacy registry) re-encryption after DEK
+# rotation, the coverage scan of the privacy report and the retention purge.
+REQUEST_ENCRYPTED_COLUMNS = (
+    "description_enc",
+    "address_enc",
+    "address_id_enc",
+    "location_enc",
+    "first_name_enc",
+    "last_name_enc",
+    "email_enc",
+    "phone_enc",
+    "media_url_enc",
+    "attributes_enc",
+)
 register_encrypted_table(
-    "service_requests",
-    id_column="id",
-    columns=(
-        "description_enc",
-        "address_enc",
-        "location_enc",
-        "first_name_enc",
-        "last_name_enc",
-        "email_enc",
-        "phone_enc",
-        "media_url_enc",
-        "attributes_enc",
-    ),
-    time_column="closed_at",
+    "service_requests", id_column="id", columns=REQUEST_ENCRYPTED_COLUMNS, time_column="closed_at"
 )
 register_encrypted_table("status_events", id_column="id", columns=("note_enc",), time_column="at")

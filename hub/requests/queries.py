@@ -71,7 +71,6 @@ PUBLIC_COLUMNS = (
     ServiceRequest.updated_at,
     ServiceRequest.expected_at,
     ServiceRequest.closed_at,
-    ServiceRequest.address_id,
     ServiceRequest.zipcode,
     ServiceRequest.lat,
     ServiceRequest.lon,

@@ -25,6 +25,7 @@ class PersonalFields:
 
     description: str | None = None
     address: str | None = None
+    address_id: str | None = None
     first_name: str | None = None
     last_name: str | None = None
     email: str | None = None
@@ -87,6 +88,7 @@ def sealed_request_columns(
         "location_enc": location_enc,
         "description_enc": seal("description_enc", personal.description),
         "address_enc": seal("address_enc", personal.address),
+        "address_id_enc": seal("address_id_enc", personal.address_id),
         "first_name_enc": seal("first_name_enc", personal.first_name),
         "last_name_enc": seal("last_name_enc", personal.last_name),
         "email_enc": seal("email_enc", personal.email),

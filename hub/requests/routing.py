@@ -38,7 +38,7 @@ from hub.core.outbox import enqueue, mergeable
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
 from hub.requests.metrics import DELIVERY_ATTEMPTS
-from hub.requests.models import Delivery, ServiceRequest, StatusEvent
+from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, Delivery, ServiceRequest, StatusEvent
 from hub.requests.webhook import SendResult
 from privacy.access import declare_purpose, decrypt_fields
 from tenants.models import Agency, Tenant
@@ -70,17 +70,7 @@ BACKOFF_MAX_SECONDS = 3600.0
 SWEEP_GRACE_SECONDS = 300
 
 # Encrypted columns of a request and the payload field each one fills.
-_ENCRYPTED_FIELDS = {
-    "description_enc": "description",
-    "address_enc": "address",
-    "location_enc": "location",
-    "first_name_enc": "first_name",
-    "last_name_enc": "last_name",
-    "email_enc": "email",
-    "phone_enc": "phone",
-    "media_url_enc": "media_url",
-    "attributes_enc": "attributes",
-}
+_ENCRYPTED_FIELDS = {column: column.removesuffix("_enc") for column in REQUEST_ENCRYPTED_COLUMNS}
 _RETRYABLE_STATES = ("pending", "failed")
 
 
@@ -242,7 +232,6 @@ def _payload(
         "expected_datetime": isoformat(request.expected_at),
         "lat": lat,
         "long": lon,
-        "address_id": request.address_id,
         "zipcode": request.zipcode,
         "attributes": _json_or_text(fields.pop("attributes")),
         **fields,

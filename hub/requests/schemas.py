@@ -17,7 +17,7 @@ class IntakeData:
     """One new service request as a client or importer submits it, before validation.
 
     Text fields hold the client's exact text. Personal fields (names, email, phone, address,
-    description, media_url, attributes) are encrypted before they are stored.
+    address_id, description, media_url, attributes) are encrypted before they are stored.
     """
 
     service_code: str

@@ -184,6 +184,7 @@ def prepare_request(
     personal = PersonalFields(
         description=data.description,
         address=data.address,
+        address_id=data.address_id,
         first_name=data.first_name,
         last_name=data.last_name,
         email=data.email,
@@ -205,7 +206,6 @@ def prepare_request(
         "requested_at": requested_at,
         "updated_at": now,
         "expected_at": expected_at,
-        "address_id": data.address_id,
         "zipcode": data.zipcode,
         **sealed,
         "email_bidx": email_bidx,

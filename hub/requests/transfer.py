@@ -23,6 +23,7 @@ from hub.requests import catalog
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import TRANSFERS
 from hub.requests.models import (
+    REQUEST_ENCRYPTED_COLUMNS,
     TRANSFER_CHANNEL,
     Delivery,
     IdempotencyRecord,
@@ -39,17 +40,6 @@ from privacy.fields import FieldCipher
 log = structlog.get_logger(__name__)
 
 PURPOSE = declare_purpose("request.transfer")
-ENCRYPTED_COLUMNS = (
-    "description_enc",
-    "address_enc",
-    "location_enc",
-    "first_name_enc",
-    "last_name_enc",
-    "email_enc",
-    "phone_enc",
-    "media_url_enc",
-    "attributes_enc",
-)
 
 
 def transfer_request(
@@ -79,7 +69,7 @@ def transfer_request(
         source,
         REQUESTS_TABLE,
         request.id,
-        {column: getattr(request, column) for column in ENCRYPTED_COLUMNS},
+        {column: getattr(request, column) for column in REQUEST_ENCRYPTED_COLUMNS},
         purpose=PURPOSE,
     )
     events = session.scalars(
@@ -99,7 +89,7 @@ def transfer_request(
             notes[event.id] = note["note_enc"]
 
     cipher = FieldCipher.for_tenant(session, target.id)
-    for column in ENCRYPTED_COLUMNS:
+    for column in REQUEST_ENCRYPTED_COLUMNS:
         setattr(request, column, cipher.encrypt(REQUESTS_TABLE, column, request.id, plain[column]))
     request.dek_version = cipher.dek_version
     request.email_bidx, request.bidx_version = blind_index(

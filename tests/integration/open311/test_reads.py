@@ -124,7 +124,7 @@ def test_single_request_matches_list(client, tenants_ab, hub_db, fmt):
     listed = _get(client, f"requests.{fmt}", alpha, service_request_id=request_id)
     assert single.status_code == listed.status_code == 200
     assert single.content == listed.content
-    assert b"A-17" in single.content
+    assert b"A-17" not in single.content
     assert b"02108" in single.content
 
 
@@ -143,6 +143,43 @@ def test_public_view_has_no_personal_data(client, tenants_ab):
         assert response.status_code == 200
         for secret in (b"Lovelace", b"resident@example.com", b"555", b"Deep pothole"):
             assert secret not in response.content
+
+
+PARCEL = "PARCEL-0402-7781000"
+
+
+@pytest.mark.parametrize("service_code", ["pothole", "encampment"])
+def test_address_id_withheld_from_reads(client, tenants_ab, hub_db, service_code):
+    # An address id such as a parcel number leads to the home as the address text does, so
+    # reads never show it, for a pothole as for a location-sensitive service.
+    alpha, _ = tenants_ab
+    form = pothole_form(
+        alpha, service_code=service_code, address_id=PARCEL, address_string="8 Birch Rd Apt 2"
+    )
+    if service_code == "encampment":
+        form = {k: v for k, v in form.items() if k not in ("lat", "long", "attribute[depth]")}
+    posted = client.post("/open311/v2/requests.json", data=form)
+    assert posted.status_code == 201
+    request_id = posted.json()[0]["service_request_id"]
+
+    single = _get(client, f"requests/{request_id}.json", alpha).json()[0]
+    assert single["address_id"] is None
+    assert single["address"] is None
+    for fmt in ("json", "xml"):
+        for path, params in (
+            (f"requests/{request_id}.{fmt}", {}),
+            (f"requests.{fmt}", {"extensions": "true"}),
+        ):
+            response = _get(client, path, alpha, **params)
+            assert response.status_code == 200
+            assert request_id.encode() in response.content
+            assert PARCEL.encode() not in response.content
+            assert b"Birch" not in response.content
+
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        stored = session.get(ServiceRequest, request_id)
+        assert stored.address_id_enc is not None
+        assert PARCEL.encode() not in stored.address_id_enc
 
 
 def test_withheld_location_has_no_coordinates(client, tenants_ab):

@@ -537,9 +537,18 @@ def test_staff_api_role_checks(client, tenants_ab):
     assert no_key.status_code == 403
 
 
+def test_staff_view_shows_address_id(client, tenants_ab):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha, address_id="PARCEL-9911-0042", address_string="4 Elm Ct")
+    staff = _staff(client, alpha, f"/api/v1/tenants/{alpha.id}/requests/{request_id}")
+    assert staff.status_code == 200
+    assert staff.json()["address_id"] == "PARCEL-9911-0042"
+    assert staff.json()["address"] == "4 Elm Ct"
+
+
 def test_transfer_keeps_id_history_and_reencrypts(client, tenants_ab, hub_db):
     alpha, beta = tenants_ab
-    request_id = _file(client, alpha, description="Wrong city ñ 😀")
+    request_id = _file(client, alpha, description="Wrong city ñ 😀", address_id="LOT-17-B")
     _update(client, alpha, request_id, "t-1", "acknowledged", description="Not ours")
     response = client.post(
         f"/api/v1/tenants/{alpha.id}/requests/{request_id}/transfer",
@@ -553,6 +562,7 @@ def test_transfer_keeps_id_history_and_reencrypts(client, tenants_ab, hub_db):
     as_alpha = _staff(client, alpha, f"/api/v1/tenants/{alpha.id}/requests/{request_id}")
     assert as_beta.status_code == 200
     assert as_beta.json()["description"] == "Wrong city ñ 😀"
+    assert as_beta.json()["address_id"] == "LOT-17-B"
     assert [h["channel"] for h in as_beta.json()["history"]] == ["api", "agency", "transfer"]
     assert as_beta.json()["history"][1]["note"] == "Not ours"
     assert as_alpha.status_code == 404

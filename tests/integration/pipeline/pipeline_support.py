@@ -57,9 +57,11 @@ def add_request(
     destinations: list[str],
     *,
     description: str = "Pothole in front of the library",
+    address_id: str | None = None,
     expected_at: datetime | None = None,
 ) -> str:
-    """Insert a submitted request with an encrypted description and one delivery per agency."""
+    """Insert a submitted request with an encrypted description (and address id, if given) and
+    one delivery per agency."""
     request_id = uuid.uuid4().hex[:10].upper()
     ctx = TenantContext(tenant_id=tenant_id, actor="test")
     with unit_of_work(ctx, engine=engine) as session:
@@ -67,6 +69,9 @@ def add_request(
         fields: dict[str, Any] = {
             "description_enc": cipher.encrypt(
                 "service_requests", "description_enc", request_id, description
+            ),
+            "address_id_enc": cipher.encrypt(
+                "service_requests", "address_id_enc", request_id, address_id
             ),
             "dek_version": cipher.dek_version,
         }

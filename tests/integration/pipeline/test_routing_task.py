@@ -64,13 +64,20 @@ def test_route_sends_each_agency_once(configured_db: Engine, receiver: AgencyRec
 
 def test_route_payload_is_decrypted(configured_db: Engine, receiver: AgencyReceiver) -> None:
     tenant_id = add_tenant(configured_db, receiver, ["dpw"])
-    request_id = add_request(configured_db, tenant_id, ["dpw"], description="Bache grande ñ 🚧")
+    request_id = add_request(
+        configured_db,
+        tenant_id,
+        ["dpw"],
+        description="Bache grande ñ 🚧",
+        address_id="PARCEL-0077-1203",
+    )
 
     route(request_id, tenant_id=tenant_id)
 
     (item,) = receiver.snapshot()
     assert item.signature_ok
     assert item.payload["description"] == "Bache grande ñ 🚧"
+    assert item.payload["address_id"] == "PARCEL-0077-1203"
     assert item.payload["service_request_id"] == request_id
     assert item.payload["agency_code"] == "dpw"
     assert item.payload["jurisdiction_id"] == f"{tenant_id}.example.org"

@@ -52,6 +52,7 @@ CANARIES = {
     "email": "quillonia.canary7q@example.net",
     "phone": "+16175550177",
     "address": "77 Canarywood Lane",
+    "address_id": "CANARYPARCEL-Q7X3Z-0077",
     "description": "Canarystring Q7X3Z deep pothole",
 }
 

@@ -39,6 +39,14 @@ def test_clean_tenant_passes(engine, tenant, seed_requests):
     assert "| Personal-data fields are stored encrypted | pass |" in render_markdown(result)
 
 
+def test_coverage_scans_address_id(engine, tenant, seed_requests):
+    seed_requests(engine, tenant, 1)
+    coverage = control(report(engine, tenant), "encryption_coverage")["evidence"]
+    scanned = {(item["table"], item["column"]) for item in coverage["columns"]}
+    assert ("service_requests", "address_id_enc") in scanned
+    assert ("service_requests", "address_enc") in scanned
+
+
 def test_plaintext_in_cipher_column_fails(engine, tenant, seed_requests):
     ids = seed_requests(engine, tenant, 2)
     with unit_of_work(SystemContext("test tamper"), engine=engine) as session:

@@ -175,6 +175,13 @@ def test_redacted_mode_removes_own_name():
     assert "pothole is deep" in out["description"]
 
 
+def test_redacted_mode_removes_own_address_id():
+    rec = record(description="Leak again at lot elmwood-lot-0007", address_id="elmwood-lot-0007")
+    out = public_record(rec, AnonymizationPolicy(free_text="redacted"))
+    assert "elmwood" not in out["description"]
+    assert "address_id" not in out
+
+
 CANARY_NAME = "Thaddeus Wobblesworth"
 CANARY_PHONE = "+1 212 555 0199"
 CANARY_EMAIL = "canary.q7x3@example.net"
