@@ -1,8 +1,8 @@
 """The public GeoReport v2 view of services and requests.
 
 Requests are shown anonymized: no names, contact details, address text, address ids or media
-references, the description withheld, and coordinates only as the service's open-data rule
-allows.
+references, the description withheld, and coordinates and zipcode only as the service's
+open-data rule allows.
 Resident-facing text comes in the caller's language when the tenant offers it.
 """
 
@@ -81,6 +81,18 @@ def _public_point(
     return geo.public_point(row.lat, row.lon, rule, resolution)
 
 
+def _public_zipcode(service: CatalogService | None, row: ServiceRequest) -> str | None:
+    """Return the zipcode when the service publishes coordinates of a non-sensitive location.
+
+    A zipcode is a location too, and can be smaller than the H3 cell or district that a
+    location-sensitive service publishes, so such a service shows none.
+    """
+    if service is None or service.location_sensitive:
+        return None
+    rule, _resolution = open_data_rule(service)
+    return row.zipcode if rule in ("exact", "h3") else None
+
+
 def _agency_name(tenant: TenantSnapshot, code: str | None) -> str | None:
     agency = tenant.manifest.agency(code) if code else None
     return agency.name if agency is not None else code
@@ -111,7 +123,7 @@ def request_entry(
         "expected_datetime": isoformat(row.expected_at),
         "address": None,
         "address_id": None,
-        "zipcode": row.zipcode,
+        "zipcode": _public_zipcode(service, row),
         "lat": lat,
         "long": lon,
         "media_url": None,

@@ -182,6 +182,23 @@ def test_address_id_withheld_from_reads(client, tenants_ab, hub_db, service_code
         assert PARCEL.encode() not in stored.address_id_enc
 
 
+@pytest.mark.parametrize("service_code", ["graffiti", "encampment"])
+def test_sensitive_service_withholds_zipcode(client, tenants_ab, service_code):
+    # Both services are location-sensitive: graffiti is published by H3 cell, encampments
+    # without a location.
+    alpha, _ = tenants_ab
+    form = pothole_form(alpha, service_code=service_code, zipcode="02119")
+    form.pop("attribute[depth]")
+    posted = client.post("/open311/v2/requests.json", data=form)
+    assert posted.status_code == 201
+    request_id = posted.json()[0]["service_request_id"]
+
+    entry = _get(client, f"requests/{request_id}.json", alpha).json()[0]
+    assert entry["zipcode"] is None
+    xml = _get(client, f"requests/{request_id}.xml", alpha)
+    assert b"02119" not in xml.content
+
+
 def test_withheld_location_has_no_coordinates(client, tenants_ab):
     alpha, _ = tenants_ab
     form = pothole_form(alpha, service_code="encampment")
