@@ -14,7 +14,6 @@ records it suppressed.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,34 +23,13 @@ from typing import Any, Literal
 import h3
 
 from hub.core.clock import as_utc
+from privacy.redaction import own_values, redact_text
 
 LocationMode = Literal["exact", "h3", "district", "withheld"]
 TimeBucket = Literal["hour", "day", "week", "month"]
 FreeText = Literal["withheld", "redacted"]
 
 WITHHELD = "withheld"
-REDACTION = "[redacted]"
-
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-# Seven or more digits with optional separators, with or without a leading + (phone numbers).
-_PHONE = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
-_STREET_SUFFIX = (
-    r"st|street|ave|avenue|rd|road|blvd|boulevard|dr|drive|ln|lane|way|ct|court|pl|place|"
-    r"pkwy|parkway|hwy|highway|ter|terrace|sq|square|calle|avenida|camino"
-)
-# A house number followed by up to four words and a street suffix ("1234 North Main St").
-_ADDRESS = re.compile(
-    rf"\b\d{{1,6}}[A-Za-z]?\s+(?:[\w'.-]+\s+){{0,4}}(?:{_STREET_SUFFIX})\b\.?", re.IGNORECASE
-)
-# Names introduced by a phrase or title, in English and Spanish.
-_NAME = re.compile(
-    r"\b(?:my name is|this is|i am|i'm|me llamo|mi nombre es|soy|"
-    r"mr|mrs|ms|miss|dr|sr|sra|srta)\.?\s+"
-    r"([A-ZÁÉÍÓÚÑ][\w'-]+(?:\s+[A-ZÁÉÍÓÚÑ][\w'-]+)?)",
-    re.IGNORECASE,
-)
-_OWN_FIELDS = ("first_name", "last_name", "email", "phone", "address", "address_id")
-_MIN_OWN_TOKEN = 3
 
 
 @dataclass(frozen=True)
@@ -122,34 +100,6 @@ def bucket_time(value: datetime | str, bucket: TimeBucket) -> datetime:
     if bucket == "month":
         return day.replace(day=1)
     raise ValueError(f"unknown time bucket {bucket!r}; use hour, day, week or month")
-
-
-def _own_values(record: dict[str, Any]) -> list[str]:
-    """Return the record's own personal values, and name words, longest first."""
-    values = set()
-    for name in _OWN_FIELDS:
-        value = record.get(name)
-        if not value:
-            continue
-        text = str(value).strip()
-        if len(text) >= _MIN_OWN_TOKEN:
-            values.add(text)
-        if name in ("first_name", "last_name"):
-            values.update(t for t in text.split() if len(t) >= _MIN_OWN_TOKEN)
-    return sorted(values, key=len, reverse=True)
-
-
-def redact_text(text: str | None, own_values: Iterable[str] = ()) -> str | None:
-    """Replace emails, phone numbers, street addresses, introduced names and the record's own
-    personal values in `text` with `[redacted]`."""
-    if text is None:
-        return None
-    for value in own_values:
-        text = re.sub(re.escape(value), REDACTION, text, flags=re.IGNORECASE)
-    text = _EMAIL.sub(REDACTION, text)
-    text = _ADDRESS.sub(REDACTION, text)
-    text = _PHONE.sub(REDACTION, text)
-    return _NAME.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + REDACTION, text)
 
 
 class _Memo:
@@ -244,7 +194,7 @@ def public_record(
         "district": district,
     }
     if policy.free_text == "redacted":
-        out["description"] = redact_text(record.get("description"), _own_values(record))
+        out["description"] = redact_text(record.get("description"), own_values(record))
     else:
         out["description"] = None
     return out

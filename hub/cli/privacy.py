@@ -176,7 +176,11 @@ def export_command(
     out: Path = typer.Option(..., "--out", help="File to write."),
     fmt: str = typer.Option("csv", "--format", help="csv or geojson."),
     free_text: str = typer.Option(
-        "withheld", "--free-text", help="withheld (default) or redacted descriptions."
+        "withheld",
+        "--free-text",
+        help="withheld (default): no descriptions. redacted: descriptions with the e-mails, "
+        "phones, addresses, plates and introduced names that patterns find replaced, best "
+        "effort: names and health details can remain.",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
