@@ -14,6 +14,9 @@ records it suppressed.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,8 +31,12 @@ from privacy.redaction import own_values, redact_text
 LocationMode = Literal["exact", "h3", "district", "withheld"]
 TimeBucket = Literal["hour", "day", "week", "month"]
 FreeText = Literal["withheld", "redacted"]
+IdMode = Literal["pseudonymous", "open311"]
 
 WITHHELD = "withheld"
+# Hex digits of a pseudonymous id (64 bits). By the birthday bound, the chance that two of a
+# million records share an id is about 3 in 100 million.
+PSEUDONYM_HEX_DIGITS = 16
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,11 @@ class AnonymizationPolicy:
     the code itself when the name is not known. A record without a stored code gets
     `district_of(lat, lon)`, the district name of its public point. A record with neither is
     published without a location.
+
+    `ids` is `pseudonymous` unless the operator asks for `open311`: Open311 ids let anyone
+    join a published record to the live API's exact time and location. Pseudonymous ids are
+    HMACs under `id_key`, which is random for each policy and never stored, so the ids of one
+    request differ between exports and cannot be computed from its Open311 id.
     """
 
     k: int = 5
@@ -57,6 +69,8 @@ class AnonymizationPolicy:
     free_text: FreeText = "withheld"
     district_of: Callable[[float, float], str | None] | None = None
     district_names: dict[str, str] = field(default_factory=dict)
+    ids: IdMode = "pseudonymous"
+    id_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def rule_for(self, service_code: str) -> LocationRule:
         return self.rules.get(service_code, self.default_rule)
@@ -73,10 +87,12 @@ class AnonymizedExport:
     suppressed_records: int
     suppressed_groups: int
     published_groups: int
+    ids: IdMode = "pseudonymous"
 
     def metadata(self) -> dict[str, Any]:
         return {
             "k": self.k,
+            "ids": self.ids,
             "quasi_identifiers": ["service_code", "location_cell", "time_bucket"],
             "time_bucket": self.time_bucket,
             "total_records": self.total_records,
@@ -134,6 +150,15 @@ class _Memo:
         return point
 
 
+def published_id(request_id: str | None, policy: AnonymizationPolicy) -> str | None:
+    """Return the id that a record is published under: its pseudonym under the policy's key,
+    or its Open311 id when the policy's `ids` is `open311`."""
+    if request_id is None or policy.ids == "open311":
+        return request_id
+    digest = hmac.new(policy.id_key, str(request_id).encode("utf-8"), hashlib.sha256)
+    return digest.hexdigest()[:PSEUDONYM_HEX_DIGITS]
+
+
 def locate(
     lat: float | None,
     lon: float | None,
@@ -184,7 +209,7 @@ def public_record(
         record.get("lat"), record.get("lon"), rule, policy, memo, record.get("district")
     )
     out: dict[str, Any] = {
-        "id": record.get("id"),
+        "id": published_id(record.get("id"), policy),
         "service_code": service,
         "status": record.get("status"),
         "time_bucket": memo.time_bucket(record["requested_at"]),
@@ -214,15 +239,18 @@ def anonymize(records: Iterable[dict[str, Any]], policy: AnonymizationPolicy) ->
     published: list[dict[str, Any]] = []
     suppressed_records = 0
     suppressed_groups = 0
-    # Records come out ordered by (time bucket, service, cell), and in input order within a
-    # group. Sorting the group keys gives that order without sorting every record.
+    # Records come out ordered by (time bucket, service, cell). Within a group, input order is
+    # the Open311 id order of a database export, so pseudonymous records are sorted by their
+    # pseudonym instead, and their order does not reveal their Open311 ids.
     for key in sorted(groups, key=lambda group: (group[2], group[0], group[1])):
         members = groups[key]
         if len(members) < policy.k:
             suppressed_records += len(members)
             suppressed_groups += 1
-        else:
-            published.extend(members)
+            continue
+        if policy.ids == "pseudonymous":
+            members.sort(key=lambda member: member["id"] or "")
+        published.extend(members)
     return AnonymizedExport(
         records=published,
         k=policy.k,
@@ -231,6 +259,7 @@ def anonymize(records: Iterable[dict[str, Any]], policy: AnonymizationPolicy) ->
         suppressed_records=suppressed_records,
         suppressed_groups=suppressed_groups,
         published_groups=len(groups) - suppressed_groups,
+        ids=policy.ids,
     )
 
 
@@ -249,6 +278,7 @@ def policy_from_settings(
     free_text: FreeText = "withheld",
     district_of: Callable[[float, float], str | None] | None = None,
     district_names: dict[str, str] | None = None,
+    ids: IdMode = "pseudonymous",
 ) -> AnonymizationPolicy:
     """Build a policy from a tenant's privacy settings and its services' open-data rules.
 
@@ -267,6 +297,7 @@ def policy_from_settings(
         free_text=free_text,
         district_of=district_of,
         district_names=dict(district_names or {}),
+        ids=ids,
     )
 
 

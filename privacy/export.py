@@ -20,7 +20,7 @@ from hub.core.clock import isoformat, utcnow
 from hub.core.errors import InvalidInput
 from hub.core.tenancy import TenantContext
 from privacy.access import declare_purpose, decrypt_rows
-from privacy.anonymize import AnonymizedExport, FreeText, anonymize, district_lookup
+from privacy.anonymize import AnonymizedExport, FreeText, IdMode, anonymize, district_lookup
 from privacy.anonymize import policy_from_settings as build_policy
 from privacy.audit import audit
 from privacy.registry import EncryptedTable, encrypted_tables
@@ -165,13 +165,15 @@ def open_data_export(
     ctx: TenantContext,
     *,
     free_text: FreeText = "withheld",
+    ids: IdMode = "pseudonymous",
     progress: Progress | None = None,
 ) -> AnonymizedExport:
     """Build the tenant's anonymized open data from its service requests.
 
     With `free_text="withheld"` nothing is decrypted. With `redacted` the descriptions and the
     record's own personal data are decrypted (audited, purpose `export.open_data_redaction`)
-    so the redaction can remove them.
+    so the redaction can remove them. `ids` chooses between ids new to this export and the
+    Open311 ids (see `AnonymizationPolicy`).
     """
     entry = _entry(OPEN_DATA_TABLE)
     settings = tenant_privacy_settings(session, ctx.tenant_id)
@@ -182,6 +184,7 @@ def open_data_export(
         free_text=free_text,
         district_of=district_lookup(districts) if districts else None,
         district_names={str(d.get("code")): str(d.get("name") or d.get("code")) for d in districts},
+        ids=ids,
     )
     if free_text == "redacted":
         batches = decrypted_batches(

@@ -178,9 +178,16 @@ def export_command(
     free_text: str = typer.Option(
         "withheld",
         "--free-text",
-        help="withheld (default): no descriptions. redacted: descriptions with the e-mails, "
-        "phones, addresses, plates and introduced names that patterns find replaced, best "
-        "effort: names and health details can remain.",
+        help="withheld (default): no descriptions. redacted: descriptions in which patterns "
+        "replace e-mails, phones, addresses, plates and introduced names. Redaction is best "
+        "effort, and names and health details can remain.",
+    ),
+    ids: str = typer.Option(
+        "pseudonymous",
+        "--ids",
+        help="pseudonymous (default): an id per record that is new in every export. open311: "
+        "the Open311 service_request_id, which lets anyone join a record to the exact time and "
+        "location that the live Open311 API shows.",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -192,13 +199,19 @@ def export_command(
         fail(f"--format {fmt!r} is invalid; use csv or geojson")
     if free_text not in ("withheld", "redacted"):
         fail(f"--free-text {free_text!r} is invalid; use withheld or redacted")
+    if ids not in ("pseudonymous", "open311"):
+        fail(f"--ids {ids!r} is invalid; use pseudonymous or open311")
     ctx = operator(tenant)
     with cli_errors():
         with unit_of_work(ctx) as session:
             with progress_bar("reading requests", None) as bar:
                 task = bar.add_task("rows", total=None)
                 export = open_data_export(
-                    session, ctx, free_text=free_text, progress=lambda n: bar.advance(task, n)
+                    session,
+                    ctx,
+                    free_text=free_text,
+                    ids=ids,
+                    progress=lambda n: bar.advance(task, n),
                 )
             files = write_export(export, out, fmt)
             record_export(session, tenant, actor=CLI_ACTOR, export=export, fmt=fmt)
@@ -207,8 +220,8 @@ def export_command(
     def render(data: dict[str, Any]) -> None:
         console.print(
             f"wrote {data['published_records']} of {data['total_records']} records to "
-            f"{', '.join(data['files'])} (k={data['k']}, suppressed {data['suppressed_records']} "
-            f"records in {data['suppressed_groups']} groups)",
+            f"{', '.join(data['files'])} (k={data['k']}, {data['ids']} ids, suppressed "
+            f"{data['suppressed_records']} records in {data['suppressed_groups']} groups)",
             markup=False,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -70,11 +71,16 @@ def test_rotate_needs_one_kind(cli, tenant):
 
 
 def test_export_report_and_audit(cli, engine, tenant, seed_requests, tmp_path):
-    seed_requests(engine, tenant, 5)
+    seeded = set(seed_requests(engine, tenant, 5))
     out = tmp_path / "open.csv"
     exported = as_json(cli("privacy", "export", "--tenant", tenant, "--out", str(out), "--json"))
     assert exported["k"] == 5
     assert exported["published_records"] == 5
+    assert exported["ids"] == "pseudonymous"
+    with out.open(newline="", encoding="utf-8") as handle:
+        published = {row["id"] for row in csv.DictReader(handle)}
+    assert len(published) == 5
+    assert not published & seeded
     assert (tmp_path / "open.csv.meta.json").exists()
     report = json.loads(cli("privacy", "report", "--tenant", tenant, "--format", "json").stdout)
     assert report["passed"]
@@ -113,6 +119,13 @@ def test_verify_trusts_keys_across_root_rotation(cli, engine, tenant, seed_reque
     assert {problem["kind"] for problem in only_new["problems"]} == {"unknown_signer"}
     both = ["--public-key", first, "--public-key", second]
     assert as_json(cli("audit", "verify", str(audit_file), *both, "--json"))["ok"]
+
+
+def test_export_rejects_unknown_ids(cli, tenant, tmp_path):
+    out = tmp_path / "open.csv"
+    result = cli("privacy", "export", "--tenant", tenant, "--out", str(out), "--ids", "x", expect=2)
+    assert "--ids 'x' is invalid; use pseudonymous or open311" in result.output
+    assert not out.exists()
 
 
 def test_offboard_exports_then_shreds(cli, engine, tenant, other_tenant, seed_requests, tmp_path):

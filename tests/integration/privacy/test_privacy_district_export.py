@@ -72,9 +72,10 @@ def file_heat(engine: Engine, tenant: TenantInfo, point: tuple[float, float], co
 
 
 def export_records(engine: Engine, tenant_id: str) -> list[dict]:
+    """Return the tenant's open-data records, published with their Open311 ids."""
     ctx = TenantContext(tenant_id, actor="cli:operator", roles=frozenset({ROLE_ADMIN}))
     with unit_of_work(ctx, engine=engine) as session:
-        return open_data_export(session, ctx).records
+        return open_data_export(session, ctx, ids="open311").records
 
 
 def stored_rows(engine: Engine, tenant_id: str, ids: list[str]) -> list[ServiceRequest]:

@@ -98,6 +98,26 @@ def test_export_recorded_with_k(engine, tenant, seed_requests, tmp_path):
     assert decryptions["rejected"] == 0
 
 
+def test_export_ids_pseudonymous_by_default(engine, tenant, seed_requests):
+    seeded = set(seed_requests(engine, tenant, 6))
+    ctx = TenantContext(tenant, actor="cli:operator", roles=frozenset({"tenant_admin"}))
+    with unit_of_work(ctx, engine=engine) as session:
+        export = open_data_export(session, ctx)
+        record_export(session, tenant, actor=ctx.actor, export=export, fmt="csv")
+        with_open311_ids = open_data_export(session, ctx, ids="open311")
+    published = {record["id"] for record in export.records}
+    assert len(published) == 6
+    assert not published & seeded
+    assert {record["id"] for record in with_open311_ids.records} == seeded
+
+    exports = control(report(engine, tenant), "open_data_k_anonymity")
+    assert exports["passed"]
+    assert "not the live Open311 API" in exports["title"]
+    assert "live Open311 API" in exports["evidence"]["covers"]
+    assert exports["evidence"]["exports"][0]["ids"] == "pseudonymous"
+    assert exports["evidence"]["with_open311_ids"] == 0
+
+
 def test_rejected_decryptions_in_evidence(engine, tenant, auditor):
     blobs = {"email_enc": None}
     with unit_of_work(auditor, engine=engine) as session:

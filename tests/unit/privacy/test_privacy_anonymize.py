@@ -142,6 +142,43 @@ def test_personal_fields_never_published():
     assert out["description"] is None
 
 
+def test_pseudonymous_ids_hide_open311_ids():
+    records = [record(n) for n in range(6)]
+    export = anonymize(records, AnonymizationPolicy(k=3))
+    ids = [published["id"] for published in export.records]
+    assert export.ids == "pseudonymous"
+    assert export.metadata()["ids"] == "pseudonymous"
+    assert len(set(ids)) == 6
+    assert not set(ids) & {rec["id"] for rec in records}
+    assert all(len(value) == 16 for value in ids)
+
+
+def test_pseudonymous_ids_differ_between_exports():
+    records = [record(n) for n in range(5)]
+    first = {r["id"] for r in anonymize(records, AnonymizationPolicy()).records}
+    second = {r["id"] for r in anonymize(records, AnonymizationPolicy()).records}
+    assert len(first) == 5
+    assert not first & second
+
+
+def test_group_order_ignores_input_order():
+    # Records of one group come out in pseudonym order, so their position does not say
+    # which Open311 id each one has.
+    records = [record(n) for n in range(8)]
+    key = b"k" * 32
+    forward = anonymize(records, AnonymizationPolicy(id_key=key)).records
+    backward = anonymize(list(reversed(records)), AnonymizationPolicy(id_key=key)).records
+    assert forward == backward
+    assert [r["id"] for r in forward] == sorted(r["id"] for r in forward)
+
+
+def test_open311_ids_on_request():
+    records = [record(n) for n in range(5)]
+    export = anonymize(records, AnonymizationPolicy(ids="open311"))
+    assert [r["id"] for r in export.records] == [f"R{n}" for n in range(5)]
+    assert export.metadata()["ids"] == "open311"
+
+
 @pytest.mark.parametrize(
     "text",
     [
