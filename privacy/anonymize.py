@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import h3
 
-from hub.core.clock import as_utc
+from hub.core.clock import as_utc, utcnow
 from privacy.redaction import own_values, redact_text
 
 LocationMode = Literal["exact", "h3", "district", "withheld"]
@@ -45,6 +45,12 @@ class LocationRule:
 
     mode: LocationMode = "h3"
     h3_resolution: int = 8
+
+    def describe(self) -> dict[str, Any]:
+        """Return the rule as the export's metadata states it."""
+        if self.mode == "h3":
+            return {"location": self.mode, "h3_resolution": self.h3_resolution}
+        return {"location": self.mode}
 
 
 @dataclass
@@ -78,7 +84,11 @@ class AnonymizationPolicy:
 
 @dataclass
 class AnonymizedExport:
-    """Published records and the figures the export states about itself."""
+    """Published records and the figures the export states about itself.
+
+    `first_time_bucket` and `last_time_bucket` are the earliest and latest time buckets of the
+    published records, or None when nothing is published.
+    """
 
     records: list[dict[str, Any]]
     k: int
@@ -88,11 +98,20 @@ class AnonymizedExport:
     suppressed_groups: int
     published_groups: int
     ids: IdMode = "pseudonymous"
+    free_text: FreeText = "withheld"
+    first_time_bucket: str | None = None
+    last_time_bucket: str | None = None
+    rules: dict[str, LocationRule] = field(default_factory=dict)
+    default_rule: LocationRule = field(default_factory=LocationRule)
+    tenant_id: str | None = None
+    generated_at: datetime = field(default_factory=utcnow)
 
     def metadata(self) -> dict[str, Any]:
+        """Return the export's settings and counts, as the audit entry records them."""
         return {
             "k": self.k,
             "ids": self.ids,
+            "free_text": self.free_text,
             "quasi_identifiers": ["service_code", "location_cell", "time_bucket"],
             "time_bucket": self.time_bucket,
             "total_records": self.total_records,
@@ -100,6 +119,13 @@ class AnonymizedExport:
             "suppressed_records": self.suppressed_records,
             "suppressed_groups": self.suppressed_groups,
             "published_groups": self.published_groups,
+        }
+
+    def location_rules(self) -> dict[str, Any]:
+        """Return each service's location rule, and the rule of services not in the catalog."""
+        return {
+            "services": {code: rule.describe() for code, rule in sorted(self.rules.items())},
+            "other_services": self.default_rule.describe(),
         }
 
 
@@ -225,7 +251,12 @@ def public_record(
     return out
 
 
-def anonymize(records: Iterable[dict[str, Any]], policy: AnonymizationPolicy) -> AnonymizedExport:
+def anonymize(
+    records: Iterable[dict[str, Any]],
+    policy: AnonymizationPolicy,
+    *,
+    tenant_id: str | None = None,
+) -> AnonymizedExport:
     """Publish `records` under `policy`, suppressing every group smaller than k."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     memo = _Memo(policy.time_bucket)
@@ -237,6 +268,7 @@ def anonymize(records: Iterable[dict[str, Any]], policy: AnonymizationPolicy) ->
         groups[key].append(public)
 
     published: list[dict[str, Any]] = []
+    published_buckets: list[str] = []
     suppressed_records = 0
     suppressed_groups = 0
     # Records come out ordered by (time bucket, service, cell). Within a group, input order is
@@ -251,6 +283,7 @@ def anonymize(records: Iterable[dict[str, Any]], policy: AnonymizationPolicy) ->
         if policy.ids == "pseudonymous":
             members.sort(key=lambda member: member["id"] or "")
         published.extend(members)
+        published_buckets.append(key[2])
     return AnonymizedExport(
         records=published,
         k=policy.k,
@@ -260,6 +293,13 @@ def anonymize(records: Iterable[dict[str, Any]], policy: AnonymizationPolicy) ->
         suppressed_groups=suppressed_groups,
         published_groups=len(groups) - suppressed_groups,
         ids=policy.ids,
+        free_text=policy.free_text,
+        # Bucket texts are ISO 8601 in UTC with one format, so they sort by time.
+        first_time_bucket=min(published_buckets, default=None),
+        last_time_bucket=max(published_buckets, default=None),
+        rules=dict(policy.rules),
+        default_rule=policy.default_rule,
+        tenant_id=tenant_id,
     )
 
 
@@ -282,14 +322,18 @@ def policy_from_settings(
 ) -> AnonymizationPolicy:
     """Build a policy from a tenant's privacy settings and its services' open-data rules.
 
-    Each service dict has `code`, `open_data_location` and `h3_resolution`.
+    Each service dict has `code`, `open_data_location`, `h3_resolution` and optionally
+    `location_sensitive`. A location-sensitive service never publishes its exact point, so its
+    `exact` rule becomes `h3`, as in the live Open311 API.
     """
-    rules = {
-        str(s["code"]): LocationRule(
-            mode=s.get("open_data_location") or "h3", h3_resolution=int(s.get("h3_resolution") or 8)
+    rules = {}
+    for service in services:
+        mode = service.get("open_data_location") or "h3"
+        if service.get("location_sensitive") and mode == "exact":
+            mode = "h3"
+        rules[str(service["code"])] = LocationRule(
+            mode=mode, h3_resolution=int(service.get("h3_resolution") or 8)
         )
-        for s in services
-    }
     return AnonymizationPolicy(
         k=int(privacy_settings.get("k", 5)),
         time_bucket=privacy_settings.get("time_bucket", "day"),

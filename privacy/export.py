@@ -145,11 +145,15 @@ def _services(session: Session, tenant_id: str) -> list[dict[str, Any]]:
         column("code"),
         column("open_data_location"),
         column("h3_resolution"),
+        column("location_sensitive"),
     )
     rows = session.execute(
-        select(services.c.code, services.c.open_data_location, services.c.h3_resolution).where(
-            services.c.tenant_id == tenant_id
-        )
+        select(
+            services.c.code,
+            services.c.open_data_location,
+            services.c.h3_resolution,
+            services.c.location_sensitive,
+        ).where(services.c.tenant_id == tenant_id)
     ).all()
     return [dict(row._mapping) for row in rows]
 
@@ -192,7 +196,7 @@ def open_data_export(
         )
     else:
         batches = _counted(iter_row_batches(session, entry, ctx.tenant_id), progress)
-    return anonymize((row for batch in batches for row in batch), policy)
+    return anonymize((row for batch in batches for row in batch), policy, tenant_id=ctx.tenant_id)
 
 
 def _counted(

@@ -191,7 +191,8 @@ def export_command(
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Write the tenant's anonymized open data (k-anonymous) as CSV or GeoJSON."""
+    """Write the tenant's anonymized open data (k-anonymous) as CSV or GeoJSON, with a
+    `.meta.json` file beside it that describes the file."""
     from privacy.export import open_data_export
     from privacy.open_data import record_export, write_export
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from hub.requests.schemas import IntakeData
 from hub.requests.service import submit_request
 from hub.requests.transfer import transfer_request
 from privacy.export import open_data_export
+from privacy.open_data import write_export
 from privacy.tasks import run_retention_purge
 from tenants.manifest import parse_manifest
 from tenants.onboarding import onboard_manifest
@@ -100,6 +102,24 @@ def test_sensitive_request_published_by_district(engine):
     assert {by_id[i]["district"] for i in inside} == {"dist North"}
     assert {by_id[i]["location_cell"] for i in outside} == {"withheld"}
     assert {(r["lat"], r["lon"]) for r in by_id.values()} == {(None, None)}
+
+
+def test_export_meta_states_tenant_and_rules(engine, tmp_path):
+    tenant = onboard_with_districts(engine, "meta")
+    file_heat(engine, tenant, NORTH, 5)
+    ctx = TenantContext(tenant.id, actor="cli:operator", roles=frozenset({ROLE_ADMIN}))
+    with unit_of_work(ctx, engine=engine) as session:
+        export = open_data_export(session, ctx)
+    write_export(export, tmp_path / "open.geojson", "geojson")
+
+    meta = json.loads((tmp_path / "open.geojson.meta.json").read_text())
+    assert meta["tenant_id"] == tenant.id
+    assert meta["date_range"]["first_time_bucket"] == "2024-03-01T00:00:00+00:00"
+    assert meta["date_range"]["last_time_bucket"] == "2024-03-01T00:00:00+00:00"
+    assert meta["location_rules"]["services"]["heat"] == {"location": "district"}
+    assert meta["location_rules"]["services"]["pothole"]["location"] == "h3"
+    assert meta["k"] == 5
+    assert meta["free_text"] == "withheld"
 
 
 def test_district_kept_after_retention_purge(engine, close_expired):
