@@ -133,9 +133,7 @@ def _stored_after_race(tenant: TenantSnapshot, job: IntakeJob, exc: IntegrityErr
     log.info("idempotency_key_race", tenant_id=tenant.id, api_key_id=job.data.api_key_id)
     try:
         with unit_of_work(job.ctx, write=False) as session:
-            stored = service.find_idempotent_result(
-                session, job.data.api_key_id, job.idempotency_key, job.request_hash
-            )
+            stored = service.find_idempotent_result(session, job)
     except Exception as read_exc:  # noqa: BLE001 - the caller's request answers with this error
         return read_exc
     return exc if stored is None else stored

@@ -114,6 +114,7 @@ def staff_request(
                 "description": plain["description_enc"],
                 "address": plain["address_enc"],
                 "address_id": plain["address_id_enc"],
+                "account_id": plain["account_id_enc"],
                 "first_name": plain["first_name_enc"],
                 "last_name": plain["last_name_enc"],
                 "email": plain["email_enc"],

@@ -89,8 +89,11 @@ class ServiceRequest(TenantOwned, Base):
     channel: Mapped[str] = mapped_column(String(16), default="api")
     source: Mapped[str] = mapped_column(String(32), default="open311")
     source_id: Mapped[str | None] = mapped_column(String(120))
-    device_id_hash: Mapped[str | None] = mapped_column(String(64))
-    account_id: Mapped[str | None] = mapped_column(String(120))
+    # Blind index of the client's `device_id` under the tenant's index key (`bidx_version`),
+    # so that one device's requests can be found without storing the id.
+    device_id_bidx: Mapped[str | None] = mapped_column(String(32))
+    # The resident's account in the client app, encrypted: it identifies a person.
+    account_id_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     api_key_id: Mapped[int | None] = mapped_column(Integer)
     duplicate_of: Mapped[str | None] = mapped_column(String(16))
     # Set when a request was transferred in from another tenant: that tenant's id.
@@ -211,6 +214,7 @@ REQUEST_ENCRYPTED_COLUMNS = (
     "description_enc",
     "address_enc",
     "address_id_enc",
+    "account_id_enc",
     "location_enc",
     "first_name_enc",
     "last_name_enc",

@@ -26,6 +26,7 @@ class PersonalFields:
     description: str | None = None
     address: str | None = None
     address_id: str | None = None
+    account_id: str | None = None
     first_name: str | None = None
     last_name: str | None = None
     email: str | None = None
@@ -89,6 +90,7 @@ def sealed_request_columns(
         "description_enc": seal("description_enc", personal.description),
         "address_enc": seal("address_enc", personal.address),
         "address_id_enc": seal("address_id_enc", personal.address_id),
+        "account_id_enc": seal("account_id_enc", personal.account_id),
         "first_name_enc": seal("first_name_enc", personal.first_name),
         "last_name_enc": seal("last_name_enc", personal.last_name),
         "email_enc": seal("email_enc", personal.email),

@@ -84,12 +84,6 @@ def active_service(tenant: TenantSnapshot, service_code: str) -> CatalogService:
     return service
 
 
-def _device_hash(tenant_id: str, device_id: str | None) -> str | None:
-    if not device_id:
-        return None
-    return hashlib.sha256(f"{tenant_id}\x00{device_id}".encode()).hexdigest()
-
-
 def link_regional_duplicate(
     ctx: TenantContext, request_id: str, *, engine: Engine | None = None
 ) -> str | None:
@@ -180,11 +174,17 @@ def prepare_request(
         email_bidx, bidx_version = blind_index_normalized(session, tenant.id, "email", email)
     if phone:
         phone_bidx, bidx_version = blind_index_normalized(session, tenant.id, "phone", phone)
+    device_bidx = None
+    if data.device_id:
+        device_bidx, bidx_version = blind_index_normalized(
+            session, tenant.id, "device_id", data.device_id
+        )
 
     personal = PersonalFields(
         description=data.description,
         address=data.address,
         address_id=data.address_id,
+        account_id=data.account_id,
         first_name=data.first_name,
         last_name=data.last_name,
         email=data.email,
@@ -214,8 +214,7 @@ def prepare_request(
         "channel": data.channel,
         "source": data.source,
         "source_id": data.source_id,
-        "device_id_hash": _device_hash(tenant.id, data.device_id),
-        "account_id": data.account_id,
+        "device_id_bidx": device_bidx,
         "api_key_id": data.api_key_id,
         "duplicate_of": None,
     }
@@ -298,13 +297,13 @@ def body_hash(items: list[tuple[str, str]]) -> str:
     return hashlib.sha256(json.dumps(canonical, ensure_ascii=False).encode()).hexdigest()
 
 
-def find_idempotent_result(
-    session: Session, api_key_id: int, key: str, request_hash: str
-) -> IntakeResult | None:
-    """Return the stored result for a repeated Idempotency-Key, or None for a new key.
+def find_idempotent_result(session: Session, job: IntakeJob) -> IntakeResult | None:
+    """Return the stored result for the job's repeated Idempotency-Key, or None for a new key.
 
-    Raises Conflict when the key was used before with a different body.
+    Raises Conflict when the key was used before with a different body. The body is the same
+    otherwise, so the result's `account_id` is the job's.
     """
+    api_key_id, key, request_hash = job.data.api_key_id, job.idempotency_key, job.request_hash
     record = session.scalars(
         select(IdempotencyRecord).where(
             IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key
@@ -318,7 +317,7 @@ def find_idempotent_result(
             "use a new key for a new request",
             code="idempotency_conflict",
         )
-    return IntakeResult(**record.response, replayed=True)
+    return IntakeResult(**record.response, account_id=job.data.account_id, replayed=True)
 
 
 def intake_batch(
@@ -365,9 +364,7 @@ def _stored_result(session: Session, job: IntakeJob) -> IntakeResult | None:
         return None
     if job.data.api_key_id is None or job.request_hash is None:
         raise InvalidInput("Idempotency-Key needs an api_key", code="invalid")
-    return find_idempotent_result(
-        session, job.data.api_key_id, job.idempotency_key, job.request_hash
-    )
+    return find_idempotent_result(session, job)
 
 
 def _log_submitted(row: dict) -> None:
@@ -407,11 +404,11 @@ def _accepted(
                 request_hash=job.request_hash,
                 request_id=request_id,
                 token=token,
+                # No account_id: it is personal data, and a replay has the same one.
                 response={
                     "service_request_id": result.service_request_id,
                     "token": result.token,
                     "service_notice": result.service_notice,
-                    "account_id": result.account_id,
                 },
             )
         )

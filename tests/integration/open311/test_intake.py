@@ -285,11 +285,13 @@ def test_utf8_four_byte_round_trip(client, tenants_ab):
 def test_idempotency_key_replays_same_body(client, tenants_ab, hub_db):
     alpha, _ = tenants_ab
     headers = {"Idempotency-Key": "key-123"}
-    first = _post(client, pothole_form(alpha), headers=headers)
-    second = _post(client, pothole_form(alpha), headers=headers)
+    form = pothole_form(alpha, account_id="acct-replay-9")
+    first = _post(client, form, headers=headers)
+    second = _post(client, form, headers=headers)
     assert first.status_code == 201
     assert second.status_code == 201
     assert first.json() == second.json()
+    assert second.json()[0]["account_id"] == "acct-replay-9"
     with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
         count = len(
             session.scalars(

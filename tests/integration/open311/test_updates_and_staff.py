@@ -14,6 +14,7 @@ from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import ROLE_AGENCY, SystemContext, TenantContext
 from hub.requests import service
 from hub.requests.models import ServiceRequest, StatusEvent
+from privacy.blind_index import blind_index_normalized
 from privacy.models import AuditEntry
 from tenants import keys as keys_module
 from tenants.models import ApiKey
@@ -544,6 +545,21 @@ def test_staff_view_shows_address_id(client, tenants_ab):
     assert staff.status_code == 200
     assert staff.json()["address_id"] == "PARCEL-9911-0042"
     assert staff.json()["address"] == "4 Elm Ct"
+
+
+def test_account_and_device_ids_not_stored_in_clear(client, tenants_ab, hub_db):
+    """The staff view shows the account id; the row keeps it encrypted, and the device id
+    only as a blind index under the tenant's key."""
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha, account_id="acct-5521", device_id="device-77-aa")
+    staff = _staff(client, alpha, f"/api/v1/tenants/{alpha.id}/requests/{request_id}")
+    with unit_of_work(TenantContext(alpha.id), engine=get_engine(hub_db)) as session:
+        row = session.get(ServiceRequest, request_id)
+        expected, _ = blind_index_normalized(session, alpha.id, "device_id", "device-77-aa")
+
+    assert staff.json()["account_id"] == "acct-5521"
+    assert b"acct-5521" not in row.account_id_enc
+    assert row.device_id_bidx == expected
 
 
 def test_transfer_keeps_id_history_and_reencrypts(client, tenants_ab, hub_db):

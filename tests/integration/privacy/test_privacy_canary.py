@@ -53,6 +53,8 @@ CANARIES = {
     "phone": "+16175550177",
     "address": "77 Canarywood Lane",
     "address_id": "CANARYPARCEL-Q7X3Z-0077",
+    "account_id": "canary-account-Q7X3Z-0077",
+    "device_id": "canary-device-Q7X3Z-0077",
     "description": "Canarystring Q7X3Z deep pothole",
 }
 
