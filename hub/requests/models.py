@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.core.clock import utcnow
 from hub.core.db import Base
+from hub.core.ids import new_uuid
 from hub.core.tenancy import TenantOwned
 from privacy.registry import register_encrypted_table
 
@@ -149,6 +150,9 @@ class Delivery(TenantOwned, Base):
         String(16), ForeignKey("service_requests.id", ondelete="CASCADE")
     )
     destination: Mapped[str] = mapped_column(String(64))  # agency code
+    # The id that the agency receives as `X-Hub-Delivery-Id` and the body's `delivery_id`. A
+    # random UUID, so it differs across databases, and it stays the same on every attempt.
+    public_id: Mapped[str] = mapped_column(String(36), default=new_uuid)
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, failed, dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column()

@@ -79,6 +79,8 @@ class Claim:
     """One delivery reserved for one POST attempt."""
 
     delivery_id: int
+    # `Delivery.public_id`, sent as `X-Hub-Delivery-Id` and in the body's `delivery_id`.
+    public_id: str
     request_id: str
     destination: str
     attempt: int
@@ -163,15 +165,15 @@ def claim_deliveries(
         if row.first_attempt_at is None:
             row.first_attempt_at = now
         row.next_attempt_at = now + timedelta(seconds=LEASE_SECONDS)
-        delivery_key = f"{ctx.tenant_id}:{row.id}"
         body = json.dumps(
-            {**payload, "delivery_id": delivery_key, "agency_code": row.destination},
+            {**payload, "delivery_id": row.public_id, "agency_code": row.destination},
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode("utf-8")
         claims.append(
             Claim(
                 delivery_id=row.id,
+                public_id=row.public_id,
                 request_id=request_id,
                 destination=row.destination,
                 attempt=row.attempts,
@@ -199,14 +201,17 @@ def _mark_dead(row: Delivery, reason: str, ctx: TenantContext, now: datetime) ->
     row.next_attempt_at = None
     row.dead_at = now
     DELIVERY_ATTEMPTS.labels(tenant=ctx.tenant_id, outcome="dead").inc()
-    log.warning(
-        "delivery_dead",
-        delivery_id=row.id,
-        request_id=row.request_id,
-        agency=row.destination,
-        attempts=row.attempts,
-        error=reason,
-    )
+    log.warning("delivery_dead", **_log_fields(row), request_id=row.request_id, error=reason)
+
+
+def _log_fields(row: Delivery) -> dict[str, Any]:
+    """Return the fields that identify a delivery in the log, with its attempts so far."""
+    return {
+        "delivery_id": row.id,
+        "public_id": row.public_id,
+        "agency": row.destination,
+        "attempts": row.attempts,
+    }
 
 
 def _payload(
@@ -300,7 +305,7 @@ def record_outcome(
         row.last_error = None
         _acknowledge(session, ctx, claim, now)
         DELIVERY_ATTEMPTS.labels(tenant=ctx.tenant_id, outcome="sent").inc()
-        log.info("delivery_sent", delivery_id=row.id, agency=row.destination, attempts=row.attempts)
+        log.info("delivery_sent", **_log_fields(row))
         return "sent"
 
     if not result.transient or retry_window_over(row, now):
@@ -317,9 +322,7 @@ def record_outcome(
     DELIVERY_ATTEMPTS.labels(tenant=ctx.tenant_id, outcome="retry").inc()
     log.warning(
         "delivery_retry_scheduled",
-        delivery_id=row.id,
-        agency=row.destination,
-        attempts=row.attempts,
+        **_log_fields(row),
         error=result.error,
         delay_seconds=round(delay, 1),
     )

@@ -43,7 +43,7 @@ def route(request_id: str, *, tenant_id: str) -> dict[str, int]:
                 claim.url,
                 claim.body,
                 secret=claim.secret,
-                delivery_id=f"{tenant_id}:{claim.delivery_id}",
+                delivery_id=claim.public_id,
             )
         with unit_of_work(ctx) as session:
             outcome = routing.record_outcome(session, ctx, claim, result)

@@ -18,9 +18,12 @@ from privacy.keys import create_tenant_keys
 from tenants.models import Agency, Tenant
 
 
-def add_tenant(engine: Engine, receiver: AgencyReceiver, agencies: list[str]) -> str:
-    """Insert a tenant with keys and agencies whose webhooks point at `receiver`."""
-    tenant_id = f"t{uuid.uuid4().hex[:10]}"
+def add_tenant(
+    engine: Engine, receiver: AgencyReceiver, agencies: list[str], *, tenant_id: str | None = None
+) -> str:
+    """Insert a tenant (with a random id unless `tenant_id` is given) with keys and agencies
+    whose webhooks point at `receiver`."""
+    tenant_id = tenant_id or f"t{uuid.uuid4().hex[:10]}"
     with unit_of_work(SystemContext("test setup"), engine=engine) as session:
         session.add(
             Tenant(

@@ -140,6 +140,25 @@ def test_redeliver_sends_dead_again(
     assert entry.details["rate_per_minute"] == 60.0
 
 
+def test_redeliver_keeps_delivery_id(
+    configured_db: Engine, receiver: AgencyReceiver, outage: tuple[str, str, str]
+) -> None:
+    tenant_id, request_id, water = outage
+    with unit_of_work(SystemContext("test read"), engine=configured_db) as session:
+        before = session.scalars(
+            select(Delivery.public_id).where(
+                Delivery.request_id == request_id, Delivery.destination == "water"
+            )
+        ).one()
+
+    _run("--tenant", tenant_id)
+    _route_queued(configured_db)
+
+    (item,) = [item for item in receiver.snapshot() if item.path == water]
+    assert item.delivery_id == before
+    assert item.payload["delivery_id"] == before
+
+
 def test_redeliver_twice_sends_once(
     configured_db: Engine, receiver: AgencyReceiver, outage: tuple[str, str, str]
 ) -> None:
@@ -310,6 +329,7 @@ def test_outcome_from_before_redelivery_is_stale(
         ).one()
         late = routing.Claim(
             delivery_id=row.id,
+            public_id=row.public_id,
             request_id=request_id,
             destination="water",
             attempt=1,

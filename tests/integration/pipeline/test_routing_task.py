@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import structlog
-from pipeline_support import add_request, add_tenant
+from pipeline_support import add_request, add_tenant, create_database
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
+from hub.cli.bench_support import drop_database
 from hub.cli.demo.receiver import AgencyReceiver
 from hub.core.clock import as_utc, utcnow
-from hub.core.db import dispose_engines, unit_of_work
+from hub.core.db import dispose_engines, get_engine, unit_of_work
+from hub.core.migrate import upgrade
 from hub.core.outbox import OutboxMessage
 from hub.core.settings import reset_settings_cache
 from hub.core.tenancy import SystemContext, TenantContext
@@ -82,6 +87,74 @@ def test_route_payload_is_decrypted(configured_db: Engine, receiver: AgencyRecei
     assert item.payload["agency_code"] == "dpw"
     assert item.payload["jurisdiction_id"] == f"{tenant_id}.example.org"
     assert item.delivery_id == item.payload["delivery_id"]
+    assert item.delivery_id == _deliveries(configured_db, request_id)["dpw"].public_id
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_new_databases(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Engine, Engine]]:
+    """Two empty, migrated databases of one backend, as before and after a rebuild."""
+    if request.param == "sqlite":
+        urls = [f"sqlite:///{tmp_path / name}" for name in ("old.db", "new.db")]
+        for url in urls:
+            upgrade(url)
+        yield get_engine(urls[0]), get_engine(urls[1])
+        dispose_engines()
+        return
+    server = request.getfixturevalue("pg_server")
+    urls = [create_database(server) for _ in range(2)]
+    try:
+        yield get_engine(urls[0]), get_engine(urls[1])
+    finally:
+        for url in urls:
+            drop_database(server, url)
+
+
+def _claim_one(engine: Engine, tenant_id: str, request_id: str) -> routing.Claim:
+    ctx = TenantContext(tenant_id=tenant_id, actor="test")
+    with unit_of_work(ctx, engine=engine) as session:
+        (claim,) = routing.claim_deliveries(session, ctx, request_id)
+    return claim
+
+
+def test_delivery_id_differs_across_databases(
+    two_new_databases: tuple[Engine, Engine], receiver: AgencyReceiver
+) -> None:
+    """The first delivery of one tenant in two new databases, as after a rebuild or a move to
+    PostgreSQL, gets two ids, so a receiver that drops repeats keeps both requests."""
+    claims = []
+    for engine in two_new_databases:
+        add_tenant(engine, receiver, ["dpw"], tenant_id="boston")
+        request_id = add_request(engine, "boston", ["dpw"])
+        claims.append(_claim_one(engine, "boston", request_id))
+
+    old, new = claims
+    old_id, new_id = (json.loads(claim.body)["delivery_id"] for claim in claims)
+    assert old.delivery_id == new.delivery_id
+    assert old_id != new_id
+    assert old_id == old.public_id
+    assert new_id == new.public_id
+
+
+def test_delivery_id_same_on_retry(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+    ctx = TenantContext(tenant_id=tenant_id, actor="test")
+    first = _claim_one(configured_db, tenant_id, request_id)
+    with unit_of_work(ctx, engine=configured_db) as session:
+        failed = SendResult(ok=False, transient=True, error="HTTP 503")
+        assert routing.record_outcome(session, ctx, first, failed) == "retry"
+    with unit_of_work(ctx, engine=configured_db) as session:
+        row = session.scalars(select(Delivery).where(Delivery.request_id == request_id)).one()
+        row.next_attempt_at = utcnow() - timedelta(seconds=1)
+
+    second = _claim_one(configured_db, tenant_id, request_id)
+
+    assert second.attempt == 2
+    assert second.public_id == first.public_id
+    assert json.loads(second.body)["delivery_id"] == first.public_id
+    assert _deliveries(configured_db, request_id)["dpw"].public_id == first.public_id
 
 
 def test_route_acknowledges_request_once(configured_db: Engine, receiver: AgencyReceiver) -> None:
