@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import threading
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
+
+from hub.core.clock import as_utc, utcnow
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 DELIVERY_HEADER = "X-Hub-Delivery-Id"
@@ -23,7 +28,7 @@ DELIVERY_HEADER = "X-Hub-Delivery-Id"
 # must stay well above their sum so that no second worker claims a POST still in flight.
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
-# Longest Retry-After, in seconds, that the sender honours before falling back to backoff.
+# Maximum wait, in seconds, that a Retry-After header can ask for. A longer one is cut to this.
 MAX_RETRY_AFTER = 3600.0
 
 
@@ -69,11 +74,23 @@ def _client() -> httpx.Client:
         return client
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
+def retry_after_seconds(value: str, now: datetime | None = None) -> float | None:
+    """Parse a Retry-After value (RFC 9110, section 10.2.3) into seconds from `now`.
+
+    Takes a number of seconds or an HTTP-date such as `Fri, 31 Dec 1999 23:59:59 GMT`. A date
+    in the past gives 0, and a wait over `MAX_RETRY_AFTER` is cut to it. Returns None for an
+    empty or invalid value.
+    """
+    value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (as_utc(moment) - (now or utcnow())).total_seconds()
+    if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
@@ -113,6 +130,9 @@ def post(url: str, body: bytes, *, secret: str, delivery_id: str) -> SendResult:
         return SendResult(ok=True, transient=False)
     if status in (408, 429) or status >= 500:
         return SendResult(
-            ok=False, transient=True, error=f"HTTP {status}", retry_after=_retry_after(response)
+            ok=False,
+            transient=True,
+            error=f"HTTP {status}",
+            retry_after=retry_after_seconds(response.headers.get("retry-after", "")),
         )
     return SendResult(ok=False, transient=False, error=f"HTTP {status}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
@@ -110,6 +112,46 @@ def test_post_honours_retry_after() -> None:
 
     assert result.retry_after == 120.0
     assert result.error == "HTTP 429"
+
+
+def test_post_honours_retry_after_date() -> None:
+    later = datetime.now(UTC) + timedelta(seconds=120)
+    server = _StatusServer(503, {"Retry-After": format_datetime(later, usegmt=True)})
+    try:
+        result = webhook.post(server.url, b"{}", secret="x" * 16, delivery_id="t:3")
+    finally:
+        server.close()
+
+    assert result.error == "HTTP 503"
+    assert result.retry_after is not None
+    # The date has whole seconds, and the request took some time.
+    assert 110.0 <= result.retry_after <= 120.0
+
+
+_NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        (" 30 ", 30.0),
+        ("0", 0.0),
+        ("-5", 0.0),
+        ("86400", webhook.MAX_RETRY_AFTER),
+        ("Wed, 01 May 2024 12:02:00 GMT", 120.0),
+        ("Wednesday, 01-May-24 12:02:00 GMT", 120.0),
+        ("Wed May  1 12:02:00 2024", 120.0),
+        ("Wed, 01 May 2024 11:00:00 GMT", 0.0),
+        ("Thu, 02 May 2024 12:00:00 GMT", webhook.MAX_RETRY_AFTER),
+        ("", None),
+        ("soon", None),
+        ("nan", None),
+        ("Wed, 41 May 2024 12:02:00 GMT", None),
+    ],
+)
+def test_retry_after_forms(value: str, seconds: float | None) -> None:
+    assert webhook.retry_after_seconds(value, _NOW) == seconds
 
 
 def test_generated_points_inside_service_area() -> None:
