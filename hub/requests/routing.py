@@ -41,7 +41,8 @@ from hub.requests.metrics import DELIVERY_ATTEMPTS
 from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, Delivery, ServiceRequest, StatusEvent
 from hub.requests.webhook import SendResult
 from privacy.access import declare_purpose, decrypt_fields
-from tenants.models import Agency, Tenant
+from tenants.languages import text_for
+from tenants.models import Agency, Service, Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -232,15 +233,30 @@ def _payload(
         "jurisdiction_id": tenant.jurisdiction_id if tenant else None,
         "service_request_id": request.id,
         "service_code": request.service_code,
+        "service_name": _service_name(session, ctx, request.service_code, tenant),
         "status": request.status,
         "requested_datetime": isoformat(request.requested_at),
         "expected_datetime": isoformat(request.expected_at),
         "lat": lat,
         "long": lon,
         "zipcode": request.zipcode,
+        "duplicate_of": request.duplicate_of,
         "attributes": _json_or_text(fields.pop("attributes")),
         **fields,
     }
+
+
+def _service_name(
+    session: Session, ctx: TenantContext, code: str, tenant: Tenant | None
+) -> str | None:
+    """Return the service's name in the tenant's default language, or None when the catalog
+    has no service `code`."""
+    names = session.scalar(
+        select(Service.names).where(Service.tenant_id == ctx.tenant_id, Service.code == code)
+    )
+    if names is None or tenant is None:
+        return None
+    return text_for(names, tenant.default_language)
 
 
 def _exact_location(plain: str | None, request: ServiceRequest) -> tuple[Any, Any]:

@@ -26,6 +26,7 @@ from hub.requests import routing, tasks
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
 from hub.requests.tasks import route, route_batch
 from hub.requests.webhook import SendResult
+from tenants.models import Service, Tenant
 
 
 def _deliveries(engine: Engine, request_id: str) -> dict[str, Delivery]:
@@ -155,6 +156,43 @@ def test_delivery_id_same_on_retry(configured_db: Engine, receiver: AgencyReceiv
     assert second.public_id == first.public_id
     assert json.loads(second.body)["delivery_id"] == first.public_id
     assert _deliveries(configured_db, request_id)["dpw"].public_id == first.public_id
+
+
+def test_payload_names_duplicate_and_service(
+    configured_db: Engine, receiver: AgencyReceiver
+) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    with unit_of_work(SystemContext("test: catalog"), engine=configured_db) as session:
+        session.get(Tenant, tenant_id).default_language = "es"
+        session.add(
+            Service(tenant_id=tenant_id, code="pothole", names={"en": "Pothole", "es": "Bache"})
+        )
+    original = add_request(configured_db, tenant_id, ["dpw"])
+    duplicate = add_request(configured_db, tenant_id, ["dpw"])
+    with unit_of_work(SystemContext("test: link"), engine=configured_db) as session:
+        session.get(ServiceRequest, duplicate).duplicate_of = original
+
+    route(original, tenant_id=tenant_id)
+    route(duplicate, tenant_id=tenant_id)
+
+    payloads = {item.payload["service_request_id"]: item.payload for item in receiver.snapshot()}
+    assert payloads[duplicate]["duplicate_of"] == original
+    assert payloads[original]["duplicate_of"] is None
+    assert payloads[duplicate]["service_name"] == "Bache"
+    assert payloads[original]["service_name"] == "Bache"
+
+
+def test_payload_service_name_without_catalog(
+    configured_db: Engine, receiver: AgencyReceiver
+) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+
+    route(request_id, tenant_id=tenant_id)
+
+    (item,) = receiver.snapshot()
+    assert "service_name" in item.payload
+    assert item.payload["service_name"] is None
 
 
 def test_route_acknowledges_request_once(configured_db: Engine, receiver: AgencyReceiver) -> None:
