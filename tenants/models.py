@@ -77,6 +77,11 @@ class Agency(TenantOwned, Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     # Shared secret for the HMAC signature on outbound webhooks.
     webhook_secret: Mapped[str | None] = mapped_column(String(128))
+    # The secret that a rotation replaced. Deliveries carry a second signature made with it
+    # until `previous_webhook_secret_expires_at`. After that it is unused, but the row keeps
+    # it, in clear like `webhook_secret`, until the next rotation.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_webhook_secret_expires_at: Mapped[datetime | None] = mapped_column()
     # False once an agency is removed from the manifest; past deliveries still name it.
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from dataclasses import dataclass
 
 import structlog
@@ -24,6 +23,7 @@ from hub.core.errors import Conflict
 from hub.core.tenancy import ROLE_OPEN311, TenantContext
 from privacy.audit import audit
 from privacy.keys import create_tenant_keys
+from tenants.agencies import new_webhook_secret
 from tenants.keys import create_api_key
 from tenants.manifest import Manifest, ServiceSpec
 from tenants.metrics import ONBOARDINGS
@@ -139,7 +139,7 @@ def _sync_agencies(session: Session, tenant_id: str, manifest: Manifest) -> None
             row.webhook_secret = spec.webhook_secret
         elif not row.webhook_secret:
             # NOTE: webhook secrets are stored in clear, because the hub must present them.
-            row.webhook_secret = secrets.token_urlsafe(32)
+            row.webhook_secret = new_webhook_secret()
     for row in existing.values():
         row.active = False
 

@@ -28,8 +28,15 @@ from hub.core.errors import HubError, NotFound
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
-from hub.requests.webhook import is_placeholder_url
-from tenants.agencies import list_agencies, reveal_webhook_secret
+from hub.requests.webhook import PREVIOUS_SIGNATURE_HEADER, is_placeholder_url
+from tenants.agencies import (
+    DEFAULT_OVERLAP_HOURS,
+    MAX_OVERLAP_HOURS,
+    check_overlap_hours,
+    list_agencies,
+    reveal_webhook_secret,
+    rotate_webhook_secret,
+)
 from tenants.catalog_import import build_catalog
 from tenants.keys import (
     check_holder,
@@ -214,7 +221,13 @@ def show_command(
     """Show one tenant, its service catalog and its agencies (never their secrets)."""
     with cli_errors():
         with _tenant_session(tenant_id, write=False) as (session, ctx):
-            agencies = [asdict(agency) for agency in list_agencies(session, ctx)]
+            agencies = []
+            for agency in list_agencies(session, ctx):
+                summary = asdict(agency)
+                summary["previous_secret_valid_until"] = isoformat(
+                    agency.previous_secret_valid_until
+                )
+                agencies.append(summary)
         info = _existing_tenant(tenant_id)
     services = [
         {
@@ -262,7 +275,7 @@ def show_command(
                     a["code"],
                     a["name"],
                     a["webhook_host"],
-                    "set" if a["webhook_secret_set"] else "missing",
+                    _secret_cell(a),
                     "yes" if a["active"] else "no",
                 ]
                 for a in d["agencies"]
@@ -272,13 +285,40 @@ def show_command(
     emit(data, as_json, render)
 
 
+def _secret_cell(agency: dict[str, Any]) -> str:
+    if not agency["webhook_secret_set"]:
+        return "missing"
+    if agency["previous_secret_valid_until"]:
+        return f"set, previous one signs too until {agency['previous_secret_valid_until']}"
+    return "set"
+
+
 @app.command("agency-secret")
 def agency_secret_command(
     tenant: str = typer.Option(..., "--tenant", help="Tenant id."),
     agency: str = typer.Option(..., "--agency", help="Agency code, as in `hub tenants show`."),
+    rotate: bool = typer.Option(
+        False,
+        "--rotate",
+        help="Replace the secret with a new random one and print the new one. Deliveries are "
+        "signed with both until the overlap ends.",
+    ),
+    overlap_hours: float | None = typer.Option(
+        None,
+        "--overlap-hours",
+        help=f"With --rotate: hours during which deliveries also carry a signature made with "
+        f"the replaced secret, from 0 (stop it at once, after a leak) to "
+        f"{MAX_OVERLAP_HOURS:g}. Default {DEFAULT_OVERLAP_HOURS:g}.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Print an agency's webhook signing secret; each use is recorded in the audit log."""
+    """Print an agency's webhook signing secret, or rotate it with --rotate; each use is
+    recorded in the audit log."""
+    if overlap_hours is not None and not rotate:
+        fail("--overlap-hours sets the overlap of a rotation; add --rotate or leave it out")
+    if rotate:
+        _rotate_agency_secret(tenant, agency, overlap_hours, as_json)
+        return
     with cli_errors():
         with _tenant_session(tenant) as (session, ctx):
             secret = reveal_webhook_secret(session, ctx, agency)
@@ -291,6 +331,39 @@ def agency_secret_command(
             f"agency over a secure channel:\n{d['webhook_secret']}"
         ),
     )
+
+
+def _rotate_agency_secret(
+    tenant: str, agency: str, overlap_hours: float | None, as_json: bool
+) -> None:
+    hours = DEFAULT_OVERLAP_HOURS if overlap_hours is None else overlap_hours
+    with cli_errors():
+        check_overlap_hours(hours, field="--overlap-hours")
+        with _tenant_session(tenant) as (session, ctx):
+            rotated = rotate_webhook_secret(session, ctx, agency, overlap_hours=hours)
+    data = {
+        "tenant_id": tenant,
+        "agency_code": agency,
+        "webhook_secret": rotated.secret,
+        "previous_secret_valid_until": isoformat(rotated.previous_valid_until),
+    }
+
+    def render(d: dict[str, Any]) -> None:
+        if d["previous_secret_valid_until"]:
+            overlap = (
+                f"deliveries carry a second signature made with the replaced secret in "
+                f"{PREVIOUS_SIGNATURE_HEADER} until {d['previous_secret_valid_until']}"
+            )
+        else:
+            overlap = "the replaced secret no longer signs deliveries"
+        print(
+            f"new webhook secret of agency {d['agency_code']} ({d['tenant_id']}); {overlap}. "
+            "Give it to the agency over a secure channel. If the tenant's manifest sets "
+            "webhook_secret for this agency, remove it, or the next onboarding of an edited "
+            f"manifest puts that secret back:\n{d['webhook_secret']}"
+        )
+
+    emit(data, as_json, render)
 
 
 @app.command("import-catalog")

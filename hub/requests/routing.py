@@ -41,6 +41,7 @@ from hub.requests.metrics import DELIVERY_ATTEMPTS
 from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, Delivery, ServiceRequest, StatusEvent
 from hub.requests.webhook import SendResult
 from privacy.access import declare_purpose, decrypt_fields
+from tenants.agencies import previous_webhook_secret
 from tenants.languages import text_for
 from tenants.models import Agency, Service, Tenant
 
@@ -87,6 +88,9 @@ class Claim:
     attempt: int
     url: str
     secret: str
+    # The secret that a rotation replaced, while its overlap lasts: the POST carries a second
+    # signature made with it.
+    previous_secret: str | None
     body: bytes
     # Start of the retry window the attempt belongs to. `redeliver` starts a new window and
     # counts attempts from 0 again, so the attempt number alone could match a claim made
@@ -180,6 +184,7 @@ def claim_deliveries(
                 attempt=row.attempts,
                 url=agency.webhook_url,
                 secret=agency.webhook_secret,
+                previous_secret=previous_webhook_secret(agency, now),
                 body=body,
                 window_start=as_utc(row.first_attempt_at),
             )

@@ -43,6 +43,7 @@ def route(request_id: str, *, tenant_id: str) -> dict[str, int]:
                 claim.url,
                 claim.body,
                 secret=claim.secret,
+                previous_secret=claim.previous_secret,
                 delivery_id=claim.public_id,
             )
         with unit_of_work(ctx) as session:

@@ -1,8 +1,10 @@
 """Outbound HTTP webhooks to agency back offices: signing, sending, classifying failures.
 
 The receiver authenticates the hub by recomputing `X-Hub-Signature-256`, the HMAC-SHA256 of the
-raw body under the agency's shared secret written as `sha256=<hex>`. It drops repeats by
-`X-Hub-Delivery-Id`, because delivery is at least once: a worker that dies after the POST and
+raw body under the agency's shared secret written as `sha256=<hex>`. For a while after the
+secret is rotated, `X-Hub-Signature-256-Previous` carries the same signature made with the
+replaced secret, and the receiver accepts a body that either header matches. It drops repeats
+by `X-Hub-Delivery-Id`, because delivery is at least once: a worker that dies after the POST and
 before recording it sends the same delivery again.
 """
 
@@ -13,6 +15,7 @@ import hmac
 import math
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -23,6 +26,7 @@ import httpx
 from hub.core.clock import as_utc, utcnow
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+PREVIOUS_SIGNATURE_HEADER = "X-Hub-Signature-256-Previous"
 DELIVERY_HEADER = "X-Hub-Delivery-Id"
 # Connect and read timeouts in seconds. A lease on the delivery row (routing.LEASE_SECONDS)
 # must stay well above their sum so that no second worker claims a POST still in flight.
@@ -52,6 +56,16 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
     if not header:
         return False
     return hmac.compare_digest(sign(secret, body), header)
+
+
+def verify_delivery(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    """Check a delivery's signatures the way a receiver should: accept the body when
+    `SIGNATURE_HEADER` or, during a rotation's overlap, `PREVIOUS_SIGNATURE_HEADER` matches
+    `secret`. `headers` must look names up without regard to case, as HTTP libraries do."""
+    return any(
+        verify(secret, body, headers.get(name))
+        for name in (SIGNATURE_HEADER, PREVIOUS_SIGNATURE_HEADER)
+    )
 
 
 _clients: dict[int, httpx.Client] = {}
@@ -102,8 +116,16 @@ def is_placeholder_url(url: str) -> bool:
     return host == "invalid" or host.endswith(".invalid")
 
 
-def post(url: str, body: bytes, *, secret: str, delivery_id: str) -> SendResult:
-    """POST `body` to `url`, signed, and classify the outcome.
+def post(
+    url: str,
+    body: bytes,
+    *,
+    secret: str,
+    delivery_id: str,
+    previous_secret: str | None = None,
+) -> SendResult:
+    """POST `body` to `url`, signed with `secret` and also with `previous_secret` when given,
+    and classify the outcome.
 
     Transient, so retried with backoff: connection errors, timeouts and other transport errors,
     HTTP 5xx, 408 and 429. Any other non-2xx status (including redirects, which are not followed) is
@@ -119,6 +141,8 @@ def post(url: str, body: bytes, *, secret: str, delivery_id: str) -> SendResult:
         DELIVERY_HEADER: delivery_id,
         "User-Agent": "regional-311-hub",
     }
+    if previous_secret:
+        headers[PREVIOUS_SIGNATURE_HEADER] = sign(previous_secret, body)
     try:
         response = _client().post(url, content=body, headers=headers)
     except httpx.TransportError as exc:

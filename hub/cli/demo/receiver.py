@@ -1,8 +1,9 @@
 """A local agency back office: an HTTP server on loopback that receives routed requests.
 
 The demo starts one to stand in for every agency; tests use it to check what was delivered. It
-checks each body's HMAC signature against the agency's secret, drops repeats by delivery id (as
-a real receiver should, because delivery is at least once) and counts them.
+checks each body's HMAC signatures against the agency's secret (either header matching, as
+during a secret rotation), drops repeats by delivery id (as a real receiver should, because
+delivery is at least once) and counts them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from hub.requests.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, verify
+from hub.requests.webhook import DELIVERY_HEADER, verify_delivery
 
 
 class LoopbackHTTPServer(ThreadingHTTPServer):
@@ -97,7 +98,7 @@ class AgencyReceiver:
         if failing is not None:
             return failing
         secret = self.secrets.get(path)
-        signature_ok = secret is not None and verify(secret, body, headers.get(SIGNATURE_HEADER))
+        signature_ok = secret is not None and verify_delivery(secret, body, headers)
         if not signature_ok:
             with self._lock:
                 self.rejected[path] += 1

@@ -121,6 +121,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("webhook_url", sa.String(length=2000), nullable=True),
         sa.Column("webhook_secret", sa.String(length=128), nullable=True),
+        sa.Column("previous_webhook_secret", sa.String(length=128), nullable=True),
+        sa.Column("previous_webhook_secret_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),

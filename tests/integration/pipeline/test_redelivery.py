@@ -335,6 +335,7 @@ def test_outcome_from_before_redelivery_is_stale(
             attempt=1,
             url="http://127.0.0.1:9/unused",
             secret="unused",
+            previous_secret=None,
             body=b"{}",
             window_start=as_utc(row.first_attempt_at),
         )

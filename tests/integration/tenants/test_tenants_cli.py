@@ -162,6 +162,87 @@ def test_agency_secret_shown_and_audited(hub_cli, make_manifest, tmp_path, db_ur
     assert reveals() == 2
 
 
+def _stored_secrets(engine, tenant: str, code: str) -> tuple[str, str | None]:
+    with Session(engine) as session:
+        row = session.scalars(
+            select(Agency).where(Agency.tenant_id == tenant, Agency.code == code)
+        ).one()
+        return row.webhook_secret, row.previous_webhook_secret
+
+
+def test_agency_secret_rotate(hub_cli, manifest_file, db_url):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    tenant, agency = data["id"], data["agencies"][1]["code"]
+    engine = get_engine(db_url)
+    old, _ = _stored_secrets(engine, tenant, agency)
+
+    code, out = hub_cli(
+        "tenants", "agency-secret", "--tenant", tenant, "--agency", agency, "--rotate", "--json"
+    )
+
+    assert code == 0, out
+    rotated = json.loads(out)
+    assert rotated["webhook_secret"] != old
+    assert _stored_secrets(engine, tenant, agency) == (rotated["webhook_secret"], old)
+    assert rotated["previous_secret_valid_until"]
+    with engine.connect() as conn:
+        entries = conn.execute(
+            select(AuditEntry.details).where(
+                AuditEntry.tenant_id == tenant,
+                AuditEntry.action == "agency.webhook_secret.rotate",
+            )
+        ).all()
+    assert [entry.details["overlap_hours"] for entry in entries] == [24.0]
+    assert old not in out.replace(rotated["webhook_secret"], "")
+
+    code, out = hub_cli("tenants", "show", tenant, "--json")
+    shown = {a["code"]: a for a in json.loads(out)["agencies"]}
+    assert shown[agency]["previous_secret_valid_until"] == rotated["previous_secret_valid_until"]
+    assert old not in out
+    assert rotated["webhook_secret"] not in out
+
+    code, out = hub_cli(
+        "tenants",
+        "agency-secret",
+        "--tenant",
+        tenant,
+        "--agency",
+        agency,
+        "--rotate",
+        "--overlap-hours",
+        "0",
+    )
+    assert code == 0, out
+    newest, previous = _stored_secrets(engine, tenant, agency)
+    assert newest in out.split()
+    assert previous is None
+    assert "no longer signs deliveries" in out
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--overlap-hours", "2"], "--overlap-hours sets the overlap of a rotation"),
+        (["--rotate", "--overlap-hours", "-1"], "invalid --overlap-hours -1.0"),
+        (["--rotate", "--overlap-hours", "1000"], "invalid --overlap-hours 1000.0"),
+    ],
+)
+def test_agency_secret_rotate_bad_options(hub_cli, manifest_file, db_url, options, message):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    tenant, agency = data["id"], data["agencies"][0]["code"]
+    before = _stored_secrets(get_engine(db_url), tenant, agency)
+
+    code, out = hub_cli(
+        "tenants", "agency-secret", "--tenant", tenant, "--agency", agency, *options, "--json"
+    )
+
+    assert code == 2
+    assert json.loads(out)["error"].startswith(message)
+    assert _stored_secrets(get_engine(db_url), tenant, agency) == before
+
+
 def test_show_names_services_in_any_case(hub_cli, make_manifest, tmp_path):
     data = make_manifest("san-francisco")
     data["languages"] = [tag.upper() for tag in data["languages"]]

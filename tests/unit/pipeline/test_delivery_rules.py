@@ -103,6 +103,36 @@ def test_post_classifies_status(status: int, ok: bool, transient: bool) -> None:
     assert server.seen[0][webhook.SIGNATURE_HEADER] == webhook.sign("x" * 16, b"{}")
 
 
+def test_post_signs_with_previous_secret() -> None:
+    server = _StatusServer(200)
+    try:
+        webhook.post(
+            server.url, b"{}", secret="n" * 16, delivery_id="t:4", previous_secret="p" * 16
+        )
+        webhook.post(server.url, b"{}", secret="n" * 16, delivery_id="t:5")
+    finally:
+        server.close()
+
+    during, after = server.seen
+    assert during[webhook.SIGNATURE_HEADER] == webhook.sign("n" * 16, b"{}")
+    assert during[webhook.PREVIOUS_SIGNATURE_HEADER] == webhook.sign("p" * 16, b"{}")
+    assert webhook.PREVIOUS_SIGNATURE_HEADER not in after
+
+
+def test_verify_delivery_takes_either_header() -> None:
+    body = b'{"service_request_id":"7KQ2MX9P4A"}'
+    both = {
+        webhook.SIGNATURE_HEADER: webhook.sign("new-secret-0123456", body),
+        webhook.PREVIOUS_SIGNATURE_HEADER: webhook.sign("old-secret-0123456", body),
+    }
+
+    assert webhook.verify_delivery("new-secret-0123456", body, both)
+    assert webhook.verify_delivery("old-secret-0123456", body, both)
+    assert not webhook.verify_delivery("other-secret-01234", body, both)
+    assert not webhook.verify_delivery("old-secret-0123456", body + b" ", both)
+    assert not webhook.verify_delivery("new-secret-0123456", body, {})
+
+
 def test_post_honours_retry_after() -> None:
     server = _StatusServer(429, {"Retry-After": "120"})
     try:
