@@ -38,6 +38,7 @@ class Received:
     path: str
     payload: dict[str, Any]
     signature_ok: bool
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +114,7 @@ class AgencyReceiver:
                 path=path,
                 payload=json.loads(body),
                 signature_ok=signature_ok,
+                headers=dict(headers.items()),
             )
         return 200
 

@@ -15,7 +15,7 @@ from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import Delivery, ServiceRequest
 from privacy.fields import FieldCipher
 from privacy.keys import create_tenant_keys
-from tenants.models import Agency, Tenant
+from tenants.models import Agency, Service, Tenant
 
 
 def add_tenant(
@@ -95,6 +95,24 @@ def add_request(
         for code in destinations:
             session.add(Delivery(tenant_id=tenant_id, request_id=request_id, destination=code))
     return request_id
+
+
+def add_service(engine: Engine, tenant_id: str, names: dict[str, str]) -> None:
+    """Add the `pothole` service, which `add_request` files under, to the tenant's catalog."""
+    with unit_of_work(SystemContext("test: catalog"), engine=engine) as session:
+        session.add(Service(tenant_id=tenant_id, code="pothole", names=names))
+
+
+def add_duplicate_pair(engine: Engine, tenant_id: str, destinations: list[str]) -> tuple[str, str]:
+    """Insert two requests and link the second to the first as its duplicate.
+
+    Returns (original id, duplicate id).
+    """
+    original = add_request(engine, tenant_id, destinations)
+    duplicate = add_request(engine, tenant_id, destinations)
+    with unit_of_work(SystemContext("test: link a duplicate"), engine=engine) as session:
+        session.get(ServiceRequest, duplicate).duplicate_of = original
+    return original, duplicate
 
 
 def create_database(admin_url: str) -> str:

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 import structlog
-from pipeline_support import add_request, add_tenant, create_database
+from pipeline_support import (
+    add_duplicate_pair,
+    add_request,
+    add_service,
+    add_tenant,
+    create_database,
+)
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
@@ -26,7 +32,7 @@ from hub.requests import routing, tasks
 from hub.requests.models import Delivery, ServiceRequest, StatusEvent
 from hub.requests.tasks import route, route_batch
 from hub.requests.webhook import SendResult
-from tenants.models import Service, Tenant
+from tenants.models import Tenant
 
 
 def _deliveries(engine: Engine, request_id: str) -> dict[str, Delivery]:
@@ -162,15 +168,10 @@ def test_payload_names_duplicate_and_service(
     configured_db: Engine, receiver: AgencyReceiver
 ) -> None:
     tenant_id = add_tenant(configured_db, receiver, ["dpw"])
-    with unit_of_work(SystemContext("test: catalog"), engine=configured_db) as session:
+    with unit_of_work(SystemContext("test: language"), engine=configured_db) as session:
         session.get(Tenant, tenant_id).default_language = "es"
-        session.add(
-            Service(tenant_id=tenant_id, code="pothole", names={"en": "Pothole", "es": "Bache"})
-        )
-    original = add_request(configured_db, tenant_id, ["dpw"])
-    duplicate = add_request(configured_db, tenant_id, ["dpw"])
-    with unit_of_work(SystemContext("test: link"), engine=configured_db) as session:
-        session.get(ServiceRequest, duplicate).duplicate_of = original
+    add_service(configured_db, tenant_id, {"en": "Pothole", "es": "Bache"})
+    original, duplicate = add_duplicate_pair(configured_db, tenant_id, ["dpw"])
 
     route(original, tenant_id=tenant_id)
     route(duplicate, tenant_id=tenant_id)
