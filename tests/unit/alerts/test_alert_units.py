@@ -51,6 +51,14 @@ def test_unsubscribe_page_languages_any_case() -> None:
     assert "fil" not in page
 
 
+def test_unsubscribe_page_localized_title_and_chinese() -> None:
+    page = unsubscribe_page(["es", "zh-Hant", "en"])
+
+    assert page.index('<p lang="es">') < page.index('<p lang="zh">')
+    assert "<title>Alertas de emergencia / 緊急警報 / Emergency alerts</title>" in page
+    assert '<html lang="es">' in page
+
+
 def _inside(cells, lat: float, lon: float) -> bool:
     fine, medium, coarse = place_cells(lat, lon)
     return fine in cells.fine or medium in cells.medium or coarse in cells.coarse
