@@ -103,10 +103,11 @@ def previous_webhook_secret(agency: Agency, now: datetime) -> str | None:
     return agency.previous_webhook_secret
 
 
-def _agency(session: Session, ctx: TenantContext, code: str) -> Agency:
-    row = session.scalars(
-        select(Agency).where(Agency.tenant_id == ctx.tenant_id, Agency.code == code)
-    ).first()
+def _agency(session: Session, ctx: TenantContext, code: str, *, lock: bool = False) -> Agency:
+    """Return the tenant's agency `code`; with `lock`, hold its row until the transaction ends,
+    so that two rotations at once take turns and neither loses its new secret."""
+    query = select(Agency).where(Agency.tenant_id == ctx.tenant_id, Agency.code == code)
+    row = session.scalars(query.with_for_update() if lock else query).first()
     if row is None:
         raise NotFound(
             f"agency {code!r} not found for tenant {ctx.tenant_id}; "
@@ -178,7 +179,7 @@ def rotate_webhook_secret(
     """
     check_overlap_hours(overlap_hours)
     now = now or utcnow()
-    row = _agency(session, ctx, code)
+    row = _agency(session, ctx, code, lock=True)
     replaced = row.webhook_secret
     valid_until = now + timedelta(hours=overlap_hours) if replaced and overlap_hours else None
 

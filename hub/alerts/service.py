@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Select, func, insert, literal, select, union, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from hub.alerts import models as m
 from hub.alerts.cap.model import Alert as CapAlert
@@ -30,6 +30,7 @@ from hub.alerts.metrics import ALERTS_SENT, DELIVERIES_CREATED, TARGETING_SECOND
 from hub.alerts.policy import TenantAlertSettings, approvals_needed, load_settings
 from hub.alerts.targeting import (
     Recipient,
+    address_of,
     area_condition,
     recipient_rows,
     recipients,
@@ -789,13 +790,31 @@ def add_cancel_recipients(session: Session, alert_id: str, subscriber_ids: set[s
     missing = sorted(subscriber_ids - known)
     if not missing:
         return 0
-    new = recipient_rows(
+    candidates = recipient_rows(
         cancel.tenant_id,
         select(m.Delivery.subscriber_id).where(
             m.Delivery.alert_id == alert_id, m.Delivery.subscriber_id.in_(missing)
         ),
         test_only=cancel.status in ("Exercise", "Test"),
     ).subquery()
+    # An address that the Cancel already reaches through another subscriber gets no second
+    # message (`recipient_rows` links one address's rows).
+    row, reached = aliased(m.SubscriberChannel), aliased(m.SubscriberChannel)
+    already = (
+        select(m.Delivery.id)
+        .join(reached, reached.id == m.Delivery.channel_row_id)
+        .where(
+            m.Delivery.alert_id == cancel.id,
+            reached.channel == row.channel,
+            address_of(reached) == address_of(row),
+        )
+    )
+    new = (
+        select(candidates)
+        .join(row, row.id == candidates.c.channel_row_id)
+        .where(~already.exists())
+        .subquery()
+    )
     batch = session.scalar(
         select(func.coalesce(func.max(m.Delivery.batch), -1) + 1).where(
             m.Delivery.alert_id == cancel.id

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 import structlog
-from sqlalchemy import ColumnElement, Select, delete, func, literal, select, update
+from sqlalchemy import ColumnElement, Select, delete, literal, select, update
 from sqlalchemy.orm import Session, aliased
 
 from hub.alerts.cells import place_cells
@@ -29,6 +29,7 @@ from hub.alerts.models import (
     SubscriberCell,
     SubscriberChannel,
 )
+from hub.alerts.targeting import address_of
 from hub.core.clock import as_utc, utcnow
 from hub.core.db import advisory_xact_lock, engine_of
 from hub.core.errors import InvalidInput, NotFound
@@ -423,10 +424,9 @@ def unsubscribe(session: Session, ctx: TenantContext, token: str) -> str:
 def _linked_to(tenant_id: str, row_ids: Select[tuple[int]]) -> ColumnElement[bool]:
     """Return the condition for the tenant's channel rows linked to any of `row_ids` (those
     rows included), so that a resident who stops an address stops it for every subscriber."""
-    group = func.coalesce(SubscriberChannel.address_key, SubscriberChannel.id)
     inner = aliased(SubscriberChannel)
-    groups = select(func.coalesce(inner.address_key, inner.id)).where(inner.id.in_(row_ids))
-    return (SubscriberChannel.tenant_id == tenant_id) & group.in_(groups)
+    addresses = select(address_of(inner)).where(inner.id.in_(row_ids))
+    return (SubscriberChannel.tenant_id == tenant_id) & address_of(SubscriberChannel).in_(addresses)
 
 
 def disable_channel(session: Session, ctx: TenantContext, channel_row_id: int, reason: str) -> None:

@@ -17,9 +17,14 @@ from sqlalchemy.orm import Session
 from hub.alerts.cells import CellSet
 from hub.alerts.models import Subscriber, SubscriberCell, SubscriberChannel
 
-# The address of a channel row, the same for every subscriber's row of one channel and address
-# (`SubscriberChannel.address_key`). An alert sends one message per address and language list.
-_ADDRESS = func.coalesce(SubscriberChannel.address_key, SubscriberChannel.id)
+
+def address_of(channel: Any) -> ColumnElement[int]:
+    """Return the address of a channel row (the `SubscriberChannel` entity or an alias of it),
+    the same for every subscriber's row of one channel and address (`address_key`). An alert
+    sends one message per address and language list."""
+    return func.coalesce(channel.address_key, channel.id)
+
+
 # SQLite allows 32,766 bound parameters per statement; PostgreSQL allows 65,535.
 _CHUNK = 30_000
 
@@ -80,7 +85,7 @@ def recipients(
                 Subscriber.languages,
                 SubscriberChannel.channel,
                 SubscriberChannel.id,
-                _ADDRESS,
+                address_of(SubscriberChannel),
             )
             .join(SubscriberChannel, SubscriberChannel.subscriber_id == Subscriber.id)
             .where(
@@ -127,7 +132,11 @@ def recipient_rows(tenant_id: str, subscriber_ids: Select[Any], *, test_only: bo
     id. Subscribers of one address with different languages each get theirs.
     """
     rank = func.row_number().over(
-        partition_by=(SubscriberChannel.channel, _ADDRESS, cast(Subscriber.languages, String)),
+        partition_by=(
+            SubscriberChannel.channel,
+            address_of(SubscriberChannel),
+            cast(Subscriber.languages, String),
+        ),
         order_by=Subscriber.id,
     )
     query = (

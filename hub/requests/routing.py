@@ -71,8 +71,14 @@ BACKOFF_MAX_SECONDS = 3600.0
 # A due delivery not picked up this long after its time is re-enqueued by the sweep.
 SWEEP_GRACE_SECONDS = 300
 
-# Encrypted columns of a request and the payload field each one fills.
-_ENCRYPTED_FIELDS = {column: column.removesuffix("_enc") for column in REQUEST_ENCRYPTED_COLUMNS}
+# Encrypted columns of a request and the payload field each one fills. account_id names the
+# resident's account in the city's app: agencies do not need it, so it is neither decrypted
+# nor sent.
+_ENCRYPTED_FIELDS = {
+    column: column.removesuffix("_enc")
+    for column in REQUEST_ENCRYPTED_COLUMNS
+    if column != "account_id_enc"
+}
 _RETRYABLE_STATES = ("pending", "failed")
 
 

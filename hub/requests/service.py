@@ -593,9 +593,9 @@ def post_status_update(
             select(StatusEvent).where(StatusEvent.update_id == update_id)
         ).one_or_none()
         if earlier is not None:
-            if agencies is not None and earlier.request_id != request_id:
-                # The update_id is unique in the tenant, so this key cannot use it. The error
-                # names no request, because the earlier one may belong to another agency.
+            if earlier.request_id != request_id:
+                # The update_id is unique in the tenant, so it cannot name a second request.
+                # The error names no request, because the earlier one may be another agency's.
                 raise Conflict(
                     f"update_id {update_id!r} was already used for another service request; "
                     "send a new update_id",

@@ -96,6 +96,9 @@ def transfer_request(
         session, target.id, "email", plain["email_enc"]
     )
     request.phone_bidx, _ = blind_index(session, target.id, "phone", plain["phone_enc"])
+    # The device id is not stored, so it cannot be indexed under the receiving tenant's key,
+    # and the sending tenant's index would link the request to that tenant's rows.
+    request.device_id_bidx = None
 
     # Public coordinates and the district follow the receiving tenant and service.
     if plain["location_enc"] is not None:

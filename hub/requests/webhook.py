@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import os
 import threading
 from collections.abc import Mapping
@@ -96,16 +95,14 @@ def retry_after_seconds(value: str, now: datetime | None = None) -> float | None
     empty or invalid value.
     """
     value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
+    if value.isascii() and value.isdigit():
+        seconds = float(int(value))
+    else:
         try:
             moment = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
         seconds = (as_utc(moment) - (now or utcnow())).total_seconds()
-    if math.isnan(seconds):
-        return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 

@@ -571,3 +571,56 @@ def test_gone_shared_address_disabled_for_all(engine) -> None:
     with unit_of_work(manager(tenant), engine=engine) as session:
         reasons = session.scalars(select(m.SubscriberChannel.disabled_reason)).all()
     assert reasons == ["HTTP 410", "HTTP 410"]
+
+
+def _mark_delivered(engine: Engine, tenant: str, alert_id: str, subscriber_id: str) -> None:
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        for delivery in session.scalars(
+            select(m.Delivery).where(
+                m.Delivery.alert_id == alert_id, m.Delivery.subscriber_id == subscriber_id
+            )
+        ):
+            delivery.state = m.DELIVERED
+
+
+def test_cancel_top_up_skips_reached_address(engine, webhook_receiver) -> None:
+    """The Cancel reached the shared address through one subscriber; a chunk of the alert
+    that lands later adds the other subscriber's own channel, not the address again."""
+    tenant = add_tenant(engine)
+    shared = webhook_receiver.url("/shared")
+    first, second = sorted(
+        add_resident(engine, tenant, NYC_POINT, {"webhook": shared, "sms": f"+1212555010{number}"})
+        for number in (1, 2)
+    )
+    alert = cap_alert("TOPUP-1")
+    [row] = compose(engine, tenant, alert)
+    approve(engine, tenant, row.id, "em2")
+    send(engine, [row])
+    # Only the second subscriber's SMS went out before the Cancel.
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        sms = session.scalars(
+            select(m.Delivery).where(
+                m.Delivery.subscriber_id == second, m.Delivery.channel == "sms"
+            )
+        ).one()
+        sms.state = m.DELIVERED
+    ref = f"{alert.sender},{alert.identifier},{alert.sent.isoformat()}"
+    [cancel] = compose(
+        engine, tenant, cap_alert("TOPUP-1-C", msg_type="Cancel", references=ref, with_info=False)
+    )
+    approve(engine, tenant, cancel.id, "em2")
+    assert send(engine, [cancel]) == 2  # the second subscriber's SMS and the shared webhook
+
+    # The first subscriber's chunk was on the wire and is recorded as sent afterwards.
+    _mark_delivered(engine, tenant, row.id, first)
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        added = service.add_cancel_recipients(session, row.id, {first})
+
+    assert added == 1
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        channels = session.execute(
+            select(m.Delivery.subscriber_id, m.Delivery.channel).where(
+                m.Delivery.alert_id == cancel.id
+            )
+        ).all()
+    assert sorted(channels) == sorted([(second, "sms"), (second, "webhook"), (first, "sms")])

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from hub.core.clock import isoformat, utcnow
 from hub.core.db import get_engine, unit_of_work
+from hub.core.errors import Conflict
 from hub.core.tenancy import ROLE_AGENCY, SystemContext, TenantContext
 from hub.requests import service
 from hub.requests.models import ServiceRequest, StatusEvent
@@ -336,6 +337,24 @@ def test_update_id_reused_for_other_change_is_409(client, tenants_ab, hub_db):
     assert _event_count(hub_db, request_id) == 2
 
 
+def test_update_id_of_other_request_is_409_for_overflow(client, tenants_ab, hub_db):
+    """An overflow completion has no agencies to check, and still cannot reuse an update_id
+    that names another request."""
+    alpha, _ = tenants_ab
+    first = _file(client, alpha)
+    second = _file(client, alpha)
+    _update(client, alpha, first, "contact:42", "in_progress")
+    ctx = TenantContext(alpha.id, actor="overflow:agent")
+
+    with unit_of_work(ctx, engine=get_engine(hub_db)) as session:
+        with pytest.raises(Conflict) as caught:
+            service.post_status_update(
+                session, ctx, second, "in_progress", update_id="contact:42", channel="overflow"
+            )
+
+    assert "already used for another service request" in caught.value.message
+
+
 def test_update_description_errors_name_description(client, tenants_ab):
     alpha, _ = tenants_ab
     request_id = _file(client, alpha)
@@ -564,7 +583,9 @@ def test_account_and_device_ids_not_stored_in_clear(client, tenants_ab, hub_db):
 
 def test_transfer_keeps_id_history_and_reencrypts(client, tenants_ab, hub_db):
     alpha, beta = tenants_ab
-    request_id = _file(client, alpha, description="Wrong city ñ 😀", address_id="LOT-17-B")
+    request_id = _file(
+        client, alpha, description="Wrong city ñ 😀", address_id="LOT-17-B", device_id="dev-1"
+    )
     _update(client, alpha, request_id, "t-1", "acknowledged", description="Not ours")
     response = client.post(
         f"/api/v1/tenants/{alpha.id}/requests/{request_id}/transfer",
@@ -586,6 +607,9 @@ def test_transfer_keeps_id_history_and_reencrypts(client, tenants_ab, hub_db):
         f"/open311/v2/requests/{request_id}.json", params={"jurisdiction_id": beta.jurisdiction}
     )
     assert public.status_code == 200
+    # The device index was under alpha's key, and beta cannot index the id it never stored.
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        assert session.get(ServiceRequest, request_id).device_id_bidx is None
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])

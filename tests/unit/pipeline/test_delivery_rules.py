@@ -167,7 +167,12 @@ _NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
         ("120", 120.0),
         (" 30 ", 30.0),
         ("0", 0.0),
-        ("-5", 0.0),
+        # Neither form of RFC 9110: delay-seconds is ASCII digits only.
+        ("-5", None),
+        ("inf", None),
+        ("1_000", None),
+        ("1.5", None),
+        ("\u0663", None),
         ("86400", webhook.MAX_RETRY_AFTER),
         ("Wed, 01 May 2024 12:02:00 GMT", 120.0),
         ("Wednesday, 01-May-24 12:02:00 GMT", 120.0),
