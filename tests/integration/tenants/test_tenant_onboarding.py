@@ -79,6 +79,11 @@ def test_onboard_changed_manifest_updates_catalog(db_url, make_manifest):
     changed = copy.deepcopy(data)
     changed["services"] = changed["services"][:-1]
     changed["services"][0]["sla_hours"] = 99
+    # A group that no service names any more must leave the group names too.
+    groups = {service.get("group", "") for service in changed["services"]}
+    group_names = changed.get("profile", {}).get("group_names", {})
+    for group in [name for name in group_names if name not in groups]:
+        del group_names[group]
     result = _onboard(engine, changed)
     assert result.outcome == "updated"
     assert result.version == 2
