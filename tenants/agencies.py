@@ -104,8 +104,8 @@ def previous_webhook_secret(agency: Agency, now: datetime) -> str | None:
 
 
 def _agency(session: Session, ctx: TenantContext, code: str, *, lock: bool = False) -> Agency:
-    """Return the tenant's agency `code`; with `lock`, hold its row until the transaction ends,
-    so that two rotations at once take turns and neither loses its new secret."""
+    """Return the tenant's agency `code`. With `lock`, hold its row until the transaction
+    ends, so that two rotations at once take turns and neither loses its new secret."""
     query = select(Agency).where(Agency.tenant_id == ctx.tenant_id, Agency.code == code)
     row = session.scalars(query.with_for_update() if lock else query).first()
     if row is None:

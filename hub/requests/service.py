@@ -404,7 +404,7 @@ def _accepted(
                 request_hash=job.request_hash,
                 request_id=request_id,
                 token=token,
-                # No account_id: it is personal data, and a replay has the same one.
+                # account_id is left out because it is personal data and a replay carries it.
                 response={
                     "service_request_id": result.service_request_id,
                     "token": result.token,

@@ -584,7 +584,7 @@ def _mark_delivered(engine: Engine, tenant: str, alert_id: str, subscriber_id: s
 
 
 def test_cancel_top_up_skips_reached_address(engine, webhook_receiver) -> None:
-    """The Cancel reached the shared address through one subscriber; a chunk of the alert
+    """The Cancel reached the shared address through one subscriber. A chunk of the alert
     that lands later adds the other subscriber's own channel, not the address again."""
     tenant = add_tenant(engine)
     shared = webhook_receiver.url("/shared")

@@ -337,7 +337,7 @@ def test_update_id_reused_for_other_change_is_409(client, tenants_ab, hub_db):
     assert _event_count(hub_db, request_id) == 2
 
 
-def test_update_id_of_other_request_is_409_for_overflow(client, tenants_ab, hub_db):
+def test_overflow_reused_update_id_is_409(client, tenants_ab, hub_db):
     """An overflow completion has no agencies to check, and still cannot reuse an update_id
     that names another request."""
     alpha, _ = tenants_ab

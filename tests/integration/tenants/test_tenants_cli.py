@@ -197,8 +197,8 @@ def test_agency_secret_rotate(hub_cli, manifest_file, db_url):
     assert old not in out.replace(rotated["webhook_secret"], "")
 
     code, out = hub_cli("tenants", "show", tenant, "--json")
-    shown = {a["code"]: a for a in json.loads(out)["agencies"]}
-    assert shown[agency]["previous_secret_valid_until"] == rotated["previous_secret_valid_until"]
+    agencies = {a["code"]: a for a in json.loads(out)["agencies"]}
+    assert agencies[agency]["previous_secret_valid_until"] == rotated["previous_secret_valid_until"]
     assert old not in out
     assert rotated["webhook_secret"] not in out
 
