@@ -264,12 +264,18 @@ class AgencySpec(_Strict):
 
     `webhook_secret` signs the webhook body with HMAC-SHA256. When it is missing, onboarding
     generates a random one and keeps it across later onboardings.
+
+    `max_deliveries_per_minute` caps the deliveries that the hub sends to the agency, counted
+    over all worker processes, for a receiver with an API rate limit. Deliveries over the cap
+    wait for a free send slot with no attempt counted. Without it the hub sends as fast as its
+    workers run.
     """
 
     code: Annotated[str, Field(pattern=CODE.pattern)]
     name: str = Field(min_length=1, max_length=200)
     webhook_url: str | None = Field(default=None, max_length=2000)
     webhook_secret: str | None = Field(default=None, min_length=16, max_length=128)
+    max_deliveries_per_minute: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @field_validator("webhook_url")
     @classmethod

@@ -84,6 +84,11 @@ class Agency(TenantOwned, Base):
     previous_webhook_secret_expires_at: Mapped[datetime | None] = mapped_column()
     # False once an agency is removed from the manifest; past deliveries still name it.
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The manifest's cap on deliveries sent to the agency, over all workers; None for no cap.
+    max_deliveries_per_minute: Mapped[float | None] = mapped_column(Float)
+    # Start of the agency's next free send slot under that cap, which
+    # `hub.requests.send_slots` reserves and moves forward. None before the first reservation.
+    next_send_slot_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (UniqueConstraint("tenant_id", "code", name="uq_agencies_tenant_code"),)
 

@@ -134,6 +134,7 @@ def _sync_agencies(session: Session, tenant_id: str, manifest: Manifest) -> None
             session.add(row)
         row.name = spec.name
         row.webhook_url = spec.webhook_url
+        row.max_deliveries_per_minute = spec.max_deliveries_per_minute
         row.active = True
         if spec.webhook_secret is not None:
             row.webhook_secret = spec.webhook_secret

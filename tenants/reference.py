@@ -45,6 +45,8 @@ _NOTES = {
     "`singlevaluelist`, `multivaluelist`; the two list types need `values`",
     "services[].attributes[].descriptions": "language tag to text",
     "agencies[].webhook_url": "an `http://` or `https://` URL",
+    "agencies[].max_deliveries_per_minute": "deliveries per minute over all workers, such as "
+    "60 or 0.5; none means no cap",
     "routing.default": "the code of an agency in `agencies`",
     "routing.rules[].agency": "the code of an agency in `agencies`",
     "routing.rules[].service_code": "give exactly one of `service_code` and `group`",

@@ -301,7 +301,8 @@ def redeliver_command(
         "delivery is due at once, or after the last one that an earlier redelivery to it still "
         "has waiting, and the others follow at this pace. The default, one a second, is gentle "
         "on a back office that has just come back, and 1,000 deliveries still drain in about "
-        "17 minutes.",
+        "17 minutes. An agency's max_deliveries_per_minute in the manifest still caps the "
+        "sends, so they go out at the lower of the two.",
     ),
     dry_run: bool = typer.Option(
         False,

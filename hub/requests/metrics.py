@@ -15,6 +15,12 @@ DELIVERY_ATTEMPTS = Counter(
     "Webhook deliveries to agencies, by tenant and outcome (sent, retry, dead).",
     ["tenant", "outcome"],
 )
+DELIVERIES_DEFERRED = Counter(
+    "hub_requests_deliveries_deferred_total",
+    "Deliveries held back for a later send slot by the agency's max_deliveries_per_minute, "
+    "by tenant and agency.",
+    ["tenant", "agency"],
+)
 DELIVERY_LATENCY = Histogram(
     "hub_requests_delivery_seconds",
     "Time of one webhook POST to an agency, including connection setup.",

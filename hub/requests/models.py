@@ -163,6 +163,9 @@ class Delivery(TenantOwned, Base):
     first_attempt_at: Mapped[datetime | None] = mapped_column()
     # When the delivery was given up; None unless the state is `dead`.
     dead_at: Mapped[datetime | None] = mapped_column()
+    # A future send slot reserved under the agency's `max_deliveries_per_minute`. The
+    # delivery waits for it with no attempt counted, and is then sent without reserving again.
+    send_slot_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "request_id", "destination", name="uq_deliveries_dest"),

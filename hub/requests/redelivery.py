@@ -10,8 +10,11 @@ interval after the previous row of its agency and queues the routing task with t
 for another delivery of the same request) sends nothing before its time. The pace stays in
 effect with several workers and needs no process of its own.
 
-NOTE: the schedule sets the earliest time of each delivery, not a limit on the workers. Workers
-that fall behind send the deliveries that became due meanwhile as fast as they run.
+The schedule sets the earliest time of each delivery, not a limit on the workers: workers that
+fall behind send the deliveries that became due meanwhile as fast as they run. The limit is the
+agency's `max_deliveries_per_minute` (`hub.requests.send_slots`), which routing keeps at send
+time for redelivered deliveries as for all others. With both set, redelivered deliveries go out
+at the lower of the two rates.
 """
 
 from __future__ import annotations
@@ -263,8 +266,10 @@ def _scheduled_ends(
     """Return, per agency, the latest due time of the deliveries that an earlier redelivery
     scheduled and that are still waiting for their first attempt.
 
-    Only such rows are `pending` with no attempt and a future `next_attempt_at`. Intake leaves
-    `next_attempt_at` empty, and a claim counts an attempt.
+    Such rows are `pending` with no attempt and a future `next_attempt_at`. Intake leaves
+    `next_attempt_at` empty, and a claim counts an attempt. New deliveries that wait for a send
+    slot under the agency's `max_deliveries_per_minute` match too, so a redelivery also starts
+    after them.
     """
     if not codes:
         return {}

@@ -10,7 +10,9 @@ Sending happens outside any database transaction, in three steps run by the task
 
 1. `claim_deliveries` (one transaction) takes the due rows of the request, counts the attempt
    and sets `next_attempt_at` to a lease, so a second worker with the same message skips them.
-   It builds the payload by decrypting through `privacy.access.decrypt_fields`.
+   It builds the payload by decrypting through `privacy.access.decrypt_fields`. A delivery to
+   an agency with `max_deliveries_per_minute` first reserves a send slot
+   (`hub.requests.send_slots`), and one whose slot is later waits for it without an attempt.
 2. `webhook.post` for each claim, with no transaction open.
 3. `record_outcome` (one transaction per claim): mark the row sent, or schedule the retry through
    the outbox, guarded by the attempt number so a late writer cannot overwrite a newer attempt.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +40,8 @@ from hub.core.errors import HubError
 from hub.core.outbox import enqueue, mergeable
 from hub.core.tasks import QUEUE_INTAKE
 from hub.core.tenancy import TenantContext
-from hub.requests.metrics import DELIVERY_ATTEMPTS
+from hub.requests import send_slots
+from hub.requests.metrics import DELIVERIES_DEFERRED, DELIVERY_ATTEMPTS
 from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, Delivery, ServiceRequest, StatusEvent
 from hub.requests.webhook import SendResult
 from privacy.access import declare_purpose, decrypt_fields
@@ -130,7 +134,8 @@ def claim_deliveries(
     """Reserve the request's due deliveries and build their signed bodies.
 
     Destinations without a webhook URL or secret, or no longer in the catalog, are marked dead
-    here with the reason, because retrying cannot fix them.
+    here with the reason, because retrying cannot fix them. Deliveries over their agency's
+    `max_deliveries_per_minute` are left out and scheduled for their send slot.
     """
     now = now or utcnow()
     rows = session.scalars(
@@ -155,6 +160,11 @@ def claim_deliveries(
             select(Agency).where(Agency.code.in_([row.destination for row in rows]))
         )
     }
+    # Before the payload: a request whose deliveries all wait decrypts nothing.
+    rows = _hold_for_send_slots(session, ctx, rows, agencies, now)
+    if not rows:
+        session.flush()
+        return []
     tenant = session.get(Tenant, ctx.tenant_id)
     try:
         payload = _payload(session, ctx, request, tenant)
@@ -197,6 +207,41 @@ def claim_deliveries(
         )
     session.flush()
     return claims
+
+
+def _hold_for_send_slots(
+    session: Session,
+    ctx: TenantContext,
+    rows: Sequence[Delivery],
+    agencies: dict[str, Agency],
+    now: datetime,
+) -> list[Delivery]:
+    """Reserve a send slot for each row whose agency has a `max_deliveries_per_minute`, and
+    return the rows that may be sent now.
+
+    A row whose slot is later keeps its state and attempt count, waits with `next_attempt_at`
+    at the slot, and gets a routing task queued for that time.
+    """
+    send_slots.lock_capped_agencies(session, agencies.values())
+    ready: list[Delivery] = []
+    for row in rows:
+        agency = agencies.get(row.destination)
+        slot = now if agency is None else send_slots.reserve_send_slot(agency, row, now)
+        if slot <= now:
+            ready.append(row)
+            continue
+        row.next_attempt_at = slot
+        delay = (slot - now).total_seconds()
+        queue_route(session, ctx.tenant_id, row.request_id, delay_seconds=delay)
+        DELIVERIES_DEFERRED.labels(tenant=ctx.tenant_id, agency=row.destination).inc()
+        log.info(
+            "delivery_deferred",
+            **_log_fields(row),
+            request_id=row.request_id,
+            send_at=isoformat(slot),
+            delay_seconds=round(delay, 1),
+        )
+    return ready
 
 
 def _unroutable_reason(agency: Agency | None) -> str:

@@ -100,6 +100,29 @@ def test_onboard_changed_manifest_updates_catalog(db_url, make_manifest):
     assert info.manifest_version == 2
 
 
+def test_onboard_stores_delivery_cap(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data = make_manifest()
+    data["agencies"][0]["max_deliveries_per_minute"] = 30
+    _onboard(engine, data)
+    uncapped = copy.deepcopy(data)
+    uncapped["agencies"][0].pop("max_deliveries_per_minute")
+    code = data["agencies"][0]["code"]
+
+    with unit_of_work(TenantContext(data["id"]), engine=engine) as session:
+        capped_rate = session.scalar(
+            select(Agency.max_deliveries_per_minute).where(Agency.code == code)
+        )
+    _onboard(engine, uncapped)
+    with unit_of_work(TenantContext(data["id"]), engine=engine) as session:
+        later_rate = session.scalar(
+            select(Agency.max_deliveries_per_minute).where(Agency.code == code)
+        )
+
+    assert capped_rate == 30
+    assert later_rate is None
+
+
 def test_other_tenant_claiming_jurisdiction_conflicts(db_url, make_manifest):
     engine = get_engine(db_url)
     data = make_manifest()

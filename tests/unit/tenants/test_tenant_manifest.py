@@ -148,6 +148,22 @@ BAD_FIELDS = [
         "agencies[0].webhook_url: must be an http",
     ),
     (["agencies", 0, "webhook_secret"], "short", "agencies[0].webhook_secret: "),
+    (["agencies", 0, "max_deliveries_per_minute"], 0, "agencies[0].max_deliveries_per_minute: "),
+    (
+        ["agencies", 0, "max_deliveries_per_minute"],
+        -5,
+        "agencies[0].max_deliveries_per_minute: ",
+    ),
+    (
+        ["agencies", 0, "max_deliveries_per_minute"],
+        float("inf"),
+        "agencies[0].max_deliveries_per_minute: ",
+    ),
+    (
+        ["agencies", 0, "max_deliveries_per_minute"],
+        "fast",
+        "agencies[0].max_deliveries_per_minute: ",
+    ),
     (["routing", "default"], "NOPE", "routing.default: unknown agency 'NOPE'"),
     (
         ["routing", "rules", 0],
@@ -372,3 +388,13 @@ def test_invalid_agency_code_not_reported_as_unknown():
         parse_manifest(data)
     problems = caught.value.problems
     assert [p.split(":")[0] for p in problems] == ["agencies[0].code"], problems
+
+
+def test_agency_delivery_cap_optional():
+    data = copy.deepcopy(_base())
+    data["agencies"][0]["max_deliveries_per_minute"] = 0.5
+
+    manifest = parse_manifest(data)
+
+    assert manifest.agencies[0].max_deliveries_per_minute == 0.5
+    assert manifest.agencies[1].max_deliveries_per_minute is None
