@@ -30,6 +30,37 @@ def language_key(tag: str) -> str:
     return tag.lower()
 
 
+def canonical_tag(tag: str) -> str:
+    """Return `tag` in the case convention of RFC 5646, section 2.1.1: `es-US`, `zh-Hant-TW`.
+
+    Subtags are lower case, except that a two-letter subtag (a region) is upper case and a
+    four-letter one (a script) is title case when neither starts the tag nor follows a
+    singleton such as `x` or `u`. Only the case changes, so `language_key` of the result
+    equals that of `tag`.
+    """
+    first, *rest = tag.split("-")
+    subtags = [first.lower()]
+    after_singleton = len(first) == 1
+    for subtag in rest:
+        if len(subtag) == 1:
+            after_singleton = True
+        if after_singleton:
+            subtags.append(subtag.lower())
+        elif len(subtag) == 2:
+            subtags.append(subtag.upper())
+        elif len(subtag) == 4 and subtag.isalpha():
+            subtags.append(subtag.title())
+        else:
+            subtags.append(subtag.lower())
+    return "-".join(subtags)
+
+
+def canonical_tags(tags: Iterable[str]) -> list[str]:
+    """Return `tags` in canonical case, in their order, without the repeats that differed only
+    in case."""
+    return list(dict.fromkeys(canonical_tag(tag) for tag in tags))
+
+
 @lru_cache(maxsize=1024)
 def is_language_tag(tag: str) -> bool:
     """Return whether `tag` is a well-formed BCP 47 tag whose subtags are in the IANA

@@ -39,7 +39,7 @@ from hub.requests.catalog import in_service_area
 from privacy.blind_index import blind_index_normalized, blind_indexes_normalized
 from privacy.fields import FieldCipher
 from privacy.keys import get_key_provider
-from tenants.languages import TAG_RULE, is_language_tag
+from tenants.languages import TAG_RULE, canonical_tags, is_language_tag
 from tenants.registry import get_tenant
 
 log = structlog.get_logger(__name__)
@@ -263,7 +263,7 @@ def opt_in(session: Session, ctx: TenantContext, data: SubscriptionInput) -> tup
     check_places_in_area(session, ctx.tenant_id, data.places)
     subscriber = session.get(Subscriber, existing)
     assert subscriber is not None, "the matched subscriber is in the tenant's session"
-    subscriber.languages = list(data.languages)
+    subscriber.languages = canonical_tags(data.languages)
     subscriber.test_opt_in = data.test_opt_in
     subscriber.consent_at = as_utc(data.consent_at)
     subscriber.active = True
@@ -316,7 +316,7 @@ def subscribe(
         Subscriber(
             id=subscriber_id,
             tenant_id=ctx.tenant_id,
-            languages=list(data.languages),
+            languages=canonical_tags(data.languages),
             test_opt_in=data.test_opt_in,
             consent_at=as_utc(data.consent_at),
             unsubscribe_hash=hash_token(token),

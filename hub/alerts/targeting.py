@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from hub.alerts.cells import CellSet
 from hub.alerts.models import Subscriber, SubscriberCell, SubscriberChannel
+from tenants.languages import language_key
 
 
 def address_of(channel: Any) -> ColumnElement[int]:
@@ -100,7 +101,8 @@ def recipients(
             query = query.where(Subscriber.test_opt_in.is_(True))
         for subscriber_id, languages, channel, channel_row_id, address in session.execute(query):
             recipient = Recipient(subscriber_id, tuple(languages or ()), channel, channel_row_id)
-            key = (channel, address, recipient.languages)
+            # Rows stored before opt-ins canonicalized the case of tags may differ only in case.
+            key = (channel, address, tuple(language_key(tag) for tag in recipient.languages))
             if key not in chosen or subscriber_id < chosen[key].subscriber_id:
                 chosen[key] = recipient
     return sorted(chosen.values(), key=lambda r: (r.subscriber_id, r.channel))
@@ -128,14 +130,17 @@ def recipient_rows(tenant_id: str, subscriber_ids: Select[Any], *, test_only: bo
     subscribers in `subscriber_ids`, one tenant only, one row per address and language list.
 
     Subscribers who gave the same address (rows linked by `SubscriberChannel.address_key`)
-    and the same languages get one message between them, from the subscriber with the lowest
-    id. Subscribers of one address with different languages each get theirs.
+    and the same languages, compared without regard to case, get one message between them,
+    from the subscriber with the lowest id. Subscribers of one address with different
+    languages each get theirs.
     """
     rank = func.row_number().over(
         partition_by=(
             SubscriberChannel.channel,
             address_of(SubscriberChannel),
-            cast(Subscriber.languages, String),
+            # Lower case, so language lists stored before opt-ins canonicalized the case of
+            # tags compare as the tags do. The JSON text of a list of tags has no escapes.
+            func.lower(cast(Subscriber.languages, String)),
         ),
         order_by=Subscriber.id,
     )

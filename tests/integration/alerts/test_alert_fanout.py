@@ -513,6 +513,50 @@ def test_shared_address_gets_one_message(engine, region, webhook_receiver, smtp_
     assert len(smtp_receiver.received.bodies) == 2
 
 
+def test_subscribe_canonicalizes_languages(engine) -> None:
+    tenant = add_tenant(engine)
+    subscriber_id = add_resident(
+        engine, tenant, NYC_POINT, {"email": "ana@example.org"}, languages=["ES-us", "es-US", "en"]
+    )
+
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        stored = session.get(m.Subscriber, subscriber_id).languages
+
+    assert stored == ["es-US", "en"]
+
+
+def test_languages_in_other_case_deduplicated(engine, webhook_receiver) -> None:
+    """One address subscribed with `es-US` and `es-us` gets one message."""
+    tenant = add_tenant(engine)
+    shared = {"webhook": webhook_receiver.url("/shared")}
+    add_resident(engine, tenant, NYC_POINT, shared, languages=["es-US"])
+    add_resident(engine, tenant, NYC_POINT, shared, languages=["es-us"])
+
+    _send_to_area(engine, tenant, "SHARED-CASE-1")
+
+    assert _webhook_languages(webhook_receiver, "/shared") == ["es-US"]
+
+
+def test_stored_languages_compared_without_case(engine, webhook_receiver) -> None:
+    """A language list stored in another case, as before opt-ins canonicalized it, still
+    matches: the address gets one message, and preview counts one recipient for it."""
+    tenant = add_tenant(engine)
+    shared = {"webhook": webhook_receiver.url("/shared")}
+    add_resident(engine, tenant, NYC_POINT, shared, languages=["es-US", "en"])
+    older = add_resident(engine, tenant, NYC_POINT, shared, languages=["es-US", "en"])
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        session.get(m.Subscriber, older).languages = ["ES-us", "EN"]
+    [row] = compose(engine, tenant, cap_alert("SHARED-CASE-2"))
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        counted = service.preview(session, row, load_settings(session, tenant))
+    approve(engine, tenant, row.id, "em2")
+
+    assert send(engine, [row]) == counted.recipients == 1
+    run_batches(engine, tenant, row.id)
+
+    assert _webhook_languages(webhook_receiver, "/shared") == ["es-US"]
+
+
 def test_shared_address_linked_across_index_keys(engine, webhook_receiver) -> None:
     """A subscriber indexed under a newer index key is still linked to the older ones."""
     tenant = add_tenant(engine)

@@ -6,6 +6,8 @@ import pytest
 
 from tenants.languages import (
     MAX_ACCEPT_LANGUAGE_RANGES,
+    canonical_tag,
+    canonical_tags,
     check_language_tags,
     is_language_tag,
     localized,
@@ -132,3 +134,28 @@ NEGOTIATED = [
 @pytest.mark.parametrize(("header", "expected"), NEGOTIATED)
 def test_negotiate_language(header, expected):
     assert negotiate_language(header, ("en", "es")) == expected
+
+
+@pytest.mark.parametrize(
+    ("tag", "canonical"),
+    [
+        ("EN", "en"),
+        ("es-us", "es-US"),
+        ("ES-us", "es-US"),
+        ("zh-hant-tw", "zh-Hant-TW"),
+        ("ZH-HANT", "zh-Hant"),
+        ("es-419", "es-419"),
+        ("sl-LATN-it-ROZAJ", "sl-Latn-IT-rozaj"),
+        ("de-ch-1996", "de-CH-1996"),
+        ("X-Klingon", "x-klingon"),
+        ("en-X-AB-Abcd", "en-x-ab-abcd"),
+        ("en-US-u-CA-Buddhist", "en-US-u-ca-buddhist"),
+    ],
+)
+def test_canonical_tag_case(tag, canonical):
+    assert canonical_tag(tag) == canonical
+
+
+def test_canonical_tags_drop_case_repeats():
+    assert canonical_tags(["es-us", "en", "ES-US", "es"]) == ["es-US", "en", "es"]
+    assert canonical_tags([]) == []
