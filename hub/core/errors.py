@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # A value that error messages, logs and headers may repeat as it is: up to 64 ASCII letters,
 # digits, `_`, `-`, `.` and `:`, as service codes, jurisdiction ids and request ids are. Other
@@ -56,7 +60,7 @@ class InvalidInputGroup(InvalidInput):
     def __init__(self, errors: Sequence[InvalidInput]):
         unique: dict[str, InvalidInput] = {}
         for error in errors:
-            for item in error.errors if isinstance(error, InvalidInputGroup) else (error,):
+            for item in each_error(error):
                 unique.setdefault(item.message, item)
         if not unique:
             raise ValueError("an InvalidInputGroup needs at least one error")
@@ -76,6 +80,41 @@ def merge_errors(errors: Sequence[InvalidInput]) -> InvalidInput:
     """
     group = InvalidInputGroup(errors)
     return group.errors[0] if len(group.errors) == 1 else group
+
+
+def each_error(error: InvalidInput) -> tuple[InvalidInput, ...]:
+    """Return the errors of a group, or a single error alone, in the order they were found."""
+    return error.errors if isinstance(error, InvalidInputGroup) else (error,)
+
+
+class ErrorCollector:
+    """The problems of independent input checks, collected to be raised together.
+
+    `check` runs one check and records the `InvalidInput` it raises, so the checks after it
+    still run. `raise_any` then raises them all through `merge_errors`.
+    """
+
+    def __init__(self, errors: Sequence[InvalidInput] = ()):
+        self.errors: list[InvalidInput] = list(errors)
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def add(self, error: InvalidInput) -> None:
+        self.errors.append(error)
+
+    def check(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T | None:
+        """Return what `function` returns, or None after recording the InvalidInput it raised."""
+        try:
+            return function(*args, **kwargs)
+        except InvalidInput as error:
+            self.errors.append(error)
+            return None
+
+    def raise_any(self) -> None:
+        """Raise the recorded problems as one exception (see `merge_errors`), if there are any."""
+        if self.errors:
+            raise merge_errors(self.errors)
 
 
 class PayloadTooLarge(HubError):

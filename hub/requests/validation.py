@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from hub.core.errors import PLAIN_CODE, InvalidInput, merge_errors
+from hub.core.errors import PLAIN_CODE, ErrorCollector, InvalidInput, merge_errors
 from hub.requests import catalog, geo
 from hub.requests.catalog import CatalogService, TenantSnapshot
 from hub.requests.schemas import AttributeValue, IntakeData
@@ -192,50 +192,27 @@ def check_intake(
     """Check every field of a new request and return what intake stores or indexes.
 
     Returns the clean attributes, and the email and phone in the normalized form that their
-    blind indexes take. Every problem is collected and raised together (`merge_errors`), in
+    blind indexes take. Every problem is collected and raised together (`ErrorCollector`), in
     this order: the form problems that the API found, the location, the text fields, email,
     phone, media_url and the attributes. Each check reports a field once, for the first rule
     that it breaks.
     """
-    errors = list(data.form_errors)
+    errors = ErrorCollector(data.form_errors)
     # The form parse reports a lat or long that is not a number, so the location is not
     # checked again.
-    if not errors or all(error.code != "invalid_location" for error in errors):
-        try:
-            _check_location(tenant, data)
-        except InvalidInput as exc:
-            errors.append(exc)
+    if all(error.code != "invalid_location" for error in data.form_errors):
+        errors.check(_check_location, tenant, data)
 
     for name, attribute, max_chars in _TEXT_FIELDS:
-        try:
-            check_text(name, getattr(data, attribute), max_chars=max_chars)
-        except InvalidInput as exc:
-            errors.append(exc)
+        errors.check(check_text, name, getattr(data, attribute), max_chars=max_chars)
 
-    email = phone = None
-    try:
-        email = _normalized_contact("email", data.email)
-    except InvalidInput as exc:
-        errors.append(exc)
-    try:
-        phone = _normalized_contact("phone", data.phone)
-    except InvalidInput as exc:
-        errors.append(exc)
+    email = errors.check(_normalized_contact, "email", data.email)
+    phone = errors.check(_normalized_contact, "phone", data.phone)
+    errors.check(check_media_url, data.media_url)
+    attributes = errors.check(check_attributes, service.code, service.attributes, data.attributes)
 
-    try:
-        check_media_url(data.media_url)
-    except InvalidInput as exc:
-        errors.append(exc)
-
-    attributes: dict[str, AttributeValue] = {}
-    try:
-        attributes = check_attributes(service.code, service.attributes, data.attributes)
-    except InvalidInput as exc:
-        errors.append(exc)
-
-    if errors:
-        raise merge_errors(errors)
-    return attributes, email, phone
+    errors.raise_any()
+    return attributes or {}, email, phone
 
 
 def _check_location(tenant: TenantSnapshot, data: IntakeData) -> None:
