@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from defusedxml.ElementTree import fromstring
 from fastapi.testclient import TestClient
 
 from hub.core.db import dispose_engines, get_engine, unit_of_work
@@ -239,3 +240,15 @@ def pothole_form(tenant: TenantKeys, **overrides: str) -> dict[str, str]:
     }
     form.update(overrides)
     return {key: value for key, value in form.items() if value is not None}
+
+
+def error_entries(response, fmt: str) -> list[tuple[int, str]]:
+    """Return the (code, description) of each entry of an Open311 error list."""
+    if fmt == "json":
+        return [(error["code"], error["description"]) for error in response.json()]
+    root = fromstring(response.content)
+    assert root.tag == "errors"
+    return [
+        (int(error.findtext("code")), error.findtext("description"))
+        for error in root.findall("error")
+    ]

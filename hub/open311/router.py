@@ -19,7 +19,15 @@ from sqlalchemy.exc import IntegrityError
 
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import get_engine, is_postgres, unit_of_work
-from hub.core.errors import Forbidden, HubError, InvalidInput, NotFound, PayloadTooLarge, shown
+from hub.core.errors import (
+    ErrorCollector,
+    Forbidden,
+    HubError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    shown,
+)
 from hub.core.tenancy import ROLE_AGENCY, ROLE_AGENT, ROLE_OPEN311, ROLE_STAFF, TenantContext
 from hub.open311 import formats, intake, params, views
 from hub.requests import queries, service
@@ -27,7 +35,7 @@ from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import INTAKE
 from hub.requests.models import STATES
 from hub.requests.schemas import IntakeData, IntakeJob, RequestQuery
-from hub.requests.validation import MAX_DESCRIPTION_CHARS, check_text
+from hub.requests.validation import check_text
 from tenants.auth import credential_for_tenant, request_id_of
 from tenants.keys import ApiCredential
 from tenants.profile import profile_for
@@ -258,20 +266,37 @@ def get_token(token: str, fmt: str, request: Request) -> Response:
 
 
 def _query(items: Items) -> RequestQuery:
-    return RequestQuery(
+    """Parse the filters of GET requests, raising every problem of them together.
+
+    A filter that fails to parse takes its default in the query, so that `check_query` still
+    checks how the other filters fit together.
+    """
+    errors = ErrorCollector()
+    start_date = errors.check(params.date_param, params.first(items, "start_date"), "start_date")
+    end_date = errors.check(params.date_param, params.first(items, "end_date"), "end_date")
+    statuses = errors.check(params.statuses, params.first(items, "status"))
+    page = errors.check(
+        params.positive_int, params.first(items, "page"), "page", 1, queries.MAX_PAGE
+    )
+    page_size = errors.check(
+        params.positive_int,
+        params.first(items, "page_size"),
+        "page_size",
+        queries.MAX_PAGE_SIZE,
+        queries.MAX_PAGE_SIZE,
+    )
+    query = RequestQuery(
         service_request_ids=params.comma_list(params.first(items, "service_request_id")),
         service_codes=params.comma_list(params.first(items, "service_code")),
-        start_date=params.date_param(params.first(items, "start_date"), "start_date"),
-        end_date=params.date_param(params.first(items, "end_date"), "end_date"),
-        statuses=params.statuses(params.first(items, "status")),
-        page=params.positive_int(params.first(items, "page"), "page", 1, queries.MAX_PAGE),
-        page_size=params.positive_int(
-            params.first(items, "page_size"),
-            "page_size",
-            queries.MAX_PAGE_SIZE,
-            queries.MAX_PAGE_SIZE,
-        ),
+        start_date=start_date,
+        end_date=end_date,
+        statuses=statuses or [],
+        page=page or 1,
+        page_size=page_size or queries.MAX_PAGE_SIZE,
     )
+    errors.check(queries.check_query, query)
+    errors.raise_any()
+    return query
 
 
 def _extensions(items: Items) -> bool:
@@ -393,28 +418,48 @@ def _update_agencies(credential: ApiCredential) -> frozenset[str]:
     return credential.agencies
 
 
-def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> dict:
+def _update_fields(items: Items) -> tuple[str, str, str, str | None, datetime | None, str | None]:
+    """Return the request id, update id, status, resolution, time and description of an update.
+
+    Every problem of these fields is raised together. The checks that need the stored request
+    (not found, a reused update_id, a transition the lifecycle forbids) come after them.
+    """
+    errors = ErrorCollector()
     request_id = params.optional_text(items, "service_request_id")
     if request_id is None:
-        raise InvalidInput("service_request_id is required", field="service_request_id")
+        errors.add(InvalidInput("service_request_id is required", field="service_request_id"))
 
     update_id = params.optional_text(items, "update_id")
     if update_id is None:
-        raise InvalidInput("update_id is required", field="update_id")
+        errors.add(InvalidInput("update_id is required", field="update_id"))
+    errors.check(check_text, "update_id", update_id, max_chars=service.MAX_UPDATE_ID_CHARS)
 
     raw_status = params.optional_text(items, "status")
+    status = None
     if raw_status is None:
-        raise InvalidInput("status is required", field="status")
-    if raw_status not in _ACCEPTED_STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(_ACCEPTED_STATUSES)}", field="status")
-    status = _UPDATE_STATUS.get(raw_status, raw_status)
+        errors.add(InvalidInput("status is required", field="status"))
+    elif raw_status not in _ACCEPTED_STATUSES:
+        errors.add(
+            InvalidInput(f"status must be one of {', '.join(_ACCEPTED_STATUSES)}", field="status")
+        )
+    else:
+        status = _UPDATE_STATUS.get(raw_status, raw_status)
     resolution = params.optional_text(items, "resolution")
     if status == "closed" and resolution is None:
         resolution = "fixed"
-    updated = _update_time(items)
+    updated = errors.check(_update_time, items)
     description = params.optional_text(items, "description")
     # The service checks the text as the event's note; this names the Open311 field instead.
-    check_text("description", description, max_chars=MAX_DESCRIPTION_CHARS)
+    errors.check(
+        service.check_update_fields, status, resolution, description, note_field="description"
+    )
+    errors.raise_any()
+    # raise_any returned, so the request id, update id and status are set.
+    return request_id or "", update_id or "", status or "", resolution, updated, description
+
+
+def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> dict:
+    request_id, update_id, status, resolution, updated, description = _update_fields(items)
 
     try:
         with unit_of_work(ctx) as session:

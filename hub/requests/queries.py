@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, load_only
 from hub.core.batching import Coalescer
 from hub.core.clock import as_utc, utcnow
 from hub.core.db import AsyncReader, async_reader
-from hub.core.errors import InvalidInput
+from hub.core.errors import ErrorCollector, InvalidInput
 from hub.core.tenancy import TenantContext
 from hub.requests.models import ServiceRequest, StatusEvent
 from hub.requests.schemas import RequestQuery
@@ -190,6 +190,32 @@ async def public_request_batched(
     return await batcher.public_request(ctx, request_id)
 
 
+def check_query(query: RequestQuery) -> None:
+    """Raise every problem of a parsed query together: paging out of range, too many ids, and
+    dates that are out of order or span more than 90 days.
+
+    The dates are not checked when `service_request_ids` is given, because the ids override
+    them.
+    """
+    errors = ErrorCollector()
+    if not 1 <= query.page_size <= MAX_PAGE_SIZE:
+        errors.add(
+            InvalidInput(f"page_size must be between 1 and {MAX_PAGE_SIZE}", field="page_size")
+        )
+    if not 1 <= query.page <= MAX_PAGE:
+        errors.add(InvalidInput(f"page must be between 1 and {MAX_PAGE}", field="page"))
+    if len(query.service_request_ids) > MAX_IDS:
+        errors.add(
+            InvalidInput(
+                f"at most {MAX_IDS} service_request_id values per call",
+                field="service_request_id",
+            )
+        )
+    elif not query.service_request_ids:
+        errors.check(date_window, query.start_date, query.end_date, utcnow())
+    errors.raise_any()
+
+
 def query_requests(
     session: Session,
     ctx: TenantContext,
@@ -203,18 +229,10 @@ def query_requests(
     `service_request_ids` overrides every other filter, as the GeoReport v2 spec requires.
     With `public`, only `PUBLIC_COLUMNS` are loaded.
     """
-    if not 1 <= query.page_size <= MAX_PAGE_SIZE:
-        raise InvalidInput(f"page_size must be between 1 and {MAX_PAGE_SIZE}", field="page_size")
-    if not 1 <= query.page <= MAX_PAGE:
-        raise InvalidInput(f"page must be between 1 and {MAX_PAGE}", field="page")
+    check_query(query)
 
     statement = select(ServiceRequest).where(ServiceRequest.tenant_id == ctx.tenant_id)
     if query.service_request_ids:
-        if len(query.service_request_ids) > MAX_IDS:
-            raise InvalidInput(
-                f"at most {MAX_IDS} service_request_id values per call",
-                field="service_request_id",
-            )
         statement = statement.where(ServiceRequest.id.in_(query.service_request_ids))
     else:
         start, end = date_window(query.start_date, query.end_date, now or utcnow())

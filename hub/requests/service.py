@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import unit_of_work
-from hub.core.errors import Conflict, HubError, InvalidInput, NotFound, shown
+from hub.core.errors import Conflict, ErrorCollector, HubError, InvalidInput, NotFound, shown
 from hub.core.ids import new_token, tracking_code
 from hub.core.outbox import enqueue_now
 from hub.core.tasks import QUEUE_INTAKE
@@ -444,6 +444,7 @@ def request_not_found(request_id: str) -> NotFound:
 # or before the request's requested_datetime.
 MAX_CLOCK_SKEW_MINUTES = 5
 MAX_CLOCK_SKEW = timedelta(minutes=MAX_CLOCK_SKEW_MINUTES)
+MAX_UPDATE_ID_CHARS = 120
 
 
 def request_agencies(session: Session, request: ServiceRequest) -> set[str]:
@@ -565,6 +566,37 @@ def _before_latest(when: datetime, latest: datetime | None) -> bool:
     return latest is not None and when < latest.replace(microsecond=0)
 
 
+def check_update_fields(
+    status: str | None, resolution: str | None, note: str | None, *, note_field: str = "note"
+) -> None:
+    """Raise every problem of a status update's status, resolution and note together.
+
+    A `status` of None means that the caller rejected the status, so the resolution is checked
+    only against `RESOLUTIONS`. `note_field` names the note in messages as the caller's
+    interface calls it.
+    """
+    errors = ErrorCollector()
+    if status is not None and status not in STATES:
+        errors.add(InvalidInput(f"status must be one of {', '.join(STATES)}", field="status"))
+    if status == "closed" and resolution is None:
+        errors.add(
+            InvalidInput(
+                f"closing needs a resolution: one of {', '.join(RESOLUTIONS)}",
+                field="resolution",
+            )
+        )
+    elif resolution is not None and status in STATES and status != "closed":
+        errors.add(InvalidInput("resolution applies only to status closed", field="resolution"))
+    elif resolution is not None and resolution not in RESOLUTIONS:
+        errors.add(
+            InvalidInput(
+                f"resolution is invalid; use one of {', '.join(RESOLUTIONS)}", field="resolution"
+            )
+        )
+    errors.check(check_text, note_field, note, max_chars=MAX_DESCRIPTION_CHARS)
+    errors.raise_any()
+
+
 def post_status_update(
     session: Session,
     ctx: TenantContext,
@@ -588,7 +620,7 @@ def post_status_update(
     `agencies` (an agency key's), only requests routed to one of them can be updated.
     """
     if update_id is not None:
-        check_text("update_id", update_id, max_chars=120)
+        check_text("update_id", update_id, max_chars=MAX_UPDATE_ID_CHARS)
         earlier = session.scalars(
             select(StatusEvent).where(StatusEvent.update_id == update_id)
         ).one_or_none()
@@ -616,21 +648,7 @@ def post_status_update(
             STATUS_UPDATES.labels(tenant=ctx.tenant_id, outcome="duplicate").inc()
             return earlier, False
 
-    if status not in STATES:
-        raise InvalidInput(f"status must be one of {', '.join(STATES)}", field="status")
-    if status == "closed":
-        if resolution is None:
-            raise InvalidInput(
-                f"closing needs a resolution: one of {', '.join(RESOLUTIONS)}",
-                field="resolution",
-            )
-        if resolution not in RESOLUTIONS:
-            raise InvalidInput(
-                f"resolution is invalid; use one of {', '.join(RESOLUTIONS)}", field="resolution"
-            )
-    elif resolution is not None:
-        raise InvalidInput("resolution applies only to status closed", field="resolution")
-    check_text("note", note, max_chars=MAX_DESCRIPTION_CHARS)
+    check_update_fields(status, resolution, note)
     if channel not in UPDATE_CHANNELS:
         raise ValueError(f"status updates come through {UPDATE_CHANNELS}, not {channel!r}")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from defusedxml.ElementTree import fromstring
-from open311_support import INSIDE, OUTSIDE, pothole_form
+from open311_support import INSIDE, OUTSIDE, error_entries, pothole_form
 from sqlalchemy import select
 
 from hub.core.db import get_engine, unit_of_work
@@ -131,18 +130,6 @@ def test_bad_inputs_get_open311_errors(client, tenants_ab):
                 assert word.lower().encode() in response.content.lower(), case
 
 
-def _error_entries(response, fmt: str) -> list[tuple[int, str]]:
-    """Return the (code, description) of each entry of an Open311 error list."""
-    if fmt == "json":
-        return [(error["code"], error["description"]) for error in response.json()]
-    root = fromstring(response.content)
-    assert root.tag == "errors"
-    return [
-        (int(error.findtext("code")), error.findtext("description"))
-        for error in root.findall("error")
-    ]
-
-
 # Values that no error description may contain.
 PRIVATE_VALUES = (b"PRIVATE", b"Lovelace", b"resident@example.com", b"555 0100")
 
@@ -159,7 +146,7 @@ def test_post_lists_every_problem(client, tenants_ab, fmt):
     response = _post(client, form, fmt=fmt)
 
     assert response.status_code == 400
-    assert _error_entries(response, fmt) == [
+    assert error_entries(response, fmt) == [
         (400, "description is 4020 characters long; the maximum is 4000"),
         (400, "first_name must be plain text without HTML markup"),
         (400, "attribute[depth] is required for service pothole"),
@@ -185,7 +172,7 @@ def test_form_and_field_problems_listed(client, tenants_ab, fmt):
     response = _post(client, form, fmt=fmt)
 
     assert response.status_code == 400
-    descriptions = [description for _, description in _error_entries(response, fmt)]
+    descriptions = [description for _, description in error_entries(response, fmt)]
     assert descriptions == [
         "lat must be a decimal number",
         "last_name must be plain text without HTML markup",
@@ -205,7 +192,7 @@ def test_half_location_is_one_problem(client, tenants_ab):
     response = _post(client, form)
 
     assert response.status_code == 400
-    assert _error_entries(response, "json") == [
+    assert error_entries(response, "json") == [
         (400, "lat and long must be given together"),
         (400, "description must be plain text without HTML markup"),
     ]
@@ -228,7 +215,7 @@ def test_blocking_problem_reported_alone(client, tenants_ab, changes, status, st
     response = _post(client, form, fmt="xml")
 
     assert response.status_code == status
-    [(code, description)] = _error_entries(response, "xml")
+    [(code, description)] = error_entries(response, "xml")
     assert code == status
     assert description.startswith(start)
 

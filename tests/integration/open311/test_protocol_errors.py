@@ -171,8 +171,11 @@ def test_date_out_of_range_is_400(client, tenants_ab, dates):
     response = client.get(REQUESTS, params={"jurisdiction_id": alpha.jurisdiction, **dates})
 
     assert response.status_code == 400
-    [error] = response.json()
-    assert "is out of range; use a year from 1900 to 2999" in error["description"]
+    errors = response.json()
+    # Each date out of range gets its own entry.
+    assert len(errors) == len(dates)
+    for error in errors:
+        assert "is out of range; use a year from 1900 to 2999" in error["description"]
 
 
 def test_unknown_attribute_is_named(client, tenants_ab):

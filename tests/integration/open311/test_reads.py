@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from defusedxml.ElementTree import fromstring
 from jsonschema import Draft4Validator
-from open311_support import pothole_form
+from open311_support import error_entries, pothole_form
 from referencing import Registry, Resource
 from sqlalchemy import update
 
@@ -282,6 +282,56 @@ def test_paging_errors_give_real_range(client, tenants_ab, params, expected):
     response = _get(client, "requests.json", alpha, **params)
     assert response.status_code == 400
     assert response.json() == [{"code": 400, "description": expected}]
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_bad_filters_listed_together(client, tenants_ab, fmt):
+    alpha, _ = tenants_ab
+    response = _get(
+        client,
+        f"requests.{fmt}",
+        alpha,
+        start_date="2024-01-01T00:00:00",
+        status="pending",
+        page_size="5000",
+    )
+
+    assert response.status_code == 400
+    assert error_entries(response, fmt) == [
+        (400, "start_date has no UTC offset; add Z or an offset such as -05:00"),
+        (400, "status must be open, closed or both (comma-separated)"),
+        (400, "page_size must be a whole number from 1 to 1000"),
+    ]
+
+
+def test_bad_filter_and_date_window_listed(client, tenants_ab):
+    alpha, _ = tenants_ab
+    response = _get(
+        client,
+        "requests.json",
+        alpha,
+        start_date="2024-01-01T00:00:00Z",
+        end_date="2024-06-01T00:00:00Z",
+        page="0",
+    )
+
+    assert response.status_code == 400
+    assert error_entries(response, "json") == [
+        (400, "page must be a whole number from 1 to 100000"),
+        (400, "start_date to end_date may not span more than 90 days"),
+    ]
+
+
+def test_unknown_jurisdiction_reported_alone(client, tenants_ab):
+    response = client.get(
+        "/open311/v2/requests.json",
+        params={"jurisdiction_id": "nowhere.example", "status": "pending", "page": "0"},
+    )
+
+    assert response.status_code == 404
+    [(code, description)] = error_entries(response, "json")
+    assert code == 404
+    assert "jurisdiction_id 'nowhere.example' is not served" in description
 
 
 def test_status_and_service_code_filters(client, tenants_ab):

@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from open311_support import INSIDE, pothole_form
+from open311_support import INSIDE, error_entries, pothole_form
 from sqlalchemy import func, select
 
 from hub.core.clock import isoformat, utcnow
@@ -364,6 +364,50 @@ def test_update_description_errors_name_description(client, tenants_ab):
     assert response.json()[0]["description"] == (
         "description must be plain text without HTML markup"
     )
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_update_lists_every_problem(client, tenants_ab, hub_db, fmt):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    form = {
+        "jurisdiction_id": alpha.jurisdiction,
+        "api_key": alpha.agency,
+        "service_request_id": request_id,
+        "status": "pending",
+        "resolution": "solved",
+        "updated_datetime": "2024-01-01T00:00:00",
+        "description": "<b>PRIVATE-NOTE</b>",
+    }
+    response = client.post(f"/open311/v2/servicerequestupdates.{fmt}", data=form)
+
+    assert response.status_code == 400
+    accepted = "open, submitted, acknowledged, in_progress, on_hold, closed"
+    assert error_entries(response, fmt) == [
+        (400, "update_id is required"),
+        (400, f"status must be one of {accepted}"),
+        (400, "updated_datetime has no UTC offset; add Z or an offset such as -05:00"),
+        (
+            400,
+            "resolution is invalid; use one of fixed, duplicate, not_ours, no_action, cancelled",
+        ),
+        (400, "description must be plain text without HTML markup"),
+    ]
+    assert b"PRIVATE-NOTE" not in response.content
+    assert _event_count(hub_db, request_id) == 1
+
+
+def test_update_field_problems_before_stored_checks(client, tenants_ab):
+    """An unknown request is reported only once the update's own fields are valid."""
+    alpha, _ = tenants_ab
+    response = _update(client, alpha, "no-such-request", "u-1", "pending")
+
+    assert response.status_code == 400
+    assert [entry["description"] for entry in response.json()] == [
+        "status must be one of open, submitted, acknowledged, in_progress, on_hold, closed"
+    ]
+    missing = _update(client, alpha, "no-such-request", "u-1", "in_progress")
+    assert missing.status_code == 404
 
 
 def _graffiti(client, tenant):
