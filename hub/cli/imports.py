@@ -163,8 +163,11 @@ def _render(report: dict[str, Any]) -> None:
         highlight=False,
     )
     if report["rejected_by_reason"]:
+        title = "Rejected rows by reason"
+        if sum(report["rejected_by_reason"].values()) > report["rejected"]:
+            title += " (a row with several problems counts under each of its reasons)"
         table(
-            "Rejected rows by reason",
+            title,
             ["reason", "rows"],
             sorted(report["rejected_by_reason"].items(), key=lambda item: -item[1]),
         )

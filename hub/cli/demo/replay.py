@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from hub.cli.demo.generate import attribute_fields
+from hub.core.errors import InvalidInput, each_error
 from hub.requests.importers import get_format
-from hub.requests.importers.formats import RowError
 from hub.requests.importers.localtime import LocalTimes, load_zone
 from hub.requests.importers.mapping import CategoryMapper
 from hub.requests.importers.readers import ExportFile
@@ -53,8 +53,9 @@ def export_forms(
             try:
                 record = export_format.parse_row(position, row, times)
                 code, _mapped = mapper.resolve(record, export_format.category_column)
-            except RowError as exc:
-                skipped[exc.reason] += 1
+            except InvalidInput as exc:
+                # A row with several problems is counted once, under the first.
+                skipped[each_error(exc)[0].code] += 1
                 continue
             if record.lat is None or record.lon is None:
                 skipped["no_location"] += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from hub.core.errors import ErrorCollector
 from hub.requests.importers.formats import (
     ExportFormat,
     SourceRecord,
@@ -17,7 +18,6 @@ from hub.requests.importers.formats import (
     coordinates,
     local_time,
     map_status,
-    required,
     required_text,
     text,
 )
@@ -101,15 +101,16 @@ class BostonFormat(ExportFormat):
     json_required = ("case_enquiry_id", "open_dt", "case_status", "type")
     categories: ClassVar[dict[str, str]] = CATEGORIES
 
-    def parse(self, row: dict[str, Any], times: LocalTimes) -> SourceRecord:
-        source_id = required_text(row, "case_enquiry_id")
-        status, resolution = map_status(text(row, "case_status"), "case_status", STATUSES)
+    def parse(self, row: dict[str, Any], times: LocalTimes, errors: ErrorCollector) -> SourceRecord:
+        source_id = errors.check(required_text, row, "case_enquiry_id")
+        mapped = errors.check(map_status, text(row, "case_status"), "case_status", STATUSES)
+        status, resolution = mapped or (None, None)
         note = text(row, "closure_reason")
         if status == "closed":
             resolution = closed_resolution(note)
 
-        requested_at = required(local_time(row, "open_dt", TIME_FORMATS, times), "open_dt")
-        lat, lon = _location(row)
+        requested_at = errors.check(local_time, row, "open_dt", TIME_FORMATS, times, required=True)
+        lat, lon = errors.check(_location, row) or (None, None)
         zipcode = text(row, "location_zipcode")
         if zipcode is not None and zipcode.isdigit():
             # The JSON export stores ZIP codes as numbers, dropping the leading zero.
@@ -117,12 +118,12 @@ class BostonFormat(ExportFormat):
         return SourceRecord(
             position=0,
             source_id=source_id,
-            category=required_text(row, "type"),
+            category=errors.check(required_text, row, "type"),
             status=status,
             resolution=resolution,
             requested_at=requested_at,
-            closed_at=local_time(row, "closed_dt", TIME_FORMATS, times),
-            expected_at=local_time(row, "target_dt", TIME_FORMATS, times),
+            closed_at=errors.check(local_time, row, "closed_dt", TIME_FORMATS, times),
+            expected_at=errors.check(local_time, row, "target_dt", TIME_FORMATS, times),
             lat=lat,
             lon=lon,
             address=text(row, "location"),

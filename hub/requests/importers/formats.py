@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+from hub.core.errors import ErrorCollector, InvalidInput
 from hub.requests.importers.localtime import LocalTimes
 from hub.requests.importers.readers import ExportFile, FileFormatError, normalize_key
 
@@ -47,18 +48,25 @@ class SourceRecord:
     channel: str = "import"
 
 
-class RowError(Exception):
+class RowError(InvalidInput):
     """A row that cannot be imported: the column, a stable reason code and a message.
 
+    It is an `InvalidInput` whose `field` is the column and whose `code` is the reason, so an
+    `ErrorCollector` gathers every problem of a row and raises them as an `InvalidInputGroup`.
     Messages may quote dates, statuses, ids and categories, never addresses, coordinates or
     free text, because the report is printed and logged.
     """
 
     def __init__(self, column: str, reason: str, message: str):
-        super().__init__(message)
-        self.column = column
-        self.reason = reason
-        self.message = message
+        super().__init__(message, code=reason, field=column)
+
+    @property
+    def column(self) -> str:
+        return self.field or ""
+
+    @property
+    def reason(self) -> str:
+        return self.code
 
 
 class ExportFormat:
@@ -98,15 +106,39 @@ class ExportFormat:
                 f"(run `hub import --help` for the formats)"
             )
 
-    def parse(self, row: dict[str, Any], times: LocalTimes) -> SourceRecord:
+    def parse(self, row: dict[str, Any], times: LocalTimes, errors: ErrorCollector) -> SourceRecord:
+        """Return the row as a record, adding each value it cannot read to `errors`.
+
+        A value that could not be read is None in the record, even where the field's type
+        excludes None, so the caller may still check the rest of the row but must not import it.
+        """
         raise NotImplementedError
 
-    def parse_row(self, position: int, row: dict[str, Any], times: LocalTimes) -> SourceRecord:
+    def parse_row(
+        self,
+        position: int,
+        row: dict[str, Any],
+        times: LocalTimes,
+        errors: ErrorCollector | None = None,
+    ) -> SourceRecord:
+        """Return the row as a record, recording its problems in `errors`.
+
+        Without `errors`, every problem of the row is raised together: one `RowError`, or an
+        `InvalidInputGroup` of them.
+        """
+        collector = ErrorCollector() if errors is None else errors
+        missing = set()
         for name in self.json_required:
             if normalize_key(name) not in row:
-                raise RowError(name, "missing_column", f"field {name!r} is missing")
-        record = self.parse(row, times)
+                collector.add(RowError(name, "missing_column", f"field {name!r} is missing"))
+                missing.add(name)
+        # A missing field is reported once, as missing, and not again as an empty value.
+        found = ErrorCollector()
+        record = self.parse(row, times, found)
+        collector.errors.extend(error for error in found.errors if error.field not in missing)
         record.position = position
+        if errors is None:
+            collector.raise_any()
         return record
 
 
@@ -152,9 +184,14 @@ def local_time(
     column: str,
     formats: Sequence[str],
     times: LocalTimes,
+    *,
+    required: bool = False,
 ) -> datetime | None:
-    """Parse a time in one of `formats`; without an offset it is local time (see localtime)."""
-    raw = text(row, column)
+    """Parse a time in one of `formats`; without an offset it is local time (see localtime).
+
+    A blank value is None, or a RowError when the time is `required`.
+    """
+    raw = _time_text(row, column, required)
     if raw is None:
         return None
     for pattern in formats:
@@ -167,9 +204,12 @@ def local_time(
     raise RowError(column, "invalid_time", f"{column} {raw!r} does not match {expected}")
 
 
-def iso_time(row: Mapping[str, Any], column: str, times: LocalTimes) -> datetime | None:
-    """Parse an ISO 8601 time; one without an offset is local time."""
-    raw = text(row, column)
+def iso_time(
+    row: Mapping[str, Any], column: str, times: LocalTimes, *, required: bool = False
+) -> datetime | None:
+    """Parse an ISO 8601 time; one without an offset is local time. Blank is as in
+    `local_time`."""
+    raw = _time_text(row, column, required)
     if raw is None:
         return None
     try:
@@ -181,11 +221,8 @@ def iso_time(row: Mapping[str, Any], column: str, times: LocalTimes) -> datetime
     return times.to_utc(parsed)
 
 
-def required(value: datetime | None, column: str) -> datetime:
-    """Return a parsed time that must be present, or raise RowError naming the column."""
-    if value is None:
-        raise RowError(column, "missing_value", f"{column} is empty")
-    return value
+def _time_text(row: Mapping[str, Any], column: str, required: bool) -> str | None:
+    return required_text(row, column) if required else text(row, column)
 
 
 def coordinates(lat_raw: Any, lon_raw: Any, column: str) -> tuple[float | None, float | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from hub.core.errors import ErrorCollector
 from hub.requests.importers.formats import (
     ExportFormat,
     SourceRecord,
@@ -19,7 +20,6 @@ from hub.requests.importers.formats import (
     coordinates,
     local_time,
     map_status,
-    required,
     required_text,
     text,
 )
@@ -158,26 +158,30 @@ class NycFormat(ExportFormat):
     json_required = ("Unique Key", "Created Date", "Complaint Type", "Status")
     categories: ClassVar[dict[str, str]] = CATEGORIES
 
-    def parse(self, row: dict[str, Any], times: LocalTimes) -> SourceRecord:
-        source_id = required_text(row, "Unique Key")
-        status, resolution = map_status(text(row, "Status"), "Status", STATUSES)
+    def parse(self, row: dict[str, Any], times: LocalTimes, errors: ErrorCollector) -> SourceRecord:
+        source_id = errors.check(required_text, row, "Unique Key")
+        mapped = errors.check(map_status, text(row, "Status"), "Status", STATUSES)
+        status, resolution = mapped or (None, None)
         note = text(row, "Resolution Description")
         if status == "closed" and resolution is None:
             resolution = closed_resolution(note)
 
-        created = local_time(row, "Created Date", TIME_FORMATS, times)
-        requested_at = required(created, "Created Date")
-        lat, lon = _location(row)
+        requested_at = errors.check(
+            local_time, row, "Created Date", TIME_FORMATS, times, required=True
+        )
+        lat, lon = errors.check(_location, row) or (None, None)
         return SourceRecord(
             position=0,
             source_id=source_id,
-            category=required_text(row, "Complaint Type"),
+            category=errors.check(required_text, row, "Complaint Type"),
             status=status,
             resolution=resolution,
             requested_at=requested_at,
-            closed_at=local_time(row, "Closed Date", TIME_FORMATS, times),
-            updated_at=local_time(row, "Resolution Action Updated Date", TIME_FORMATS, times),
-            expected_at=local_time(row, "Due Date", TIME_FORMATS, times),
+            closed_at=errors.check(local_time, row, "Closed Date", TIME_FORMATS, times),
+            updated_at=errors.check(
+                local_time, row, "Resolution Action Updated Date", TIME_FORMATS, times
+            ),
+            expected_at=errors.check(local_time, row, "Due Date", TIME_FORMATS, times),
             lat=lat,
             lon=lon,
             address=_address(row),

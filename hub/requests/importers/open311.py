@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.core.errors import ErrorCollector
 from hub.requests.importers.formats import (
     ExportFormat,
     SourceRecord,
@@ -16,7 +17,6 @@ from hub.requests.importers.formats import (
     coordinates,
     iso_time,
     map_status,
-    required,
     required_text,
     text,
 )
@@ -37,18 +37,20 @@ class Open311Json(ExportFormat):
     required_columns = ()
     json_required = ("service_request_id", "status", "requested_datetime")
 
-    def parse(self, row: dict[str, Any], times: LocalTimes) -> SourceRecord:
-        source_id = required_text(row, "service_request_id")
-        status, resolution = map_status(text(row, "status"), "status", STATUSES)
+    def parse(self, row: dict[str, Any], times: LocalTimes, errors: ErrorCollector) -> SourceRecord:
+        source_id = errors.check(required_text, row, "service_request_id")
+        mapped = errors.check(map_status, text(row, "status"), "status", STATUSES)
+        status, resolution = mapped or (None, None)
         note = text(row, "status_notes")
         if status == "closed":
             resolution = closed_resolution(note)
 
         service_code = text(row, "service_code")
-        category = text(row, "service_name") or required_text(row, "service_code")
-        requested_at = required(iso_time(row, "requested_datetime", times), "requested_datetime")
-        lat, lon = coordinates(row.get("lat"), row.get("long"), "lat/long")
-        updated_at = iso_time(row, "updated_datetime", times)
+        category = text(row, "service_name") or errors.check(required_text, row, "service_code")
+        requested_at = errors.check(iso_time, row, "requested_datetime", times, required=True)
+        located = errors.check(coordinates, row.get("lat"), row.get("long"), "lat/long")
+        lat, lon = located or (None, None)
+        updated_at = errors.check(iso_time, row, "updated_datetime", times)
         return SourceRecord(
             position=0,
             source_id=source_id,
@@ -59,7 +61,7 @@ class Open311Json(ExportFormat):
             requested_at=requested_at,
             updated_at=updated_at,
             closed_at=updated_at if status == "closed" else None,
-            expected_at=iso_time(row, "expected_datetime", times),
+            expected_at=errors.check(iso_time, row, "expected_datetime", times),
             lat=lat,
             lon=lon,
             address=text(row, "address"),

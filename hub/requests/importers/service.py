@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hub.core.db import unit_of_work
-from hub.core.errors import HubError, InvalidInput
+from hub.core.errors import ErrorCollector, HubError, InvalidInput, each_error
 from hub.core.ids import tracking_code
 from hub.core.tenancy import TenantContext
 from hub.requests import catalog
@@ -54,10 +54,17 @@ PROGRESS_EVERY_ROWS = 250
 
 @dataclass
 class Rejection:
+    """One rejected row. For a row with several problems, `column` and `reason` name each of
+    its columns and reasons once, and `message` has every message, all in the order they were
+    found and joined with `PROBLEM_SEPARATOR`."""
+
     position: int
     column: str
     reason: str
     message: str
+
+
+PROBLEM_SEPARATOR = "; "
 
 
 @dataclass
@@ -81,11 +88,22 @@ class ImportReport:
     dst_examples: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def reject(self, position: int, error: RowError) -> None:
+    def reject(self, position: int, errors: Sequence[InvalidInput]) -> None:
+        """Count a rejected row under each of its reasons, and list it with all of them."""
+        problems = [item for error in errors for item in each_error(error)]
+        reasons = list(dict.fromkeys(problem.code for problem in problems))
         self.rejected += 1
-        self.rejected_by_reason[error.reason] += 1
+        self.rejected_by_reason.update(reasons)
         if len(self.rejections) < MAX_LISTED_REJECTIONS:
-            self.rejections.append(Rejection(position, error.column, error.reason, error.message))
+            columns = dict.fromkeys(problem.field or "" for problem in problems)
+            self.rejections.append(
+                Rejection(
+                    position,
+                    PROBLEM_SEPARATOR.join(columns),
+                    PROBLEM_SEPARATOR.join(reasons),
+                    PROBLEM_SEPARATOR.join(problem.message for problem in problems),
+                )
+            )
 
     def count_unmapped(self, category: str) -> None:
         if category in self.unmapped_categories or (
@@ -123,6 +141,17 @@ class ImportReport:
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(rate, 1) if rate else None,
         }
+
+
+def _check_value(
+    errors: ErrorCollector, check: Callable[..., None], *args: Any, **kwargs: Any
+) -> None:
+    """Run one of intake's checks on a row's value, adding its problem to `errors` as a
+    RowError with the reason `invalid_value`."""
+    try:
+        check(*args, **kwargs)
+    except InvalidInput as exc:
+        errors.add(RowError(exc.field or "text", "invalid_value", exc.message))
 
 
 @dataclass(frozen=True)
@@ -223,49 +252,54 @@ class Importer:
     # -- one row -------------------------------------------------------------------------
 
     def _prepare(self, position: int, row: dict[str, Any]) -> _Pending | None:
-        try:
-            record = self.format.parse_row(position, row, self.times)
-        except RowError as error:
-            self.report.reject(position, error)
-            return None
-        try:
-            code, mapped = self.mapper.resolve(record, self.format.category_column)
-            self._check(record)
-        except RowError as error:
-            if error.reason == "unmapped_category":
+        """Return the row ready to write, or None after rejecting it with all its problems."""
+        errors = ErrorCollector()
+        record = self.format.parse_row(position, row, self.times, errors)
+        code, mapped = None, True
+        # A row without a category has its missing value reported already.
+        if record.category is not None:
+            resolved = errors.check(self.mapper.resolve, record, self.format.category_column)
+            code, mapped = resolved or (None, True)
+            if resolved is None:
                 self.report.count_unmapped(category_label(record))
-            self.report.reject(position, error)
+        self._check(record, errors)
+        if errors:
+            self.report.reject(position, errors.errors)
             return None
         if not mapped:
             # Imported under the fallback service, and listed so an alias can be added.
             self.report.count_unmapped(category_label(record))
         return _Pending(record, code)
 
-    def _check(self, record: SourceRecord) -> None:
+    def _check(self, record: SourceRecord, errors: ErrorCollector) -> None:
+        """Add the row's location and text problems to `errors`."""
+        # Coordinates that could not be read are reported as such, not again as no location.
+        unreadable = any(error.code == "invalid_coordinates" for error in errors.errors)
         if record.lat is not None and record.lon is not None:
             if self.area is not None and not self.area.contains(record.lat, record.lon):
-                raise RowError(
-                    "coordinates",
-                    "outside_service_area",
-                    f"the location is outside tenant {self.tenant.id}'s service area",
+                errors.add(
+                    RowError(
+                        "coordinates",
+                        "outside_service_area",
+                        f"the location is outside tenant {self.tenant.id}'s service area",
+                    )
                 )
-        elif record.address is None:
-            raise RowError(
-                "coordinates",
-                "missing_location",
-                "the row has neither coordinates nor an address",
+        elif record.address is None and not unreadable:
+            errors.add(
+                RowError(
+                    "coordinates",
+                    "missing_location",
+                    "the row has neither coordinates nor an address",
+                )
             )
         checks = (
             ("description", record.description, MAX_DESCRIPTION_CHARS),
             ("address", record.address, MAX_ADDRESS_CHARS),
             ("status note", record.status_note, MAX_DESCRIPTION_CHARS),
         )
-        try:
-            for name, value, max_chars in checks:
-                check_text(name, value, max_chars=max_chars)
-            check_media_url(record.media_url)
-        except InvalidInput as exc:
-            raise RowError(exc.field or "text", "invalid_value", exc.message) from None
+        for name, value, max_chars in checks:
+            _check_value(errors, check_text, name, value, max_chars=max_chars)
+        _check_value(errors, check_media_url, record.media_url)
 
     # -- one batch -----------------------------------------------------------------------
 

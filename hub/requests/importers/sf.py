@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from hub.core.errors import ErrorCollector
 from hub.requests.importers.formats import (
     ExportFormat,
     RowError,
@@ -18,7 +19,6 @@ from hub.requests.importers.formats import (
     coordinates,
     local_time,
     map_status,
-    required,
     required_text,
     text,
 )
@@ -95,28 +95,29 @@ class SfCsv(ExportFormat):
     required_columns = REQUIRED_COLUMNS
     categories: ClassVar[dict[str, str]] = CATEGORIES
 
-    def parse(self, row: dict[str, Any], times: LocalTimes) -> SourceRecord:
-        source_id = required_text(row, "CaseID")
-        status, resolution = map_status(text(row, "Status"), "Status", STATUSES)
+    def parse(self, row: dict[str, Any], times: LocalTimes, errors: ErrorCollector) -> SourceRecord:
+        source_id = errors.check(required_text, row, "CaseID")
+        mapped = errors.check(map_status, text(row, "Status"), "Status", STATUSES)
+        status, resolution = mapped or (None, None)
         note = text(row, "Status Notes")
         if status == "closed":
             resolution = closed_resolution(note)
 
-        requested_at = required(local_time(row, "Opened", TIME_FORMATS, times), "Opened")
-        lat, lon = _point(text(row, "Point"))
+        requested_at = errors.check(local_time, row, "Opened", TIME_FORMATS, times, required=True)
+        lat, lon = errors.check(_point, text(row, "Point")) or (None, None)
         request_type = text(row, "Request Type")
         details = text(row, "Request Details")
         description = " - ".join(part for part in (request_type, details) if part) or None
         return SourceRecord(
             position=0,
             source_id=source_id,
-            category=required_text(row, "Category"),
+            category=errors.check(required_text, row, "Category"),
             subcategory=request_type,
             status=status,
             resolution=resolution,
             requested_at=requested_at,
-            closed_at=local_time(row, "Closed", TIME_FORMATS, times),
-            updated_at=local_time(row, "Updated", TIME_FORMATS, times),
+            closed_at=errors.check(local_time, row, "Closed", TIME_FORMATS, times),
+            updated_at=errors.check(local_time, row, "Updated", TIME_FORMATS, times),
             lat=lat,
             lon=lon,
             address=_address(row),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -230,3 +231,43 @@ def test_requests_find_only_own_tenant(hub_cli, two_cities, engine):
     missing = hub_cli("requests", "find", "--tenant", a.id)
     assert missing.exit_code == 2
     assert "--phone NUMBER or --email ADDRESS" in missing.stderr
+
+
+def _nyc_with_broken_row(shared_data, tmp_path):
+    """Write the first NYC sample row with a bad Created Date and an unknown Status."""
+    with (shared_data / NYC5).open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        row = next(reader)
+        fields = list(row)
+    row.update({"Created Date": "yesterday", "Status": "Reopened"})
+    path = tmp_path / "broken.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerow(row)
+    return path
+
+
+def test_import_lists_every_problem_of_a_row(hub_cli, two_cities, shared_data, tmp_path):
+    a, _ = two_cities
+    path = _nyc_with_broken_row(shared_data, tmp_path)
+
+    result = hub_cli("import", "nyc-csv", str(path), "--tenant", a.id, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rejected"] == 1
+    assert report["rejected_by_reason"] == {"unknown_status": 1, "invalid_time": 1}
+    [rejection] = report["rejections"]
+    assert rejection["column"] == "Status; Created Date"
+    assert rejection["reason"] == "unknown_status; invalid_time"
+    assert rejection["message"].startswith("Status 'Reopened' is not one of: ")
+    assert "; Created Date 'yesterday' does not match " in rejection["message"]
+
+    text = hub_cli("import", "nyc-csv", str(path), "--tenant", a.id)
+    assert text.exit_code == 0, text.stderr
+    summary = " ".join(text.stdout.split())
+    assert "counts under each of its reasons" in summary
+    assert "unknown_status" in summary
+    assert "invalid_time" in summary
+    assert "'Reopened'" in summary
+    assert "'yesterday'" in summary

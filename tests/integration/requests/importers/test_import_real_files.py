@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -144,8 +145,9 @@ def test_fallback_option_imports_unmapped(engine, shared_data):
     path = shared_data / "311_records/nyc/nyc311-100.csv"
 
     without = run_import(ctx, tenant, FORMATS["nyc-csv"], path, engine=engine)
-    # The three rows without a location also have unmapped categories, checked first.
-    assert without.rejected_by_reason == {"unmapped_category": 55}
+    # The three rows without a location also have unmapped categories, and count under both.
+    assert without.rejected_by_reason == {"unmapped_category": 55, "missing_location": 3}
+    assert without.rejected == 55
     assert without.imported == 45
 
     with_fallback = run_import(
@@ -174,6 +176,37 @@ def test_nyc_csv_then_json_stores_once(engine, shared_data):
     assert second.imported == 0
     assert second.skipped_existing == 5
     assert count_rows(engine, tenant.id, ServiceRequest) == 5
+
+
+def test_row_with_two_problems_lists_both(engine, shared_data, tmp_path):
+    source = shared_data / "311_records/boston/boston311-100.csv"
+    with source.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [next(reader), next(reader)]
+    # The second row of the export is a valid Needle Pickup; two of its values are broken.
+    broken = {**rows[1], "open_dt": "01/19/2022 11:18", "case_status": "Reopened"}
+    path = tmp_path / "two-problems.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([rows[1], broken])
+    tenant = onboard_data(engine, city_manifest("boston", "America/New_York"))
+    ctx = TenantContext(tenant.id, actor="test")
+
+    report = run_import(ctx, tenant, FORMATS["boston-csv"], path, engine=engine)
+
+    assert report.imported == 1
+    assert report.rejected == 1
+    assert dict(report.rejected_by_reason) == {"unknown_status": 1, "invalid_time": 1}
+    [rejection] = report.as_dict()["rejections"]
+    assert rejection["line"] == 3
+    assert rejection["column"] == "case_status; open_dt"
+    assert rejection["reason"] == "unknown_status; invalid_time"
+    assert rejection["message"] == (
+        "case_status 'Reopened' is not one of: closed, open; "
+        "open_dt '01/19/2022 11:18' does not match "
+        "%Y-%m-%d %H:%M:%S or %Y-%m-%dT%H:%M:%S or %Y-%m-%d %H:%M:%S.%f"
+    )
 
 
 def test_limit_stops_reading(engine, shared_data):

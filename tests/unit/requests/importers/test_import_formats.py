@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.core.errors import InvalidInput
+from hub.core.errors import InvalidInput, InvalidInputGroup
 from hub.requests.importers import FORMATS, get_format
-from hub.requests.importers.formats import RowError
 from hub.requests.importers.localtime import LocalTimes, load_zone
 from hub.requests.importers.readers import ExportFile, FileFormatError
 
@@ -37,7 +36,7 @@ def parse_file(name: str, path: Path, zone: str = "America/New_York"):
         for position, row in fmt.rows(export):
             try:
                 records.append(fmt.parse_row(position, row, times))
-            except RowError as error:
+            except InvalidInput as error:
                 errors.append((position, error))
     return records, errors
 
@@ -275,3 +274,28 @@ def test_short_row_reads_missing_columns_as_blank(tmp_path):
     _, errors = parse_file("boston-csv", path)
     assert errors[0][1].column == "type"
     assert errors[0][1].reason == "missing_value"
+
+
+def test_bad_row_lists_every_problem(tmp_path):
+    row = "1,2022-13-01 10:00:00,,Reopened, ,T, ,1 Main St,north,-71.06,x\n"
+    _, errors = parse_file("boston-csv", write(tmp_path, "bad.csv", BOSTON_HEADER + row))
+
+    [(position, error)] = errors
+    assert position == 2
+    assert isinstance(error, InvalidInputGroup)
+    problems = [(problem.column, problem.reason) for problem in error.errors]
+    assert problems == [
+        ("case_status", "unknown_status"),
+        ("open_dt", "invalid_time"),
+        ("latitude/longitude", "invalid_coordinates"),
+        ("type", "missing_value"),
+    ]
+
+
+def test_missing_json_field_not_reported_again_as_empty(tmp_path):
+    line = '{"case_enquiry_id": "1", "open_dt": "2022-01-01 10:00:00", "case_status": "Gone"}\n'
+    _, errors = parse_file("boston-jsonl", write(tmp_path, "bad.jsonl", line))
+
+    [(_, error)] = errors
+    problems = [(problem.column, problem.reason) for problem in error.errors]
+    assert problems == [("type", "missing_column"), ("case_status", "unknown_status")]
