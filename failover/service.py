@@ -57,6 +57,7 @@ from hub.requests.validation import check_text
 from privacy.access import decrypt_fields
 from privacy.audit import audit
 from privacy.fields import FieldCipher
+from privacy.purposes import declare_purpose
 from tenants.languages import TAG_RULE, is_language_tag
 from tenants.models import Tenant
 
@@ -76,6 +77,15 @@ _COLUMN = {
     "phone": "phone_enc",
     "address": "address_enc",
 }
+AGENT_VIEW_PURPOSE = declare_purpose(
+    "overflow.agent_view",
+    "Show an overflow contact's caller details to an agent of the tenant's own contact center.",
+)
+PARTNER_VIEW_PURPOSE = declare_purpose(
+    "overflow.partner_view",
+    "Show an overflow contact's caller details, up to the tenant's data-sharing level, to the "
+    "partner contact center that answers it.",
+)
 _LIMITS = {"caller_name": 200, "summary": 2000, "phone": 40, "address": 300}
 # Lengths of the `language` column and of contact and center ids.
 LANGUAGE_CHARS = 16
@@ -632,7 +642,7 @@ def contact_view(session: Session, caller: Caller, contact: Contact) -> dict[str
         view["excluded_partners"] = decode_excluded(contact.excluded_partners)
     blobs = {_COLUMN[name]: getattr(contact, _COLUMN[name]) for name in fields}
     if any(blob is not None for blob in blobs.values()):
-        purpose = "overflow.partner_view" if caller.is_partner else "overflow.agent_view"
+        purpose = PARTNER_VIEW_PURPOSE if caller.is_partner else AGENT_VIEW_PURPOSE
         plain = decrypt_fields(
             session,
             _owner_context(caller, contact),

@@ -2,14 +2,15 @@
 
 Auditors never decrypt, whatever other roles their credential carries. Every call names a
 purpose (a short code such as `staff.request_view`), which the audit entry and the privacy
-report's "decryptions by role and purpose" evidence record. A rejected call (an auditor's) and a
-failed one (a value altered, moved, or whose key is gone) are audited too, in a transaction of
-their own, because the caller's error usually rolls its transaction back.
+report's "decryptions by role and purpose" evidence record. The purpose must be declared, by the
+hub's code or by the tenant's manifest (see `privacy.purposes`). A rejected call (an auditor's,
+or one for an undeclared purpose) and a failed one (a value altered, moved, or whose key is
+gone) are audited too, in a transaction of their own, because the caller's error usually rolls
+its transaction back.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,10 +25,13 @@ from privacy.audit import audit
 from privacy.fields import decrypt_with_keyring
 from privacy.keys import Keyring
 from privacy.metrics import DECRYPTIONS
+from privacy.purposes import PURPOSE, PURPOSE_RULE, has_metric_label, is_hub_purpose, staff_purposes
 
 ACTION_DECRYPT = "pii.decrypt"
 ACTION_DECRYPT_BATCH = "pii.decrypt_batch"
 ACTION_DECRYPT_REJECTED = "pii.decrypt_rejected"
+# Error code and audited reason of a decryption for a purpose the tenant has not declared.
+UNDECLARED_PURPOSE = "undeclared_purpose"
 # Rejected and failed decryptions of a session, audited once its transaction ends.
 _REJECTIONS = "decryption_rejections"
 # How long the rejection's own transaction waits for the tenant's audit chain. Without the
@@ -35,29 +39,14 @@ _REJECTIONS = "decryption_rejections"
 _REJECTION_LOCK_TIMEOUT = "5s"
 
 log = structlog.get_logger(__name__)
-_PURPOSE = re.compile(r"^[a-z][a-z0-9_.:-]{1,63}$")
-_PURPOSE_RULE = (
-    "use 2-64 lower-case letters, digits and . _ : - starting with a letter, "
-    "such as staff.request_view"
-)
-# Purposes that code declares with `declare_purpose`. The metric labels name these, and count
-# any other purpose (one a staff member gives to the API or CLI) as "other", so that callers
-# cannot add series without end. The audit entry keeps every purpose as given.
-_DECLARED_PURPOSES: set[str] = set()
+# Metric label of a purpose that only a manifest declares, or that no one declares.
 OTHER_PURPOSE = "other"
 
 
-def declare_purpose(purpose: str) -> str:
-    """Register a decryption purpose that code uses, and return it."""
-    if not _PURPOSE.match(purpose):
-        raise ValueError(f"decryption purpose {purpose!r} is invalid; {_PURPOSE_RULE}")
-    _DECLARED_PURPOSES.add(purpose)
-    return purpose
-
-
 def purpose_label(purpose: str) -> str:
-    """Return the metric label of `purpose`: itself when declared, else `OTHER_PURPOSE`."""
-    return purpose if purpose in _DECLARED_PURPOSES else OTHER_PURPOSE
+    """Return the metric label of `purpose`: itself when the hub or the default staff
+    purposes declare it, else `OTHER_PURPOSE`. The audit entry keeps every purpose as given."""
+    return purpose if has_metric_label(purpose) else OTHER_PURPOSE
 
 
 Blobs = dict[str, bytes | None]
@@ -66,13 +55,25 @@ Blobs = dict[str, bytes | None]
 def _check_caller(
     session: Session, ctx: TenantContext, table: str, purpose: str, subject: str
 ) -> None:
-    if not _PURPOSE.match(purpose):
+    if not PURPOSE.match(purpose):
         raise InvalidInput(
-            f"decryption purpose {purpose!r} is invalid; {_PURPOSE_RULE}", code="invalid_purpose"
+            f"decryption purpose {purpose!r} is invalid; {PURPOSE_RULE}", code="invalid_purpose"
         )
     if ctx.has_role(ROLE_AUDITOR):
         error = Forbidden(
             "the auditor role cannot decrypt personal data", code="auditor_no_decrypt"
+        )
+        _rejected(session, ctx, table=table, purpose=purpose, subject=subject, error=error)
+        raise error
+    if is_hub_purpose(purpose):
+        return
+    staff = [p.code for p in staff_purposes(session, ctx.tenant_id)]
+    if purpose not in staff:
+        error = InvalidInput(
+            f"decryption purpose {purpose!r} is not declared by tenant {ctx.tenant_id}; "
+            f"use one of the purposes it declares for staff ({', '.join(staff)}), or add it "
+            "to privacy.decryption_purposes in the tenant's manifest",
+            code=UNDECLARED_PURPOSE,
         )
         _rejected(session, ctx, table=table, purpose=purpose, subject=subject, error=error)
         raise error
@@ -90,7 +91,8 @@ def _rejected(
 ) -> None:
     """Count a rejected or failed decryption, and keep its audit entry for the end of the
     session's transaction."""
-    outcome = "forbidden" if isinstance(error, Forbidden) else "failed"
+    rejected = isinstance(error, Forbidden) or getattr(error, "code", None) == UNDECLARED_PURPOSE
+    outcome = "forbidden" if rejected else "failed"
     DECRYPTIONS.labels(table=table, purpose=purpose_label(purpose), outcome=outcome).inc()
     entry = {
         "tenant_id": ctx.tenant_id,

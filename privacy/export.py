@@ -19,18 +19,26 @@ from sqlalchemy.orm import Session
 from hub.core.clock import isoformat, utcnow
 from hub.core.errors import InvalidInput
 from hub.core.tenancy import TenantContext
-from privacy.access import declare_purpose, decrypt_rows
+from privacy.access import decrypt_rows
 from privacy.anonymize import AnonymizedExport, FreeText, IdMode, anonymize, district_lookup
 from privacy.anonymize import policy_from_settings as build_policy
 from privacy.audit import audit
+from privacy.purposes import declare_purpose
 from privacy.registry import EncryptedTable, encrypted_tables
 from privacy.retention import tenant_privacy_settings
 from privacy.shred import X25519PublicKey, seal
 
 OPEN_DATA_TABLE = "service_requests"
 EXPORT_BATCH_ROWS = 1000
-PURPOSE_SEALED_EXPORT = declare_purpose("export.sealed")
-PURPOSE_REDACTION = declare_purpose("export.open_data_redaction")
+PURPOSE_SEALED_EXPORT = declare_purpose(
+    "export.sealed",
+    "Write the export of all the tenant's data, sealed to the recipient key the tenant gives, "
+    "when it offboards.",
+)
+PURPOSE_REDACTION = declare_purpose(
+    "export.open_data_redaction",
+    "Remove a record's own name, phone, e-mail and address from its redacted open-data text.",
+)
 
 Progress = Callable[[int], None]
 

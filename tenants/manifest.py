@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from hub.core.errors import InvalidInput
+from privacy.purposes import PURPOSE, PURPOSE_RULE, english_description
 from tenants.geometry import Geometry
 from tenants.languages import (
     TAG_RULE,
@@ -395,12 +396,42 @@ def parse_hours_range(text: str) -> tuple[int, int]:
 # --- feature sections -----------------------------------------------------------------------
 
 
+class DecryptionPurposeSpec(_Strict):
+    """A purpose the tenant's staff may decrypt residents' personal data for.
+
+    Staff name the `code` with `?purpose=` in the staff API or `--purpose` in the CLI.
+    `descriptions` describes what the purpose covers, for staff and auditors, in English and
+    optionally other languages.
+    """
+
+    code: str
+    descriptions: LocalizedText
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not PURPOSE.match(value):
+            raise ValueError(f"{value!r} is not a valid purpose code; {PURPOSE_RULE}")
+        return value
+
+    @field_validator("descriptions")
+    @classmethod
+    def _descriptions(cls, value: LocalizedText) -> LocalizedText:
+        _check_localized(value, required=True)
+        if not english_description(value):
+            raise ValueError("missing the English text; add it under the key 'en'")
+        return value
+
+
 class PrivacySection(_Extensible):
-    """Open-data anonymization and retention.
+    """Open-data anonymization, retention and the purposes staff may decrypt for.
 
     `k` is the k-anonymity threshold over (service, location cell, time bucket).
     `time_bucket` is the open-data time granularity. `retention_days` maps a data class to the
     days its rows are kept before the purge job removes or anonymizes them.
+    `decryption_purposes` lists the purposes the staff API and CLI accept. When it is empty or
+    left out, the hub's default staff purposes apply (`staff.request_view`). The purposes that
+    the hub itself decrypts for, such as agency delivery, apply to every tenant.
     """
 
     k: int = Field(default=5, ge=2, le=1000)
@@ -409,6 +440,8 @@ class PrivacySection(_Extensible):
         default_factory=lambda: {"personal_data": 730, "requests": 2555, "audit": 2555}
     )
 
+    decryption_purposes: list[DecryptionPurposeSpec] = Field(default_factory=list)
+
     @field_validator("retention_days")
     @classmethod
     def _positive(cls, value: dict[str, int]) -> dict[str, int]:
@@ -416,6 +449,11 @@ class PrivacySection(_Extensible):
             if days < 1:
                 raise ValueError(f"{data_class}: retention must be at least 1 day, got {days}")
         return value
+
+    @classmethod
+    def compare_fields(cls, fields: Any) -> list[str]:
+        purposes = getattr(fields, "decryption_purposes", [])
+        return _duplicates("decryption_purposes", [getattr(p, "code", None) for p in purposes])
 
 
 class ApprovalPolicy(_Extensible):

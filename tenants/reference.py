@@ -53,6 +53,12 @@ _NOTES = {
     "calendar.hours": "weekday name (`monday` to `sunday`) to ranges `HH:MM-HH:MM`, in "
     "order and not overlapping",
     "privacy.retention_days": "data class to days, at least 1",
+    "privacy.decryption_purposes": "empty or left out: the default staff purposes "
+    "(`staff.request_view`); the hub's own purposes apply to every tenant, see docs/privacy.md",
+    "privacy.decryption_purposes[].code": "2 to 64 lower-case letters, digits and `.` `_` `:` "
+    "`-`, starting with a letter, such as `staff.request_view`; each code once",
+    "privacy.decryption_purposes[].descriptions": "language tag to text; must include English "
+    "(`en`)",
     "alerts.rate_limits": "channel to messages per second, above 0",
     "overflow.centers[].languages": "registered BCP 47 tags such as `en` or `es-US`",
     "overflow.centers[].hours": "the same format as `calendar.hours`",

@@ -60,7 +60,8 @@ from hub.core.clock import as_utc, utcnow
 from hub.core.db import is_postgres, unit_of_work
 from hub.core.outbox import enqueue
 from hub.core.tenancy import TenantContext
-from privacy.access import declare_purpose, decrypt_rows
+from privacy.access import decrypt_rows
+from privacy.purposes import declare_purpose
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +73,10 @@ CHUNKS_IN_FLIGHT = 2
 MAX_ATTEMPTS = 6
 # Retry delays in seconds: 2, 4, 8, ... capped at 300.
 MAX_BACKOFF_SECONDS = 300
-DECRYPT_PURPOSE = declare_purpose("alerts.delivery")
+DECRYPT_PURPOSE = declare_purpose(
+    "alerts.delivery",
+    "Send an approved emergency alert to a subscriber's e-mail, phone or push endpoint.",
+)
 ENDED_STATES = (m.CANCELLED, m.SUPERSEDED, m.EXPIRED)
 
 

@@ -146,8 +146,9 @@ def show_command(
     purpose: str | None = typer.Option(
         None,
         "--purpose",
-        help="Why personal fields are needed, such as staff.request_view; decrypts them and "
-        "writes an audit entry. Without it only non-personal fields are shown.",
+        help="Why personal fields are needed: a purpose the tenant's manifest declares in "
+        "privacy.decryption_purposes (by default staff.request_view). Decrypts them and writes "
+        "an audit entry. Without it only non-personal fields are shown.",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:

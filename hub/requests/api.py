@@ -22,7 +22,8 @@ from hub.requests import queries, service
 from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, ServiceRequest
 from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE
 from hub.requests.transfer import transfer_request
-from privacy.access import declare_purpose, decrypt_fields, decrypt_rows
+from privacy.access import decrypt_fields, decrypt_rows
+from privacy.purposes import STAFF_REQUEST_VIEW
 from tenants.auth import authenticate, key_from_headers, request_id_of
 from tenants.registry import get_tenant
 
@@ -30,7 +31,7 @@ router = APIRouter(prefix="/api/v1", tags=["requests"])
 
 READ_ROLES = frozenset({ROLE_STAFF, ROLE_AGENT})
 TRANSFER_ROLES = frozenset({ROLE_STAFF, ROLE_ADMIN})
-VIEW_PURPOSE = declare_purpose("staff.request_view")
+VIEW_PURPOSE = STAFF_REQUEST_VIEW
 
 
 def _context(

@@ -44,7 +44,8 @@ from hub.requests import send_slots
 from hub.requests.metrics import DELIVERIES_DEFERRED, DELIVERY_ATTEMPTS
 from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, Delivery, ServiceRequest, StatusEvent
 from hub.requests.webhook import SendResult
-from privacy.access import declare_purpose, decrypt_fields
+from privacy.access import decrypt_fields
+from privacy.purposes import declare_purpose
 from tenants.agencies import previous_webhook_secret
 from tenants.languages import text_for
 from tenants.models import Agency, Service, Tenant
@@ -57,7 +58,10 @@ ROUTE_TASK = "hub.requests.route"
 ROUTE_BATCH_TASK = "hub.requests.route_batch"
 # A relay round that finds several batches publishes them as one message.
 mergeable(ROUTE_BATCH_TASK, "request_ids")
-DECRYPT_PURPOSE = declare_purpose("agency_delivery")
+DECRYPT_PURPOSE = declare_purpose(
+    "agency_delivery",
+    "Send a service request's personal fields to the agency webhook that handles the request.",
+)
 # Seconds a claimed delivery stays reserved for the worker sending it. Well above the webhook's
 # connect plus read timeout, so a slow but live POST is never sent twice by a second worker.
 LEASE_SECONDS = 60

@@ -33,13 +33,17 @@ from hub.requests.models import (
 from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE, public_location
 from hub.requests.routing import ROUTE_TASK
 from hub.requests.service import active_service
-from privacy.access import declare_purpose, decrypt_fields, decrypt_rows
+from privacy.access import decrypt_fields, decrypt_rows
 from privacy.blind_index import blind_index
 from privacy.fields import FieldCipher
+from privacy.purposes import declare_purpose
 
 log = structlog.get_logger(__name__)
 
-PURPOSE = declare_purpose("request.transfer")
+PURPOSE = declare_purpose(
+    "request.transfer",
+    "Re-encrypt a service request under the keys of the jurisdiction it is transferred to.",
+)
 
 
 def transfer_request(

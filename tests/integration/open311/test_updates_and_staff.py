@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from open311_support import INSIDE, error_entries, pothole_form
+from open311_support import INSIDE, error_entries, manifest_data, pothole_form
 from sqlalchemy import func, select
 
 from hub.core.clock import isoformat, utcnow
@@ -18,7 +18,9 @@ from hub.requests.models import ServiceRequest, StatusEvent
 from privacy.blind_index import blind_index_normalized
 from privacy.models import AuditEntry
 from tenants import keys as keys_module
+from tenants.manifest import parse_manifest
 from tenants.models import ApiKey
+from tenants.onboarding import onboard_manifest
 
 UPDATES = "/open311/v2/servicerequestupdates.json"
 
@@ -683,3 +685,63 @@ def test_transfer_to_sensitive_service_hides_point(client, tenants_ab, hub_db):
         assert (row.lat, row.lon) != INSIDE
     staff = _staff(client, beta, f"/api/v1/tenants/{beta.id}/requests/{request_id}").json()
     assert (staff["lat"], staff["long"]) == INSIDE
+
+
+def _declare_staff_purposes(hub_db, tenant, codes):
+    """Onboard the tenant's manifest again, declaring `codes` as its staff purposes."""
+    region = "region-" + tenant.id.split("-", 1)[1]
+    data = manifest_data(tenant.id, tenant.jurisdiction, region=region)
+    data["privacy"] = {
+        "decryption_purposes": [
+            {"code": code, "descriptions": {"en": f"Test purpose {code}.", "es": "Prueba."}}
+            for code in codes
+        ]
+    }
+    with unit_of_work(SystemContext("test onboarding"), engine=get_engine(hub_db)) as session:
+        onboard_manifest(session, parse_manifest(data), actor="test")
+
+
+def _rejections(hub_db, tenant):
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        return session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.tenant_id == tenant.id, AuditEntry.action == "pii.decrypt_rejected")
+            .order_by(AuditEntry.seq)
+        ).all()
+
+
+def test_staff_api_rejects_undeclared_purpose(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    path = f"/api/v1/tenants/{alpha.id}/requests/{request_id}?purpose=staff.curious"
+
+    response = _staff(client, alpha, path)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "undeclared_purpose"
+    assert "'staff.curious' is not declared" in error["message"]
+    # The manifest declares none, so the default staff purpose is the one to use.
+    assert "(staff.request_view)" in error["message"]
+    [entry] = _rejections(hub_db, alpha)
+    assert entry.details["purpose"] == "staff.curious"
+    assert entry.details["reason"] == "undeclared_purpose"
+    assert entry.details["roles"] == ["staff"]
+
+
+def test_staff_api_accepts_declared_purpose(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha, email="resident@example.org")
+    _declare_staff_purposes(hub_db, alpha, ["staff.resident_callback"])
+    path = f"/api/v1/tenants/{alpha.id}/requests/{request_id}"
+
+    declared = _staff(client, alpha, f"{path}?purpose=staff.resident_callback")
+    # The manifest's own list replaces the default purpose, which the API uses when the
+    # caller names none.
+    default = _staff(client, alpha, path)
+
+    assert declared.status_code == 200
+    assert declared.json()["email"] == "resident@example.org"
+    assert default.status_code == 400
+    assert default.json()["error"]["code"] == "undeclared_purpose"
+    assert "(staff.resident_callback)" in default.json()["error"]["message"]

@@ -34,6 +34,24 @@ def add_tenant(engine: Engine) -> str:
     return tenant_id
 
 
+def declare_staff_purposes(engine: Engine, tenant_id: str, codes: list[str]) -> None:
+    """Replace the staff decryption purposes of the tenant's stored manifest with `codes`."""
+    with unit_of_work(SystemContext("test setup"), engine=engine) as session:
+        tenant = session.get(Tenant, tenant_id)
+        manifest = dict(tenant.manifest)
+        privacy = dict(manifest.get("privacy") or {})
+        privacy["decryption_purposes"] = [
+            {"code": code, "descriptions": {"en": f"Test purpose {code}."}} for code in codes
+        ]
+        manifest["privacy"] = privacy
+        tenant.manifest = manifest
+
+
+@pytest.fixture
+def declare_staff():
+    return declare_staff_purposes
+
+
 @pytest.fixture
 def engine(db_url: str) -> Engine:
     return get_engine(db_url)

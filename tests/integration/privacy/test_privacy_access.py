@@ -7,13 +7,15 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+import privacy.export  # noqa: F401 - declares the export purposes the tests decrypt for
 from hub.core.db import unit_of_work
 from hub.core.errors import Forbidden, InvalidInput
 from hub.core.tenancy import TenantContext
-from privacy.access import OTHER_PURPOSE, declare_purpose, decrypt_fields, decrypt_rows
+from privacy.access import OTHER_PURPOSE, decrypt_fields, decrypt_rows
 from privacy.audit import subject_hmac
 from privacy.fields import DecryptionFailed, FieldCipher
 from privacy.models import AuditEntry
+from privacy.purposes import declare_purpose, staff_purposes
 
 TABLE = "service_requests"
 
@@ -164,16 +166,17 @@ def test_other_tenant_context_cannot_decrypt(engine, tenant, other_tenant):
             decrypt_fields(session, intruder, TABLE, "R1", blobs, purpose="staff.request_view")
 
 
-def _decryptions(purpose: str) -> float:
+def _decryptions(purpose: str, outcome: str = "ok") -> float:
     value = REGISTRY.get_sample_value(
-        "hub_privacy_decryptions_total", {"table": TABLE, "purpose": purpose, "outcome": "ok"}
+        "hub_privacy_decryptions_total", {"table": TABLE, "purpose": purpose, "outcome": outcome}
     )
     return value or 0.0
 
 
-def test_undeclared_purpose_counts_as_other(engine, tenant, staff):
+def test_manifest_only_purpose_counts_as_other(engine, tenant, staff, declare_staff):
     blobs = sealed_row(engine, tenant, "R1")
-    declared = declare_purpose("test.declared_view")
+    declared = declare_purpose("test.declared_view", "A hub purpose that this test declares.")
+    declare_staff(engine, tenant, ["staff.my_own_reason"])
     before = {label: _decryptions(label) for label in (declared, OTHER_PURPOSE)}
 
     with unit_of_work(staff, engine=engine) as session:
@@ -186,6 +189,70 @@ def test_undeclared_purpose_counts_as_other(engine, tenant, staff):
     # The audit entries keep each purpose as given.
     purposes = [entry.details["purpose"] for entry in decrypt_entries(engine, tenant)]
     assert purposes[-2:] == [declared, "staff.my_own_reason"]
+
+
+def test_default_purposes_when_manifest_declares_none(engine, tenant, staff, declare_staff):
+    blobs = sealed_row(engine, tenant, "R1")
+    with unit_of_work(staff, engine=engine) as session:
+        defaults = staff_purposes(session, tenant)
+    assert [(p.code, p.declared_by) for p in defaults] == [("staff.request_view", "default")]
+    assert defaults[0].description
+
+    # An empty list declares none as well.
+    declare_staff(engine, tenant, [])
+    with unit_of_work(staff, engine=engine) as session:
+        assert [p.code for p in staff_purposes(session, tenant)] == ["staff.request_view"]
+        plain = decrypt_fields(session, staff, TABLE, "R1", blobs, purpose="staff.request_view")
+    assert plain["email_enc"] == "resident@example.org"
+
+
+def test_undeclared_purpose_is_rejected_and_audited(engine, tenant, staff, declare_staff):
+    blobs = sealed_row(engine, tenant, "R1")
+    declare_staff(engine, tenant, ["staff.callback", "staff.records"])
+    labels = ("staff.request_view", OTHER_PURPOSE)
+    before = {label: _decryptions(label, "forbidden") for label in labels}
+    with unit_of_work(staff, engine=engine) as session:
+        with pytest.raises(InvalidInput) as raised:
+            decrypt_fields(session, staff, TABLE, "R1", blobs, purpose="staff.request_view")
+        with pytest.raises(InvalidInput):
+            decrypt_rows(session, staff, TABLE, [("R1", blobs)], purpose="staff.curious")
+
+    error = raised.value
+    assert error.code == "undeclared_purpose"
+    assert error.status == 400
+    assert "'staff.request_view' is not declared" in error.message
+    assert "staff.callback, staff.records" in error.message
+    assert "privacy.decryption_purposes" in error.message
+
+    entries = decrypt_entries(engine, tenant)
+    assert [entry.action for entry in entries] == ["pii.decrypt_rejected"] * 2
+    assert [entry.details["purpose"] for entry in entries] == [
+        "staff.request_view",
+        "staff.curious",
+    ]
+    assert [entry.details["reason"] for entry in entries] == ["undeclared_purpose"] * 2
+    # The metric names a default staff purpose and counts any other as "other".
+    for label in labels:
+        assert _decryptions(label, "forbidden") - before[label] == 1
+
+
+def test_declared_staff_purpose_is_accepted(engine, tenant, staff, declare_staff):
+    blobs = sealed_row(engine, tenant, "R1")
+    declare_staff(engine, tenant, ["staff.callback"])
+    with unit_of_work(staff, engine=engine) as session:
+        plain = decrypt_fields(session, staff, TABLE, "R1", blobs, purpose="staff.callback")
+    assert plain["phone_enc"] == "+12025550123"
+    [entry] = decrypt_entries(engine, tenant)
+    assert entry.action == "pii.decrypt"
+    assert entry.details["purpose"] == "staff.callback"
+
+
+def test_hub_purpose_holds_for_any_manifest(engine, tenant, staff, declare_staff):
+    blobs = sealed_row(engine, tenant, "R1")
+    declare_staff(engine, tenant, ["staff.callback"])
+    with unit_of_work(staff, engine=engine) as session:
+        plain = decrypt_rows(session, staff, TABLE, [("R1", blobs)], purpose="export.sealed")
+    assert plain[0]["email_enc"] == "resident@example.org"
 
 
 def test_rejection_audited_after_outer_transaction(engine, tenant, auditor):

@@ -91,7 +91,7 @@ with unit_of_work(ctx, engine=engine) as session:
     blobs = {"email_enc": row.email_enc, "description_enc": row.description_enc}
     row_id = row.id
 with unit_of_work(ctx, engine=engine) as session:
-    plain = decrypt_fields(session, ctx, "service_requests", row_id, blobs, purpose="staff.view")
+    plain = decrypt_fields(session, ctx, "service_requests", row_id, blobs, purpose="staff.request_view")
 assert plain["email_enc"] == canaries["email"]
 engine.dispose()
 """

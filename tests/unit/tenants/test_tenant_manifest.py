@@ -197,6 +197,33 @@ BAD_FIELDS = [
         "profile.group_names: text for language 'en' is empty",
     ),
     (
+        ["privacy", "decryption_purposes", 1, "code"],
+        "Staff Callback",
+        "privacy.decryption_purposes[1].code: 'Staff Callback' is not a valid purpose code; "
+        "use 2-64 lower-case letters",
+    ),
+    (
+        ["privacy", "decryption_purposes", 1, "code"],
+        "staff.request_view",
+        "privacy.decryption_purposes[1].code: duplicate 'staff.request_view' (first at [0])",
+    ),
+    (
+        ["privacy", "decryption_purposes", 0, "descriptions"],
+        _DELETE,
+        "privacy.decryption_purposes[0].descriptions: required field is missing",
+    ),
+    (
+        ["privacy", "decryption_purposes", 0, "descriptions"],
+        {"es": "Leer una solicitud."},
+        "privacy.decryption_purposes[0].descriptions: missing the English text; add it under "
+        "the key 'en'",
+    ),
+    (
+        ["privacy", "decryption_purposes", 2, "descriptions", "en"],
+        " ",
+        "privacy.decryption_purposes[2].descriptions: text for language 'en' is empty",
+    ),
+    (
         ["overflow", "centers", 0, "languages"],
         ["en", "Tagalog!"],
         "overflow.centers[0].languages: 'Tagalog!' is not a BCP 47 language tag such as en or "
@@ -244,6 +271,7 @@ def test_defaults_for_optional_sections():
             service.pop("open_data")
     manifest = parse_manifest(data)
     assert manifest.privacy.k == 5
+    assert manifest.privacy.decryption_purposes == []
     assert manifest.overflow.service_level_target_seconds == 30
     assert manifest.alerts.approval.second_approver_for_actual is True
     assert manifest.calendar.hours["monday"] == ["09:00-17:00"]
@@ -398,3 +426,22 @@ def test_agency_delivery_cap_optional():
 
     assert manifest.agencies[0].max_deliveries_per_minute == 0.5
     assert manifest.agencies[1].max_deliveries_per_minute is None
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_declares_staff_purposes(name):
+    purposes = load_manifest(EXAMPLES[name]).privacy.decryption_purposes
+    codes = [purpose.code for purpose in purposes]
+    # The purpose that docs/open311.md and the staff API use by default comes first.
+    assert codes[0] == "staff.request_view"
+    assert len(set(codes)) == len(codes)
+    assert all(purpose.descriptions["en"].strip() for purpose in purposes)
+
+
+def test_purpose_descriptions_accept_regional_english():
+    data = copy.deepcopy(_base())
+    data["privacy"]["decryption_purposes"] = [
+        {"code": "staff.request_view", "descriptions": {"en-US": "Read a request."}}
+    ]
+    manifest = parse_manifest(data)
+    assert manifest.privacy.decryption_purposes[0].descriptions == {"en-US": "Read a request."}

@@ -51,7 +51,13 @@ def two_cities(engine):
     manifests = [city_manifest("nyc", "America/New_York") for _ in range(2)]
     for manifest in manifests:
         # The samples closed years ago; a long retention keeps their personal fields.
-        manifest["privacy"] = {"retention_days": {"personal_data": 36500}}
+        manifest["privacy"] = {
+            "retention_days": {"personal_data": 36500},
+            "decryption_purposes": [
+                {"code": "staff.review", "descriptions": {"en": "Review a request."}},
+                {"code": "staff.callback", "descriptions": {"en": "Call the resident back."}},
+            ],
+        }
     a, b = (onboard_data(engine, manifest) for manifest in manifests)
     return a, b
 
@@ -271,3 +277,45 @@ def test_import_lists_every_problem_of_a_row(hub_cli, two_cities, shared_data, t
     assert "invalid_time" in summary
     assert "'Reopened'" in summary
     assert "'yesterday'" in summary
+
+
+def _noise_request(engine, tenant, email: str) -> str:
+    ctx = TenantContext(tenant.id, actor="test")
+    with unit_of_work(ctx, engine=engine) as session:
+        data = IntakeData(service_code="noise", lat=40.75, lon=-73.99, email=email)
+        return submit_request(session, ctx, tenant, data).id
+
+
+def test_requests_show_rejects_undeclared_purpose(hub_cli, two_cities, engine):
+    a, _ = two_cities
+    request_id = _noise_request(engine, a, "caller@example.org")
+
+    result = hub_cli("requests", "show", request_id, "--tenant", a.id, "--purpose", "staff.curious")
+
+    assert result.exit_code == 2
+    assert "decryption purpose 'staff.curious' is not declared" in result.stderr
+    assert "(staff.review, staff.callback)" in result.stderr
+    assert "privacy.decryption_purposes" in result.stderr
+    assert "caller@example.org" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    with unit_of_work(TenantContext(a.id), engine=engine, write=False) as session:
+        [entry] = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.tenant_id == a.id, AuditEntry.action == "pii.decrypt_rejected"
+            )
+        ).all()
+    assert entry.actor == "cli:operator"
+    assert entry.details["purpose"] == "staff.curious"
+    assert entry.details["reason"] == "undeclared_purpose"
+
+
+def test_requests_show_accepts_declared_purpose(hub_cli, two_cities, engine):
+    a, _ = two_cities
+    request_id = _noise_request(engine, a, "caller@example.org")
+
+    result = hub_cli(
+        "requests", "show", request_id, "--tenant", a.id, "--purpose", "staff.callback", "--json"
+    )
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["personal"]["email"] == "caller@example.org"

@@ -249,7 +249,7 @@ def test_imported_fields_encrypted_and_mapped(engine, shared_data):
             "service_requests",
             request.id,
             {"address_enc": request.address_enc, "description_enc": request.description_enc},
-            purpose="test.import_check",
+            purpose="staff.request_view",
         )
         assert plain["address_enc"] == "117 EAST 118 STREET, NEW YORK"
         assert plain["description_enc"] == "Banging/Pounding"
@@ -266,7 +266,7 @@ def test_imported_fields_encrypted_and_mapped(engine, shared_data):
             "status_events",
             str(events[1].id),
             {"note_enc": events[1].note_enc},
-            purpose="test.import_check",
+            purpose="staff.request_view",
         )
         assert "police action was not necessary" in note["note_enc"]
 
