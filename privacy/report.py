@@ -15,12 +15,18 @@ from sqlalchemy import case, column, func, literal, select, table
 from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc
-from privacy.access import ACTION_DECRYPT, ACTION_DECRYPT_BATCH, ACTION_DECRYPT_REJECTED
+from privacy.access import (
+    ACTION_DECRYPT,
+    ACTION_DECRYPT_BATCH,
+    ACTION_DECRYPT_REJECTED,
+    UNDECLARED_PURPOSE,
+)
 from privacy.audit_verify import verify_database
 from privacy.fields import FORMAT_V1, MIN_CIPHERTEXT_BYTES
 from privacy.keys import Keyring
 from privacy.models import KIND_DEK, KIND_KEK, AuditEntry
 from privacy.open_data import ACTION_OPEN_DATA_EXPORT
+from privacy.purposes import declared_purposes
 from privacy.registry import encrypted_tables
 from privacy.retention import expired_rows, tenant_privacy_settings
 from privacy.rotation import rows_per_version
@@ -99,13 +105,23 @@ def key_state(session: Session, tenant_id: str, now: datetime) -> dict[str, Any]
     )
 
 
-def decryptions(session: Session, tenant_id: str) -> dict[str, Any]:
-    entries = session.scalars(
-        select(AuditEntry).where(
-            AuditEntry.tenant_id == tenant_id,
-            AuditEntry.action.in_((ACTION_DECRYPT, ACTION_DECRYPT_BATCH, ACTION_DECRYPT_REJECTED)),
-        )
-    ).all()
+def decryption_entries(session: Session, tenant_id: str) -> list[AuditEntry]:
+    """Return the tenant's audit entries of decryptions, rejected ones included, oldest first."""
+    return list(
+        session.scalars(
+            select(AuditEntry)
+            .where(
+                AuditEntry.tenant_id == tenant_id,
+                AuditEntry.action.in_(
+                    (ACTION_DECRYPT, ACTION_DECRYPT_BATCH, ACTION_DECRYPT_REJECTED)
+                ),
+            )
+            .order_by(AuditEntry.seq)
+        ).all()
+    )
+
+
+def decryptions(entries: list[AuditEntry]) -> dict[str, Any]:
     by_role_purpose: Counter[tuple[str, str]] = Counter()
     rejected: Counter[tuple[str, str]] = Counter()
     without_purpose = by_auditor = made = 0
@@ -140,6 +156,53 @@ def decryptions(session: Session, tenant_id: str) -> dict[str, Any]:
                 {"roles": roles, "reason": reason, "count": count}
                 for (roles, reason), count in sorted(rejected.items())
             ],
+        },
+    )
+
+
+def purpose_limitation(
+    session: Session, tenant_id: str, entries: list[AuditEntry], now: datetime
+) -> dict[str, Any]:
+    """Compare the purposes of the tenant's decryptions with the purposes declared today.
+
+    A purpose that no one declares can only come from audit entries written before purposes
+    were checked, or from a purpose the manifest has since removed.
+    """
+    declared = declared_purposes(session, tenant_id)
+    codes = {purpose.code for purpose in declared}
+    by_purpose: Counter[str] = Counter()
+    rejected_undeclared = 0
+    for entry in entries:
+        details = entry.details or {}
+        if entry.action == ACTION_DECRYPT_REJECTED:
+            if details.get("reason") == UNDECLARED_PURPOSE:
+                rejected_undeclared += 1
+            continue
+        by_purpose[str(details.get("purpose") or "none")] += 1
+    undeclared = sorted(purpose for purpose in by_purpose if purpose not in codes)
+    return _control(
+        "purpose_limitation",
+        "Every decryption was for a purpose that the hub or the tenant declares",
+        not undeclared,
+        {
+            "period": {
+                "from": as_utc(entries[0].at).isoformat() if entries else None,
+                "to": now.isoformat(timespec="seconds"),
+            },
+            "declared_purposes": [
+                {
+                    "code": purpose.code,
+                    "declared_by": purpose.declared_by,
+                    "description": purpose.description,
+                }
+                for purpose in declared
+            ],
+            "decryptions_by_purpose": [
+                {"purpose": purpose, "count": count, "declared": purpose in codes}
+                for purpose, count in sorted(by_purpose.items())
+            ],
+            "undeclared_purposes_used": undeclared,
+            "rejected_for_undeclared_purpose": rejected_undeclared,
         },
     )
 
@@ -211,10 +274,12 @@ def build_report(
     """Run every control for the tenant and return the report as a JSON-ready dict."""
     now = now or datetime.now(UTC)
     settings = tenant_privacy_settings(session, tenant_id)
+    decryption_log = decryption_entries(session, tenant_id)
     controls = [
         encryption_coverage(session, tenant_id),
         key_state(session, tenant_id, now),
-        decryptions(session, tenant_id),
+        decryptions(decryption_log),
+        purpose_limitation(session, tenant_id, decryption_log, now),
         exports(session, tenant_id, settings["k"]),
         retention(session, tenant_id, settings["retention_days"]),
         audit_chain(session, tenant_id),

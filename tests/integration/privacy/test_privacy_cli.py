@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -187,3 +188,34 @@ def test_rotate_wait_records_encryptions(cli, engine, tenant, seed_requests):
     listing = as_json(cli("privacy", "keys", "--tenant", tenant, "--json"))
     counts = {k["version"]: k["encryptions"] for k in listing if k["kind"] == "dek"}
     assert counts[2] == 15
+
+
+def _purposes_declared_in_source() -> set[str]:
+    """Return the first argument of every `declare_purpose("...")` call in the hub's code."""
+    root = Path(__file__).resolve().parents[3]
+    codes = set()
+    for package in ("hub", "failover", "privacy", "tenants"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Call)
+                    and getattr(node.func, "id", None) == "declare_purpose"
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                ):
+                    codes.add(node.args[0].value)
+    return codes
+
+
+def test_report_lists_every_hub_purpose(cli, tenant):
+    report = json.loads(cli("privacy", "report", "--tenant", tenant, "--format", "json").stdout)
+    purposes = next(c for c in report["controls"] if c["id"] == "purpose_limitation")
+    declared = purposes["evidence"]["declared_purposes"]
+
+    by_hub = {item["code"] for item in declared if item["declared_by"] == "hub"}
+    assert by_hub == _purposes_declared_in_source()
+    assert {"agency_delivery", "alerts.delivery", "overflow.partner_view"} <= by_hub
+    assert [item["code"] for item in declared if item["declared_by"] == "default"] == [
+        "staff.request_view"
+    ]
+    assert purposes["passed"]

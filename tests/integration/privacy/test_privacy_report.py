@@ -9,10 +9,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select, update
 
 from hub.core.db import unit_of_work
-from hub.core.errors import Forbidden
+from hub.core.errors import Forbidden, InvalidInput
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import ServiceRequest
 from privacy.access import decrypt_fields
+from privacy.audit import audit
 from privacy.export import open_data_export, write_sealed_export
 from privacy.open_data import record_export, write_export
 from privacy.report import build_report, render_markdown
@@ -160,3 +161,88 @@ def test_report_of_other_tenant_sees_no_rows(engine, tenant, other_tenant, seed_
         result = build_report(session, other_tenant)
     assert rows == []
     assert control(result, "encryption_coverage")["evidence"]["stored_values"] == 0
+
+
+def test_purpose_evidence_flags_undeclared_use(
+    engine, tenant, staff, declare_staff, seed_requests, tmp_path
+):
+    seed_requests(engine, tenant, 1)
+    declare_staff(engine, tenant, ["staff.callback"])
+    blobs = {"email_enc": None}
+    with unit_of_work(staff, engine=engine) as session:
+        decrypt_fields(session, staff, "service_requests", "R1", blobs, purpose="staff.callback")
+        decrypt_fields(session, staff, "service_requests", "R2", blobs, purpose="staff.callback")
+        # An entry written before purposes were checked, whose purpose no one declares.
+        audit(
+            session,
+            tenant_id=tenant,
+            actor="apikey:1",
+            action="pii.decrypt",
+            subject="service_requests:R3",
+            details={"purpose": "staff.free_text", "table": "service_requests", "roles": []},
+        )
+    with unit_of_work(staff, engine=engine) as session:
+        with pytest.raises(InvalidInput):
+            decrypt_fields(session, staff, "service_requests", "R1", blobs, purpose="staff.nosy")
+    with unit_of_work(staff, engine=engine) as session:
+        write_sealed_export(
+            session, staff, X25519PrivateKey.generate().public_key(), tmp_path / "sealed.bin"
+        )
+
+    result = report(engine, tenant)
+    purposes = control(result, "purpose_limitation")
+    evidence = purposes["evidence"]
+
+    assert not purposes["passed"]
+    assert not result["passed"]
+    declared = {item["code"]: item for item in evidence["declared_purposes"]}
+    assert declared["staff.callback"] == {
+        "code": "staff.callback",
+        "declared_by": "manifest",
+        "description": "Test purpose staff.callback.",
+    }
+    assert declared["export.sealed"]["declared_by"] == "hub"
+    assert declared["export.sealed"]["description"]
+    # The manifest's own list replaces the default staff purposes.
+    assert "staff.request_view" not in declared
+    by_purpose = {item["purpose"]: item for item in evidence["decryptions_by_purpose"]}
+    assert by_purpose["staff.callback"] == {
+        "purpose": "staff.callback",
+        "count": 2,
+        "declared": True,
+    }
+    assert by_purpose["staff.free_text"] == {
+        "purpose": "staff.free_text",
+        "count": 1,
+        "declared": False,
+    }
+    assert by_purpose["export.sealed"]["declared"] is True
+    assert "staff.nosy" not in by_purpose
+    assert evidence["undeclared_purposes_used"] == ["staff.free_text"]
+    assert evidence["rejected_for_undeclared_purpose"] == 1
+    assert evidence["period"]["from"] is not None
+    assert evidence["period"]["to"] == result["generated_at"]
+
+    markdown = render_markdown(result)
+    title = "Every decryption was for a purpose that the hub or the tenant declares"
+    assert f"| {title} | FAIL |" in markdown
+    assert "- undeclared_purposes_used:\n  - staff.free_text" in markdown
+    assert "code: staff.callback, declared_by: manifest" in markdown
+
+
+def test_purpose_evidence_lists_defaults(engine, tenant, staff):
+    blobs = {"email_enc": None}
+    with unit_of_work(staff, engine=engine) as session:
+        decrypt_fields(
+            session, staff, "service_requests", "R1", blobs, purpose="staff.request_view"
+        )
+
+    purposes = control(report(engine, tenant), "purpose_limitation")
+
+    assert purposes["passed"]
+    declared = {item["code"]: item for item in purposes["evidence"]["declared_purposes"]}
+    assert declared["staff.request_view"]["declared_by"] == "default"
+    assert purposes["evidence"]["decryptions_by_purpose"] == [
+        {"purpose": "staff.request_view", "count": 1, "declared": True}
+    ]
+    assert purposes["evidence"]["undeclared_purposes_used"] == []
