@@ -358,7 +358,8 @@ def test_partner_standard_level_sees_name_not_phone(client, engine, board, tenan
     assert view["summary"] == "Streetlight out since Monday"
     assert "phone" not in view
     assert "address" not in view
-    assert "555" not in str(view)
+    # The whole number, since a random contact id can contain "555".
+    assert "215 555 0100" not in str(view)
     assert "pii.decrypt" in audit_actions(engine, tenant.id)
 
 
