@@ -113,7 +113,8 @@ def write_sealed_export(
     *,
     progress: Progress | None = None,
 ) -> dict[str, int]:
-    """Decrypt every registered table of the tenant and seal it to `recipient` at `path`.
+    """Decrypt every registered table of the tenant that is `exported` and seal it to
+    `recipient` at `path`.
 
     Returns rows per table. NOTE: the document is built in memory before sealing, so a tenant
     with millions of rows needs memory in proportion.
@@ -126,6 +127,8 @@ def write_sealed_export(
     }
     counts = {}
     for entry in encrypted_tables():
+        if not entry.exported:
+            continue
         rows = []
         for batch in decrypted_batches(
             session, ctx, entry, purpose=PURPOSE_SEALED_EXPORT, progress=progress

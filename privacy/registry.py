@@ -29,6 +29,11 @@ class EncryptedTable:
     `id_column` unless `row_id_columns` is set: then it is the values of those columns joined
     with ":" (alert channel addresses are bound to "<subscriber id>:<channel>", because the
     ciphertext is made before the row has its generated primary key).
+
+    `exported` False leaves the table out of the sealed tenant export. Tables of credentials
+    that the hub presents, such as agency webhook secrets, are registered with it, because a
+    copy in an export stays valid for as long as the other side accepts it, which can be long
+    after the tenant is offboarded.
     """
 
     table: str
@@ -39,6 +44,7 @@ class EncryptedTable:
     time_column: str | None = None
     retention_class: str = "personal_data"
     row_id_columns: tuple[str, ...] = ()
+    exported: bool = True
 
     @property
     def bound_columns(self) -> tuple[str, ...]:
@@ -65,6 +71,7 @@ def register_encrypted_table(
     time_column: str | None = None,
     retention_class: str = "personal_data",
     row_id_columns: tuple[str, ...] | list[str] = (),
+    exported: bool = True,
 ) -> EncryptedTable:
     """Register (or re-register with the same definition) a table of field ciphertexts."""
     names = [table, id_column, version_column, tenant_column, *columns, *row_id_columns]
@@ -84,6 +91,7 @@ def register_encrypted_table(
         time_column=time_column,
         retention_class=retention_class,
         row_id_columns=tuple(row_id_columns),
+        exported=exported,
     )
     existing = _tables.get(table)
     if existing is not None and existing != entry:
