@@ -131,6 +131,7 @@ def point_agencies_at(receiver: Any, engine: Any, tenant_ids: list[str]) -> None
 
     from hub.core.db import unit_of_work
     from hub.core.tenancy import TenantContext
+    from tenants.agencies import webhook_secrets
     from tenants.models import Agency
 
     for tenant_id in tenant_ids:
@@ -139,7 +140,7 @@ def point_agencies_at(receiver: Any, engine: Any, tenant_ids: list[str]) -> None
             for agency in session.scalars(select(Agency)):
                 agency.webhook_url = receiver.url_for(tenant_id, agency.code)
                 path = receiver.path_for(tenant_id, agency.code)
-                receiver.secrets[path] = agency.webhook_secret or ""
+                receiver.secrets[path] = webhook_secrets(session, agency).current or ""
 
 
 def overflow_config(manifests: list[Path], engine: Any) -> dict[str, Any]:

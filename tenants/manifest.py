@@ -264,7 +264,10 @@ class AgencySpec(_Strict):
     """An agency back office that receives routed requests by HTTP webhook.
 
     `webhook_secret` signs the webhook body with HMAC-SHA256. When it is missing, onboarding
-    generates a random one and keeps it across later onboardings.
+    generates a random one and keeps it across later onboardings. After
+    `hub tenants agency-secret --rotate` replaced the secret that a manifest set, onboarding
+    keeps the rotated one and warns while the manifest still carries the replaced one. A
+    different secret in the manifest replaces the stored one.
 
     `max_deliveries_per_minute` caps the deliveries that the hub sends to the agency, counted
     over all worker processes, for a receiver with an API rate limit. Deliveries over the cap

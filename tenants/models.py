@@ -5,12 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.core.clock import utcnow
 from hub.core.db import Base
 from hub.core.tenancy import TenantOwned
+from privacy.registry import register_encrypted_table
 
 
 class Tenant(Base):
@@ -75,13 +86,20 @@ class Agency(TenantOwned, Base):
     code: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
-    # Shared secret for the HMAC signature on outbound webhooks.
-    webhook_secret: Mapped[str | None] = mapped_column(String(128))
-    # The secret that a rotation replaced. Deliveries carry a second signature made with it
-    # until `previous_webhook_secret_expires_at`. After that it is unused, but the row keeps
-    # it, in clear like `webhook_secret`, until the next rotation.
-    previous_webhook_secret: Mapped[str | None] = mapped_column(String(128))
+    # Ciphertext (privacy.fields format) of the shared secret for the HMAC signature on
+    # outbound webhooks. Read and written only through `tenants.agencies`.
+    webhook_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Ciphertext of the secret that a rotation replaced. Deliveries carry a second signature
+    # made with it until `previous_webhook_secret_expires_at`. After that it is unused, but the
+    # row keeps it until the next rotation.
+    previous_webhook_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     previous_webhook_secret_expires_at: Mapped[datetime | None] = mapped_column()
+    # The DEK version both secret ciphertexts are encrypted under.
+    dek_version: Mapped[int | None] = mapped_column(Integer)
+    # Keyed digest (a blind index under the tenant's index key) of the manifest
+    # `webhook_secret` that onboarding applied last, so that a later onboarding can tell a
+    # line left over from before a rotation from a new secret. None until a manifest sets one.
+    manifest_secret_digest: Mapped[str | None] = mapped_column(String(64))
     # False once an agency is removed from the manifest; past deliveries still name it.
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # The manifest's cap on deliveries sent to the agency, over all workers; None for no cap.
@@ -91,6 +109,13 @@ class Agency(TenantOwned, Base):
     next_send_slot_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (UniqueConstraint("tenant_id", "code", name="uq_agencies_tenant_code"),)
+
+
+AGENCY_SECRET_COLUMNS = ("webhook_secret_enc", "previous_webhook_secret_enc")
+# DEK re-encryption, the privacy report's coverage scan and `hub privacy keys` find the webhook
+# secrets through the privacy registry. They have no retention period and stay out of the
+# sealed tenant export, because they are credentials, not the tenant's records.
+register_encrypted_table("agencies", id_column="id", columns=AGENCY_SECRET_COLUMNS, exported=False)
 
 
 class ManifestRevision(TenantOwned, Base):

@@ -23,7 +23,7 @@ from hub.core.errors import Conflict
 from hub.core.tenancy import ROLE_OPEN311, TenantContext
 from privacy.audit import audit
 from privacy.keys import create_tenant_keys
-from tenants.agencies import new_webhook_secret
+from tenants.agencies import apply_manifest_secret, manifest_secret_replaced
 from tenants.keys import create_api_key
 from tenants.manifest import Manifest, ServiceSpec
 from tenants.metrics import ONBOARDINGS
@@ -43,6 +43,10 @@ class OnboardingResult:
     outcome: str
     version: int
     open311_key: str | None
+    # Codes of the agencies whose manifest `webhook_secret` a rotation has replaced since
+    # onboarding applied it. Onboarding kept their rotated secrets, and the operator should
+    # remove those lines from the manifest.
+    replaced_manifest_secrets: tuple[str, ...] = ()
 
 
 def manifest_hash(manifest: Manifest) -> str:
@@ -122,11 +126,16 @@ def _sync_services(session: Session, tenant_id: str, manifest: Manifest) -> None
         row.active = False
 
 
-def _sync_agencies(session: Session, tenant_id: str, manifest: Manifest) -> None:
-    existing = {
-        row.code: row
-        for row in session.scalars(select(Agency).where(Agency.tenant_id == tenant_id))
-    }
+def _tenant_agencies(session: Session, tenant_id: str) -> dict[str, Agency]:
+    rows = session.scalars(select(Agency).where(Agency.tenant_id == tenant_id))
+    return {row.code: row for row in rows}
+
+
+def _sync_agencies(session: Session, tenant_id: str, manifest: Manifest) -> list[str]:
+    """Create or update the tenant's agencies from the manifest; return the codes of those
+    whose manifest secret was left out because a rotation replaced it."""
+    existing = _tenant_agencies(session, tenant_id)
+    replaced = []
     for spec in manifest.agencies:
         row = existing.pop(spec.code, None)
         if row is None:
@@ -136,13 +145,35 @@ def _sync_agencies(session: Session, tenant_id: str, manifest: Manifest) -> None
         row.webhook_url = spec.webhook_url
         row.max_deliveries_per_minute = spec.max_deliveries_per_minute
         row.active = True
-        if spec.webhook_secret is not None:
-            row.webhook_secret = spec.webhook_secret
-        elif not row.webhook_secret:
-            # NOTE: webhook secrets are stored in clear, because the hub must present them.
-            row.webhook_secret = new_webhook_secret()
+        if not apply_manifest_secret(session, row, spec.webhook_secret):
+            replaced.append(spec.code)
     for row in existing.values():
         row.active = False
+    return replaced
+
+
+def _replaced_manifest_secrets(session: Session, tenant_id: str, manifest: Manifest) -> list[str]:
+    """Return the codes of the agencies whose manifest secret a rotation has replaced since
+    onboarding applied it, changing nothing."""
+    existing = _tenant_agencies(session, tenant_id)
+    return [
+        spec.code
+        for spec in manifest.agencies
+        if spec.webhook_secret is not None
+        and spec.code in existing
+        and manifest_secret_replaced(session, existing[spec.code], spec.webhook_secret)
+    ]
+
+
+def _warn_replaced_secrets(tenant_id: str, codes: list[str]) -> None:
+    for code in codes:
+        log.warning(
+            "manifest_webhook_secret_replaced",
+            tenant_id=tenant_id,
+            agency=code,
+            fix="onboarding kept the rotated secret, so remove the agency's webhook_secret line "
+            "from the manifest",
+        )
 
 
 def _record_revision(session: Session, tenant: Tenant, actor: str) -> None:
@@ -169,9 +200,11 @@ def onboard_manifest(
     tenant = _check_ownership(session, manifest)
 
     if tenant is not None and tenant.manifest_hash == digest:
+        replaced = _replaced_manifest_secrets(session, tenant.id, manifest)
+        _warn_replaced_secrets(tenant.id, replaced)
         ONBOARDINGS.labels(outcome="unchanged").inc()
         log.info("tenant_onboard_unchanged", tenant_id=tenant.id, version=tenant.manifest_version)
-        return OnboardingResult(tenant, "unchanged", tenant.manifest_version, None)
+        return OnboardingResult(tenant, "unchanged", tenant.manifest_version, None, tuple(replaced))
 
     created = tenant is None
     if tenant is None:
@@ -197,7 +230,8 @@ def onboard_manifest(
         tenant.manifest_version += 1
         _apply_tenant_fields(tenant, manifest, digest)
 
-    _sync_agencies(session, tenant.id, manifest)
+    replaced = _sync_agencies(session, tenant.id, manifest)
+    _warn_replaced_secrets(tenant.id, replaced)
     _sync_services(session, tenant.id, manifest)
     _record_revision(session, tenant, actor)
     session.flush()
@@ -228,7 +262,7 @@ def onboard_manifest(
     log.info(
         "tenant_onboarded", tenant_id=tenant.id, outcome=outcome, version=tenant.manifest_version
     )
-    return OnboardingResult(tenant, outcome, tenant.manifest_version, raw_key)
+    return OnboardingResult(tenant, outcome, tenant.manifest_version, raw_key, tuple(replaced))
 
 
 def onboard(

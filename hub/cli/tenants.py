@@ -160,6 +160,7 @@ def onboard_command(
         "manifest_version": result.version,
         "open311_api_key": result.open311_key,
         "placeholder_webhooks": placeholders,
+        "replaced_manifest_secrets": list(result.replaced_manifest_secrets),
     }
 
     def render(d: dict[str, Any]) -> None:
@@ -174,6 +175,12 @@ def onboard_command(
                 f"warning: agencies {', '.join(d['placeholder_webhooks'])} have a placeholder "
                 "webhook_url under .invalid, so their requests will not be delivered; put the "
                 "agencies' endpoints in the manifest and onboard it again"
+            )
+        for code in d["replaced_manifest_secrets"]:
+            print(
+                f"warning: agency {code}: the manifest's webhook_secret is the one that "
+                "`hub tenants agency-secret --rotate` replaced, so onboarding kept the rotated "
+                f"secret; remove the webhook_secret line of agency {code} from the manifest"
             )
 
     emit(data, as_json, render)
@@ -359,8 +366,9 @@ def _rotate_agency_secret(
         print(
             f"new webhook secret of agency {d['agency_code']} ({d['tenant_id']}); {overlap}. "
             "Give it to the agency over a secure channel. If the tenant's manifest sets "
-            "webhook_secret for this agency, remove it, or the next onboarding of an edited "
-            f"manifest puts that secret back:\n{d['webhook_secret']}"
+            "webhook_secret for this agency, remove that line: onboarding keeps the new "
+            "secret while the manifest carries the replaced one, and warns until the line "
+            f"is gone:\n{d['webhook_secret']}"
         )
 
     emit(data, as_json, render)

@@ -46,7 +46,7 @@ from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, Delivery, ServiceRequ
 from hub.requests.webhook import SendResult
 from privacy.access import decrypt_fields
 from privacy.purposes import declare_purpose
-from tenants.agencies import previous_webhook_secret
+from tenants.agencies import WebhookSecrets, webhook_secrets
 from tenants.languages import text_for
 from tenants.models import Agency, Service, Tenant
 
@@ -183,7 +183,14 @@ def claim_deliveries(
     claims: list[Claim] = []
     for row in rows:
         agency = agencies.get(row.destination)
-        if agency is None or not agency.webhook_url or not agency.webhook_secret:
+        try:
+            agency_secrets = _agency_secrets(session, agency, now)
+        except HubError as exc:
+            # A secret that fails to decrypt (altered, moved from another agency, or its keys
+            # shredded) fails the same way on every retry.
+            _mark_dead(row, f"webhook secret not decrypted: {exc.code}", ctx, now)
+            continue
+        if agency is None or not agency.webhook_url or not agency_secrets.current:
             _mark_dead(row, _unroutable_reason(agency), ctx, now)
             continue
         row.attempts += 1
@@ -203,8 +210,8 @@ def claim_deliveries(
                 destination=row.destination,
                 attempt=row.attempts,
                 url=agency.webhook_url,
-                secret=agency.webhook_secret,
-                previous_secret=previous_webhook_secret(agency, now),
+                secret=agency_secrets.current,
+                previous_secret=agency_secrets.previous,
                 body=body,
                 window_start=as_utc(row.first_attempt_at),
             )
@@ -246,6 +253,12 @@ def _hold_for_send_slots(
             delay_seconds=round(delay, 1),
         )
     return ready
+
+
+def _agency_secrets(session: Session, agency: Agency | None, now: datetime) -> WebhookSecrets:
+    if agency is None or not agency.webhook_url:
+        return WebhookSecrets(None, None)
+    return webhook_secrets(session, agency, now=now)
 
 
 def _unroutable_reason(agency: Agency | None) -> str:

@@ -29,6 +29,7 @@ from hub.core.settings import reset_settings_cache
 from hub.core.tasks import ALL_QUEUES
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import Delivery
+from tenants.agencies import webhook_secrets
 from tenants.keys import create_api_key
 from tenants.manifest import example_paths, load_manifest
 from tenants.models import Agency
@@ -80,7 +81,8 @@ def test_serve_routes_request_to_agency(workdir: Path) -> None:
         _, api_key = create_api_key(session, ctx, roles=["open311"], label="e2e")
         for agency in session.scalars(select(Agency).where(Agency.tenant_id == tenant.id)):
             agency.webhook_url = receiver.url_for(tenant.id, agency.code)
-            receiver.secrets[receiver.path_for(tenant.id, agency.code)] = agency.webhook_secret
+            secret = webhook_secrets(session, agency).current
+            receiver.secrets[receiver.path_for(tenant.id, agency.code)] = secret
     dispose_engines()
 
     port = free_port()

@@ -26,6 +26,7 @@ from hub.core.db import unit_of_work
 from hub.core.errors import ConfigurationError, InvalidInput
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import Delivery, ServiceRequest
+from tenants.agencies import webhook_secrets
 from tenants.manifest import example_paths, load_manifest
 from tenants.models import Agency
 
@@ -100,7 +101,7 @@ def start_agency_receivers(ctx: DemoContext) -> dict[str, Any]:
                 url = receiver.url_for(demo_tenant.tenant_id, agency.code)
                 agency.webhook_url = url
                 receiver.secrets[receiver.path_for(demo_tenant.tenant_id, agency.code)] = (
-                    agency.webhook_secret or ""
+                    webhook_secrets(session, agency).current or ""
                 )
                 ctx.receiver_urls[(demo_tenant.tenant_id, agency.code)] = url
                 count += 1

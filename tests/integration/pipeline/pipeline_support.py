@@ -15,6 +15,7 @@ from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests.models import Delivery, ServiceRequest
 from privacy.fields import FieldCipher
 from privacy.keys import create_tenant_keys
+from tenants.agencies import apply_manifest_secret, webhook_secrets
 from tenants.models import Agency, Service, Tenant
 
 
@@ -42,15 +43,14 @@ def add_tenant(
             secret = uuid.uuid4().hex
             path = receiver.path_for(tenant_id, code)
             receiver.secrets[path] = secret
-            session.add(
-                Agency(
-                    tenant_id=tenant_id,
-                    code=code,
-                    name=f"Agency {code}",
-                    webhook_url=receiver.url_for(tenant_id, code),
-                    webhook_secret=secret,
-                )
+            agency = Agency(
+                tenant_id=tenant_id,
+                code=code,
+                name=f"Agency {code}",
+                webhook_url=receiver.url_for(tenant_id, code),
             )
+            session.add(agency)
+            apply_manifest_secret(session, agency, secret)
     return tenant_id
 
 
@@ -145,5 +145,6 @@ def onboard_example(
         _, api_key = create_api_key(session, ctx, roles=["open311"], label="pipeline test")
         for agency in session.scalars(select(Agency).where(Agency.tenant_id == tenant.id)):
             agency.webhook_url = receiver.url_for(tenant.id, agency.code)
-            receiver.secrets[receiver.path_for(tenant.id, agency.code)] = agency.webhook_secret
+            secret = webhook_secrets(session, agency).current
+            receiver.secrets[receiver.path_for(tenant.id, agency.code)] = secret
         return tenant.id, tenant.jurisdiction_id, api_key

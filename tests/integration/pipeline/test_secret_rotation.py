@@ -17,8 +17,14 @@ from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests import routing
 from hub.requests.models import Delivery
 from hub.requests.tasks import route
+from privacy.fields import DecryptionFailed
 from privacy.models import AuditEntry
-from tenants.agencies import ROTATE_ACTION, RotatedSecret, rotate_webhook_secret
+from tenants.agencies import (
+    ROTATE_ACTION,
+    RotatedSecret,
+    rotate_webhook_secret,
+    webhook_secrets,
+)
 from tenants.models import Agency
 
 
@@ -104,7 +110,7 @@ def test_zero_overlap_replaces_at_once(configured_db: Engine, receiver: AgencyRe
     assert claim.previous_secret is None
     with unit_of_work(SystemContext("test read"), engine=configured_db) as session:
         agency = session.scalars(select(Agency).where(Agency.tenant_id == tenant_id)).one()
-        assert agency.previous_webhook_secret is None
+        assert agency.previous_webhook_secret_enc is None
         assert agency.previous_webhook_secret_expires_at is None
 
 
@@ -157,4 +163,43 @@ def test_rotation_rejects_bad_overlap(
 
     with unit_of_work(SystemContext("test read"), engine=configured_db) as session:
         agency = session.scalars(select(Agency).where(Agency.tenant_id == tenant_id)).one()
-        assert agency.webhook_secret == old_secret
+        assert webhook_secrets(session, agency).current == old_secret
+
+
+def _copy_secret(engine: Engine, tenant_id: str, *, source: str, target: str) -> None:
+    """Copy the secret ciphertext of agency `source` over that of agency `target`."""
+    with unit_of_work(SystemContext("test: move a ciphertext"), engine=engine) as session:
+        rows = {
+            row.code: row
+            for row in session.scalars(select(Agency).where(Agency.tenant_id == tenant_id))
+        }
+        rows[target].webhook_secret_enc = rows[source].webhook_secret_enc
+
+
+def test_moved_secret_marks_delivery_dead(configured_db: Engine, receiver: AgencyReceiver) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw", "parks"])
+    _copy_secret(configured_db, tenant_id, source="parks", target="dpw")
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+
+    outcomes = route(request_id, tenant_id=tenant_id)
+
+    delivery = _delivery(configured_db, request_id)
+    assert outcomes == {}
+    assert delivery.state == "dead"
+    assert delivery.last_error == "webhook secret not decrypted: decryption_failed"
+    assert receiver.count_for(receiver.path_for(tenant_id, "dpw")) == 0
+
+
+def test_zero_overlap_replaces_moved_secret(
+    configured_db: Engine, receiver: AgencyReceiver
+) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw", "parks"])
+    _copy_secret(configured_db, tenant_id, source="parks", target="dpw")
+
+    with pytest.raises(DecryptionFailed):
+        _rotate(configured_db, tenant_id, 1)
+    rotated = _rotate(configured_db, tenant_id, 0)
+    receiver.secrets[receiver.path_for(tenant_id, "dpw")] = rotated.secret
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+
+    assert route(request_id, tenant_id=tenant_id) == {"sent": 1}

@@ -41,6 +41,7 @@ from hub.core.migrate import upgrade
 from hub.core.outbox import OutboxMessage
 from hub.core.tasks import ALL_QUEUES
 from hub.core.tenancy import SystemContext
+from tenants.agencies import webhook_secrets
 from tenants.manifest import load_manifest
 from tenants.models import Agency
 from tenants.onboarding import onboard
@@ -127,22 +128,123 @@ def pg_dump_data(url: URL) -> bytes:
     return dump.stdout
 
 
+def database_bytes(db_url: str) -> bytes:
+    """Return the raw bytes of the database: the SQLite file with its WAL, or a `pg_dump`."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite":
+        return pg_dump_data(url)
+    database = Path(url.database)
+    return b"".join(
+        p.read_bytes() for p in database.parent.glob(database.name + "*") if p.is_file()
+    )
+
+
 def test_canary_absent_from_storage_and_logs(db_url):
     tenant_id = f"canary{uuid.uuid4().hex[:8]}"
     logs = run_scenario(db_url, tenant_id)
     assert b"request_submitted" in logs, "the search did not reach the logs"
     assert hits(logs) == []
 
-    url = make_url(db_url)
-    if url.get_backend_name() == "sqlite":
-        database = Path(url.database)
-        stored = b"".join(
-            p.read_bytes() for p in database.parent.glob(database.name + "*") if p.is_file()
-        )
-    else:
-        stored = pg_dump_data(url)
+    stored = database_bytes(db_url)
     assert tenant_id.encode() in stored, "the search did not reach the stored rows"
     assert hits(stored) == []
+
+
+# Agency webhook secrets. Onboarding gives every agency of the tenant a manifest secret, one
+# agency's secret is rotated with an overlap, and two deliveries go to a loopback receiver.
+# The first is accepted with the replaced secret (the overlap signature) and the second with
+# the new one, which shows that the hub could read both. Neither may be stored or logged in
+# clear. The child writes the new secret and the receiver's counts to `result_path` for the
+# search and the positive controls.
+SECRET_SCENARIO = """
+import json
+import sys
+
+from sqlalchemy import select
+
+from hub.cli.demo.receiver import AgencyReceiver
+from hub.core.db import get_engine, unit_of_work
+from hub.core.logging import configure_logging
+from hub.core.tenancy import SystemContext, TenantContext
+from hub.requests import service as request_service
+from hub.requests.schemas import IntakeData
+from hub.requests.tasks import route
+from tenants.agencies import rotate_webhook_secret
+from tenants.manifest import load_manifest
+from tenants.models import Agency
+from tenants.onboarding import onboard_manifest
+from tenants.registry import get_tenant
+
+url, tenant_id, manifest_path, manifest_secret, result_path = sys.argv[1:6]
+configure_logging()
+engine = get_engine(url)
+manifest = load_manifest(manifest_path)
+manifest = manifest.model_copy(
+    update={
+        "id": tenant_id,
+        "jurisdiction_id": tenant_id + ".example.org",
+        "agencies": [
+            agency.model_copy(update={"webhook_secret": manifest_secret})
+            for agency in manifest.agencies
+        ],
+    }
+)
+code = manifest.agency_for("REQPOTHL")
+receiver = AgencyReceiver().start()
+path = receiver.path_for(tenant_id, code)
+with unit_of_work(SystemContext("canary"), engine=engine) as session:
+    onboard_manifest(session, manifest, actor="test")
+    for agency in session.scalars(select(Agency).where(Agency.tenant_id == tenant_id)):
+        agency.webhook_url = receiver.url_for(tenant_id, agency.code)
+ctx = TenantContext(tenant_id, actor="test")
+with unit_of_work(ctx, engine=engine) as session:
+    rotated = rotate_webhook_secret(session, ctx, code, overlap_hours=1).secret
+
+tenant = get_tenant(tenant_id, engine=engine)
+data = IntakeData(service_code="REQPOTHL", lat=42.3601, lon=-71.0589, description="pothole")
+accepted = []
+for secret in (manifest_secret, rotated):
+    receiver.secrets[path] = secret
+    with unit_of_work(ctx, engine=engine) as session:
+        request_id = request_service.submit_request(session, ctx, tenant, data).id
+    accepted.append(route(request_id, tenant_id=tenant_id))
+receiver.stop()
+with open(result_path, "w", encoding="utf-8") as handle:
+    json.dump(
+        {"rotated": rotated, "accepted": accepted, "rejected": receiver.rejected[path]}, handle
+    )
+engine.dispose()
+"""
+
+
+def test_webhook_secrets_absent_from_storage_and_logs(db_url, tmp_path):
+    tenant_id = f"canary{uuid.uuid4().hex[:8]}"
+    manifest_secret = f"canary-manifest-secret-{uuid.uuid4().hex}"
+    result_path = tmp_path / "result" / "secrets.json"
+    result_path.parent.mkdir()
+    command = [sys.executable, "-c", SECRET_SCENARIO, db_url, tenant_id, str(MANIFEST)]
+    completed = subprocess.run(
+        [*command, manifest_secret, str(result_path)],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "HUB_LOG_LEVEL": "DEBUG", "HUB_DATABASE_URL": db_url},
+    )
+    assert completed.returncode == 0, completed.stderr.decode(errors="replace")
+    logs = completed.stdout + completed.stderr
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    secrets = {"manifest": manifest_secret, "rotated": result["rotated"]}
+
+    stored = database_bytes(db_url)
+
+    # Positive controls: both secrets signed a delivery, and the searches reach their targets.
+    assert result["accepted"] == [{"sent": 1}, {"sent": 1}]
+    assert result["rejected"] == 0
+    assert b"tenant_onboarded" in logs, "the search did not reach the onboarding log"
+    assert logs.count(b"delivery_sent") == 2, "the search did not reach the delivery log"
+    assert tenant_id.encode() in stored, "the search did not reach the stored rows"
+    for name, secret in secrets.items():
+        assert secret.encode() not in stored, f"{name} secret stored in clear"
+        assert secret.encode() not in logs, f"{name} secret logged"
 
 
 CAPTURE_QUEUE = "canary_capture"
@@ -337,7 +439,8 @@ def onboard_canary_tenant(engine, receiver) -> tuple[str, str, str]:
         agencies = session.scalars(select(Agency).where(Agency.tenant_id == tenant_id))
         for agency in agencies:
             agency.webhook_url = receiver.url_for(tenant_id, agency.code)
-            receiver.secrets[receiver.path_for(tenant_id, agency.code)] = agency.webhook_secret
+            secret = webhook_secrets(session, agency).current
+            receiver.secrets[receiver.path_for(tenant_id, agency.code)] = secret
         jurisdiction_id = tenant.jurisdiction_id
     assert api_key is not None
     return tenant_id, jurisdiction_id, api_key

@@ -52,7 +52,7 @@ def test_onboard_creates_tenant(db_url, make_manifest):
         actions = set(session.scalars(select(AuditEntry.action)))
     assert len(services) == len(data["services"])
     assert len(agencies) == len(data["agencies"])
-    assert all(a.webhook_secret for a in agencies)
+    assert all(a.webhook_secret_enc for a in agencies)
     assert keys
     assert "tenant.onboard.created" in actions
 

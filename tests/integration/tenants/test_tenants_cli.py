@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from hub.cli.main import app
-from hub.core.db import dispose_engines, get_engine
+from hub.core.db import dispose_engines, get_engine, unit_of_work
 from hub.core.settings import reset_settings_cache
+from hub.core.tenancy import TenantContext
 from privacy.models import AuditEntry
+from tenants.agencies import webhook_secrets
 from tenants.keys import resolve_api_key
 from tenants.manifest import EXAMPLES_DIR
 from tenants.models import Agency
@@ -117,6 +118,34 @@ def test_show_lists_agencies_without_secrets(hub_cli, make_manifest, tmp_path):
     assert "given-secret" not in text
 
 
+def test_onboard_warns_of_replaced_manifest_secret(hub_cli, make_manifest, tmp_path, db_url):
+    data = make_manifest("san-francisco")
+    data["agencies"][0]["webhook_secret"] = "given-secret-0123456789"
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    hub_cli("tenants", "onboard", str(path))
+    tenant, agency = data["id"], data["agencies"][0]["code"]
+    code, out = hub_cli(
+        "tenants", "agency-secret", "--tenant", tenant, "--agency", agency, "--rotate", "--json"
+    )
+    assert code == 0, out
+    rotated = json.loads(out)["webhook_secret"]
+    data["name"] += " (edited)"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+    code, out = hub_cli("tenants", "onboard", str(path))
+
+    assert code == 0, out
+    assert f"warning: agency {agency}: the manifest's webhook_secret is the one" in out
+    assert f"remove the webhook_secret line of agency {agency} from the manifest" in out
+    assert "given-secret" not in out
+    engine = get_engine(db_url)
+    assert _stored_secrets(engine, tenant, agency) == (rotated, "given-secret-0123456789")
+    code, out = hub_cli("tenants", "onboard", str(path), "--json")
+    assert code == 0, out
+    assert json.loads(out)["replaced_manifest_secrets"] == [agency]
+
+
 def test_agency_secret_shown_and_audited(hub_cli, make_manifest, tmp_path, db_url):
     data = make_manifest("san-francisco")
     data["agencies"][0]["webhook_secret"] = "given-secret-0123456789"
@@ -145,12 +174,7 @@ def test_agency_secret_shown_and_audited(hub_cli, make_manifest, tmp_path, db_ur
 
     code, out = hub_cli("tenants", "agency-secret", "--tenant", tenant, "--agency", generated)
     assert code == 0, out
-    with Session(engine) as session:
-        stored = session.scalars(
-            select(Agency.webhook_secret).where(
-                Agency.tenant_id == tenant, Agency.code == generated
-            )
-        ).one()
+    stored, _ = _stored_secrets(engine, tenant, generated)
     assert stored in out.split()
     assert reveals() == 2
 
@@ -162,12 +186,11 @@ def test_agency_secret_shown_and_audited(hub_cli, make_manifest, tmp_path, db_ur
     assert reveals() == 2
 
 
-def _stored_secrets(engine, tenant: str, code: str) -> tuple[str, str | None]:
-    with Session(engine) as session:
-        row = session.scalars(
-            select(Agency).where(Agency.tenant_id == tenant, Agency.code == code)
-        ).one()
-        return row.webhook_secret, row.previous_webhook_secret
+def _stored_secrets(engine, tenant: str, code: str) -> tuple[str | None, str | None]:
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        row = session.scalars(select(Agency).where(Agency.code == code)).one()
+        stored = webhook_secrets(session, row)
+        return stored.current, stored.previous
 
 
 def test_agency_secret_rotate(hub_cli, manifest_file, db_url):
@@ -195,7 +218,6 @@ def test_agency_secret_rotate(hub_cli, manifest_file, db_url):
         ).all()
     assert [entry.details["overlap_hours"] for entry in entries] == [24.0]
     assert old not in out.replace(rotated["webhook_secret"], "")
-
     code, out = hub_cli("tenants", "show", tenant, "--json")
     agencies = {a["code"]: a for a in json.loads(out)["agencies"]}
     assert agencies[agency]["previous_secret_valid_until"] == rotated["previous_secret_valid_until"]
@@ -218,6 +240,7 @@ def test_agency_secret_rotate(hub_cli, manifest_file, db_url):
     assert newest in out.split()
     assert previous is None
     assert "no longer signs deliveries" in out
+    assert "onboarding keeps the new secret while the manifest carries the replaced one" in out
 
 
 @pytest.mark.parametrize(
