@@ -42,7 +42,8 @@ class Tenant(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     # Incremented when onboarding changes the manifest; equal content keeps the version.
     manifest_version: Mapped[int] = mapped_column(Integer, default=1)
-    # SHA-256 of the manifest's canonical JSON (secrets included), to detect changes.
+    # Keyed digest of the manifest's canonical JSON (secrets included), to detect changes
+    # (`tenants.onboarding.manifest_hash`).
     manifest_hash: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -10,6 +10,7 @@ manifest are marked inactive, never deleted, because stored requests and deliver
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from hub.core.clock import utcnow
 from hub.core.errors import Conflict
 from hub.core.tenancy import ROLE_OPEN311, TenantContext
 from privacy.audit import audit
-from privacy.keys import create_tenant_keys
+from privacy.keys import create_tenant_keys, get_key_provider
 from tenants.agencies import apply_manifest_secret, manifest_secret_replaced
 from tenants.keys import create_api_key
 from tenants.manifest import Manifest, ServiceSpec
@@ -33,6 +34,8 @@ from tenants.registry import STATUS_ACTIVE, invalidate_cache
 log = structlog.get_logger(__name__)
 
 OPEN311_KEY_LABEL = "Open311 key created at onboarding"
+# `KeyProvider.derive` purpose of the key behind `manifest_hash`.
+MANIFEST_HASH_PURPOSE = "tenants.manifest-hash"
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,17 @@ class OnboardingResult:
 
 
 def manifest_hash(manifest: Manifest) -> str:
-    """Return the SHA-256 of the manifest's canonical JSON, used to detect changes."""
+    """Return the HMAC-SHA256 of the manifest's canonical JSON, used to detect changes.
+
+    The JSON includes the webhook secrets, and the tenants table stores every other field. A
+    plain hash would let anyone with a database dump test guesses of a secret, so the key is a
+    hub-wide secret derived from the root key. `hub privacy rotate-root --new-derived-keys`
+    changes it, after which the next onboarding of each manifest counts as a change once.
+    """
     data = manifest.model_dump(mode="json")
     encoded = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+    key = get_key_provider().derive(MANIFEST_HASH_PURPOSE)
+    return hmac.new(key, encoded.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def _check_ownership(session: Session, manifest: Manifest) -> Tenant | None:

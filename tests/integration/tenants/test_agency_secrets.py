@@ -7,6 +7,7 @@ manifest still carries the one it replaced."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 
 import pytest
@@ -25,7 +26,7 @@ from privacy.rotation import reencrypt_tenant, rotate_dek
 from privacy.shred import open_sealed
 from tenants.agencies import list_agencies, rotate_webhook_secret, webhook_secrets
 from tenants.manifest import parse_manifest
-from tenants.models import Agency
+from tenants.models import Agency, Tenant
 from tenants.offboarding import offboard
 from tenants.onboarding import OnboardingResult, onboard_manifest
 
@@ -246,3 +247,23 @@ def test_manifest_digest_is_keyed(db_url, make_manifest):
     assert digests[0] != digests[1]
     assert GIVEN_SECRET not in json.dumps(rows, default=str)
     assert rows[2]["manifest_secret_digest"] is None
+
+
+def test_manifest_hash_is_keyed(db_url, make_manifest):
+    engine = get_engine(db_url)
+    data, tenant_id, _code = _onboard_with_secret(engine, make_manifest)
+    canonical = json.dumps(
+        parse_manifest(data).model_dump(mode="json"),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        stored = session.get(Tenant, tenant_id).manifest_hash
+
+    # A plain SHA-256 of the manifest, whose other fields the tenants table stores, would let
+    # a database dump test guesses of the webhook secret.
+    assert stored != hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    assert len(stored) == 64
+    assert _onboard(engine, data).outcome == "unchanged"
