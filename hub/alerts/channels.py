@@ -87,7 +87,10 @@ class MessageText:
         return (head + encode_basestring(delivery_key) + middle + link + "}").encode("utf-8")
 
     def short_text(self, limit: int) -> str:
-        text = " ".join(part for part in (self.headline, self.instruction) if part)
+        """Return the SMS text: the headline and instruction, and for a Cancel its reason
+        (the description) between them, cut to `limit` characters."""
+        reason = self.description if self.msg_type == "Cancel" else ""
+        text = " ".join(part for part in (self.headline, reason, self.instruction) if part)
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

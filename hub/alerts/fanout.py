@@ -105,16 +105,24 @@ def render_text(
     """Render the alert's text in one language, once for every recipient of that language.
 
     A Cancel without info blocks reuses the referenced alert's text with a cancellation
-    headline in the same language.
+    headline in the same language. A Cancel gives its reason: the description and
+    instruction of its own info block in that language, or else its `note`, which CAP gives
+    in one language for the whole message. It never repeats the cancelled alert's description
+    or instruction.
     """
-    info = _info_for(cap, language)
+    own = _info_for(cap, language)
+    info = own
     cancelled = row.msg_type == "Cancel"
     if info is None and reference is not None:
         info = _info_for(reference, language)
     lang = info.effective_language if info else (language or "en-US")
     headline = (info.headline or info.event or "") if info else ""
+    description = (info.description or "") if info else ""
+    instruction = (info.instruction or "") if info else ""
     if cancelled:
         headline = f"{cancel_text(lang)}: {headline}" if headline else cancel_text(lang)
+        description = (own.description if own else None) or cap.note or ""
+        instruction = (own.instruction or "") if own else ""
     expires = cap.expires() or (reference.expires() if reference else None)
     return MessageText(
         alert_id=row.id,
@@ -124,8 +132,8 @@ def render_text(
         language=lang,
         event=(info.event or "") if info else "",
         headline=headline,
-        description="" if cancelled or info is None else (info.description or ""),
-        instruction="" if cancelled or info is None else (info.instruction or ""),
+        description=description,
+        instruction=instruction,
         area="; ".join(a.area_desc or "" for a in info.areas) if info else "",
         expires=expires.isoformat() if expires else None,
         web=info.web if info else None,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+# The phrase names the alert ("Alerta cancelada"), so it agrees in gender with the noun
+# "alert" and not with the event of the headline that follows it.
 _CANCELLED = {
     "en": "Cancelled",
-    "es": "Cancelada",
-    "fr": "Annulée",
+    "es": "Alerta cancelada",
+    "fr": "Alerte annulée",
     "zh": "已取消",
     "ht": "Anile",
 }

@@ -243,7 +243,7 @@ def test_fanout_survives_sigkill(stack, tmp_path: Path) -> None:
         ]
         assert len(cancel_bodies) == WEBHOOK_RESIDENTS
         headlines = {b["headline"] for b in cancel_bodies}
-        assert headlines == {"Cancelled: Hurricane warning", "Cancelada: Aviso de huracán"}
+        assert headlines == {"Cancelled: Hurricane warning", "Alerta cancelada: Aviso de huracán"}
     finally:
         webhook.stop()
         push.stop()
