@@ -107,6 +107,8 @@ class Alert(TenantOwned, Base):
     # The review afterwards by another emergency manager (`service.review`).
     reviewed_at: Mapped[datetime | None] = mapped_column()
     reviewed_by: Mapped[str | None] = mapped_column(String(120))
+    # The person behind `reviewed_by` when the review was recorded (`tenants.keys.actor_person`).
+    reviewed_by_person: Mapped[str | None] = mapped_column(String(120))
     review_note: Mapped[str | None] = mapped_column(String(1000))
     send_started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()

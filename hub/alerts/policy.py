@@ -18,6 +18,8 @@ class TenantAlertSettings:
     tenant_id: str
     region: str | None
     default_language: str
+    # The tenant's IANA time zone, for times shown to its emergency managers.
+    timezone: str
     alerts: AlertsSection
     # Geocode zones as (valueName, value) -> rings of CAP (lat, lon) points.
     zones: dict[tuple[str, str], list[list[Point]]]
@@ -56,6 +58,7 @@ def load_settings(session: Session, tenant_id: str) -> TenantAlertSettings:
         tenant_id=tenant.id,
         region=tenant.region,
         default_language=tenant.default_language,
+        timezone=tenant.timezone,
         alerts=alerts,
         zones=zones,
     )

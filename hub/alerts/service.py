@@ -36,7 +36,7 @@ from hub.alerts.targeting import (
     recipients,
     subscriber_ids_in,
 )
-from hub.core.clock import as_utc, utcnow
+from hub.core.clock import as_utc, local_and_utc, utcnow
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hub.core.ids import tracking_code
 from hub.core.outbox import enqueue
@@ -397,7 +397,7 @@ def approval_state(session: Session, row: m.Alert, settings: TenantAlertSettings
         if awaiting_review(row):
             message += (
                 f"; one emergency manager approved it alone, so another must review it by "
-                f"{as_utc(row.review_due_at).isoformat(timespec='minutes')} with "
+                f"{local_and_utc(row.review_due_at, settings.timezone)} with "
                 f"`hub alerts review {row.id} --tenant {row.tenant_id} --as NAME`"
             )
     elif follows_origin:
@@ -460,7 +460,7 @@ def review(session: Session, ctx: TenantContext, alert_id: str, *, note: str | N
         )
     if row.reviewed_at is not None:
         raise Conflict(
-            f"alert {row.id} was already reviewed by {row.reviewed_by} at "
+            f"alert {row.id} was already reviewed by {reviewer_label(row)} at "
             f"{as_utc(row.reviewed_at).isoformat()}",
             code="already_reviewed",
         )
@@ -484,7 +484,12 @@ def review(session: Session, ctx: TenantContext, alert_id: str, *, note: str | N
     updated = session.execute(
         update(m.Alert)
         .where(m.Alert.id == row.id, m.Alert.reviewed_at.is_(None))
-        .values(reviewed_at=reviewed_at, reviewed_by=ctx.actor, review_note=text)
+        .values(
+            reviewed_at=reviewed_at,
+            reviewed_by=ctx.actor,
+            reviewed_by_person=reviewer,
+            review_note=text,
+        )
         .execution_options(synchronize_session=False)
     ).rowcount
     if updated != 1:
@@ -889,11 +894,21 @@ def aware(value: datetime | None) -> datetime | None:
     return as_utc(value) if value is not None else None
 
 
+def reviewer_label(row: m.Alert) -> str | None:
+    """Return the reviewer as approval messages name people (`_person_label`), or None."""
+    if row.reviewed_by is None:
+        return None
+    return _person_label(row.reviewed_by, row.reviewed_by_person or row.reviewed_by)
+
+
 def review_fields(row: m.Alert) -> dict[str, Any]:
+    """Return the review state of a row. `reviewed_by` is the actor id, as `approvers` lists
+    them, and `reviewer` the person as messages name them (`bob`, `alice (apikey:3)`)."""
     return {
         "review_due_at": aware(row.review_due_at),
         "awaiting_review": awaiting_review(row),
         "reviewed_at": aware(row.reviewed_at),
         "reviewed_by": row.reviewed_by,
+        "reviewer": reviewer_label(row),
         "review_note": row.review_note,
     }

@@ -24,8 +24,10 @@ from hub.cli.output import (
     require_file,
     table,
 )
+from hub.core.clock import local_and_utc
 from hub.core.logging import configure_logging
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, TenantContext
+from tenants.registry import get_tenant
 
 app = typer.Typer(help="CAP 1.2 alerts: validate, compose, approve, send, status.")
 
@@ -99,14 +101,19 @@ def _manager(tenant: str, actor: str) -> TenantContext:
 def _review_note(row: dict) -> str:
     """Describe the review state of a single-approver alert, or return "" for other alerts."""
     if row.get("reviewed_at"):
-        return f"reviewed by {row['reviewed_by']} at {_time(row['reviewed_at'])}"
+        when = _tenant_time(row["reviewed_at"], row["tenant_id"])
+        return f"reviewed by {row['reviewer']} at {when}"
     if row.get("awaiting_review"):
-        return f"awaiting review, due {_time(row['review_due_at'])}"
+        return f"awaiting review, due {_tenant_time(row['review_due_at'], row['tenant_id'])}"
     return ""
 
 
-def _time(value: object) -> str:
-    return value.isoformat(timespec="minutes") if isinstance(value, datetime) else str(value)
+def _tenant_time(value: object, tenant_id: str) -> str:
+    """Format a time in the tenant's time zone and in UTC."""
+    if not isinstance(value, datetime):
+        return str(value)
+    tenant = get_tenant(tenant_id)
+    return local_and_utc(value, tenant.timezone if tenant else "UTC")
 
 
 def _print_rows(rows: list[dict]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 
 def utcnow() -> datetime:
@@ -21,3 +22,11 @@ def isoformat(value: datetime | None) -> str | None:
     if value is None:
         return None
     return as_utc(value).isoformat(timespec="seconds")
+
+
+def local_and_utc(value: datetime, zone: str) -> str:
+    """Format a time to the minute in the IANA time zone `zone` and in UTC, such as
+    `2026-12-06 06:24 EST (2026-12-06 11:24 UTC)`."""
+    utc = as_utc(value)
+    local = utc.astimezone(ZoneInfo(zone))
+    return f"{local:%Y-%m-%d %H:%M %Z} ({utc:%Y-%m-%d %H:%M} UTC)"

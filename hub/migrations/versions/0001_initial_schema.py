@@ -196,6 +196,7 @@ def upgrade() -> None:
         sa.Column("review_due_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reviewed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reviewed_by", sa.String(length=120), nullable=True),
+        sa.Column("reviewed_by_person", sa.String(length=120), nullable=True),
         sa.Column("review_note", sa.String(length=1000), nullable=True),
         sa.Column("send_started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),

@@ -67,6 +67,18 @@ def add_tenant(
     return tenant_id
 
 
+def register_managers(engine: Engine, tenant_id: str, *names: str) -> None:
+    """Create an emergency_manager key held by each name, so `--as NAME` is accepted."""
+    from tenants.keys import create_api_key
+
+    admin = TenantContext(tenant_id, actor="cli:admin")
+    with unit_of_work(admin, engine=engine) as session:
+        for name in names:
+            create_api_key(
+                session, admin, roles=[ROLE_EMERGENCY_MANAGER], label=f"OEM {name}", holder=name
+            )
+
+
 def manager(tenant_id: str, name: str = "em1") -> TenantContext:
     return TenantContext(tenant_id, actor=f"cli:{name}", roles=frozenset({ROLE_EMERGENCY_MANAGER}))
 

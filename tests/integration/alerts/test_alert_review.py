@@ -4,9 +4,10 @@ and the CLI. The API endpoint is tested in test_alert_api.py."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from alerts_support import add_tenant, cap_alert, manager
+from alerts_support import add_tenant, cap_alert, manager, register_managers
 from sqlalchemy import Engine, select
 
 from hub.alerts import workflow
@@ -85,7 +86,7 @@ def test_review_by_approver_rejected(engine, tenant) -> None:
 def test_review_twice_rejected(engine, tenant) -> None:
     alert_id = single_approved(engine, tenant, "REV-5")
     workflow.review(engine, manager(tenant, "em2"), alert_id)
-    with pytest.raises(Conflict, match="already reviewed by cli:em2") as raised:
+    with pytest.raises(Conflict, match="already reviewed by em2 at") as raised:
         workflow.review(engine, manager(tenant, "em3"), alert_id)
     assert raised.value.code == "already_reviewed"
 
@@ -104,26 +105,47 @@ def test_review_other_tenant_not_found(engine, tenant) -> None:
         workflow.review(engine, manager(stranger, "em2"), alert_id)
 
 
+# A time as the CLI shows it to the tenant's emergency managers: New York time, then UTC.
+TENANT_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d E[SD]T \(\d{4}-\d\d-\d\d \d\d:\d\d UTC\)"
+
+
 def test_review_command(engine, tenant, cli) -> None:
+    register_managers(engine, tenant, "em1", "em2")
     alert_id = single_approved(engine, tenant, "REV-CLI")
 
     listed = cli("list", "--tenant", tenant, "--awaiting-review")
     assert listed.exit_code == 0, listed.output
     assert alert_id in listed.output
-    assert "awaiting review, due" in listed.output
+    assert re.search(f"awaiting review, due {TENANT_TIME}", " ".join(listed.output.split()))
 
     done = cli("review", alert_id, "--tenant", tenant, "--as", "em2", "--note", "ok", "--json")
     assert done.exit_code == 0, done.output
     [row] = json.loads(done.stdout)
     assert row["reviewed_by"] == "cli:em2"
+    assert row["reviewer"] == "em2"
     assert row["review_note"] == "ok"
 
     status = cli("status", alert_id, "--tenant", tenant)
     assert status.exit_code == 0, status.output
-    assert "reviewed by cli:em2" in status.output
+    assert re.search(f"reviewed by em2 at {TENANT_TIME}", status.output)
+
+
+def test_review_names_key_holder(engine, tenant, cli) -> None:
+    from test_alert_approvers import key_manager
+
+    alert_id = single_approved(engine, tenant, "REV-KEY")
+    bob_key = key_manager(engine, tenant, "bob")
+
+    reviewed = workflow.review(engine, bob_key, alert_id)
+
+    assert reviewed["reviewed_by"] == bob_key.actor
+    assert reviewed["reviewer"] == f"bob ({bob_key.actor})"
+    again = cli("review", alert_id, "--tenant", tenant, "--as", "bob")
+    assert f"already reviewed by bob ({bob_key.actor}) at" in again.output
 
 
 def test_review_command_errors(engine, tenant, cli) -> None:
+    register_managers(engine, tenant, "em1", "em2")
     alert_id = single_approved(engine, tenant, "REV-CLI-2")
 
     same = cli("review", alert_id, "--tenant", tenant, "--as", "em1")
@@ -134,3 +156,13 @@ def test_review_command_errors(engine, tenant, cli) -> None:
     unknown = cli("review", "NOPE", "--tenant", tenant, "--as", "em2", "--json")
     assert unknown.exit_code != 0
     assert "not found" in json.loads(unknown.stdout)["error"]
+
+
+def test_review_deadline_in_tenant_time(engine, tenant) -> None:
+    cap = cap_alert("REV-TZ", urgency="Immediate", severity="Extreme")
+    [row] = workflow.compose(engine, manager(tenant, "em1"), cap)
+
+    approved = workflow.approve(engine, manager(tenant, "em1"), row["id"])
+
+    message = approved["approval"]["message"]
+    assert re.search(f"another must review it by {TENANT_TIME} with `hub alerts review", message)
