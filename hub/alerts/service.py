@@ -8,6 +8,7 @@ take a tenant session.
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -118,12 +119,30 @@ def _participating_tenants(session: Session, origin: str, requested: list[str] |
         )
     for tenant_id in tenants[1:]:
         row = session.get(Tenant, tenant_id)
-        if row is None or row.region != origin_row.region:
-            raise NotFound(
-                f"tenant {tenant_id} not found in region {origin_row.region}; a regional alert "
-                "may only include tenants of the originator's region"
+        if row is None or row.status != "active":
+            raise NotFound(_unknown_tenant_message(session, tenant_id, origin_row.region))
+        if row.region != origin_row.region:
+            raise InvalidInput(
+                f"tenant {tenant_id} is in region {row.region or '(none)'}, not in region "
+                f"{origin_row.region} of {origin}; a regional alert covers the tenants of one "
+                f"region, so leave out --also {tenant_id} and have an emergency manager of "
+                f"{tenant_id} compose its own alert"
             )
     return tenants
+
+
+def _unknown_tenant_message(session: Session, tenant_id: str, region: str) -> str:
+    """Say that `tenant_id` is unknown and suggest the closest active tenant id, preferring
+    the tenants of `region`."""
+    active = session.execute(select(Tenant.id, Tenant.region).where(Tenant.status == "active"))
+    in_region, elsewhere = [], []
+    for candidate, candidate_region in active:
+        (in_region if candidate_region == region else elsewhere).append(candidate)
+    close = difflib.get_close_matches(tenant_id, in_region, n=1) or difflib.get_close_matches(
+        tenant_id, elsewhere, n=1
+    )
+    hint = f"did you mean {close[0]}?" if close else "check the id with `hub tenants list`"
+    return f"tenant {tenant_id} not found; {hint}"
 
 
 def _resolve_reference(

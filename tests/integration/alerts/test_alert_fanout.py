@@ -202,7 +202,7 @@ def test_regional_follows_origin_policy(engine, region) -> None:
 def test_regional_outside_region_rejected(engine, region) -> None:
     nyc, _, _ = region
     stranger = add_tenant(engine, region="pacific")
-    with pytest.raises(NotFound):
+    with pytest.raises(InvalidInput, match=f"tenant {stranger} is in region pacific"):
         compose(engine, nyc, cap_alert("HU-4X"), tenants=[stranger])
 
 
