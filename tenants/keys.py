@@ -27,10 +27,11 @@ from sqlalchemy.orm import Session
 
 from hub.core.clock import utcnow
 from hub.core.db import get_engine, unit_of_work
-from hub.core.errors import InvalidInput, NotFound
+from hub.core.errors import Forbidden, InvalidInput, NotFound
 from hub.core.tenancy import (
     ALL_ROLES,
     ROLE_AGENCY,
+    ROLE_EMERGENCY_MANAGER,
     ROLE_PARTNER_AGENT,
     SystemContext,
     TenantContext,
@@ -207,6 +208,49 @@ def actor_person(session: Session, actor: str) -> str:
         holder = session.scalar(select(ApiKey.holder).where(ApiKey.id == int(name)))
         return holder.casefold() if holder else actor
     return actor
+
+
+def emergency_manager_holders(session: Session, tenant_id: str) -> list[str]:
+    """Return the holders of the tenant's active emergency_manager keys, sorted without
+    regard to case. These are the people who may act on the tenant's alerts by name."""
+    rows = session.execute(
+        select(ApiKey.holder, ApiKey.roles).where(
+            ApiKey.tenant_id == tenant_id,
+            ApiKey.revoked_at.is_(None),
+            ApiKey.holder.is_not(None),
+        )
+    )
+    holders = {holder for holder, roles in rows if ROLE_EMERGENCY_MANAGER in roles}
+    return sorted(holders, key=str.casefold)
+
+
+def registered_emergency_manager(
+    session: Session, tenant_id: str, name: str, *, option: str = "--as"
+) -> str:
+    """Return the holder of an active emergency_manager key of the tenant whose name is
+    `name`, ignoring case, in the spelling the key records.
+
+    Raises Forbidden naming the value (given as `option`), the registered names and the
+    command that registers a person. The CLI has no credential, so this roster is what ties
+    a name typed there to a person the tenant registered.
+    """
+    holders = emergency_manager_holders(session, tenant_id)
+    wanted = name.strip().casefold()
+    for holder in holders:
+        if holder.casefold() == wanted:
+            return holder
+    registered = (
+        f"its emergency managers are {', '.join(holders)}"
+        if holders
+        else "it has no emergency manager yet"
+    )
+    raise Forbidden(
+        f"{option} {name!r} is not an emergency manager of tenant {tenant_id}: no active "
+        f"emergency_manager key of the tenant has that holder, and {registered}. Register "
+        f"the person with `hub tenants keys create --tenant {tenant_id} --role "
+        f'emergency_manager --label "OEM NAME" --holder NAME`',
+        code="unknown_emergency_manager",
+    )
 
 
 def _hash(raw: str) -> str:

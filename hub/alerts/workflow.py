@@ -20,7 +20,8 @@ from hub.alerts.cap.problems import InvalidCap, Problem
 from hub.alerts.policy import load_settings
 from hub.core.db import unit_of_work
 from hub.core.errors import InvalidInput, NotFound
-from hub.core.tenancy import SystemContext, TenantContext
+from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, SystemContext, TenantContext
+from tenants.keys import registered_emergency_manager
 
 # Keys of a JSON or YAML composition that are not CAP elements.
 KIND_KEY = "kind"
@@ -94,6 +95,21 @@ def from_mapping(document: dict[str, Any]) -> tuple[Any, list[str], str]:
     if problems:
         raise InvalidCap(problems)
     return cap, tenants, kind
+
+
+def named_manager(engine: Engine | None, tenant_id: str, name: str) -> TenantContext:
+    """Return the context of the emergency manager `name` acting for the tenant without a key,
+    as the CLI's `--as NAME` does.
+
+    The name must be the holder of an active emergency_manager key of the tenant, ignoring
+    case. The actor id is `cli:` and the holder as the key records it. Raises NotFound for an
+    unknown tenant and Forbidden for any other name (`registered_emergency_manager`).
+    """
+    with unit_of_work(TenantContext(tenant_id), engine=engine, write=False) as session:
+        service.require_tenant(session, tenant_id)
+        holder = registered_emergency_manager(session, tenant_id, name)
+    roles = frozenset({ROLE_EMERGENCY_MANAGER})
+    return TenantContext(tenant_id, actor=f"cli:{holder}", roles=roles)
 
 
 def compose(

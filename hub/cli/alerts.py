@@ -87,10 +87,11 @@ def validate_command(
 
 TENANT_OPTION = typer.Option(..., "--tenant", help="Tenant id the emergency manager acts for.")
 ACTOR_OPTION = typer.Option(
-    "operator",
+    ...,
     "--as",
-    help="Name of the emergency manager acting, recorded in the audit log. Approvals count "
-    "it and an API key whose --holder is this name (ignoring case) as one person.",
+    help="Name of the emergency manager acting, recorded in the audit log: the holder of an "
+    "active emergency_manager key of the tenant (`hub tenants keys create --holder NAME`), "
+    "ignoring case. Approvals count it and that key as one person.",
 )
 
 
@@ -154,7 +155,7 @@ def compose_command(
             cap, tenants, kind = workflow.read_composition(path.read_bytes(), name=str(path))
             rows = workflow.compose(
                 None,
-                _manager(tenant, actor),
+                workflow.named_manager(None, tenant, actor),
                 cap,
                 tenants=tenants + list(also),
                 kind="notice" if notice else kind,
@@ -191,7 +192,7 @@ def approve_command(
     """Approve this tenant's part of an alert as the named emergency manager, and print the
     approval state of each participating tenant's part and which approval is still needed."""
     with cli_errors():
-        result = workflow.approve(None, _manager(tenant, actor), alert_id)
+        result = workflow.approve(None, workflow.named_manager(None, tenant, actor), alert_id)
 
     def render(data: dict) -> None:
         for state in data["tenants"]:
@@ -215,7 +216,7 @@ def review_command(
     alerts, when the tenant's policy allows it). The reviewer must be another emergency
     manager, and the review is recorded in the audit log."""
     with cli_errors():
-        row = workflow.review(None, _manager(tenant, actor), alert_id, note)
+        row = workflow.review(None, workflow.named_manager(None, tenant, actor), alert_id, note)
     emit([row], as_json, _print_rows)
 
 
@@ -228,7 +229,7 @@ def send_command(
 ) -> None:
     """Start the fan-out of an approved alert in every participating tenant."""
     with cli_errors():
-        result = workflow.send(None, _manager(tenant, actor), alert_id)
+        result = workflow.send(None, workflow.named_manager(None, tenant, actor), alert_id)
 
     def render(data: dict) -> None:
         if data["already_sent"]:

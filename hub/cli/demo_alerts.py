@@ -1,9 +1,10 @@
 """The alerts step of `hub demo`: a regional hurricane alert over New York City and Boston.
 
 It subscribes generated residents in both cities (a third prefer Spanish) and points the two
-tenants' SMS, Web Push and e-mail providers at local receivers on 127.0.0.1. Then it composes
-an alert in English and Spanish, has a second emergency manager approve it and sends it,
-follows it with an Update and a Cancel, and reports deliveries per alert, tenant and channel.
+tenants' SMS, Web Push and e-mail providers at local receivers on 127.0.0.1. It registers two
+emergency managers per city. Then it composes an alert in English and Spanish, has the second
+emergency manager approve it and sends it, follows it with an Update and a Cancel, and
+reports deliveries per alert, tenant and channel.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hub.core.db import unit_of_work
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, SystemContext, TenantContext
 from hub.requests.catalog import in_service_area
 from privacy.fields import FieldCipher
+from tenants.keys import create_api_key
 from tenants.models import Tenant
 from tenants.registry import TenantInfo, get_tenant
 
@@ -41,6 +43,8 @@ CITIES = {
 # One polygon over both cities and the coast between them.
 REGION_POLYGON = [(40.5, -74.3), (40.5, -70.8), (42.6, -70.8), (42.6, -74.3), (40.5, -74.3)]
 CHANNEL_CYCLE = ("webhook", "webhook", "sms", "webpush", "email")
+# Each city's emergency managers: em1 composes and sends, em2 approves.
+MANAGERS = ("em1", "em2")
 
 
 class _Receiver:
@@ -212,9 +216,24 @@ def _alert(identifier: str, msg_type: str, references: str | None, sent: datetim
     )
 
 
-def _manager(tenant_id: str, name: str) -> TenantContext:
-    roles = frozenset({ROLE_EMERGENCY_MANAGER})
-    return TenantContext(tenant_id, actor=f"demo:{name}", roles=roles)
+def _register_managers(ctx: DemoContext) -> None:
+    """Give each city the emergency managers em1 and em2, as keys with a holder, because
+    alert actions by name are accepted only from a tenant's registered managers."""
+    for tenant_id in CITIES:
+        admin = TenantContext(tenant_id, actor="demo")
+        with unit_of_work(admin, engine=ctx.engine) as session:
+            for name in MANAGERS:
+                create_api_key(
+                    session,
+                    admin,
+                    roles=[ROLE_EMERGENCY_MANAGER],
+                    label=f"demo emergency manager {name}",
+                    holder=name,
+                )
+
+
+def _manager(ctx: DemoContext, tenant_id: str, name: str) -> TenantContext:
+    return workflow.named_manager(ctx.engine, tenant_id, name)
 
 
 def _pending(ctx: DemoContext, rows: list[dict[str, Any]]) -> int:
@@ -235,15 +254,16 @@ def _pending(ctx: DemoContext, rows: list[dict[str, Any]]) -> int:
 
 def _run_alert(ctx: DemoContext, cap: Alert) -> list[dict[str, Any]]:
     """Compose, approve in each tenant by a second manager, send, wait; return the status."""
-    rows = workflow.compose(ctx.engine, _manager("new-york-city", "em1"), cap, tenants=["boston"])
+    composer = _manager(ctx, "new-york-city", "em1")
+    rows = workflow.compose(ctx.engine, composer, cap, tenants=["boston"])
     for row in rows:
-        workflow.approve(ctx.engine, _manager(row["tenant_id"], "em2"), row["id"])
+        workflow.approve(ctx.engine, _manager(ctx, row["tenant_id"], "em2"), row["id"])
     origin = next(r for r in rows if r["tenant_id"] == "new-york-city")
-    workflow.send(ctx.engine, _manager("new-york-city", "em1"), origin["id"])
+    workflow.send(ctx.engine, composer, origin["id"])
     deadline = time.monotonic() + ctx.options.wait_seconds
     while _pending(ctx, rows) and time.monotonic() < deadline:
         time.sleep(0.5)
-    return workflow.status(ctx.engine, _manager("new-york-city", "em1"), origin["id"])
+    return workflow.status(ctx.engine, composer, origin["id"])
 
 
 def alerts_step(ctx: DemoContext) -> dict[str, Any]:
@@ -253,6 +273,7 @@ def alerts_step(ctx: DemoContext) -> dict[str, Any]:
         ctx.add_cleanup(smtp[0].stop)
     ctx.add_cleanup(receiver.server.shutdown)
     _configure_providers(ctx, receiver, smtp[1] if smtp else None)
+    _register_managers(ctx)
     residents = _subscribe_residents(ctx, receiver, email=smtp is not None)
 
     sent = datetime.now(UTC).replace(microsecond=0)

@@ -118,7 +118,7 @@ def test_review_command(engine, tenant, cli) -> None:
     assert alert_id in listed.output
     assert re.search(f"awaiting review, due {TENANT_TIME}", " ".join(listed.output.split()))
 
-    done = cli("review", alert_id, "--tenant", tenant, "--as", "em2", "--note", "ok", "--json")
+    done = cli("review", alert_id, "--tenant", tenant, "--as", "EM2", "--note", "ok", "--json")
     assert done.exit_code == 0, done.output
     [row] = json.loads(done.stdout)
     assert row["reviewed_by"] == "cli:em2"

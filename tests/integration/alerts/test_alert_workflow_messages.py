@@ -18,6 +18,7 @@ from alerts_support import (
     backdate_expiry,
     cap_alert,
     manager,
+    register_managers,
 )
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select
@@ -132,6 +133,7 @@ def test_unknown_alert_hint_names_tenant(engine) -> None:
 
 def test_composer_approval_explained(engine, cli) -> None:
     tenant = add_tenant(engine)
+    register_managers(engine, tenant, "em1")
     [row] = compose(engine, tenant, cap_alert("SELF-1"))
 
     result = workflow.approve(engine, manager(tenant, "em1"), row.id)
@@ -184,18 +186,19 @@ def test_expired_alert_rejected_at_compose(engine) -> None:
 
 def test_expired_send_repeats_error(engine, cli) -> None:
     tenant = add_tenant(engine)
+    register_managers(engine, tenant, "em1")
     [row] = compose(engine, tenant, cap_alert("OLD-2"))
     approve(engine, tenant, row.id, "em2")
     backdate_expiry(engine, tenant, row.id)
 
     for attempt in (1, 2, 3):
-        result = cli("send", row.id, "--tenant", tenant)
+        result = cli("send", row.id, "--tenant", tenant, "--as", "em1")
         assert result.exit_code == 2, (attempt, result.output)
         assert f"alert {row.id} expired at" in result.output, attempt
         assert "nothing was sent" in result.output, attempt
         assert "already sent" not in result.output, attempt
 
-    as_json = cli("send", row.id, "--tenant", tenant, "--json")
+    as_json = cli("send", row.id, "--tenant", tenant, "--as", "em1", "--json")
     assert as_json.exit_code == 2
     document = json.loads(as_json.stdout)
     assert "expired at" in document["error"]
@@ -213,8 +216,8 @@ def test_unknown_tenant_reported(engine, cli, tmp_path) -> None:
         encoding="utf-8",
     )
     for args in (
-        ("compose", str(path), "--tenant", "nowhere"),
-        ("compose", str(path), "--tenant", "nowhere", "--also", "boston"),
+        ("compose", str(path), "--tenant", "nowhere", "--as", "em1"),
+        ("compose", str(path), "--tenant", "nowhere", "--also", "boston", "--as", "em1"),
         ("preview", "ANY", "--tenant", "nowhere"),
         ("status", "ANY", "--tenant", "nowhere"),
         ("list", "--tenant", "nowhere"),
@@ -227,10 +230,11 @@ def test_unknown_tenant_reported(engine, cli, tmp_path) -> None:
 
 def test_compose_json_lists_problems(engine, cli, tmp_path) -> None:
     tenant = add_tenant(engine)
+    register_managers(engine, tenant, "em1")
     path = tmp_path / "partial.yaml"
     path.write_text("identifier: PART-1\n", encoding="utf-8")
 
-    result = cli("compose", str(path), "--tenant", tenant, "--json")
+    result = cli("compose", str(path), "--tenant", tenant, "--as", "em1", "--json")
 
     assert result.exit_code == 2, result.output
     document = json.loads(result.stdout)

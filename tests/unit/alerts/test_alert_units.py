@@ -213,7 +213,7 @@ def test_compose_json_parse_errors(tmp_path: Path) -> None:
         path = tmp_path / name
         path.write_text(text, encoding="utf-8")
         result = CliRunner().invoke(
-            app, ["alerts", "compose", str(path), "--tenant", "any", "--json"]
+            app, ["alerts", "compose", str(path), "--tenant", "any", "--as", "em1", "--json"]
         )
         assert result.exit_code == 2, name
         document = json.loads(result.stdout)
