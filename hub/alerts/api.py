@@ -69,8 +69,12 @@ def review_alert(
 
 
 @router.post("/api/v1/alerts/{alert_id}/send")
-def send_alert(alert_id: str, ctx: TenantContext = Depends(manager)) -> dict[str, Any]:
-    return workflow.send(None, ctx, alert_id)
+def send_alert(
+    alert_id: str, approved_only: bool = False, ctx: TenantContext = Depends(manager)
+) -> dict[str, Any]:
+    """Start the fan-out. With `approved_only=true` a regional alert's approved parts go now
+    and each other part once it is approved and sent again."""
+    return workflow.send(None, ctx, alert_id, approved_only=approved_only)
 
 
 @router.get("/api/v1/alerts/{alert_id}")

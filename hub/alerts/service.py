@@ -277,6 +277,38 @@ def compose(
     return rows
 
 
+def reference_parts_left_out(session: Session, rows: list[m.Alert]) -> list[str]:
+    """Warn about the parts of a regional alert that an Update or Cancel leaves out.
+
+    `rows` are the parts of a message just composed. The session must see every tenant (a
+    system session). Returns one message per part of a referenced alert whose tenant is not
+    among the rows, unless that part already ended as held, cancelled, superseded or expired.
+    """
+    included = {row.tenant_id for row in rows}
+    ended = (m.HELD, m.CANCELLED, m.SUPERSEDED, m.EXPIRED)
+    warnings = []
+    for row in rows:
+        reference = session.get(m.Alert, row.references_alert_id or "")
+        if reference is None or reference.tenant_id != row.origin_tenant_id:
+            continue
+        others = [
+            part
+            for part in group_rows(session, reference.group_id)
+            if part.tenant_id not in included and part.state not in ended
+        ]
+        if not others:
+            continue
+        listed = ", ".join(f"{part.tenant_id} (alert {part.id}, {part.state})" for part in others)
+        options = " ".join(f"--also {part.tenant_id}" for part in others)
+        warnings.append(
+            f"{row.msg_type} {row.identifier} covers only {', '.join(sorted(included))}, but "
+            f"alert {reference.id} that it references is a regional alert with parts in "
+            f"{listed}, which it leaves as they are. To include them, compose the "
+            f"{row.msg_type} again with a new identifier and `{options}`"
+        )
+    return warnings
+
+
 def approve(
     session: Session, ctx: TenantContext, alert_id: str, *, settings: TenantAlertSettings
 ) -> m.Alert:
@@ -631,25 +663,83 @@ def queue_for(row: m.Alert) -> str:
     return QUEUE_ALERTS_BULK if row.kind == "notice" else QUEUE_ALERTS_URGENT
 
 
-def check_sendable(rows: list[m.Alert]) -> None:
-    """Raise unless every tenant's row of the group may be sent now."""
+def unsent_rows(rows: list[m.Alert]) -> list[m.Alert]:
+    """Return the parts of a group whose fan-out has not started.
+
+    A part that expired before its fan-out started counts, so every later `send` reports the
+    expiry instead of "already sent".
+    """
+    return [
+        row
+        for row in rows
+        if row.state in (m.DRAFT, m.APPROVED, m.HELD)
+        or (row.state == m.EXPIRED and row.send_started_at is None)
+    ]
+
+
+def send_command(row: m.Alert) -> str:
+    """Return the CLI command that sends the alert group of `row`, with NAME for the sender."""
+    return f"hub alerts send {row.group_id} --tenant {row.origin_tenant_id} --as NAME"
+
+
+def rows_to_send(rows: list[m.Alert], *, approved_only: bool = False) -> list[m.Alert]:
+    """Return the parts of an alert group to send now; raise when the send must not start.
+
+    `rows` are every tenant's part of the group. Raises InvalidInput (code `expired`) when the
+    alert expired. By default every unsent part must be approved: a held part raises Conflict,
+    and parts still in draft raise Forbidden (code `not_approved`) naming each of them. With
+    `approved_only` the approved parts are returned and the others are left as they are, so a
+    later send starts each draft once it is approved. It still raises Forbidden when no part
+    is approved.
+    """
+    unsent = unsent_rows(rows)
     now = utcnow()
-    for row in rows:
-        if row.state == m.HELD:
-            raise Conflict(f"alert {row.id} is held and is never sent: {row.hold_reason}")
-        if row.state == m.DRAFT:
-            raise Forbidden(
-                f"alert {row.id} of tenant {row.tenant_id} is not approved yet; an emergency "
-                f"manager of {row.tenant_id} approves it with "
-                f"`{approve_command(row.id, row.tenant_id)}`",
-                code="not_approved",
-            )
+    for row in unsent:
         if row.expires_at is not None and as_utc(row.expires_at) <= now:
             raise InvalidInput(
                 f"alert {row.id} expired at {as_utc(row.expires_at).isoformat()}; nothing was "
                 "sent. Compose a new alert with a later expires time",
                 code="expired",
             )
+    regional = len(rows) > 1
+    held = [row for row in unsent if row.state == m.HELD]
+    drafts = [row for row in unsent if row.state == m.DRAFT]
+    ready = [row for row in unsent if row.state == m.APPROVED]
+    option_hint = ""
+    if regional:
+        option_hint = (
+            f". To send the approved parts now and each other part once it is approved, run "
+            f"`{send_command(rows[0])} --approved-only`"
+        )
+    if held and not approved_only:
+        listed = "; ".join(
+            f"alert {row.id} of tenant {row.tenant_id} is held and is never sent: {row.hold_reason}"
+            for row in held
+        )
+        raise Conflict(listed + option_hint)
+    if drafts and (not approved_only or not ready):
+        raise Forbidden(_not_approved_message(drafts, ready, regional), code="not_approved")
+    return ready
+
+
+def _not_approved_message(drafts: list[m.Alert], ready: list[m.Alert], regional: bool) -> str:
+    """Name each part still in draft with the command that approves it, and for a regional
+    alert the `--approved-only` option of `send`."""
+    commands = "; ".join(
+        f"alert {row.id} of tenant {row.tenant_id}: an emergency manager of {row.tenant_id} "
+        f"approves it with `{approve_command(row.id, row.tenant_id)}`"
+        for row in drafts
+    )
+    message = f"nothing was sent, because {len(drafts)} part(s) are not approved yet ({commands})"
+    if not regional:
+        return message
+    if ready:
+        parts = ", ".join(row.tenant_id for row in ready)
+        return (
+            f"{message}. To send the approved parts ({parts}) now and each other part once it "
+            f"is approved, run `{send_command(drafts[0])} --approved-only`"
+        )
+    return f"{message}. `--approved-only` sends only approved parts, and none is approved yet"
 
 
 def queue_batch(session: Session, row: m.Alert, batch: int) -> None:

@@ -120,12 +120,22 @@ def compose(
     tenants: list[str] | None = None,
     kind: str = "alert",
 ) -> list[dict[str, Any]]:
+    """Store the alert as drafts and return each tenant's part. Each part's `warnings` lists
+    the parts of a regional alert that this Update or Cancel leaves out, if any."""
     service.require_emergency_manager(ctx)
     regional = bool([t for t in tenants or [] if t != ctx.tenant_id])
     scope = SystemContext("regional alert compose", actor=ctx.actor) if regional else ctx
     with unit_of_work(scope, engine=engine) as session:
         rows = service.compose(session, ctx, cap, tenants=tenants, kind=kind)
-        return [summary(row) for row in rows]
+        result = [summary(row) for row in rows]
+    warnings: list[str] = []
+    if any(row.references_alert_id for row in rows):
+        system = SystemContext("alert reference parts", actor=ctx.actor)
+        with unit_of_work(system, engine=engine, write=False) as session:
+            warnings = service.reference_parts_left_out(session, rows)
+    for row in result:
+        row["warnings"] = warnings
+    return result
 
 
 def approve(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[str, Any]:
@@ -158,8 +168,16 @@ def _group(engine: Engine | None, ctx: TenantContext, alert_id: str) -> list[m.A
         return service.group_rows(s, group_id)
 
 
-def send(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[str, Any]:
-    """Start the fan-out of an approved alert in every participating tenant."""
+def send(
+    engine: Engine | None, ctx: TenantContext, alert_id: str, *, approved_only: bool = False
+) -> dict[str, Any]:
+    """Start the fan-out of an approved alert in every participating tenant.
+
+    By default every part must be approved (`service.rows_to_send`). With `approved_only` the
+    approved parts go now and a part still in draft waits for its own approval and a later
+    send. Returns `deliveries` queued in all, `already_sent`, and `tenants`: for each part,
+    the deliveries queued now, an `outcome` code and a `message`.
+    """
     service.require_emergency_manager(ctx)
     rows = _group(engine, ctx, alert_id)
     origin = rows[0].origin_tenant_id
@@ -167,31 +185,90 @@ def send(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[str, 
         raise NotFound(
             f"alert {alert_id} was composed by tenant {origin}; only its emergency managers send it"
         )
-    # A row that expired before its fan-out started is checked again, so every later attempt
-    # reports the expiry instead of "already sent".
-    unsent = [
-        row
-        for row in rows
-        if row.state in (m.DRAFT, m.APPROVED, m.HELD)
-        or (row.state == m.EXPIRED and row.send_started_at is None)
-    ]
-    if not unsent:
-        return {"group_id": rows[0].group_id, "deliveries": 0, "already_sent": True}
+    if not service.unsent_rows(rows):
+        parts = [
+            _part(row, "already_sent", f"already sent ({row.state}); nothing to do") for row in rows
+        ]
+        return {
+            "group_id": rows[0].group_id,
+            "deliveries": 0,
+            "already_sent": True,
+            "tenants": parts,
+        }
     try:
-        service.check_sendable(unsent)
+        ready = {row.id for row in service.rows_to_send(rows, approved_only=approved_only)}
     except InvalidInput as exc:
         if exc.code == "expired":
             _mark_expired(engine, rows)
         raise
-    total = 0
+    parts = []
     for row in rows:
+        if row.id not in ready:
+            parts.append(_unsent_part(row))
+            continue
         tenant_ctx = TenantContext(row.tenant_id, actor=ctx.actor)
         with unit_of_work(tenant_ctx, engine=engine) as session:
             current = service.get_alert(session, row.id)
-            total += service.start_sending(
+            reference = (
+                session.get(m.Alert, current.references_alert_id)
+                if current.references_alert_id
+                else None
+            )
+            never_sent = reference is not None and reference.send_started_at is None
+            count = service.start_sending(
                 session, current, load_settings(session, row.tenant_id), actor=ctx.actor
             )
-    return {"group_id": rows[0].group_id, "deliveries": total, "already_sent": False}
+            parts.append(_queued_part(current, count, reference if never_sent else None))
+    total = sum(part["deliveries"] for part in parts)
+    return {
+        "group_id": rows[0].group_id,
+        "deliveries": total,
+        "already_sent": False,
+        "tenants": parts,
+    }
+
+
+def _part(row: m.Alert, outcome: str, message: str, deliveries: int = 0) -> dict[str, Any]:
+    return {
+        "tenant_id": row.tenant_id,
+        "id": row.id,
+        "deliveries": deliveries,
+        "outcome": outcome,
+        "message": message,
+    }
+
+
+def _queued_part(row: m.Alert, count: int, unsent_reference: m.Alert | None) -> dict[str, Any]:
+    """Describe a part whose fan-out started; `unsent_reference` is the alert it updates or
+    cancels when that alert was never sent."""
+    message = f"{count} deliveries queued"
+    if unsent_reference is not None and row.msg_type == "Cancel":
+        message += (
+            f"; it cancels alert {unsent_reference.id}, which was never sent, so nobody was "
+            f"reached and alert {unsent_reference.id} will never be sent"
+        )
+    elif unsent_reference is not None:
+        message += (
+            f"; it replaces alert {unsent_reference.id}, which was never sent and now never will be"
+        )
+    return _part(row, "queued", message, count)
+
+
+def _unsent_part(row: m.Alert) -> dict[str, Any]:
+    """Describe a part that this send did not start."""
+    if row.state == m.DRAFT:
+        return _part(
+            row,
+            "not_approved",
+            f"not approved yet, so nothing was sent; once "
+            f"`{service.approve_command(row.id, row.tenant_id)}` approves it, "
+            f"`{service.send_command(row)}` sends it",
+        )
+    if row.state == m.HELD:
+        return _part(row, "held", f"held and never sent: {row.hold_reason}")
+    if row.state in (m.CANCELLED, m.SUPERSEDED) and row.send_started_at is None:
+        return _part(row, row.state, f"{row.state} before it was sent; nothing was sent")
+    return _part(row, "already_sent", f"already sent ({row.state}); nothing to do")
 
 
 def _mark_expired(engine: Engine | None, rows: list[m.Alert]) -> None:

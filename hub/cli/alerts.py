@@ -162,7 +162,13 @@ def compose_command(
             )
         except InvalidCap as exc:
             _fail_problems(path, exc, as_json)
-    emit(rows, as_json, _print_rows)
+
+    def render(data: list[dict]) -> None:
+        _print_rows(data)
+        for warning in data[0]["warnings"] if data else []:
+            err_console.print(f"warning: {warning}", markup=False, highlight=False)
+
+    emit(rows, as_json, render)
     if any(r["state"] == "held" for r in rows):
         raise typer.Exit(1)
 
@@ -225,17 +231,27 @@ def send_command(
     alert_id: str = typer.Argument(..., help="Alert id printed by `hub alerts compose`."),
     tenant: str = TENANT_OPTION,
     actor: str = ACTOR_OPTION,
+    approved_only: bool = typer.Option(
+        False,
+        "--approved-only",
+        help="For a regional alert: send the parts already approved now, and leave each other "
+        "part to a later send once it is approved. Without it, every part must be approved.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Start the fan-out of an approved alert in every participating tenant."""
+    """Start the fan-out of an approved alert in every participating tenant, and print for
+    each tenant's part the deliveries queued or why it was not sent."""
     with cli_errors():
-        result = workflow.send(None, workflow.named_manager(None, tenant, actor), alert_id)
+        ctx = workflow.named_manager(None, tenant, actor)
+        result = workflow.send(None, ctx, alert_id, approved_only=approved_only)
 
     def render(data: dict) -> None:
         if data["already_sent"]:
             console.print(f"alert {alert_id} was already sent; nothing to do", markup=False)
-        else:
-            console.print(f"alert {alert_id}: {data['deliveries']} deliveries queued", markup=False)
+            return
+        for part in data["tenants"]:
+            heading = f"{part['tenant_id']} (alert {part['id']})"
+            console.print(f"{heading}: {part['message']}", markup=False, highlight=False)
 
     emit(result, as_json, render)
 

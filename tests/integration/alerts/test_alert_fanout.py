@@ -56,7 +56,7 @@ def send(engine: Engine, rows: list[m.Alert]) -> int:
     for row in rows:
         with unit_of_work(manager(row.tenant_id), engine=engine) as session:
             current = service.get_alert(session, row.id)
-            service.check_sendable([current])
+            service.rows_to_send([current])
             total += service.start_sending(
                 session, current, load_settings(session, row.tenant_id), actor="cli:em1"
             )
