@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 from pywebpush import WebPusher
 
-from hub.alerts.policy import TenantAlertSettings
+from hub.alerts.policy import TenantAlertSettings, provider_missing
 from hub.requests.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from privacy.keys import get_key_provider
 
@@ -201,12 +201,13 @@ class SmsChannel(Channel):
         self.http = http
         self.url = config.get("url")
         self.token = config.get("token")
+        self.missing = provider_missing(self.name, config)
 
     async def send(
         self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
     ) -> Outcome:
-        if not self.url:
-            return Outcome(ok=False, error="SMS provider not configured")
+        if self.missing:
+            return Outcome(ok=False, error=self.missing)
         payload = {
             "to": address,
             "text": text.short_text(SMS_MAX_CHARS),
@@ -306,16 +307,18 @@ class WebPushChannel(Channel):
 class EmailChannel(Channel):
     """E-mail over SMTP with `smtplib`, one connection per batch, used by one thread at a time.
 
-    Manifest `alerts.providers.smtp`: `host`, `port`, `sender`, and optionally `starttls`,
-    `username` and `password`.
+    Manifest `alerts.providers.smtp`: `host` and `sender`, and optionally `port` (25),
+    `starttls`, `username` and `password`. Without a host or a sender every message fails at
+    once, as SMS without a provider does, instead of trying a mail server on this machine.
     """
 
     name = "email"
 
     def __init__(self, config: dict[str, Any]):
-        self.host = config.get("host", "127.0.0.1")
+        self.missing = provider_missing(self.name, config)
+        self.host = config.get("host")
         self.port = int(config.get("port", 25))
-        self.sender = config.get("sender", "alerts@localhost")
+        self.sender = config.get("sender")
         self.starttls = bool(config.get("starttls", False))
         self.username = config.get("username")
         self.password = config.get("password")
@@ -354,6 +357,8 @@ class EmailChannel(Channel):
     async def send(
         self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
     ) -> Outcome:
+        if self.missing:
+            return Outcome(ok=False, error=self.missing)
         async with self._lock:
             try:
                 await asyncio.to_thread(

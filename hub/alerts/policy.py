@@ -12,6 +12,25 @@ from hub.core.errors import NotFound
 from tenants.manifest import AlertsSection
 from tenants.models import Tenant
 
+# Channels that send through a provider set in the manifest (`alerts.providers.<block>`): the
+# name errors use, the block and the keys it must set. Webhook and Web Push need none, because
+# the hub derives their keys.
+PROVIDERS = {"email": ("SMTP", "smtp", ("host", "sender")), "sms": ("SMS", "sms", ("url",))}
+
+
+def provider_missing(channel: str, config: dict[str, Any]) -> str | None:
+    """Return why `channel` cannot send with the provider block `config`, or None when it can.
+
+    The reason is stored on each delivery that fails for it, so it fits `last_error`.
+    """
+    spec = PROVIDERS.get(channel)
+    if spec is None:
+        return None
+    label, block, keys = spec
+    if all(config.get(key) for key in keys):
+        return None
+    return f"{label} provider not configured (alerts.providers.{block})"
+
 
 @dataclass
 class TenantAlertSettings:
@@ -28,6 +47,11 @@ class TenantAlertSettings:
         """Return the `alerts.providers.<name>` manifest block (an extension key), or {}."""
         providers = getattr(self.alerts, "model_extra", None) or {}
         return dict((providers.get("providers") or {}).get(name) or {})
+
+    def provider_missing(self, channel: str) -> str | None:
+        """Return why this tenant cannot send on `channel` (no provider configured), or None."""
+        spec = PROVIDERS.get(channel)
+        return provider_missing(channel, self.provider(spec[1])) if spec else None
 
     @property
     def public_base_url(self) -> str | None:

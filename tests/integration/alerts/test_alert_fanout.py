@@ -80,7 +80,9 @@ def alert_row(engine: Engine, tenant_id: str, alert_id: str) -> m.Alert:
 @pytest.fixture
 def region(engine: Engine, webhook_receiver: HttpReceiver, smtp_receiver: SmtpReceiver):
     alerts = {
-        "providers": {"smtp": {"host": "127.0.0.1", "port": smtp_receiver.port}},
+        "providers": {
+            "smtp": {"host": "127.0.0.1", "port": smtp_receiver.port, "sender": "alerts@test"}
+        },
         "rate_limits": {"webhook": 1000, "email": 1000, "webpush": 1000, "sms": 1000},
     }
     nyc = add_tenant(engine, alerts=alerts)

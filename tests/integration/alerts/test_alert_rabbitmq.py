@@ -134,7 +134,7 @@ def test_fanout_survives_sigkill(stack, tmp_path: Path) -> None:
     smtp = SmtpReceiver().start()
     try:
         providers = {
-            "smtp": {"host": "127.0.0.1", "port": smtp.port},
+            "smtp": {"host": "127.0.0.1", "port": smtp.port, "sender": "alerts@test"},
             "sms": {"url": sms.url("/sms")},
             "webpush": {"subject": "mailto:oem@example.org"},
         }

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import h3
+import pytest
 from typer.testing import CliRunner
 
 from hub.alerts.cap.mapping import from_dict, to_dict
@@ -248,3 +249,27 @@ def test_webhook_body_matches_message_json() -> None:
     for key, link in (("A1-1", None), ("A1-2", 'https://hub.example.org/u?"é')):
         expected = json.dumps(text.as_dict(key, link), ensure_ascii=False).encode("utf-8")
         assert text.json_body(key, link) == expected
+
+
+@pytest.mark.parametrize(
+    "config", [{}, {"host": "127.0.0.1", "port": 2525}, {"sender": "alerts@city.example.org"}]
+)
+def test_email_without_provider_fails_at_once(config, monkeypatch) -> None:
+    import asyncio
+    import smtplib
+
+    from hub.alerts.channels import EmailChannel, MessageText
+
+    def connect(*_args, **_kwargs):
+        raise AssertionError("an unconfigured e-mail channel must not connect")
+
+    monkeypatch.setattr(smtplib, "SMTP", connect)
+    text = MessageText(
+        "A1", "HU-1", "Alert", "Actual", "en-US", "Hurricane", "h", "", "", "", None, None
+    )
+
+    outcome = asyncio.run(EmailChannel(config).send("r@example.org", text, "A1-1", None))
+
+    assert outcome.ok is False
+    assert outcome.transient is False
+    assert outcome.error == "SMTP provider not configured (alerts.providers.smtp)"
