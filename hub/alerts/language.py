@@ -29,3 +29,12 @@ def choose_info(infos: Sequence[Info], preferences: Sequence[str], tenant_defaul
             if _primary(code) == _primary(wanted):
                 return index
     return 0
+
+
+def has_language(infos: Sequence[Info], tag: str) -> bool:
+    """Return whether an `info` block is in language `tag`, exactly or by primary subtag."""
+    return any(
+        info.effective_language.lower() == tag.lower()
+        or _primary(info.effective_language) == _primary(tag)
+        for info in infos
+    )

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from hub.alerts.cap.model import Point
 from hub.core.errors import NotFound
+from tenants.geometry import Geometry
 from tenants.manifest import AlertsSection
 from tenants.models import Tenant
 
@@ -42,6 +43,9 @@ class TenantAlertSettings:
     alerts: AlertsSection
     # Geocode zones as (valueName, value) -> rings of CAP (lat, lon) points.
     zones: dict[tuple[str, str], list[list[Point]]]
+    # Outer rings of the tenant's service area as CAP (lat, lon) points.
+    service_area: list[list[Point]]
+    languages: list[str]
 
     def provider(self, name: str) -> dict[str, Any]:
         """Return the `alerts.providers.<name>` manifest block (an extension key), or {}."""
@@ -69,15 +73,12 @@ def load_settings(session: Session, tenant_id: str) -> TenantAlertSettings:
     if tenant is None or tenant.status != "active":
         raise NotFound(f"tenant {tenant_id} not found; check the id with `hub tenants list`")
     alerts = AlertsSection.model_validate((tenant.manifest or {}).get("alerts") or {})
-    zones: dict[tuple[str, str], list[list[Point]]] = {}
-    for zone in alerts.geocode_zones:
-        if zone.geometry is None:
-            continue
-        rings = [
-            [(float(lat), float(lon)) for lon, lat, *_ in polygon[0]]
-            for polygon in zone.geometry.polygons()
-        ]
-        zones[(zone.value_name, zone.value)] = rings
+    zones = {
+        (zone.value_name, zone.value): _cap_rings(zone.geometry)
+        for zone in alerts.geocode_zones
+        if zone.geometry is not None
+    }
+    area = (tenant.manifest or {}).get("service_area")
     return TenantAlertSettings(
         tenant_id=tenant.id,
         region=tenant.region,
@@ -85,7 +86,16 @@ def load_settings(session: Session, tenant_id: str) -> TenantAlertSettings:
         timezone=tenant.timezone,
         alerts=alerts,
         zones=zones,
+        service_area=_cap_rings(Geometry.model_validate(area)) if area else [],
+        languages=list(tenant.languages or []),
     )
+
+
+def _cap_rings(geometry: Geometry) -> list[list[Point]]:
+    """Return the outer rings of a GeoJSON geometry as CAP (lat, lon) points."""
+    return [
+        [(float(lat), float(lon)) for lon, lat, *_ in polygon[0]] for polygon in geometry.polygons()
+    ]
 
 
 def approvals_needed(

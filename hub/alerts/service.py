@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import Select, func, insert, literal, select, union, update
 from sqlalchemy.orm import Session, aliased
 
+from hub.alerts import coverage
 from hub.alerts import models as m
 from hub.alerts.cap.model import Alert as CapAlert
 from hub.alerts.cap.model import Info
@@ -26,7 +27,7 @@ from hub.alerts.cap.problems import InvalidCap, Problem
 from hub.alerts.cap.validate import validate
 from hub.alerts.cap.writer import write
 from hub.alerts.cells import CellSet, area_cells
-from hub.alerts.language import choose_info
+from hub.alerts.language import choose_info, has_language
 from hub.alerts.metrics import ALERTS_SENT, DELIVERIES_CREATED, TARGETING_SECONDS
 from hub.alerts.policy import TenantAlertSettings, approvals_needed, load_settings
 from hub.alerts.targeting import (
@@ -107,7 +108,7 @@ def group_rows(session: Session, group_id: str) -> list[m.Alert]:
     )
 
 
-def _participating_tenants(session: Session, origin: str, requested: list[str] | None) -> list[str]:
+def participating_tenants(session: Session, origin: str, requested: list[str] | None) -> list[str]:
     tenants = [origin] + [t for t in (requested or []) if t != origin]
     origin_row = require_tenant(session, origin)
     if len(tenants) == 1:
@@ -165,7 +166,14 @@ def _resolve_reference(
     return None, f"references an unknown alert: {listed}"[:300]
 
 
-def _expiry_problems(cap: CapAlert) -> list[Problem]:
+def show_time(value: datetime) -> str:
+    """Return a time in the offset the sender wrote, and in UTC when that offset is another."""
+    utc = as_utc(value).isoformat()
+    written = value.isoformat()
+    return written if written == utc else f"{written} ({utc})"
+
+
+def expiry_problems(cap: CapAlert) -> list[Problem]:
     """Report each info block's `expires` when every block expired, because such an alert
     could never be sent."""
     latest = cap.expires()
@@ -174,12 +182,27 @@ def _expiry_problems(cap: CapAlert) -> list[Problem]:
     return [
         Problem(
             f"alert/info[{number}]/expires",
-            f"expires {as_utc(info.expires).isoformat()} has passed, so the alert could never "
-            "be sent; set a later expires time",
+            f"expires {show_time(info.expires)} has passed, so the alert could never be sent; "
+            "set a later expires time",
         )
         for number, info in enumerate(cap.infos, start=1)
         if info.expires is not None
     ]
+
+
+def compose_problems(cap: CapAlert) -> list[Problem]:
+    """Return every problem that makes compose reject the alert, before tenants are read."""
+    problems = validate(cap, sending=True)
+    if cap.status == "Draft":
+        problems.append(
+            Problem("alert/status", "status Draft is never sent; use Actual, Exercise or Test")
+        )
+    return problems + expiry_problems(cap)
+
+
+def area_problems(session: Session, cap: CapAlert, participants: list[str]) -> list[Problem]:
+    """Report each area of the alert that overlaps no participating tenant's service area."""
+    return coverage.area_problems(cap, [load_settings(session, t) for t in participants])
 
 
 def compose(
@@ -197,12 +220,7 @@ def compose(
     reported and can never be sent.
     """
     require_emergency_manager(ctx)
-    problems = validate(cap, sending=True)
-    if cap.status == "Draft":
-        problems.append(
-            Problem("alert/status", "status Draft is never sent; use Actual, Exercise or Test")
-        )
-    problems.extend(_expiry_problems(cap))
+    problems = compose_problems(cap)
     if problems:
         raise InvalidCap(problems)
     # Validation above guarantees these; the asserts narrow the types.
@@ -212,7 +230,10 @@ def compose(
     assert cap.msg_type is not None
     assert cap.status is not None
 
-    participants = _participating_tenants(session, ctx.tenant_id, tenants)
+    participants = participating_tenants(session, ctx.tenant_id, tenants)
+    problems = area_problems(session, cap, participants)
+    if problems:
+        raise InvalidCap(problems)
     for tenant_id in participants:
         existing = session.scalar(
             select(m.Alert.id).where(
@@ -624,12 +645,17 @@ def language_infos(session: Session, row: m.Alert, cap: CapAlert) -> list[Info]:
 class Preview:
     tenant_id: str
     alert_id: str
+    # Messages: one per resident and channel (residents who share an address get one).
     recipients: int = 0
+    # Residents: subscribers who get at least one message.
     subscribers: int = 0
     by_channel: dict[str, int] = field(default_factory=dict)
+    # Messages per language of the info block they carry.
     by_language: dict[str, int] = field(default_factory=dict)
     # Seconds to reach every recipient on each channel at the tenant's configured rate.
     seconds_by_channel: dict[str, float] = field(default_factory=dict)
+    # Sentences about residents the alert misses or reaches in another language.
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -653,7 +679,94 @@ def preview(session: Session, row: m.Alert, settings: TenantAlertSettings) -> Pr
         channel: round(count / settings.rate(channel), 1)
         for channel, count in result.by_channel.items()
     }
+    result.warnings = _warnings(session, row, cap, settings, found)
     return result
+
+
+def warnings(session: Session, row: m.Alert, settings: TenantAlertSettings) -> list[str]:
+    """Return the warnings `compose` and `preview` give about this tenant's row: an area
+    that misses the tenant, nobody reached, missing translations and channels without a
+    provider. None of them blocks the alert."""
+    if row.state == m.HELD:
+        return []
+    cap = load_cap(row)
+    return _warnings(session, row, cap, settings, select_recipients(session, row, cap, settings))
+
+
+def _warnings(
+    session: Session,
+    row: m.Alert,
+    cap: CapAlert,
+    settings: TenantAlertSettings,
+    found: list[Recipient],
+) -> list[str]:
+    missed = coverage.missed_tenant(cap, settings)
+    if missed:
+        return [missed]
+    result = language_warnings(language_infos(session, row, cap), settings, found)
+    if not found:
+        audience = "subscribed resident"
+        if row.status in ("Exercise", "Test"):
+            audience = "resident who opted in to test messages"
+        result.insert(
+            0, f"nobody in {row.tenant_id} would get this message: no {audience} matches it"
+        )
+    return result + channel_warnings(settings, found)
+
+
+def language_warnings(
+    infos: list[Info], settings: TenantAlertSettings, found: list[Recipient]
+) -> list[str]:
+    """Warn about the tenant's languages without an `info` block, and count the residents
+    whose first language has none, by the language they get instead."""
+    if not infos:
+        return []
+    result = []
+    absent = [tag for tag in settings.languages if not has_language(infos, tag)]
+    if absent:
+        fallback = infos[choose_info(infos, [], settings.default_language)].effective_language
+        result.append(
+            f"no info block in {', '.join(absent)}, which {settings.tenant_id} declares; "
+            f"residents who prefer {'it' if len(absent) == 1 else 'them'} get {fallback}"
+        )
+    gaps: dict[str, tuple[set[str], set[str]]] = {}
+    for r in found:
+        if not r.languages or has_language(infos, r.languages[0]):
+            continue
+        fallback = infos[choose_info(infos, r.languages, settings.default_language)]
+        preferred, residents = gaps.setdefault(fallback.effective_language, (set(), set()))
+        preferred.add(r.languages[0])
+        residents.add(r.subscriber_id)
+    for fallback, (preferred, residents) in sorted(gaps.items()):
+        result.append(
+            f"{_residents(len(residents))} {'prefers' if len(residents) == 1 else 'prefer'} "
+            f"{', '.join(sorted(preferred))}: no info block in "
+            f"{_those(preferred, 'that language')}, they get {fallback}"
+        )
+    return result
+
+
+def channel_warnings(settings: TenantAlertSettings, found: list[Recipient]) -> list[str]:
+    """Warn about each channel the targeted residents use that has no provider configured."""
+    result = []
+    for channel, count in sorted(Counter(r.channel for r in found).items()):
+        reason = settings.provider_missing(channel)
+        if reason:
+            residents = len({r.subscriber_id for r in found if r.channel == channel})
+            result.append(
+                f"{_residents(residents)} {'uses' if residents == 1 else 'use'} {channel}, but "
+                f"{settings.tenant_id} has no provider for it: {count} {channel} "
+                f"message(s) would fail with '{reason}'"
+            )
+    return result
+
+
+def _residents(count: int) -> str:
+    return f"{count} resident" if count == 1 else f"{count} residents"
+
+
+def _those(tags: Any, one: str) -> str:
+    return one if len(tags) == 1 else "those languages"
 
 
 # --- sending -------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 from sqlalchemy import Engine, select
 
+from hub.alerts import coverage, service
 from hub.alerts import models as m
-from hub.alerts import service
 from hub.alerts.cap.mapping import from_dict
 from hub.alerts.cap.parser import parse
 from hub.alerts.cap.problems import InvalidCap, Problem
@@ -120,22 +120,48 @@ def compose(
     tenants: list[str] | None = None,
     kind: str = "alert",
 ) -> list[dict[str, Any]]:
-    """Store the alert as drafts and return each tenant's part. Each part's `warnings` lists
-    the parts of a regional alert that this Update or Cancel leaves out, if any."""
+    """Store the alert as drafts and return each tenant's part.
+
+    Each part's `warnings` names the parts of a regional alert that this Update or Cancel
+    leaves out, then the tenant's own warnings (`service.warnings`).
+    """
     service.require_emergency_manager(ctx)
     regional = bool([t for t in tenants or [] if t != ctx.tenant_id])
     scope = SystemContext("regional alert compose", actor=ctx.actor) if regional else ctx
     with unit_of_work(scope, engine=engine) as session:
         rows = service.compose(session, ctx, cap, tenants=tenants, kind=kind)
         result = [summary(row) for row in rows]
-    warnings: list[str] = []
+    reference_warnings: list[str] = []
     if any(row.references_alert_id for row in rows):
         system = SystemContext("alert reference parts", actor=ctx.actor)
         with unit_of_work(system, engine=engine, write=False) as session:
-            warnings = service.reference_parts_left_out(session, rows)
-    for row in result:
-        row["warnings"] = warnings
+            reference_warnings = service.reference_parts_left_out(session, rows)
+    # Each tenant's session, so the residents counted are that tenant's only. NOTE: this
+    # selects the recipients as preview does, so it takes as long as a preview of the alert.
+    for item in result:
+        with unit_of_work(TenantContext(item["tenant_id"]), engine=engine, write=False) as s:
+            row = service.get_alert(s, item["id"])
+            tenant_warnings = service.warnings(s, row, load_settings(s, row.tenant_id))
+        item["warnings"] = reference_warnings + tenant_warnings
     return result
+
+
+def check_areas(
+    engine: Engine | None, ctx: TenantContext, cap: Any, tenants: list[str]
+) -> tuple[list[Problem], list[str]]:
+    """Check the alert's areas against the service areas of its tenants, as compose does.
+
+    Return the problems, and the warnings about each tenant that no area reaches.
+    """
+    scope = SystemContext("alert area check", actor=ctx.actor)
+    with unit_of_work(scope, engine=engine, write=False) as session:
+        participants = service.participating_tenants(session, ctx.tenant_id, tenants)
+        problems = service.area_problems(session, cap, participants)
+        missed = [
+            coverage.missed_tenant(cap, load_settings(session, tenant_id))
+            for tenant_id in participants
+        ]
+    return problems, [text for text in missed if text and not problems]
 
 
 def approve(engine: Engine | None, ctx: TenantContext, alert_id: str) -> dict[str, Any]:

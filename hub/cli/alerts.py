@@ -12,8 +12,9 @@ from rich.progress import Progress
 from hub.alerts import workflow
 from hub.alerts.cap.model import Alert as CapAlert
 from hub.alerts.cap.problems import InvalidCap, Problem
-from hub.alerts.cap.validate import check_document, validate
+from hub.alerts.cap.validate import check_document
 from hub.alerts.importer import count_records, import_subscribers
+from hub.alerts.service import compose_problems, expiry_problems
 from hub.cli.output import (
     JSON_OPTION,
     cli_errors,
@@ -38,15 +39,23 @@ def _logging() -> None:
     configure_logging()
 
 
-def _check_file(path: Path) -> tuple[CapAlert | None, list[Problem]]:
+def _check_file(path: Path) -> tuple[CapAlert | None, list[str], list[Problem], list[str]]:
+    """Return the alert, its extra tenants, its problems and its warnings.
+
+    CAP XML gets the schema's rules, and an expiry that has passed is a warning, because the
+    file is still valid CAP; a YAML or JSON composition gets the rules of compose.
+    """
     data = path.read_bytes()
     if workflow.is_xml(data):
-        return check_document(data)
+        alert, problems = check_document(data)
+        expired = expiry_problems(alert) if alert is not None and not problems else []
+        warnings = [f"{p.path}: compose rejects the alert: {p.message}" for p in expired]
+        return alert, [], problems, warnings
     try:
-        cap, _tenants, _kind = workflow.read_composition(data, name=str(path))
+        cap, tenants, _kind = workflow.read_composition(data, name=str(path))
     except InvalidCap as exc:
-        return None, exc.problems
-    return cap, validate(cap, sending=True)
+        return None, [], exc.problems, []
+    return cap, tenants, compose_problems(cap), []
 
 
 def _problem_list(problems: list[Problem]) -> list[dict[str, str]]:
@@ -56,33 +65,68 @@ def _problem_list(problems: list[Problem]) -> list[dict[str, str]]:
 @app.command("validate")
 def validate_command(
     path: Path = typer.Argument(..., help="Alert as CAP 1.2 XML, or YAML or JSON to compose."),
+    tenant: str | None = typer.Option(
+        None,
+        "--tenant",
+        help="Also check that the areas overlap the service area of this tenant (and of the "
+        "--also tenants and the file's tenants list), as compose does.",
+    ),
+    also: list[str] = typer.Option(
+        [], "--also", help="Another tenant of the region the alert would include (repeatable)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print every problem in an alert file; exit 1 when it is invalid.
 
-    YAML and JSON files also get the stricter rules for alerts the hub sends.
+    YAML and JSON files also get the stricter rules for alerts the hub sends, among them an
+    `expires` that has passed. In CAP XML a passed `expires` is a warning, because compose
+    rejects the alert although it is valid CAP. With --tenant, an area that overlaps the
+    service area of none of the tenants is a problem.
     """
     with cli_errors():
         require_file(path)
-        alert, problems = _check_file(path)
+        alert, tenants, problems, warnings = _check_file(path)
+        if tenant is not None and alert is not None and not problems:
+            problems, missed = workflow.check_areas(
+                None, _manager(tenant, "operator"), alert, tenants + list(also)
+            )
+            warnings += missed
     data = {
         "file": str(path),
         "valid": not problems,
         "identifier": alert.identifier if alert else None,
         "problems": _problem_list(problems),
+        "warnings": warnings,
     }
 
     def render(result: dict) -> None:
         if result["valid"]:
             console.print(f"{path}: valid CAP 1.2 ({result['identifier']})", markup=False)
-            return
-        console.print(f"{path}: {len(problems)} problem(s)", markup=False)
+        else:
+            console.print(f"{path}: {len(problems)} problem(s)", markup=False)
         for problem in problems:
             console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        _print_warnings(warnings)
 
     emit(data, as_json, render)
     if problems:
         raise typer.Exit(1)
+
+
+def _print_warnings(warnings: list[str] | list[tuple[str, str]]) -> None:
+    """Print warnings to stderr, each text once. A (tenant id, text) pair is printed with the
+    tenant id in front, because a regional alert repeats a warning in each tenant's part."""
+    printed: set[str] = set()
+    for warning in warnings:
+        prefix, text = (
+            (f"{warning[0]}: ", warning[1]) if isinstance(warning, tuple) else ("", warning)
+        )
+        if text in printed:
+            continue
+        printed.add(text)
+        err_console.print(
+            f"  warning: {prefix}{text}", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 TENANT_OPTION = typer.Option(..., "--tenant", help="Tenant id the emergency manager acts for.")
@@ -165,8 +209,9 @@ def compose_command(
 
     def render(data: list[dict]) -> None:
         _print_rows(data)
-        for warning in data[0]["warnings"] if data else []:
-            err_console.print(f"warning: {warning}", markup=False, highlight=False)
+        _print_warnings(
+            [(row["tenant_id"], warning) for row in data for warning in row.get("warnings", [])]
+        )
 
     emit(rows, as_json, render)
     if any(r["state"] == "held" for r in rows):
@@ -322,8 +367,10 @@ def preview_command(
     tenant: str = TENANT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show recipients per tenant, channel and language, and the time each channel needs at
-    its configured rate."""
+    """Show messages per tenant, channel and language (one per resident and channel), the
+    residents they reach and the time each channel needs at its configured rate. Warn about
+    residents who get another language than they prefer, channels without a provider and
+    tenants where nobody would get the alert."""
     with cli_errors():
         rows = workflow.preview(None, _manager(tenant, "operator"), alert_id)
 
@@ -334,7 +381,15 @@ def preview_command(
                 lines.append([row["tenant_id"], channel, count, row["seconds_by_channel"][channel]])
             languages = ", ".join(f"{k}: {v}" for k, v in sorted(row["by_language"].items()))
             lines.append([row["tenant_id"], "languages", languages, ""])
-        table(f"preview of {alert_id}", ["tenant", "channel", "recipients", "seconds"], lines)
+        table(f"preview of {alert_id}", ["tenant", "channel", "messages", "seconds"], lines)
+        for row in data:
+            console.print(
+                f"{row['tenant_id']}: {row['subscribers']} resident(s) get "
+                f"{row['recipients']} message(s), one per resident and channel",
+                markup=False,
+                highlight=False,
+            )
+            _print_warnings([(row["tenant_id"], warning) for warning in row["warnings"]])
 
     emit(rows, as_json, render)
 

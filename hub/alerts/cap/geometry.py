@@ -98,3 +98,22 @@ def contains(ring: list[Point], point: Point) -> bool:
             if lon < crossing_lon:
                 inside = not inside
     return inside
+
+
+def rings_overlap(first: list[Point], second: list[Point]) -> bool:
+    """True when two closed rings share a point: one lies inside the other, or an edge of one
+    touches an edge of the other."""
+    if contains(second, first[0]) or contains(first, second[0]):
+        return True
+    edges = list(zip(second, second[1:], strict=False))
+    for a, b in zip(first, first[1:], strict=False):
+        low_lat, high_lat = min(a[0], b[0]), max(a[0], b[0])
+        low_lon, high_lon = min(a[1], b[1]), max(a[1], b[1])
+        for c, d in edges:
+            if max(c[0], d[0]) < low_lat or min(c[0], d[0]) > high_lat:
+                continue
+            if max(c[1], d[1]) < low_lon or min(c[1], d[1]) > high_lon:
+                continue
+            if segments_intersect(a, b, c, d):
+                return True
+    return False
