@@ -1098,6 +1098,8 @@ def status(session: Session, row: m.Alert) -> dict[str, Any]:
         "tenant_id": row.tenant_id,
         "group_id": row.group_id,
         "identifier": row.identifier,
+        "sender": row.sender,
+        "sent": aware(row.sent),
         "status": row.status,
         "msg_type": row.msg_type,
         "state": row.state,

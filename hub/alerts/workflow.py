@@ -353,6 +353,7 @@ def summary(row: m.Alert) -> dict[str, Any]:
         "kind": row.kind,
         "identifier": row.identifier,
         "sender": row.sender,
+        "sent": service.aware(row.sent),
         "status": row.status,
         "msg_type": row.msg_type,
         "state": row.state,

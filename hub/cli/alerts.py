@@ -161,15 +161,22 @@ def _tenant_time(value: object, tenant_id: str) -> str:
     return local_and_utc(value, tenant.timezone if tenant else "UTC")
 
 
+def _sent(row: dict) -> str:
+    """Return the CAP `sent` time as an Update's or Cancel's `references` must give it."""
+    value = row["sent"]
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def _print_rows(rows: list[dict]) -> None:
     table(
         None,
-        ["id", "tenant", "identifier", "status", "msgType", "state", "note"],
+        ["id", "tenant", "identifier", "sent", "status", "msgType", "state", "note"],
         [
             [
                 r["id"],
                 r["tenant_id"],
                 r["identifier"],
+                _sent(r),
                 r["status"],
                 r["msg_type"],
                 r["state"],
@@ -342,7 +349,21 @@ def status_command(
             if review:
                 console.print(f"{row['tenant_id']}: {review}", markup=False)
 
+        # Every tenant's row carries the same CAP message, so one line serves them all.
+        for reference in sorted({_reference(row) for row in data}):
+            console.print(
+                f"an Update or Cancel of this alert gives references: {reference}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
     emit(rows, as_json, render)
+
+
+def _reference(row: dict) -> str:
+    """Return `sender,identifier,sent`, the CAP reference to this alert."""
+    return f"{row['sender']},{row['identifier']},{_sent(row)}"
 
 
 def _error_note(reasons: dict[str, int]) -> str:

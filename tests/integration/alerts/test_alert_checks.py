@@ -240,3 +240,18 @@ def test_validate_rejects_expired_yaml(cli, tmp_path) -> None:
     assert result.exit_code == 1, result.output
     messages = [p["message"] for p in json.loads(result.stdout)["problems"]]
     assert messages[0].startswith("expires 2025-12-05T12:00:00-05:00 (2025-12-05T17:00:00+00:00)")
+
+
+def test_list_and_status_show_sent(engine, cli) -> None:
+    tenant = add_tenant(engine, alerts=RATES)
+    cap = cap_alert("SENT-1")
+    [row] = compose(engine, tenant, cap)
+    sent = cap.sent.isoformat()
+
+    [listed] = json.loads(cli("list", "--tenant", tenant, "--json").stdout)
+    assert listed["sent"] == sent
+    assert sent in cli("list", "--tenant", tenant).output
+    [status] = json.loads(cli("status", row["id"], "--tenant", tenant, "--json").stdout)
+    assert (status["sender"], status["sent"]) == (cap.sender, sent)
+    text = cli("status", row["id"], "--tenant", tenant).output
+    assert f"gives references: {cap.sender},SENT-1,{sent}" in text
