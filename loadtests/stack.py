@@ -75,6 +75,8 @@ def stack_environment(run_dir: Path, base: dict[str, str] | None = None) -> dict
         env["HUB_VAR_DIR"] = str(run_dir / "var")
     env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
     env.setdefault("HUB_LOG_LEVEL", "WARNING")
+    # The alert-storm residents have webhooks on the harness's receiver on 127.0.0.1.
+    env.setdefault("HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE", "true")
     (run_dir / "metrics").mkdir(parents=True, exist_ok=True)
     return env
 

@@ -11,6 +11,7 @@ Web Push `Topic`), and receivers drop repeats by it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import smtplib
@@ -29,8 +30,11 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 from pywebpush import WebPusher
+from yarl import URL
 
 from hub.alerts.policy import TenantAlertSettings, provider_missing
+from hub.core.public_hosts import IPAddress, address_problem, parse_address
+from hub.core.settings import get_settings
 from hub.requests.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from privacy.keys import get_key_provider
 
@@ -164,16 +168,73 @@ def webhook_secret(tenant_id: str) -> str:
     return get_key_provider().derive(f"alerts.webhook:{tenant_id}").hex()
 
 
+class AddressNotAllowed(Exception):
+    """A webhook host resolved to an address that `address_problem` rejects."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.reason = f"{kind} address not allowed"
+
+
+async def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """Return the addresses of `host` for a TCP connection, as the system resolver gives them.
+
+    Raises socket.gaierror when the name does not resolve.
+    """
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
 class WebhookChannel(Channel):
+    """POST the message as JSON to the resident's URL, signed with the tenant's webhook key.
+
+    The host is resolved here, every address it resolves to is checked, and the request goes
+    to the first of them, so no second lookup can swap in another address after the check.
+    Only that first address is tried; a failed connection is retried like any other.
+    Host header and TLS server name stay those of the URL. Redirects are not followed, because
+    a redirect could point anywhere. With `HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE` the addresses are
+    not checked.
+    """
+
     name = "webhook"
 
     def __init__(self, http: aiohttp.ClientSession, tenant_id: str):
         self.http = http
         self.secret = webhook_secret(tenant_id)
+        self.allow_private = get_settings().alert_webhooks_allow_private
+        # One lookup per host and port for the channel's batch, shared by concurrent sends.
+        self._lookups: dict[tuple[str, int], asyncio.Task[list[IPAddress]]] = {}
+
+    async def _address(self, host: str, port: int) -> IPAddress:
+        """Return the checked address to connect to. Raises AddressNotAllowed, or
+        socket.gaierror when the host does not resolve."""
+        address = parse_address(host)
+        if address is not None:
+            addresses = [address]
+        else:
+            lookup = self._lookups.get((host, port))
+            if lookup is None:
+                lookup = asyncio.ensure_future(resolve_host(host, port))
+                self._lookups[(host, port)] = lookup
+            addresses = await asyncio.shield(lookup)
+        if not self.allow_private:
+            for candidate in addresses:
+                kind = address_problem(candidate)
+                if kind is not None:
+                    raise AddressNotAllowed(kind)
+        return addresses[0]
 
     async def send(
         self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
     ) -> Outcome:
+        try:
+            url = URL(address)
+        except ValueError:
+            return Outcome(ok=False, error="not an http(s) URL")
+        if url.scheme not in ("http", "https") or not url.raw_host or url.port is None:
+            return Outcome(ok=False, error="not an http(s) URL")
         # Each body carries its own delivery key, so each is signed (HMAC-SHA256, microseconds).
         body = text.json_body(delivery_key, unsubscribe_url)
         headers = {
@@ -181,11 +242,27 @@ class WebhookChannel(Channel):
             SIGNATURE_HEADER: sign(self.secret, body),
             DELIVERY_HEADER: delivery_key,
         }
+        host = url.raw_host
+        request_url = url
+        tls_name = None
         try:
-            async with self.http.post(address, data=body, headers=headers) as response:
+            target = await self._address(host, url.port)
+            if parse_address(host) is None:
+                headers["Host"] = url.host_port_subcomponent or host
+                request_url = url.with_host(str(target))
+                tls_name = host.rstrip(".") if url.scheme == "https" else None
+            async with self.http.post(
+                request_url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                server_hostname=tls_name,
+            ) as response:
                 await response.read()
                 return classify_status(response.status, gone_disables=True)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except AddressNotAllowed as exc:
+            return Outcome(ok=False, error=exc.reason)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return Outcome(ok=False, transient=True, error=error_reason(exc))
 
 
@@ -248,6 +325,9 @@ class WebPushChannel(Channel):
 
     Manifest `alerts.providers.webpush.subject`: the `sub` claim, a mailto: or https: URL.
     """
+
+    # TODO: residents give Web Push endpoints as well, and neither opt-in nor this channel
+    # checks them for non-public addresses the way `WebhookChannel` checks webhook URLs.
 
     name = "webpush"
 

@@ -34,6 +34,8 @@ from hub.core.clock import as_utc, utcnow
 from hub.core.db import advisory_xact_lock, engine_of
 from hub.core.errors import InvalidInput, NotFound
 from hub.core.ids import tracking_code
+from hub.core.public_hosts import host_problem
+from hub.core.settings import get_settings
 from hub.core.tenancy import TenantContext
 from hub.requests.catalog import in_service_area
 from privacy.blind_index import blind_index_normalized, blind_indexes_normalized
@@ -137,9 +139,7 @@ def normalize_address(channel: str, address: str) -> str:
             raise InvalidInput("sms number is invalid; use E.164 such as +16175550100", field="sms")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if channel == "webhook":
-        parts = urlsplit(address)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidInput("webhook address must be an http(s) URL", field="webhook")
+        check_webhook_url(address)
         return address
     if channel == "webpush":
         try:
@@ -159,6 +159,33 @@ def normalize_address(channel: str, address: str) -> str:
     raise InvalidInput(
         f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}", field="channels"
     )
+
+
+def check_webhook_url(address: str) -> None:
+    """Reject a webhook URL that is not http(s) or whose host is not public
+    (`hub.core.public_hosts.host_problem`), unless `HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE` is set.
+
+    The sender checks the addresses the host resolves to again at each delivery.
+    """
+    try:
+        parts = urlsplit(address)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(
+            "webhook address must be an http(s) URL, such as https://app.example.org/alerts",
+            field="webhook",
+        )
+    if get_settings().alert_webhooks_allow_private:
+        return
+    problem = host_problem(parts.hostname)
+    if problem is not None:
+        raise InvalidInput(
+            f"webhook URL is not allowed: its host {problem}. The hub sends alerts only to "
+            "public addresses; give the URL of a server reachable from the internet",
+            field="webhook",
+        )
 
 
 def check_input(data: SubscriptionInput) -> dict[str, str]:

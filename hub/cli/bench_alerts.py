@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import queue
 import random
 import time
@@ -346,6 +347,9 @@ def alerts(
     from hub.core.tenancy import TenantContext
 
     _quiet_logging()
+    # The receiver listens on 127.0.0.1, so the worker processes, which inherit this
+    # environment, must allow loopback addresses for residents' webhooks.
+    os.environ["HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE"] = "true"
     context = multiprocessing.get_context("spawn")
     port_value = context.Value("i", 0)
     count_value = context.Value("q", 0)

@@ -20,7 +20,7 @@ from hub.cli.serve import describe_exit
 from hub.core.db import get_engine
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
-from hub.core.settings import Settings, get_settings
+from hub.core.settings import Settings, get_settings, reset_settings_cache
 from tenants.manifest import example_paths, load_manifest
 
 
@@ -50,6 +50,11 @@ def demo(
     if replay is not None and (replay_format is None or tenant is None):
         fail(f"--replay {replay} needs --format FORMAT and --tenant ID as well")
 
+    if "HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE" not in os.environ:
+        # The demo's residents have alert webhooks on its receiver on 127.0.0.1, so its API
+        # and its worker process, which inherits the environment, allow loopback addresses.
+        os.environ["HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE"] = "true"
+        reset_settings_cache()
     settings = get_settings()
     if "HUB_LOG_LEVEL" not in os.environ:
         # The demo's own output is the summary: info-level events from the API and the worker

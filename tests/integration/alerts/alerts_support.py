@@ -201,12 +201,18 @@ class Received:
 
 
 class HttpReceiver:
-    """An aiohttp server on 127.0.0.1 that returns `status` (default 200) to every POST."""
+    """An aiohttp server on 127.0.0.1 that returns `status` (default 200) and `headers` to
+    every POST."""
 
     def __init__(
-        self, status: int = 200, key_header: str = "X-Hub-Delivery-Id", delay: float = 0.0
+        self,
+        status: int = 200,
+        key_header: str = "X-Hub-Delivery-Id",
+        delay: float = 0.0,
+        headers: dict[str, str] | None = None,
     ):
         self.status = status
+        self.headers = headers or {}
         self.delay = delay
         self.key_header = key_header
         self.received = Received()
@@ -225,10 +231,13 @@ class HttpReceiver:
             key = parsed.get("reference", key) if isinstance(parsed, dict) else key
         else:
             parsed = body
-        self.received.add(
-            key, {"body": parsed, "path": request.path, "headers": dict(request.headers)}
-        )
-        return web.Response(status=self.status)
+        entry = {
+            "body": parsed,
+            "path": request.path,
+            "headers": dict(request.headers),
+        }
+        self.received.add(key, entry)
+        return web.Response(status=self.status, headers=self.headers)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -33,6 +33,19 @@ def cli(engine: Engine, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
+def allow_private_webhooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Let residents' webhooks use loopback addresses, as the receivers of these tests need
+    (`HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE`). Worker processes that a test starts inherit it."""
+    from hub.core.settings import reset_settings_cache
+
+    monkeypatch.setenv("HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE", "true")
+    reset_settings_cache()
+    yield
+    monkeypatch.delenv("HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE")
+    reset_settings_cache()
+
+
+@pytest.fixture
 def webhook_receiver() -> Iterator[HttpReceiver]:
     receiver = HttpReceiver().start()
     yield receiver

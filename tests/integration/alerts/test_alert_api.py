@@ -21,6 +21,9 @@ from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, ROLE_OPEN311, TenantContext
 from tenants.keys import create_api_key, forget_cached_keys
 from tenants.registry import invalidate_cache
 
+# The receivers listen on 127.0.0.1, which residents' webhooks may use only with this setting.
+pytestmark = pytest.mark.usefixtures("allow_private_webhooks")
+
 
 def _reset() -> None:
     reset_settings_cache()

@@ -34,6 +34,9 @@ from hub.core.tenancy import SystemContext
 from privacy.keys import Keyring, new_data_key_row
 from privacy.models import KIND_INDEX
 
+# The receivers listen on 127.0.0.1, which residents' webhooks may use only with this setting.
+pytestmark = pytest.mark.usefixtures("allow_private_webhooks")
+
 
 def compose(engine: Engine, tenant_id: str, cap, tenants=None) -> list[m.Alert]:
     scope = SystemContext("regional compose") if tenants else manager(tenant_id)

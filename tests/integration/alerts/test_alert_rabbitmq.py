@@ -39,6 +39,9 @@ from hub.alerts import models as m
 from hub.alerts import workflow
 from hub.core.db import get_engine, unit_of_work
 
+# The receivers listen on 127.0.0.1, which residents' webhooks may use only with this setting.
+pytestmark = pytest.mark.usefixtures("allow_private_webhooks")
+
 WEBHOOK_RESIDENTS = 300
 DEADLINE_SECONDS = 90
 

@@ -18,6 +18,9 @@ from hub.alerts import models as m
 from hub.alerts.ratelimit import Grant, capacity_for, refill, take_tokens
 from hub.core.db import unit_of_work
 
+# The receivers listen on 127.0.0.1, which residents' webhooks may use only with this setting.
+pytestmark = pytest.mark.usefixtures("allow_private_webhooks")
+
 START = 1_800_000_000.0
 RATE = 100.0
 CHUNKS_PER_WORKER = 10

@@ -30,6 +30,9 @@ from hub.alerts.cap.problems import InvalidCap
 from hub.core.db import unit_of_work
 from hub.core.errors import Forbidden, NotFound
 
+# The receivers listen on 127.0.0.1, which residents' webhooks may use only with this setting.
+pytestmark = pytest.mark.usefixtures("allow_private_webhooks")
+
 RATES = {"rate_limits": {"webhook": 1000}}
 
 

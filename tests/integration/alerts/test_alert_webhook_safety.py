@@ -1,0 +1,233 @@
+"""Residents' alert webhooks: non-public URLs rejected at opt-in and import, addresses checked
+again at delivery, the connection made to the checked address, and no redirects followed.
+
+Every test starts with `HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE` off, and no test lets a DNS query
+leave the machine: host names resolve through `FakeDns`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp.resolver
+import pytest
+from alerts_support import NYC_POINT, HttpReceiver, add_resident, add_tenant, cap_alert, manager
+from sqlalchemy import Engine, select
+from test_alert_api import auth, hub_url, setup  # noqa: F401 - fixtures of the API tests
+from test_alert_fanout import approve, compose, run_batches, send
+
+from hub.alerts import channels, workflow
+from hub.alerts import models as m
+from hub.alerts.importer import import_subscribers
+from hub.core.db import unit_of_work
+from hub.core.settings import reset_settings_cache
+from hub.core.tenancy import TenantContext
+
+RATES = {"rate_limits": {"webhook": 1000}}
+# A name under .invalid never resolves (RFC 6761), so a lookup that the fake DNS misses fails
+# instead of reaching a real server.
+HOOK_HOST = "hooks.example.invalid"
+
+# Webhook URLs that opt-in rejects, with the part of the message that gives the reason.
+REJECTED_URLS = {
+    "http://127.0.0.1:18871/hook": "is a loopback address",
+    "http://[::1]:8080/hook": "is a loopback address",
+    "http://[::ffff:127.0.0.1]/hook": "is a loopback address",
+    "http://169.254.169.254/latest/meta-data/": "is a link-local address",
+    "http://[fe80::1]/hook": "is a link-local address",
+    "http://10.0.0.7/hook": "is a private address",
+    "http://192.168.1.20:8080/hook": "is a private address",
+    "http://[fd12:3456::7]/hook": "is a private address",
+    "http://0.0.0.0:8080/hook": "is an unspecified address",
+    "http://224.0.0.1/hook": "is a multicast address",
+    "http://100.64.0.1/hook": "is a reserved address",
+    "http://2130706433/hook": "legacy numeric form",
+    "http://127.1/hook": "legacy numeric form",
+    "http://localhost:8080/hook": "names the local machine or network",
+    "http://printer.local/hook": "names the local machine or network",
+    "http://metadata.google.internal/computeMetadata/v1/": "names the local machine or network",
+    "http://alerts/hook": "a name without a dot",
+    "file:///etc/passwd": "must be an http(s) URL",
+    "gopher://app.example.org/hook": "must be an http(s) URL",
+}
+
+
+class FakeDns:
+    """Host names with their addresses for `channels.resolve_host`, and every other lookup
+    recorded and failed."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[str]] = {}
+        self.lookups: list[str] = []
+        self.other_lookups: list[str] = []
+
+    async def resolve_host(self, host: str, port: int) -> list[channels.IPAddress]:
+        self.lookups.append(host)
+        return [ipaddress.ip_address(address) for address in self.answers[host]]
+
+    async def other_resolve(self, _resolver: object, host: str, *args: object, **kw: object):
+        self.other_lookups.append(host)
+        raise OSError(f"lookup of {host} outside the fake DNS")
+
+
+@pytest.fixture(autouse=True)
+def allow_private(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], None]]:
+    """Turn `HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE` off, whatever the environment has. The test
+    turns it on and off with the function this returns."""
+
+    def set_allowed(value: bool) -> None:
+        monkeypatch.setenv("HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE", "true" if value else "false")
+        reset_settings_cache()
+
+    set_allowed(False)
+    yield set_allowed
+    monkeypatch.delenv("HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE")
+    reset_settings_cache()
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
+    fake = FakeDns()
+    monkeypatch.setattr(channels, "resolve_host", fake.resolve_host)
+    monkeypatch.setattr(aiohttp.resolver.ThreadedResolver, "resolve", fake.other_resolve)
+    return fake
+
+
+def opt_in_body(url: str) -> dict:
+    return {
+        "places": [list(NYC_POINT)],
+        "channels": {"webhook": url},
+        "consent_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def send_once(engine: Engine, tenant: str, identifier: str) -> str:
+    [row] = compose(engine, tenant, cap_alert(identifier))
+    approve(engine, tenant, row.id, "em2")
+    send(engine, [row])
+    run_batches(engine, tenant, row.id)
+    return row.id
+
+
+def test_opt_in_rejects_internal_webhooks(setup) -> None:  # noqa: F811 - fixture
+    client, app_key = setup["client"], setup["keys"]["a_app"]
+
+    for url, reason in REJECTED_URLS.items():
+        response = client.post(
+            "/api/v1/alert-subscriptions", json=opt_in_body(url), headers=auth(app_key)
+        )
+
+        assert response.status_code == 400, url
+        assert reason in response.text, (url, response.text)
+        assert "webhook" in response.text, url
+        assert url not in response.text, url
+
+
+def test_opt_in_accepts_public_webhook(setup) -> None:  # noqa: F811 - fixture
+    url = f"https://alerts.app.example.org/hooks/{uuid.uuid4().hex}"
+
+    response = setup["client"].post(
+        "/api/v1/alert-subscriptions", json=opt_in_body(url), headers=auth(setup["keys"]["a_app"])
+    )
+
+    assert response.status_code == 201, response.text
+
+
+def test_opt_in_allows_loopback_when_set(setup, allow_private) -> None:  # noqa: F811 - fixture
+    allow_private(True)
+
+    response = setup["client"].post(
+        "/api/v1/alert-subscriptions",
+        json=opt_in_body("http://127.0.0.1:18871/hook"),
+        headers=auth(setup["keys"]["a_app"]),
+    )
+
+    assert response.status_code == 201, response.text
+
+
+def test_import_skips_internal_webhook(engine: Engine, tmp_path: Path) -> None:
+    tenant = add_tenant(engine)
+    path = tmp_path / "opt-in.csv"
+    path.write_text(
+        "lat,lon,webhook,consent_at\n"
+        "40.7128,-74.0060,http://192.168.1.20/hook,2026-01-01T00:00:00-05:00\n"
+        "40.7128,-74.0060,https://alerts.app.example.org/hook,2026-01-01T00:00:00-05:00\n",
+        encoding="utf-8",
+    )
+
+    result = import_subscribers(engine, tenant, path)
+
+    assert result["imported"] == 1
+    assert result["skipped"] == 1
+    [problem] = result["problems"]
+    assert "webhook" in problem
+    assert "is a private address" in problem
+    assert "192.168.1.20" not in problem
+
+
+def test_delivery_refuses_internal_address(
+    engine: Engine, allow_private, dns: FakeDns, webhook_receiver: HttpReceiver
+) -> None:
+    """Addresses stored while the setting was on, or a name that resolves to loopback since
+    the opt-in, fail for good with the reason, and nothing is sent."""
+    tenant = add_tenant(engine, alerts=RATES)
+    allow_private(True)
+    add_resident(engine, tenant, NYC_POINT, {"webhook": webhook_receiver.url("/literal")})
+    rebound = f"http://{HOOK_HOST}:{webhook_receiver.port}/rebound"
+    add_resident(engine, tenant, NYC_POINT, {"webhook": rebound})
+    allow_private(False)
+    # One public address is not enough: every address the name resolves to is checked.
+    dns.answers[HOOK_HOST] = ["93.184.215.14", "127.0.0.1"]
+
+    alert_id = send_once(engine, tenant, "SSRF-1")
+
+    assert webhook_receiver.received.keys == {}
+    [status] = workflow.status(engine, manager(tenant), alert_id)
+    assert status["deliveries"] == {"webhook": {"failed": 2}}
+    assert status["errors"] == {"webhook": {"loopback address not allowed": 2}}
+    assert dns.other_lookups == []
+    with unit_of_work(TenantContext(tenant), engine=engine, write=False) as session:
+        active = session.scalars(select(m.SubscriberChannel.active)).all()
+    assert active == [True, True]
+
+
+def test_delivery_connects_to_checked_address(
+    engine: Engine, allow_private, dns: FakeDns, webhook_receiver: HttpReceiver
+) -> None:
+    """The request goes to the address the hub resolved, once per host in a batch, with the
+    URL's host in the Host header, and no second lookup takes place."""
+    tenant = add_tenant(engine, alerts=RATES)
+    allow_private(True)
+    authority = f"{HOOK_HOST}:{webhook_receiver.port}"
+    for path in ("/a", "/b"):
+        add_resident(engine, tenant, NYC_POINT, {"webhook": f"http://{authority}{path}"})
+    dns.answers[HOOK_HOST] = ["127.0.0.1"]
+
+    send_once(engine, tenant, "PIN-1")
+
+    entries = sorted(webhook_receiver.received.bodies.values(), key=lambda e: e["path"])
+    assert [e["path"] for e in entries] == ["/a", "/b"]
+    assert [e["headers"]["Host"] for e in entries] == [authority, authority]
+    assert dns.lookups == [HOOK_HOST]
+    assert dns.other_lookups == []
+
+
+def test_delivery_follows_no_redirect(engine: Engine, allow_private) -> None:
+    tenant = add_tenant(engine, alerts=RATES)
+    allow_private(True)
+    redirecting = HttpReceiver(status=302, headers={"Location": "/elsewhere"}).start()
+    try:
+        add_resident(engine, tenant, NYC_POINT, {"webhook": redirecting.url("/hook")})
+
+        alert_id = send_once(engine, tenant, "REDIRECT-1")
+    finally:
+        redirecting.stop()
+
+    assert sum(redirecting.received.keys.values()) == 1
+    [status] = workflow.status(engine, manager(tenant), alert_id)
+    assert status["errors"] == {"webhook": {"HTTP 302": 1}}
+    assert status["deliveries"] == {"webhook": {"failed": 1}}
