@@ -30,13 +30,18 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 from pywebpush import WebPusher
+from sqlalchemy.orm import Session
 from yarl import URL
 
 from hub.alerts.policy import TenantAlertSettings, provider_missing
+from hub.core.errors import NotFound
 from hub.core.public_hosts import IPAddress, address_problem, parse_address
 from hub.core.settings import get_settings
+from hub.core.tenancy import TenantContext
 from hub.requests.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, sign
+from privacy.audit import audit
 from privacy.keys import get_key_provider
+from tenants.models import Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +50,7 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
 WEBPUSH_MAX_PAYLOAD = 3800
 # Characters of one SMS alert text, as for Wireless Emergency Alerts.
 SMS_MAX_CHARS = 360
+WEBHOOK_KEY_REVEAL_ACTION = "alerts.webhook_key.reveal"
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,21 @@ class Channel(ABC):
 def webhook_secret(tenant_id: str) -> str:
     """Return the tenant's HMAC key for alert webhooks, derived from the root key."""
     return get_key_provider().derive(f"alerts.webhook:{tenant_id}").hex()
+
+
+def reveal_webhook_secret(session: Session, ctx: TenantContext) -> str:
+    """Return the tenant's alert webhook key for a city app, and record the read in the
+    tenant's audit log. Raises NotFound for an unknown tenant."""
+    if session.get(Tenant, ctx.tenant_id) is None:
+        raise NotFound(f"tenant {ctx.tenant_id} not found", code="unknown_tenant")
+    audit(
+        session,
+        tenant_id=ctx.tenant_id,
+        actor=ctx.actor,
+        action=WEBHOOK_KEY_REVEAL_ACTION,
+        subject=f"tenants:{ctx.tenant_id}",
+    )
+    return webhook_secret(ctx.tenant_id)
 
 
 class AddressNotAllowed(Exception):

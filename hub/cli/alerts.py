@@ -13,6 +13,7 @@ from hub.alerts import workflow
 from hub.alerts.cap.model import Alert as CapAlert
 from hub.alerts.cap.problems import InvalidCap, Problem
 from hub.alerts.cap.validate import check_document
+from hub.alerts.channels import reveal_webhook_secret
 from hub.alerts.importer import count_records, import_subscribers
 from hub.alerts.service import compose_problems, expiry_problems
 from hub.cli.output import (
@@ -26,6 +27,7 @@ from hub.cli.output import (
     table,
 )
 from hub.core.clock import local_and_utc
+from hub.core.db import unit_of_work
 from hub.core.logging import configure_logging
 from hub.core.tenancy import ROLE_EMERGENCY_MANAGER, TenantContext
 from tenants.registry import get_tenant
@@ -466,3 +468,25 @@ def import_subscribers_command(
             console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
 
     emit(result, as_json, render)
+
+
+@app.command("webhook-key")
+def webhook_key_command(
+    tenant: str = typer.Option(..., "--tenant", help="Tenant id."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Print the key that signs the tenant's resident webhooks (X-Hub-Signature-256), for the
+    city app that checks them. Each use is recorded in the audit log."""
+    ctx = TenantContext(tenant, actor="cli:operator")
+    with cli_errors():
+        with unit_of_work(ctx) as session:
+            key = reveal_webhook_secret(session, ctx)
+    data = {"tenant_id": tenant, "webhook_key": key}
+    emit(
+        data,
+        as_json,
+        lambda d: print(
+            f"alert webhook key of {d['tenant_id']}; give it to the city app's developers over "
+            f"a secure channel:\n{d['webhook_key']}"
+        ),
+    )

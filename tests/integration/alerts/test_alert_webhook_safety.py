@@ -1,5 +1,6 @@
 """Residents' alert webhooks: non-public URLs rejected at opt-in and import, addresses checked
-again at delivery, the connection made to the checked address, and no redirects followed.
+again at delivery, the connection made to the checked address, no redirects followed, and the
+command that gives city apps the key to check signatures with.
 
 Every test starts with `HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE` off, and no test lets a DNS query
 leave the machine: host names resolve through `FakeDns`.
@@ -8,6 +9,7 @@ leave the machine: host names resolve through `FakeDns`.
 from __future__ import annotations
 
 import ipaddress
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -16,7 +18,7 @@ from pathlib import Path
 import aiohttp.resolver
 import pytest
 from alerts_support import NYC_POINT, HttpReceiver, add_resident, add_tenant, cap_alert, manager
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from test_alert_api import auth, hub_url, setup  # noqa: F401 - fixtures of the API tests
 from test_alert_fanout import approve, compose, run_batches, send
 
@@ -26,6 +28,7 @@ from hub.alerts.importer import import_subscribers
 from hub.core.db import unit_of_work
 from hub.core.settings import reset_settings_cache
 from hub.core.tenancy import TenantContext
+from privacy.models import AuditEntry
 
 RATES = {"rate_limits": {"webhook": 1000}}
 # A name under .invalid never resolves (RFC 6761), so a lookup that the fake DNS misses fails
@@ -231,3 +234,39 @@ def test_delivery_follows_no_redirect(engine: Engine, allow_private) -> None:
     [status] = workflow.status(engine, manager(tenant), alert_id)
     assert status["errors"] == {"webhook": {"HTTP 302": 1}}
     assert status["deliveries"] == {"webhook": {"failed": 1}}
+
+
+def test_webhook_key_printed_and_audited(engine: Engine, cli) -> None:
+    tenant = add_tenant(engine)
+
+    def reveals() -> int:
+        with engine.connect() as conn:
+            return conn.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(
+                    AuditEntry.tenant_id == tenant,
+                    AuditEntry.action == "alerts.webhook_key.reveal",
+                )
+            )
+
+    as_json = cli("webhook-key", "--tenant", tenant, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == {
+        "tenant_id": tenant,
+        "webhook_key": channels.webhook_secret(tenant),
+    }
+    assert reveals() == 1
+
+    text = cli("webhook-key", "--tenant", tenant)
+    assert text.exit_code == 0, text.output
+    assert channels.webhook_secret(tenant) in text.stdout
+    assert reveals() == 2
+
+
+def test_webhook_key_unknown_tenant(engine: Engine, cli) -> None:
+    result = cli("webhook-key", "--tenant", "no-such-city")
+
+    assert result.exit_code == 2
+    assert "tenant no-such-city not found" in result.output
+    assert "Traceback" not in result.output
