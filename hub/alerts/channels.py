@@ -63,10 +63,18 @@ class MessageText:
 
     alert_id: str
     identifier: str
+    sender: str
+    # CAP `sent`, as the message has it: seconds and a numeric offset, UTC written -00:00.
+    sent: str | None
     msg_type: str
+    # CAP `references` of an Update or Cancel: "sender,identifier,sent" entries, space-separated.
+    references: str | None
     status: str
     language: str
     event: str
+    severity: str | None
+    urgency: str | None
+    certainty: str | None
     headline: str
     description: str
     instruction: str

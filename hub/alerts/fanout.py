@@ -35,6 +35,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from hub.alerts import models as m
 from hub.alerts.cap.model import Alert as CapAlert
 from hub.alerts.cap.model import Info
+from hub.alerts.cap.writer import format_cap_datetime
 from hub.alerts.channels import Channel, MessageText, Outcome, build_channels, error_reason
 from hub.alerts.httploop import close_process_loop, process_loop
 from hub.alerts.language import choose_info
@@ -127,10 +128,16 @@ def render_text(
     return MessageText(
         alert_id=row.id,
         identifier=row.identifier,
+        sender=row.sender,
+        sent=format_cap_datetime(cap.sent) if cap.sent else None,
         msg_type=row.msg_type,
+        references=cap.references,
         status=row.status,
         language=lang,
         event=(info.event or "") if info else "",
+        severity=info.severity if info else None,
+        urgency=info.urgency if info else None,
+        certainty=info.certainty if info else None,
         headline=headline,
         description=description,
         instruction=instruction,

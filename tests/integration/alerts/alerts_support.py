@@ -233,6 +233,7 @@ class HttpReceiver:
             parsed = body
         entry = {
             "body": parsed,
+            "raw": body,
             "path": request.path,
             "headers": dict(request.headers),
         }

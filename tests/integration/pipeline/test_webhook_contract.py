@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from doc_tables import JSON_TYPES, field_table, section, table_rows, type_errors
 from pipeline_support import add_duplicate_pair, add_request, add_service, add_tenant
 from sqlalchemy import Engine
 
@@ -18,53 +19,23 @@ from hub.requests.tasks import route
 from tenants.agencies import rotate_webhook_secret
 
 CONTRACT = Path(__file__).resolve().parents[3] / "docs" / "agency-webhooks.md"
-JSON_TYPES: dict[str, type | tuple[type, ...]] = {
-    "string": str,
-    "number": (int, float),
-    "object": dict,
-}
 
 
 def _section(title: str) -> str:
     """Return the text of the `## title` section of the contract page."""
-    text = CONTRACT.read_text(encoding="utf-8")
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else len(text)]
-
-
-def _table_rows(section: str) -> list[list[str]]:
-    """Return the cells of each table row whose first cell is a name in backticks."""
-    rows = []
-    for line in section.splitlines():
-        if line.startswith("| `"):
-            rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
+    return section(CONTRACT, title)
 
 
 def _documented_fields() -> dict[str, tuple[str, bool]]:
-    """Return each documented body field with its JSON type and whether it can be null."""
-    fields = {}
-    for name, json_type, nullable, _contents in _table_rows(_section("Body")):
-        fields[name.strip("`")] = (json_type, nullable == "yes")
-    return fields
+    return field_table(_section("Body"))
 
 
 def _documented_headers() -> dict[str, str]:
-    return {row[0].strip("`"): row[1] for row in _table_rows(_section("The request"))}
+    return {row[0].strip("`"): row[1] for row in table_rows(_section("The request"))}
 
 
 def _type_errors(body: dict[str, Any]) -> list[str]:
-    """Return the fields of `body` whose value breaks the documented type or null rule."""
-    errors = []
-    for name, (json_type, nullable) in _documented_fields().items():
-        value = body.get(name)
-        if value is None:
-            if not nullable:
-                errors.append(f"{name} is null")
-        elif not isinstance(value, JSON_TYPES[json_type]) or isinstance(value, bool):
-            errors.append(f"{name} is {type(value).__name__}, not {json_type}")
-    return errors
+    return type_errors(_documented_fields(), body)
 
 
 def test_documented_fields_have_known_types() -> None:
