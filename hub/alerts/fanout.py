@@ -151,7 +151,7 @@ def _drop_pending(session: Session, alert_id: str, batch: int | None, reason: st
     query = update(m.Delivery).where(m.Delivery.alert_id == alert_id, m.Delivery.state == m.PENDING)
     if batch is not None:
         query = query.where(m.Delivery.batch == batch)
-    return session.execute(query.values(state=m.DROPPED, last_error=reason)).rowcount or 0
+    return session.execute(query.values(state=m.DROPPED, drop_reason=reason)).rowcount or 0
 
 
 def _expired(row_expires_at: Any) -> bool:
@@ -327,7 +327,7 @@ def _load_jobs(
             session.execute(
                 update(m.Delivery)
                 .where(m.Delivery.id.in_(inactive))
-                .values(state=m.DROPPED, last_error="unsubscribed")
+                .values(state=m.DROPPED, drop_reason="unsubscribed")
             )
         active = [p for p in pending if p.active]
         plain = decrypt_rows(
@@ -488,6 +488,7 @@ def _store_sent(
         .values(
             state=m.DELIVERED,
             last_error=None,
+            drop_reason=None,
             sent_at=utcnow(),
             attempts=m.Delivery.attempts + 1,
         )

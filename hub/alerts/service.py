@@ -973,7 +973,7 @@ def _close_reference(session: Session, row: m.Alert) -> None:
     dropped = session.execute(
         update(m.Delivery)
         .where(m.Delivery.alert_id == row.references_alert_id, m.Delivery.state == m.PENDING)
-        .values(state=m.DROPPED, last_error=new_state)
+        .values(state=m.DROPPED, drop_reason=new_state)
     ).rowcount
     session.execute(
         update(m.Alert)
@@ -1068,31 +1068,27 @@ def add_cancel_recipients(session: Session, alert_id: str, subscriber_ids: set[s
     return len(added)
 
 
+def _counts_by_channel(session: Session, alert_id: str, column: Any) -> dict[str, dict[str, int]]:
+    """Count the alert's deliveries by channel and by the value of `column`, most frequent
+    first; rows where `column` is NULL are left out."""
+    rows = session.execute(
+        select(m.Delivery.channel, column, func.count())
+        .where(m.Delivery.alert_id == alert_id, column.is_not(None))
+        .group_by(m.Delivery.channel, column)
+        .order_by(func.count().desc(), column)
+    ).all()
+    counts: dict[str, dict[str, int]] = {}
+    for channel, value, count in rows:
+        counts.setdefault(channel, {})[value] = int(count)
+    return counts
+
+
 def status(session: Session, row: m.Alert) -> dict[str, Any]:
-    """Live delivery state of one tenant's row: counts by channel and state, and the error
-    reasons of its failed and retried deliveries by channel."""
-    counts = session.execute(
-        select(m.Delivery.channel, m.Delivery.state, func.count())
-        .where(m.Delivery.alert_id == row.id)
-        .group_by(m.Delivery.channel, m.Delivery.state)
-    ).all()
-    by_channel: dict[str, dict[str, int]] = {}
-    for channel, state, count in counts:
-        by_channel.setdefault(channel, {})[state] = int(count)
-    # Dropped rows keep why they were dropped (cancelled, unsubscribed) there, not an error.
-    reasons = session.execute(
-        select(m.Delivery.channel, m.Delivery.last_error, func.count())
-        .where(
-            m.Delivery.alert_id == row.id,
-            m.Delivery.state.in_((m.FAILED, m.PENDING)),
-            m.Delivery.last_error.is_not(None),
-        )
-        .group_by(m.Delivery.channel, m.Delivery.last_error)
-        .order_by(func.count().desc(), m.Delivery.last_error)
-    ).all()
-    errors: dict[str, dict[str, int]] = {}
-    for channel, reason, count in reasons:
-        errors.setdefault(channel, {})[reason] = int(count)
+    """Live delivery state of one tenant's row: counts by channel and state, the error
+    reasons of its deliveries not sent by channel, and why deliveries were dropped.
+
+    A sent delivery has no error, so `errors` holds the last error of failed and retried
+    deliveries and of dropped ones that had failed before the drop."""
     return {
         "id": row.id,
         "tenant_id": row.tenant_id,
@@ -1107,8 +1103,9 @@ def status(session: Session, row: m.Alert) -> dict[str, Any]:
         "target_count": row.target_count,
         "expires_at": aware(row.expires_at),
         "finished_at": aware(row.finished_at),
-        "deliveries": by_channel,
-        "errors": errors,
+        "deliveries": _counts_by_channel(session, row.id, m.Delivery.state),
+        "errors": _counts_by_channel(session, row.id, m.Delivery.last_error),
+        "drop_reasons": _counts_by_channel(session, row.id, m.Delivery.drop_reason),
         **review_fields(row),
     }
 

@@ -334,7 +334,7 @@ def status_command(
                         counts.get("pending", 0),
                         counts.get("sent", 0),
                         counts.get("failed", 0),
-                        counts.get("dropped", 0),
+                        _dropped_note(counts.get("dropped", 0), row["drop_reasons"].get(channel)),
                         _error_note(row["errors"].get(channel, {})),
                     ]
                 )
@@ -371,6 +371,13 @@ def _reference(row: dict) -> str:
 def _error_note(reasons: dict[str, int]) -> str:
     """Join a channel's error reasons with their delivery counts, most frequent first."""
     return "; ".join(f"{reason} ({count})" for reason, count in reasons.items())
+
+
+def _dropped_note(count: int, reasons: dict[str, int] | None) -> str:
+    """Return the dropped count with why they were dropped: `2 (cancelled 2)`."""
+    if not reasons:
+        return str(count)
+    return f"{count} ({', '.join(f'{reason} {n}' for reason, n in reasons.items())})"
 
 
 def _state_note(row: dict) -> str:

@@ -18,8 +18,10 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from open311_support import northeast_manifest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from hub.alerts import fanout
+from hub.alerts import models as m
 from hub.alerts.cap.model import Alert, Area, Info
 from hub.alerts.subscriptions import SubscriptionInput, subscribe
 from hub.core.db import unit_of_work
@@ -174,6 +176,16 @@ def cap_alert(
         references=references,
         infos=infos,
     )
+
+
+def run_batches(engine: Engine, tenant_id: str, alert_id: str) -> None:
+    """Run every delivery batch of an alert through the task body, in this process."""
+    with unit_of_work(manager(tenant_id), engine=engine) as session:
+        batches = sorted(
+            set(session.scalars(select(m.Delivery.batch).where(m.Delivery.alert_id == alert_id)))
+        )
+    for batch in batches:
+        fanout.deliver_batch(alert_id, batch, tenant_id, engine=engine)
 
 
 def backdate_expiry(engine: Engine, tenant_id: str, alert_id: str) -> None:

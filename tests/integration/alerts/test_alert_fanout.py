@@ -19,6 +19,7 @@ from alerts_support import (
     add_tenant,
     cap_alert,
     manager,
+    run_batches,
 )
 from sqlalchemy import Engine, select
 
@@ -64,15 +65,6 @@ def send(engine: Engine, rows: list[m.Alert]) -> int:
                 session, current, load_settings(session, row.tenant_id), actor="cli:em1"
             )
     return total
-
-
-def run_batches(engine: Engine, tenant_id: str, alert_id: str) -> None:
-    with unit_of_work(manager(tenant_id), engine=engine) as session:
-        batches = sorted(
-            set(session.scalars(select(m.Delivery.batch).where(m.Delivery.alert_id == alert_id)))
-        )
-    for batch in batches:
-        fanout.deliver_batch(alert_id, batch, tenant_id, engine=engine)
 
 
 def alert_row(engine: Engine, tenant_id: str, alert_id: str) -> m.Alert:

@@ -1,0 +1,88 @@
+"""What an after-action review reads about an alert: metrics from the database, error
+reasons of dropped deliveries, audit entries per tenant and message, subscriber counts."""
+
+from __future__ import annotations
+
+import pytest
+from alerts_support import (
+    NYC_POINT,
+    HttpReceiver,
+    add_resident,
+    add_tenant,
+    cap_alert,
+    manager,
+    run_batches,
+)
+from sqlalchemy import Engine, select
+
+from hub.alerts import fanout, workflow
+from hub.alerts import models as m
+from hub.alerts.channels import Outcome
+from hub.alerts.fanout import Tally
+from hub.core.db import unit_of_work
+
+
+def compose_approved(engine: Engine, tenant_id: str, cap, also=None) -> list[dict]:
+    """Compose as em1 and approve as em2 in every participating tenant."""
+    rows = workflow.compose(engine, manager(tenant_id), cap, tenants=also)
+    for row in rows:
+        workflow.approve(engine, manager(row["tenant_id"], "em2"), row["id"])
+    return rows
+
+
+def reference(cap) -> str:
+    return f"{cap.sender},{cap.identifier},{cap.sent.isoformat()}"
+
+
+@pytest.mark.parametrize("msg_type", ["Update", "Cancel"])
+def test_dropped_deliveries_keep_error(engine: Engine, cli, msg_type: str) -> None:
+    failing = HttpReceiver(status=503).start()
+    try:
+        tenant = add_tenant(engine)
+        add_resident(engine, tenant, NYC_POINT, {"webhook": failing.url("/busy")})
+        first = cap_alert(f"AAR-DROP-{msg_type}")
+        [row] = compose_approved(engine, tenant, first)
+        workflow.send(engine, manager(tenant), row["id"])
+        run_batches(engine, tenant, row["id"])  # fails, stays pending for a retry
+    finally:
+        failing.stop()
+    follow_up = cap_alert(
+        f"AAR-DROP-{msg_type}-2",
+        msg_type=msg_type,
+        references=reference(first),
+        with_info=msg_type == "Update",
+    )
+    [second] = compose_approved(engine, tenant, follow_up)
+    workflow.send(engine, manager(tenant), second["id"])
+
+    [status] = workflow.status(engine, manager(tenant), row["id"])
+
+    assert status["deliveries"] == {"webhook": {m.DROPPED: 1}}
+    assert status["errors"] == {"webhook": {"HTTP 503": 1}}
+    expected_reason = m.SUPERSEDED if msg_type == "Update" else m.CANCELLED
+    assert status["drop_reasons"] == {"webhook": {expected_reason: 1}}
+    shown = cli("status", row["id"], "--tenant", tenant)
+    assert shown.exit_code == 0, shown.output
+    assert f"1 ({expected_reason} 1)" in shown.output
+    assert "HTTP 503 (1)" in shown.output
+
+
+def test_dropped_then_sent_clears_reasons(engine: Engine, webhook_receiver) -> None:
+    tenant = add_tenant(engine)
+    add_resident(engine, tenant, NYC_POINT, {"webhook": webhook_receiver.url("/c")})
+    [row] = compose_approved(engine, tenant, cap_alert("AAR-CLEAR-1"))
+    workflow.send(engine, manager(tenant), row["id"])
+    with unit_of_work(manager(tenant), engine=engine) as session:
+        delivery = session.scalar(select(m.Delivery).where(m.Delivery.alert_id == row["id"]))
+        # As if a chunk on the wire when the alert was cancelled is recorded afterwards.
+        delivery.state, delivery.drop_reason, delivery.last_error = m.DROPPED, "x", "timed out"
+        session.flush()
+        job = fanout.Job(delivery.id, "webhook", delivery.channel_row_id, "", None, "k", None)
+        results = [(job, Outcome(ok=True))]
+        fanout._store_sent(session, row["id"], delivery.batch, [delivery.id], results, Tally())
+
+    [status] = workflow.status(engine, manager(tenant), row["id"])
+
+    assert status["deliveries"] == {"webhook": {m.DELIVERED: 1}}
+    assert status["errors"] == {}
+    assert status["drop_reasons"] == {}
