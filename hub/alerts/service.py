@@ -286,14 +286,7 @@ def compose(
         rows.append(row)
     session.flush()
     for row in rows:
-        audit(
-            session,
-            tenant_id=row.tenant_id,
-            actor=ctx.actor,
-            action="alert.compose",
-            subject=f"alerts:{row.id}",
-            details={"group_id": group_id, "status": row.status, "msg_type": row.msg_type},
-        )
+        audit_alert(session, row, ctx.actor, "alert.compose")
     log.info("alert_composed", group_id=group_id, tenants=participants, msg_type=cap.msg_type)
     return rows
 
@@ -330,6 +323,35 @@ def reference_parts_left_out(session: Session, rows: list[m.Alert]) -> list[str]
     return warnings
 
 
+# Audit details are limited to 200 characters per string (`privacy.audit`), and a CAP
+# identifier may be longer, so entries carry its first 200.
+AUDIT_IDENTIFIER_CHARS = 200
+
+
+def audit_alert(session: Session, row: m.Alert, actor: str, action: str, **details: Any) -> None:
+    """Append an audit entry about one tenant's row of an alert.
+
+    Every entry names the row's own id (`alert_id`, which differs per tenant in a regional
+    alert), the regional `group_id`, the CAP `identifier`, `msg_type` and `status`, so the
+    export of one tenant's chain can be read per message without the other tenants' rows.
+    """
+    audit(
+        session,
+        tenant_id=row.tenant_id,
+        actor=actor,
+        action=action,
+        subject=f"alerts:{row.id}",
+        details={
+            "alert_id": row.id,
+            "group_id": row.group_id,
+            "identifier": row.identifier[:AUDIT_IDENTIFIER_CHARS],
+            "msg_type": row.msg_type,
+            "status": row.status,
+            **details,
+        },
+    )
+
+
 def approve(
     session: Session, ctx: TenantContext, alert_id: str, *, settings: TenantAlertSettings
 ) -> m.Alert:
@@ -354,14 +376,7 @@ def approve(
             )
         )
         session.flush()
-        audit(
-            session,
-            tenant_id=row.tenant_id,
-            actor=ctx.actor,
-            action="alert.approve",
-            subject=f"alerts:{row.id}",
-            details={"group_id": row.group_id, "status": row.status, "person": person},
-        )
+        audit_alert(session, row, ctx.actor, "alert.approve", person=person)
     _apply_policy(session, row, settings)
     return row
 
@@ -571,19 +586,15 @@ def review(session: Session, ctx: TenantContext, alert_id: str, *, note: str | N
             code="already_reviewed",
         )
     session.refresh(row)
-    audit(
+    # The note is free text, so the audit entry records only its length.
+    audit_alert(
         session,
-        tenant_id=row.tenant_id,
-        actor=ctx.actor,
-        action="alert.review",
-        subject=f"alerts:{row.id}",
-        # The note is free text, so the audit entry records only its length.
-        details={
-            "group_id": row.group_id,
-            "approvers": sorted(approvals),
-            "overdue": reviewed_at > as_utc(row.review_due_at),
-            "note_chars": len(text or ""),
-        },
+        row,
+        ctx.actor,
+        "alert.review",
+        approvers=sorted(approvals),
+        overdue=reviewed_at > as_utc(row.review_due_at),
+        note_chars=len(text or ""),
     )
     log.info("alert_reviewed", alert_id=row.id, reviewer=ctx.actor)
     return row
@@ -890,14 +901,7 @@ def start_sending(
     row.target_count = count
     if not count:
         row.finished_at = row.send_started_at
-    audit(
-        session,
-        tenant_id=row.tenant_id,
-        actor=actor,
-        action="alert.send",
-        subject=f"alerts:{row.id}",
-        details={"group_id": row.group_id, "deliveries": count, "batches": batches},
-    )
+    audit_alert(session, row, actor, "alert.send", deliveries=count, batches=batches)
     DELIVERIES_CREATED.labels(kind=row.kind).inc(count)
     ALERTS_SENT.labels(kind=row.kind, msg_type=row.msg_type).inc()
     log.info("alert_send_started", alert_id=row.id, deliveries=count, batches=batches)

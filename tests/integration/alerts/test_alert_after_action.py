@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from alerts_support import (
+    BOSTON_POINT,
     NYC_POINT,
     HttpReceiver,
     add_resident,
@@ -20,6 +21,9 @@ from hub.alerts import models as m
 from hub.alerts.channels import Outcome
 from hub.alerts.fanout import Tally
 from hub.core.db import unit_of_work
+from hub.core.tenancy import SystemContext
+from privacy.audit_verify import verify_database
+from privacy.models import AuditEntry
 
 
 def compose_approved(engine: Engine, tenant_id: str, cap, also=None) -> list[dict]:
@@ -86,3 +90,33 @@ def test_dropped_then_sent_clears_reasons(engine: Engine, webhook_receiver) -> N
     assert status["deliveries"] == {"webhook": {m.DELIVERED: 1}}
     assert status["errors"] == {}
     assert status["drop_reasons"] == {}
+
+
+def test_regional_audit_names_own_alert(engine: Engine) -> None:
+    nyc = add_tenant(engine)
+    boston = add_tenant(engine)
+    add_resident(engine, boston, BOSTON_POINT, {"email": "vecina@example.org"})
+    cap = cap_alert("AAR-AUDIT-1")
+    rows = compose_approved(engine, nyc, cap, also=[boston])
+    workflow.send(engine, manager(nyc), rows[0]["id"])
+    [boston_row] = [r for r in rows if r["tenant_id"] == boston]
+    assert boston_row["id"] != boston_row["group_id"]
+
+    with unit_of_work(SystemContext("test"), engine=engine, write=False) as session:
+        entries = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.tenant_id == boston, AuditEntry.action.like("alert.%"))
+            .order_by(AuditEntry.seq)
+        ).all()
+        actions = [entry.action for entry in entries]
+        details = [entry.details for entry in entries]
+        verified = verify_database(session, tenant_id=boston)
+
+    assert actions == ["alert.compose", "alert.approve", "alert.send"]
+    for detail in details:
+        assert detail["alert_id"] == boston_row["id"]
+        assert detail["group_id"] == boston_row["group_id"]
+        assert detail["identifier"] == "AAR-AUDIT-1"
+        assert detail["msg_type"] == "Alert"
+        assert detail["status"] == "Actual"
+    assert verified.ok, verified
