@@ -1,5 +1,11 @@
-"""Prometheus metrics of alerts and their deliveries. Labels are bounded: kind, message type,
-channel, outcome and final state."""
+"""Prometheus metrics of alerts and their deliveries. Labels are bounded: kind, channel,
+outcome and final state.
+
+These count work in the process that does it, which for deliveries is always a worker. An
+alert's send starts in the process of the API or of the CLI, and a CLI process exits before any
+scrape, so the alerts sent and their deliveries are read from the database at scrape time
+instead (`hub.api.observability.alert_totals_reader`).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,6 @@ from prometheus_client import Counter, Histogram
 
 from hub.core.metrics import LATENCY_BUCKETS
 
-ALERTS_SENT = Counter(
-    "hub_alerts_sent_total",
-    "Alerts (per tenant row) whose fan-out started, by kind and CAP msgType.",
-    ["kind", "msg_type"],
-)
-DELIVERIES_CREATED = Counter(
-    "hub_alerts_fanout_deliveries_total",
-    "Delivery rows created by fan-out, by kind (alert or notice).",
-    ["kind"],
-)
 DELIVERIES = Counter(
     "hub_alerts_delivery_attempts_total",
     "Delivery attempts by channel and outcome: sent, retry (failed, retried later), failed "
@@ -37,6 +33,7 @@ DELIVERY_SECONDS = Histogram(
 )
 TARGETING_SECONDS = Histogram(
     "hub_alerts_targeting_seconds",
-    "Time to find the subscribers in an alert's area, in seconds.",
+    "Time to find the subscribers in an alert's area, in seconds, for previews and sends made "
+    "through the API (the CLI's are not counted).",
     buckets=LATENCY_BUCKETS,
 )

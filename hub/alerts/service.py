@@ -28,7 +28,7 @@ from hub.alerts.cap.validate import validate
 from hub.alerts.cap.writer import write
 from hub.alerts.cells import CellSet, area_cells
 from hub.alerts.language import choose_info, has_language
-from hub.alerts.metrics import ALERTS_SENT, DELIVERIES_CREATED, TARGETING_SECONDS
+from hub.alerts.metrics import TARGETING_SECONDS
 from hub.alerts.policy import TenantAlertSettings, approvals_needed, load_settings
 from hub.alerts.targeting import (
     Recipient,
@@ -902,8 +902,6 @@ def start_sending(
     if not count:
         row.finished_at = row.send_started_at
     audit_alert(session, row, actor, "alert.send", deliveries=count, batches=batches)
-    DELIVERIES_CREATED.labels(kind=row.kind).inc(count)
-    ALERTS_SENT.labels(kind=row.kind, msg_type=row.msg_type).inc()
     log.info("alert_send_started", alert_id=row.id, deliveries=count, batches=batches)
     return count
 
@@ -1061,7 +1059,6 @@ def add_cancel_recipients(session: Session, alert_id: str, subscriber_ids: set[s
     if cancel.state != m.SENDING:
         cancel.state = m.SENDING
         cancel.finished_at = None
-    DELIVERIES_CREATED.labels(kind=cancel.kind).inc(len(added))
     log.warning(
         "alert_cancel_recipients_added",
         alert_id=alert_id,

@@ -2,8 +2,8 @@
 
 `create_app` registers them once per process. The Celery queue depth is read from the broker.
 The outbox backlog, the retrying and dead agency deliveries, the contacts waiting per center,
-the time alerts take to reach everyone, and the key ages and audit chain lengths are read from
-the database.
+the time alerts take to reach everyone, the alerts sent and their deliveries, and the key
+ages and audit chain lengths are read from the database.
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ FANOUT_LAST = GaugeSpec(
 )
 FANOUT_RUNNING = GaugeSpec(
     "hub_alerts_sending_seconds",
-    "Seconds since the oldest alert still sending started, per tenant.",
+    "Seconds since the oldest alert still sending started, per tenant. An alert stays sending "
+    "while any of its deliveries is pending, and its deliveries are created when its send "
+    "starts, so this is the age of the tenant's oldest pending alert delivery.",
     ["tenant"],
 )
 # Finished alerts older than this are left out of `hub_alerts_last_fanout_seconds`.
@@ -151,6 +153,60 @@ def fanout_reader() -> Reader:
         return {
             FANOUT_LAST.name: [((tenant,), value) for tenant, value in last.items()],
             FANOUT_RUNNING.name: [((tenant,), value) for tenant, value in running.items()],
+        }
+
+    return read
+
+
+ALERTS_SENT = GaugeSpec(
+    "hub_alerts_sent",
+    "Alerts whose send started, per tenant, kind (alert or notice), CAP status and msgType; "
+    "a regional alert counts once in each tenant.",
+    ["tenant", "kind", "status", "msg_type"],
+)
+ALERT_DELIVERIES = GaugeSpec(
+    "hub_alerts_deliveries",
+    "Alert deliveries per tenant, channel and state (pending, sent, failed, dropped).",
+    ["tenant", "channel", "state"],
+)
+# Counting every delivery row scans the table, which holds a row per resident and channel of
+# every alert, so these counts are read at most once per 30 seconds.
+ALERT_TOTALS_MAX_AGE = 30.0
+
+
+def alert_totals_reader(engine: Engine | None = None) -> Reader:
+    """Build the reader of alerts sent and of their deliveries by channel and state.
+
+    Counted from the database, so sends started by the CLI, whose process exits before any
+    scrape, count as well as those of the API.
+    """
+    from hub.alerts.models import Alert
+    from hub.alerts.models import Delivery as AlertDelivery
+
+    def read() -> Samples:
+        with unit_of_work(SystemContext("metrics collector"), engine=engine, write=False) as s:
+            sent = s.execute(
+                select(Alert.tenant_id, Alert.kind, Alert.status, Alert.msg_type, func.count())
+                .where(Alert.send_started_at.is_not(None))
+                .group_by(Alert.tenant_id, Alert.kind, Alert.status, Alert.msg_type)
+            ).all()
+            deliveries = s.execute(
+                select(
+                    AlertDelivery.tenant_id,
+                    AlertDelivery.channel,
+                    AlertDelivery.state,
+                    func.count(),
+                ).group_by(AlertDelivery.tenant_id, AlertDelivery.channel, AlertDelivery.state)
+            ).all()
+        return {
+            ALERTS_SENT.name: [
+                ((tenant, kind, status, msg_type), float(count))
+                for tenant, kind, status, msg_type, count in sent
+            ],
+            ALERT_DELIVERIES.name: [
+                ((tenant, channel, state), float(count))
+                for tenant, channel, state, count in deliveries
+            ],
         }
 
     return read
@@ -225,6 +281,14 @@ def install_collectors() -> None:
         group.add(ScrapeCollector("outbox", [OUTBOX_PENDING, OUTBOX_OLDEST], outbox_reader()))
         group.add(ScrapeCollector("overflow", [CONTACTS_WAITING, OLDEST_WAIT], overflow_reader()))
         group.add(ScrapeCollector("alerts", [FANOUT_LAST, FANOUT_RUNNING], fanout_reader()))
+        group.add(
+            ScrapeCollector(
+                "alert_totals",
+                [ALERTS_SENT, ALERT_DELIVERIES],
+                alert_totals_reader(),
+                max_age=ALERT_TOTALS_MAX_AGE,
+            )
+        )
         group.add(
             ScrapeCollector("deliveries", [DELIVERIES, DELIVERY_OLDEST_RETRY], delivery_reader())
         )

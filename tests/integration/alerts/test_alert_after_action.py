@@ -3,6 +3,11 @@ reasons of dropped deliveries, audit entries per tenant and message, subscriber 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 from alerts_support import (
     BOSTON_POINT,
@@ -20,6 +25,7 @@ from hub.alerts import fanout, workflow
 from hub.alerts import models as m
 from hub.alerts.channels import Outcome
 from hub.alerts.fanout import Tally
+from hub.api.observability import ALERT_DELIVERIES, ALERTS_SENT, alert_totals_reader
 from hub.core.db import unit_of_work
 from hub.core.tenancy import SystemContext
 from privacy.audit_verify import verify_database
@@ -36,6 +42,57 @@ def compose_approved(engine: Engine, tenant_id: str, cap, also=None) -> list[dic
 
 def reference(cap) -> str:
     return f"{cap.sender},{cap.identifier},{cap.sent.isoformat()}"
+
+
+def test_cli_send_counted_at_scrape(engine: Engine, webhook_receiver: HttpReceiver) -> None:
+    tenant = add_tenant(engine)
+    add_resident(engine, tenant, NYC_POINT, {"webhook": webhook_receiver.url("/a")})
+    add_resident(engine, tenant, NYC_POINT, {"email": "resident@example.org"})
+    [row] = compose_approved(engine, tenant, cap_alert("AAR-CLI-1"))
+    environment = {
+        **os.environ,
+        "HUB_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+    }
+
+    # A process of its own, like an emergency manager's `hub alerts send`, which exits
+    # before Prometheus scrapes the API.
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli.main", "alerts", "send", row["id"]]
+        + ["--tenant", tenant, "--as", "em1", "--json"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["deliveries"] == 2
+
+    samples = alert_totals_reader(engine)()
+    sent = {labels: value for labels, value in samples[ALERTS_SENT.name] if labels[0] == tenant}
+    deliveries = {
+        labels: value for labels, value in samples[ALERT_DELIVERIES.name] if labels[0] == tenant
+    }
+    assert sent == {(tenant, "alert", "Actual", "Alert"): 1.0}
+    assert deliveries == {
+        (tenant, "webhook", m.PENDING): 1.0,
+        (tenant, "email", m.PENDING): 1.0,
+    }
+
+
+def test_delivery_totals_follow_states(engine: Engine, webhook_receiver: HttpReceiver) -> None:
+    tenant = add_tenant(engine)
+    add_resident(engine, tenant, NYC_POINT, {"webhook": webhook_receiver.url("/b")})
+    [row] = compose_approved(engine, tenant, cap_alert("AAR-STATES-1"))
+    workflow.send(engine, manager(tenant), row["id"])
+    run_batches(engine, tenant, row["id"])
+
+    samples = alert_totals_reader(engine)()
+
+    deliveries = {
+        labels: value for labels, value in samples[ALERT_DELIVERIES.name] if labels[0] == tenant
+    }
+    assert deliveries == {(tenant, "webhook", m.DELIVERED): 1.0}
 
 
 @pytest.mark.parametrize("msg_type", ["Update", "Cancel"])

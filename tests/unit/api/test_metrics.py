@@ -51,6 +51,7 @@ def test_metrics_collectors_report_up(client: TestClient) -> None:
     assert up["broker_queues"] == 1.0
     assert up["overflow"] == 1.0
     assert up["alerts"] == 1.0
+    assert up["alert_totals"] == 1.0
     assert up["privacy"] == 1.0
 
 
