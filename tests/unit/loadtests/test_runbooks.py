@@ -32,6 +32,7 @@ RUNBOOK_NAMES = [
     "tenant-onboarding",
     "tenant-offboarding",
     "false-alert",
+    "alert-not-going-out",
     "disaster-mode",
     "audit-evidence-for-an-assessor",
 ]
@@ -154,6 +155,24 @@ def test_alert_rules_pass_promtool() -> None:
         capture_output=True,
         text=True,
         timeout=60,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_rules_fire_on_stalled_alert() -> None:
+    """The rules about alerts that do not go out fire on a stalled alert and stay quiet on a
+    large alert paced by its rate limits (cases in alert_rules_test.yml)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    cases = Path(__file__).with_name("alert_rules_test.yml")
+    result = subprocess.run(
+        [promtool, "test", "rules", cases.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cases.parent,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
