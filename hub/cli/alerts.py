@@ -16,6 +16,7 @@ from hub.alerts.cap.validate import check_document
 from hub.alerts.channels import reveal_webhook_secret
 from hub.alerts.importer import count_records, import_subscribers
 from hub.alerts.service import compose_problems, expiry_problems
+from hub.alerts.subscriber_counts import subscriber_counts
 from hub.cli.output import (
     JSON_OPTION,
     cli_errors,
@@ -443,7 +444,7 @@ def list_command(
     emit(rows, as_json, _print_rows)
 
 
-subscribers_app = typer.Typer(help="Alert subscribers: bulk opt-in lists.")
+subscribers_app = typer.Typer(help="Alert subscribers: bulk opt-in lists and counts.")
 app.add_typer(subscribers_app, name="subscribers")
 
 
@@ -497,3 +498,29 @@ def webhook_key_command(
             f"a secure channel:\n{d['webhook_key']}"
         ),
     )
+
+
+@subscribers_app.command("counts")
+def subscriber_counts_command(
+    tenant: str | None = typer.Option(
+        None, "--tenant", help="Count only this tenant's subscribers; default: every tenant."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Print, per tenant, how many active subscribers prefer each language and how many
+    active channels of each kind they have. The output has no personal data."""
+    with cli_errors():
+        rows = subscriber_counts(None, tenant)
+
+    def render(data: list[dict]) -> None:
+        lines = []
+        for row in data:
+            lines.append([row["tenant_id"], "subscribers", "all", row["subscribers"]])
+            lines.append([row["tenant_id"], "subscribers", "test opt-in", row["test_opt_in"]])
+            for language, count in row["by_language"].items():
+                lines.append([row["tenant_id"], "language", language, count])
+            for channel, count in row["by_channel"].items():
+                lines.append([row["tenant_id"], "channel", channel, count])
+        table("active alert subscribers", ["tenant", "by", "value", "count"], lines)
+
+    emit(rows, as_json, render)

@@ -177,3 +177,53 @@ def test_regional_audit_names_own_alert(engine: Engine) -> None:
         assert detail["msg_type"] == "Alert"
         assert detail["status"] == "Actual"
     assert verified.ok, verified
+
+
+def test_subscriber_counts_command(engine: Engine, cli, webhook_receiver) -> None:
+    nyc = add_tenant(engine)
+    boston = add_tenant(engine)
+    add_resident(
+        engine, nyc, NYC_POINT, {"webhook": webhook_receiver.url("/d"), "sms": "+12125550100"}
+    )
+    add_resident(engine, nyc, NYC_POINT, {"email": "vecina@example.org"}, languages=["es-mx"])
+    add_resident(engine, nyc, NYC_POINT, {"email": "otra@example.org"}, test_opt_in=True)
+    add_resident(engine, boston, BOSTON_POINT, {"email": "resident@example.org"})
+    gone = add_resident(engine, nyc, NYC_POINT, {"sms": "+12125550199"}, languages=["fr"])
+    with unit_of_work(manager(nyc), engine=engine) as session:
+        session.get(m.Subscriber, gone).active = False
+
+    result = cli("subscribers", "counts", "--tenant", nyc, "--json")
+    text = cli("subscribers", "counts", "--tenant", nyc)
+
+    assert result.exit_code == 0, result.output
+    [counts] = json.loads(result.output)
+    assert counts == {
+        "tenant_id": nyc,
+        "subscribers": 3,
+        "test_opt_in": 1,
+        "by_language": {"en": 2, "es-MX": 1},
+        "by_channel": {"email": 2, "sms": 1, "webhook": 1},
+    }
+    assert text.exit_code == 0, text.output
+    assert "es-MX" in text.output
+    assert "example.org" not in result.output + text.output
+    assert "+1212" not in result.output + text.output
+
+
+def test_subscriber_counts_every_tenant(engine: Engine, cli) -> None:
+    tenant = add_tenant(engine)
+
+    result = cli("subscribers", "counts", "--json")
+
+    assert result.exit_code == 0, result.output
+    by_tenant = {row["tenant_id"]: row for row in json.loads(result.output)}
+    assert by_tenant[tenant]["subscribers"] == 0
+    assert by_tenant[tenant]["by_channel"] == {}
+
+
+def test_subscriber_counts_unknown_tenant(engine: Engine, cli) -> None:
+    result = cli("subscribers", "counts", "--tenant", "no-such-city")
+
+    assert result.exit_code != 0
+    assert "tenant no-such-city not found" in result.output
+    assert "hub tenants list" in result.output
