@@ -30,7 +30,7 @@ from hub.core.errors import NotFound
 from privacy.encoding import length_prefixed
 from privacy.keys import Keyring, get_key_provider
 from privacy.metrics import AUDIT_ENTRIES
-from privacy.models import KIND_AUDIT, AuditCheckpoint, AuditEntry
+from privacy.models import KIND_AUDIT, AuditCheckpoint, AuditEntry, AuditHead
 
 log = structlog.get_logger(__name__)
 
@@ -216,9 +216,25 @@ def sign_checkpoint(session: Session, chain: str, seq: int, head_hash: str) -> A
         signature=key.sign(checkpoint_message(chain, seq, head_hash)).hex(),
     )
     session.add(checkpoint)
+    _raise_head(session, checkpoint)
     session.flush()
     log.info("audit_checkpoint_signed", chain=chain, seq=seq)
     return checkpoint
+
+
+def _raise_head(session: Session, checkpoint: AuditCheckpoint) -> None:
+    """Record `checkpoint` as its chain's highest signed head unless a higher one is recorded."""
+    head = session.get(AuditHead, checkpoint.chain)
+    if head is None:
+        head = AuditHead(chain=checkpoint.chain, seq=0)
+        session.add(head)
+    if checkpoint.seq <= head.seq:
+        return
+    head.seq = checkpoint.seq
+    head.hash = checkpoint.hash
+    head.signed_at = checkpoint.signed_at
+    head.public_key = checkpoint.public_key
+    head.signature = checkpoint.signature
 
 
 def checkpoint_chain(session: Session, chain: str) -> AuditCheckpoint | None:

@@ -21,6 +21,13 @@ What each problem kind means:
 - `bad_signature` / `unknown_signer`: a checkpoint or trailer signature is invalid, or is
   valid under a key other than the expected one.
 - `not_an_export`: the file does not start with an audit export header.
+
+Two checks look beyond one file. `compare_exports` checks a later export against an earlier
+one: every entry of the earlier file must still be in the later one, unchanged, so entries
+removed from a chain's end between the two exports show up even when the later file is
+consistent in itself. `verify_database` also compares each stored chain with the highest head
+a checkpoint signed for it (`audit_heads`), so a chain whose end was deleted after that
+checkpoint fails.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hub.core.clock import isoformat, utcnow
@@ -46,7 +53,7 @@ from privacy.audit import (
     signing_key,
 )
 from privacy.encoding import length_prefixed
-from privacy.models import AuditCheckpoint, AuditEntry
+from privacy.models import AuditCheckpoint, AuditEntry, AuditHead
 
 EXPORT_FORMAT = "hub-audit-export-v2"
 
@@ -576,7 +583,142 @@ def verify_database(session: Session, *, tenant_id: str | None = None) -> Verifi
     if tenant_id is not None:
         entries = entries.where(AuditEntry.chain == tenant_id)
         checkpoints = checkpoints.where(AuditCheckpoint.chain == tenant_id)
-    return verify_records(
+    result = verify_records(
         ((None, entry_record(e)) for e in session.scalars(entries).yield_per(1000)),
         ((None, _checkpoint_record(c)) for c in session.scalars(checkpoints)),
     )
+    heads = select(AuditHead).order_by(AuditHead.chain)
+    if tenant_id is not None:
+        heads = heads.where(AuditHead.chain == tenant_id)
+    for head in session.scalars(heads):
+        problem = _head_problem(session, head)
+        if problem is not None:
+            result.problems.append(problem)
+    return result
+
+
+def _head_problem(session: Session, head: AuditHead) -> Problem | None:
+    """Return the problem when the chain no longer reaches the highest head a checkpoint
+    signed for it, or when that head or its checkpoint was tampered with. Else return None."""
+    chain, seq = head.chain, head.seq
+    signed = f"#{seq}, signed on {isoformat(head.signed_at)}"
+    try:
+        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(head.public_key))
+        key.verify(bytes.fromhex(head.signature), checkpoint_message(chain, seq, head.hash))
+    except (InvalidSignature, ValueError):
+        return Problem(
+            "bad_signature", chain, seq, None, f"the signed head {chain}{signed} is invalid"
+        )
+    stored = session.scalar(
+        select(AuditEntry.hash).where(AuditEntry.chain == chain, AuditEntry.seq == seq)
+    )
+    if stored is None:
+        last = session.scalar(select(func.max(AuditEntry.seq)).where(AuditEntry.chain == chain))
+        return Problem(
+            "deleted",
+            chain,
+            seq,
+            None,
+            f"chain {chain} ends at #{last or 0} but reached {signed}; entries were deleted "
+            "from its end",
+        )
+    if stored != head.hash:
+        return Problem(
+            "rewritten",
+            chain,
+            seq,
+            None,
+            f"entry {chain}#{seq} differs from the head signed as {signed}; entries were "
+            "deleted from the chain's end and others written in their place",
+        )
+    checkpoint = session.scalar(
+        select(AuditCheckpoint.id).where(AuditCheckpoint.chain == chain, AuditCheckpoint.seq == seq)
+    )
+    if checkpoint is None:
+        return Problem(
+            "deleted",
+            chain,
+            seq,
+            None,
+            f"the checkpoint of the signed head {chain}{signed} is missing",
+        )
+    return None
+
+
+def _entry_hashes(path: Path) -> dict[tuple[str, int], str]:
+    """Map (chain, seq) of every readable entry line of an export to its stored hash."""
+    hashes: dict[tuple[str, int], str] = {}
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for raw in handle:
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict) or record.get("type") != "entry":
+                continue
+            seq = _as_seq(record.get("seq"))
+            if seq is not None:
+                hashes[(str(record.get("chain")), seq)] = str(record.get("hash"))
+    return hashes
+
+
+def _ranges(numbers: list[int]) -> str:
+    """Return sorted numbers as `#3..#5, #9`."""
+    spans: list[list[int]] = []
+    for number in sorted(numbers):
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ", ".join(f"#{a}" if a == b else f"#{a}..#{b}" for a, b in spans)
+
+
+def compare_exports(
+    earlier: Path, later: Path, *, trusted_keys: Collection[str] | None = None
+) -> list[Problem]:
+    """Return the problems of `later` against `earlier`, an export of the same chains made
+    before it: the earlier file must verify, and each of its entries must be in the later one
+    with the same hash. An empty list means nothing was removed or changed in between."""
+    earlier_result = verify(earlier, trusted_keys=trusted_keys)
+    if not earlier_result.ok:
+        return [
+            Problem(
+                "earlier_invalid",
+                "*",
+                None,
+                None,
+                f"the earlier export {earlier} does not verify ({len(earlier_result.problems)} "
+                f"problem(s)); run `hub audit verify {earlier}` for them",
+            )
+        ]
+    before = _entry_hashes(earlier)
+    after = _entry_hashes(later)
+    missing: dict[str, list[int]] = {}
+    changed: dict[str, list[int]] = {}
+    for (chain, seq), digest in before.items():
+        found = after.get((chain, seq))
+        if found is None:
+            missing.setdefault(chain, []).append(seq)
+        elif found != digest:
+            changed.setdefault(chain, []).append(seq)
+    problems = [
+        Problem(
+            "deleted",
+            chain,
+            min(seqs),
+            None,
+            f"entries {chain} {_ranges(seqs)} of the earlier export {earlier} are missing",
+        )
+        for chain, seqs in sorted(missing.items())
+    ]
+    problems += [
+        Problem(
+            "rewritten",
+            chain,
+            min(seqs),
+            None,
+            f"entries {chain} {_ranges(seqs)} differ from the earlier export {earlier}",
+        )
+        for chain, seqs in sorted(changed.items())
+    ]
+    return problems

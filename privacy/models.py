@@ -120,3 +120,22 @@ class AuditCheckpoint(Base):
     signature: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("chain", "seq", name="uq_audit_checkpoint_seq"),)
+
+
+class AuditHead(Base):
+    """The highest head of one audit chain that a checkpoint signed: one row per chain.
+
+    Signing a checkpoint raises it and nothing lowers it, so a chain that no longer reaches
+    `seq` with `hash` lost entries from its end. The row and its checkpoint are in the same
+    database as the entries, so it detects a deletion of the tail that leaves this row alone,
+    not one that also rewinds or deletes it.
+    """
+
+    __tablename__ = "audit_heads"
+
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    public_key: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)

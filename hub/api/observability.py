@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
+from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, utcnow
 from hub.core.collectors import (
@@ -47,14 +48,48 @@ AUDIT_CHAIN = GaugeSpec(
     "Entries in each audit chain (one per tenant, plus `hub` for hub-wide events).",
     ["chain"],
 )
+AUDIT_REGRESSIONS = GaugeSpec(
+    "hub_audit_chain_regressions",
+    "1 while an audit chain no longer reaches the highest head this process read or a "
+    "checkpoint signed (entries were deleted from its end), else 0.",
+    ["chain"],
+)
 
 
 def privacy_reader() -> Reader | None:
-    """Build the reader of key ages and audit chain lengths, or None without the privacy tables."""
+    """Build the reader of key ages, audit chain lengths and audit chain regressions, or None
+    without the privacy tables.
+
+    The reader remembers the highest (seq, hash) it read of each chain, and raises it to the
+    head signed in `audit_heads` when that is higher. A chain whose entry at that seq is gone
+    or has another hash regressed, even when new entries brought its length back.
+    """
     try:
-        from privacy.models import AuditEntry, TenantKey
+        from privacy.models import AuditEntry, AuditHead, TenantKey
     except ImportError:
         return None
+
+    highest: dict[str, tuple[int, str]] = {}
+
+    def regressions(session: Session) -> dict[str, bool]:
+        for head in session.scalars(select(AuditHead)):
+            if head.seq > highest.get(head.chain, (0, ""))[0]:
+                highest[head.chain] = (head.seq, head.hash)
+        if not highest:
+            return {}
+        stored = dict(
+            session.execute(
+                select(AuditEntry.chain, AuditEntry.hash).where(
+                    or_(
+                        *(
+                            (AuditEntry.chain == chain) & (AuditEntry.seq == seq)
+                            for chain, (seq, _) in highest.items()
+                        )
+                    )
+                )
+            ).all()
+        )
+        return {chain: stored.get(chain) != digest for chain, (_, digest) in highest.items()}
 
     def read() -> Samples:
         now = utcnow()
@@ -68,9 +103,31 @@ def privacy_reader() -> Reader | None:
             chains = session.execute(
                 select(AuditEntry.chain, func.max(AuditEntry.seq)).group_by(AuditEntry.chain)
             ).all()
+            regressed = regressions(session)
+            heads = (
+                session.execute(
+                    select(AuditEntry.chain, AuditEntry.seq, AuditEntry.hash).where(
+                        or_(
+                            *(
+                                (AuditEntry.chain == chain) & (AuditEntry.seq == seq)
+                                for chain, seq in chains
+                            )
+                        )
+                    )
+                ).all()
+                if chains
+                else []
+            )
+        for chain, seq, digest in heads:
+            # A regressed chain keeps its old mark, so the gauge stays up until a restart.
+            if not regressed.get(chain) and seq > highest.get(chain, (0, ""))[0]:
+                highest[chain] = (seq, digest)
         return {
             KEY_AGE.name: [((tenant, kind), age_seconds(at, now)) for tenant, kind, at in keys],
             AUDIT_CHAIN.name: [((chain,), float(seq or 0)) for chain, seq in chains],
+            AUDIT_REGRESSIONS.name: [
+                ((chain,), 1.0 if regressed.get(chain) else 0.0) for chain in sorted(highest)
+            ],
         }
 
     return read
@@ -294,6 +351,6 @@ def install_collectors() -> None:
         )
         reader = privacy_reader()
         if reader is not None:
-            group.add(ScrapeCollector("privacy", [KEY_AGE, AUDIT_CHAIN], reader))
+            group.add(ScrapeCollector("privacy", [KEY_AGE, AUDIT_CHAIN, AUDIT_REGRESSIONS], reader))
         register_scrape_collector(group)
         _installed = True

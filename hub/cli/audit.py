@@ -70,12 +70,23 @@ def verify_command(
         help="Trusted checkpoint signing key (64 hex digits); repeat it for the keys before "
         "and after `hub privacy rotate-root --new-derived-keys`.",
     ),
+    earlier: list[Path] | None = typer.Option(
+        None,
+        "--earlier",
+        help="An earlier export of the same chains (repeat for several): each of its entries "
+        "must still be in this file, unchanged.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Check every hash, link and signed checkpoint of an export; exit 1 on any problem."""
-    from privacy.audit_verify import verify
+    """Check every hash, link and signed checkpoint of an export; exit 1 on any problem.
+
+    With --earlier, also check that nothing of an earlier export was removed or changed.
+    """
+    from privacy.audit_verify import compare_exports, verify
 
     require_file(path, fix="give the file written by `hub audit export`")
+    for earlier_path in earlier or ():
+        require_file(earlier_path, fix="give an earlier file written by `hub audit export`")
     for public_key in public_keys or ():
         if not _is_public_key(public_key):
             fail(
@@ -85,12 +96,15 @@ def verify_command(
     trusted = frozenset(key.lower() for key in public_keys) if public_keys else None
     with cli_errors():
         result = verify(path, trusted_keys=trusted)
+        for earlier_path in earlier or ():
+            result.problems += compare_exports(earlier_path, path, trusted_keys=trusted)
 
     def render(data: dict[str, Any]) -> None:
         status = "verified" if data["ok"] else f"FAILED with {len(data['problems'])} problem(s)"
         console.print(
             f"{path}: {status}: {data['entries']} entries, {data['chains']} chain(s), "
-            f"{data['checkpoints']} signed checkpoint(s)",
+            f"{data['checkpoints']} signed checkpoint(s)"
+            + (f", against {', '.join(data['earlier'])}" if data["earlier"] else ""),
             markup=False,
         )
         for problem in data["problems"]:
@@ -106,6 +120,7 @@ def verify_command(
 
     data = result.as_dict()
     data["signer_pinned"] = trusted is not None
+    data["earlier"] = [str(p) for p in earlier or ()]
     emit(data, as_json, render)
     if not result.ok:
         raise typer.Exit(1)

@@ -56,6 +56,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("chain", "seq", name="uq_audit_checkpoint_seq"),
     )
     op.create_table(
+        "audit_heads",
+        sa.Column("chain", sa.String(length=64), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("public_key", sa.String(length=64), nullable=False),
+        sa.Column("signature", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("chain"),
+    )
+    op.create_table(
         "audit_log",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("chain", sa.String(length=64), nullable=False),
@@ -784,5 +794,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_audit_tenant_action_at")
 
     op.drop_table("audit_log")
+    op.drop_table("audit_heads")
     op.drop_table("audit_checkpoints")
     # ### end Alembic commands ###

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import delete
 
 from hub.core.db import unit_of_work
 from hub.core.tenancy import SystemContext, TenantContext
 from privacy.audit import audit, checkpoint_chain, hash_record, public_key_hex
 from privacy.audit_verify import export_audit, verify, verify_database
+from privacy.models import AuditCheckpoint, AuditEntry, AuditHead
 
 
 def exported(engine, tenant, tmp_path, entries=6):
@@ -221,3 +223,67 @@ def test_database_chain_verifies(engine, tenant, tmp_path):
     exported(engine, tenant, tmp_path)
     with unit_of_work(SystemContext("test"), engine=engine) as session:
         assert verify_database(session, tenant_id=tenant).ok
+
+
+def signed_head(engine, tenant):
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        return session.get(AuditHead, tenant).seq
+
+
+def delete_entries(engine, tenant, from_seq, *, checkpoint_too=False):
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        session.execute(
+            delete(AuditEntry).where(AuditEntry.chain == tenant, AuditEntry.seq >= from_seq)
+        )
+        if checkpoint_too:
+            session.execute(
+                delete(AuditCheckpoint).where(
+                    AuditCheckpoint.chain == tenant, AuditCheckpoint.seq >= from_seq
+                )
+            )
+
+
+@pytest.mark.parametrize("checkpoint_too", [False, True])
+def test_database_detects_chain_behind_signed_head(engine, tenant, tmp_path, checkpoint_too):
+    """The signed head outlives a deletion of the chain's end and of its checkpoint."""
+    exported(engine, tenant, tmp_path, entries=6)
+    head = signed_head(engine, tenant)
+    delete_entries(engine, tenant, head - 1, checkpoint_too=checkpoint_too)
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        problems = verify_database(session, tenant_id=tenant).problems
+    assert problems[-1].kind == "deleted"
+    assert f"chain {tenant} ends at #{head - 2} but reached #{head}" in problems[-1].message
+    # Without the checkpoint row, the signed head is the only evidence left.
+    assert len(problems) == (1 if checkpoint_too else 2)
+
+
+def test_database_detects_replaced_end(engine, tenant, tmp_path):
+    exported(engine, tenant, tmp_path, entries=6)
+    head = signed_head(engine, tenant)
+    delete_entries(engine, tenant, head - 1, checkpoint_too=True)
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        for _ in range(3):
+            audit(session, tenant_id=tenant, actor="cli:test", action="test.event")
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        problems = verify_database(session, tenant_id=tenant).problems
+    assert [(p.kind, p.seq) for p in problems] == [("rewritten", head)]
+
+
+def test_later_export_compared_with_earlier(engine, tenant, tmp_path):
+    """A later export that is consistent in itself but lost the earlier export's newest
+    entries fails against the earlier one; an export that only grew passes."""
+    from privacy.audit_verify import compare_exports
+
+    earlier = exported(engine, tenant, tmp_path / "1", entries=6)
+    grown = exported(engine, tenant, tmp_path / "2", entries=2)
+    assert compare_exports(earlier, grown, trusted_keys={public_key_hex()}) == []
+
+    head = signed_head(engine, tenant)
+    delete_entries(engine, tenant, head - 1, checkpoint_too=True)
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        session.execute(delete(AuditHead))
+    shrunk = exported(engine, tenant, tmp_path / "3", entries=0)
+    assert verify(shrunk, trusted_keys={public_key_hex()}).ok
+    problems = compare_exports(grown, shrunk, trusted_keys={public_key_hex()})
+    assert [(p.kind, p.chain, p.seq) for p in problems] == [("deleted", tenant, head - 1)]
+    assert f"entries {tenant} #{head - 1}..#{head} of the earlier export" in problems[0].message

@@ -219,3 +219,33 @@ def test_report_lists_every_hub_purpose(cli, tenant):
         "staff.request_view"
     ]
     assert purposes["passed"]
+
+
+def test_verify_against_earlier_export(cli, engine, tenant, seed_requests, tmp_path):
+    from sqlalchemy import delete
+
+    from hub.core.tenancy import SystemContext
+    from privacy.models import AuditCheckpoint, AuditHead
+
+    seed_requests(engine, tenant, 1)
+    earlier = tmp_path / "earlier.jsonl"
+    cli("audit", "export", "--out", str(earlier), "--tenant", tenant, "--json")
+    later = tmp_path / "later.jsonl"
+    cli("audit", "export", "--out", str(later), "--tenant", tenant, "--json")
+    assert as_json(cli("audit", "verify", str(later), "--earlier", str(earlier), "--json"))["ok"]
+
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        last = max(session.scalars(select(AuditEntry.seq).where(AuditEntry.chain == tenant)))
+        session.execute(
+            delete(AuditEntry).where(AuditEntry.chain == tenant, AuditEntry.seq == last)
+        )
+        session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.chain == tenant))
+        session.execute(delete(AuditHead).where(AuditHead.chain == tenant))
+    shrunk = tmp_path / "shrunk.jsonl"
+    cli("audit", "export", "--out", str(shrunk), "--tenant", tenant, "--json")
+    assert as_json(cli("audit", "verify", str(shrunk), "--json"))["ok"]
+
+    failed = cli("audit", "verify", str(shrunk), "--earlier", str(earlier), expect=1)
+    assert f"deleted: entries {tenant} #{last} of the earlier export" in failed.output
+    missing = cli("audit", "verify", str(shrunk), "--earlier", str(tmp_path / "nope"), expect=2)
+    assert "not found" in missing.output

@@ -108,3 +108,35 @@ def test_overflow_and_fanout_readers_start_empty(client: TestClient) -> None:
 
     assert overflow_reader()()[CONTACTS_WAITING.name] == []
     assert fanout_reader()()[FANOUT_LAST.name] == []
+
+
+def test_audit_regression_gauge_survives_new_entries(client: TestClient) -> None:
+    """Entries deleted from a chain's end and replaced by as many new ones keep the length
+    gauge level, so the regression gauge is what shows the deletion."""
+    from sqlalchemy import delete
+
+    from hub.api.observability import AUDIT_CHAIN, AUDIT_REGRESSIONS, privacy_reader
+    from hub.core.db import unit_of_work
+    from hub.core.tenancy import SystemContext
+    from privacy.audit import audit
+    from privacy.models import AuditEntry
+
+    def append(count: int) -> None:
+        for _ in range(count):
+            with unit_of_work(SystemContext("test")) as session:
+                audit(session, tenant_id=None, actor="cli:test", action="test.event")
+
+    append(3)
+    reader = privacy_reader()
+    assert reader is not None
+    before = reader()
+    assert dict(before[AUDIT_REGRESSIONS.name])[("hub",)] == 0
+    length = dict(before[AUDIT_CHAIN.name])[("hub",)]
+
+    with unit_of_work(SystemContext("test")) as session:
+        session.execute(delete(AuditEntry).where(AuditEntry.chain == "hub", AuditEntry.seq >= 2))
+    append(2)
+
+    after = reader()
+    assert dict(after[AUDIT_CHAIN.name])[("hub",)] == length
+    assert dict(after[AUDIT_REGRESSIONS.name])[("hub",)] == 1
