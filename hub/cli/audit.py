@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from sqlalchemy import select
 
+from hub.cli.operator import cli_actor
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail, require_file
 from hub.core.db import unit_of_work
 from hub.core.logging import configure_logging
@@ -34,7 +35,7 @@ def export_command(
     from privacy.models import AuditEntry
 
     with cli_errors():
-        with unit_of_work(SystemContext("audit export", actor="cli:operator")) as session:
+        with unit_of_work(SystemContext("audit export", actor=cli_actor())) as session:
             listed = session.scalars(select(AuditEntry.chain).distinct())
             chains = [tenant] if tenant else sorted(set(listed))
             for chain in chains:

@@ -30,6 +30,7 @@ from hub.cli import requests as request_commands
 from hub.cli import serve as serve_commands
 from hub.cli import tenants as tenant_commands
 from hub.cli.demo.command import demo as demo_command
+from hub.cli.operator import set_operator
 from hub.cli.output import print_error
 from hub.core.errors import ConfigurationError
 from hub.core.settings import get_settings
@@ -140,6 +141,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _global_options(
+    operator: str | None = typer.Option(
+        None,
+        "--as",
+        metavar="NAME",
+        help="Your name as audit entries record it (`cli:NAME`). Default: HUB_OPERATOR, else "
+        "your OS user name.",
+    ),
+) -> None:
+    set_operator(operator)
+
 
 app.command("serve")(serve_commands.serve)
 app.command("worker")(serve_commands.worker)

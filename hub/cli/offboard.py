@@ -7,10 +7,9 @@ from typing import Any
 
 import typer
 
+from hub.cli.operator import cli_actor
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail, require_file
 from hub.requests import models as _request_models  # noqa: F401 - registers encrypted tables
-
-ACTOR = "cli:operator"
 
 
 def offboard_command(
@@ -39,7 +38,7 @@ def offboard_command(
             export_dir=export,
             public_key=public_key.read_bytes() if public_key else None,
             shred=crypto_shred,
-            actor=ACTOR,
+            actor=cli_actor(),
         )
 
     def render(data: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from failover.simulation import (
     simulate,
     write_chart,
 )
+from hub.cli.operator import cli_actor
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
 from hub.core.clock import as_utc, utcnow
 from hub.core.db import get_engine, unit_of_work
@@ -137,7 +138,7 @@ def partners_onboard(
         manifest = load_partner_manifest(file)
         upgrade()
         with unit_of_work(SystemContext("partner onboarding"), engine=get_engine()) as session:
-            result = onboard_partner(session, manifest, actor="cli:operator")
+            result = onboard_partner(session, manifest, actor=cli_actor())
     emit(
         result,
         as_json,

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from hub.cli.operator import cli_actor
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail, table
 from hub.core.db import get_engine, unit_of_work
 from hub.core.logging import configure_logging
@@ -24,12 +25,11 @@ def _configure() -> None:
 
 
 TENANT_OPTION = typer.Option(..., "--tenant", help="Tenant id.")
-CLI_ACTOR = "cli:operator"
 
 
 def operator(tenant_id: str) -> TenantContext:
     """Build the context of an operator acting for one tenant (may decrypt, audited)."""
-    return TenantContext(tenant_id, actor=CLI_ACTOR, roles=frozenset({ROLE_ADMIN}))
+    return TenantContext(tenant_id, actor=cli_actor(), roles=frozenset({ROLE_ADMIN}))
 
 
 def progress_bar(description: str, total: int | None) -> Progress:
@@ -65,9 +65,9 @@ def rotate_command(
     with cli_errors():
         with unit_of_work(ctx, engine=engine) as session:
             if kek:
-                result["kek_version"] = rotate_kek(session, tenant, actor=CLI_ACTOR)
+                result["kek_version"] = rotate_kek(session, tenant, actor=cli_actor())
             else:
-                result["dek_version"] = rotate_dek(session, tenant, actor=CLI_ACTOR)
+                result["dek_version"] = rotate_dek(session, tenant, actor=cli_actor())
                 result["rows_to_reencrypt"] = remaining_rows(session, tenant)
                 if not wait:
                     enqueue_reencryption(session, tenant)
@@ -76,7 +76,10 @@ def rotate_command(
             with progress_bar("re-encrypting", total) as bar:
                 task = bar.add_task("rows", total=total)
                 done = reencrypt_tenant(
-                    tenant, engine=engine, progress=lambda n: bar.advance(task, n), actor=CLI_ACTOR
+                    tenant,
+                    engine=engine,
+                    progress=lambda n: bar.advance(task, n),
+                    actor=cli_actor(),
                 )
             result["reencrypted"] = done
         elif dek:
@@ -103,7 +106,7 @@ def rotate_root_command(
     from privacy.rotation import rotate_root
 
     with cli_errors():
-        result = rotate_root(actor=CLI_ACTOR, new_derived_keys=new_derived_keys)
+        result = rotate_root(actor=cli_actor(), new_derived_keys=new_derived_keys)
 
     def render(data: dict[str, Any]) -> None:
         console.print(
@@ -215,7 +218,7 @@ def export_command(
                     progress=lambda n: bar.advance(task, n),
                 )
             files = write_export(export, out, fmt)
-            record_export(session, tenant, actor=CLI_ACTOR, export=export, fmt=fmt)
+            record_export(session, tenant, actor=cli_actor(), export=export, fmt=fmt)
     result = {"files": [str(f) for f in files], **export.metadata()}
 
     def render(data: dict[str, Any]) -> None:
@@ -277,7 +280,7 @@ def purge_command(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> N
     from privacy.tasks import run_retention_purge
 
     with cli_errors():
-        purged = run_retention_purge(tenant, actor=CLI_ACTOR)
+        purged = run_retention_purge(tenant, actor=cli_actor())
 
     def render(data: dict[str, int]) -> None:
         table(f"purged rows of {tenant}", ["table", "rows"], sorted(data.items()))

@@ -14,6 +14,7 @@ import typer
 from sqlalchemy.orm import Session
 
 from hub.cli.imports import resolve_tenant
+from hub.cli.operator import cli_actor
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, fail, table
 from hub.core.clock import isoformat
 from hub.core.db import unit_of_work
@@ -53,7 +54,7 @@ Result = TypeVar("Result")
 
 def _context(tenant_id: str) -> TenantContext:
     tenant = resolve_tenant(tenant_id)
-    return TenantContext(tenant.id, actor="cli:operator", roles=frozenset({ROLE_STAFF}))
+    return TenantContext(tenant.id, actor=cli_actor(), roles=frozenset({ROLE_STAFF}))
 
 
 def _read(tenant_id: str, read: Callable[[Session, TenantContext], Result]) -> Result:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from failover.centers import check_partner_agent_center
 from hub.cli.offboard import offboard_command
+from hub.cli.operator import cli_actor
 from hub.cli.output import (
     JSON_OPTION,
     cli_errors,
@@ -61,7 +62,6 @@ def _configure() -> None:
     configure_logging()
 
 
-ACTOR = "cli:operator"
 ROLE_HELP = "Role the key grants (repeat for several): " + ", ".join(sorted(ALL_ROLES)) + "."
 
 
@@ -94,7 +94,7 @@ def _tenant_session(
     tenant's context as the CLI operator."""
     upgrade()
     _existing_tenant(tenant_id)
-    ctx = TenantContext(tenant_id, actor=ACTOR)
+    ctx = TenantContext(tenant_id, actor=cli_actor())
     with unit_of_work(ctx, write=write) as session:
         yield session, ctx
 
@@ -145,8 +145,8 @@ def onboard_command(
     manifest = _load_or_exit(file, as_json)
     with cli_errors():
         upgrade()
-        with unit_of_work(SystemContext("cli onboard", actor=ACTOR)) as session:
-            result = onboard_manifest(session, manifest, actor=ACTOR)
+        with unit_of_work(SystemContext("cli onboard", actor=cli_actor())) as session:
+            result = onboard_manifest(session, manifest, actor=cli_actor())
             tenant_id = result.tenant.id
     placeholders = [
         agency.code

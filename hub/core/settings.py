@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool | None = None
 
+    # Name that `hub` commands record as the person acting (`cli:NAME` in audit entries) when
+    # no `hub --as NAME` is given. Empty means the OS user name. Checked where it is used.
+    operator: str = ""
+
     # Origins whose browser apps may call the Open311 API (CORS), as browsers write them in
     # the Origin header, or ("*",) for any origin. Empty sends no CORS headers. NoDecode
     # keeps pydantic-settings from parsing the variable as JSON, because it is a

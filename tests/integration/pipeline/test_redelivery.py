@@ -43,7 +43,7 @@ def _give_manifest(engine: Engine, tenant_id: str) -> None:
 
 
 def _run(*args: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(app, ["requests", "redeliver", *args, "--json"])
+    result = CliRunner().invoke(app, ["--as", "dana", "requests", "redeliver", *args, "--json"])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, json.loads(result.stdout)
@@ -134,7 +134,7 @@ def test_redeliver_sends_dead_again(
     assert receiver.count_for(water) == 1
     assert receiver.count_for(receiver.path_for(tenant_id, "dpw")) == 1
     (entry,) = _audit_entries(configured_db, tenant_id)
-    assert entry.actor == "cli:operator"
+    assert entry.actor == "cli:dana"
     assert entry.details["deliveries"] == 1
     assert entry.details["agencies"] == ["water"]
     assert entry.details["rate_per_minute"] == 60.0

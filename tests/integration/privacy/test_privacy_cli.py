@@ -14,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select
 
-from hub.cli.privacy import CLI_ACTOR
 from hub.core.db import unit_of_work
 from hub.core.tenancy import TenantContext
 from privacy.models import AuditEntry
@@ -169,7 +168,7 @@ def test_shred_without_export_rejected(cli, tenant):
 def test_purge_audited_as_operator(cli, engine, tenant, seed_requests, close_expired):
     ids = seed_requests(engine, tenant, 2)
     close_expired(engine, tenant, ids[0])
-    purged = as_json(cli("privacy", "purge", "--tenant", tenant, "--json"))
+    purged = as_json(cli("--as", "dana.lee", "privacy", "purge", "--tenant", tenant, "--json"))
     assert purged["service_requests"] == 1
     with unit_of_work(TenantContext(tenant), engine=engine) as session:
         actors = session.scalars(
@@ -177,7 +176,7 @@ def test_purge_audited_as_operator(cli, engine, tenant, seed_requests, close_exp
                 AuditEntry.chain == tenant, AuditEntry.action == "retention.purge"
             )
         ).all()
-    assert actors == [CLI_ACTOR]
+    assert actors == ["cli:dana.lee"]
 
 
 def test_rotate_wait_records_encryptions(cli, engine, tenant, seed_requests):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import getpass
 import json
 
 import pytest
@@ -304,7 +305,8 @@ def test_requests_show_rejects_undeclared_purpose(hub_cli, two_cities, engine):
                 AuditEntry.tenant_id == a.id, AuditEntry.action == "pii.decrypt_rejected"
             )
         ).all()
-    assert entry.actor == "cli:operator"
+    # Without --as or HUB_OPERATOR, the OS user is the one audited.
+    assert entry.actor == f"cli:{getpass.getuser()}"
     assert entry.details["purpose"] == "staff.curious"
     assert entry.details["reason"] == "undeclared_purpose"
 
