@@ -79,6 +79,16 @@ def _check_caller(
         raise error
 
 
+def check_caller(
+    session: Session, ctx: TenantContext, table: str, row_id: str, *, purpose: str
+) -> None:
+    """Reject the caller and purpose as `decrypt_fields` would, before anything is read.
+
+    An auditor's call and one for an undeclared purpose are audited as `pii.decrypt_rejected`.
+    """
+    _check_caller(session, ctx, table, purpose, f"{table}:{row_id}")
+
+
 def _rejected(
     session: Session,
     ctx: TenantContext,
@@ -108,6 +118,9 @@ def _rejected(
         },
     }
     session.info.setdefault(_REJECTIONS, []).append(entry)
+    # The entry is written when the transaction ends, so one must have begun, even when the
+    # caller was rejected before the session ran any statement.
+    session.connection()
 
 
 @event.listens_for(Session, "after_transaction_end")

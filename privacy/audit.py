@@ -146,6 +146,13 @@ def chain_head(session: Session, chain: str) -> tuple[int, str]:
     return int(row[0]), row[1]
 
 
+def lock_chains(session: Session, *tenant_ids: str | None) -> None:
+    """Take the append locks of several chains in one fixed order, for a transaction that
+    writes to all of them, so two such transactions cannot deadlock."""
+    for chain in sorted({chain_of(tenant_id) for tenant_id in tenant_ids}):
+        advisory_xact_lock(session, _ADVISORY_LOCK_CLASS, chain)
+
+
 def audit(
     session: Session,
     *,

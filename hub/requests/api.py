@@ -17,12 +17,19 @@ from pydantic import BaseModel, Field
 from hub.core.clock import isoformat
 from hub.core.db import unit_of_work
 from hub.core.errors import NotFound
-from hub.core.tenancy import ROLE_ADMIN, ROLE_AGENT, ROLE_STAFF, SystemContext, TenantContext
+from hub.core.tenancy import (
+    ROLE_ADMIN,
+    ROLE_AGENT,
+    ROLE_AUDITOR,
+    ROLE_STAFF,
+    SystemContext,
+    TenantContext,
+)
 from hub.requests import queries, service
 from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, ServiceRequest
 from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE
 from hub.requests.transfer import transfer_request
-from privacy.access import decrypt_fields, decrypt_rows
+from privacy.access import check_caller, decrypt_fields, decrypt_rows
 from privacy.purposes import STAFF_REQUEST_VIEW
 from tenants.auth import authenticate, key_from_headers, request_id_of
 from tenants.registry import get_tenant
@@ -30,6 +37,9 @@ from tenants.registry import get_tenant
 router = APIRouter(prefix="/api/v1", tags=["requests"])
 
 READ_ROLES = frozenset({ROLE_STAFF, ROLE_AGENT})
+# An auditor's key passes authentication on the decrypting view only so that its attempt is
+# rejected by `privacy.access`, which audits it as `pii.decrypt_rejected`.
+VIEW_ROLES = READ_ROLES | {ROLE_AUDITOR}
 TRANSFER_ROLES = frozenset({ROLE_STAFF, ROLE_ADMIN})
 VIEW_PURPOSE = STAFF_REQUEST_VIEW
 
@@ -80,9 +90,11 @@ def staff_request(
     x_api_key: str | None = Header(default=None),
 ) -> dict[str, Any]:
     """Return one request with its personal fields and note history decrypted for `purpose`."""
-    ctx = _context(request, authorization, x_api_key, READ_ROLES)
+    ctx = _context(request, authorization, x_api_key, VIEW_ROLES)
     _own_tenant(ctx, tenant_id)
     with unit_of_work(ctx) as session:
+        # Before the row is read, so an auditor learns nothing about which ids exist.
+        check_caller(session, ctx, REQUESTS_TABLE, request_id, purpose=purpose)
         row = service.get_request(session, ctx, request_id)
         plain = decrypt_fields(
             session,

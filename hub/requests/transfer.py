@@ -9,6 +9,7 @@ are recomputed under the receiving tenant's index key, and routing starts over t
 from __future__ import annotations
 
 import json
+import secrets
 
 import structlog
 from sqlalchemy import delete, select, update
@@ -34,11 +35,16 @@ from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE, public_location
 from hub.requests.routing import ROUTE_TASK
 from hub.requests.service import active_service
 from privacy.access import decrypt_fields, decrypt_rows
+from privacy.audit import audit, lock_chains
 from privacy.blind_index import blind_index
 from privacy.fields import FieldCipher
 from privacy.purposes import declare_purpose
 
 log = structlog.get_logger(__name__)
+
+# Audit actions of the two sides of a transfer, one in each tenant's chain.
+ACTION_TRANSFER_OUT = "request.transfer_out"
+ACTION_TRANSFER_IN = "request.transfer_in"
 
 PURPOSE = declare_purpose(
     "request.transfer",
@@ -67,6 +73,9 @@ def transfer_request(
     if request is None or request.tenant_id != source.tenant_id:
         raise NotFound(f"service request {request_id} not found", code="not_found")
     service = active_service(target, service_code or request.service_code)
+    service_code_before = request.service_code
+    # Both chains get entries: lock them now, in a fixed order, before the first one is written.
+    lock_chains(session, source.tenant_id, target.id)
 
     plain = decrypt_fields(
         session,
@@ -158,6 +167,7 @@ def transfer_request(
     for agency in agencies:
         session.add(Delivery(tenant_id=target.id, request_id=request.id, destination=agency))
     enqueue(session, ROUTE_TASK, queue=QUEUE_INTAKE, tenant_id=target.id, request_id=request.id)
+    _audit_handover(session, source, target, request, from_service=service_code_before)
     TRANSFERS.labels(tenant=target.id).inc()
     log.info(
         "request_transferred",
@@ -166,3 +176,40 @@ def transfer_request(
         to_tenant=target.id,
     )
     return request
+
+
+def _audit_handover(
+    session: Session,
+    source: TenantContext,
+    target: TenantSnapshot,
+    request: ServiceRequest,
+    *,
+    from_service: str,
+) -> None:
+    """Record the hand-over of a request's personal data in both tenants' audit chains.
+
+    Each chain stores the request id only as an HMAC under its own tenant's key, so the two
+    entries share a random `transfer_id` that ties them together.
+    """
+    details = {
+        "transfer_id": secrets.token_hex(8),
+        "from_tenant": source.tenant_id,
+        "to_tenant": target.id,
+        "from_service_code": from_service,
+        "to_service_code": request.service_code,
+        "roles": sorted(source.roles),
+        "request_id": source.request_id,
+    }
+    subject = f"{REQUESTS_TABLE}:{request.id}"
+    for tenant_id, action in (
+        (source.tenant_id, ACTION_TRANSFER_OUT),
+        (target.id, ACTION_TRANSFER_IN),
+    ):
+        audit(
+            session,
+            tenant_id=tenant_id,
+            actor=source.actor,
+            action=action,
+            subject=subject,
+            details=details,
+        )

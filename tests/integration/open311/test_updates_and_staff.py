@@ -591,7 +591,7 @@ def test_staff_read_audits_middleware_request_id(client, tenants_ab, hub_db):
     assert entry.details["request_id"] == response_id
 
 
-def test_staff_api_role_checks(client, tenants_ab):
+def test_staff_api_role_checks(client, tenants_ab, hub_db):
     alpha, _ = tenants_ab
     request_id = _file(client, alpha)
     path = f"/api/v1/tenants/{alpha.id}/requests/{request_id}"
@@ -599,8 +599,23 @@ def test_staff_api_role_checks(client, tenants_ab):
     open311 = _staff(client, alpha, path, key=alpha.open311)
     no_key = client.get(path)
     assert auditor.status_code == 403
+    assert auditor.json()["error"]["code"] == "auditor_no_decrypt"
     assert open311.status_code == 403
     assert no_key.status_code == 403
+    # Only the auditor's key tried to decrypt, and its attempt is audited.
+    [entry] = _rejections(hub_db, alpha)
+    assert entry.details["reason"] == "auditor_no_decrypt"
+    assert entry.details["roles"] == ["auditor"]
+    assert entry.details["purpose"] == "staff.request_view"
+
+
+def test_auditor_rejected_before_row_read(client, tenants_ab, hub_db):
+    """An auditor gets the same 403 for an unknown id, so it cannot probe which ids exist."""
+    alpha, _ = tenants_ab
+    path = f"/api/v1/tenants/{alpha.id}/requests/NOSUCHID00"
+    response = _staff(client, alpha, path, key=alpha.auditor)
+    assert response.status_code == 403
+    assert [e.details["reason"] for e in _rejections(hub_db, alpha)] == ["auditor_no_decrypt"]
 
 
 def test_staff_view_shows_address_id(client, tenants_ab):
@@ -656,6 +671,37 @@ def test_transfer_keeps_id_history_and_reencrypts(client, tenants_ab, hub_db):
     # The device index was under alpha's key, and beta cannot index the id it never stored.
     with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
         assert session.get(ServiceRequest, request_id).device_id_bidx is None
+
+
+def test_transfer_audited_in_both_chains(client, tenants_ab, hub_db):
+    alpha, beta = tenants_ab
+    request_id = _file(client, alpha)
+    response = client.post(
+        f"/api/v1/tenants/{alpha.id}/requests/{request_id}/transfer",
+        json={"to_tenant": beta.id, "service_code": "graffiti"},
+        headers={"Authorization": f"Bearer {alpha.staff}"},
+    )
+    assert response.status_code == 200
+
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        entries = session.scalars(
+            select(AuditEntry).where(AuditEntry.action.like("request.transfer_%"))
+        ).all()
+    by_action = {entry.action: entry for entry in entries}
+    sent, received = by_action["request.transfer_out"], by_action["request.transfer_in"]
+    assert sent.chain == alpha.id
+    assert received.chain == beta.id
+    for entry in (sent, received):
+        assert entry.details["from_tenant"] == alpha.id
+        assert entry.details["to_tenant"] == beta.id
+        assert entry.details["to_service_code"] == "graffiti"
+        assert entry.details["roles"] == ["staff"]
+        assert entry.actor == sent.actor
+        assert entry.actor.startswith("apikey:")
+    assert sent.details["transfer_id"] == received.details["transfer_id"]
+    # The request id is kept only as each tenant's own HMAC.
+    assert request_id not in str(sent.details) + str(received.details)
+    assert sent.subject != received.subject
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])
