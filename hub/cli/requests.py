@@ -27,9 +27,9 @@ from hub.requests.listing import (
     list_requests,
 )
 from hub.requests.models import STATES, ServiceRequest, StatusEvent
-from hub.requests.queries import events_by_request, find_by_contact
+from hub.requests.queries import events_by_request
 from hub.requests.redelivery import DEFAULT_RATE_PER_MINUTE, parse_rate, redeliver, undelivered
-from hub.requests.service import get_request
+from hub.requests.service import get_request, search_by_contact
 from hub.requests.validation import parse_datetime
 from privacy.access import decrypt_fields
 from privacy.registry import encrypted_tables
@@ -215,16 +215,27 @@ def find_command(
     phone: str | None = typer.Option(None, "--phone", help="Caller's phone number, any format."),
     email: str | None = typer.Option(None, "--email", help="Caller's email address."),
     limit: int = typer.Option(100, "--limit", min=1, max=1000, help="Requests to print."),
+    purpose: str | None = typer.Option(
+        None,
+        "--purpose",
+        help="Why you search, as a purpose the tenant declares for staff; the audit entry "
+        "records it.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Find a caller's requests by phone or email through the blind index (no decryption)."""
+    """Find a caller's requests by phone or email through the blind index (no decryption).
+
+    The search is audited, with the blind index in place of the phone or email.
+    """
     configure_logging()
     if not phone and not email:
         fail("give --phone NUMBER or --email ADDRESS to search by")
     with cli_errors():
         ctx = _context(tenant_id)
-        with unit_of_work(ctx, write=False) as session:
-            rows = find_by_contact(session, ctx, email=email, phone=phone, limit=limit)
+        with unit_of_work(ctx) as session:
+            rows = search_by_contact(
+                session, ctx, email=email, phone=phone, limit=limit, purpose=purpose
+            )
             data = {"tenant": ctx.tenant_id, "requests": [summary(r) for r in rows]}
 
     def render(result: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, Field
 
 from hub.core.clock import isoformat
@@ -155,19 +155,51 @@ def staff_request(
     return body
 
 
-@router.get("/requests/find")
+class FindBody(BaseModel):
+    phone: str | None = Field(default=None, max_length=64)
+    email: str | None = Field(default=None, max_length=320)
+    purpose: str | None = Field(default=None, max_length=64)
+
+
+def _find(ctx: TenantContext, body: FindBody) -> dict[str, Any]:
+    with unit_of_work(ctx) as session:
+        rows = service.search_by_contact(
+            session, ctx, email=body.email, phone=body.phone, purpose=body.purpose
+        )
+        return {"requests": [_summary(row) for row in rows]}
+
+
+@router.post("/requests/find")
 def find_requests(
+    body: FindBody,
     request: Request,
-    phone: str | None = None,
-    email: str | None = None,
     authorization: str | None = Header(default=None),
     x_api_key: str | None = Header(default=None),
 ) -> dict[str, Any]:
-    """Return the tenant's requests filed with this phone or email, found by blind index."""
+    """Return the tenant's requests filed with this phone or email, found by blind index.
+
+    The e-mail and phone travel in the body, which proxies and access logs do not record.
+    """
     ctx = _context(request, authorization, x_api_key, READ_ROLES)
-    with unit_of_work(ctx, write=False) as session:
-        rows = queries.find_by_contact(session, ctx, email=email, phone=phone)
-        return {"requests": [_summary(row) for row in rows]}
+    return _find(ctx, body)
+
+
+@router.get("/requests/find", deprecated=True)
+def find_requests_by_query(
+    request: Request,
+    response: Response,
+    phone: str | None = None,
+    email: str | None = None,
+    purpose: str | None = None,
+    authorization: str | None = Header(default=None),
+    x_api_key: str | None = Header(default=None),
+) -> dict[str, Any]:
+    """Deprecated form of `POST /api/v1/requests/find`, kept for existing clients: the
+    query string that carries the e-mail or phone is what proxies and access logs record."""
+    ctx = _context(request, authorization, x_api_key, READ_ROLES)
+    response.headers["Deprecation"] = "true"
+    response.headers["Link"] = '</api/v1/requests/find>; rel="successor-version"'
+    return _find(ctx, FindBody(phone=phone, email=email, purpose=purpose))
 
 
 class TransferBody(BaseModel):

@@ -42,6 +42,7 @@ from hub.requests.models import (
     StatusEvent,
 )
 from hub.requests.records import (
+    REQUESTS_TABLE,
     PersonalFields,
     seal_event_note,
     sealed_request_columns,
@@ -50,7 +51,9 @@ from hub.requests.routing import ROUTE_BATCH_TASK, ROUTE_TASK
 from hub.requests.schemas import IntakeData, IntakeJob, IntakeResult
 from hub.requests.texts import notice_text
 from hub.requests.validation import MAX_DESCRIPTION_CHARS, check_intake, check_text
-from privacy.blind_index import blind_index_normalized
+from privacy.access import check_caller
+from privacy.audit import audit
+from privacy.blind_index import blind_index, blind_index_normalized
 from privacy.fields import FieldCipher
 from tenants.models import Tenant
 from tenants.registry import tenants_in_region
@@ -710,3 +713,47 @@ def post_status_update(
     STATUS_UPDATES.labels(tenant=ctx.tenant_id, outcome="applied").inc()
     log.info("request_status_changed", request_id=request.id, status=status)
     return event, True
+
+
+# Audit action of a search for a person's requests by e-mail or phone.
+ACTION_CONTACT_SEARCH = "pii.search"
+
+
+def search_by_contact(
+    session: Session,
+    ctx: TenantContext,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    limit: int = 100,
+    purpose: str | None = None,
+) -> list[ServiceRequest]:
+    """Find the tenant's requests filed with this e-mail or phone, newest first, and audit
+    the search, which uses personal data although it decrypts nothing.
+
+    The entry records the fields searched by, the purpose when one is given (checked like a
+    decryption's), the number of requests found, and the caller. Its subject is the blind
+    index of the e-mail, else of the phone, so searches for one person can be matched up
+    without the entry containing the value.
+    """
+    if purpose is not None:
+        check_caller(session, ctx, REQUESTS_TABLE, "search", purpose=purpose)
+    rows = queries.find_by_contact(session, ctx, email=email, phone=phone, limit=limit)
+    searched = {name: value for name, value in (("email", email), ("phone", phone)) if value}
+    field = next(iter(searched))
+    index, _ = blind_index(session, ctx.tenant_id, field, searched[field])
+    audit(
+        session,
+        tenant_id=ctx.tenant_id,
+        actor=ctx.actor,
+        action=ACTION_CONTACT_SEARCH,
+        subject=f"blind_index:{field}:{index}",
+        details={
+            "by": sorted(searched),
+            "purpose": purpose,
+            "results": len(rows),
+            "roles": sorted(ctx.roles),
+            "request_id": ctx.request_id,
+        },
+    )
+    return rows

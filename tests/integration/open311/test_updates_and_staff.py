@@ -571,6 +571,61 @@ def test_find_by_contact_is_per_tenant(client, tenants_ab):
     assert all(r["tenant_id"] == alpha.id for r in by_email.json()["requests"])
 
 
+def _searches(hub_db, tenant):
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        return session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.tenant_id == tenant.id, AuditEntry.action == "pii.search")
+            .order_by(AuditEntry.seq)
+        ).all()
+
+
+def test_find_by_body_is_audited(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    alpha_id = _file(client, alpha, phone="(215) 555-0199")
+    response = client.post(
+        "/api/v1/requests/find",
+        json={"phone": "+12155550199"},
+        headers={"Authorization": f"Bearer {alpha.staff}"},
+    )
+    assert response.status_code == 200
+    assert [r["service_request_id"] for r in response.json()["requests"]] == [alpha_id]
+    assert "Deprecation" not in response.headers
+
+    [entry] = _searches(hub_db, alpha)
+    assert entry.actor.startswith("apikey:")
+    assert entry.details["by"] == ["phone"]
+    assert entry.details["results"] == 1
+    assert entry.details["purpose"] is None
+    assert entry.details["roles"] == ["staff"]
+    assert "5550199" not in str(entry.details) + str(entry.subject)
+
+
+def test_find_by_query_deprecated_and_audited(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    _file(client, alpha)
+    response = _staff(client, alpha, "/api/v1/requests/find?email=nobody@example.com")
+    assert response.status_code == 200
+    assert response.json() == {"requests": []}
+    assert response.headers["Deprecation"] == "true"
+    [entry] = _searches(hub_db, alpha)
+    assert entry.details["by"] == ["email"]
+    assert entry.details["results"] == 0
+
+
+def test_find_rejects_undeclared_purpose(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    response = client.post(
+        "/api/v1/requests/find",
+        json={"email": "resident@example.com", "purpose": "staff.curious"},
+        headers={"Authorization": f"Bearer {alpha.staff}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "undeclared_purpose"
+    assert _searches(hub_db, alpha) == []
+    assert [e.details["reason"] for e in _rejections(hub_db, alpha)] == ["undeclared_purpose"]
+
+
 def test_staff_read_audits_middleware_request_id(client, tenants_ab, hub_db):
     alpha, _ = tenants_ab
     request_id = _file(client, alpha)

@@ -240,6 +240,44 @@ def test_requests_find_only_own_tenant(hub_cli, two_cities, engine):
     assert "--phone NUMBER or --email ADDRESS" in missing.stderr
 
 
+def test_requests_find_is_audited(hub_cli, two_cities, engine):
+    a, _ = two_cities
+    _noise_request(engine, a, "caller@example.org")
+
+    found = hub_cli(
+        "--as",
+        "dana",
+        "requests",
+        "find",
+        "--tenant",
+        a.id,
+        "--email",
+        "caller@example.org",
+        "--purpose",
+        "staff.callback",
+        "--json",
+    )
+    assert found.exit_code == 0, found.stderr
+
+    with unit_of_work(TenantContext(a.id), engine=engine, write=False) as session:
+        [entry] = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.tenant_id == a.id, AuditEntry.action == "pii.search"
+            )
+        ).all()
+    assert entry.actor == "cli:dana"
+    assert entry.details["by"] == ["email"]
+    assert entry.details["purpose"] == "staff.callback"
+    assert entry.details["results"] == 1
+    assert "caller" not in json.dumps(entry.details) + str(entry.subject)
+
+    undeclared = hub_cli(
+        "requests", "find", "--tenant", a.id, "--phone", "2125550100", "--purpose", "nosy"
+    )
+    assert undeclared.exit_code == 2
+    assert "decryption purpose 'nosy' is not declared" in undeclared.stderr
+
+
 def _nyc_with_broken_row(shared_data, tmp_path):
     """Write the first NYC sample row with a bad Created Date and an unknown Status."""
     with (shared_data / NYC5).open(encoding="utf-8", newline="") as handle:
