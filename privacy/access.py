@@ -119,8 +119,10 @@ def _rejected(
     }
     session.info.setdefault(_REJECTIONS, []).append(entry)
     # The entry is written when the transaction ends, so one must have begun, even when the
-    # caller was rejected before the session ran any statement.
-    session.connection()
+    # caller was rejected before the session ran any statement. Beginning it takes no
+    # connection, so no database lock is held before the caller's next statement.
+    if not session.in_transaction():
+        session.begin()
 
 
 @event.listens_for(Session, "after_transaction_end")
