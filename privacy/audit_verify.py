@@ -21,6 +21,7 @@ What each problem kind means:
 - `bad_signature` / `unknown_signer`: a checkpoint or trailer signature is invalid, or is
   valid under a key other than the expected one.
 - `not_an_export`: the file does not start with an audit export header.
+- `earlier_invalid`: the earlier export given to `compare_exports` does not verify itself.
 
 Two checks look beyond one file. `compare_exports` checks a later export against an earlier
 one: every entry of the earlier file must still be in the later one, unchanged, so entries

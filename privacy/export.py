@@ -23,6 +23,7 @@ from privacy.access import decrypt_rows
 from privacy.anonymize import AnonymizedExport, FreeText, IdMode, anonymize, district_lookup
 from privacy.anonymize import policy_from_settings as build_policy
 from privacy.audit import audit
+from privacy.open_data import file_digests
 from privacy.purposes import declare_purpose
 from privacy.registry import EncryptedTable, encrypted_tables
 from privacy.retention import tenant_privacy_settings
@@ -144,7 +145,7 @@ def write_sealed_export(
         tenant_id=ctx.tenant_id,
         actor=ctx.actor,
         action="export.sealed",
-        details={"rows": sum(counts.values()), "tables": sorted(counts)},
+        details={"rows": sum(counts.values()), "tables": sorted(counts), **file_digests([path])},
     )
     return counts
 

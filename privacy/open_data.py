@@ -9,7 +9,9 @@ the same document in a top-level `metadata` member too. docs/privacy.md describe
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,14 +91,36 @@ def _feature(record: dict[str, Any]) -> dict[str, Any]:
     return {"type": "Feature", "geometry": geometry, "properties": properties}
 
 
+def file_digests(paths: Sequence[Path]) -> dict[str, list[str]]:
+    """Return the names of `paths` and the SHA-256 (hex) of each, in the same order."""
+    digests = []
+    for path in paths:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digests.append(digest.hexdigest())
+    return {"files": [path.name for path in paths], "sha256": digests}
+
+
 def record_export(
-    session: Session, tenant_id: str, *, actor: str, export: AnonymizedExport, fmt: str
-) -> None:
-    """Write the audit entry for an open-data export, with its k and suppression counts."""
+    session: Session,
+    tenant_id: str,
+    *,
+    actor: str,
+    export: AnonymizedExport,
+    fmt: str,
+    files: Sequence[Path],
+) -> dict[str, list[str]]:
+    """Write the audit entry for an open-data export: its k, suppression counts and free-text
+    mode, and the name and SHA-256 of each file written, so a file can be tied to its entry.
+    Return the names and digests."""
+    digests = file_digests(files)
     audit(
         session,
         tenant_id=tenant_id,
         actor=actor,
         action=ACTION_OPEN_DATA_EXPORT,
-        details={"format": fmt, **export.metadata()},
+        details={"format": fmt, **export.metadata(), **digests},
     )
+    return digests

@@ -228,6 +228,10 @@ def exports(session: Session, tenant_id: str, required_k: int) -> dict[str, Any]
             "published_records": (e.details or {}).get("published_records"),
             "suppressed_records": (e.details or {}).get("suppressed_records"),
             "format": (e.details or {}).get("format"),
+            # Exports recorded before these were kept have none.
+            "free_text": (e.details or {}).get("free_text"),
+            "files": (e.details or {}).get("files", []),
+            "sha256": (e.details or {}).get("sha256", []),
             # Exports recorded before the ids choice existed published Open311 ids.
             "ids": (e.details or {}).get("ids", "open311"),
         }

@@ -12,6 +12,8 @@ for exactly one message.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import structlog
 from cryptography.exceptions import InvalidTag
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
+    load_pem_private_key,
     load_pem_public_key,
 )
 from sqlalchemy import delete, select
@@ -36,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 SEAL_MAGIC = b"HUBSEAL1"
 _RAW_PUBLIC = (Encoding.Raw, PublicFormat.Raw)
+KeyType = TypeVar("KeyType", X25519PublicKey, X25519PrivateKey)
 
 
 def crypto_shred(session: Session, tenant_id: str, *, actor: str) -> int:
@@ -62,23 +66,48 @@ def crypto_shred(session: Session, tenant_id: str, *, actor: str) -> int:
     return deleted
 
 
-def load_public_key(data: bytes) -> X25519PublicKey:
-    """Read an X25519 public key given as PEM, 64 hex digits or 32 raw bytes."""
+def _load_x25519(
+    data: bytes,
+    kind: str,
+    key_type: type[KeyType],
+    from_pem: Callable[[bytes], object],
+    from_raw: Callable[[bytes], KeyType],
+) -> KeyType:
+    """Read an X25519 `kind` ("public" or "private") key given as PEM, 64 hex digits or 32
+    raw bytes, or raise InvalidInput."""
     text = data.strip()
     try:
         if text.startswith(b"-----BEGIN"):
-            key = load_pem_public_key(text)
-            if not isinstance(key, X25519PublicKey):
-                raise InvalidInput("public key is not an X25519 key; generate one with X25519")
+            key = from_pem(text)
+            if not isinstance(key, key_type):
+                raise InvalidInput(f"{kind} key is not an X25519 key; generate one with X25519")
             return key
         if len(text) == 64:
-            return X25519PublicKey.from_public_bytes(bytes.fromhex(text.decode("ascii")))
+            return from_raw(bytes.fromhex(text.decode("ascii")))
         if len(data) == 32:
-            return X25519PublicKey.from_public_bytes(data)
-    except ValueError as exc:
-        raise InvalidInput(f"public key could not be read: {exc}") from exc
+            return from_raw(data)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{kind} key could not be read: {exc}") from exc
     raise InvalidInput(
-        "public key is invalid; give an X25519 key as PEM, 64 hex digits or 32 raw bytes"
+        f"{kind} key is invalid; give an X25519 key as PEM, 64 hex digits or 32 raw bytes"
+    )
+
+
+def load_public_key(data: bytes) -> X25519PublicKey:
+    """Read an X25519 public key given as PEM, 64 hex digits or 32 raw bytes."""
+    return _load_x25519(
+        data, "public", X25519PublicKey, load_pem_public_key, X25519PublicKey.from_public_bytes
+    )
+
+
+def load_private_key(data: bytes) -> X25519PrivateKey:
+    """Read an X25519 private key given as unencrypted PEM, 64 hex digits or 32 raw bytes."""
+    return _load_x25519(
+        data,
+        "private",
+        X25519PrivateKey,
+        lambda pem: load_pem_private_key(pem, password=None),
+        X25519PrivateKey.from_private_bytes,
     )
 
 

@@ -74,7 +74,9 @@ def offboard(
             files = write_export(
                 open_data, export_dir / f"{tenant_id}-open-data.geojson", "geojson"
             )
-            record_export(session, tenant_id, actor=actor, export=open_data, fmt="geojson")
+            record_export(
+                session, tenant_id, actor=actor, export=open_data, fmt="geojson", files=files
+            )
             result["files"] += [str(f) for f in files]
             result["open_data"] = open_data.metadata()
 

@@ -29,8 +29,10 @@ def privacy_step(ctx: DemoContext) -> dict[str, Any]:
             coverage = encryption_coverage(session, tenant.tenant_id)["evidence"]
             export = open_data_export(session, operator)
             path = out_dir / f"{tenant.tenant_id}-open-data.csv"
-            write_export(export, path, "csv")
-            record_export(session, tenant.tenant_id, actor=ACTOR, export=export, fmt="csv")
+            files = write_export(export, path, "csv")
+            record_export(
+                session, tenant.tenant_id, actor=ACTOR, export=export, fmt="csv", files=files
+            )
 
         audit_file = out_dir / f"{tenant.tenant_id}-audit.jsonl"
         with unit_of_work(SystemContext("demo audit export"), engine=ctx.engine) as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +53,27 @@ def offboard_command(
             )
 
     emit(result, as_json, render)
+
+
+def open_sealed_command(
+    sealed: Path = typer.Argument(..., help="A `.sealed` file written by `hub tenants offboard`."),
+    private_key: Path = typer.Option(
+        ...,
+        "--private-key",
+        help="The tenant's X25519 private key (unencrypted PEM or 64 hex digits).",
+    ),
+    out: Path = typer.Option(..., "--out", help="JSON file to write the records to."),
+) -> None:
+    """Decrypt a sealed offboarding export with the tenant's private key (no database)."""
+    from privacy.shred import load_private_key, open_sealed
+
+    require_file(sealed, label="sealed file", fix="give the .sealed file of the export")
+    require_file(private_key, label="private key file", fix="give the tenant's X25519 key")
+    with cli_errors():
+        plaintext = open_sealed(load_private_key(private_key.read_bytes()), sealed.read_bytes())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The records are personal data in clear, so only the file's owner may read them.
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(plaintext)
+    console.print(f"wrote {len(plaintext)} bytes of records to {out}", markup=False)

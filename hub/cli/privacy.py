@@ -218,8 +218,10 @@ def export_command(
                     progress=lambda n: bar.advance(task, n),
                 )
             files = write_export(export, out, fmt)
-            record_export(session, tenant, actor=cli_actor(), export=export, fmt=fmt)
-    result = {"files": [str(f) for f in files], **export.metadata()}
+            digests = record_export(
+                session, tenant, actor=cli_actor(), export=export, fmt=fmt, files=files
+            )
+    result = {"files": [str(f) for f in files], "sha256": digests["sha256"], **export.metadata()}
 
     def render(data: dict[str, Any]) -> None:
         console.print(

@@ -12,7 +12,7 @@ import typer
 from sqlalchemy.orm import Session
 
 from failover.centers import check_partner_agent_center
-from hub.cli.offboard import offboard_command
+from hub.cli.offboard import offboard_command, open_sealed_command
 from hub.cli.operator import cli_actor
 from hub.cli.output import (
     JSON_OPTION,
@@ -579,3 +579,4 @@ def keys_roles_command(
 
 # Offboarding (export, then crypto-shredding) is built on the privacy primitives.
 app.command("offboard")(offboard_command)
+app.command("open-sealed")(open_sealed_command)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -158,6 +159,44 @@ def test_offboard_exports_then_shreds(cli, engine, tenant, other_tenant, seed_re
     assert "Traceback" not in shredded.output
     other = as_json(cli("privacy", "keys", "--tenant", other_tenant, "--json"))
     assert [k["rows"] for k in other if k["kind"] == "dek"] == [2]
+
+    # The city opens its file with the documented command, and the audit entry of the
+    # sealed export names the file and its SHA-256.
+    private_file = tmp_path / "tenant.key"
+    private_file.write_text(private.private_bytes_raw().hex())
+    opened = tmp_path / "records.json"
+    cli(
+        "tenants",
+        "open-sealed",
+        str(sealed),
+        "--private-key",
+        str(private_file),
+        "--out",
+        str(opened),
+    )
+    assert json.loads(opened.read_text()) == document
+    assert opened.stat().st_mode & 0o077 == 0
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(X25519PrivateKey.generate().private_bytes_raw().hex())
+    failed = cli(
+        "tenants",
+        "open-sealed",
+        str(sealed),
+        "--private-key",
+        str(wrong),
+        "--out",
+        str(opened),
+        expect=2,
+    )
+    assert "failed authentication" in failed.output
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        [entry] = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.chain == tenant, AuditEntry.action == "export.sealed"
+            )
+        ).all()
+    assert entry.details["files"] == [sealed.name]
+    assert entry.details["sha256"] == [hashlib.sha256(sealed.read_bytes()).hexdigest()]
 
 
 def test_shred_without_export_rejected(cli, tenant):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -84,7 +85,7 @@ def test_export_recorded_with_k(engine, tenant, seed_requests, tmp_path):
     with unit_of_work(ctx, engine=engine) as session:
         export = open_data_export(session, ctx, free_text="redacted")
         files = write_export(export, tmp_path / "open.geojson", "geojson")
-        record_export(session, tenant, actor=ctx.actor, export=export, fmt="geojson")
+        record_export(session, tenant, actor=ctx.actor, export=export, fmt="geojson", files=files)
     document = json.loads(files[0].read_text())
     assert document["metadata"]["k"] == 5
     assert len(document["features"]) == 6
@@ -92,6 +93,11 @@ def test_export_recorded_with_k(engine, tenant, seed_requests, tmp_path):
     exports = control(report(engine, tenant), "open_data_k_anonymity")
     assert exports["passed"]
     assert exports["evidence"]["exports"][0]["k"] == 5
+    # The evidence ties the report line to the files the auditor received.
+    listed = exports["evidence"]["exports"][0]
+    assert listed["free_text"] == "redacted"
+    assert listed["files"] == ["open.geojson", "open.geojson.meta.json"]
+    assert listed["sha256"] == [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
     decryptions = control(report(engine, tenant), "decryption_audit")["evidence"]
     assert decryptions["by_role_and_purpose"] == [
         {"roles": "tenant_admin", "purpose": "export.open_data_redaction", "count": 1}
@@ -104,7 +110,7 @@ def test_export_ids_pseudonymous_by_default(engine, tenant, seed_requests):
     ctx = TenantContext(tenant, actor="cli:operator", roles=frozenset({"tenant_admin"}))
     with unit_of_work(ctx, engine=engine) as session:
         export = open_data_export(session, ctx)
-        record_export(session, tenant, actor=ctx.actor, export=export, fmt="csv")
+        record_export(session, tenant, actor=ctx.actor, export=export, fmt="csv", files=[])
         with_open311_ids = open_data_export(session, ctx, ids="open311")
     published = {record["id"] for record in export.records}
     assert len(published) == 6
