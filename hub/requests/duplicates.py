@@ -60,8 +60,8 @@ def duplicate_radius_m(_tenant: TenantSnapshot) -> float:
 def point_of(row: Row) -> tuple[float, float]:
     if row.lat is not None and row.lon is not None:
         return row.lat, row.lon
-    # A location-sensitive request publishes no exact point. Its storage cell's centre is
-    # within about 200 m of the point, so matching works at that precision.
+    # A location-sensitive request stores no cell, so it is never a candidate. One stored
+    # before that rule has no exact public point; its cell's centre is within about 200 m.
     return h3.cell_to_latlng(row.h3_cell)
 
 

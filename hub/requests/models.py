@@ -60,7 +60,9 @@ class ServiceRequest(TenantOwned, Base):
     # rule and the exact point is only in `location_enc`.
     lat: Mapped[float | None] = mapped_column(Float)
     lon: Mapped[float | None] = mapped_column(Float)
-    # H3 cell (resolution 9) of the exact point, for duplicate search and targeting.
+    # H3 cell (resolution 9) of the exact point, for duplicate search and targeting. NULL for
+    # a location-sensitive service, whose requests are not linked as duplicates: the cell
+    # would place the resident within about 200 m.
     h3_cell: Mapped[str | None] = mapped_column(String(16))
     # Code of the manifest district that contained the exact point at intake, stored only for
     # services published under the open-data `district` rule.

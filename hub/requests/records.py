@@ -54,6 +54,18 @@ def public_location(
     return lat, lon, district
 
 
+def stored_cell(service: CatalogService, lat: float | None, lon: float | None) -> str | None:
+    """Return the `h3_cell` stored for a point, used for duplicate search.
+
+    A location-sensitive service stores none: the cell (about 0.1 km²) places the resident
+    more precisely than its open-data rule publishes, so its requests are not linked as
+    duplicates.
+    """
+    if lat is None or lon is None or service.location_sensitive:
+        return None
+    return geo.storage_cell(lat, lon)
+
+
 def sealed_request_columns(
     cipher: FieldCipher,
     tenant: TenantSnapshot,
@@ -73,9 +85,9 @@ def sealed_request_columns(
     def seal(column: str, plaintext: str | None) -> bytes | None:
         return cipher.encrypt(REQUESTS_TABLE, column, request_id, plaintext)
 
-    public_lat, public_lon, district, location_enc, cell = lat, lon, None, None, None
+    public_lat, public_lon, district, location_enc = lat, lon, None, None
+    cell = stored_cell(service, lat, lon)
     if lat is not None and lon is not None:
-        cell = geo.storage_cell(lat, lon)
         public_lat, public_lon, district = public_location(tenant, service, lat, lon)
         if service.location_sensitive:
             location_enc = seal("location_enc", json.dumps([lat, lon]))

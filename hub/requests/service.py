@@ -233,7 +233,8 @@ def prepare_request(
         {"tenant_id": tenant.id, "request_id": request_id, "destination": destination}
         for destination in destinations
     ]
-    point = (data.lat, data.lon) if data.lat is not None and data.lon is not None else None
+    # A location-sensitive request stores no cell (`stored_cell`), so it is not linked.
+    point = None if sealed["h3_cell"] is None else (data.lat, data.lon)
     return PreparedRequest(row, event, deliveries, point)
 
 

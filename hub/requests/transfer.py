@@ -31,7 +31,7 @@ from hub.requests.models import (
     ServiceRequest,
     StatusEvent,
 )
-from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE, public_location
+from hub.requests.records import EVENTS_TABLE, REQUESTS_TABLE, public_location, stored_cell
 from hub.requests.routing import ROUTE_TASK
 from hub.requests.service import active_service
 from privacy.access import decrypt_fields, decrypt_rows
@@ -119,6 +119,7 @@ def transfer_request(
     else:
         exact_lat, exact_lon = request.lat, request.lon
     request.district = None
+    request.h3_cell = stored_cell(service, exact_lat, exact_lon)
     if exact_lat is not None and exact_lon is not None:
         if service.location_sensitive and plain["location_enc"] is None:
             request.location_enc = cipher.encrypt(

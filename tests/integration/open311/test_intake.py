@@ -65,6 +65,8 @@ def test_location_sensitive_point_is_not_public(client, tenants_ab, hub_db):
         row = session.get(ServiceRequest, request_id)
         assert row.location_enc is not None
         assert (row.lat, row.lon) != INSIDE
+        # The resolution-9 cell would place the resident within about 200 m.
+        assert row.h3_cell is None
 
 
 # Each row: form changes, expected status, and a word the description must contain.
