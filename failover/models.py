@@ -29,7 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hub.core.clock import utcnow
 from hub.core.db import Base
 from hub.core.tenancy import TenantOwned
-from privacy.registry import register_encrypted_table
+from privacy.registry import register_dependent_rows, register_encrypted_table
 
 CONTACT_STATES = ("waiting", "claimed", "completed", "abandoned")
 OPEN_STATES = ("waiting", "claimed")
@@ -214,3 +214,6 @@ register_encrypted_table(
     columns=("caller_name_enc", "phone_enc", "address_enc", "summary_enc"),
     time_column="finished_at",
 )
+# A contact outlives the request it created (the contact has a retention clock of its own), so
+# deleting the request only unlinks it.
+register_dependent_rows("service_requests", CONTACTS_TABLE, "request_id", on_delete="unlink")

@@ -25,6 +25,13 @@ class EncryptedTable:
     the purge job clears the row's ciphertexts. A row whose time column is NULL (a request not
     closed yet) is never purged.
 
+    `linking_columns` are clear columns that link a row to a person or a precise place, such
+    as blind indexes of an e-mail or phone and a fine location cell. The purge sets them to
+    NULL with the ciphertexts, and a row that still holds one counts as past retention.
+
+    When `delete_class` names a retention period, the purge deletes a row whose time column is
+    older than that period, together with its dependent rows (`register_dependent_rows`).
+
     Each ciphertext is bound to a row id in its associated data. That is the value of
     `id_column` unless `row_id_columns` is set: then it is the values of those columns joined
     with ":" (alert channel addresses are bound to "<subscriber id>:<channel>", because the
@@ -45,6 +52,8 @@ class EncryptedTable:
     retention_class: str = "personal_data"
     row_id_columns: tuple[str, ...] = ()
     exported: bool = True
+    linking_columns: tuple[str, ...] = ()
+    delete_class: str | None = None
 
     @property
     def bound_columns(self) -> tuple[str, ...]:
@@ -72,9 +81,19 @@ def register_encrypted_table(
     retention_class: str = "personal_data",
     row_id_columns: tuple[str, ...] | list[str] = (),
     exported: bool = True,
+    linking_columns: tuple[str, ...] | list[str] = (),
+    delete_class: str | None = None,
 ) -> EncryptedTable:
     """Register (or re-register with the same definition) a table of field ciphertexts."""
-    names = [table, id_column, version_column, tenant_column, *columns, *row_id_columns]
+    names = [
+        table,
+        id_column,
+        version_column,
+        tenant_column,
+        *columns,
+        *row_id_columns,
+        *linking_columns,
+    ]
     if time_column is not None:
         names.append(time_column)
     for name in names:
@@ -92,6 +111,8 @@ def register_encrypted_table(
         retention_class=retention_class,
         row_id_columns=tuple(row_id_columns),
         exported=exported,
+        linking_columns=tuple(linking_columns),
+        delete_class=delete_class,
     )
     existing = _tables.get(table)
     if existing is not None and existing != entry:
@@ -107,3 +128,41 @@ def encrypted_tables() -> list[EncryptedTable]:
 def unregister_encrypted_table(table: str) -> None:
     """Remove a registration (tests that register scratch tables)."""
     _tables.pop(table, None)
+    _dependents.pop(table, None)
+
+
+@dataclass(frozen=True)
+class DependentRows:
+    """Rows of `table` whose `column` holds the id of a row of a registered table.
+
+    `on_purge` says what the purge does to them when it clears the parent's personal data, and
+    `on_delete` when it deletes the parent: "keep", "delete" or "unlink" (set `column` to NULL).
+    """
+
+    table: str
+    column: str
+    on_purge: str = "keep"
+    on_delete: str = "delete"
+
+
+_ACTIONS = ("keep", "delete", "unlink")
+_dependents: dict[str, dict[tuple[str, str], DependentRows]] = {}
+
+
+def register_dependent_rows(
+    parent: str, table: str, column: str, *, on_purge: str = "keep", on_delete: str = "delete"
+) -> DependentRows:
+    """Register rows that the retention purge deletes or unlinks with a row of `parent`."""
+    for name in (parent, table, column):
+        if not _IDENTIFIER.match(name):
+            raise ValueError(f"{name!r} is not a plain lower-case SQL identifier")
+    for action in (on_purge, on_delete):
+        if action not in _ACTIONS:
+            raise ValueError(f"{action!r} is not one of {', '.join(_ACTIONS)}")
+    entry = DependentRows(table=table, column=column, on_purge=on_purge, on_delete=on_delete)
+    _dependents.setdefault(parent, {})[(table, column)] = entry
+    return entry
+
+
+def dependent_rows(parent: str) -> list[DependentRows]:
+    return [entry for _key, entry in sorted(_dependents.get(parent, {}).items())]

@@ -21,6 +21,7 @@ from privacy.access import (
     ACTION_DECRYPT_REJECTED,
     UNDECLARED_PURPOSE,
 )
+from privacy.audit import chain_of
 from privacy.audit_verify import verify_database
 from privacy.fields import FORMAT_V1, MIN_CIPHERTEXT_BYTES
 from privacy.keys import Keyring
@@ -28,8 +29,9 @@ from privacy.models import KIND_DEK, KIND_KEK, AuditEntry
 from privacy.open_data import ACTION_OPEN_DATA_EXPORT
 from privacy.purposes import declared_purposes
 from privacy.registry import encrypted_tables
-from privacy.retention import expired_rows, tenant_privacy_settings
+from privacy.retention import expired_rows, rows_to_delete, tenant_privacy_settings
 from privacy.rotation import rows_per_version
+from privacy.shred import ACTION_CRYPTO_SHRED
 
 # A DEK or KEK older than this many days fails the key-age control (an annual rotation policy).
 MAX_KEY_AGE_DAYS = 365
@@ -252,13 +254,26 @@ def exports(session: Session, tenant_id: str, required_k: int) -> dict[str, Any]
     )
 
 
+# What the retention control says of the `audit` period, which the purge does not enforce.
+AUDIT_RETENTION_NOT_ENFORCED = (
+    "not enforced: audit entries are kept past the period, because deleting the start of a "
+    "hash chain would break its verification; they hold no personal data"
+)
+
+
 def retention(session: Session, tenant_id: str, retention_days: dict[str, int]) -> dict[str, Any]:
     expired = expired_rows(session, tenant_id, retention_days)
+    overdue = rows_to_delete(session, tenant_id, retention_days)
     return _control(
         "retention",
         "No personal data is kept past the tenant's retention periods",
-        sum(expired.values()) == 0,
-        {"retention_days": retention_days, "rows_past_retention": expired},
+        sum(expired.values()) == 0 and sum(overdue.values()) == 0,
+        {
+            "retention_days": retention_days,
+            "rows_past_retention": expired,
+            "rows_past_deletion": overdue,
+            "audit_period": AUDIT_RETENTION_NOT_ENFORCED,
+        },
     )
 
 
@@ -272,22 +287,65 @@ def audit_chain(session: Session, tenant_id: str) -> dict[str, Any]:
     )
 
 
+def shredded_keys(session: Session, tenant_id: str) -> dict[str, Any] | None:
+    """The crypto-shredding evidence of a tenant that has no keys left, or None.
+
+    Returns None while the tenant has key rows or when no `keys.crypto_shred` entry exists (a
+    tenant never onboarded).
+    """
+    keys = table("privacy_tenant_keys", column("tenant_id"))
+    remaining = session.execute(
+        select(func.count()).select_from(keys).where(keys.c.tenant_id == tenant_id)
+    ).scalar()
+    if remaining:
+        return None
+    entry = session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.chain == chain_of(tenant_id), AuditEntry.action == ACTION_CRYPTO_SHRED)
+        .order_by(AuditEntry.seq.desc())
+        .limit(1)
+    ).first()
+    if entry is None:
+        return None
+    return _control(
+        "crypto_shred",
+        "The tenant's keys were crypto-shredded, so its ciphertexts cannot be decrypted",
+        True,
+        {
+            "shredded_at": as_utc(entry.at).isoformat(timespec="seconds"),
+            "actor": entry.actor,
+            "audit_entry": f"{entry.chain}#{entry.seq}",
+            "keys_destroyed": entry.details.get("keys_destroyed"),
+            "kinds_destroyed": entry.details.get("kinds", []),
+            "key_rows_remaining": 0,
+        },
+    )
+
+
 def build_report(
     session: Session, tenant_id: str, *, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Run every control for the tenant and return the report as a JSON-ready dict."""
+    """Run every control for the tenant and return the report as a JSON-ready dict.
+
+    For a tenant whose keys were crypto-shredded, the controls that need its keys make no
+    sense any more: the report gives the shredding evidence and the audit chain instead.
+    """
     now = now or datetime.now(UTC)
-    settings = tenant_privacy_settings(session, tenant_id)
-    decryption_log = decryption_entries(session, tenant_id)
-    controls = [
-        encryption_coverage(session, tenant_id),
-        key_state(session, tenant_id, now),
-        decryptions(decryption_log),
-        purpose_limitation(session, tenant_id, decryption_log, now),
-        exports(session, tenant_id, settings["k"]),
-        retention(session, tenant_id, settings["retention_days"]),
-        audit_chain(session, tenant_id),
-    ]
+    shred = shredded_keys(session, tenant_id)
+    if shred is not None:
+        controls = [shred, audit_chain(session, tenant_id)]
+    else:
+        settings = tenant_privacy_settings(session, tenant_id)
+        decryption_log = decryption_entries(session, tenant_id)
+        controls = [
+            encryption_coverage(session, tenant_id),
+            key_state(session, tenant_id, now),
+            decryptions(decryption_log),
+            purpose_limitation(session, tenant_id, decryption_log, now),
+            exports(session, tenant_id, settings["k"]),
+            retention(session, tenant_id, settings["retention_days"]),
+            audit_chain(session, tenant_id),
+        ]
     return {
         "tenant_id": tenant_id,
         "generated_at": now.isoformat(timespec="seconds"),

@@ -1,22 +1,26 @@
-"""Retention: clear the ciphertexts of registered rows older than the tenant's retention period.
+"""Retention: purge registered rows older than the tenant's retention periods.
 
-Purging sets a row's ciphertext columns and DEK version to NULL and keeps the row, so counts and
-anonymized open data stay intact while the personal data is gone for good.
+Past the `personal_data` period, the purge sets a row's ciphertext columns, DEK version and
+linking columns (blind indexes, fine location cell) to NULL and keeps the row, so counts and
+anonymized open data stay intact while nothing links the row to a person any more. Past a
+table's delete period (`requests` for service requests), the purge deletes the row with the
+rows that hang on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import JSON, column, func, select, table, update
+from sqlalchemy import JSON, column, delete, func, or_, select, table, update
 from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, utcnow
 from privacy.audit import audit
-from privacy.registry import EncryptedTable, encrypted_tables
+from privacy.registry import EncryptedTable, dependent_rows, encrypted_tables
 
 log = structlog.get_logger(__name__)
 
@@ -43,25 +47,56 @@ def tenant_privacy_settings(session: Session, tenant_id: str) -> dict[str, Any]:
     }
 
 
+# Rows handled per statement, so a large purge holds its locks briefly. `run_retention_purge`
+# commits after every batch.
+PURGE_BATCH = 500
+
+
+def _sql_table(entry: EncryptedTable) -> Any:
+    return table(
+        entry.table,
+        column(entry.id_column),
+        column(entry.tenant_column),
+        column(entry.time_column),
+        column(entry.version_column),
+        *(column(name) for name in (*entry.columns, *entry.linking_columns)),
+    )
+
+
 def _expired_selections(
     tenant_id: str, retention_days: dict[str, int], now: datetime
 ) -> Iterator[tuple[EncryptedTable, Any, list[Any]]]:
-    """Yield (registered table, SQL table, WHERE conditions) for rows past retention."""
+    """Yield (registered table, SQL table, WHERE conditions) for rows past retention.
+
+    A row is past retention while its time column is older than the period and it still holds
+    a DEK version (so ciphertexts) or a linking column.
+    """
     for entry in encrypted_tables():
         days = retention_days.get(entry.retention_class)
         if entry.time_column is None or days is None:
             continue
-        sql = table(
-            entry.table,
-            column(entry.tenant_column),
-            column(entry.time_column),
-            column(entry.version_column),
-            *(column(name) for name in entry.columns),
-        )
+        sql = _sql_table(entry)
+        held = [sql.c[name].is_not(None) for name in (entry.version_column, *entry.linking_columns)]
         where = [
             sql.c[entry.tenant_column] == tenant_id,
             sql.c[entry.time_column] < now - timedelta(days=days),
-            sql.c[entry.version_column].is_not(None),
+            or_(*held),
+        ]
+        yield entry, sql, where
+
+
+def _deletable_selections(
+    tenant_id: str, retention_days: dict[str, int], now: datetime
+) -> Iterator[tuple[EncryptedTable, Any, list[Any]]]:
+    """Yield (registered table, SQL table, WHERE conditions) for rows past their delete period."""
+    for entry in encrypted_tables():
+        days = retention_days.get(entry.delete_class) if entry.delete_class else None
+        if entry.time_column is None or days is None:
+            continue
+        sql = _sql_table(entry)
+        where = [
+            sql.c[entry.tenant_column] == tenant_id,
+            sql.c[entry.time_column] < now - timedelta(days=days),
         ]
         yield entry, sql, where
 
@@ -97,21 +132,171 @@ def past_retention(
 
 
 def cleared_columns(table_name: str) -> dict[str, None]:
-    """The values `purge_expired` leaves in a purged row: no ciphertexts, no DEK version."""
+    """The values the purge leaves in a purged row: no ciphertexts, DEK version or linking
+    columns."""
     entry = next(entry for entry in encrypted_tables() if entry.table == table_name)
-    return {name: None for name in (*entry.columns, entry.version_column)}
+    names = (*entry.columns, entry.version_column, *entry.linking_columns)
+    return {name: None for name in names}
+
+
+def _count(session: Session, sql: Any, where: list[Any]) -> int:
+    return int(session.execute(select(func.count()).select_from(sql).where(*where)).scalar() or 0)
 
 
 def expired_rows(
     session: Session, tenant_id: str, retention_days: dict[str, int], *, now: datetime | None = None
 ) -> dict[str, int]:
-    """Count rows per registered table that are past retention and still hold ciphertexts."""
-    counts = {}
-    for entry, sql, where in _expired_selections(tenant_id, retention_days, now or utcnow()):
-        counts[entry.table] = int(
-            session.execute(select(func.count()).select_from(sql).where(*where)).scalar() or 0
+    """Count rows per registered table that are past retention and still hold personal data
+    (ciphertexts or linking columns)."""
+    now = now or utcnow()
+    return {
+        entry.table: _count(session, sql, where)
+        for entry, sql, where in _expired_selections(tenant_id, retention_days, now)
+    }
+
+
+def rows_to_delete(
+    session: Session, tenant_id: str, retention_days: dict[str, int], *, now: datetime | None = None
+) -> dict[str, int]:
+    """Count rows per registered table that are older than their delete period (`requests`)."""
+    now = now or utcnow()
+    return {
+        entry.table: _count(session, sql, where)
+        for entry, sql, where in _deletable_selections(tenant_id, retention_days, now)
+    }
+
+
+def _act_on_dependents(
+    session: Session, tenant_id: str, parent: str, ids: list[Any], action_of: str
+) -> dict[str, int]:
+    """Delete or unlink the rows that hang on the parent rows `ids`; return rows deleted per
+    table."""
+    done: dict[str, int] = {}
+    for dependent in dependent_rows(parent):
+        action = getattr(dependent, action_of)
+        if action == "keep":
+            continue
+        sql = table(dependent.table, column("tenant_id"), column(dependent.column))
+        where = [sql.c.tenant_id == tenant_id, sql.c[dependent.column].in_(ids)]
+        if action == "unlink":
+            session.execute(update(sql).where(*where).values({dependent.column: None}))
+            continue
+        result = session.execute(delete(sql).where(*where))
+        done[dependent.table] = done.get(dependent.table, 0) + int(result.rowcount or 0)
+    return done
+
+
+def _add(total: dict[str, int], counts: dict[str, int]) -> None:
+    for name, count in counts.items():
+        total[name] = total.get(name, 0) + count
+
+
+def purge_batch(
+    session: Session,
+    tenant_id: str,
+    retention_days: dict[str, int],
+    *,
+    now: datetime,
+    batch: int | None = None,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Purge up to `batch` rows per registered table; return (cleared, deleted) rows per table.
+
+    Rows past their delete period go first, with their dependent rows; once none is left, the
+    personal data of rows past the personal-data period is cleared. Both counts are zero when
+    nothing is left, so callers repeat until then, committing in between.
+    """
+    batch = batch or PURGE_BATCH
+    deleted: dict[str, int] = {}
+    for entry, sql, where in _deletable_selections(tenant_id, retention_days, now):
+        ids = list(session.scalars(select(sql.c[entry.id_column]).where(*where).limit(batch)))
+        if not ids:
+            continue
+        _add(deleted, _act_on_dependents(session, tenant_id, entry.table, ids, "on_delete"))
+        result = session.execute(
+            delete(sql).where(
+                sql.c[entry.tenant_column] == tenant_id, sql.c[entry.id_column].in_(ids)
+            )
         )
-    return counts
+        _add(deleted, {entry.table: int(result.rowcount or 0)})
+    cleared: dict[str, int] = {}
+    if deleted:
+        return cleared, deleted
+    for entry, sql, where in _expired_selections(tenant_id, retention_days, now):
+        ids = list(session.scalars(select(sql.c[entry.id_column]).where(*where).limit(batch)))
+        if not ids:
+            continue
+        _act_on_dependents(session, tenant_id, entry.table, ids, "on_purge")
+        result = session.execute(
+            update(sql)
+            .where(sql.c[entry.tenant_column] == tenant_id, sql.c[entry.id_column].in_(ids))
+            .values(cleared_columns(entry.table))
+        )
+        _add(cleared, {entry.table: int(result.rowcount or 0)})
+    return cleared, deleted
+
+
+def record_purge(
+    session: Session,
+    tenant_id: str,
+    cleared: dict[str, int],
+    deleted: dict[str, int],
+    *,
+    actor: str,
+) -> dict[str, int]:
+    """Write the purge's audit entry when it changed anything; return the rows per table.
+
+    The result maps a table to the rows whose personal data was cleared, and `deleted:TABLE`
+    to the rows deleted.
+    """
+    result = dict(cleared)
+    result.update({f"deleted:{name}": count for name, count in deleted.items()})
+    cleared_total, deleted_total = sum(cleared.values()), sum(deleted.values())
+    if cleared_total or deleted_total:
+        audit(
+            session,
+            tenant_id=tenant_id,
+            actor=actor,
+            action="retention.purge",
+            details={
+                "rows": cleared_total,
+                "tables": sorted(t for t, n in cleared.items() if n),
+                "rows_deleted": deleted_total,
+                "deleted": [f"{t}:{n}" for t, n in sorted(deleted.items()) if n],
+            },
+        )
+        log.info("retention_purged", tenant_id=tenant_id, rows=cleared_total, deleted=deleted_total)
+    return result
+
+
+def purge_in_batches(
+    transaction: Callable[[], AbstractContextManager[Session]],
+    tenant_id: str,
+    retention_days: dict[str, int],
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Purge everything past retention, one `purge_batch` per `transaction()`.
+
+    `transaction()` returns a context manager that yields a session and commits on exit. The
+    audit entry is written in the last transaction, which finds nothing left to purge.
+    Idempotent: purged rows hold nothing any more and deleted ones are gone, so neither is
+    selected again.
+    """
+    now = now or utcnow()
+    cleared = {
+        entry.table: 0
+        for entry in encrypted_tables()
+        if entry.time_column is not None and entry.retention_class in retention_days
+    }
+    deleted: dict[str, int] = {}
+    while True:
+        with transaction() as session:
+            batch_cleared, batch_deleted = purge_batch(session, tenant_id, retention_days, now=now)
+            if not any(batch_cleared.values()) and not any(batch_deleted.values()):
+                return record_purge(session, tenant_id, cleared, deleted, actor=actor)
+        _add(cleared, batch_cleared)
+        _add(deleted, batch_deleted)
 
 
 def purge_expired(
@@ -122,24 +307,7 @@ def purge_expired(
     actor: str,
     now: datetime | None = None,
 ) -> dict[str, int]:
-    """Clear the ciphertexts of rows past retention; return rows purged per table.
-
-    Idempotent: purged rows have no DEK version any more and are not selected again.
-    """
-    purged = {}
-    for entry, sql, where in _expired_selections(tenant_id, retention_days, now or utcnow()):
-        cleared = {name: None for name in entry.columns}
-        cleared[entry.version_column] = None
-        result = session.execute(update(sql).where(*where).values(cleared))
-        purged[entry.table] = int(result.rowcount or 0)
-    total = sum(purged.values())
-    if total:
-        audit(
-            session,
-            tenant_id=tenant_id,
-            actor=actor,
-            action="retention.purge",
-            details={"rows": total, "tables": sorted(t for t, n in purged.items() if n)},
-        )
-        log.info("retention_purged", tenant_id=tenant_id, rows=total)
-    return purged
+    """Purge everything past retention in the caller's transaction (see `purge_in_batches`)."""
+    return purge_in_batches(
+        lambda: nullcontext(session), tenant_id, retention_days, actor=actor, now=now
+    )

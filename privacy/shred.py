@@ -38,6 +38,8 @@ from privacy.models import KeyUsage, TenantKey
 log = structlog.get_logger(__name__)
 
 SEAL_MAGIC = b"HUBSEAL1"
+# The audit action of a crypto-shredding; the privacy report finds the shredding by it.
+ACTION_CRYPTO_SHRED = "keys.crypto_shred"
 _RAW_PUBLIC = (Encoding.Raw, PublicFormat.Raw)
 KeyType = TypeVar("KeyType", X25519PublicKey, X25519PrivateKey)
 
@@ -59,7 +61,7 @@ def crypto_shred(session: Session, tenant_id: str, *, actor: str) -> int:
         session,
         tenant_id=tenant_id,
         actor=actor,
-        action="keys.crypto_shred",
+        action=ACTION_CRYPTO_SHRED,
         details={"keys_destroyed": deleted, "kinds": kinds},
     )
     log.info("tenant_keys_shredded", tenant_id=tenant_id, keys=deleted)

@@ -430,8 +430,11 @@ class PrivacySection(_Extensible):
     """Open-data anonymization, retention and the purposes staff may decrypt for.
 
     `k` is the k-anonymity threshold over (service, location cell, time bucket).
-    `time_bucket` is the open-data time granularity. `retention_days` maps a data class to the
-    days its rows are kept before the purge job removes or anonymizes them.
+    `time_bucket` is the open-data time granularity. `retention_days` maps a data class to
+    days. The purge job clears a request's personal data `personal_data` days after it closed
+    (and a status note's that many days after the note), and deletes the request with its
+    history `requests` days after it closed. `audit` is not enforced: audit entries are kept,
+    because pruning the start of a hash chain would break its verification.
     `decryption_purposes` lists the purposes the staff API and CLI accept. When it is empty or
     left out, the hub's default staff purposes apply (`staff.request_view`). The purposes that
     the hub itself decrypts for, such as agency delivery, apply to every tenant.

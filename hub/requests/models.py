@@ -28,7 +28,7 @@ from hub.core.clock import utcnow
 from hub.core.db import Base
 from hub.core.ids import new_uuid
 from hub.core.tenancy import TenantOwned
-from privacy.registry import register_encrypted_table
+from privacy.registry import register_dependent_rows, register_encrypted_table
 
 STATES = ("submitted", "acknowledged", "in_progress", "on_hold", "closed")
 # The states that Open311 (GeoReport v2) reports as status "open".
@@ -232,7 +232,22 @@ REQUEST_ENCRYPTED_COLUMNS = (
     "media_url_enc",
     "attributes_enc",
 )
+# The clear columns that link a request to a person (blind indexes) or a precise place (the
+# resolution-9 cell). The purge clears them with the ciphertexts; the public `lat`/`lon`, the
+# district and the zipcode stay, as the open-data rule publishes them.
+REQUEST_LINKING_COLUMNS = ("email_bidx", "phone_bidx", "device_id_bidx", "bidx_version", "h3_cell")
 register_encrypted_table(
-    "service_requests", id_column="id", columns=REQUEST_ENCRYPTED_COLUMNS, time_column="closed_at"
+    "service_requests",
+    id_column="id",
+    columns=REQUEST_ENCRYPTED_COLUMNS,
+    time_column="closed_at",
+    linking_columns=REQUEST_LINKING_COLUMNS,
+    delete_class="requests",
 )
 register_encrypted_table("status_events", id_column="id", columns=("note_enc",), time_column="at")
+# A purged request's idempotency record goes: its `request_hash` is a hash of the body, which
+# held the personal data. Deleting a request deletes everything that hangs on it.
+register_dependent_rows("service_requests", "idempotency_keys", "request_id", on_purge="delete")
+register_dependent_rows("service_requests", "request_tokens", "request_id")
+register_dependent_rows("service_requests", "status_events", "request_id")
+register_dependent_rows("service_requests", "deliveries", "request_id")

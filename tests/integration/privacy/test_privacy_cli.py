@@ -198,6 +198,17 @@ def test_offboard_exports_then_shreds(cli, engine, tenant, other_tenant, seed_re
     assert entry.details["files"] == [sealed.name]
     assert entry.details["sha256"] == [hashlib.sha256(sealed.read_bytes()).hexdigest()]
 
+    # The privacy report gives the shredding as evidence instead of failing on missing keys.
+    report = json.loads(cli("privacy", "report", "--tenant", tenant, "--format", "json").stdout)
+    assert report["passed"]
+    shred = next(c for c in report["controls"] if c["id"] == "crypto_shred")
+    assert shred["evidence"]["keys_destroyed"] == 4
+    assert shred["evidence"]["key_rows_remaining"] == 0
+    chain = next(c for c in report["controls"] if c["id"] == "audit_chain")
+    assert chain["passed"]
+    markdown = cli("privacy", "report", "--tenant", tenant).stdout
+    assert "| The tenant's keys were crypto-shredded" in markdown
+
 
 def test_shred_without_export_rejected(cli, tenant):
     result = cli("tenants", "offboard", tenant, "--crypto-shred", expect=2)
@@ -209,6 +220,7 @@ def test_purge_audited_as_operator(cli, engine, tenant, seed_requests, close_exp
     close_expired(engine, tenant, ids[0])
     purged = as_json(cli("--as", "dana.lee", "privacy", "purge", "--tenant", tenant, "--json"))
     assert purged["service_requests"] == 1
+    assert "deleted:service_requests" not in purged
     with unit_of_work(TenantContext(tenant), engine=engine) as session:
         actors = session.scalars(
             select(AuditEntry.actor).where(
@@ -287,3 +299,24 @@ def test_verify_against_earlier_export(cli, engine, tenant, seed_requests, tmp_p
     assert f"deleted: entries {tenant} #{last} of the earlier export" in failed.output
     missing = cli("audit", "verify", str(shrunk), "--earlier", str(tmp_path / "nope"), expect=2)
     assert "not found" in missing.output
+
+
+def test_purge_prints_deleted_requests(cli, engine, tenant, seed_requests):
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from hub.requests.models import ServiceRequest
+
+    ids = seed_requests(engine, tenant, 2)
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == ids[0])
+            .values(status="closed", closed_at=datetime(2015, 1, 1, tzinfo=UTC))
+        )
+    output = cli("privacy", "purge", "--tenant", tenant).stdout
+    assert "deleted:service_requests" in output
+    purged = as_json(cli("privacy", "purge", "--tenant", tenant, "--json"))
+    assert purged["service_requests"] == 0
+    assert "deleted:service_requests" not in purged
