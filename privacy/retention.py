@@ -28,6 +28,9 @@ log = structlog.get_logger(__name__)
 DEFAULT_K = 5
 DEFAULT_TIME_BUCKET = "day"
 DEFAULT_RETENTION_DAYS = {"personal_data": 730, "requests": 2555, "audit": 2555}
+# NOTE: the purge does not enforce the `audit` period. Pruning a chain's oldest entries needs
+# a signed checkpoint that `hub audit verify` accepts as the chain's new start, which it does
+# not support yet.
 
 
 def tenant_privacy_settings(session: Session, tenant_id: str) -> dict[str, Any]:
@@ -68,19 +71,21 @@ def _expired_selections(
 ) -> Iterator[tuple[EncryptedTable, Any, list[Any]]]:
     """Yield (registered table, SQL table, WHERE conditions) for rows past retention.
 
-    A row is past retention while its time column is older than the period and it still holds
-    a DEK version (so ciphertexts) or a linking column.
+    A row is past retention while its time column is older than the period and it still has
+    a DEK version (so ciphertexts) or a linking column set.
     """
     for entry in encrypted_tables():
         days = retention_days.get(entry.retention_class)
         if entry.time_column is None or days is None:
             continue
         sql = _sql_table(entry)
-        held = [sql.c[name].is_not(None) for name in (entry.version_column, *entry.linking_columns)]
+        still_set = [
+            sql.c[name].is_not(None) for name in (entry.version_column, *entry.linking_columns)
+        ]
         where = [
             sql.c[entry.tenant_column] == tenant_id,
             sql.c[entry.time_column] < now - timedelta(days=days),
-            or_(*held),
+            or_(*still_set),
         ]
         yield entry, sql, where
 
@@ -169,8 +174,8 @@ def rows_to_delete(
 def _act_on_dependents(
     session: Session, tenant_id: str, parent: str, ids: list[Any], action_of: str
 ) -> dict[str, int]:
-    """Delete or unlink the rows that hang on the parent rows `ids`; return rows deleted per
-    table."""
+    """Delete or unlink the rows that hang on the parent rows `ids`, and return the rows
+    deleted per table."""
     done: dict[str, int] = {}
     for dependent in dependent_rows(parent):
         action = getattr(dependent, action_of)
@@ -199,7 +204,7 @@ def purge_batch(
     now: datetime,
     batch: int | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """Purge up to `batch` rows per registered table; return (cleared, deleted) rows per table.
+    """Purge up to `batch` rows per registered table, and return (cleared, deleted) per table.
 
     Rows past their delete period go first, with their dependent rows; once none is left, the
     personal data of rows past the personal-data period is cleared. Both counts are zero when
@@ -243,7 +248,7 @@ def record_purge(
     *,
     actor: str,
 ) -> dict[str, int]:
-    """Write the purge's audit entry when it changed anything; return the rows per table.
+    """Write the purge's audit entry when it changed anything, and return the rows per table.
 
     The result maps a table to the rows whose personal data was cleared, and `deleted:TABLE`
     to the rows deleted.

@@ -438,8 +438,10 @@ class Importer:
                 ),
             }
             if expired:
-                # As the purge leaves it. Only the row's own keys: the rows of one statement
-                # must have the same keys, and imported rows have no blind indexes.
+                # Stored as the purge leaves it, with only the row's own keys, because the rows
+                # of one statement must have the same keys and imported rows have no blind
+                # indexes. NOTE: a request closed before the `requests` period is imported
+                # too, and the next purge deletes it.
                 cleared = cleared_columns(ServiceRequest.__tablename__)
                 row.update({name: value for name, value in cleared.items() if name in row})
                 self.report.past_retention += 1
