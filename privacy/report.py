@@ -254,7 +254,7 @@ def exports(session: Session, tenant_id: str, required_k: int) -> dict[str, Any]
     )
 
 
-# What the retention control says of the `audit` period, which the purge does not enforce.
+# The retention control's statement on the `audit` period, which the purge does not enforce.
 AUDIT_RETENTION_NOT_ENFORCED = (
     "not enforced: audit entries are kept past the period, because deleting the start of a "
     "hash chain would break its verification; they hold no personal data"
@@ -288,7 +288,7 @@ def audit_chain(session: Session, tenant_id: str) -> dict[str, Any]:
 
 
 def shredded_keys(session: Session, tenant_id: str) -> dict[str, Any] | None:
-    """The crypto-shredding evidence of a tenant that has no keys left, or None.
+    """Return the crypto-shredding control of a tenant that has no keys left, or None.
 
     Returns None while the tenant has key rows or when no `keys.crypto_shred` entry exists (a
     tenant never onboarded).
