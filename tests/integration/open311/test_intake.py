@@ -68,6 +68,15 @@ def test_location_sensitive_point_is_not_public(client, tenants_ab, hub_db):
         # The resolution-9 cell would place the resident within about 200 m.
         assert row.h3_cell is None
 
+    # With no cell stored, a second report at the same point is not linked as a duplicate.
+    again = _post(client, form)
+    assert again.status_code == 201
+    second_id = again.json()[0]["service_request_id"]
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        second = session.get(ServiceRequest, second_id)
+        assert second.duplicate_of is None
+        assert second.h3_cell is None
+
 
 # Each row: form changes, expected status, and a word the description must contain.
 BAD_INPUTS = [

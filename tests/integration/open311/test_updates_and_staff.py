@@ -784,6 +784,8 @@ def test_transfer_to_sensitive_service_hides_point(client, tenants_ab, hub_db):
         assert row.service_code == "graffiti"
         assert row.location_enc is not None
         assert (row.lat, row.lon) != INSIDE
+        # The pothole's resolution-9 cell is not kept for the location-sensitive service.
+        assert row.h3_cell is None
     staff = _staff(client, beta, f"/api/v1/tenants/{beta.id}/requests/{request_id}").json()
     assert (staff["lat"], staff["long"]) == INSIDE
 
