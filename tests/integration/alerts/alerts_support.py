@@ -320,3 +320,25 @@ class SmtpReceiver:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+def table_rows(output: str) -> list[dict[str, str]]:
+    """Read the rows of a table a command printed, as {column: cell text}.
+
+    A long cell folds onto the next lines of the table, whose first column is empty. Their
+    text is joined to the cell with a space, so a test can match a cell at any table width.
+    """
+    lines = output.splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    columns = [name.strip() for name in header.strip("┃").split("┃")]
+    rows: list[dict[str, list[str]]] = []
+    for line in lines:
+        if not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.strip("│").split("│")]
+        if cells[0] or not rows:
+            rows.append({column: [] for column in columns})
+        for column, cell in zip(columns, cells, strict=True):
+            if cell:
+                rows[-1][column].append(cell)
+    return [{column: " ".join(parts) for column, parts in row.items()} for row in rows]

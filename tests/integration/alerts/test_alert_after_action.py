@@ -17,6 +17,7 @@ from alerts_support import (
     add_tenant,
     cap_alert,
     manager,
+    register_managers,
     run_batches,
 )
 from sqlalchemy import Engine, select
@@ -30,6 +31,9 @@ from hub.core.db import unit_of_work
 from hub.core.tenancy import SystemContext
 from privacy.audit_verify import verify_database
 from privacy.models import AuditEntry
+
+# The receivers listen on 127.0.0.1, which residents' webhooks may use only with this setting.
+pytestmark = pytest.mark.usefixtures("allow_private_webhooks")
 
 
 def compose_approved(engine: Engine, tenant_id: str, cap, also=None) -> list[dict]:
@@ -46,6 +50,7 @@ def reference(cap) -> str:
 
 def test_cli_send_counted_at_scrape(engine: Engine, webhook_receiver: HttpReceiver) -> None:
     tenant = add_tenant(engine)
+    register_managers(engine, tenant, "em1")
     add_resident(engine, tenant, NYC_POINT, {"webhook": webhook_receiver.url("/a")})
     add_resident(engine, tenant, NYC_POINT, {"email": "resident@example.org"})
     [row] = compose_approved(engine, tenant, cap_alert("AAR-CLI-1"))

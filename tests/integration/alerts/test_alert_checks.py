@@ -31,6 +31,9 @@ from hub.core.db import unit_of_work
 from hub.core.tenancy import SystemContext
 from tenants.models import Tenant
 
+# The receivers listen on 127.0.0.1, which residents' webhooks may use only with this setting.
+pytestmark = pytest.mark.usefixtures("allow_private_webhooks")
+
 RATES = {"rate_limits": {"webhook": 1000, "email": 1000}}
 SWAPPED = [(lon, lat) for lat, lon in BOTH_CITIES]
 # A box around lower Manhattan only, and one around central Boston only.

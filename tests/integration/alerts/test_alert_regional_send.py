@@ -22,6 +22,9 @@ from hub.alerts import workflow
 from hub.core.db import unit_of_work
 from hub.core.errors import Forbidden
 
+# The receivers listen on 127.0.0.1, which residents' webhooks may use only with this setting.
+pytestmark = pytest.mark.usefixtures("allow_private_webhooks")
+
 
 @pytest.fixture
 def region(engine: Engine, webhook_receiver) -> tuple[str, str]:
@@ -145,7 +148,7 @@ def test_cancel_leaving_parts_warns(engine, region, cli, tmp_path) -> None:
     # The regional Cancel names no part left out.
     both = cap_alert("REG-CANCEL-1-C2", msg_type="Cancel", references=reference, with_info=False)
     rows = workflow.compose(engine, manager(origin), both, tenants=[guest])
-    assert all(row["warnings"] == [] for row in rows)
+    assert not [w for row in rows for w in row["warnings"] if "covers only" in w]
 
 
 def test_cancel_of_unsent_alert_reported(engine, region, cli) -> None:

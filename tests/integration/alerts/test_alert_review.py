@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from alerts_support import add_tenant, cap_alert, manager, register_managers
+from alerts_support import add_tenant, cap_alert, manager, register_managers, table_rows
 from sqlalchemy import Engine, select
 
 from hub.alerts import workflow
@@ -116,7 +116,9 @@ def test_review_command(engine, tenant, cli) -> None:
     listed = cli("list", "--tenant", tenant, "--awaiting-review")
     assert listed.exit_code == 0, listed.output
     assert alert_id in listed.output
-    assert re.search(f"awaiting review, due {TENANT_TIME}", " ".join(listed.output.split()))
+    [row] = table_rows(listed.output)
+    assert row["id"] == alert_id
+    assert re.fullmatch(f"awaiting review, due {TENANT_TIME}", row["note"])
 
     done = cli("review", alert_id, "--tenant", tenant, "--as", "EM2", "--note", "ok", "--json")
     assert done.exit_code == 0, done.output

@@ -271,7 +271,24 @@ def test_email_without_provider_fails_at_once(config, monkeypatch) -> None:
 
     monkeypatch.setattr(smtplib, "SMTP", connect)
     text = MessageText(
-        "A1", "HU-1", "Alert", "Actual", "en-US", "Hurricane", "h", "", "", "", None, None
+        alert_id="A1",
+        identifier="HU-1",
+        sender="oem@example.org",
+        sent=None,
+        msg_type="Alert",
+        references=None,
+        status="Actual",
+        language="en-US",
+        event="Hurricane",
+        severity=None,
+        urgency=None,
+        certainty=None,
+        headline="h",
+        description="",
+        instruction="",
+        area="",
+        expires=None,
+        web=None,
     )
 
     outcome = asyncio.run(EmailChannel(config).send("r@example.org", text, "A1-1", None))
