@@ -43,8 +43,8 @@ def _code_block(text: str, language: str) -> str:
 
 
 def _deliver(engine: Engine, receiver: HttpReceiver) -> tuple[str, list[dict[str, Any]]]:
-    """Send an Alert, an Update and a Cancel without info to one resident; return the tenant
-    and what the receiver got, in that order."""
+    """Send an Alert, an Update and a Cancel without info (with a note) to one resident;
+    return the tenant and what the receiver got, in that order."""
     tenant = add_tenant(
         engine,
         alerts={"rate_limits": {"webhook": 1000}, "public_base_url": "https://hub.example.org"},
@@ -62,6 +62,7 @@ def _deliver(engine: Engine, receiver: HttpReceiver) -> tuple[str, list[dict[str
         references=f"{update.sender},{update.identifier},{update.sent.isoformat()}",
         with_info=False,
     )
+    cancel.note = "Sent in error."
     for cap in (first, update, cancel):
         [row] = compose(engine, tenant, cap)
         approve(engine, tenant, row.id, "em2")
@@ -103,8 +104,11 @@ def test_sent_bodies_match_fields(engine: Engine, webhook_receiver: HttpReceiver
     assert alert["references"] is None
     assert alert["sent"].endswith("-00:00")
     assert update["references"].startswith(f"{alert['sender']},{alert['identifier']},")
-    # A Cancel without info takes the earlier message's values.
+    # A Cancel without info takes the earlier message's values, and gives its note as the
+    # reason instead of the earlier description and instruction.
     assert cancel["severity"] == "Severe"
+    assert cancel["headline"] == f"Cancelled: {update['headline']}"
+    assert (cancel["description"], cancel["instruction"]) == ("Sent in error.", "")
     assert cancel["unsubscribe_url"].startswith("https://hub.example.org/alerts/")
 
 
