@@ -17,6 +17,7 @@ from hub.alerts.channels import reveal_webhook_secret
 from hub.alerts.importer import count_records, import_subscribers
 from hub.alerts.service import compose_problems, expiry_problems
 from hub.alerts.subscriber_counts import subscriber_counts
+from hub.cli.operator import cli_actor
 from hub.cli.output import (
     JSON_OPTION,
     cli_errors,
@@ -485,7 +486,7 @@ def webhook_key_command(
 ) -> None:
     """Print the key that signs the tenant's resident webhooks (X-Hub-Signature-256), for the
     city app that checks them. Each use is recorded in the audit log."""
-    ctx = TenantContext(tenant, actor="cli:operator")
+    ctx = TenantContext(tenant, actor=cli_actor())
     with cli_errors():
         with unit_of_work(ctx) as session:
             key = reveal_webhook_secret(session, ctx)

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp.resolver
 import pytest
 from alerts_support import NYC_POINT, HttpReceiver, add_resident, add_tenant, cap_alert, manager
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from test_alert_api import auth, hub_url, setup  # noqa: F401 - fixtures of the API tests
 from test_alert_fanout import approve, compose, run_batches, send
 
@@ -236,19 +236,22 @@ def test_delivery_follows_no_redirect(engine: Engine, allow_private) -> None:
     assert status["deliveries"] == {"webhook": {"failed": 1}}
 
 
-def test_webhook_key_printed_and_audited(engine: Engine, cli) -> None:
+def test_webhook_key_printed_and_audited(engine: Engine, cli, monkeypatch) -> None:
     tenant = add_tenant(engine)
 
-    def reveals() -> int:
+    def reveal_actors() -> list[str]:
         with engine.connect() as conn:
-            return conn.scalar(
-                select(func.count())
-                .select_from(AuditEntry)
-                .where(
-                    AuditEntry.tenant_id == tenant,
-                    AuditEntry.action == "alerts.webhook_key.reveal",
+            return list(
+                conn.scalars(
+                    select(AuditEntry.actor).where(
+                        AuditEntry.tenant_id == tenant,
+                        AuditEntry.action == "alerts.webhook_key.reveal",
+                    )
                 )
             )
+
+    def reveals() -> int:
+        return len(reveal_actors())
 
     as_json = cli("webhook-key", "--tenant", tenant, "--json")
     assert as_json.exit_code == 0, as_json.output
@@ -262,6 +265,13 @@ def test_webhook_key_printed_and_audited(engine: Engine, cli) -> None:
     assert text.exit_code == 0, text.output
     assert channels.webhook_secret(tenant) in text.stdout
     assert reveals() == 2
+
+    # The entry names the person, as the other CLI commands record them.
+    monkeypatch.setenv("HUB_OPERATOR", "dana.it")
+    reset_settings_cache()
+    named = cli("webhook-key", "--tenant", tenant)
+    assert named.exit_code == 0, named.output
+    assert reveal_actors()[-1] == "cli:dana.it"
 
 
 def test_webhook_key_unknown_tenant(engine: Engine, cli) -> None:
