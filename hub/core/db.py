@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -30,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker, with_loader_c
 from sqlalchemy.pool import NullPool
 
 from hub.core.errors import Forbidden
-from hub.core.settings import Settings, get_settings
+from hub.core.settings import Settings, create_private_file, get_settings
 from hub.core.tenancy import SystemContext, TenantContext, TenantOwned
 
 log = structlog.get_logger(__name__)
@@ -242,6 +243,25 @@ _SCOPE_SQL = (
 def _scope_params(scope: TenantContext | SystemContext | None) -> dict[str, str]:
     tenant = scope.tenant_id if isinstance(scope, TenantContext) else SYSTEM_TENANT
     return {"tenant": tenant, "role": RLS_ROLE}
+
+
+@event.listens_for(Engine, "do_connect")
+def _create_sqlite_file_private(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> None:
+    """Create a SQLite database file 0600 before SQLite opens it.
+
+    SQLite would create it readable by everyone, and it gives the -wal and -shm files the
+    database file's mode. The event fires for every engine of the process, so the embedded
+    broker's file (kombu's SQLAlchemy transport) is covered too. An existing file keeps its
+    mode.
+    """
+    if dialect.name != "sqlite":
+        return
+    database = cargs[0] if cargs else cparams.get("database")
+    if not isinstance(database, str) or database in ("", ":memory:"):
+        return
+    if database.startswith("file:"):
+        return  # a URI filename, which the hub does not use for its files
+    create_private_file(Path(database))
 
 
 @event.listens_for(HubSession, "after_begin")

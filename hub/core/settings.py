@@ -154,26 +154,20 @@ class Settings(BaseSettings):
     def ensure_var_dir(self) -> None:
         """Create the var folder, or raise ConfigurationError naming HUB_VAR_DIR.
 
-        A new var folder is readable by its owner only (0700). The embedded default's database
-        and broker files are created empty with mode 0600 before SQLite opens them, because
-        SQLite would create them readable by everyone, and it gives their -wal and -shm files
-        the database file's mode. Existing files and folders keep their mode.
+        A new var folder is readable by its owner only (0700); an existing one keeps its mode.
+        The SQLite files in it are created 0600 when first opened (`create_private_file`).
         """
         try:
             self.var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self.database_url:
-                _create_private_file(self.var_dir / "hub.db")
-            if not self.broker_url:
-                _create_private_file(self.var_dir / "broker.db")
         except OSError as exc:
             raise ConfigurationError(
-                f"HUB_VAR_DIR={self.var_dir}: cannot create the folder or its database files "
+                f"HUB_VAR_DIR={self.var_dir}: cannot create the folder "
                 f"({exc.strerror or type(exc).__name__}); set HUB_VAR_DIR to a folder the hub "
                 "can write to"
             ) from None
 
 
-def _create_private_file(path: Path) -> None:
+def create_private_file(path: Path) -> None:
     """Create `path` empty with mode 0600 unless it exists."""
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
