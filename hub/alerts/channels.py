@@ -216,8 +216,9 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
-class WebhookChannel(Channel):
-    """POST the message as JSON to the resident's URL, signed with the tenant's webhook key.
+class PublicPoster:
+    """POST requests to URLs that residents give (webhooks, Web Push endpoints), to public
+    addresses only.
 
     The host is resolved here, every address it resolves to is checked, and the request goes
     to the first of them, so no second lookup can swap in another address after the check.
@@ -227,11 +228,8 @@ class WebhookChannel(Channel):
     not checked.
     """
 
-    name = "webhook"
-
-    def __init__(self, http: aiohttp.ClientSession, tenant_id: str):
+    def __init__(self, http: aiohttp.ClientSession):
         self.http = http
-        self.secret = webhook_secret(tenant_id)
         self.allow_private = get_settings().alert_webhooks_allow_private
         # One lookup per host and port for the channel's batch, shared by concurrent sends.
         self._lookups: dict[tuple[str, int], asyncio.Task[list[IPAddress]]] = {}
@@ -255,35 +253,29 @@ class WebhookChannel(Channel):
                     raise AddressNotAllowed(kind)
         return addresses[0]
 
-    async def send(
-        self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
-    ) -> Outcome:
+    async def post(self, address: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        """POST `body` to the URL `address` and classify the outcome. A 404 or 410 disables
+        the channel, and a non-public address fails for good without a request."""
         try:
             url = URL(address)
         except ValueError:
             return Outcome(ok=False, error="not an http(s) URL")
         if url.scheme not in ("http", "https") or not url.raw_host or url.port is None:
             return Outcome(ok=False, error="not an http(s) URL")
-        # Each body carries its own delivery key, so each is signed (HMAC-SHA256, microseconds).
-        body = text.json_body(delivery_key, unsubscribe_url)
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            SIGNATURE_HEADER: sign(self.secret, body),
-            DELIVERY_HEADER: delivery_key,
-        }
         host = url.raw_host
         request_url = url
+        request_headers = dict(headers)
         tls_name = None
         try:
             target = await self._address(host, url.port)
             if parse_address(host) is None:
-                headers["Host"] = url.host_port_subcomponent or host
+                request_headers["Host"] = url.host_port_subcomponent or host
                 request_url = url.with_host(str(target))
                 tls_name = host.rstrip(".") if url.scheme == "https" else None
             async with self.http.post(
                 request_url,
                 data=body,
-                headers=headers,
+                headers=request_headers,
                 allow_redirects=False,
                 server_hostname=tls_name,
             ) as response:
@@ -293,6 +285,29 @@ class WebhookChannel(Channel):
             return Outcome(ok=False, error=exc.reason)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return Outcome(ok=False, transient=True, error=error_reason(exc))
+
+
+class WebhookChannel(Channel):
+    """POST the message as JSON to the resident's URL, signed with the tenant's webhook key,
+    through `PublicPoster`."""
+
+    name = "webhook"
+
+    def __init__(self, http: aiohttp.ClientSession, tenant_id: str):
+        self.poster = PublicPoster(http)
+        self.secret = webhook_secret(tenant_id)
+
+    async def send(
+        self, address: str, text: MessageText, delivery_key: str, unsubscribe_url: str | None
+    ) -> Outcome:
+        # Each body carries its own delivery key, so each is signed (HMAC-SHA256, microseconds).
+        body = text.json_body(delivery_key, unsubscribe_url)
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            SIGNATURE_HEADER: sign(self.secret, body),
+            DELIVERY_HEADER: delivery_key,
+        }
+        return await self.poster.post(address, body, headers)
 
 
 class SmsChannel(Channel):
@@ -353,15 +368,14 @@ class WebPushChannel(Channel):
     """Web Push with VAPID (RFC 8291 encryption and RFC 8292 signatures, through pywebpush).
 
     Manifest `alerts.providers.webpush.subject`: the `sub` claim, a mailto: or https: URL.
+    pywebpush only encrypts: the resident gives the endpoint, so the request goes through
+    `PublicPoster` like a webhook's.
     """
-
-    # TODO: residents give Web Push endpoints as well, and neither opt-in nor this channel
-    # checks them for non-public addresses the way `WebhookChannel` checks webhook URLs.
 
     name = "webpush"
 
     def __init__(self, http: aiohttp.ClientSession, tenant_id: str, config: dict[str, Any]):
-        self.http = http
+        self.poster = PublicPoster(http)
         self.vapid = Vapid02(private_key=vapid_private_key(tenant_id))
         self.subject = config.get("subject", "mailto:alerts@example.invalid")
         self._headers: dict[str, tuple[float, dict[str, str]]] = {}
@@ -393,24 +407,15 @@ class WebPushChannel(Channel):
 
             remaining = datetime.fromisoformat(text.expires).timestamp() - time.time()
             ttl = max(int(remaining), 0)
-        pusher = WebPusher(subscription, aiohttp_session=self.http)
+        body = WebPusher(subscription).encode(payload, "aes128gcm")["body"]
         headers = self._vapid_headers(subscription["endpoint"])
+        headers["Content-Encoding"] = "aes128gcm"
+        headers["TTL"] = str(ttl)
         # RFC 8030: a push service replaces a still undelivered message that has the same
         # Topic, and receivers can drop repeats by it. Topic allows 32 URL-safe characters.
         headers["Topic"] = delivery_key[:32]
         headers["Urgency"] = "high"
-        try:
-            response = await pusher.send_async(
-                data=payload,
-                headers=headers,
-                ttl=ttl,
-                content_encoding="aes128gcm",
-                timeout=REQUEST_TIMEOUT,
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return Outcome(ok=False, transient=True, error=error_reason(exc))
-        status = getattr(response, "status", 0)
-        return classify_status(status, gone_disables=True)
+        return await self.poster.post(subscription["endpoint"], body, headers)
 
 
 class EmailChannel(Channel):

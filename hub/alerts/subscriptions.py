@@ -139,7 +139,7 @@ def normalize_address(channel: str, address: str) -> str:
             raise InvalidInput("sms number is invalid; use E.164 such as +16175550100", field="sms")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if channel == "webhook":
-        check_webhook_url(address)
+        check_public_url(address, "webhook", "webhook URL", "https://app.example.org/alerts")
         return address
     if channel == "webpush":
         try:
@@ -153,38 +153,39 @@ def normalize_address(channel: str, address: str) -> str:
                 "endpoint and keys.p256dh and keys.auth",
                 field="webpush",
             ) from exc
-        if urlsplit(endpoint).scheme not in ("http", "https"):
-            raise InvalidInput("webpush endpoint must be an http(s) URL", field="webpush")
+        check_public_url(
+            endpoint, "webpush", "webpush endpoint", "https://push.example.net/send/abc"
+        )
         return json.dumps(subscription, separators=(",", ":"), sort_keys=True)
     raise InvalidInput(
         f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}", field="channels"
     )
 
 
-def check_webhook_url(address: str) -> None:
-    """Reject a webhook URL that is not http(s) or whose host is not public
-    (`hub.core.public_hosts.host_problem`), unless `HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE` is set.
+def check_public_url(address: object, channel: str, label: str, example: str) -> None:
+    """Reject a resident's URL on `channel` (a webhook URL or a Web Push endpoint) that is
+    not http(s) or whose host is not public (`hub.core.public_hosts.host_problem`), unless
+    `HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE` is set. Messages call the URL `label` and give
+    `example` as a valid one.
 
     The sender checks the addresses the host resolves to again at each delivery.
     """
     try:
-        parts = urlsplit(address)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        parts = urlsplit(address) if isinstance(address, str) else None
+        if parts is not None:
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(
-            "webhook address must be an http(s) URL, such as https://app.example.org/alerts",
-            field="webhook",
-        )
+        raise InvalidInput(f"{label} must be an http(s) URL, such as {example}", field=channel)
     if get_settings().alert_webhooks_allow_private:
         return
     problem = host_problem(parts.hostname)
     if problem is not None:
         raise InvalidInput(
-            f"webhook URL is not allowed: its host {problem}. The hub sends alerts only to "
+            f"{label} is not allowed: its host {problem}. The hub sends alerts only to "
             "public addresses; give the URL of a server reachable from the internet",
-            field="webhook",
+            field=channel,
         )
 
 

@@ -68,10 +68,10 @@ class Settings(BaseSettings):
     # comma-separated list.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
-    # Whether residents' alert webhooks may use loopback, private and other non-public
-    # addresses (`hub.core.public_hosts`), for development and tests that deliver to a
-    # receiver on the same machine. With it on, anyone holding a city's Open311 key can make
-    # the hub send requests into its own network.
+    # Whether residents' alert webhooks and Web Push endpoints may use loopback, private and
+    # other non-public addresses (`hub.core.public_hosts`), for development and tests that
+    # deliver to a receiver on the same machine. With it on, anyone holding a city's Open311
+    # key can make the hub send requests into its own network.
     alert_webhooks_allow_private: bool = False
 
     @field_validator("var_dir")

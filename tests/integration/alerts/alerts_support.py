@@ -7,7 +7,9 @@ delivery key, so a repeated delivery shows up as a repeat and not as a second re
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import threading
 import uuid
 from collections import Counter
@@ -17,6 +19,8 @@ from typing import Any
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from open311_support import northeast_manifest
 from sqlalchemy import Engine, select
 
@@ -342,3 +346,16 @@ def table_rows(output: str) -> list[dict[str, str]]:
             if cell:
                 rows[-1][column].append(cell)
     return [{column: " ".join(parts) for column, parts in row.items()} for row in rows]
+
+
+def push_subscription(endpoint: str) -> tuple[str, ec.EllipticCurvePrivateKey, bytes]:
+    """Return a browser's PushSubscription JSON for `endpoint`, with its private key and
+    auth secret to decrypt what is pushed."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = private.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    auth = os.urandom(16)
+    encode = lambda raw: base64.urlsafe_b64encode(raw).decode().rstrip("=")  # noqa: E731
+    subscription = {"endpoint": endpoint, "keys": {"p256dh": encode(public), "auth": encode(auth)}}
+    return json.dumps(subscription), private, auth

@@ -5,7 +5,6 @@ two minutes."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -30,9 +29,8 @@ from alerts_support import (
     add_tenant,
     cap_alert,
     manager,
+    push_subscription,
 )
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 
 from hub.alerts import models as m
@@ -57,17 +55,6 @@ def _wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-
-
-def _push_subscription(endpoint: str) -> tuple[str, ec.EllipticCurvePrivateKey, bytes]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    public = private.public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    auth = os.urandom(16)
-    encode = lambda raw: base64.urlsafe_b64encode(raw).decode().rstrip("=")  # noqa: E731
-    subscription = {"endpoint": endpoint, "keys": {"p256dh": encode(public), "auth": encode(auth)}}
-    return json.dumps(subscription), private, auth
 
 
 class Worker:
@@ -159,7 +146,7 @@ def test_fanout_survives_sigkill(stack, tmp_path: Path) -> None:
             engine, boston, BOSTON_POINT, {"email": "vecino@example.org"}, languages=["es"]
         )
         add_resident(engine, boston, BOSTON_POINT, {"sms": "+16175550123"}, languages=["en"])
-        subscription, push_key, push_auth = _push_subscription(push.url("/push/abc"))
+        subscription, push_key, push_auth = push_subscription(push.url("/push/abc"))
         add_resident(engine, nyc, NYC_POINT, {"webpush": subscription}, languages=["es-MX"])
         add_resident(engine, nyc, OUTSIDE_POINT, {"webhook": webhook.url("/outside")})
         expected = WEBHOOK_RESIDENTS + 3

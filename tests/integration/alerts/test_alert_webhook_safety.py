@@ -1,6 +1,6 @@
-"""Residents' alert webhooks: non-public URLs rejected at opt-in and import, addresses checked
-again at delivery, the connection made to the checked address, no redirects followed, and the
-command that gives city apps the key to check signatures with.
+"""Residents' alert webhooks and Web Push endpoints: non-public URLs rejected at opt-in and
+import, addresses checked again at delivery, the connection made to the checked address, no
+redirects followed, and the command that gives city apps the key to check signatures with.
 
 Every test starts with `HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE` off, and no test lets a DNS query
 leave the machine: host names resolve through `FakeDns`.
@@ -16,8 +16,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp.resolver
+import http_ece
 import pytest
-from alerts_support import NYC_POINT, HttpReceiver, add_resident, add_tenant, cap_alert, manager
+from alerts_support import (
+    NYC_POINT,
+    HttpReceiver,
+    add_resident,
+    add_tenant,
+    cap_alert,
+    manager,
+    push_subscription,
+)
 from sqlalchemy import Engine, select
 from test_alert_api import auth, hub_url, setup  # noqa: F401 - fixtures of the API tests
 from test_alert_fanout import approve, compose, run_batches, send
@@ -30,7 +39,7 @@ from hub.core.settings import reset_settings_cache
 from hub.core.tenancy import TenantContext
 from privacy.models import AuditEntry
 
-RATES = {"rate_limits": {"webhook": 1000}}
+RATES = {"rate_limits": {"webhook": 1000, "webpush": 1000}}
 # A name under .invalid never resolves (RFC 6761), so a lookup that the fake DNS misses fails
 # instead of reaching a real server.
 HOOK_HOST = "hooks.example.invalid"
@@ -234,6 +243,73 @@ def test_delivery_follows_no_redirect(engine: Engine, allow_private) -> None:
     [status] = workflow.status(engine, manager(tenant), alert_id)
     assert status["errors"] == {"webhook": {"HTTP 302": 1}}
     assert status["deliveries"] == {"webhook": {"failed": 1}}
+
+
+def test_opt_in_rejects_internal_webpush(setup) -> None:  # noqa: F811 - fixture
+    client, app_key = setup["client"], setup["keys"]["a_app"]
+    endpoints = {
+        "http://169.254.169.254/latest/meta-data/": "is a link-local address",
+        "https://[::ffff:10.0.0.7]/push": "is a private address",
+        "https://localhost:8443/push": "names the local machine or network",
+    }
+
+    for endpoint, reason in endpoints.items():
+        subscription, _key, _auth = push_subscription(endpoint)
+        body = opt_in_body("") | {"channels": {"webpush": subscription}}
+        response = client.post("/api/v1/alert-subscriptions", json=body, headers=auth(app_key))
+
+        assert response.status_code == 400, endpoint
+        assert "webpush endpoint is not allowed" in response.text, response.text
+        assert reason in response.text, (endpoint, response.text)
+
+
+def test_webpush_refuses_internal_address(
+    engine: Engine, allow_private, dns: FakeDns, webhook_receiver: HttpReceiver
+) -> None:
+    """A push endpoint whose name resolves to loopback since the opt-in fails for good, and
+    nothing is sent."""
+    tenant = add_tenant(engine, alerts=RATES)
+    allow_private(True)
+    endpoint = f"http://{HOOK_HOST}:{webhook_receiver.port}/push"
+    subscription, _key, _auth = push_subscription(endpoint)
+    add_resident(engine, tenant, NYC_POINT, {"webpush": subscription})
+    allow_private(False)
+    dns.answers[HOOK_HOST] = ["127.0.0.1"]
+
+    alert_id = send_once(engine, tenant, "PUSH-SSRF-1")
+
+    assert webhook_receiver.received.keys == {}
+    [status] = workflow.status(engine, manager(tenant), alert_id)
+    assert status["deliveries"] == {"webpush": {"failed": 1}}
+    assert status["errors"] == {"webpush": {"loopback address not allowed": 1}}
+    assert dns.other_lookups == []
+
+
+def test_webpush_connects_to_checked_address(engine: Engine, allow_private, dns: FakeDns) -> None:
+    tenant = add_tenant(engine, alerts=RATES)
+    allow_private(True)
+    push = HttpReceiver(status=201, key_header="Topic").start()
+    try:
+        authority = f"{HOOK_HOST}:{push.port}"
+        subscription, key, secret = push_subscription(f"http://{authority}/push/1")
+        add_resident(engine, tenant, NYC_POINT, {"webpush": subscription})
+        dns.answers[HOOK_HOST] = ["127.0.0.1"]
+
+        alert_id = send_once(engine, tenant, "PUSH-PIN-1")
+    finally:
+        push.stop()
+
+    [pushed] = push.received.bodies.values()
+    assert pushed["path"] == "/push/1"
+    assert pushed["headers"]["Host"] == authority
+    assert pushed["headers"]["Content-Encoding"] == "aes128gcm"
+    assert pushed["headers"]["Authorization"].startswith("vapid ")
+    message = json.loads(
+        http_ece.decrypt(pushed["body"], private_key=key, auth_secret=secret, version="aes128gcm")
+    )
+    assert message["alert_id"] == alert_id
+    assert dns.lookups == [HOOK_HOST]
+    assert dns.other_lookups == []
 
 
 def test_webhook_key_printed_and_audited(engine: Engine, cli, monkeypatch) -> None:
