@@ -34,6 +34,7 @@ from test_alert_fanout import approve, compose, run_batches, send
 from hub.alerts import channels, workflow
 from hub.alerts import models as m
 from hub.alerts.importer import import_subscribers
+from hub.cli import operator
 from hub.core.db import unit_of_work
 from hub.core.settings import reset_settings_cache
 from hub.core.tenancy import TenantContext
@@ -348,6 +349,25 @@ def test_webhook_key_printed_and_audited(engine: Engine, cli, monkeypatch) -> No
     named = cli("webhook-key", "--tenant", tenant)
     assert named.exit_code == 0, named.output
     assert reveal_actors()[-1] == "cli:dana.it"
+
+
+def test_webhook_key_audits_operator(engine: Engine, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant = add_tenant(engine)
+    monkeypatch.setenv("HUB_OPERATOR", "ana@example.gov")
+    reset_settings_cache()
+    operator.set_operator(None)
+
+    result = cli("webhook-key", "--tenant", tenant, "--json")
+
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        actors = conn.scalars(
+            select(AuditEntry.actor).where(
+                AuditEntry.tenant_id == tenant,
+                AuditEntry.action == "alerts.webhook_key.reveal",
+            )
+        ).all()
+    assert actors == ["cli:ana@example.gov"]
 
 
 def test_webhook_key_unknown_tenant(engine: Engine, cli) -> None:
