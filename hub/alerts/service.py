@@ -885,6 +885,11 @@ def start_sending(
 
     Idempotent: a row already sending or sent is left as it is and 0 is returned.
     """
+    # Lock the row and read its state again. A concurrent send of this alert, or an Update or
+    # Cancel that closes it, may have read the state before this one committed. Without the
+    # lock a second send failed on the deliveries' unique key, and a send that raced a
+    # Cancel set the cancelled alert back to sending.
+    session.refresh(row, with_for_update=True)
     if row.state != m.APPROVED:
         return 0
     cap = load_cap(row)

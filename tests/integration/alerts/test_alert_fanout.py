@@ -6,6 +6,8 @@ local receivers; the RabbitMQ path is covered by the end-to-end test.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -28,7 +30,7 @@ from hub.alerts import models as m
 from hub.alerts.policy import load_settings
 from hub.alerts.subscriptions import SubscriptionInput, subscribe, unsubscribe
 from hub.core.clock import utcnow
-from hub.core.db import unit_of_work
+from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hub.core.outbox import OutboxMessage
 from hub.core.tenancy import SystemContext
@@ -665,3 +667,28 @@ def test_cancel_top_up_skips_reached_address(engine, webhook_receiver) -> None:
             )
         ).all()
     assert sorted(channels) == sorted([(second, "sms"), (second, "webhook"), (first, "sms")])
+
+
+def test_concurrent_send_waits_for_first(pg_url: str, webhook_receiver: HttpReceiver) -> None:
+    """A second send that reads the alert as approved while the first has not committed
+    waits for it, then finds the alert sending and creates nothing."""
+    engine = get_engine(pg_url)
+    tenant = add_tenant(engine)
+    add_resident(engine, tenant, NYC_POINT, {"webhook": webhook_receiver.url("/race")})
+    [row] = compose(engine, tenant, cap_alert("RACE-1"))
+    approve(engine, tenant, row.id, "em2")
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        with unit_of_work(manager(tenant), engine=engine) as session:
+            current = service.get_alert(session, row.id)
+            settings = load_settings(session, tenant)
+            first = service.start_sending(session, current, settings, actor="cli:em1")
+            second = pool.submit(send, engine, [row])
+            time.sleep(0.5)
+            assert not second.done()
+        assert second.result(timeout=20) == 0
+    finally:
+        pool.shutdown(wait=True)
+
+    assert first == 1
+    assert alert_row(engine, tenant, row.id).state == m.SENDING
