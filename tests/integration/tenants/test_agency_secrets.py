@@ -24,6 +24,7 @@ from privacy.keys import Keyring
 from privacy.models import KIND_DEK
 from privacy.rotation import reencrypt_tenant, rotate_dek
 from privacy.shred import open_sealed
+from tenants import onboarding
 from tenants.agencies import list_agencies, rotate_webhook_secret, webhook_secrets
 from tenants.manifest import parse_manifest
 from tenants.models import Agency, Tenant
@@ -170,7 +171,7 @@ def test_offboarding_shreds_secrets(db_url, make_manifest, tmp_path):
     assert all(item.webhook_secret_set for item in listed)
 
 
-def test_manifest_secret_kept_after_rotation(db_url, make_manifest):
+def test_manifest_secret_kept_after_rotation(db_url, make_manifest, monkeypatch):
     engine = get_engine(db_url)
     data, tenant_id, code = _onboard_with_secret(engine, make_manifest)
     rotated = _rotate(engine, tenant_id, code)
@@ -178,6 +179,9 @@ def test_manifest_secret_kept_after_rotation(db_url, make_manifest):
     edited["name"] = data["name"] + " (edited)"
 
     with structlog.testing.capture_logs() as logs:
+        # An earlier test may have cached the module's logger with its own configuration, and
+        # a cached logger does not see capture_logs.
+        monkeypatch.setattr(onboarding, "log", structlog.get_logger(onboarding.__name__))
         result = _onboard(engine, edited)
 
     assert result.outcome == "updated"
