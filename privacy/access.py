@@ -53,8 +53,17 @@ Blobs = dict[str, bytes | None]
 
 
 def _check_caller(
-    session: Session, ctx: TenantContext, table: str, purpose: str, subject: str
+    session: Session,
+    ctx: TenantContext,
+    table: str,
+    purpose: str,
+    subject: str,
+    *,
+    by_staff: bool = False,
 ) -> None:
+    """Reject an auditor, and a purpose that is neither the hub's nor a staff purpose of the
+    tenant. With `by_staff` (a purpose a person gave), a hub purpose counts only when the
+    tenant also declares it for staff."""
     if not PURPOSE.match(purpose):
         raise InvalidInput(
             f"decryption purpose {purpose!r} is invalid; {PURPOSE_RULE}", code="invalid_purpose"
@@ -65,14 +74,20 @@ def _check_caller(
         )
         _rejected(session, ctx, table=table, purpose=purpose, subject=subject, error=error)
         raise error
-    if is_hub_purpose(purpose):
+    if is_hub_purpose(purpose) and not by_staff:
         return
     staff = [p.code for p in staff_purposes(session, ctx.tenant_id)]
     if purpose not in staff:
+        declared = (
+            f"is one the hub uses for its own work, not one tenant {ctx.tenant_id} declares "
+            "for staff"
+            if is_hub_purpose(purpose)
+            else f"is not declared by tenant {ctx.tenant_id}"
+        )
         error = InvalidInput(
-            f"decryption purpose {purpose!r} is not declared by tenant {ctx.tenant_id}; "
-            f"use one of the purposes it declares for staff ({', '.join(staff)}), or add it "
-            "to privacy.decryption_purposes in the tenant's manifest",
+            f"decryption purpose {purpose!r} {declared}; use one of the purposes it "
+            f"declares for staff ({', '.join(staff)}), or add it to "
+            "privacy.decryption_purposes in the tenant's manifest",
             code=UNDECLARED_PURPOSE,
         )
         _rejected(session, ctx, table=table, purpose=purpose, subject=subject, error=error)
@@ -82,11 +97,14 @@ def _check_caller(
 def check_caller(
     session: Session, ctx: TenantContext, table: str, row_id: str, *, purpose: str
 ) -> None:
-    """Reject the caller and purpose as `decrypt_fields` would, before anything is read.
+    """Reject the caller, or the purpose a person named in the staff API or CLI, before
+    anything is read.
 
-    An auditor's call and one for an undeclared purpose are audited as `pii.decrypt_rejected`.
+    Unlike `decrypt_fields`, which also serves the hub's own work, it accepts only the
+    tenant's staff purposes, so a person cannot decrypt under a hub purpose such as
+    `agency_delivery`. Rejections are audited as `pii.decrypt_rejected`.
     """
-    _check_caller(session, ctx, table, purpose, f"{table}:{row_id}")
+    _check_caller(session, ctx, table, purpose, f"{table}:{row_id}", by_staff=True)
 
 
 def _rejected(

@@ -31,7 +31,7 @@ from hub.requests.queries import events_by_request
 from hub.requests.redelivery import DEFAULT_RATE_PER_MINUTE, parse_rate, redeliver, undelivered
 from hub.requests.service import get_request, search_by_contact
 from hub.requests.validation import parse_datetime
-from privacy.access import decrypt_fields
+from privacy.access import check_caller, decrypt_fields
 from privacy.registry import encrypted_tables
 
 app = typer.Typer(
@@ -158,6 +158,9 @@ def show_command(
     with cli_errors():
         ctx = _context(tenant_id)
         with unit_of_work(ctx) as session:
+            if purpose is not None:
+                # The operator names the purpose, so only the tenant's staff purposes count.
+                check_caller(session, ctx, REQUESTS_TABLE, request_id, purpose=purpose)
             request = get_request(session, ctx, request_id)
             events = events_by_request(session, ctx, [request.id]).get(request.id, [])
             data = summary(request)

@@ -626,6 +626,18 @@ def test_find_rejects_undeclared_purpose(client, tenants_ab, hub_db):
     assert [e.details["reason"] for e in _rejections(hub_db, alpha)] == ["undeclared_purpose"]
 
 
+def test_staff_view_rejects_hub_purpose(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    response = _staff(
+        client, alpha, f"/api/v1/tenants/{alpha.id}/requests/{request_id}?purpose=agency_delivery"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "undeclared_purpose"
+    assert "email" not in response.json()
+    assert [e.details["purpose"] for e in _rejections(hub_db, alpha)] == ["agency_delivery"]
+
+
 def test_staff_read_audits_middleware_request_id(client, tenants_ab, hub_db):
     alpha, _ = tenants_ab
     request_id = _file(client, alpha)

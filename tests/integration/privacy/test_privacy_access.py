@@ -11,7 +11,7 @@ import privacy.export  # noqa: F401 - declares the export purposes the tests dec
 from hub.core.db import unit_of_work
 from hub.core.errors import Forbidden, InvalidInput
 from hub.core.tenancy import TenantContext
-from privacy.access import OTHER_PURPOSE, decrypt_fields, decrypt_rows
+from privacy.access import OTHER_PURPOSE, check_caller, decrypt_fields, decrypt_rows
 from privacy.audit import subject_hmac
 from privacy.fields import DecryptionFailed, FieldCipher
 from privacy.models import AuditEntry
@@ -253,6 +253,25 @@ def test_hub_purpose_holds_for_any_manifest(engine, tenant, staff, declare_staff
     with unit_of_work(staff, engine=engine) as session:
         plain = decrypt_rows(session, staff, TABLE, [("R1", blobs)], purpose="export.sealed")
     assert plain[0]["email_enc"] == "resident@example.org"
+
+
+def test_staff_cannot_give_a_hub_purpose(engine, tenant, staff, declare_staff):
+    """A purpose a person names must be a staff purpose, even when the hub's code uses it."""
+    declare_staff(engine, tenant, ["staff.callback"])
+    with unit_of_work(staff, engine=engine) as session:
+        with pytest.raises(InvalidInput) as raised:
+            check_caller(session, staff, TABLE, "R1", purpose="export.sealed")
+    assert raised.value.code == "undeclared_purpose"
+    assert "'export.sealed' is one the hub uses for its own work" in raised.value.message
+    assert "staff.callback" in raised.value.message
+    [entry] = decrypt_entries(engine, tenant)
+    assert entry.action == "pii.decrypt_rejected"
+    assert entry.details["reason"] == "undeclared_purpose"
+
+    # A manifest that lists the code for staff allows it.
+    declare_staff(engine, tenant, ["staff.callback", "export.sealed"])
+    with unit_of_work(staff, engine=engine) as session:
+        check_caller(session, staff, TABLE, "R1", purpose="export.sealed")
 
 
 def test_rejection_audited_after_outer_transaction(engine, tenant, auditor):
