@@ -71,9 +71,24 @@ def open_sealed_command(
     require_file(private_key, label="private key file", fix="give the tenant's X25519 key")
     with cli_errors():
         plaintext = open_sealed(load_private_key(private_key.read_bytes()), sealed.read_bytes())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The records are personal data in clear, so only the file's owner may read them.
-    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(plaintext)
+    try:
+        _write_owner_only(out, plaintext)
+    except OSError as exc:
+        fail(
+            f"cannot write --out {out}: {exc.strerror or exc}; give a file path in a folder "
+            "you can write to"
+        )
     console.print(f"wrote {len(plaintext)} bytes of records to {out}", markup=False)
+
+
+def _write_owner_only(path: Path, data: bytes) -> None:
+    """Write `data` to `path`, readable by its owner only, even when the file existed.
+
+    The records are personal data in clear. The mode given to `os.open` applies only to a
+    file it creates, so an existing file is restricted before anything is written to it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)

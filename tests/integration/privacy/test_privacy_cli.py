@@ -18,7 +18,7 @@ from sqlalchemy import select
 from hub.core.db import unit_of_work
 from hub.core.tenancy import TenantContext
 from privacy.models import AuditEntry
-from privacy.shred import open_sealed
+from privacy.shred import open_sealed, seal
 
 HUB = str(Path(sys.executable).parent / "hub")
 
@@ -208,6 +208,30 @@ def test_offboard_exports_then_shreds(cli, engine, tenant, other_tenant, seed_re
     assert chain["passed"]
     markdown = cli("privacy", "report", "--tenant", tenant).stdout
     assert "| The tenant's keys were crypto-shredded" in markdown
+
+
+def test_open_sealed_restricts_existing_file(cli, tmp_path):
+    """The records go out owner-only even over a file that others could read, and an --out
+    that cannot be written gives a message, not a traceback."""
+    private = X25519PrivateKey.generate()
+    sealed = tmp_path / "records.json.sealed"
+    sealed.write_bytes(seal(private.public_key(), b'{"tables": {}}'))
+    key_file = tmp_path / "tenant.key"
+    key_file.write_text(private.private_bytes_raw().hex())
+    opened = tmp_path / "records.json"
+    opened.write_text("old")
+    opened.chmod(0o644)
+
+    args = ("tenants", "open-sealed", str(sealed), "--private-key", str(key_file), "--out")
+    cli(*args, str(opened))
+
+    assert opened.read_bytes() == b'{"tables": {}}'
+    assert opened.stat().st_mode & 0o077 == 0
+    blocked = tmp_path / "a-file" / "records.json"
+    blocked.parent.write_text("not a folder")
+    failed = cli(*args, str(blocked), expect=2)
+    assert f"cannot write --out {blocked}" in failed.output
+    assert "Traceback" not in failed.output
 
 
 def test_shred_without_export_rejected(cli, tenant):
