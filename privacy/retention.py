@@ -240,6 +240,14 @@ def purge_batch(
     return cleared, deleted
 
 
+def purge_result(cleared: dict[str, int], deleted: dict[str, int]) -> dict[str, int]:
+    """Return rows per table as the purge reports them: a table maps to the rows whose
+    personal data was cleared, and `deleted:TABLE` to the rows deleted."""
+    result = dict(cleared)
+    result.update({f"deleted:{name}": count for name, count in deleted.items()})
+    return result
+
+
 def record_purge(
     session: Session,
     tenant_id: str,
@@ -248,13 +256,8 @@ def record_purge(
     *,
     actor: str,
 ) -> dict[str, int]:
-    """Write the purge's audit entry when it changed anything, and return the rows per table.
-
-    The result maps a table to the rows whose personal data was cleared, and `deleted:TABLE`
-    to the rows deleted.
-    """
-    result = dict(cleared)
-    result.update({f"deleted:{name}": count for name, count in deleted.items()})
+    """Write a `retention.purge` audit entry for the rows cleared and deleted in the session's
+    transaction, when it changed anything, and return them as `purge_result` does."""
     cleared_total, deleted_total = sum(cleared.values()), sum(deleted.values())
     if cleared_total or deleted_total:
         audit(
@@ -270,7 +273,7 @@ def record_purge(
             },
         )
         log.info("retention_purged", tenant_id=tenant_id, rows=cleared_total, deleted=deleted_total)
-    return result
+    return purge_result(cleared, deleted)
 
 
 def purge_in_batches(
@@ -281,10 +284,13 @@ def purge_in_batches(
     actor: str,
     now: datetime | None = None,
 ) -> dict[str, int]:
-    """Purge everything past retention, one `purge_batch` per `transaction()`.
+    """Purge everything past retention, one `purge_batch` per `transaction()`, and return the
+    rows of all batches as `purge_result` does.
 
-    `transaction()` returns a context manager that yields a session and commits on exit. The
-    audit entry is written in the last transaction, which finds nothing left to purge.
+    `transaction()` returns a context manager that yields a session and commits on exit. Each
+    batch that changes anything writes its own audit entry in its own transaction, so rows
+    cleared or deleted are never committed without their evidence, even when a later batch
+    fails. The last transaction finds nothing left and writes nothing.
     Idempotent: purged rows hold nothing any more and deleted ones are gone, so neither is
     selected again.
     """
@@ -299,7 +305,8 @@ def purge_in_batches(
         with transaction() as session:
             batch_cleared, batch_deleted = purge_batch(session, tenant_id, retention_days, now=now)
             if not any(batch_cleared.values()) and not any(batch_deleted.values()):
-                return record_purge(session, tenant_id, cleared, deleted, actor=actor)
+                return purge_result(cleared, deleted)
+            record_purge(session, tenant_id, batch_cleared, batch_deleted, actor=actor)
         _add(cleared, batch_cleared)
         _add(deleted, batch_deleted)
 

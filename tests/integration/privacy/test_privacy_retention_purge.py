@@ -208,6 +208,39 @@ def test_purge_commits_batch_by_batch(engine, tenant, seed_requests, monkeypatch
     assert retention_control(engine, tenant)["passed"]
 
 
+def test_interrupted_purge_audits_committed_batches(engine, tenant, seed_requests, monkeypatch):
+    ids = seed_requests(engine, tenant, 3)
+    for request_id in ids:
+        close_at(engine, tenant, request_id, LONG_AGO)
+    monkeypatch.setattr(privacy.retention, "PURGE_BATCH", 2)
+    calls = []
+
+    @contextmanager
+    def transaction():
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("worker stopped")
+        with unit_of_work(TenantContext(tenant), engine=engine) as session:
+            yield session
+
+    with unit_of_work(TenantContext(tenant), engine=engine, write=False) as session:
+        days = tenant_privacy_settings(session, tenant)["retention_days"]
+    with pytest.raises(RuntimeError):
+        purge_in_batches(transaction, tenant, days, actor="test")
+
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        left = session.scalar(select(func.count()).select_from(ServiceRequest))
+        entries = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.tenant_id == tenant, AuditEntry.action == "retention.purge"
+            )
+        ).all()
+    # The first batch deleted two requests and committed, so its audit entry is there.
+    assert left == 1
+    [entry] = entries
+    assert "service_requests:2" in entry.details["deleted"]
+
+
 def test_report_of_shredded_tenant(engine, tenant, seed_requests):
     seed_requests(engine, tenant, 1)
     with unit_of_work(TenantContext(tenant), engine=engine) as session:
