@@ -260,6 +260,12 @@ class ServiceSpec(_Strict):
 # --- agencies and routing -------------------------------------------------------------------
 
 
+# The lowest `max_deliveries_per_minute`: one delivery about every 17 hours. A lower cap is no
+# receiver's rate limit, and at about 1e-10 the send slot interval no longer fits a Python
+# datetime, so every claim of the agency's deliveries would fail.
+MIN_DELIVERIES_PER_MINUTE = 0.001
+
+
 class AgencySpec(_Strict):
     """An agency back office that receives routed requests by HTTP webhook.
 
@@ -279,7 +285,9 @@ class AgencySpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     webhook_url: str | None = Field(default=None, max_length=2000)
     webhook_secret: str | None = Field(default=None, min_length=16, max_length=128)
-    max_deliveries_per_minute: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_deliveries_per_minute: float | None = Field(
+        default=None, ge=MIN_DELIVERIES_PER_MINUTE, allow_inf_nan=False
+    )
 
     @field_validator("webhook_url")
     @classmethod

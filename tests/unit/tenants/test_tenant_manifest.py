@@ -156,6 +156,11 @@ BAD_FIELDS = [
     ),
     (
         ["agencies", 0, "max_deliveries_per_minute"],
+        1e-11,
+        "agencies[0].max_deliveries_per_minute: ",
+    ),
+    (
+        ["agencies", 0, "max_deliveries_per_minute"],
         float("inf"),
         "agencies[0].max_deliveries_per_minute: ",
     ),
@@ -426,6 +431,8 @@ def test_agency_delivery_cap_optional():
 
     assert manifest.agencies[0].max_deliveries_per_minute == 0.5
     assert manifest.agencies[1].max_deliveries_per_minute is None
+    data["agencies"][0]["max_deliveries_per_minute"] = 0.001
+    assert parse_manifest(data).agencies[0].max_deliveries_per_minute == 0.001
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
