@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from hub.core.clock import isoformat
@@ -155,10 +155,16 @@ def staff_request(
     return body
 
 
+# Longest phone, e-mail and purpose a search accepts, in the body and in the query string.
+MAX_PHONE_CHARS = 64
+MAX_EMAIL_CHARS = 320
+MAX_PURPOSE_CHARS = 64
+
+
 class FindBody(BaseModel):
-    phone: str | None = Field(default=None, max_length=64)
-    email: str | None = Field(default=None, max_length=320)
-    purpose: str | None = Field(default=None, max_length=64)
+    phone: str | None = Field(default=None, max_length=MAX_PHONE_CHARS)
+    email: str | None = Field(default=None, max_length=MAX_EMAIL_CHARS)
+    purpose: str | None = Field(default=None, max_length=MAX_PURPOSE_CHARS)
 
 
 def _find(ctx: TenantContext, body: FindBody) -> dict[str, Any]:
@@ -188,9 +194,9 @@ def find_requests(
 def find_requests_by_query(
     request: Request,
     response: Response,
-    phone: str | None = None,
-    email: str | None = None,
-    purpose: str | None = None,
+    phone: str | None = Query(default=None, max_length=MAX_PHONE_CHARS),
+    email: str | None = Query(default=None, max_length=MAX_EMAIL_CHARS),
+    purpose: str | None = Query(default=None, max_length=MAX_PURPOSE_CHARS),
     authorization: str | None = Header(default=None),
     x_api_key: str | None = Header(default=None),
 ) -> dict[str, Any]:

@@ -613,6 +613,17 @@ def test_find_by_query_deprecated_and_audited(client, tenants_ab, hub_db):
     assert entry.details["results"] == 0
 
 
+def test_find_by_query_rejects_long_email(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    email = "a" * 400 + "@example.com"
+    response = _staff(client, alpha, f"/api/v1/requests/find?email={email}")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+    assert "email" in response.json()["error"]["message"]
+    assert email not in response.text
+    assert _searches(hub_db, alpha) == []
+
+
 def test_find_rejects_undeclared_purpose(client, tenants_ab, hub_db):
     alpha, _ = tenants_ab
     response = client.post(
