@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     def ensure_var_dir(self) -> None:
         """Create the var folder, or raise ConfigurationError naming HUB_VAR_DIR.
 
-        A new var folder is readable by its owner only (0700); an existing one keeps its mode.
+        A new var folder is readable by its owner only (0700), and an existing one keeps its mode.
         The SQLite files in it are created 0600 when first opened (`create_private_file`).
         """
         try:
