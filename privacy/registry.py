@@ -27,7 +27,7 @@ class EncryptedTable:
 
     `linking_columns` are clear columns that link a row to a person or a precise place, such
     as blind indexes of an e-mail or phone and a fine location cell. The purge sets them to
-    NULL with the ciphertexts, and a row that still holds one counts as past retention.
+    NULL with the ciphertexts, and a row that still has one counts as past retention.
 
     When `delete_class` names a retention period, the purge deletes a row whose time column is
     older than that period, together with its dependent rows (`register_dependent_rows`).
@@ -133,7 +133,7 @@ def unregister_encrypted_table(table: str) -> None:
 
 @dataclass(frozen=True)
 class DependentRows:
-    """Rows of `table` whose `column` holds the id of a row of a registered table.
+    """Rows of `table` whose `column` contains the id of a row of a registered table.
 
     `on_purge` says what the purge does to them when it clears the parent's personal data, and
     `on_delete` when it deletes the parent: "keep", "delete" or "unlink" (set `column` to NULL).

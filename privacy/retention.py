@@ -206,7 +206,7 @@ def purge_batch(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Purge up to `batch` rows per registered table, and return (cleared, deleted) per table.
 
-    Rows past their delete period go first, with their dependent rows; once none is left, the
+    Rows past their delete period go first, with their dependent rows. When none is left, the
     personal data of rows past the personal-data period is cleared. Both counts are zero when
     nothing is left, so callers repeat until then, committing in between.
     """

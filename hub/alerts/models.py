@@ -231,7 +231,7 @@ class Delivery(TenantOwned, Base):
     language: Mapped[str | None] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The error of the last failed attempt. It is kept when the delivery is dropped, so a
-    # review still sees why a resident was not reached before the drop.
+    # review can still show why a resident was not reached before the drop.
     last_error: Mapped[str | None] = mapped_column(String(64))
     # Why a dropped delivery was dropped: the alert's end state (cancelled, superseded,
     # expired) or "unsubscribed".

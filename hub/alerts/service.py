@@ -332,7 +332,7 @@ def audit_alert(session: Session, row: m.Alert, actor: str, action: str, **detai
     """Append an audit entry about one tenant's row of an alert.
 
     Every entry names the row's own id (`alert_id`, which differs per tenant in a regional
-    alert), the regional `group_id`, the CAP `identifier`, `msg_type` and `status`, so the
+    alert), the regional `group_id`, the CAP `identifier`, `msg_type` and `status`. So the
     export of one tenant's chain can be read per message without the other tenants' rows.
     """
     audit(
@@ -1093,7 +1093,7 @@ def status(session: Session, row: m.Alert) -> dict[str, Any]:
     """Live delivery state of one tenant's row: counts by channel and state, the error
     reasons of its deliveries not sent by channel, and why deliveries were dropped.
 
-    A sent delivery has no error, so `errors` holds the last error of failed and retried
+    A sent delivery has no error, so `errors` contains the last error of failed and retried
     deliveries and of dropped ones that had failed before the drop."""
     return {
         "id": row.id,

@@ -226,7 +226,7 @@ ALERT_DELIVERIES = GaugeSpec(
     "Alert deliveries per tenant, channel and state (pending, sent, failed, dropped).",
     ["tenant", "channel", "state"],
 )
-# Counting every delivery row scans the table, which holds a row per resident and channel of
+# Counting every delivery row scans the table, which has a row per resident and channel of
 # every alert, so these counts are read at most once per 30 seconds.
 ALERT_TOTALS_MAX_AGE = 30.0
 

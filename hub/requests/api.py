@@ -155,7 +155,8 @@ def staff_request(
     return body
 
 
-# Longest phone, e-mail and purpose a search accepts, in the body and in the query string.
+# Maximum lengths of the phone, e-mail and purpose that a search accepts, in the body and
+# in the query string.
 MAX_PHONE_CHARS = 64
 MAX_EMAIL_CHARS = 320
 MAX_PURPOSE_CHARS = 64

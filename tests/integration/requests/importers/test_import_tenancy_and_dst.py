@@ -166,7 +166,8 @@ def test_requests_closed_before_retention_keep_no_personal_data(engine, tmp_path
     assert old.address_enc is None
     assert old.dek_version is None
     # The cell is finer than open data publishes; the purge would clear it too.
-    assert old.h3_cell is None and old.status == "closed"
+    assert old.h3_cell is None
+    assert old.status == "closed"
     assert (old.lat, old.lon) != (None, None)
     # Closed recently, or never closed: the retention clock has not run out.
     assert recent.description_enc is not None and recent.address_enc is not None
