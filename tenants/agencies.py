@@ -65,6 +65,8 @@ class AgencySummary:
     # End of the overlap after a rotation, while deliveries are also signed with the replaced
     # secret; None when no overlap lasts.
     previous_secret_valid_until: datetime | None
+    # The manifest's cap on deliveries per minute to this agency; None when it has none.
+    max_deliveries_per_minute: float | None = None
 
 
 def webhook_host(url: str | None) -> str | None:
@@ -92,6 +94,7 @@ def list_agencies(session: Session, ctx: TenantContext) -> list[AgencySummary]:
             webhook_secret_set=row.webhook_secret_enc is not None,
             active=row.active,
             previous_secret_valid_until=previous_secret_valid_until(row, now),
+            max_deliveries_per_minute=row.max_deliveries_per_minute,
         )
         for row in rows
     ]

@@ -276,13 +276,14 @@ def show_command(
         )
         table(
             "Agencies",
-            ["code", "name", "webhook host", "webhook secret", "active"],
+            ["code", "name", "webhook host", "webhook secret", "deliveries/min", "active"],
             [
                 [
                     a["code"],
                     a["name"],
                     a["webhook_host"],
                     _secret_cell(a),
+                    _rate_cell(a["max_deliveries_per_minute"]),
                     "yes" if a["active"] else "no",
                 ]
                 for a in d["agencies"]
@@ -290,6 +291,10 @@ def show_command(
         )
 
     emit(data, as_json, render)
+
+
+def _rate_cell(rate: float | None) -> str:
+    return "no cap" if rate is None else f"{rate:g}"
 
 
 def _secret_cell(agency: dict[str, Any]) -> str:

@@ -95,6 +95,7 @@ def test_show_lists_agencies_without_secrets(hub_cli, make_manifest, tmp_path):
     data = make_manifest("san-francisco")
     data["agencies"][0]["webhook_url"] = "https://user:pw@hooks.example.org:8443/sf?token=t"
     data["agencies"][0]["webhook_secret"] = "given-secret-0123456789"
+    data["agencies"][0]["max_deliveries_per_minute"] = 2.5
     path = tmp_path / "city.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     hub_cli("tenants", "onboard", str(path))
@@ -108,6 +109,9 @@ def test_show_lists_agencies_without_secrets(hub_cli, make_manifest, tmp_path):
     assert first["webhook_host"] == "hooks.example.org:8443"
     assert first["webhook_secret_set"] is True
     assert all(a["webhook_secret_set"] for a in agencies.values())
+    assert first["max_deliveries_per_minute"] == 2.5
+    others = [a for a in agencies.values() if a is not first]
+    assert others and all(a["max_deliveries_per_minute"] is None for a in others)
     assert "given-secret" not in out
     assert "token=t" not in out
 
@@ -115,6 +119,7 @@ def test_show_lists_agencies_without_secrets(hub_cli, make_manifest, tmp_path):
     assert code == 0, text
     assert "Agencies" in text
     assert data["agencies"][0]["code"] in text
+    assert "2.5" in text and "no cap" in text
     assert "given-secret" not in text
 
 
