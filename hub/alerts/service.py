@@ -814,7 +814,7 @@ def rows_to_send(rows: list[m.Alert], *, approved_only: bool = False) -> list[m.
     and parts still in draft raise Forbidden (code `not_approved`) naming each of them. With
     `approved_only` the approved parts are returned and the others are left as they are, so a
     later send starts each draft once it is approved. It still raises Forbidden when no part
-    is approved.
+    is approved and one is in draft, and Conflict when every part left is held.
     """
     unsent = unsent_rows(rows)
     now = utcnow()
@@ -836,14 +836,19 @@ def rows_to_send(rows: list[m.Alert], *, approved_only: bool = False) -> list[m.
             f"`{send_command(rows[0])} --approved-only`"
         )
     if held and not approved_only:
-        listed = "; ".join(
-            f"alert {row.id} of tenant {row.tenant_id} is held and is never sent: {row.hold_reason}"
-            for row in held
-        )
-        raise Conflict(listed + option_hint)
+        raise Conflict(_held_message(held) + option_hint)
+    if held and approved_only and not ready and not drafts:
+        raise Conflict(f"nothing was sent, because every part left is held: {_held_message(held)}")
     if drafts and (not approved_only or not ready):
         raise Forbidden(_not_approved_message(drafts, ready, regional), code="not_approved")
     return ready
+
+
+def _held_message(held: list[m.Alert]) -> str:
+    return "; ".join(
+        f"alert {row.id} of tenant {row.tenant_id} is held and is never sent: {row.hold_reason}"
+        for row in held
+    )
 
 
 def _not_approved_message(drafts: list[m.Alert], ready: list[m.Alert], regional: bool) -> str:

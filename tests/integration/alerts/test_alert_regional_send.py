@@ -125,6 +125,24 @@ def test_approved_only_nothing_approved(engine, region) -> None:
     assert state(engine, origin, parts[origin]["id"]) == m.DRAFT
 
 
+def test_approved_only_every_part_left_held(engine, region, cli) -> None:
+    origin, guest = region
+    parts = compose_regional(engine, origin, guest, cap_alert("REG-PART-3"))
+    for tenant, part in parts.items():
+        with unit_of_work(manager(tenant), engine=engine) as session:
+            row = session.get(m.Alert, part["id"])
+            row.state = m.HELD
+            row.hold_reason = "the alert it updates is unknown here"
+
+    result = cli("send", parts[origin]["id"], "--tenant", origin, "--as", "em1", "--approved-only")
+
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert "nothing was sent, because every part left is held" in output
+    assert f"alert {parts[guest]['id']} of tenant {guest} is held" in output
+    assert deliveries(engine, origin, parts[origin]["id"]) == 0
+
+
 def test_cancel_leaving_parts_warns(engine, region, cli, tmp_path) -> None:
     origin, guest = region
     first = cap_alert("REG-CANCEL-1")
