@@ -221,9 +221,11 @@ class PublicPoster:
     addresses only.
 
     The host is resolved here, every address it resolves to is checked, and the request goes
-    to the first of them, so no second lookup can swap in another address after the check.
-    Only that first address is tried; a failed connection is retried like any other.
-    Host header and TLS server name stay those of the URL. Redirects are not followed, because
+    to those addresses only, so no second lookup can swap in another address after the check.
+    They are tried in the order the lookup gave them, the next one only when a connection to
+    the one before could not be made (so nothing was sent there); when none connects, the
+    delivery is retried like any other transient failure. Host header and TLS server name
+    stay those of the URL. Redirects are not followed, because
     a redirect could point anywhere. With `HUB_ALERT_WEBHOOKS_ALLOW_PRIVATE` the addresses are
     not checked.
     """
@@ -234,9 +236,9 @@ class PublicPoster:
         # One lookup per host and port for the channel's batch, shared by concurrent sends.
         self._lookups: dict[tuple[str, int], asyncio.Task[list[IPAddress]]] = {}
 
-    async def _address(self, host: str, port: int) -> IPAddress:
-        """Return the checked address to connect to. Raises AddressNotAllowed, or
-        socket.gaierror when the host does not resolve."""
+    async def _addresses(self, host: str, port: int) -> list[IPAddress]:
+        """Return the checked addresses to connect to, in the order to try them. Raises
+        AddressNotAllowed, or socket.gaierror when the host does not resolve."""
         address = parse_address(host)
         if address is not None:
             addresses = [address]
@@ -251,7 +253,7 @@ class PublicPoster:
                 kind = address_problem(candidate)
                 if kind is not None:
                     raise AddressNotAllowed(kind)
-        return addresses[0]
+        return addresses
 
     async def post(self, address: str, body: bytes, headers: dict[str, str]) -> Outcome:
         """POST `body` to the URL `address` and classify the outcome. A 404 or 410 disables
@@ -263,28 +265,41 @@ class PublicPoster:
         if url.scheme not in ("http", "https") or not url.raw_host or url.port is None:
             return Outcome(ok=False, error="not an http(s) URL")
         host = url.raw_host
-        request_url = url
-        request_headers = dict(headers)
-        tls_name = None
         try:
-            target = await self._address(host, url.port)
-            if parse_address(host) is None:
-                request_headers["Host"] = url.host_port_subcomponent or host
-                request_url = url.with_host(str(target))
-                tls_name = host.rstrip(".") if url.scheme == "https" else None
-            async with self.http.post(
-                request_url,
-                data=body,
-                headers=request_headers,
-                allow_redirects=False,
-                server_hostname=tls_name,
-            ) as response:
-                await response.read()
-                return classify_status(response.status, gone_disables=True)
+            targets = await self._addresses(host, url.port)
+            for target in targets[:-1]:
+                try:
+                    return await self._post_to(url, target, body, headers)
+                except aiohttp.ClientConnectorError:
+                    continue
+            return await self._post_to(url, targets[-1], body, headers)
         except AddressNotAllowed as exc:
             return Outcome(ok=False, error=exc.reason)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return Outcome(ok=False, transient=True, error=error_reason(exc))
+
+    async def _post_to(
+        self, url: URL, target: IPAddress, body: bytes, headers: dict[str, str]
+    ) -> Outcome:
+        """POST to `url` at the checked address `target`: a URL with a host name goes to
+        `target`, with the name as Host header and TLS server name."""
+        host = url.raw_host or ""
+        request_url = url
+        request_headers = dict(headers)
+        tls_name = None
+        if parse_address(host) is None:
+            request_headers["Host"] = url.host_port_subcomponent or host
+            request_url = url.with_host(str(target))
+            tls_name = host.rstrip(".") if url.scheme == "https" else None
+        async with self.http.post(
+            request_url,
+            data=body,
+            headers=request_headers,
+            allow_redirects=False,
+            server_hostname=tls_name,
+        ) as response:
+            await response.read()
+            return classify_status(response.status, gone_disables=True)
 
 
 class WebhookChannel(Channel):

@@ -229,6 +229,25 @@ def test_delivery_connects_to_checked_address(
     assert dns.other_lookups == []
 
 
+def test_delivery_tries_next_checked_address(
+    engine: Engine, allow_private, dns: FakeDns, webhook_receiver: HttpReceiver
+) -> None:
+    """When no connection to the first address of a name can be made, the next one it
+    resolved to gets the request, once."""
+    tenant = add_tenant(engine, alerts=RATES)
+    allow_private(True)
+    authority = f"{HOOK_HOST}:{webhook_receiver.port}"
+    add_resident(engine, tenant, NYC_POINT, {"webhook": f"http://{authority}/next"})
+    # The receiver listens on 127.0.0.1 only, so a connection to 127.0.0.2 is refused.
+    dns.answers[HOOK_HOST] = ["127.0.0.2", "127.0.0.1"]
+
+    alert_id = send_once(engine, tenant, "NEXT-1")
+
+    assert [e["path"] for e in webhook_receiver.received.bodies.values()] == ["/next"]
+    [status] = workflow.status(engine, manager(tenant), alert_id)
+    assert status["deliveries"] == {"webhook": {"sent": 1}}
+
+
 def test_delivery_follows_no_redirect(engine: Engine, allow_private) -> None:
     tenant = add_tenant(engine, alerts=RATES)
     allow_private(True)
