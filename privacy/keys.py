@@ -29,7 +29,7 @@ from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session
 
 from hub.core.clock import utcnow
-from hub.core.db import readable_tenant
+from hub.core.db import advisory_xact_lock, readable_tenant
 from hub.core.errors import ConfigurationError, HubError, NotFound
 from hub.core.settings import Settings, get_settings
 from privacy.encoding import length_prefixed
@@ -537,6 +537,22 @@ class Keyring:
         return key
 
 
+# First key of the advisory lock that serializes changes to one tenant's key rows; the second is
+# the hash of the tenant id.
+_KEY_CHANGE_LOCK_CLASS = 311_0004
+
+
+def lock_tenant_keys(session: Session, tenant_id: str) -> None:
+    """Hold the tenant's key-change lock until the transaction ends.
+
+    Every change that wraps a key under the tenant's KEK, or replaces the KEK, takes it before
+    it reads the key rows. Without it, a KEK rotation that read the rows before a concurrent
+    DEK rotation committed would delete the KEK that still wraps the new DEK, and every value
+    encrypted under that DEK would be lost.
+    """
+    advisory_xact_lock(session, _KEY_CHANGE_LOCK_CLASS, tenant_id)
+
+
 def new_kek_row(provider: KeyProvider, tenant_id: str, version: int) -> tuple[TenantKey, bytes]:
     """Build a row for a new KEK wrapped by the root key; return it with the unwrapped KEK."""
     kek = secrets.token_bytes(KEY_BYTES)
@@ -579,6 +595,7 @@ def create_tenant_keys(session: Session, tenant_id: str) -> None:
     Called at onboarding, after the tenant row is added. A tenant that already has a KEK is
     left as it is, and only missing kinds are added.
     """
+    lock_tenant_keys(session, tenant_id)
     existing = {
         (row.kind, row.version)
         for row in session.scalars(select(TenantKey).where(TenantKey.tenant_id == tenant_id))

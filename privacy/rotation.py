@@ -38,6 +38,7 @@ from privacy.keys import (
     forget_key_provider,
     get_key_provider,
     kek_associated_data,
+    lock_tenant_keys,
     new_data_key_row,
     new_kek_row,
     write_root_key,
@@ -81,6 +82,7 @@ def rotate_dek(session: Session, tenant_id: str, *, actor: str) -> int:
 
     The caller enqueues the re-encryption task (`privacy.tasks.enqueue_reencryption`).
     """
+    lock_tenant_keys(session, tenant_id)
     ring = Keyring.load(session, tenant_id)
     version = max(ring.versions(KIND_DEK), default=0) + 1
     session.add(new_data_key_row(ring, KIND_DEK, version))
@@ -250,6 +252,7 @@ def retire_unused_deks(session: Session, tenant_id: str, *, actor: str) -> list[
 
 def rotate_kek(session: Session, tenant_id: str, *, actor: str) -> int:
     """Create a new KEK version, re-wrap every data key under it and delete the old KEKs."""
+    lock_tenant_keys(session, tenant_id)
     ring = Keyring.load(session, tenant_id)
     provider = get_key_provider()
     old_versions = ring.versions(KIND_KEK)

@@ -228,3 +228,56 @@ def test_derived_secrets_survive_interrupted_rotation():
     forget_key_provider()
 
     assert derived(get_key_provider()) == before
+
+
+def _wait_for_advisory_lock_waiter(engine, timeout=10.0):
+    """Wait until some session waits for an advisory lock; fail after `timeout` seconds."""
+    import time
+
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ).scalar()
+        if waiting:
+            return
+        time.sleep(0.05)
+    pytest.fail("the KEK rotation never waited for the DEK rotation's transaction")
+
+
+def test_kek_rotation_during_dek_rotation(engine, tenant, seed_requests):
+    """A KEK rotation that starts while a DEK rotation is uncommitted re-wraps the new DEK too,
+    so no data key is left wrapped by a deleted KEK."""
+    import threading
+
+    from privacy.keys import Keyring
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time, so the two cannot overlap")
+    seed_requests(engine, tenant, 1)
+    errors = []
+
+    def rotate_kek_in_thread():
+        try:
+            with unit_of_work(TenantContext(tenant), engine=engine) as session:
+                rotate_kek(session, tenant, actor="test")
+        except Exception as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        assert rotate_dek(session, tenant, actor="test") == 2
+        kek_thread = threading.Thread(target=rotate_kek_in_thread)
+        kek_thread.start()
+        _wait_for_advisory_lock_waiter(engine)
+    kek_thread.join(timeout=30)
+    assert not kek_thread.is_alive()
+    assert errors == []
+
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        ring = Keyring.load(session, tenant)
+        assert ring.versions(KIND_KEK) == [2]
+        assert ring.rows[(KIND_DEK, 2)].wrapped_by == "2"
+        assert len(ring.key(KIND_DEK, 2)) == KEY_BYTES
