@@ -70,3 +70,55 @@ def test_seal_wrong_key_fails():
     blob = seal(X25519PrivateKey.generate().public_key(), b"tenant records")
     with pytest.raises(InvalidInput, match="failed authentication"):
         open_sealed(X25519PrivateKey.generate(), blob)
+
+
+def test_offboarding_closes_intake_before_export(engine, tenant, seed_requests, tmp_path):
+    """Requests accepted while the export runs would miss the export and then lose their keys,
+    so a shredding offboard stops accepting them before it exports."""
+    from tenants.keys import create_api_key, forget_cached_keys, resolve_api_key
+    from tenants.offboarding import offboard
+    from tenants.registry import get_tenant, invalidate_cache
+
+    seed_requests(engine, tenant, 1)
+    ctx = TenantContext(tenant, actor="test")
+    with unit_of_work(ctx, engine=engine) as session:
+        _row, api_key = create_api_key(session, ctx, roles=["open311"], label="city app")
+    recipient = X25519PrivateKey.generate().public_key().public_bytes_raw().hex().encode()
+    during_export = []
+
+    def check_intake(_rows):
+        forget_cached_keys()
+        invalidate_cache()
+        key_accepted = resolve_api_key(api_key, engine=engine) is not None
+        during_export.append((key_accepted, get_tenant(tenant, engine=engine).active))
+
+    result = offboard(
+        tenant,
+        export_dir=tmp_path,
+        public_key=recipient,
+        shred=True,
+        actor="test",
+        engine=engine,
+        progress=check_intake,
+    )
+    assert result["shredded"] is True
+    assert during_export
+    assert all(key_accepted is False for key_accepted, _active in during_export)
+    assert all(active is False for _key_accepted, active in during_export)
+
+
+def test_failed_offboarding_export_reopens_intake(engine, tenant, tmp_path):
+    from tenants.offboarding import offboard
+    from tenants.registry import get_tenant, invalidate_cache
+
+    with pytest.raises(InvalidInput):
+        offboard(
+            tenant,
+            export_dir=tmp_path,
+            public_key=b"not a key",
+            shred=True,
+            actor="test",
+            engine=engine,
+        )
+    invalidate_cache()
+    assert get_tenant(tenant, engine=engine).active is True
