@@ -40,7 +40,7 @@ log = structlog.get_logger(__name__)
 KEY_BYTES = 32
 _NONCE_BYTES = 12
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
-_PLACEHOLDER_WORDS = ("change", "placeholder", "example", "secret", "dummy", "xxxx")
+_MAX_PLACEHOLDER_DISTINCT_BYTES = 16
 
 
 class KeyUnwrapFailed(HubError):
@@ -97,11 +97,14 @@ def root_key_id(root_key: bytes) -> str:
     return hashlib.sha256(b"hub-root-key-id\x00" + root_key).hexdigest()[:16]
 
 
-def _looks_like_placeholder(raw: bytes, key: bytes) -> bool:
-    lowered = raw.lower()
-    if any(word.encode() in lowered for word in _PLACEHOLDER_WORDS):
-        return True
-    return len(set(key)) <= 2
+def _looks_like_placeholder(key: bytes) -> bool:
+    """Return True when `key` has too few distinct byte values to be random, as a typed
+    pattern such as `deadbeef` or `0123456789abcdef` repeated has.
+
+    32 random bytes have 16 or fewer distinct values with a probability of about 2e-15 (the
+    count of such byte strings over 256^32), so a generated key is practically never rejected.
+    """
+    return len(set(key)) <= _MAX_PLACEHOLDER_DISTINCT_BYTES
 
 
 def parse_root_key(raw: bytes, path: Path) -> bytes:
@@ -154,7 +157,7 @@ def load_root_key(path: Path, *, production: bool) -> bytes:
 
     raw = path.read_bytes()
     key = parse_root_key(raw, path)
-    if _looks_like_placeholder(raw, key):
+    if _looks_like_placeholder(key):
         if production:
             raise ConfigurationError(
                 f"invalid root key file {path}: it contains a placeholder value; replace it "

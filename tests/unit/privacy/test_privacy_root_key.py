@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import stat
 
 import pytest
@@ -62,7 +63,7 @@ def test_malformed_key_rejected_everywhere(tmp_path):
 
 def test_provider_wraps_and_unwraps(tmp_path):
     settings = Settings(env="production", root_key_file=tmp_path / "root.key")
-    (tmp_path / "root.key").write_text("3f" + "a1b2c3d4e5f60718" * 3 + "9c8d7e6f5a4b3c" + "\n")
+    (tmp_path / "root.key").write_text(secrets.token_hex(32) + "\n")
     (tmp_path / "root.key").chmod(0o600)
     provider = LocalKeyProvider.from_settings(settings)
     key_id, blob = provider.wrap(b"k" * 32, b"aad")
@@ -70,3 +71,20 @@ def test_provider_wraps_and_unwraps(tmp_path):
     assert provider.unwrap(blob, b"aad", key_id=key_id) == b"k" * 32
     with pytest.raises(Exception, match="failed authentication"):
         provider.unwrap(blob, b"other", key_id=provider.key_id)
+
+
+@pytest.mark.parametrize("value", ["deadbeef" * 8, "0123456789abcdef" * 4, "12345678" * 8])
+def test_production_rejects_repeated_pattern(tmp_path, value):
+    path = tmp_path / "root.key"
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    with pytest.raises(ConfigurationError, match="placeholder"):
+        load_root_key(path, production=True)
+
+
+def test_production_accepts_random_key(tmp_path):
+    path = tmp_path / "root.key"
+    key = secrets.token_bytes(32)
+    path.write_text(key.hex() + "\n")
+    path.chmod(0o600)
+    assert load_root_key(path, production=True) == key
