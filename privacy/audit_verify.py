@@ -91,7 +91,7 @@ class VerificationResult:
         }
 
 
-def _checkpoint_record(checkpoint: AuditCheckpoint) -> dict[str, Any]:
+def _checkpoint_record(checkpoint: AuditCheckpoint | AuditHead) -> dict[str, Any]:
     return {
         "type": "checkpoint",
         "chain": checkpoint.chain,
@@ -107,9 +107,11 @@ def export_audit(session: Session, path: Path, *, tenant_id: str | None = None) 
     """Write the audit log (one tenant's chain, or every chain) to `path`; return entry count."""
     entries = select(AuditEntry).order_by(AuditEntry.chain, AuditEntry.seq)
     checkpoints = select(AuditCheckpoint).order_by(AuditCheckpoint.chain, AuditCheckpoint.seq)
+    signed_heads = select(AuditHead).order_by(AuditHead.chain)
     if tenant_id is not None:
         entries = entries.where(AuditEntry.chain == tenant_id)
         checkpoints = checkpoints.where(AuditCheckpoint.chain == tenant_id)
+        signed_heads = signed_heads.where(AuditHead.chain == tenant_id)
     count = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
@@ -121,8 +123,16 @@ def export_audit(session: Session, path: Path, *, tenant_id: str | None = None) 
             out.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
             heads[entry.chain] = {"seq": entry.seq, "hash": entry.hash}
             count += 1
+        signed = set()
         for checkpoint in session.scalars(checkpoints):
             out.write(json.dumps(_checkpoint_record(checkpoint)) + "\n")
+            signed.add((checkpoint.chain, checkpoint.seq))
+        # The highest head a checkpoint signed outlives a deletion of the chain's end together
+        # with its checkpoint rows. Exported as a checkpoint, it makes `verify` report that end
+        # as deleted, although the chain and the trailer are consistent in themselves.
+        for head in session.scalars(signed_heads):
+            if (head.chain, head.seq) not in signed:
+                out.write(json.dumps(_checkpoint_record(head)) + "\n")
         out.write(json.dumps(_signed_trailer(heads, count)) + "\n")
     return count
 

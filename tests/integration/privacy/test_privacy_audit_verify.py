@@ -287,3 +287,15 @@ def test_later_export_compared_with_earlier(engine, tenant, tmp_path):
     problems = compare_exports(grown, shrunk, trusted_keys={public_key_hex()})
     assert [(p.kind, p.chain, p.seq) for p in problems] == [("deleted", tenant, head - 1)]
     assert f"entries {tenant} #{head - 1}..#{head} of the earlier export" in problems[0].message
+
+
+def test_export_after_tail_deletion_fails(engine, tenant, tmp_path):
+    """An export made after the chain's end and its checkpoint were deleted carries the
+    highest signed head, so the file alone fails to verify."""
+    exported(engine, tenant, tmp_path / "1", entries=6)
+    head = signed_head(engine, tenant)
+    delete_entries(engine, tenant, head - 1, checkpoint_too=True)
+    later = exported(engine, tenant, tmp_path / "2", entries=0)
+    problems = verify(later, trusted_keys={public_key_hex()}).problems
+    assert [(p.kind, p.chain, p.seq) for p in problems] == [("deleted", tenant, head)]
+    assert f"checkpointed entry {tenant}#{head} is missing" in problems[0].message
