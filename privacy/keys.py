@@ -548,10 +548,10 @@ _KEY_CHANGE_LOCK_CLASS = 311_0004
 def lock_tenant_keys(session: Session, tenant_id: str) -> None:
     """Hold the tenant's key-change lock until the transaction ends.
 
-    Every change that wraps a key under the tenant's KEK, or replaces the KEK, takes it before
-    it reads the key rows. Without it, a KEK rotation that read the rows before a concurrent
-    DEK rotation committed would delete the KEK that still wraps the new DEK, and every value
-    encrypted under that DEK would be lost.
+    Every change that wraps a key under the tenant's KEK, replaces the KEK or shreds the keys
+    takes it before it reads the key rows. Without it, a KEK rotation that read the rows
+    before a concurrent DEK rotation committed would delete the KEK that still wraps the new
+    DEK, and every value encrypted under that DEK would be lost.
     """
     advisory_xact_lock(session, _KEY_CHANGE_LOCK_CLASS, tenant_id)
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from hub.core.errors import InvalidInput
 from privacy.audit import audit
-from privacy.keys import clear_key_cache
+from privacy.keys import clear_key_cache, lock_tenant_keys
 from privacy.models import KeyUsage, TenantKey
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,8 @@ def crypto_shred(session: Session, tenant_id: str, *, actor: str) -> int:
     Afterwards none of the tenant's ciphertexts or blind indexes can be recomputed or
     decrypted. Other tenants' keys are untouched. The shredding itself is audited.
     """
+    # A key change still uncommitted when the DELETE runs would otherwise add a key after it.
+    lock_tenant_keys(session, tenant_id)
     kinds = sorted(
         set(session.scalars(select(TenantKey.kind).where(TenantKey.tenant_id == tenant_id)))
     )

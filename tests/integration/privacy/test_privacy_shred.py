@@ -122,3 +122,48 @@ def test_failed_offboarding_export_reopens_intake(engine, tenant, tmp_path):
         )
     invalidate_cache()
     assert get_tenant(tenant, engine=engine).active is True
+
+
+def test_shred_during_dek_rotation_leaves_no_key(engine, tenant):
+    """A shredding that starts while a DEK rotation is uncommitted also destroys the new DEK."""
+    import threading
+    import time
+
+    from sqlalchemy import func, text
+
+    from privacy.models import TenantKey
+    from privacy.rotation import rotate_dek
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time, so the two cannot overlap")
+    errors = []
+
+    def shred_in_thread():
+        try:
+            with unit_of_work(TenantContext(tenant), engine=engine) as session:
+                crypto_shred(session, tenant, actor="test")
+        except Exception as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    waiting_query = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    )
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        rotate_dek(session, tenant, actor="test")
+        shred_thread = threading.Thread(target=shred_in_thread)
+        shred_thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(waiting_query).scalar():
+                    break
+            time.sleep(0.05)
+    shred_thread.join(timeout=30)
+    assert not shred_thread.is_alive()
+    assert errors == []
+
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        remaining = session.scalar(
+            select(func.count()).select_from(TenantKey).where(TenantKey.tenant_id == tenant)
+        )
+    assert remaining == 0
