@@ -97,8 +97,19 @@ _RELATED_NAME = re.compile(
 # Redactions next to each other, such as an address and its flat number, become one.
 _ADJACENT_REDACTIONS = re.compile(rf"{re.escape(REDACTION)}(?:[\s,]*{re.escape(REDACTION)})+")
 
-OWN_FIELDS = ("first_name", "last_name", "email", "phone", "address", "address_id")
+OWN_FIELDS = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "address",
+    "address_id",
+    "account_id",
+)
 _MIN_OWN_TOKEN = 3
+# Two-letter name words ("Li", "Wu", "Al") count too, but match only in the case written, so
+# the Spanish word "al" and the like stay.
+_MIN_OWN_NAME_WORD = 2
 
 
 def own_values(record: dict[str, Any]) -> list[str]:
@@ -112,7 +123,7 @@ def own_values(record: dict[str, Any]) -> list[str]:
         if len(text) >= _MIN_OWN_TOKEN:
             values.add(text)
         if name in ("first_name", "last_name"):
-            values.update(t for t in text.split() if len(t) >= _MIN_OWN_TOKEN)
+            values.update(t for t in text.split() if len(t) >= _MIN_OWN_NAME_WORD)
     return sorted(values, key=len, reverse=True)
 
 
@@ -141,7 +152,9 @@ def redact_text(text: str | None, own: Iterable[str] = ()) -> str | None:
     text = _RELATED_NAME.sub(_redact_group, text)
     # The record's own values go last, because a replaced first name would hide the rest of
     # the name from the name patterns. A value matches only as whole words, so "Ted" leaves
-    # "[redacted]" and "tedious" alone.
+    # "[redacted]" and "tedious" alone. A value shorter than three characters matches only in
+    # its own case.
     for value in own:
-        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", REDACTION, text, flags=re.IGNORECASE)
+        case = re.IGNORECASE if len(value) >= _MIN_OWN_TOKEN else 0
+        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", REDACTION, text, flags=case)
     return _ADJACENT_REDACTIONS.sub(REDACTION, text)

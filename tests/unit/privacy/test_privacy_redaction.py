@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from privacy.redaction import REDACTION, redact_text
+from privacy.redaction import REDACTION, own_values, redact_text
 
 
 def test_email_redacted_whole_before_own_names():
@@ -84,6 +84,17 @@ def test_own_first_name_does_not_hide_last_name():
     out = redact_text("Neighbor Joe Pesci left debris", ["Joe"])
     assert "Pesci" not in out
     assert "Joe" not in out
+
+
+def test_own_short_name_matches_in_its_case():
+    record = {"first_name": "Al", "last_name": "Wu"}
+    out = redact_text("Al Wu says the light al lado del parque is out", own_values(record))
+    assert out == f"{REDACTION} says the light al lado del parque is out"
+
+
+def test_own_account_id_redacted():
+    out = redact_text("account acct7731q was billed twice", own_values({"account_id": "acct7731q"}))
+    assert "acct7731q" not in out
 
 
 def test_own_value_matches_whole_words():
