@@ -31,6 +31,8 @@ DELIVERY_HEADER = "X-Hub-Delivery-Id"
 # must stay well above their sum so that no second worker claims a POST still in flight.
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
+# `SendResult.error` of a webhook URL that httpx cannot parse or encode.
+INVALID_URL_ERROR = "invalid webhook URL"
 # Maximum wait, in seconds, that a Retry-After header can ask for. A longer one is cut to this.
 MAX_RETRY_AFTER = 3600.0
 
@@ -109,7 +111,10 @@ def retry_after_seconds(value: str, now: datetime | None = None) -> float | None
 def is_placeholder_url(url: str) -> bool:
     """Return whether `url` names a host under `.invalid`, the domain that RFC 6761 reserves
     for names that never resolve, as the example manifests use for agency endpoints."""
-    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False  # malformed, which `post` reports on its own
     return host == "invalid" or host.endswith(".invalid")
 
 
@@ -127,7 +132,7 @@ def post(
     Transient, so retried with backoff: connection errors, timeouts and other transport errors,
     HTTP 5xx, 408 and 429. Any other non-2xx status (including redirects, which are not followed) is
     permanent, because sending the same body again cannot succeed, and so is a placeholder
-    host, which is never contacted.
+    host, which is never contacted, and a URL that cannot be parsed or encoded.
     """
     if is_placeholder_url(url):
         # Never looked up: a resolver would send the name to the network for nothing.
@@ -144,6 +149,12 @@ def post(
         response = _client().post(url, content=body, headers=headers)
     except httpx.TransportError as exc:
         return SendResult(ok=False, transient=True, error=type(exc).__name__)
+    except (httpx.InvalidURL, ValueError):
+        # The manifest checks only the scheme, so a URL such as `http://a..b/` gets here. httpx
+        # raises InvalidURL, and the IDNA codec UnicodeError (a ValueError), on every attempt.
+        # Propagated, either would end the routing task before `record_outcome`, so every
+        # sweep would claim the delivery again and it would never go dead.
+        return SendResult(ok=False, transient=False, error=INVALID_URL_ERROR)
 
     status = response.status_code
     response.close()

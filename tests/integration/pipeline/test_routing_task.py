@@ -291,6 +291,26 @@ def test_connection_refused_is_transient(configured_db: Engine, receiver: Agency
     assert row.last_error == "ConnectError"
 
 
+def test_malformed_webhook_url_marks_dead(
+    configured_db: Engine, receiver: AgencyReceiver
+) -> None:
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    with unit_of_work(SystemContext("test: a malformed webhook URL"), engine=configured_db) as s:
+        from tenants.models import Agency
+
+        agency = s.scalars(select(Agency).where(Agency.tenant_id == tenant_id)).one()
+        # The manifest accepts it: it starts with http://.
+        agency.webhook_url = "http://agency..example.org/hook"
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+
+    outcomes = route(request_id, tenant_id=tenant_id)
+
+    row = _deliveries(configured_db, request_id)["dpw"]
+    assert outcomes == {"dead": 1}
+    assert row.state == "dead"
+    assert row.last_error == "invalid webhook URL"
+
+
 def _start_retry_window(engine: Engine, request_id: str, *, ago: timedelta, attempts: int) -> None:
     with unit_of_work(SystemContext("test: a delivery failing for a while"), engine=engine) as s:
         row = s.scalars(select(Delivery).where(Delivery.request_id == request_id)).one()

@@ -33,3 +33,24 @@ def test_placeholder_never_contacted(monkeypatch):
     assert result.ok is False
     assert result.transient is False
     assert result.error == "placeholder host (.invalid)"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # An IPv6 literal without its closing bracket: urlsplit raises ValueError.
+        "http://[::1/hook",
+        # An empty label: the IDNA codec raises UnicodeError.
+        "http://agency..example.org/hook",
+        # A label over 63 characters: the IDNA codec raises UnicodeError.
+        f"http://{'a' * 70}.example.org/hook",
+        # A tab: httpx raises InvalidURL.
+        "http://agency\t.example.org/hook",
+    ],
+)
+def test_malformed_url_is_permanent(url):
+    result = webhook.post(url, b"{}", secret="s" * 32, delivery_id="d1")
+
+    assert result.ok is False
+    assert result.transient is False
+    assert result.error == "invalid webhook URL"
