@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +22,11 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
+import structlog
 
 from hub.core.clock import as_utc, utcnow
+
+log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 PREVIOUS_SIGNATURE_HEADER = "X-Hub-Signature-256-Previous"
@@ -33,6 +37,8 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
 # `SendResult.error` of a webhook URL that httpx cannot parse or encode.
 INVALID_URL_ERROR = "invalid webhook URL"
+# Maximum response body, in bytes, that `post` reads so that the connection can be reused.
+MAX_DRAINED_BODY_BYTES = 64 * 1024
 # Maximum wait, in seconds, that a Retry-After header can ask for. A longer one is cut to this.
 MAX_RETRY_AFTER = 3600.0
 
@@ -118,6 +124,26 @@ def is_placeholder_url(url: str) -> bool:
     return host == "invalid" or host.endswith(".invalid")
 
 
+def _drain_short_body(response: httpx.Response) -> None:
+    """Read and discard a body of at most `MAX_DRAINED_BODY_BYTES` that Content-Length
+    announces, or the empty body of a 204 or 304, so that the connection goes back to the
+    pool. Any other body is left unread, and closing the response then closes its connection.
+    A failed read changes nothing, because the status has decided the outcome already."""
+    length = response.headers.get("content-length", "").strip()
+    short = length.isascii() and length.isdigit() and int(length) <= MAX_DRAINED_BODY_BYTES
+    if not short and response.status_code not in (204, 304):
+        return
+    # A body trickled in small pieces could keep the loop going for long, so it stops after
+    # about a second plus one read timeout.
+    deadline = time.monotonic() + 1.0
+    try:
+        for _chunk in response.iter_raw():
+            if time.monotonic() > deadline:
+                return
+    except httpx.HTTPError as exc:
+        log.info("webhook_response_body_unread", error=type(exc).__name__)
+
+
 def post(
     url: str,
     body: bytes,
@@ -146,7 +172,13 @@ def post(
     if previous_secret:
         headers[PREVIOUS_SIGNATURE_HEADER] = sign(previous_secret, body)
     try:
-        response = _client().post(url, content=body, headers=headers)
+        # Streamed, because the status line and headers decide the outcome. Reading a large
+        # or slow body would hold memory, and a read timeout after a 2xx would count as
+        # transient and send the accepted delivery again.
+        with _client().stream("POST", url, content=body, headers=headers) as response:
+            status = response.status_code
+            retry_after = response.headers.get("retry-after", "")
+            _drain_short_body(response)
     except httpx.TransportError as exc:
         return SendResult(ok=False, transient=True, error=type(exc).__name__)
     except (httpx.InvalidURL, ValueError):
@@ -156,8 +188,6 @@ def post(
         # sweep would claim the delivery again and it would never go dead.
         return SendResult(ok=False, transient=False, error=INVALID_URL_ERROR)
 
-    status = response.status_code
-    response.close()
     if 200 <= status < 300:
         return SendResult(ok=True, transient=False)
     if status in (408, 429) or status >= 500:
@@ -165,6 +195,6 @@ def post(
             ok=False,
             transient=True,
             error=f"HTTP {status}",
-            retry_after=retry_after_seconds(response.headers.get("retry-after", "")),
+            retry_after=retry_after_seconds(retry_after),
         )
     return SendResult(ok=False, transient=False, error=f"HTTP {status}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,6 +103,113 @@ def test_post_classifies_status(status: int, ok: bool, transient: bool) -> None:
     assert result.transient is transient
     assert server.seen[0][webhook.DELIVERY_HEADER] == "t:1"
     assert server.seen[0][webhook.SIGNATURE_HEADER] == webhook.sign("x" * 16, b"{}")
+
+
+class _SlowBodyServer:
+    """A loopback server that returns status 200 at once, then sends its announced body so slowly
+    that reading all of it takes longer than the webhook's read timeout."""
+
+    def __init__(self, body_bytes: int) -> None:
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Length", str(body_bytes))
+                self.end_headers()
+                self.wfile.write(b"x" * 16)
+                self.wfile.flush()
+                outer.release.wait(10)
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_post_ignores_response_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh client with a short read timeout, so a body read would time out within a second.
+    monkeypatch.setattr(webhook, "READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(webhook, "_clients", {})
+    server = _SlowBodyServer(body_bytes=50_000_000)
+    try:
+        started = time.monotonic()
+        result = webhook.post(server.url, b"{}", secret="x" * 16, delivery_id="t:6")
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+        webhook._client().close()
+
+    # The agency accepted the delivery with its status line: a retry would send it twice.
+    assert result.ok is True
+    assert result.transient is False
+    assert elapsed < 1.0
+
+
+class _KeepAliveServer:
+    """A loopback HTTP/1.1 server that returns `status` (with a short body unless it is 204)
+    and keeps connections open, recording the client port of each POST."""
+
+    def __init__(self, status: int) -> None:
+        self.ports: list[int] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.ports.append(self.client_address[1])
+                self.send_response(status)
+                if status == 204:
+                    self.end_headers()
+                    return
+                reply = b'{"received":true}'
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [200, 204])
+def test_post_reuses_connection(monkeypatch: pytest.MonkeyPatch, status: int) -> None:
+    monkeypatch.setattr(webhook, "_clients", {})
+    server = _KeepAliveServer(status)
+    try:
+        results = [
+            webhook.post(server.url, b"{}", secret="x" * 16, delivery_id=f"t:{n}")
+            for n in range(3)
+        ]
+    finally:
+        webhook._client().close()
+        server.close()
+
+    assert [result.ok for result in results] == [True, True, True]
+    # One connection for the three POSTs: a short or empty body is read, so the connection
+    # is reused.
+    assert len(set(server.ports)) == 1
 
 
 def test_post_signs_with_previous_secret() -> None:
