@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -60,7 +61,19 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
-    __table_args__ = (Index("ix_outbox_pending", "published_at", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "published_at", "id"),
+        # For the periodic scheduler's look-up of a task's latest row. Published rows are
+        # kept, so without it that look-up reads the whole table. Only rows without a tenant
+        # (maintenance tasks) are indexed, so intake's inserts do not maintain it.
+        Index(
+            "ix_outbox_untenanted_task",
+            "task",
+            "created_at",
+            postgresql_where=text("tenant_id IS NULL"),
+            sqlite_where=text("tenant_id IS NULL"),
+        ),
+    )
 
 
 _INSERT_MESSAGE = insert(OutboxMessage.__table__)

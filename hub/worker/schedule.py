@@ -59,8 +59,12 @@ def enqueue_due(tasks: list[PeriodicTask] | None = None, *, engine: object = Non
                 )
                 if not locked:
                     continue
+            # Periodic tasks are enqueued without a tenant, and this condition lets the
+            # database use the partial index `ix_outbox_untenanted_task`.
             last = session.scalar(
-                select(func.max(OutboxMessage.created_at)).where(OutboxMessage.task == task.name)
+                select(func.max(OutboxMessage.created_at)).where(
+                    OutboxMessage.task == task.name, OutboxMessage.tenant_id.is_(None)
+                )
             )
             if last is not None and as_utc(last) > now - timedelta(seconds=task.every_seconds):
                 continue

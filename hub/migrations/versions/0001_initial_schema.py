@@ -101,6 +101,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.create_index("ix_outbox_pending", ["published_at", "id"], unique=False)
+        batch_op.create_index(
+            "ix_outbox_untenanted_task",
+            ["task", "created_at"],
+            unique=False,
+            postgresql_where=sa.text("tenant_id IS NULL"),
+            sqlite_where=sa.text("tenant_id IS NULL"),
+        )
 
     op.create_table(
         "tenants",
@@ -787,6 +794,11 @@ def downgrade() -> None:
 
     op.drop_table("tenants")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_outbox_untenanted_task",
+            postgresql_where=sa.text("tenant_id IS NULL"),
+            sqlite_where=sa.text("tenant_id IS NULL"),
+        )
         batch_op.drop_index("ix_outbox_pending")
 
     op.drop_table("outbox")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from pipeline_support import add_request, add_tenant
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from hub.cli.demo.receiver import AgencyReceiver
 from hub.core.clock import utcnow
-from hub.core.db import unit_of_work
+from hub.core.db import get_engine, unit_of_work
 from hub.core.outbox import OutboxMessage
 from hub.core.tenancy import SystemContext
 from hub.requests.models import ServiceRequest, StatusEvent
@@ -66,3 +67,32 @@ def test_scheduler_enqueues_once_per_interval(configured_db: Engine) -> None:
     assert second == []
     assert len(rows) == 1
     assert rows[0].queue == "maintenance"
+
+
+def test_scheduler_outbox_read_uses_index(pg_url: str) -> None:
+    # The outbox keeps every published row, so a read of it that cannot use an index reads a
+    # table that grows with every request, on every tick of every worker. With sequential
+    # scans disabled, PostgreSQL still plans one only when no index serves the statement.
+    engine = get_engine(pg_url)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _executemany) -> None:
+        if "FROM outbox" in statement and statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        enqueue_due([PeriodicTask("hub.test.indexed_probe", every_seconds=3600)], engine=engine)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+
+    assert statements
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SET enable_seqscan = off")
+        for statement, parameters in statements:
+            plan = "\n".join(
+                row[0]
+                for row in connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            )
+            assert "Seq Scan on outbox" not in plan, plan
+        connection.rollback()
