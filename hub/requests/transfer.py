@@ -63,7 +63,8 @@ def transfer_request(
     """Move a request from `source`'s tenant to `target`, keeping its id and history.
 
     `session` must be system-scoped, because the rows change tenant. `service_code` names the
-    service in the receiving catalog when its code differs.
+    service in the receiving catalog when its code differs. The moved status events keep
+    their times, statuses and notes but not their `update_id`.
     """
     if not isinstance(session.info.get("scope"), SystemContext):
         raise Forbidden("a transfer needs a system-scoped session", code="transfer_scope")
@@ -133,6 +134,11 @@ def transfer_request(
 
     for event in events:
         event.tenant_id = target.id
+        # An update_id is unique per tenant and names an update of the sending tenant's
+        # agencies. Kept, it could equal one that the receiving tenant's agencies used
+        # already, which the unique constraint rejects, or will use for this request, which
+        # would then be taken for a resend and dropped.
+        event.update_id = None
         if event.id in notes:
             note = notes[event.id]
             event.note_enc = cipher.encrypt(EVENTS_TABLE, "note_enc", str(event.id), note)

@@ -751,6 +751,31 @@ def test_transfer_keeps_id_history_and_reencrypts(client, tenants_ab, hub_db):
         assert session.get(ServiceRequest, request_id).device_id_bidx is None
 
 
+def test_transfer_with_used_update_id(client, tenants_ab, hub_db):
+    """Each city's agencies number their updates on their own, so the receiving city may
+    have used the moved history's update_id already."""
+    alpha, beta = tenants_ab
+    request_id = _file(client, alpha)
+    assert _update(client, alpha, request_id, "1", "acknowledged").status_code == 200
+    beta_request = _file(client, beta)
+    assert _update(client, beta, beta_request, "1", "acknowledged").status_code == 200
+
+    response = client.post(
+        f"/api/v1/tenants/{alpha.id}/requests/{request_id}/transfer",
+        json={"to_tenant": beta.id},
+        headers={"Authorization": f"Bearer {alpha.staff}"},
+    )
+
+    assert response.status_code == 200
+    as_beta = _staff(client, beta, f"/api/v1/tenants/{beta.id}/requests/{request_id}")
+    assert [h["channel"] for h in as_beta.json()["history"]] == ["api", "agency", "transfer"]
+    assert [h["update_id"] for h in as_beta.json()["history"]] == [None, None, None]
+    # beta's agency can still resend its own update 1 for its own request.
+    resend = _update(client, beta, beta_request, "1", "acknowledged")
+    assert resend.status_code == 200
+    assert resend.json()[0]["duplicate"] is True
+
+
 def test_transfer_audited_in_both_chains(client, tenants_ab, hub_db):
     alpha, beta = tenants_ab
     request_id = _file(client, alpha)
