@@ -83,7 +83,8 @@ def verify_command(
 
     With --earlier, also check that nothing of an earlier export was removed or changed.
     """
-    from privacy.audit_verify import compare_exports, verify
+    from privacy.audit_compare import compare_exports
+    from privacy.audit_verify import verify
 
     require_file(path, fix="give the file written by `hub audit export`")
     for earlier_path in earlier or ():

@@ -272,7 +272,7 @@ def test_database_detects_replaced_end(engine, tenant, tmp_path):
 def test_later_export_compared_with_earlier(engine, tenant, tmp_path):
     """A later export that is consistent in itself but lost the earlier export's newest
     entries fails against the earlier one; an export that only grew passes."""
-    from privacy.audit_verify import compare_exports
+    from privacy.audit_compare import compare_exports
 
     earlier = exported(engine, tenant, tmp_path / "1", entries=6)
     grown = exported(engine, tenant, tmp_path / "2", entries=2)
