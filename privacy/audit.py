@@ -6,6 +6,10 @@ changing, removing, inserting or reordering entries breaks every later link. Eve
 `CHECKPOINT_EVERY` entries the head of the chain is signed with Ed25519, so a verifier holding
 the public key can tell a consistent rewrite of the whole chain from the real one.
 
+The retention purge deletes a tenant chain's entries past the `audit` period from its start
+(`privacy.retention.purge_audit_batch`). The chain then starts after its anchor, the last
+deleted entry's seq and hash signed by `sign_anchor`, and its first kept entry links to it.
+
 Appends to one chain are serialized: on PostgreSQL by a transaction-scoped advisory lock on the
 chain, on SQLite by the write lock that every writing transaction takes at BEGIN IMMEDIATE.
 """
@@ -30,7 +34,7 @@ from hub.core.errors import NotFound
 from privacy.encoding import length_prefixed
 from privacy.keys import Keyring, get_key_provider
 from privacy.metrics import AUDIT_ENTRIES
-from privacy.models import KIND_AUDIT, AuditCheckpoint, AuditEntry, AuditHead
+from privacy.models import KIND_AUDIT, AuditAnchor, AuditCheckpoint, AuditEntry, AuditHead
 
 log = structlog.get_logger(__name__)
 
@@ -210,6 +214,40 @@ def public_key_hex(private_key: Ed25519PrivateKey | None = None) -> str:
 
 def checkpoint_message(chain: str, seq: int, head_hash: str) -> bytes:
     return length_prefixed("hub-audit-checkpoint-v1", chain, seq, head_hash)
+
+
+def anchor_message(chain: str, seq: int, anchor_hash: str, cutoff: str) -> bytes:
+    """Return the bytes an anchor signs. Its own domain keeps a checkpoint signature over the
+    same (chain, seq, hash) from passing as an anchor."""
+    return length_prefixed("hub-audit-anchor-v1", chain, seq, anchor_hash, cutoff)
+
+
+def anchor_cutoff_text(cutoff: datetime) -> str:
+    """Return the cutoff as an anchor signs and exports it: UTC ISO 8601 with microseconds."""
+    return as_utc(cutoff).isoformat(timespec="microseconds")
+
+
+def sign_anchor(
+    session: Session, chain: str, seq: int, anchor_hash: str, cutoff: datetime
+) -> AuditAnchor:
+    """Sign entry `seq` (with hash `anchor_hash`) as the new start of `chain` and store it as
+    the chain's anchor, replacing the previous one. The caller deletes the entries up to `seq`
+    in the same transaction."""
+    key = signing_key()
+    message = anchor_message(chain, seq, anchor_hash, anchor_cutoff_text(cutoff))
+    anchor = session.get(AuditAnchor, chain)
+    if anchor is None:
+        anchor = AuditAnchor(chain=chain)
+        session.add(anchor)
+    anchor.seq = seq
+    anchor.hash = anchor_hash
+    anchor.cutoff = as_utc(cutoff)
+    anchor.signed_at = utcnow()
+    anchor.public_key = public_key_hex(key)
+    anchor.signature = key.sign(message).hex()
+    session.flush()
+    log.info("audit_anchor_signed", chain=chain, seq=seq)
+    return anchor
 
 
 def sign_checkpoint(session: Session, chain: str, seq: int, head_hash: str) -> AuditCheckpoint:

@@ -139,3 +139,24 @@ class AuditHead(Base):
     signed_at: Mapped[datetime] = mapped_column(default=utcnow)
     public_key: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(Text)
+
+
+class AuditAnchor(Base):
+    """The signed start of an audit chain whose oldest entries the retention purge deleted.
+
+    The purge deletes entries 1..`seq` and signs (`chain`, `seq`, `hash`, `cutoff`) with the
+    checkpoint key under its own domain (`privacy.audit.anchor_message`), so a checkpoint
+    signature cannot be reused as an anchor. The chain's first kept entry is `seq` + 1 and
+    links to `hash`. Every entry deleted was older than `cutoff`. One row per chain, moved
+    forward by each purge.
+    """
+
+    __tablename__ = "audit_anchors"
+
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    cutoff: Mapped[datetime] = mapped_column()
+    signed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    public_key: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)
