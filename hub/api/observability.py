@@ -45,7 +45,8 @@ KEY_AGE = GaugeSpec(
 )
 AUDIT_CHAIN = GaugeSpec(
     "hub_audit_chain_entries",
-    "Entries in each audit chain (one per tenant, plus `hub` for hub-wide events).",
+    "Sequence number of the newest entry of each audit chain (one per tenant, plus `hub` for "
+    "hub-wide events): the entries written to it, those the retention purge deleted included.",
     ["chain"],
 )
 AUDIT_REGRESSIONS = GaugeSpec(
@@ -62,10 +63,11 @@ def privacy_reader() -> Reader | None:
 
     The reader remembers the highest (seq, hash) it read of each chain, and raises it to the
     head signed in `audit_heads` when that is higher. A chain whose entry at that seq is gone
-    or has another hash regressed, even when new entries brought its length back.
+    or has another hash regressed, even when new entries brought its length back, unless the
+    retention purge deleted that entry and the chain's signed anchor is at or above it.
     """
     try:
-        from privacy.models import AuditEntry, AuditHead, TenantKey
+        from privacy.models import AuditAnchor, AuditEntry, AuditHead, TenantKey
     except ImportError:
         return None
 
@@ -89,7 +91,18 @@ def privacy_reader() -> Reader | None:
                 )
             ).all()
         )
-        return {chain: stored.get(chain) != digest for chain, (_, digest) in highest.items()}
+        anchors = {a.chain: (a.seq, a.hash) for a in session.scalars(select(AuditAnchor))}
+
+        def regressed(chain: str, seq: int, digest: str) -> bool:
+            anchor_seq, anchor_hash = anchors.get(chain, (0, ""))
+            if seq < anchor_seq:
+                # The retention purge deleted the entry from the chain's start, not its end.
+                return False
+            if seq == anchor_seq:
+                return digest != anchor_hash
+            return stored.get(chain) != digest
+
+        return {chain: regressed(chain, seq, digest) for chain, (seq, digest) in highest.items()}
 
     def read() -> Samples:
         now = utcnow()

@@ -83,7 +83,7 @@ def verify_command(
 
     With --earlier, also check that nothing of an earlier export was removed or changed.
     """
-    from privacy.audit_compare import compare_exports
+    from privacy.audit_compare import compare_with_earlier
     from privacy.audit_verify import verify
 
     require_file(path, fix="give the file written by `hub audit export`")
@@ -99,7 +99,9 @@ def verify_command(
     with cli_errors():
         result = verify(path, trusted_keys=trusted)
         for earlier_path in earlier or ():
-            result.problems += compare_exports(earlier_path, path, trusted_keys=trusted)
+            comparison = compare_with_earlier(earlier_path, path, trusted_keys=trusted)
+            result.problems += comparison.problems
+            result.removed_by_retention += comparison.removed_count
 
     def render(data: dict[str, Any]) -> None:
         status = "verified" if data["ok"] else f"FAILED with {len(data['problems'])} problem(s)"
@@ -109,6 +111,18 @@ def verify_command(
             + (f", against {', '.join(data['earlier'])}" if data["earlier"] else ""),
             markup=False,
         )
+        for chain, seq in data["anchors"].items():
+            console.print(
+                f"  chain {chain} starts after its retention anchor #{seq}: entries #1..#{seq} "
+                "were deleted by the retention purge",
+                markup=False,
+            )
+        if data["earlier"]:
+            console.print(
+                f"  {data['removed_by_retention']} entries of the earlier export(s) were "
+                "removed by retention",
+                markup=False,
+            )
         for problem in data["problems"]:
             where = f"line {problem['line']}: " if problem["line"] else ""
             console.print(f"  {where}{problem['kind']}: {problem['message']}", markup=False)
