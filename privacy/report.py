@@ -25,11 +25,17 @@ from privacy.audit import chain_of
 from privacy.audit_verify import verify_database
 from privacy.fields import FORMAT_V1, MIN_CIPHERTEXT_BYTES
 from privacy.keys import Keyring
-from privacy.models import KIND_DEK, KIND_KEK, AuditEntry
+from privacy.models import KIND_DEK, KIND_KEK, AuditAnchor, AuditEntry
 from privacy.open_data import ACTION_OPEN_DATA_EXPORT
 from privacy.purposes import declared_purposes
 from privacy.registry import encrypted_tables
-from privacy.retention import expired_rows, rows_to_delete, tenant_privacy_settings
+from privacy.retention import (
+    audit_cutoff,
+    audit_entries_past_period,
+    expired_rows,
+    rows_to_delete,
+    tenant_privacy_settings,
+)
 from privacy.rotation import rows_per_version
 from privacy.shred import ACTION_CRYPTO_SHRED
 
@@ -254,34 +260,60 @@ def exports(session: Session, tenant_id: str, required_k: int) -> dict[str, Any]
     )
 
 
-# The retention control's statement on the `audit` period, which the purge does not enforce.
-AUDIT_RETENTION_NOT_ENFORCED = (
-    "not enforced: audit entries are kept past the period, because deleting the start of a "
-    "hash chain would break its verification; they hold no personal data"
-)
+def audit_period(session: Session, tenant_id: str, cutoff: datetime | None) -> dict[str, Any]:
+    """Return the evidence of the `audit` period: entries of the tenant's chain still older
+    than the cutoff, and the signed anchor that the retention purge left, if any."""
+    anchor = session.get(AuditAnchor, chain_of(tenant_id))
+    return {
+        "enforced": cutoff is not None,
+        "cutoff": cutoff.isoformat(timespec="seconds") if cutoff is not None else None,
+        "entries_past_period": (
+            audit_entries_past_period(session, tenant_id, cutoff) if cutoff is not None else 0
+        ),
+        # Sequence numbers start at 1, so the anchor's seq is the count of entries deleted.
+        "entries_removed": anchor.seq if anchor is not None else 0,
+        "anchor": (
+            {
+                "seq": anchor.seq,
+                "hash": anchor.hash,
+                "cutoff": as_utc(anchor.cutoff).isoformat(timespec="seconds"),
+                "signed_at": as_utc(anchor.signed_at).isoformat(timespec="seconds"),
+                "public_key": anchor.public_key,
+            }
+            if anchor is not None
+            else None
+        ),
+    }
 
 
-def retention(session: Session, tenant_id: str, retention_days: dict[str, int]) -> dict[str, Any]:
-    expired = expired_rows(session, tenant_id, retention_days)
-    overdue = rows_to_delete(session, tenant_id, retention_days)
+def retention(
+    session: Session, tenant_id: str, retention_days: dict[str, int], now: datetime
+) -> dict[str, Any]:
+    expired = expired_rows(session, tenant_id, retention_days, now=now)
+    overdue = rows_to_delete(session, tenant_id, retention_days, now=now)
+    audit_evidence = audit_period(session, tenant_id, audit_cutoff(retention_days, now))
     return _control(
         "retention",
-        "No personal data is kept past the tenant's retention periods",
-        sum(expired.values()) == 0 and sum(overdue.values()) == 0,
+        "No personal data or audit entry is kept past the tenant's retention periods",
+        sum(expired.values()) == 0
+        and sum(overdue.values()) == 0
+        and audit_evidence["entries_past_period"] == 0,
         {
             "retention_days": retention_days,
             "rows_past_retention": expired,
             "rows_past_deletion": overdue,
-            "audit_period": AUDIT_RETENTION_NOT_ENFORCED,
+            "audit_period": audit_evidence,
         },
     )
 
 
 def audit_chain(session: Session, tenant_id: str) -> dict[str, Any]:
+    """Verify the tenant's chain in full. A chain that the retention purge shortened verifies
+    from its signed anchor, which the evidence names under `anchors`."""
     result = verify_database(session, tenant_id=tenant_id)
     return _control(
         "audit_chain",
-        "The tenant's audit chain verifies (hashes, links, signed checkpoints)",
+        "The tenant's audit chain verifies (hashes, links, signed checkpoints and anchor)",
         result.ok,
         result.as_dict(),
     )
@@ -343,7 +375,7 @@ def build_report(
             decryptions(decryption_log),
             purpose_limitation(session, tenant_id, decryption_log, now),
             exports(session, tenant_id, settings["k"]),
-            retention(session, tenant_id, settings["retention_days"]),
+            retention(session, tenant_id, settings["retention_days"], now),
             audit_chain(session, tenant_id),
         ]
     return {

@@ -4,7 +4,8 @@ Past the `personal_data` period, the purge sets a row's ciphertext columns, DEK 
 linking columns (blind indexes, fine location cell) to NULL and keeps the row, so counts and
 anonymized open data stay intact while nothing links the row to a person any more. Past a
 table's delete period (`requests` for service requests), the purge deletes the row with the
-rows that hang on it.
+rows that hang on it. Past the `audit` period, it deletes the oldest entries of the tenant's
+audit chain up to a signed anchor (see `purge_audit_batch`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sqlalchemy import JSON, column, delete, func, or_, select, table, update
 from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, utcnow
-from privacy.audit import audit
+from privacy.audit import anchor_cutoff_text, audit, chain_of, lock_chains, sign_anchor
+from privacy.models import AuditCheckpoint, AuditEntry
 from privacy.registry import EncryptedTable, dependent_rows, encrypted_tables
 
 log = structlog.get_logger(__name__)
@@ -28,9 +30,6 @@ log = structlog.get_logger(__name__)
 DEFAULT_K = 5
 DEFAULT_TIME_BUCKET = "day"
 DEFAULT_RETENTION_DAYS = {"personal_data": 730, "requests": 2555, "audit": 2555}
-# NOTE: the purge does not enforce the `audit` period. Pruning a chain's oldest entries needs
-# a signed checkpoint that `hub audit verify` accepts as the chain's new start, which it does
-# not support yet.
 
 
 def tenant_privacy_settings(session: Session, tenant_id: str) -> dict[str, Any]:
@@ -276,6 +275,89 @@ def record_purge(
     return purge_result(cleared, deleted)
 
 
+ACTION_AUDIT_PURGE = "retention.audit_purge"
+
+
+def audit_cutoff(retention_days: dict[str, int], now: datetime) -> datetime | None:
+    """Return the time before which audit entries are past the `audit` period, or None when
+    the tenant sets none."""
+    days = retention_days.get("audit")
+    return None if days is None else now - timedelta(days=days)
+
+
+def audit_entries_past_period(session: Session, tenant_id: str, cutoff: datetime) -> int:
+    """Count the entries of the tenant's audit chain written before `cutoff`."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.chain == chain_of(tenant_id), AuditEntry.at < cutoff)
+        )
+        or 0
+    )
+
+
+def purge_audit_batch(
+    session: Session, tenant_id: str, cutoff: datetime, *, actor: str, batch: int | None = None
+) -> int:
+    """Delete up to `batch` of the oldest entries of the tenant's audit chain that are older
+    than `cutoff`, and return how many were deleted.
+
+    The cut is at the last entry of the longest run of entries from the chain's start that
+    are all older than `cutoff`, so an entry newer than the cutoff is never deleted, even when
+    the clock stepped back. That entry is signed as the chain's anchor before it goes, and a
+    `retention.audit_purge` entry appended to the same chain records the range deleted and the
+    anchor. The chain verifies after every batch: its first kept entry links to the anchor.
+    Checkpoints at or below the anchor are deleted with their entries, because they name
+    entries that are gone and the anchor's signature replaces them.
+    """
+    batch = batch or PURGE_BATCH
+    chain = chain_of(tenant_id)
+    # Serializes with appends and with another purge of the same chain.
+    lock_chains(session, tenant_id)
+    oldest = session.execute(
+        select(AuditEntry.seq, AuditEntry.hash, AuditEntry.at)
+        .where(AuditEntry.chain == chain)
+        .order_by(AuditEntry.seq)
+        .limit(batch)
+    ).all()
+    expired = []
+    for seq, digest, at in oldest:
+        if as_utc(at) >= cutoff:
+            break
+        expired.append((int(seq), digest))
+    if not expired:
+        return 0
+
+    first_seq = expired[0][0]
+    anchor_seq, anchor_hash = expired[-1]
+    sign_anchor(session, chain, anchor_seq, anchor_hash, cutoff)
+    audit(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action=ACTION_AUDIT_PURGE,
+        details={
+            "from_seq": first_seq,
+            "to_seq": anchor_seq,
+            "entries_deleted": len(expired),
+            "anchor_seq": anchor_seq,
+            "anchor_hash": anchor_hash,
+            "cutoff": anchor_cutoff_text(cutoff),
+        },
+    )
+    deleted = session.execute(
+        delete(AuditEntry).where(AuditEntry.chain == chain, AuditEntry.seq <= anchor_seq)
+    )
+    session.execute(
+        delete(AuditCheckpoint).where(
+            AuditCheckpoint.chain == chain, AuditCheckpoint.seq <= anchor_seq
+        )
+    )
+    log.info("audit_entries_purged", tenant_id=tenant_id, to_seq=anchor_seq, entries=len(expired))
+    return int(deleted.rowcount or 0)
+
+
 def purge_in_batches(
     transaction: Callable[[], AbstractContextManager[Session]],
     tenant_id: str,
@@ -291,6 +373,8 @@ def purge_in_batches(
     batch that changes anything writes its own audit entry in its own transaction, so rows
     cleared or deleted are never committed without their evidence, even when a later batch
     fails. The last transaction finds nothing left and writes nothing.
+    Then the audit chain's entries past the `audit` period go the same way, one
+    `purge_audit_batch` per transaction, counted as `deleted:audit_log`.
     Idempotent: purged rows hold nothing any more and deleted ones are gone, so neither is
     selected again.
     """
@@ -305,10 +389,19 @@ def purge_in_batches(
         with transaction() as session:
             batch_cleared, batch_deleted = purge_batch(session, tenant_id, retention_days, now=now)
             if not any(batch_cleared.values()) and not any(batch_deleted.values()):
-                return purge_result(cleared, deleted)
+                break
             record_purge(session, tenant_id, batch_cleared, batch_deleted, actor=actor)
         _add(cleared, batch_cleared)
         _add(deleted, batch_deleted)
+
+    cutoff = audit_cutoff(retention_days, now)
+    while cutoff is not None:
+        with transaction() as session:
+            entries = purge_audit_batch(session, tenant_id, cutoff, actor=actor)
+        if not entries:
+            break
+        _add(deleted, {AuditEntry.__tablename__: entries})
+    return purge_result(cleared, deleted)
 
 
 def purge_expired(

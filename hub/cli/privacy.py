@@ -280,8 +280,9 @@ def report_command(
 def purge_command(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Purge the tenant's data past its retention periods now.
 
-    Clears personal data past `personal_data` and deletes requests past `requests`. Prints the
-    rows cleared per table and, as deleted:TABLE, the rows deleted.
+    Clears personal data past `personal_data`, deletes requests past `requests`, and deletes
+    the tenant's audit entries past `audit` up to a signed anchor. Prints the rows cleared per
+    table and, as deleted:TABLE, the rows deleted (deleted:audit_log for audit entries).
     """
     from privacy.tasks import run_retention_purge
 

@@ -344,3 +344,33 @@ def test_purge_prints_deleted_requests(cli, engine, tenant, seed_requests):
     purged = as_json(cli("privacy", "purge", "--tenant", tenant, "--json"))
     assert purged["service_requests"] == 0
     assert "deleted:service_requests" not in purged
+
+
+def test_verify_counts_entries_removed_by_retention(cli, engine, monkeypatch, request, tmp_path):
+    from datetime import UTC, datetime
+
+    import privacy.audit
+    from privacy.audit import audit
+
+    with monkeypatch.context() as patch:
+        patch.setattr(privacy.audit, "utcnow", lambda: datetime(2016, 1, 1, tzinfo=UTC))
+        tenant = request.getfixturevalue("tenant")
+        with unit_of_work(TenantContext(tenant), engine=engine) as session:
+            for _ in range(3):
+                audit(session, tenant_id=tenant, actor="cli:test", action="test.event")
+    earlier = tmp_path / "earlier.jsonl"
+    cli("audit", "export", "--out", str(earlier), "--tenant", tenant)
+
+    purged = as_json(cli("privacy", "purge", "--tenant", tenant, "--json"))
+    # keys.create and the three test entries are old; the export's checkpoint is not an entry.
+    assert purged["deleted:audit_log"] == 4
+    later = tmp_path / "later.jsonl"
+    cli("audit", "export", "--out", str(later), "--tenant", tenant)
+
+    data = as_json(cli("audit", "verify", str(later), "--earlier", str(earlier), "--json"))
+    assert data["ok"], data["problems"]
+    assert data["removed_by_retention"] == 4
+    assert data["anchors"] == {tenant: 4}
+    text = cli("audit", "verify", str(later), "--earlier", str(earlier)).stdout
+    assert f"chain {tenant} starts after its retention anchor #4" in text
+    assert "4 entries of the earlier export(s) were removed by retention" in text

@@ -140,3 +140,32 @@ def test_audit_regression_gauge_survives_new_entries(client: TestClient) -> None
     after = reader()
     assert dict(after[AUDIT_CHAIN.name])[("hub",)] == length
     assert dict(after[AUDIT_REGRESSIONS.name])[("hub",)] == 1
+
+
+def test_audit_regression_gauge_ignores_retention_cut(client: TestClient) -> None:
+    """A head this process read that the retention purge later deleted, from the chain's
+    start up to the signed anchor, is no regression."""
+    from datetime import timedelta
+
+    from hub.api.observability import AUDIT_REGRESSIONS, privacy_reader
+    from hub.core.clock import utcnow
+    from hub.core.db import unit_of_work
+    from hub.core.tenancy import SystemContext
+    from privacy.audit import audit
+    from privacy.retention import purge_audit_batch
+
+    with unit_of_work(SystemContext("test")) as session:
+        for _ in range(3):
+            audit(session, tenant_id="metrics-city", actor="cli:test", action="test.event")
+    reader = privacy_reader()
+    assert reader is not None
+    assert dict(reader()[AUDIT_REGRESSIONS.name])[("metrics-city",)] == 0
+
+    # A cutoff after every entry so far: the purge deletes #1..#3 and anchors the chain at #3.
+    with unit_of_work(SystemContext("test")) as session:
+        deleted = purge_audit_batch(
+            session, "metrics-city", utcnow() + timedelta(days=1), actor="cli:test"
+        )
+    assert deleted == 3
+
+    assert dict(reader()[AUDIT_REGRESSIONS.name])[("metrics-city",)] == 0
