@@ -441,8 +441,9 @@ class PrivacySection(_Extensible):
     `time_bucket` is the open-data time granularity. `retention_days` maps a data class to
     days. The purge job clears a request's personal data `personal_data` days after it closed
     (and a status note's that many days after the note), and deletes the request with its
-    history `requests` days after it closed. `audit` is not enforced: audit entries are kept,
-    because pruning the start of a hash chain would break its verification.
+    history `requests` days after it closed. It deletes the tenant's audit entries `audit`
+    days after they were written, from the start of the tenant's audit chain up to a signed
+    anchor that `hub audit verify` accepts as the chain's new start.
     `decryption_purposes` lists the purposes the staff API and CLI accept. When it is empty or
     left out, the hub's default staff purposes apply (`staff.request_view`). The purposes that
     the hub itself decrypts for, such as agency delivery, apply to every tenant.
