@@ -29,7 +29,6 @@ from failover.metrics import DECISION_LATENCY, DECISIONS, PARTNER_VIEWS
 from failover.models import (
     CONTACTS_TABLE,
     OPEN_STATES,
-    Agreement,
     CenterHeartbeat,
     Contact,
     ContactCenter,
@@ -413,7 +412,14 @@ def load_contact(
     if contact is None:
         raise NotFound(f"contact {contact_id} not found", code="not_found")
     if caller.is_partner:
-        if contact.center_id != caller.center_id or contact.agreement_id is None:
+        # A partner agent's key comes from one city and opens only that city's contacts: a
+        # center that answers for several cities holds a key from each, so no city can grant
+        # access to another city's residents.
+        if (
+            contact.center_id != caller.center_id
+            or contact.agreement_id is None
+            or contact.tenant_id != caller.ctx.tenant_id
+        ):
             raise NotFound(f"contact {contact_id} not found", code="not_found")
         return contact
     if contact.tenant_id != caller.ctx.tenant_id or not caller.is_tenant_staff:
@@ -668,11 +674,9 @@ def center_contacts(
     check_text("center_id", center_id, max_chars=CENTER_ID_CHARS)
     if caller.is_partner:
         require_partner_center(session, caller, center_id)
-        # Filtering on the tenants with an agreement lets the query use the index that starts
-        # with tenant_id, like every tenant-owned index.
-        tenants = select(Agreement.tenant_id).where(Agreement.center_id == center_id)
+        # Only the contacts of the city whose key it is (see `load_contact`).
         query = select(Contact).where(
-            Contact.tenant_id.in_(tenants),
+            Contact.tenant_id == caller.ctx.tenant_id,
             Contact.center_id == center_id,
             Contact.agreement_id.is_not(None),
         )

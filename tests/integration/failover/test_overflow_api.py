@@ -512,3 +512,28 @@ def test_supervisor_status_and_roles(client, engine, board, tenant):
             select(OverflowSwitch).where(OverflowSwitch.tenant_id == tenant.id)
         ).one()
         assert row.overflow_on is True
+
+
+def test_partner_key_opens_only_its_own_citys_contacts(client, engine, board, tenant, other_tenant):
+    """A center that answers for two cities holds a key from each; the key of one city
+    neither lists nor opens the other city's contacts there."""
+    partner, contact_id = _routed_to(client, engine, board, tenant, "standard")
+    with unit_of_work(SystemContext("test key"), engine=engine) as session:
+        other_key = create_api_key(
+            session,
+            TenantContext(other_tenant.id, actor="test"),
+            roles=[ROLE_PARTNER_AGENT],
+            label="partner agent of the other city",
+            center_id=partner.center_id,
+        )[1]
+    listing = f"/api/v1/overflow/centers/{partner.center_id}/contacts"
+
+    assert client.get(f"{CONTACTS}/{contact_id}", headers=auth(other_key)).status_code == 404
+    assert client.post(f"{CONTACTS}/{contact_id}/claim", headers=auth(other_key)).status_code == 404
+    listed = client.get(listing, headers=auth(other_key))
+    assert listed.status_code == 200
+    assert contact_id not in listed.text
+    assert "Ada" not in listed.text
+    # The key of the contact's own city still works it.
+    own = client.get(listing, headers=auth(partner.agent_key))
+    assert contact_id in own.text
