@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from celery import Task, shared_task
 from celery.exceptions import Reject
+from sqlalchemy.exc import OperationalError
 
 from hub.core.logging import bind_ids, clear_ids
 from hub.core.metrics import TASK_LATENCY, TASKS
@@ -63,7 +64,18 @@ def hub_task(
     time_limit: int = 300,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Task]:
-    """Declare a task with an explicit name, its queue, late acks and time limits."""
+    """Declare a task with an explicit name, its queue, late acks and time limits.
+
+    A task that fails on the database (`OperationalError`: a server that restarted, a cut
+    connection, an outage) is retried with backoff (2, 4, 8 ... up to 60 seconds, jittered),
+    up to `max_retries` times, since every task is idempotent. The first statement after a
+    server restart fails on a dead pooled connection, and SQLAlchemy then drops the pool, so
+    the retry runs on new connections. A task may pass its own `autoretry_for`.
+    """
+    options.setdefault("autoretry_for", (OperationalError,))
+    options.setdefault("retry_backoff", 2)
+    options.setdefault("retry_backoff_max", 60)
+    options.setdefault("retry_jitter", True)
 
     def decorator(func: Callable[..., Any]) -> Task:
         return shared_task(

@@ -479,3 +479,31 @@ def test_route_batch_attempts_then_fails(monkeypatch: pytest.MonkeyPatch) -> Non
     assert attempts == list(range(1, tasks.ROUTE_BATCH_ATTEMPTS + 1))
     (failed,) = [entry for entry in logs if entry["event"] == "route_batch_failed"]
     assert failed["request_ids"] == ["R1", "R2"]
+
+
+def test_route_retries_after_database_error(
+    configured_db: Engine, receiver: AgencyReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route task whose first statement fails on the database (a connection that died with
+    a server restart) is retried, and the retry sends the request."""
+    tenant_id = add_tenant(configured_db, receiver, ["dpw"])
+    request_id = add_request(configured_db, tenant_id, ["dpw"])
+    real_claim = routing.claim_deliveries
+    calls = []
+
+    def claim_failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(routing, "claim_deliveries", claim_failing_once)
+
+    # Run as a worker would (not called directly), so Celery's retry applies; eagerly, the
+    # retry runs at once.
+    result = route.apply(args=[request_id], kwargs={"tenant_id": tenant_id})
+
+    assert result.successful(), result.traceback
+    assert len(calls) == 2
+    assert receiver.count_for(receiver.path_for(tenant_id, "dpw")) == 1
+    assert {row.state for row in _deliveries(configured_db, request_id).values()} == {"sent"}
