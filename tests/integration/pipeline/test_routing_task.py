@@ -291,9 +291,7 @@ def test_connection_refused_is_transient(configured_db: Engine, receiver: Agency
     assert row.last_error == "ConnectError"
 
 
-def test_malformed_webhook_url_marks_dead(
-    configured_db: Engine, receiver: AgencyReceiver
-) -> None:
+def test_malformed_webhook_url_marks_dead(configured_db: Engine, receiver: AgencyReceiver) -> None:
     tenant_id = add_tenant(configured_db, receiver, ["dpw"])
     with unit_of_work(SystemContext("test: a malformed webhook URL"), engine=configured_db) as s:
         from tenants.models import Agency

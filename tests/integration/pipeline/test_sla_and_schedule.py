@@ -91,8 +91,7 @@ def test_scheduler_outbox_read_uses_index(pg_url: str) -> None:
         connection.exec_driver_sql("SET enable_seqscan = off")
         for statement, parameters in statements:
             plan = "\n".join(
-                row[0]
-                for row in connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+                row[0] for row in connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
             )
             assert "Seq Scan on outbox" not in plan, plan
         connection.rollback()

@@ -199,8 +199,7 @@ def test_post_reuses_connection(monkeypatch: pytest.MonkeyPatch, status: int) ->
     server = _KeepAliveServer(status)
     try:
         results = [
-            webhook.post(server.url, b"{}", secret="x" * 16, delivery_id=f"t:{n}")
-            for n in range(3)
+            webhook.post(server.url, b"{}", secret="x" * 16, delivery_id=f"t:{n}") for n in range(3)
         ]
     finally:
         webhook._client().close()
