@@ -72,6 +72,8 @@ class Redelivery:
 
 
 REDELIVER_ACTION = "deliveries.redeliver"
+# Distinct last errors listed per agency and state.
+MAX_ERRORS_SHOWN = 10
 
 
 @dataclass
@@ -96,22 +98,38 @@ def undelivered(
     """
     if agency is not None:
         _check_agency(session, ctx, agency)
-    statement = select(
-        Delivery.destination, Delivery.state, Delivery.last_error, Delivery.first_attempt_at
-    ).where(Delivery.tenant_id == ctx.tenant_id, Delivery.state.in_(("failed", "dead")))
+    where = [Delivery.tenant_id == ctx.tenant_id, Delivery.state.in_(("failed", "dead"))]
     if agency is not None:
-        statement = statement.where(Delivery.destination == agency)
+        where.append(Delivery.destination == agency)
 
+    # Counted and grouped in the database, so a long outage's many rows never reach Python.
     found: dict[tuple[str, str], DeliveryStanding] = {}
-    for destination, state, last_error, first_attempt_at in session.execute(statement):
-        entry = found.setdefault((destination, state), DeliveryStanding(destination, state))
-        entry.deliveries += 1
-        if last_error:
+    counts = (
+        select(
+            Delivery.destination,
+            Delivery.state,
+            func.count(),
+            func.min(Delivery.first_attempt_at),
+        )
+        .where(*where)
+        .group_by(Delivery.destination, Delivery.state)
+    )
+    for destination, state, count, oldest in session.execute(counts):
+        found[(destination, state)] = DeliveryStanding(
+            destination,
+            state,
+            deliveries=count,
+            oldest_first_attempt=as_utc(oldest) if oldest is not None else None,
+        )
+    errors = (
+        select(Delivery.destination, Delivery.state, Delivery.last_error)
+        .where(*where, Delivery.last_error.is_not(None), Delivery.last_error != "")
+        .distinct()
+    )
+    for destination, state, last_error in session.execute(errors):
+        entry = found[(destination, state)]
+        if len(entry.last_errors) < MAX_ERRORS_SHOWN:
             entry.last_errors.add(last_error)
-        if first_attempt_at is not None:
-            started = as_utc(first_attempt_at)
-            if entry.oldest_first_attempt is None or started < entry.oldest_first_attempt:
-                entry.oldest_first_attempt = started
     return [found[key] for key in sorted(found)]
 
 
