@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import select
@@ -205,8 +206,9 @@ def onboard_partner(session: Session, manifest: PartnerManifest, *, actor: str) 
         row.languages = list(item.languages)
         row.share_cap = item.share_cap
         row.hours = weekly_minutes(item.hours) if item.hours is not None else None
-        row.valid_from = as_datetime(item.valid_from)
-        row.valid_until = as_datetime(item.valid_until)
+        city_zone = ZoneInfo(session.get(Tenant, item.tenant).timezone)
+        row.valid_from = as_datetime(item.valid_from, city_zone)
+        row.valid_until = as_datetime(item.valid_until, city_zone, whole_day=True)
         row.active = item.active
         row.data_level = item.data_level
         row.cost_weight = item.cost_weight

@@ -7,7 +7,7 @@ come from the `overflow` section of the tenant manifest instead.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,7 +112,8 @@ class AgreementSpec(_Model):
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> AgreementSpec:
-        start, end = as_datetime(self.valid_from), as_datetime(self.valid_until)
+        start = as_datetime(self.valid_from)
+        end = as_datetime(self.valid_until, whole_day=True)
         if start is not None and end is not None and end <= start:
             raise ValueError("valid_until must be after valid_from")
         return self
@@ -132,13 +133,23 @@ class PartnerManifest(_Model):
         return self
 
 
-def as_datetime(value: date | datetime | None) -> datetime | None:
-    """Return a UTC datetime; a bare date means midnight UTC at its start."""
+def as_datetime(
+    value: date | datetime | None, zone: tzinfo = UTC, *, whole_day: bool = False
+) -> datetime | None:
+    """Return the UTC time of an agreement's `valid_from` or `valid_until`.
+
+    A bare date means the start of that day in `zone` (the city's time zone), or with
+    `whole_day` the start of the next day, so that `valid_until: 2027-12-31` includes the
+    31st. A time without an offset is read in `zone` as well.
+    """
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        moment = value if value.tzinfo else value.replace(tzinfo=zone)
+    else:
+        day = value + timedelta(days=1) if whole_day else value
+        moment = datetime(day.year, day.month, day.day, tzinfo=zone)
+    return moment.astimezone(UTC)
 
 
 def _format_errors(exc: ValidationError) -> list[str]:

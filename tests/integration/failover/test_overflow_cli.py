@@ -206,3 +206,26 @@ def test_agent_key_takes_no_center(hub_cli, engine, tenant):
     )
     assert result.exit_code == 2
     assert "needs the partner_agent role" in result.stderr
+
+
+def test_agreement_dates_are_whole_days_in_the_citys_zone(hub_cli, engine, tenant, tmp_path):
+    """`valid_from: 2027-01-01` starts at midnight in the city (America/New_York), and
+    `valid_until: 2027-12-31` includes the 31st there."""
+    from datetime import date
+
+    from sqlalchemy import select
+
+    from failover.models import Agreement
+    from hub.core.tenancy import SystemContext
+
+    path = partner_file(
+        tmp_path, tenant.id, valid_from=date(2027, 1, 1), valid_until=date(2027, 12, 31)
+    )
+    result = hub_cli("overflow", "partners", "onboard", str(path))
+    assert result.exit_code == 0, result.output
+
+    with unit_of_work(SystemContext("test read"), engine=engine) as session:
+        row = session.scalars(select(Agreement).where(Agreement.tenant_id == tenant.id)).one()
+        start, end = row.valid_from, row.valid_until
+    assert start.replace(tzinfo=UTC) == datetime(2027, 1, 1, 5, tzinfo=UTC)
+    assert end.replace(tzinfo=UTC) == datetime(2028, 1, 1, 5, tzinfo=UTC)
