@@ -58,6 +58,7 @@ from privacy.audit import (
     GENESIS_HASH,
     anchor_cutoff_text,
     anchor_message,
+    chain_of,
     checkpoint_message,
     entry_record,
     hash_record,
@@ -736,8 +737,37 @@ def verify(path: Path, *, trusted_keys: Collection[str] | None = None) -> Verifi
     return result
 
 
-def verify_database(session: Session, *, tenant_id: str | None = None) -> VerificationResult:
-    """Verify the stored chains (one tenant's, or all) the same way as an export."""
+def hub_signing_keys(session: Session) -> frozenset[str]:
+    """Return the public keys this hub has signed checkpoints with: its current key, and the
+    keys that `rotate_root` recorded when it replaced the derived keys.
+
+    The current key comes from the root key, not from the database, so a database writer who
+    re-signs a rebuilt chain with a key of their own is not trusted. A writer who adds a
+    `keys.rotate_root` entry naming such a key must also re-sign the hub chain after it,
+    which only the current key can do without failing this check.
+    """
+    keys = {public_key_hex()}
+    details = session.scalars(
+        select(AuditEntry.details).where(
+            AuditEntry.chain == chain_of(None), AuditEntry.action == "keys.rotate_root"
+        )
+    )
+    for detail in details:
+        for name in ("audit_public_key", "previous_audit_public_key"):
+            value = (detail or {}).get(name)
+            if isinstance(value, str):
+                keys.add(value.lower())
+    return frozenset(keys)
+
+
+def verify_database(
+    session: Session,
+    *,
+    tenant_id: str | None = None,
+    trusted_keys: Collection[str] | None = None,
+) -> VerificationResult:
+    """Verify the stored chains (one tenant's, or all) the same way as an export. With
+    `trusted_keys` (see `hub_signing_keys`), a signature under any other key is a problem."""
     entries = select(AuditEntry).order_by(AuditEntry.chain, AuditEntry.seq)
     checkpoints = select(AuditCheckpoint).order_by(AuditCheckpoint.chain, AuditCheckpoint.seq)
     anchors = select(AuditAnchor).order_by(AuditAnchor.chain)
@@ -749,11 +779,24 @@ def verify_database(session: Session, *, tenant_id: str | None = None) -> Verifi
         ((None, entry_record(e)) for e in session.scalars(entries).yield_per(1000)),
         ((None, _checkpoint_record(c)) for c in session.scalars(checkpoints)),
         anchors=[(None, _anchor_record(a)) for a in session.scalars(anchors)],
+        trusted_keys=trusted_keys,
     )
     heads = select(AuditHead).order_by(AuditHead.chain)
     if tenant_id is not None:
         heads = heads.where(AuditHead.chain == tenant_id)
     for head in session.scalars(heads):
+        if trusted_keys is not None and head.public_key.lower() not in trusted_keys:
+            result.problems.append(
+                Problem(
+                    "unknown_signer",
+                    head.chain,
+                    head.seq,
+                    None,
+                    f"the signed head {head.chain}#{head.seq} is signed by key "
+                    f"{head.public_key}, which is not one of this hub's signing keys",
+                )
+            )
+            continue
         problem = _head_problem(session, head)
         if problem is not None:
             result.problems.append(problem)

@@ -22,7 +22,7 @@ from privacy.access import (
     UNDECLARED_PURPOSE,
 )
 from privacy.audit import chain_of
-from privacy.audit_verify import verify_database
+from privacy.audit_verify import hub_signing_keys, verify_database
 from privacy.fields import FORMAT_V1, MIN_CIPHERTEXT_BYTES
 from privacy.keys import Keyring
 from privacy.models import KIND_DEK, KIND_KEK, AuditAnchor, AuditEntry
@@ -310,12 +310,14 @@ def retention(
 def audit_chain(session: Session, tenant_id: str) -> dict[str, Any]:
     """Verify the tenant's chain in full. A chain that the retention purge shortened verifies
     from its signed anchor, which the evidence names under `anchors`."""
-    result = verify_database(session, tenant_id=tenant_id)
+    trusted = hub_signing_keys(session)
+    result = verify_database(session, tenant_id=tenant_id, trusted_keys=trusted)
+    evidence = {**result.as_dict(), "trusted_keys": sorted(trusted)}
     return _control(
         "audit_chain",
         "The tenant's audit chain verifies (hashes, links, signed checkpoints and anchor)",
         result.ok,
-        result.as_dict(),
+        evidence,
     )
 
 

@@ -354,6 +354,10 @@ def rotate_root(
                 "keks": len(rows),
                 "failed_tenants": failed,
                 "new_derived_keys": new_derived_keys,
+                # The checkpoint signing key follows the derived keys. Both public keys go
+                # on record, so the privacy report trusts checkpoints signed before this.
+                "audit_public_key": public_key_hex(),
+                "previous_audit_public_key": old_public_key,
             },
         )
     log.info("root_key_rotated", old=old_key_id, new=provider.key_id, keks=len(rows))

@@ -252,3 +252,51 @@ def test_purpose_evidence_lists_defaults(engine, tenant, staff):
         {"purpose": "staff.request_view", "count": 1, "declared": True}
     ]
     assert purposes["evidence"]["undeclared_purposes_used"] == []
+
+
+def _resign_with(engine, tenant, private_key):
+    """Rebuild the tenant's signed checkpoints and head under `private_key`, as a database
+    writer with a key of their own could."""
+    from privacy.audit import checkpoint_chain, checkpoint_message
+    from privacy.models import AuditCheckpoint, AuditHead
+
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        checkpoint_chain(session, tenant)
+    public = private_key.public_key().public_bytes_raw().hex()
+    with unit_of_work(SystemContext("test forger"), engine=engine) as session:
+        rows = session.scalars(select(AuditCheckpoint).where(AuditCheckpoint.chain == tenant))
+        for row in [*rows, session.get(AuditHead, tenant)]:
+            row.public_key = public
+            row.signature = private_key.sign(checkpoint_message(tenant, row.seq, row.hash)).hex()
+
+
+def test_audit_chain_signed_by_foreign_key_fails(engine, tenant, seed_requests):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    seed_requests(engine, tenant, 1)
+    _resign_with(engine, tenant, Ed25519PrivateKey.generate())
+
+    chain = control(report(engine, tenant), "audit_chain")
+
+    assert not chain["passed"]
+    kinds = {problem["kind"] for problem in chain["evidence"]["problems"]}
+    assert "unknown_signer" in kinds
+
+
+def test_audit_chain_trusts_keys_before_root_rotation(engine, tenant, seed_requests):
+    from privacy.audit import checkpoint_chain, public_key_hex
+    from privacy.keys import forget_key_provider
+    from privacy.rotation import rotate_root
+
+    seed_requests(engine, tenant, 1)
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        checkpoint_chain(session, tenant)
+    before = public_key_hex()
+
+    rotate_root(engine=engine, actor="test", new_derived_keys=True)
+    forget_key_provider()
+
+    chain = control(report(engine, tenant), "audit_chain")
+    assert chain["passed"], json.dumps(chain, default=str)
+    assert before in chain["evidence"]["trusted_keys"]
+    assert public_key_hex() in chain["evidence"]["trusted_keys"]
