@@ -12,7 +12,6 @@ feature can read a new setting before this schema names it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -42,6 +41,7 @@ from tenants.languages import (
     repeated_tags,
     text_for,
 )
+from tenants.manifest_yaml import YamlDocument, path_text, read_yaml
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 # A DNS name with at least two labels, such as `nyc.gov` or `311.boston.gov`.
@@ -804,20 +804,10 @@ def _duplicates(section: str, codes: list[str | None]) -> list[str]:
 # --- error messages -------------------------------------------------------------------------
 
 
-def _path_of(location: tuple[Any, ...]) -> str:
-    path = ""
-    for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
 def _format_errors(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
-        path = _path_of(item["loc"])
+        path = path_text(item["loc"])
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
@@ -930,49 +920,27 @@ def _comparison_problems(data: dict[str, Any], error: ValidationError) -> list[s
 # --- loading --------------------------------------------------------------------------------
 
 
-class _ManifestLoader(yaml.SafeLoader):
-    """A YAML loader that keeps dates, times and `12:30`-style numbers as written.
+def parse_manifest(
+    data: Any, *, source: str | None = None, document: YamlDocument | None = None
+) -> Manifest:
+    """Validate already-parsed manifest data; raise `ManifestError` listing every problem.
 
-    YAML 1.1 reads an unquoted `2026-12-25` as a date, `2026-12-25 10:00` as a timestamp and
-    `12:30` as the base-60 number 750, and an impossible date such as `2026-08-32` makes the
-    loader itself fail. Keeping the text lets validation name the field and the value.
+    `document` is the YAML reading of `data`, when it came from a file: its own problems
+    (such as a key written twice) are reported with the others.
     """
-
-
-_ManifestLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _number_or_text(
-    construct: Callable[[yaml.SafeLoader, yaml.ScalarNode], Any],
-) -> Callable[[yaml.SafeLoader, yaml.ScalarNode], Any]:
-    def construct_scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
-        if ":" in node.value:
-            return node.value
-        return construct(loader, node)
-
-    return construct_scalar
-
-
-_ManifestLoader.add_constructor(
-    "tag:yaml.org,2002:int", _number_or_text(yaml.SafeLoader.construct_yaml_int)
-)
-_ManifestLoader.add_constructor(
-    "tag:yaml.org,2002:float", _number_or_text(yaml.SafeLoader.construct_yaml_float)
-)
-
-
-def parse_manifest(data: Any, *, source: str | None = None) -> Manifest:
-    """Validate already-parsed manifest data; raise `ManifestError` listing every problem."""
+    early = list(document.problems) if document is not None else []
     if not isinstance(data, dict):
-        raise ManifestError(["the document must be a mapping of manifest fields"], source=source)
+        raise ManifestError(
+            [*early, "the document must be a mapping of manifest fields"], source=source
+        )
     try:
-        return Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         problems = _format_errors(exc) + _comparison_problems(data, exc)
-        raise ManifestError(problems, source=source) from None
+        raise ManifestError(early + problems, source=source) from None
+    if early:
+        raise ManifestError(early, source=source)
+    return manifest
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -998,13 +966,13 @@ def load_manifest(path: str | Path) -> Manifest:
             "check the path and its permissions"
         ) from None
     try:
-        data = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 - a SafeLoader subclass
+        document = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise ManifestError([f"not valid YAML{where}: {problem}"], source=str(path)) from None
-    return parse_manifest(data, source=str(path))
+    return parse_manifest(document.data, source=str(path), document=document)
 
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"

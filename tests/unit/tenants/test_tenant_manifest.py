@@ -452,3 +452,24 @@ def test_purpose_descriptions_accept_regional_english():
     ]
     manifest = parse_manifest(data)
     assert manifest.privacy.decryption_purposes[0].descriptions == {"en-US": "Read a request."}
+
+
+def test_duplicate_key_names_both_lines(tmp_path: Path):
+    text = _example_text("timezone: America/New_York", "timezone: America/New_York")
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("timezone:"))
+    lines.insert(first + 1, "timezone: America/Chicago")
+    problems = _problems_of_file(tmp_path, "\n".join(lines) + "\n")
+    assert problems == [
+        f"key 'timezone' is written twice, at line {first + 1} and at line {first + 2}; keep "
+        "one of them, because YAML would silently use the last"
+    ]
+
+
+def test_duplicate_key_in_nested_mapping(tmp_path: Path):
+    text = _example_text("sla_hours: 16", "sla_hours: 16\n    sla_hours: 24")
+    problems = _problems_of_file(tmp_path, text)
+    assert len(problems) == 1
+    assert problems[0].startswith("services[")
+    assert ".sla_hours" not in problems[0].split(":")[0]
+    assert "key 'sla_hours' is written twice, at line " in problems[0]
