@@ -27,6 +27,7 @@ from privacy.keys import create_tenant_keys, get_key_provider
 from tenants.agencies import apply_manifest_secret, manifest_secret_replaced
 from tenants.keys import create_api_key
 from tenants.manifest import Manifest, ServiceSpec
+from tenants.manifest_changes import ManifestChanges, manifest_changes
 from tenants.metrics import ONBOARDINGS
 from tenants.models import Agency, ManifestRevision, Service, Tenant
 from tenants.registry import STATUS_ACTIVE, invalidate_cache
@@ -49,6 +50,20 @@ class OnboardingResult:
     # Codes of the agencies whose manifest `webhook_secret` a rotation has replaced since
     # onboarding applied it. Onboarding kept their rotated secrets, and the operator should
     # remove those lines from the manifest.
+    replaced_manifest_secrets: tuple[str, ...] = ()
+    # What an update changed; None unless the outcome is `updated`.
+    changes: ManifestChanges | None = None
+
+
+@dataclass(frozen=True)
+class OnboardingPreview:
+    """What onboarding a manifest would do, from `preview_onboarding`: the outcome, the
+    manifest version it would store, and the changes of an update (None otherwise)."""
+
+    tenant_id: str
+    outcome: str
+    version: int
+    changes: ManifestChanges | None
     replaced_manifest_secrets: tuple[str, ...] = ()
 
 
@@ -198,6 +213,21 @@ def _record_revision(session: Session, tenant: Tenant, actor: str) -> None:
     )
 
 
+def preview_onboarding(session: Session, manifest: Manifest) -> OnboardingPreview:
+    """Return what `onboard_manifest` would do with `manifest`, changing nothing.
+
+    Raises Conflict in the same cases as `onboard_manifest`.
+    """
+    tenant = _check_ownership(session, manifest)
+    if tenant is None:
+        return OnboardingPreview(manifest.id, "created", 1, None)
+    replaced = tuple(_replaced_manifest_secrets(session, tenant.id, manifest))
+    if tenant.manifest_hash == manifest_hash(manifest):
+        return OnboardingPreview(tenant.id, "unchanged", tenant.manifest_version, None, replaced)
+    changes = manifest_changes(tenant.manifest, manifest)
+    return OnboardingPreview(tenant.id, "updated", tenant.manifest_version + 1, changes, replaced)
+
+
 def onboard_manifest(
     session: Session, manifest: Manifest, *, actor: str = "cli:operator"
 ) -> OnboardingResult:
@@ -217,6 +247,7 @@ def onboard_manifest(
         return OnboardingResult(tenant, "unchanged", tenant.manifest_version, None, tuple(replaced))
 
     created = tenant is None
+    changes = None
     if tenant is None:
         tenant = Tenant(
             id=manifest.id,
@@ -237,6 +268,7 @@ def onboard_manifest(
             ) from None
         create_tenant_keys(session, tenant.id)
     else:
+        changes = manifest_changes(tenant.manifest, manifest)
         tenant.manifest_version += 1
         _apply_tenant_fields(tenant, manifest, digest)
 
@@ -272,7 +304,9 @@ def onboard_manifest(
     log.info(
         "tenant_onboarded", tenant_id=tenant.id, outcome=outcome, version=tenant.manifest_version
     )
-    return OnboardingResult(tenant, outcome, tenant.manifest_version, raw_key, tuple(replaced))
+    return OnboardingResult(
+        tenant, outcome, tenant.manifest_version, raw_key, tuple(replaced), changes
+    )
 
 
 def onboard(

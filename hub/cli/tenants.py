@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,8 @@ from tenants.keys import (
 )
 from tenants.languages import text_for
 from tenants.manifest import Manifest, ManifestError, load_manifest
-from tenants.onboarding import onboard_manifest
+from tenants.manifest_changes import ManifestChanges
+from tenants.onboarding import onboard_manifest, preview_onboarding
 from tenants.registry import TenantInfo, get_tenant, list_tenants
 
 app = typer.Typer(help="Tenants: onboarding, catalog import and API keys.", no_args_is_help=True)
@@ -139,35 +140,70 @@ def validate_command(
 @app.command("onboard")
 def onboard_command(
     file: Path = typer.Argument(..., help="Manifest YAML file."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Check the manifest against the stored tenant and print what onboarding would "
+        "change, changing nothing.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Create or update a tenant from its manifest; a new tenant's Open311 key is printed once."""
+    """Create or update a tenant from its manifest; a new tenant's Open311 key is printed once.
+
+    An update prints what it changed: time zone, languages, service area, and the services
+    and agencies added, deactivated or changed.
+    """
     manifest = _load_or_exit(file, as_json)
     with cli_errors():
         upgrade()
-        with unit_of_work(SystemContext("cli onboard", actor=cli_actor())) as session:
-            result = onboard_manifest(session, manifest, actor=cli_actor())
-            tenant_id = result.tenant.id
+        scope = SystemContext("cli onboard", actor=cli_actor())
+        with unit_of_work(scope, write=not dry_run) as session:
+            if dry_run:
+                preview = preview_onboarding(session, manifest)
+                outcome = OnboardingOutcome(
+                    preview.tenant_id,
+                    preview.outcome,
+                    preview.version,
+                    None,
+                    preview.replaced_manifest_secrets,
+                    preview.changes,
+                )
+            else:
+                result = onboard_manifest(session, manifest, actor=cli_actor())
+                outcome = OnboardingOutcome(
+                    result.tenant.id,
+                    result.outcome,
+                    result.version,
+                    result.open311_key,
+                    result.replaced_manifest_secrets,
+                    result.changes,
+                )
     placeholders = [
         agency.code
         for agency in manifest.agencies
         if agency.webhook_url and is_placeholder_url(agency.webhook_url)
     ]
     data = {
-        "tenant_id": tenant_id,
+        "tenant_id": outcome.tenant_id,
         "jurisdiction_id": manifest.jurisdiction_id,
-        "outcome": result.outcome,
-        "manifest_version": result.version,
-        "open311_api_key": result.open311_key,
+        "dry_run": dry_run,
+        "outcome": outcome.outcome,
+        "manifest_version": outcome.version,
+        "open311_api_key": outcome.open311_key,
+        "changes": outcome.changes.as_dict() if outcome.changes is not None else None,
         "placeholder_webhooks": placeholders,
-        "replaced_manifest_secrets": list(result.replaced_manifest_secrets),
+        "replaced_manifest_secrets": list(outcome.replaced_manifest_secrets),
     }
 
     def render(d: dict[str, Any]) -> None:
+        verb = f"would be {d['outcome']} (dry run, nothing changed)" if dry_run else d["outcome"]
         print(
-            f"tenant {d['tenant_id']} ({d['jurisdiction_id']}): {d['outcome']}, "
+            f"tenant {d['tenant_id']} ({d['jurisdiction_id']}): {verb}, "
             f"manifest version {d['manifest_version']}"
         )
+        if outcome.changes is not None:
+            for line in outcome.changes.lines() or [NO_LISTED_CHANGE]:
+                print(f"  {line}")
         if d["open311_api_key"]:
             print(f"Open311 API key (shown once, store it now): {d['open311_api_key']}")
         if d["placeholder_webhooks"]:
@@ -184,6 +220,23 @@ def onboard_command(
             )
 
     emit(data, as_json, render)
+
+
+# An update whose compared fields are all equal changed a webhook secret, which the stored
+# manifest leaves out, or follows a change of the key behind `manifest_hash`.
+NO_LISTED_CHANGE = "no listed field changed (webhook secrets are not compared)"
+
+
+@dataclass(frozen=True)
+class OnboardingOutcome:
+    """The result that `hub tenants onboard` prints, from an onboarding or its dry run."""
+
+    tenant_id: str
+    outcome: str
+    version: int
+    open311_key: str | None
+    replaced_manifest_secrets: tuple[str, ...]
+    changes: ManifestChanges | None
 
 
 @app.command("list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -528,3 +529,61 @@ def test_manifest_folder_or_binary(hub_cli, tmp_path, command):
     assert json.loads(out)["error"] == (
         f"{binary} is not UTF-8 text; save the manifest as a UTF-8 YAML file"
     )
+
+
+def _edited_copy(data: dict, tmp_path: Path) -> tuple[Path, dict]:
+    """Write `data` with a new time zone, one agency fewer and one service more."""
+    edited = copy.deepcopy(data)
+    edited["timezone"] = "America/Chicago"
+    removed = edited["agencies"].pop()["code"]
+    for service in edited["services"]:
+        if service.get("agency") == removed:
+            service["agency"] = edited["agencies"][0]["code"]
+    routing = edited.get("routing", {})
+    if routing.get("default") == removed:
+        routing["default"] = edited["agencies"][0]["code"]
+    for rule in routing.get("rules", []):
+        if rule["agency"] == removed:
+            rule["agency"] = edited["agencies"][0]["code"]
+    edited["services"].append({"code": "NEWSVC", "names": {"en": "New service"}})
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(edited, allow_unicode=True), encoding="utf-8")
+    return path, edited
+
+
+def test_onboard_dry_run_lists_changes(hub_cli, manifest_file, tmp_path):
+    path, data = manifest_file
+    assert hub_cli("tenants", "onboard", str(path))[0] == 0
+    edited_path, _edited = _edited_copy(data, tmp_path)
+
+    code, out = hub_cli("tenants", "onboard", str(edited_path), "--dry-run", "--json")
+
+    assert code == 0, out
+    preview = json.loads(out)
+    assert preview["dry_run"] is True
+    assert preview["outcome"] == "updated"
+    assert preview["manifest_version"] == 2
+    changes = preview["changes"]
+    assert changes["timezone"] == {"from": data["timezone"], "to": "America/Chicago"}
+    assert changes["languages"] is None
+    assert changes["service_area_changed"] is False
+    assert changes["services"]["added"] == ["NEWSVC"]
+    assert changes["agencies"]["deactivated"] == [data["agencies"][-1]["code"]]
+    code, out = hub_cli("tenants", "show", data["id"], "--json")
+    assert json.loads(out)["timezone"] == data["timezone"]
+    assert json.loads(out)["manifest_version"] == 1
+
+
+def test_onboard_update_prints_changes(hub_cli, manifest_file, tmp_path):
+    path, data = manifest_file
+    assert hub_cli("tenants", "onboard", str(path))[0] == 0
+    edited_path, _edited = _edited_copy(data, tmp_path)
+
+    code, out = hub_cli("tenants", "onboard", str(edited_path))
+
+    assert code == 0, out
+    assert f"time zone: {data['timezone']} -> America/Chicago" in out
+    assert "services: added NEWSVC" in out
+    assert f"deactivated {data['agencies'][-1]['code']}" in out
+    code, out = hub_cli("tenants", "show", data["id"], "--json")
+    assert json.loads(out)["timezone"] == "America/Chicago"
