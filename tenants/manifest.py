@@ -2,7 +2,7 @@
 
 `load_manifest(path)` and `parse_manifest(data)` return a validated `Manifest` or raise
 `ManifestError`, whose message lists every problem with its field path, for example
-`services[3].attributes[0].datatype: must be one of string, number, ...`.
+`services[3] (code SLO).attributes[0].datatype: must be one of string, number, ...`.
 
 Core sections (`id`, `jurisdiction_id`, `services`, ...) reject unknown keys so that a typo
 fails loudly. The feature sections `privacy`, `alerts` and `overflow` accept extra keys, so a
@@ -41,6 +41,7 @@ from tenants.languages import (
     repeated_tags,
     text_for,
 )
+from tenants.manifest_errors import PATTERN_RULES, describe_error
 from tenants.manifest_yaml import YamlDocument, path_text, read_yaml
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -51,7 +52,24 @@ DOMAIN = re.compile(
 # Open311 service codes seen in the field include `001`, `ABNDBIKE`, `DMV66` and `4fd3b167e750`.
 SERVICE_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+PATTERN_RULES[CODE.pattern] = (
+    "use 1 to 64 letters, digits, `_`, `.` or `-`, starting with a letter or digit"
+)
 HOURS_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+# Time zone abbreviations that people write for `timezone`, with the IANA zones they suggest.
+# tzdata has zones named EST, MST and HST, but they are fixed offsets without daylight saving
+# time, so they are rejected too.
+ZONE_ABBREVIATIONS = {
+    **dict.fromkeys(("EST", "EDT", "ET", "EST5EDT"), "America/New_York"),
+    **dict.fromkeys(("CST", "CDT", "CT", "CST6CDT"), "America/Chicago"),
+    **dict.fromkeys(("MST", "MDT", "MT", "MST7MDT"), "America/Denver (or America/Phoenix)"),
+    **dict.fromkeys(("PST", "PDT", "PT", "PST8PDT"), "America/Los_Angeles"),
+    **dict.fromkeys(("AKST", "AKDT"), "America/Anchorage"),
+    **dict.fromkeys(("HST", "HAST"), "Pacific/Honolulu"),
+    **dict.fromkeys(("AST", "ADT"), "America/Halifax (or America/Puerto_Rico)"),
+    **dict.fromkeys(("NST", "NDT"), "America/St_Johns"),
+}
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
@@ -644,6 +662,12 @@ class Manifest(_Strict):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
+        suggestion = ZONE_ABBREVIATIONS.get(value.upper())
+        if suggestion is not None:
+            raise ValueError(
+                f"{value!r} is an abbreviation, not a city's IANA time zone (which follows "
+                f"daylight saving time); use {suggestion}"
+            )
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -804,17 +828,19 @@ def _duplicates(section: str, codes: list[str | None]) -> list[str]:
 # --- error messages -------------------------------------------------------------------------
 
 
-def _format_errors(error: ValidationError) -> list[str]:
+def _format_errors(
+    error: ValidationError, written: dict[tuple[Any, ...], tuple[str, str]]
+) -> list[str]:
+    """Return one `path: message` line per error. `written` is the text that the YAML file
+    wrote for each value that YAML did not read as text, by location."""
     problems = []
     for item in error.errors():
-        path = path_text(item["loc"])
-        message = item["msg"]
-        if message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field; check the spelling against docs/manifest.md"
-        elif item["type"] == "missing":
-            message = "required field is missing"
+        location = tuple(item["loc"])
+        path = path_text(location)
+        if item["type"] == "value_error":
+            message = item["msg"].removeprefix("Value error, ")
+        else:
+            message = describe_error(item, Manifest, written.get(location))
         for line in message.split("\n"):
             problems.append(_join_path(path, line))
     return problems
@@ -936,11 +962,33 @@ def parse_manifest(
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        problems = _format_errors(exc) + _comparison_problems(data, exc)
-        raise ManifestError(early + problems, source=source) from None
+        written = document.non_text_scalars if document is not None else {}
+        problems = _format_errors(exc, written) + _comparison_problems(data, exc)
+        raise ManifestError(_name_services(early + problems, data), source=source) from None
     if early:
-        raise ManifestError(early, source=source)
+        raise ManifestError(_name_services(early, data), source=source)
     return manifest
+
+
+_SERVICE_PATH = re.compile(r"^services\[(\d+)\]")
+
+
+def _name_services(problems: list[str], data: dict[str, Any]) -> list[str]:
+    """Add the service code to each path inside `services[N]`, such as
+    `services[3] (code SLO).sla_hours`, when that service has a valid code."""
+    services = data.get("services")
+    if not isinstance(services, list):
+        return problems
+
+    def named(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        service = services[index] if index < len(services) else None
+        code = service.get("code") if isinstance(service, dict) else None
+        if not isinstance(code, str) or not SERVICE_CODE.match(code.strip()):
+            return match.group(0)
+        return f"{match.group(0)} (code {code.strip()})"
+
+    return [_SERVICE_PATH.sub(named, problem, count=1) for problem in problems]
 
 
 def load_manifest(path: str | Path) -> Manifest:

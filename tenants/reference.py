@@ -33,7 +33,8 @@ This page is generated: `python -m tenants.reference > docs/manifest.md`.
 _NOTES = {
     "id": "a slug: lower-case letters, digits and hyphens, 1 to 64 characters",
     "jurisdiction_id": "the city's domain in lower case, such as `nyc.gov`",
-    "timezone": "an IANA time zone, such as `America/New_York`",
+    "timezone": "an IANA time zone, such as `America/New_York`; abbreviations such as `EST` "
+    "or `CST` are rejected with the zone to use",
     "languages": "registered BCP 47 tags such as `en` or `es-US`, each once (case is "
     "ignored); the first is the default",
     "region": "a slug, shared by the tenants of one region",

@@ -76,6 +76,16 @@ def _set(data: dict, path: list, value) -> None:
 
 _DELETE = object()
 
+
+def _problems_with(path: list, value) -> list[str]:
+    """Return the problems of the San Francisco example with `value` at `path`."""
+    data = copy.deepcopy(_base())
+    _set(data, path, value)
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data)
+    return caught.value.problems
+
+
 BAD_FIELDS = [
     (["id"], "San Francisco", "id: "),
     (["jurisdiction_id"], "not a domain", "jurisdiction_id: "),
@@ -87,7 +97,7 @@ BAD_FIELDS = [
     (
         ["services", 0, "names", "EN"],
         "Cans",
-        "services[0].names: language keys 'EN', 'en' name one language",
+        "services[0] (code 001).names: language keys 'EN', 'en' name one language",
     ),
     (["region"], "Bay Area", "region: "),
     (["service_area", "type"], "Point", "service_area.type: "),
@@ -109,39 +119,43 @@ BAD_FIELDS = [
     (
         ["services", 3, "attributes", 0, "datatype"],
         "list",
-        "services[3].attributes[0].datatype: must be one of string, number",
+        "services[3] (code 015).attributes[0].datatype: must be one of string, number",
     ),
     (
         ["services", 3, "attributes", 0, "values"],
         [],
-        "services[3].attributes[0].values: a multivaluelist attribute needs",
+        "services[3] (code 015).attributes[0].values: a multivaluelist attribute needs",
     ),
     (
         ["services", 3, "attributes", 1, "values"],
         [{"key": "1", "names": {"en": "one"}}],
-        "services[3].attributes[1].values: only list datatypes",
+        "services[3] (code 015).attributes[1].values: only list datatypes",
     ),
     (["services", 0, "code"], "has space", "services[0].code: "),
     (
         ["services", 0, "names"],
         {"es": "Botes"},
-        "services[0].names: missing the default language 'en'",
+        "services[0] (code 001).names: missing the default language 'en'",
     ),
     (
         ["services", 0, "names", "fr"],
         "Poubelles",
-        "services[0].names: language 'fr' is not in languages",
+        "services[0] (code 001).names: language 'fr' is not in languages",
     ),
-    (["services", 0, "sla_hours"], -4, "services[0].sla_hours: "),
-    (["services", 0, "open_data"], {"location": "blurred"}, "services[0].open_data.location: "),
+    (["services", 0, "sla_hours"], -4, "services[0] (code 001).sla_hours: "),
+    (
+        ["services", 0, "open_data"],
+        {"location": "blurred"},
+        "services[0] (code 001).open_data.location: ",
+    ),
     (
         ["services", 0, "open_data"],
         {"location": "h3", "h3_resolution": 16},
-        "services[0].open_data.h3_resolution: ",
+        "services[0] (code 001).open_data.h3_resolution: ",
     ),
-    (["services", 0, "agency"], "NOPE", "services[0].agency: unknown agency 'NOPE'"),
-    (["services", 0, "colour"], "red", "services[0].colour: unknown field"),
-    (["services", 1, "code"], "001", "services[1].code: duplicate '001'"),
+    (["services", 0, "agency"], "NOPE", "services[0] (code 001).agency: unknown agency 'NOPE'"),
+    (["services", 0, "colour"], "red", "services[0] (code 001).colour: unknown field"),
+    (["services", 1, "code"], "001", "services[1] (code 001).code: duplicate '001'"),
     (
         ["agencies", 0, "webhook_url"],
         "ftp://127.0.0.1/x",
@@ -241,11 +255,7 @@ BAD_FIELDS = [
     ("path", "value", "expected"), BAD_FIELDS, ids=[str(c[2]).split(":")[0] for c in BAD_FIELDS]
 )
 def test_bad_field_is_named(path, value, expected):
-    data = copy.deepcopy(_base())
-    _set(data, path, value)
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(data)
-    problems = caught.value.problems
+    problems = _problems_with(path, value)
     assert any(p.startswith(expected) for p in problems), problems
 
 
@@ -257,7 +267,7 @@ def test_several_problems_reported_together():
         parse_manifest(data)
     assert len(caught.value.problems) == 2
     assert "timezone" in caught.value.message
-    assert "services[0].sla_hours" in caught.value.message
+    assert "services[0] (code 001).sla_hours" in caught.value.message
 
 
 def test_feature_sections_accept_extra_keys():
@@ -397,14 +407,14 @@ def test_comparisons_run_beside_field_errors():
     problems = caught.value.problems
     expected = [
         "timezone: ",
-        "services[1].sla_hours: ",
-        "services[3].attributes[0].order: ",
+        "services[1] (code 011).sla_hours: ",
+        "services[3] (code 015).attributes[0].order: ",
         "agencies[0].webhook_url: ",
         "overflow.thresholds.high_hold_seconds: ",
-        "services[0].names: language 'fr' is not in languages",
-        "services[1].names: missing the default language 'en'",
-        "services[2].agency: unknown agency 'NOPE'",
-        "services[3].attributes: duplicate code(s)",
+        "services[0] (code 001).names: language 'fr' is not in languages",
+        "services[1] (code 011).names: missing the default language 'en'",
+        "services[2] (code 012).agency: unknown agency 'NOPE'",
+        "services[3] (code 015).attributes: duplicate code(s)",
         "routing.default: unknown agency 'NOPE'",
         "overflow.thresholds: low_wait_seconds must be below high_wait_seconds",
     ]
@@ -473,3 +483,119 @@ def test_duplicate_key_in_nested_mapping(tmp_path: Path):
     assert problems[0].startswith("services[")
     assert ".sla_hours" not in problems[0].split(":")[0]
     assert "key 'sla_hours' is written twice, at line " in problems[0]
+
+
+SLA_HOURS_FORM = "write a number of hours greater than 0 and at most 8760, such as 48"
+
+# Errors whose default pydantic text named neither the value nor the fix.
+DEFAULT_TEXT_REWRITTEN = [
+    (["services", 0, "sla_hours"], "2d", f"'2d' is not a number; {SLA_HOURS_FORM}"),
+    (["services", 0, "sla_hours"], "48h", f"'48h' is not a number; {SLA_HOURS_FORM}"),
+    (["services", 0, "sla_hours"], "PT48H", f"'PT48H' is not a number; {SLA_HOURS_FORM}"),
+    (["services", 0, "sla_hours"], -4, f"-4 is out of range; {SLA_HOURS_FORM}"),
+    (["services", 0, "sla_hours"], 10000, f"10000 is out of range; {SLA_HOURS_FORM}"),
+    (
+        ["services", 0, "sla_clock"],
+        "calendar",
+        "'calendar' is not allowed; use one of business, continuous",
+    ),
+    (
+        ["calendar", "holidays", 0],
+        "2026-12-25",
+        "expected a mapping of fields, got '2026-12-25'; write each holiday as "
+        "`- date: 2026-12-25`, with an optional `name: Christmas Day` on the next line",
+    ),
+    (["languages"], "en, es", "expected a list, got the text 'en, es'; write it as [en, es]"),
+    (
+        ["service_area", "type"],
+        "polygon",
+        "'polygon' is not allowed; use one of Polygon, MultiPolygon (case matters: write Polygon)",
+    ),
+    (["privacy", "k"], "five", "'five' is not a number; write a whole number at least 2"),
+    (
+        ["services", 0, "open_data"],
+        "h3",
+        "expected a mapping of fields, got 'h3'; write it as `field: value` lines with the "
+        "fields location, h3_resolution",
+    ),
+    (["services", 0, "location_sensitive"], "maybe", "'maybe' is not true or false"),
+    (
+        ["services", 0, "code"],
+        "has space",
+        "'has space' is not valid; use 1 to 64 letters, digits, `_`, `.` or `-`",
+    ),
+    (
+        ["services", 0, "sla"],
+        24,
+        "unknown field; check the spelling against docs/manifest.md; did you mean sla_hours",
+    ),
+    (
+        ["timezon"],
+        "America/Chicago",
+        "unknown field; check the spelling against docs/manifest.md; did you mean timezone?",
+    ),
+    (["timezone"], "CST", "'CST' is an abbreviation, not a city's IANA time zone"),
+    (["timezone"], "EST", "'EST' is an abbreviation, not a city's IANA time zone"),
+    (["timezone"], "pst", "'pst' is an abbreviation"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), DEFAULT_TEXT_REWRITTEN)
+def test_error_names_value_and_fix(path, value, expected):
+    problems = _problems_with(path, value)
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+    assert "Input should" not in problems[0]
+    assert "Holiday" not in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("zone", "suggestion"),
+    [
+        ("CST", "America/Chicago"),
+        ("EST", "America/New_York"),
+        ("PST", "America/Los_Angeles"),
+        ("MST", "America/Denver"),
+    ],
+)
+def test_timezone_abbreviation_suggests_zone(zone, suggestion):
+    problems = _problems_with(["timezone"], zone)
+    assert f"use {suggestion}" in problems[0]
+
+
+def test_secret_value_never_quoted():
+    data = copy.deepcopy(_base())
+    data["agencies"][0]["webhook_secret"] = "short-secret"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data)
+    assert "short-secret" not in caught.value.message
+
+
+def test_service_path_names_code():
+    data = copy.deepcopy(_base())
+    data["services"][3]["sla_hours"] = "2d"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data)
+    assert caught.value.problems[0].startswith("services[3] (code 015).sla_hours: '2d' ")
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "expected"),
+    [
+        (
+            "code: REQPOTHL",
+            "code: 012",
+            "services[0].code: YAML read 012 as a number (10), but this field is text; "
+            "quote it: '012'",
+        ),
+        (
+            "languages: [en, es, zh]",
+            "languages: [en, es, no]",
+            "languages[2]: YAML read no as a boolean (False), but this field is text; "
+            "quote it: 'no'",
+        ),
+    ],
+)
+def test_yaml_non_text_scalar_says_quote(tmp_path: Path, replace, by, expected):
+    problems = _problems_of_file(tmp_path, _example_text(replace, by))
+    assert expected in problems
