@@ -29,6 +29,7 @@ from hub.core.errors import HubError, NotFound
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
+from hub.requests.texts import BUILT_IN as BUILT_IN_NOTICES
 from hub.requests.webhook import PREVIOUS_SIGNATURE_HEADER, is_placeholder_url
 from tenants.agencies import (
     DEFAULT_OVERLAP_HOURS,
@@ -49,7 +50,9 @@ from tenants.keys import (
 from tenants.languages import text_for
 from tenants.manifest import Manifest, ManifestError, load_manifest
 from tenants.manifest_changes import ManifestChanges
+from tenants.manifest_warnings import manifest_warnings
 from tenants.onboarding import onboard_manifest, preview_onboarding
+from tenants.profile import DEFAULT_STATUS_TEXTS
 from tenants.registry import TenantInfo, get_tenant, list_tenants
 
 app = typer.Typer(help="Tenants: onboarding, catalog import and API keys.", no_args_is_help=True)
@@ -112,6 +115,18 @@ def _load_or_exit(file: Path, as_json: bool) -> Manifest:
         fail(exc.message)
 
 
+def _warnings(manifest: Manifest) -> list[str]:
+    """Return the manifest's warnings, with the hub's built-in status texts and notices."""
+    return manifest_warnings(
+        manifest, {"status texts": DEFAULT_STATUS_TEXTS, "notices": BUILT_IN_NOTICES}
+    )
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}")
+
+
 @app.command("validate")
 def validate_command(
     file: Path = typer.Argument(..., help="Manifest YAML file."),
@@ -126,15 +141,17 @@ def validate_command(
         "services": len(manifest.services),
         "agencies": len(manifest.agencies),
         "languages": manifest.languages,
+        "warnings": _warnings(manifest),
     }
-    emit(
-        data,
-        as_json,
-        lambda d: print(
+
+    def render(d: dict[str, Any]) -> None:
+        print(
             f"{file}: valid manifest for {d['id']} ({d['jurisdiction_id']}): "
             f"{d['services']} services, {d['agencies']} agencies"
-        ),
-    )
+        )
+        _print_warnings(d["warnings"])
+
+    emit(data, as_json, render)
 
 
 @app.command("onboard")
@@ -193,6 +210,7 @@ def onboard_command(
         "changes": outcome.changes.as_dict() if outcome.changes is not None else None,
         "placeholder_webhooks": placeholders,
         "replaced_manifest_secrets": list(outcome.replaced_manifest_secrets),
+        "warnings": _warnings(manifest),
     }
 
     def render(d: dict[str, Any]) -> None:
@@ -218,6 +236,7 @@ def onboard_command(
                 "`hub tenants agency-secret --rotate` replaced, so onboarding kept the rotated "
                 f"secret; remove the webhook_secret line of agency {code} from the manifest"
             )
+        _print_warnings(d["warnings"])
 
     emit(data, as_json, render)
 

@@ -587,3 +587,21 @@ def test_onboard_update_prints_changes(hub_cli, manifest_file, tmp_path):
     assert f"deactivated {data['agencies'][-1]['code']}" in out
     code, out = hub_cli("tenants", "show", data["id"], "--json")
     assert json.loads(out)["timezone"] == "America/Chicago"
+
+
+def test_validate_and_onboard_print_warnings(hub_cli, make_manifest, tmp_path):
+    data = make_manifest("san-francisco")
+    data["calendar"]["holidays"].append(dict(data["calendar"]["holidays"][0]))
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    repeated = f"calendar.holidays[{len(data['calendar']['holidays']) - 1}].date: "
+
+    code, out = hub_cli("tenants", "validate", str(path), "--json")
+    assert code == 0, out
+    warnings = json.loads(out)["warnings"]
+    assert any(w.startswith(repeated) for w in warnings), warnings
+    assert any("no built-in notices in 'zh'" in w for w in warnings), warnings
+
+    code, out = hub_cli("tenants", "onboard", str(path))
+    assert code == 0, out
+    assert f"warning: {repeated}" in out
