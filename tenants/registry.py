@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -23,7 +23,7 @@ from hub.core.tenancy import SystemContext
 from tenants.calendar import BusinessCalendar, sla_deadline
 from tenants.languages import localized
 from tenants.manifest import Manifest, ManifestError, ServiceSpec, parse_manifest
-from tenants.models import Service, Tenant
+from tenants.models import Agency, Service, Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +82,9 @@ class TenantInfo:
     manifest: Manifest
     services: Mapping[str, ServiceInfo]
     calendar: BusinessCalendar
+    # Name of every agency the tenant has had, by code, inactive ones included, because
+    # stored requests keep the code of an agency that a later manifest renamed or removed.
+    agency_names: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def active(self) -> bool:
@@ -119,7 +122,7 @@ def _service_info(row: Service, spec: ServiceSpec | None) -> ServiceInfo:
     )
 
 
-def _snapshot(tenant: Tenant, services: list[Service]) -> TenantInfo:
+def _snapshot(tenant: Tenant, services: list[Service], agencies: list[Agency]) -> TenantInfo:
     manifest = parse_manifest(tenant.manifest, source=f"tenant {tenant.id}")
     catalog = {
         row.code: _service_info(row, manifest.service(row.code)) for row in services if row.active
@@ -137,6 +140,7 @@ def _snapshot(tenant: Tenant, services: list[Service]) -> TenantInfo:
         manifest=manifest,
         services=MappingProxyType(catalog),
         calendar=BusinessCalendar.from_spec(manifest.calendar),
+        agency_names=MappingProxyType({row.code: row.name for row in agencies}),
     )
 
 
@@ -199,7 +203,8 @@ def _load(engine: Engine, *, tenant_id: str | None = None, jurisdiction_id: str 
                 select(Service).where(Service.tenant_id == tenant.id).order_by(Service.code)
             )
         )
-        return _snapshot(tenant, services)
+        agencies = list(session.scalars(select(Agency).where(Agency.tenant_id == tenant.id)))
+        return _snapshot(tenant, services, agencies)
 
 
 def _lookup(kind: str, value: str, engine: Engine | None) -> TenantInfo | None:
@@ -244,13 +249,21 @@ def list_tenants(
     with unit_of_work(SystemContext("tenant list"), engine=engine, write=False) as session:
         tenants = list(session.scalars(select(Tenant).order_by(Tenant.id)))
         services = list(session.scalars(select(Service).order_by(Service.code)))
+        agencies = list(session.scalars(select(Agency)))
     by_tenant: dict[str, list[Service]] = {}
     for row in services:
         by_tenant.setdefault(row.tenant_id, []).append(row)
+    agencies_by_tenant: dict[str, list[Agency]] = {}
+    for agency in agencies:
+        agencies_by_tenant.setdefault(agency.tenant_id, []).append(agency)
     infos = []
     for tenant in tenants:
         try:
-            infos.append(_snapshot(tenant, by_tenant.get(tenant.id, [])))
+            infos.append(
+                _snapshot(
+                    tenant, by_tenant.get(tenant.id, []), agencies_by_tenant.get(tenant.id, [])
+                )
+            )
         except ManifestError as exc:
             log.error("tenant_manifest_invalid", tenant_id=tenant.id, problems=len(exc.problems))
     if include_inactive:

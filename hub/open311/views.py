@@ -94,7 +94,13 @@ def _public_zipcode(service: CatalogService | None, row: ServiceRequest) -> str 
 
 
 def _agency_name(tenant: TenantSnapshot, code: str | None) -> str | None:
-    agency = tenant.manifest.agency(code) if code else None
+    """Return the stored name of the agency `code`, also when a later manifest removed it."""
+    if code is None:
+        return None
+    name = tenant.agency_names.get(code)
+    if name is not None:
+        return name
+    agency = tenant.manifest.agency(code)
     return agency.name if agency is not None else code
 
 

@@ -45,6 +45,7 @@ class TenantSnapshot(Protocol):
     active: bool
     manifest: Manifest
     services: Mapping[str, CatalogService]
+    agency_names: Mapping[str, str]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from defusedxml.ElementTree import fromstring
 from jsonschema import Draft4Validator
-from open311_support import error_entries, pothole_form
+from open311_support import error_entries, manifest_data, pothole_form
 from referencing import Registry, Resource
 from sqlalchemy import update
 
@@ -19,7 +19,9 @@ from hub.core.clock import utcnow
 from hub.core.db import get_engine, unit_of_work
 from hub.core.tenancy import SystemContext
 from hub.requests.models import ServiceRequest
+from tenants.manifest import parse_manifest
 from tenants.models import Tenant
+from tenants.onboarding import onboard
 from tenants.registry import invalidate_cache
 
 
@@ -132,6 +134,24 @@ def test_agency_responsible_is_agency_name(client, tenants_ab):
     alpha, _ = tenants_ab
     request_id = _file(client, alpha)
     entry = _get(client, f"requests/{request_id}.json", alpha).json()[0]
+    assert entry["agency_responsible"] == "Roads department"
+
+
+def test_agency_responsible_after_agency_renamed(client, tenants_ab, hub_db):
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    region = "region-" + alpha.id.removeprefix("alpha-")
+    data = manifest_data(alpha.id, alpha.jurisdiction, region=region)
+    data["agencies"][0]["code"] = "streets"
+    data["routing"]["default"] = "streets"
+    for service in data["services"]:
+        if service.get("agency") == "roads":
+            service["agency"] = "streets"
+    with unit_of_work(SystemContext("test"), engine=get_engine(hub_db)) as session:
+        onboard(session, parse_manifest(data), actor="test")
+
+    entry = _get(client, f"requests/{request_id}.json", alpha).json()[0]
+
     assert entry["agency_responsible"] == "Roads department"
 
 
