@@ -29,6 +29,7 @@ from hub.core.errors import HubError, NotFound
 from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.tenancy import ALL_ROLES, SystemContext, TenantContext
+from hub.requests.listing import open_requests_by_agency
 from hub.requests.texts import BUILT_IN as BUILT_IN_NOTICES
 from hub.requests.webhook import PREVIOUS_SIGNATURE_HEADER, is_placeholder_url
 from tenants.agencies import (
@@ -195,6 +196,8 @@ def onboard_command(
                     result.replaced_manifest_secrets,
                     result.changes,
                 )
+            deactivated = outcome.changes.agencies.deactivated if outcome.changes else ()
+            open_requests = open_requests_by_agency(session, outcome.tenant_id, deactivated)
     placeholders = [
         agency.code
         for agency in manifest.agencies
@@ -210,7 +213,7 @@ def onboard_command(
         "changes": outcome.changes.as_dict() if outcome.changes is not None else None,
         "placeholder_webhooks": placeholders,
         "replaced_manifest_secrets": list(outcome.replaced_manifest_secrets),
-        "warnings": _warnings(manifest),
+        "warnings": _warnings(manifest) + _deactivated_agency_warnings(open_requests),
     }
 
     def render(d: dict[str, Any]) -> None:
@@ -244,6 +247,17 @@ def onboard_command(
 # An update whose compared fields are all equal changed a webhook secret, which the stored
 # manifest leaves out, or follows a change of the key behind `manifest_hash`.
 NO_LISTED_CHANGE = "no listed field changed (webhook secrets are not compared)"
+
+
+def _deactivated_agency_warnings(open_requests: dict[str, int]) -> list[str]:
+    """Warn of each agency that onboarding deactivates while it has open requests."""
+    return [
+        f"agencies: {code} becomes inactive with {count} open request(s), which stay routed "
+        f"to {code}: only agency keys that name {code} can update them, and a key for a new "
+        f"code cannot; keep {code} in the manifest (change its name, not its code) until "
+        "they are closed"
+        for code, count in sorted(open_requests.items())
+    ]
 
 
 @dataclass(frozen=True)

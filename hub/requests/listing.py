@@ -100,3 +100,22 @@ def count_requests(session: Session, ctx: TenantContext, filters: RequestFilters
     """Return how many of the tenant's requests match `filters`."""
     base = select(func.count()).select_from(ServiceRequest)
     return int(session.scalar(_filtered(base, ctx, filters)) or 0)
+
+
+def open_requests_by_agency(
+    session: Session, tenant_id: str, agencies: Sequence[str]
+) -> dict[str, int]:
+    """Return how many open requests of the tenant each of `agencies` has, leaving out
+    agencies with none."""
+    if not agencies:
+        return {}
+    query = (
+        select(ServiceRequest.agency_code, func.count())
+        .where(
+            ServiceRequest.tenant_id == tenant_id,
+            ServiceRequest.agency_code.in_(list(agencies)),
+            ServiceRequest.status.in_(OPEN_STATES),
+        )
+        .group_by(ServiceRequest.agency_code)
+    )
+    return {code: count for code, count in session.execute(query).all()}

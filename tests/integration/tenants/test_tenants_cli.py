@@ -15,12 +15,14 @@ from hub.cli.main import app
 from hub.core.db import dispose_engines, get_engine, unit_of_work
 from hub.core.settings import reset_settings_cache
 from hub.core.tenancy import TenantContext
+from hub.requests.schemas import IntakeData
+from hub.requests.service import submit_request
 from privacy.models import AuditEntry
 from tenants.agencies import webhook_secrets
 from tenants.keys import resolve_api_key
-from tenants.manifest import EXAMPLES_DIR
+from tenants.manifest import EXAMPLES_DIR, parse_manifest
 from tenants.models import Agency
-from tenants.registry import invalidate_cache
+from tenants.registry import get_tenant, invalidate_cache
 
 
 @pytest.fixture
@@ -605,3 +607,35 @@ def test_validate_and_onboard_print_warnings(hub_cli, make_manifest, tmp_path):
     code, out = hub_cli("tenants", "onboard", str(path))
     assert code == 0, out
     assert f"warning: {repeated}" in out
+
+
+def test_onboard_warns_of_open_requests_on_deactivated_agency(hub_cli, manifest_file, tmp_path):
+    path, data = manifest_file
+    assert hub_cli("tenants", "onboard", str(path))[0] == 0
+    removed = data["agencies"][-1]["code"]
+    manifest = parse_manifest(copy.deepcopy(data))
+    service = next(
+        s
+        for s in manifest.services
+        if manifest.agency_for(s.code) == removed and not any(a.required for a in s.attributes)
+    )
+    tenant = get_tenant(data["id"])
+    ctx = TenantContext(data["id"], actor="test")
+    with unit_of_work(ctx, engine=get_engine()) as session:
+        for _ in range(2):
+            submit_request(
+                session,
+                ctx,
+                tenant,
+                IntakeData(service_code=service.code, lat=37.7793, lon=-122.4193),
+            )
+    edited_path, _edited = _edited_copy(data, tmp_path)
+
+    code, out = hub_cli("tenants", "onboard", str(edited_path), "--dry-run", "--json")
+
+    assert code == 0, out
+    warnings = json.loads(out)["warnings"]
+    assert f"agencies: {removed} becomes inactive with 2 open request(s)" in " ".join(warnings)
+    code, out = hub_cli("tenants", "onboard", str(edited_path))
+    assert code == 0, out
+    assert f"warning: agencies: {removed} becomes inactive with 2 open request(s)" in out
