@@ -178,6 +178,8 @@ def _render(report: dict[str, Any]) -> None:
             ["category", "rows"],
             items[:SHOWN_CATEGORIES],
         )
+    for warning in report["warnings"]:
+        console.print(f"warning: {warning}", highlight=False, markup=False)
     rejections = report["rejections"]
     if rejections:
         kind = "record" if rejections and "record" in rejections[0] else "line"

@@ -79,6 +79,9 @@ class ImportReport:
     imported: int = 0
     skipped_existing: int = 0
     rejected: int = 0
+    # Rows with readable coordinates, and those of them outside the tenant's service area.
+    located: int = 0
+    outside_service_area: int = 0
     # Closed before the tenant's retention period: stored without personal fields.
     past_retention: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
@@ -113,6 +116,17 @@ class ImportReport:
         else:
             self.unmapped_categories["(more)"] += 1
 
+    def warnings(self) -> list[str]:
+        """Return the report's warnings: signs that the file is not the tenant's."""
+        if self.outside_service_area * 2 > self.located:
+            return [
+                f"{self.outside_service_area} of the {self.located} rows with coordinates are "
+                f"outside tenant {self.tenant_id}'s service area, so the file may be another "
+                "city's export; check --tenant, or the manifest's service_area (GeoJSON "
+                "positions are [lon, lat])"
+            ]
+        return []
+
     def as_dict(self) -> dict[str, Any]:
         rate = self.read / self.seconds if self.seconds > 0 else None
         return {
@@ -124,6 +138,9 @@ class ImportReport:
             "imported": self.imported,
             "skipped_existing": self.skipped_existing,
             "rejected": self.rejected,
+            "located": self.located,
+            "outside_service_area": self.outside_service_area,
+            "warnings": self.warnings(),
             "past_retention": self.past_retention,
             "rejected_by_reason": dict(self.rejected_by_reason),
             "rejections": [
@@ -165,6 +182,8 @@ class Progress:
 class _Pending:
     record: SourceRecord
     service_code: str
+    # The source category when it matched nothing and the row goes to the fallback service.
+    unmapped_category: str | None = None
 
 
 class Importer:
@@ -266,17 +285,18 @@ class Importer:
         if errors:
             self.report.reject(position, errors.errors)
             return None
-        if not mapped:
-            # Imported under the fallback service, and listed so an alias can be added.
-            self.report.count_unmapped(category_label(record))
-        return _Pending(record, code)
+        # A row for the fallback service is listed under its category once it is imported,
+        # so that an alias can be added. A row already stored is not counted.
+        return _Pending(record, code, None if mapped else category_label(record))
 
     def _check(self, record: SourceRecord, errors: ErrorCollector) -> None:
         """Add the row's location and text problems to `errors`."""
         # Coordinates that could not be read are reported as such, not again as no location.
         unreadable = any(error.code == "invalid_coordinates" for error in errors.errors)
         if record.lat is not None and record.lon is not None:
+            self.report.located += 1
             if self.area is not None and not self.area.contains(record.lat, record.lon):
+                self.report.outside_service_area += 1
                 errors.add(
                     RowError(
                         "coordinates",
@@ -306,19 +326,24 @@ class Importer:
     def _flush(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            imported, existing = self._write(batch)
+            fresh, existing = self._write(batch)
         except IntegrityError:
             # Another import of the same source committed some of these ids after the lookup;
             # the lookup on retry finds them and skips them.
             log.warning("import_batch_retried", tenant_id=self.tenant.id, rows=len(batch))
-            imported, existing = self._write(batch)
+            fresh, existing = self._write(batch)
+        imported = len(fresh)
+        for pending in fresh:
+            if pending.unmapped_category is not None:
+                self.report.count_unmapped(pending.unmapped_category)
         self.report.imported += imported
         self.report.skipped_existing += existing
         IMPORT_ROWS.labels(self.tenant.id, self.format.name, "imported").inc(imported)
         IMPORT_ROWS.labels(self.tenant.id, self.format.name, "existing").inc(existing)
         IMPORT_BATCH_LATENCY.labels(self.format.name).observe(time.perf_counter() - started)
 
-    def _write(self, batch: list[_Pending]) -> tuple[int, int]:
+    def _write(self, batch: list[_Pending]) -> tuple[list[_Pending], int]:
+        """Store the rows of `batch` not stored yet; return them and the count of the others."""
         with unit_of_work(self.ctx, engine=self.engine) as session:
             stored = self._stored_ids(session, [p.record.source_id for p in batch])
             fresh: dict[str, _Pending] = {}
@@ -327,7 +352,7 @@ class Importer:
                 if source_id not in stored and source_id not in fresh:
                     fresh[source_id] = pending
             if not fresh:
-                return 0, len(batch)
+                return [], len(batch)
 
             cipher = FieldCipher.for_tenant(session, self.tenant.id)
             cutoffs = retention_cutoffs(session, self.tenant.id)
@@ -354,7 +379,7 @@ class Importer:
                 )
             if sealed:
                 session.execute(update(StatusEvent), sealed)
-        return len(fresh), len(batch) - len(fresh)
+        return list(fresh.values()), len(batch) - len(fresh)
 
     def _event_ids(self, session: Session, request_ids: list[str]) -> dict[tuple[str, str], int]:
         statement = select(StatusEvent.request_id, StatusEvent.status, StatusEvent.id).where(

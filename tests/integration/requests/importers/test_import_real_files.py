@@ -108,6 +108,7 @@ def test_real_file_imports_once(
     assert report.rejected == sum(rejected.values())
     assert sum(report.unmapped_categories.values()) == unmapped
     assert report.skipped_existing == 0
+    assert report.warnings() == []
     assert all(r.reason in rejected for r in report.rejections)
     assert count_rows(engine, tenant.id, ServiceRequest) == imported
 
@@ -116,6 +117,10 @@ def test_real_file_imports_once(
     assert again.imported == 0
     assert again.skipped_existing == imported
     assert again.rejected == report.rejected
+    # Rows skipped as stored are not listed again under their unmapped category.
+    assert sum(again.unmapped_categories.values()) == again.rejected_by_reason.get(
+        "unmapped_category", 0
+    )
     assert count_rows(engine, tenant.id, ServiceRequest) == imported
     assert count_rows(engine, tenant.id, StatusEvent) == events
 
@@ -156,6 +161,23 @@ def test_fallback_option_imports_unmapped(engine, shared_data):
     assert with_fallback.imported == 52
     assert with_fallback.skipped_existing == 45
     assert with_fallback.rejected_by_reason == {"missing_location": 3}
+
+
+def test_other_city_file_warned(engine, shared_data):
+    tenant = onboard_data(engine, city_manifest("boston", "America/New_York"))
+    ctx = TenantContext(tenant.id, actor="test")
+    path = shared_data / "311_records/nyc/nyc311-100.csv"
+
+    report = run_import(ctx, tenant, FORMATS["nyc-csv"], path, engine=engine)
+
+    assert report.located == 82
+    assert report.outside_service_area == 82
+    assert report.warnings() == [
+        f"82 of the 82 rows with coordinates are outside tenant {tenant.id}'s service area, so "
+        "the file may be another city's export; check --tenant, or the manifest's "
+        "service_area (GeoJSON positions are [lon, lat])"
+    ]
+    assert report.as_dict()["warnings"] == report.warnings()
 
 
 def test_nyc_csv_then_json_stores_once(engine, shared_data):
