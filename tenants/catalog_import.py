@@ -210,12 +210,17 @@ def _department(entry: dict[str, Any]) -> dict[str, str] | None:
     return {"code": code, "name": _text(departments[0].get("name")) or code}
 
 
+# GeoReport v2 gives `keywords` as a comma-separated list. Some cities separate them with
+# semicolons instead, or mix both in one list (Boston's services.json).
+KEYWORD_SEPARATORS = re.compile(r"[,;]")
+
+
 def _keywords(value: Any) -> list[str]:
-    if isinstance(value, list):
-        parts = [_text(v) for v in value]
-    else:
-        parts = _text(value).split(",")
-    return [p for p in (part.strip() for part in parts) if p]
+    """Return the keywords of a service list entry, split at commas and semicolons, each once
+    in the order first given."""
+    texts = [_text(v) for v in value] if isinstance(value, list) else [_text(value)]
+    parts = [part.strip() for text in texts for part in KEYWORD_SEPARATORS.split(text)]
+    return list(dict.fromkeys(part for part in parts if part))
 
 
 def _service(

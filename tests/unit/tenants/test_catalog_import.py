@@ -42,6 +42,10 @@ def test_boston_services_json(shared_data: Path):
     assert pothole["names"] == {"en": "Request for Pothole Repair"}
     assert pothole["agency"] == "COB_PWD_HWY"
     assert "Pothole" in pothole["keywords"]
+    # Boston separates some keywords with semicolons, and mixes them with commas.
+    bridge = next(s for s in result.services if s["keywords"][0] == "Bridge")
+    assert bridge["keywords"] == ["Bridge", "Guard Rail", "Stair"]
+    assert not any(";" in k for s in result.services for k in s.get("keywords", []))
     assert {"code": "COB_PWD_HWY", "name": "PWD-Highway"} in result.agencies
     # Boston's list marks its services as having definitions; none were given here.
     assert "REQPOTHL" in result.missing_definitions
