@@ -82,11 +82,26 @@ def parse_datetime(field: str, value: str) -> datetime:
     return parsed
 
 
-def _allowed_keys(attribute: Mapping[str, Any]) -> set[str]:
-    return {str(value.get("key")) for value in attribute.get("values") or []}
+# Allowed keys that a message about a list attribute names; a longer list is referred to the
+# service definition.
+MAX_LISTED_KEYS = 10
 
 
-def _check_one(code: str, datatype: str, attribute: Mapping[str, Any], value: str) -> str:
+def _allowed_keys(attribute: Mapping[str, Any]) -> list[str]:
+    return [str(value.get("key")) for value in attribute.get("values") or []]
+
+
+def _not_an_allowed_key(service_code: str, label: str, allowed: list[str]) -> InvalidInput:
+    if len(allowed) <= MAX_LISTED_KEYS:
+        keys = f"use one of {', '.join(allowed)}"
+    else:
+        keys = f"services/{service_code} lists the {len(allowed)} keys"
+    return InvalidInput(f"{label} is not one of the service's allowed keys; {keys}", field=label)
+
+
+def _check_one(
+    service_code: str, code: str, datatype: str, attribute: Mapping[str, Any], value: str
+) -> str:
     label = f"attribute[{code}]"
     if datatype == "number":
         try:
@@ -100,8 +115,9 @@ def _check_one(code: str, datatype: str, attribute: Mapping[str, Any], value: st
         parse_datetime(label, value)
         return value.strip()
     if datatype == "singlevaluelist" or datatype == "multivaluelist":
-        if value not in _allowed_keys(attribute):
-            raise InvalidInput(f"{label} is not one of the service's allowed keys", field=label)
+        allowed = _allowed_keys(attribute)
+        if value not in allowed:
+            raise _not_an_allowed_key(service_code, label, allowed)
         return value
     max_chars = MAX_DESCRIPTION_CHARS if datatype == "text" else MAX_SHORT_TEXT_CHARS
     check_text(label, value, max_chars=max_chars)
@@ -150,9 +166,11 @@ def check_attributes(
             continue
         try:
             if datatype == "multivaluelist":
-                clean[code] = [_check_one(code, datatype, attribute, v) for v in values]
+                clean[code] = [
+                    _check_one(service_code, code, datatype, attribute, v) for v in values
+                ]
             else:
-                clean[code] = _check_one(code, datatype, attribute, values[0])
+                clean[code] = _check_one(service_code, code, datatype, attribute, values[0])
         except InvalidInput as exc:
             errors.append(exc)
     if errors:

@@ -191,7 +191,7 @@ def test_form_and_field_problems_listed(client, tenants_ab, fmt):
         "an attribute code with spaces, symbols or over 64 characters is not defined for "
         "service pothole; see services/pothole for its attributes",
         "attribute[depth] must be a number",
-        "attribute[surface] is not one of the service's allowed keys",
+        "attribute[surface] is not one of the service's allowed keys; use one of asphalt, concrete",
     ]
     for value in PRIVATE_VALUES:
         assert value not in response.content

@@ -153,6 +153,16 @@ def test_attribute_errors(submitted):
         check_attributes("svc", DEFINITION, submitted)
 
 
+def test_long_key_list_referred_to_definition():
+    keys = [{"key": f"k{n}"} for n in range(12)]
+    definition = [{"code": "kind", "datatype": "singlevaluelist", "values": keys}]
+    with pytest.raises(InvalidInput) as caught:
+        check_attributes("svc", definition, {"kind": "other"})
+    assert caught.value.message == (
+        "attribute[kind] is not one of the service's allowed keys; services/svc lists the 12 keys"
+    )
+
+
 def test_every_missing_attribute_named():
     definition = [*DEFINITION, {"code": "depth", "datatype": "number", "required": True}]
     with pytest.raises(InvalidInputGroup) as caught:
@@ -172,9 +182,13 @@ def test_every_attribute_problem_reported():
     assert len(messages) == 4
     assert messages[0].startswith("attribute[other] is not defined for service svc")
     assert messages[1] == "attribute[size] is required for service svc"
-    assert messages[2] == "attribute[kind] is not one of the service's allowed keys"
+    assert (
+        messages[2] == "attribute[kind] is not one of the service's allowed keys; use one of a, b"
+    )
     # A list with two invalid keys gets one error.
-    assert messages[3] == "attribute[tags] is not one of the service's allowed keys"
+    assert (
+        messages[3] == "attribute[tags] is not one of the service's allowed keys; use one of x, y"
+    )
     assert [error.field for error in caught.value.errors[1:]] == [
         "attribute[size]",
         "attribute[kind]",
