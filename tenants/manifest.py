@@ -665,8 +665,8 @@ class Manifest(_Strict):
         suggestion = ZONE_ABBREVIATIONS.get(value.upper())
         if suggestion is not None:
             raise ValueError(
-                f"{value!r} is an abbreviation, not a city's IANA time zone (which follows "
-                f"daylight saving time); use {suggestion}"
+                f"{value!r} is a time zone abbreviation; use the city's IANA time zone, "
+                f"{suggestion}"
             )
         try:
             ZoneInfo(value)

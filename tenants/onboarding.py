@@ -51,14 +51,14 @@ class OnboardingResult:
     # onboarding applied it. Onboarding kept their rotated secrets, and the operator should
     # remove those lines from the manifest.
     replaced_manifest_secrets: tuple[str, ...] = ()
-    # What an update changed; None unless the outcome is `updated`.
+    # The changes of an update; None unless the outcome is `updated`.
     changes: ManifestChanges | None = None
 
 
 @dataclass(frozen=True)
 class OnboardingPreview:
-    """What onboarding a manifest would do, from `preview_onboarding`: the outcome, the
-    manifest version it would store, and the changes of an update (None otherwise)."""
+    """The planned result of onboarding a manifest, from `preview_onboarding`: the outcome,
+    the manifest version it would store, and the changes of an update (None otherwise)."""
 
     tenant_id: str
     outcome: str

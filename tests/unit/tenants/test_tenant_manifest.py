@@ -534,9 +534,9 @@ DEFAULT_TEXT_REWRITTEN = [
         "America/Chicago",
         "unknown field; check the spelling against docs/manifest.md; did you mean timezone?",
     ),
-    (["timezone"], "CST", "'CST' is an abbreviation, not a city's IANA time zone"),
-    (["timezone"], "EST", "'EST' is an abbreviation, not a city's IANA time zone"),
-    (["timezone"], "pst", "'pst' is an abbreviation"),
+    (["timezone"], "CST", "'CST' is a time zone abbreviation; use the city's IANA time zone"),
+    (["timezone"], "EST", "'EST' is a time zone abbreviation; use the city's IANA time zone"),
+    (["timezone"], "pst", "'pst' is a time zone abbreviation"),
 ]
 
 
@@ -560,7 +560,7 @@ def test_error_names_value_and_fix(path, value, expected):
 )
 def test_timezone_abbreviation_suggests_zone(zone, suggestion):
     problems = _problems_with(["timezone"], zone)
-    assert f"use {suggestion}" in problems[0]
+    assert f"IANA time zone, {suggestion}" in problems[0]
 
 
 def test_secret_value_never_quoted():
