@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 
 from hub.core.clock import as_utc
 from hub.core.errors import InvalidInput
-from tenants.manifest import WEEKDAYS, CalendarSpec, parse_hours_range
+from tenants.manifest import DEADLINE_SEARCH_DAYS, WEEKDAYS, CalendarSpec, parse_hours_range
 
 # A deadline further away than this is a configuration mistake (an SLA of years).
-MAX_SEARCH_DAYS = 3 * 366
+MAX_SEARCH_DAYS = DEADLINE_SEARCH_DAYS
 
 
 @dataclass(frozen=True)

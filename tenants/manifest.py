@@ -72,6 +72,9 @@ ZONE_ABBREVIATIONS = {
 }
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# How far ahead a business-clock deadline is searched for (tenants.calendar); a business SLA
+# must fit in the working hours of that many days.
+DEADLINE_SEARCH_DAYS = 3 * 366
 DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
 LIST_DATATYPES = ("singlevaluelist", "multivaluelist")
 
@@ -618,6 +621,36 @@ class ProfileSection(_Strict):
 # --- the manifest ---------------------------------------------------------------------------
 
 
+def _sla_fits_calendar(services: list[Any], calendar: Any) -> list[str]:
+    """Return a problem for each business-clock SLA longer than the working hours that the
+    deadline search covers. Intake would reject every request of such a service."""
+    hours = getattr(calendar, "hours", None)
+    if not isinstance(hours, dict):
+        return []
+    daily = {
+        day: sum(end - start for start, end in map(parse_hours_range, hours.get(day, ()))) / 60
+        for day in WEEKDAYS
+    }
+    weekly = sum(daily.values())
+    holiday_hours = sum(
+        daily[WEEKDAYS[holiday.date.weekday()]] for holiday in getattr(calendar, "holidays", [])
+    )
+    # Whole weeks only, less a week for the start: a safe lower bound of the time searched.
+    capacity = weekly * ((DEADLINE_SEARCH_DAYS - 7) // 7) - holiday_hours
+    problems = []
+    for index, service in enumerate(services):
+        sla = getattr(service, "sla_hours", None)
+        if sla and getattr(service, "sla_clock", None) == "business" and sla > capacity:
+            problems.append(
+                f"services[{index}].sla_hours: {sla:g} business hours do not fit in the "
+                f"{DEADLINE_SEARCH_DAYS // 366} years a deadline is searched for on this "
+                f"calendar ({weekly:g} working hours a week), so every request of the service "
+                f"would be rejected; give at most {int(capacity)} hours, add working hours, or "
+                "set sla_clock: continuous"
+            )
+    return problems
+
+
 class Manifest(_Strict):
     """A tenant: its identity, service area, catalog, agencies, calendar and feature settings.
 
@@ -725,6 +758,10 @@ class Manifest(_Strict):
                         f"profile.group_names: no service has the group {group!r}; use a "
                         "group that a service names, or remove it"
                     )
+
+        calendar = getattr(fields, "calendar", None)
+        if calendar is not None:
+            problems += _sla_fits_calendar(services, calendar)
 
         routing = getattr(fields, "routing", None)
         if known is not None and routing is not None:

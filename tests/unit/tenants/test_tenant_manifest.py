@@ -599,3 +599,35 @@ def test_service_path_names_code():
 def test_yaml_non_text_scalar_says_quote(tmp_path: Path, replace, by, expected):
     problems = _problems_of_file(tmp_path, _example_text(replace, by))
     assert expected in problems
+
+
+def test_business_sla_longer_than_calendar_search_rejected():
+    """One working hour a week gives 155 hours in the three years a deadline is searched for:
+    a longer business SLA would reject every request of its service."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from tenants.calendar import sla_deadline
+
+    data = _base()
+    data["calendar"] = {"hours": {"monday": ["09:00-10:00"]}}
+    for service in data["services"]:
+        service.pop("sla_hours", None)
+    data["services"][0]["sla_hours"] = 200
+    data["services"][0]["sla_clock"] = "business"
+    data["services"][1]["sla_hours"] = 155
+    data["services"][1]["sla_clock"] = "business"
+
+    with pytest.raises(ManifestError) as raised:
+        parse_manifest(data)
+
+    code = data["services"][0]["code"]
+    [problem] = raised.value.problems
+    assert problem.startswith(f"services[0] (code {code}).sla_hours: 200 business hours")
+    assert "give at most 155 hours" in problem
+    # The largest accepted value does get a deadline.
+    data["services"][0]["sla_hours"] = 155
+    manifest = parse_manifest(data)
+    start = datetime(2026, 12, 6, tzinfo=ZoneInfo("UTC"))
+    due = sla_deadline(start, 155, "business", manifest.calendar, manifest.timezone)
+    assert due is not None and due - start < timedelta(days=3 * 366)
