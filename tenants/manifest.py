@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -220,11 +221,17 @@ class OpenData(_Strict):
     `exact` publishes the stored public point, `h3` the center of its H3 cell at
     `h3_resolution` (0 to 15; resolution 8 cells average 0.74 km², per
     `h3.average_hexagon_area`), `district` the district name from the manifest, `withheld`
-    nothing.
+    nothing. A location-sensitive service under `h3` or `exact` may use resolution 8 at most.
     """
 
     location: OpenDataLocation = "h3"
     h3_resolution: int = Field(default=8, ge=0, le=15)
+
+
+# The finest `h3_resolution` that a location-sensitive service may publish under the `h3` and
+# `exact` rules: the default resolution, whose cells average 0.74 km². Resolution 15 cells
+# average 0.9 m², which would publish the resident's point.
+SENSITIVE_MAX_H3_RESOLUTION = 8
 
 
 class ServiceSpec(_Strict):
@@ -262,6 +269,21 @@ class ServiceSpec(_Strict):
     @classmethod
     def _descriptions(cls, value: LocalizedText) -> LocalizedText:
         return _check_localized(value, required=False)
+
+    @model_validator(mode="after")
+    def _sensitive_resolution(self, info: ValidationInfo) -> ServiceSpec:
+        # Stored manifests onboarded before this limit must still load, or their tenants
+        # would stop serving; `parse_manifest(..., stored=True)` skips the check.
+        if info.context and info.context.get("stored"):
+            return self
+        resolution = self.open_data.h3_resolution
+        publishes_cell = self.open_data.location in ("h3", "exact")
+        if self.location_sensitive and publishes_cell and resolution > SENSITIVE_MAX_H3_RESOLUTION:
+            raise ValueError(
+                f"open_data.h3_resolution: {resolution} is finer than a location-sensitive "
+                f"service may publish; use {SENSITIVE_MAX_H3_RESOLUTION} or lower"
+            )
+        return self
 
     @classmethod
     def compare_fields(cls, fields: Any) -> list[str]:
@@ -632,9 +654,8 @@ def _sla_fits_calendar(services: list[Any], calendar: Any) -> list[str]:
         for day in WEEKDAYS
     }
     weekly = sum(daily.values())
-    holiday_hours = sum(
-        daily[WEEKDAYS[holiday.date.weekday()]] for holiday in getattr(calendar, "holidays", [])
-    )
+    days_off = [getattr(holiday, "date", None) for holiday in getattr(calendar, "holidays", [])]
+    holiday_hours = sum(daily[WEEKDAYS[day.weekday()]] for day in days_off if isinstance(day, date))
     # Whole weeks only, less a week for the start: a safe lower bound of the time searched.
     capacity = weekly * ((DEADLINE_SEARCH_DAYS - 7) // 7) - holiday_hours
     problems = []
@@ -984,12 +1005,18 @@ def _comparison_problems(data: dict[str, Any], error: ValidationError) -> list[s
 
 
 def parse_manifest(
-    data: Any, *, source: str | None = None, document: YamlDocument | None = None
+    data: Any,
+    *,
+    source: str | None = None,
+    document: YamlDocument | None = None,
+    stored: bool = False,
 ) -> Manifest:
     """Validate already-parsed manifest data; raise `ManifestError` listing every problem.
 
     `document` is the YAML reading of `data`, when it came from a file: its own problems
-    (such as a key written twice) are reported with the others.
+    (such as a key written twice) are reported with the others. `stored` True reads a
+    manifest that onboarding already accepted, and skips the checks added since then that
+    would otherwise stop its tenant from loading.
     """
     early = list(document.problems) if document is not None else []
     if not isinstance(data, dict):
@@ -997,7 +1024,7 @@ def parse_manifest(
             [*early, "the document must be a mapping of manifest fields"], source=source
         )
     try:
-        manifest = Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data, context={"stored": stored})
     except ValidationError as exc:
         written = document.non_text_scalars if document is not None else {}
         problems = _format_errors(exc, written) + _comparison_problems(data, exc)

@@ -123,7 +123,7 @@ def _service_info(row: Service, spec: ServiceSpec | None) -> ServiceInfo:
 
 
 def _snapshot(tenant: Tenant, services: list[Service], agencies: list[Agency]) -> TenantInfo:
-    manifest = parse_manifest(tenant.manifest, source=f"tenant {tenant.id}")
+    manifest = parse_manifest(tenant.manifest, source=f"tenant {tenant.id}", stored=True)
     catalog = {
         row.code: _service_info(row, manifest.service(row.code)) for row in services if row.active
     }

@@ -631,3 +631,43 @@ def test_business_sla_longer_than_calendar_search_rejected():
     start = datetime(2026, 12, 6, tzinfo=ZoneInfo("UTC"))
     due = sla_deadline(start, 155, "business", manifest.calendar, manifest.timezone)
     assert due is not None and due - start < timedelta(days=3 * 366)
+
+
+@pytest.mark.parametrize("rule", ["h3", "exact"])
+def test_sensitive_resolution_capped(rule):
+    data = copy.deepcopy(_base())
+    data["services"][0]["location_sensitive"] = True
+    data["services"][0]["open_data"] = {"location": rule, "h3_resolution": 9}
+
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data)
+
+    code = data["services"][0]["code"]
+    assert caught.value.problems == [
+        f"services[0] (code {code}).open_data.h3_resolution: 9 is finer than a "
+        "location-sensitive service may publish; use 8 or lower"
+    ]
+
+
+def test_sensitive_resolution_at_cap_accepted():
+    data = copy.deepcopy(_base())
+    data["services"][0]["location_sensitive"] = True
+    data["services"][0]["open_data"] = {"location": "h3", "h3_resolution": 8}
+
+    assert parse_manifest(data).services[0].open_data.h3_resolution == 8
+
+
+def test_fine_resolution_allowed_without_sensitivity():
+    data = copy.deepcopy(_base())
+    data["services"][0]["location_sensitive"] = False
+    data["services"][0]["open_data"] = {"location": "h3", "h3_resolution": 15}
+
+    assert parse_manifest(data).services[0].open_data.h3_resolution == 15
+
+
+def test_stored_manifest_skips_resolution_cap():
+    data = copy.deepcopy(_base())
+    data["services"][0]["location_sensitive"] = True
+    data["services"][0]["open_data"] = {"location": "h3", "h3_resolution": 12}
+
+    assert parse_manifest(data, stored=True).services[0].open_data.h3_resolution == 12
