@@ -8,6 +8,7 @@ from the audit log, and the audit chain is verified in full.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +44,8 @@ from privacy.shred import ACTION_CRYPTO_SHRED
 MAX_KEY_AGE_DAYS = 365
 
 
-def _control(control_id: str, title: str, passed: bool, evidence: dict[str, Any]) -> dict[str, Any]:
+def control(control_id: str, title: str, passed: bool, evidence: dict[str, Any]) -> dict[str, Any]:
+    """Return one control of the report: its id, title, pass or fail, and evidence."""
     return {"id": control_id, "title": title, "passed": passed, "evidence": evidence}
 
 
@@ -74,7 +76,7 @@ def encryption_coverage(session: Session, tenant_id: str) -> dict[str, Any]:
                 {"table": entry.table, "column": name, "stored": count, "encrypted": good}
             )
     share = 1.0 if stored == 0 else encrypted / stored
-    return _control(
+    return control(
         "encryption_coverage",
         "Personal-data fields are stored encrypted",
         encrypted == stored,
@@ -98,7 +100,7 @@ def key_state(session: Session, tenant_id: str, now: datetime) -> dict[str, Any]
         ages[kind] = round((now - created).total_seconds() / 86400, 2)
     per_version = rows_per_version(session, tenant_id)
     behind = sum(n for v, n in per_version.items() if v != primary)
-    return _control(
+    return control(
         "key_rotation",
         f"Primary DEK and KEK are younger than {MAX_KEY_AGE_DAYS} days",
         all(age <= MAX_KEY_AGE_DAYS for age in ages.values()),
@@ -147,7 +149,7 @@ def decryptions(entries: list[AuditEntry]) -> dict[str, Any]:
         if "auditor" in roles.split(","):
             by_auditor += 1
         by_role_purpose[(roles, purpose or "none")] += 1
-    return _control(
+    return control(
         "decryption_audit",
         "Every decryption names a purpose and none was made by an auditor",
         without_purpose == 0 and by_auditor == 0,
@@ -188,7 +190,7 @@ def purpose_limitation(
             continue
         by_purpose[str(details.get("purpose") or "none")] += 1
     undeclared = sorted(purpose for purpose in by_purpose if purpose not in codes)
-    return _control(
+    return control(
         "purpose_limitation",
         "Every decryption was for a purpose that the hub or the tenant declares",
         not undeclared,
@@ -246,7 +248,7 @@ def exports(session: Session, tenant_id: str, required_k: int) -> dict[str, Any]
         for e in entries
     ]
     weak = [item for item in listing if int(item["k"] or 0) < required_k]
-    return _control(
+    return control(
         "open_data_k_anonymity",
         f"Every open-data export file met k >= {required_k} (not the live Open311 API)",
         not weak,
@@ -292,7 +294,7 @@ def retention(
     expired = expired_rows(session, tenant_id, retention_days, now=now)
     overdue = rows_to_delete(session, tenant_id, retention_days, now=now)
     audit_evidence = audit_period(session, tenant_id, audit_cutoff(retention_days, now))
-    return _control(
+    return control(
         "retention",
         "No personal data or audit entry is kept past the tenant's retention periods",
         sum(expired.values()) == 0
@@ -313,7 +315,7 @@ def audit_chain(session: Session, tenant_id: str) -> dict[str, Any]:
     trusted = hub_signing_keys(session)
     result = verify_database(session, tenant_id=tenant_id, trusted_keys=trusted)
     evidence = {**result.as_dict(), "trusted_keys": sorted(trusted)}
-    return _control(
+    return control(
         "audit_chain",
         "The tenant's audit chain verifies (hashes, links, signed checkpoints and anchor)",
         result.ok,
@@ -341,7 +343,7 @@ def shredded_keys(session: Session, tenant_id: str) -> dict[str, Any] | None:
     ).first()
     if entry is None:
         return None
-    return _control(
+    return control(
         "crypto_shred",
         "The tenant's keys were crypto-shredded, so its ciphertexts cannot be decrypted",
         True,
@@ -356,13 +358,23 @@ def shredded_keys(session: Session, tenant_id: str) -> dict[str, Any] | None:
     )
 
 
+# A control that a feature adds to the report, built like `control` from its own tables.
+ControlBuilder = Callable[[Session, str], dict[str, Any]]
+
+
 def build_report(
-    session: Session, tenant_id: str, *, now: datetime | None = None
+    session: Session,
+    tenant_id: str,
+    *,
+    now: datetime | None = None,
+    feature_controls: Sequence[ControlBuilder] = (),
 ) -> dict[str, Any]:
     """Run every control for the tenant and return the report as a JSON-ready dict.
 
-    For a tenant whose keys were crypto-shredded, the controls that need its keys make no
-    sense any more: the report gives the shredding evidence and the audit chain instead.
+    `feature_controls` run after the retention control, for checks on tables of the features
+    above this package, which the composition root passes in. For a tenant whose keys were
+    crypto-shredded, the controls that need its keys make no sense any more: the report gives
+    the shredding evidence and the audit chain instead.
     """
     now = now or datetime.now(UTC)
     shred = shredded_keys(session, tenant_id)
