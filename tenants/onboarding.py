@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 
 from hub.core.clock import utcnow
 from hub.core.errors import Conflict
+from hub.core.outbox import enqueue
+from hub.core.tasks import QUEUE_MAINTENANCE
 from hub.core.tenancy import ROLE_OPEN311, TenantContext
 from privacy.audit import audit
 from privacy.keys import create_tenant_keys, get_key_provider
@@ -37,6 +39,10 @@ log = structlog.get_logger(__name__)
 OPEN311_KEY_LABEL = "Open311 key created at onboarding"
 # `KeyProvider.derive` purpose of the key behind `manifest_hash`.
 MANIFEST_HASH_PURPOSE = "tenants.manifest-hash"
+# The task that converts the stored requests of a service that became location-sensitive
+# (`hub.requests.location_sealing`). It is named here because onboarding queues it and the
+# tenants package cannot import `hub.requests`.
+SEAL_LOCATIONS_TASK = "hub.requests.seal_locations"
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,9 @@ class OnboardingResult:
     replaced_manifest_secrets: tuple[str, ...] = ()
     # The changes of an update; None unless the outcome is `updated`.
     changes: ManifestChanges | None = None
+    # Codes of the existing services that this run made location-sensitive. Onboarding
+    # queued the conversion of their stored requests (SEAL_LOCATIONS_TASK) for each.
+    sealing_services: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ class OnboardingPreview:
     version: int
     changes: ManifestChanges | None
     replaced_manifest_secrets: tuple[str, ...] = ()
+    sealing_services: tuple[str, ...] = ()
 
 
 def manifest_hash(manifest: Manifest) -> str:
@@ -133,22 +143,46 @@ def _service_columns(manifest: Manifest, spec: ServiceSpec) -> dict[str, object]
     }
 
 
-def _sync_services(session: Session, tenant_id: str, manifest: Manifest) -> None:
+def _sync_services(session: Session, tenant_id: str, manifest: Manifest) -> list[str]:
+    """Create or update the tenant's services from the manifest, and return the codes of the
+    existing ones that became location-sensitive."""
     existing = {
         row.code: row
         for row in session.scalars(select(Service).where(Service.tenant_id == tenant_id))
     }
+    became_sensitive = []
     for spec in manifest.services:
         columns = _service_columns(manifest, spec)
         row = existing.pop(spec.code, None)
         if row is None:
             session.add(Service(tenant_id=tenant_id, code=spec.code, **columns))
             continue
+        if spec.location_sensitive and not row.location_sensitive:
+            became_sensitive.append(spec.code)
         for name, value in columns.items():
             if getattr(row, name) != value:
                 setattr(row, name, value)
     for row in existing.values():
         row.active = False
+    return became_sensitive
+
+
+def _queue_location_sealing(session: Session, tenant_id: str, codes: list[str]) -> None:
+    """Queue the conversion of the stored requests of each service in `codes`.
+
+    The task runs after the commit, so it reads the new catalog. Requests stored before the
+    service became location-sensitive hold their exact point in clear, and the task encrypts
+    it and keeps only the public point, as for a new request.
+    """
+    for code in codes:
+        enqueue(
+            session,
+            SEAL_LOCATIONS_TASK,
+            queue=QUEUE_MAINTENANCE,
+            tenant_id=tenant_id,
+            service_code=code,
+        )
+        log.info("location_sealing_queued", tenant_id=tenant_id, service_code=code)
 
 
 def _tenant_agencies(session: Session, tenant_id: str) -> dict[str, Agency]:
@@ -274,7 +308,8 @@ def onboard_manifest(
 
     replaced = _sync_agencies(session, tenant.id, manifest)
     _warn_replaced_secrets(tenant.id, replaced)
-    _sync_services(session, tenant.id, manifest)
+    sealing = _sync_services(session, tenant.id, manifest)
+    _queue_location_sealing(session, tenant.id, sealing)
     _record_revision(session, tenant, actor)
     session.flush()
 
@@ -295,6 +330,7 @@ def onboard_manifest(
             "manifest_hash": digest,
             "services": len(manifest.services),
             "agencies": len(manifest.agencies),
+            "sealing_services": sealing,
         },
     )
     # A lookup between now and the commit could cache the old state, so clear again after it.
@@ -305,7 +341,13 @@ def onboard_manifest(
         "tenant_onboarded", tenant_id=tenant.id, outcome=outcome, version=tenant.manifest_version
     )
     return OnboardingResult(
-        tenant, outcome, tenant.manifest_version, raw_key, tuple(replaced), changes
+        tenant,
+        outcome,
+        tenant.manifest_version,
+        raw_key,
+        tuple(replaced),
+        changes,
+        sealing_services=tuple(sealing),
     )
 
 

@@ -252,6 +252,7 @@ def report_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print the privacy report: per control, the evidence and pass or fail."""
+    from hub.requests.location_sealing import sensitive_locations_control
     from privacy.report import build_report, render_markdown
 
     declare_hub_purposes()
@@ -260,7 +261,7 @@ def report_command(
         fail(f"--format {fmt!r} is invalid; use md or json")
     with cli_errors():
         with unit_of_work(operator(tenant), write=False) as session:
-            report = build_report(session, tenant)
+            report = build_report(session, tenant, feature_controls=[sensitive_locations_control])
     if as_json or fmt == "json":
         import json
 
@@ -293,3 +294,54 @@ def purge_command(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> N
         table(f"purged rows of {tenant}", ["table", "rows"], sorted(data.items()))
 
     emit(purged, as_json, render)
+
+
+@app.command("seal-locations")
+def seal_locations_command(
+    tenant: str = TENANT_OPTION,
+    service: str | None = typer.Option(
+        None, "--service", help="Service code; default: every location-sensitive service."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Convert the stored requests of location-sensitive services that expose their point.
+
+    Requests stored before their service became location-sensitive get their exact point
+    encrypted and only the public point of the open-data rule in clear, as a new request.
+    Onboarding queues this for a service that becomes location-sensitive. Prints the
+    requests converted per service.
+    """
+    from hub.requests.location_sealing import exposed_points, seal_service_locations
+    from tenants.registry import get_tenant
+
+    engine = get_engine()
+    with cli_errors():
+        if get_tenant(tenant, engine=engine) is None:
+            fail(f"tenant {tenant!r} not found; `hub tenants list` shows the onboarded tenants")
+        with unit_of_work(operator(tenant), engine=engine, write=False) as session:
+            pending = exposed_points(session, tenant)
+        if service is not None and service not in pending:
+            fail(
+                f"service {service!r} of tenant {tenant!r} is not location-sensitive or not "
+                "found; `hub tenants show TENANT` lists the services"
+            )
+        codes = [service] if service is not None else sorted(pending)
+        sealed = {}
+        for code in codes:
+            with progress_bar(f"sealing {code}", pending[code]) as bar:
+                task = bar.add_task("requests", total=pending[code])
+                sealed[code] = seal_service_locations(
+                    tenant,
+                    code,
+                    engine=engine,
+                    actor=cli_actor(),
+                    progress=lambda n, bar=bar, task=task: bar.advance(task, n),
+                )
+
+    def render(data: dict[str, int]) -> None:
+        if not data:
+            print(f"tenant {tenant} has no location-sensitive services")
+            return
+        table(f"requests sealed for {tenant}", ["service", "requests"], sorted(data.items()))
+
+    emit(sealed, as_json, render)

@@ -214,6 +214,7 @@ def onboard_command(
         "placeholder_webhooks": placeholders,
         "replaced_manifest_secrets": list(outcome.replaced_manifest_secrets),
         "warnings": _warnings(manifest) + _deactivated_agency_warnings(open_requests),
+        "sealing_services": list(outcome.sealing_services),
     }
 
     def render(d: dict[str, Any]) -> None:
@@ -240,6 +241,14 @@ def onboard_command(
                 f"secret; remove the webhook_secret line of agency {code} from the manifest"
             )
         _print_warnings(d["warnings"])
+        if d["sealing_services"]:
+            print(
+                f"services {', '.join(d['sealing_services'])} became location-sensitive: the "
+                "conversion of their stored requests to encrypted exact points is queued for "
+                "`hub worker` (or `hub serve`). Run it now with `hub privacy seal-locations "
+                f"--tenant {d['tenant_id']}`; `hub privacy report --tenant {d['tenant_id']}` "
+                "counts the requests left under sensitive_locations"
+            )
 
     emit(data, as_json, render)
 

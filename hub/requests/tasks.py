@@ -1,4 +1,4 @@
-"""Celery tasks of the request lifecycle: routing to agencies, SLA checks, delivery sweeps.
+"""Celery tasks of the request lifecycle: routing, SLA checks, delivery sweeps, location sealing.
 
 Each task is a transaction boundary (`unit_of_work`), and the functions it calls only flush.
 Every task is idempotent. Routing takes only due, unsent deliveries, and the SLA check skips
@@ -13,13 +13,15 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from hub.core.db import unit_of_work
+from hub.core.db import get_engine, unit_of_work
 from hub.core.outbox import enqueue_now
 from hub.core.tasks import QUEUE_INTAKE, QUEUE_MAINTENANCE, hub_task
 from hub.core.tenancy import SystemContext, TenantContext
 from hub.requests import routing, service, sla, webhook
+from hub.requests.location_sealing import seal_service_locations
 from hub.requests.metrics import DELIVERY_LATENCY
 from tenants.models import Tenant
+from tenants.onboarding import SEAL_LOCATIONS_TASK
 
 log = structlog.get_logger(__name__)
 
@@ -121,3 +123,13 @@ def sweep_deliveries() -> int:
     if pairs:
         log.warning("deliveries_requeued", requests=len(pairs))
     return len(pairs)
+
+
+@hub_task(SEAL_LOCATIONS_TASK, queue=QUEUE_MAINTENANCE, time_limit=3600)
+def seal_locations(service_code: str, *, tenant_id: str) -> int:
+    """Convert the stored requests of a service that became location-sensitive.
+
+    Onboarding queues it. Each batch commits on its own, so a run that a lost worker cut
+    short converts the rest when the message is delivered again.
+    """
+    return seal_service_locations(tenant_id, service_code, engine=get_engine())
