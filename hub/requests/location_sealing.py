@@ -7,9 +7,10 @@ in `lat`/`lon` and `h3_cell`. `seal_service_locations` rewrites them to what a n
 stores, in committed batches, each with a `request.locations_sealed` audit entry.
 
 A request needs the conversion while it exposes its point (`exposes_point`): it has an
-`h3_cell`, or it has no `location_enc` and its `lat`/`lon` are not the public point of the
-service's rule. The privacy report's `sensitive_locations` control counts the same rows, so a
-finished conversion passes it. Running the conversion again changes nothing.
+`h3_cell`, or it has no `location_enc` and its `lat`/`lon` are not the centre of an H3 cell
+at a resolution that a location-sensitive service may publish. The privacy report's
+`sensitive_locations` control counts the same rows, so a finished conversion passes it, and
+running the conversion again changes nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 from hub.core.db import is_postgres, unit_of_work
 from hub.core.tenancy import TenantContext
 from hub.requests import geo
-from hub.requests.catalog import CatalogService, TenantSnapshot, open_data_rule
+from hub.requests.catalog import CatalogService, TenantSnapshot
 from hub.requests.models import REQUEST_ENCRYPTED_COLUMNS, ServiceRequest
 from hub.requests.records import REQUESTS_TABLE, public_location
 from privacy.audit import audit
@@ -34,6 +35,7 @@ from privacy.fields import FieldCipher, database_of, reencrypt_values
 from privacy.keys import Keyring
 from privacy.models import KIND_DEK
 from privacy.report import control
+from tenants.manifest import SENSITIVE_MAX_H3_RESOLUTION
 from tenants.models import Service, Tenant
 from tenants.registry import get_tenant, invalidate_cache
 
@@ -65,19 +67,30 @@ def _candidates() -> Any:
     )
 
 
-def exposes_point(service: CatalogService, row: Any) -> bool:
+def _is_public_point(lat: float, lon: float) -> bool:
+    """Return True when the point is the centre of an H3 cell, as `geo.public_point` stores
+    it, at a resolution up to the finest that a location-sensitive service may publish."""
+    return any(
+        geo.public_point(lat, lon, "h3", resolution) == (lat, lon)
+        for resolution in range(SENSITIVE_MAX_H3_RESOLUTION + 1)
+    )
+
+
+def exposes_point(row: Any) -> bool:
     """Return True when a stored request of a location-sensitive service exposes its point.
 
-    `row` has the request's `lat`, `lon`, `h3_cell` and `location_enc`. A row with
-    `location_enc` was stored sealed, so its `lat`/`lon` are a public point, possibly of an
-    earlier open-data rule of the service.
+    `row` has the request's `lat`, `lon`, `h3_cell` and `location_enc`. The check does not
+    depend on the service's current rule, so a later change of the rule does not turn the
+    public points stored under the earlier one into exposed ones. A row with `location_enc`
+    was stored sealed and counts as public. NOTE: it keeps its point even when the earlier
+    rule was finer than resolution 8 (accepted before the manifest capped it), because
+    recomputing it needs the exact point's decryption.
     """
     if row.h3_cell is not None:
         return True
     if row.lat is None or row.lon is None or row.location_enc is not None:
         return False
-    rule, resolution = open_data_rule(service)
-    return geo.public_point(row.lat, row.lon, rule, resolution) != (row.lat, row.lon)
+    return not _is_public_point(row.lat, row.lon)
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,10 @@ def _converted_values(
     return values
 
 
+def _changes(row: Any, values: dict[str, Any]) -> bool:
+    return any(getattr(row, name) != value for name, value in values.items())
+
+
 def _move_to_primary(
     ring: Keyring, cipher: FieldCipher, rows: list[Any], values: dict[str, dict[str, Any]]
 ) -> None:
@@ -154,6 +171,55 @@ def _move_to_primary(
             values[row.id][name] = blob
     for row in rows:
         values[row.id]["dek_version"] = cipher.dek_version
+
+
+def _seal_rows(
+    session: Session,
+    tenant: TenantSnapshot,
+    service: CatalogService,
+    exposing: list[Any],
+    *,
+    actor: str,
+) -> int:
+    """Write the converted columns of `exposing` and the batch's audit entry, and return the
+    number of requests changed."""
+    ring = Keyring.load(session, tenant.id)
+    primary = ring.primary_version(KIND_DEK)
+    cipher = FieldCipher(
+        tenant.id, primary, ring.key(KIND_DEK, primary), database=database_of(session)
+    )
+    values = {row.id: _converted_values(tenant, service, cipher, row) for row in exposing}
+    # A service whose stored manifest predates the resolution cap can publish a finer point
+    # than `exposes_point` accepts, and converting such a row again would change nothing.
+    exposed = [row for row in exposing if _changes(row, values[row.id])]
+    if not exposed:
+        return 0
+
+    behind = [
+        row for row in exposed if "location_enc" in values[row.id] and row.dek_version != primary
+    ]
+    _move_to_primary(ring, cipher, behind, values)
+    for row in exposed:
+        session.execute(
+            update(ServiceRequest.__table__)
+            .where(_COLUMNS.tenant_id == tenant.id, _COLUMNS.id == row.id)
+            .values(values[row.id])
+        )
+    encrypted = sum(1 for row in exposed if "location_enc" in values[row.id])
+    audit(
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action=ACTION_LOCATIONS_SEALED,
+        subject=f"services:{service.code}",
+        details={
+            "service_code": service.code,
+            "rows": len(exposed),
+            "encrypted": encrypted,
+            "public_only": len(exposed) - encrypted,
+        },
+    )
+    return len(exposed)
 
 
 def seal_batch(
@@ -189,41 +255,9 @@ def seal_batch(
     if not rows:
         return SealingBatch(0, 0, None)
 
-    exposed = [row for row in rows if exposes_point(service, row)]
-    if exposed:
-        ring = Keyring.load(session, tenant.id)
-        primary = ring.primary_version(KIND_DEK)
-        cipher = FieldCipher(
-            tenant.id, primary, ring.key(KIND_DEK, primary), database=database_of(session)
-        )
-        values = {row.id: _converted_values(tenant, service, cipher, row) for row in exposed}
-        behind = [
-            row
-            for row in exposed
-            if "location_enc" in values[row.id] and row.dek_version != primary
-        ]
-        _move_to_primary(ring, cipher, behind, values)
-        for row in exposed:
-            session.execute(
-                update(ServiceRequest.__table__)
-                .where(_COLUMNS.tenant_id == tenant.id, _COLUMNS.id == row.id)
-                .values(values[row.id])
-            )
-        encrypted = sum(1 for row in exposed if "location_enc" in values[row.id])
-        audit(
-            session,
-            tenant_id=tenant.id,
-            actor=actor,
-            action=ACTION_LOCATIONS_SEALED,
-            subject=f"services:{service.code}",
-            details={
-                "service_code": service.code,
-                "rows": len(exposed),
-                "encrypted": encrypted,
-                "public_only": len(exposed) - encrypted,
-            },
-        )
-    return SealingBatch(len(rows), len(exposed), rows[-1].id)
+    exposing = [row for row in rows if exposes_point(row)]
+    sealed = _seal_rows(session, tenant, service, exposing, actor=actor) if exposing else 0
+    return SealingBatch(len(rows), sealed, rows[-1].id)
 
 
 def seal_service_locations(
@@ -285,7 +319,7 @@ def _exposing_rows(session: Session, tenant_id: str, service: Service) -> Iterat
         .execution_options(yield_per=SEAL_BATCH)
     )
     for row in session.execute(query):
-        if exposes_point(service, row):
+        if exposes_point(row):
             yield row
 
 
@@ -300,7 +334,7 @@ def exposed_points(session: Session, tenant_id: str) -> dict[str, int]:
 
 def sensitive_locations_control(session: Session, tenant_id: str) -> dict[str, Any]:
     """Return the privacy report's control that no request of a location-sensitive service
-    stores its point more precisely in clear than its open-data rule publishes."""
+    stores its exact point in clear (see `exposes_point`)."""
     counts = exposed_points(session, tenant_id)
     return control(
         "sensitive_locations",
@@ -310,7 +344,10 @@ def sensitive_locations_control(session: Session, tenant_id: str) -> dict[str, A
             "services": sorted(counts),
             "requests_exposing_point": counts,
             "check": "a request exposes its point when it has an h3_cell, or has no "
-            "location_enc and lat/lon other than the public point of its service's rule",
-            "fix": "hub privacy seal-locations --tenant TENANT converts them",
+            "location_enc and lat/lon that are not an H3 cell centre at resolution "
+            f"{SENSITIVE_MAX_H3_RESOLUTION} or coarser",
+            "fix": "run hub privacy seal-locations --tenant TENANT, after onboarding a "
+            f"manifest with h3_resolution {SENSITIVE_MAX_H3_RESOLUTION} or lower for a "
+            "service that has a finer one",
         },
     )

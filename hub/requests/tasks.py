@@ -130,6 +130,7 @@ def seal_locations(service_code: str, *, tenant_id: str) -> int:
     """Convert the stored requests of a service that became location-sensitive.
 
     Onboarding queues it. Each batch commits on its own, so a run that a lost worker cut
-    short converts the rest when the message is delivered again.
+    short converts the rest when the message is delivered again. NOTE: a run stopped by the
+    time limit is not queued again, and `hub privacy seal-locations` converts the rest.
     """
     return seal_service_locations(tenant_id, service_code, engine=get_engine())

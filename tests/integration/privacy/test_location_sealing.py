@@ -234,6 +234,18 @@ def test_rows_under_old_dek_move_to_primary(engine):
     )
 
 
+def test_task_seals_queued_service(configured_db):
+    from hub.requests.tasks import seal_locations
+
+    tenant_id = new_city(configured_db)
+    (request_id,) = file_noise(configured_db, tenant_id, POINTS[:1])
+    make_sensitive(configured_db, tenant_id)
+
+    assert seal_locations.run("noise", tenant_id=tenant_id) == 1
+
+    assert stored(configured_db, tenant_id, request_id).location_enc is not None
+
+
 def test_sealing_audited_per_batch(engine):
     tenant_id = new_city(engine)
     file_noise(engine, tenant_id, [*POINTS, SOUTH])
@@ -308,6 +320,22 @@ def test_report_control_fails_until_sealed(engine, close_expired):
         "graffiti": 0,
         "noise": 0,
     }
+
+
+def test_rule_change_keeps_sealed_points_public(engine, close_expired):
+    tenant_id = new_city(engine)
+    make_sensitive(engine, tenant_id, rule={"location": "h3", "h3_resolution": 8})
+    live, purged = file_noise(engine, tenant_id, POINTS)
+    close_expired(engine, tenant_id, purged)
+    run_retention_purge(tenant_id, engine=engine)
+
+    make_sensitive(engine, tenant_id, rule={"location": "district"})
+
+    assert sensitive_control(engine, tenant_id)["passed"] is True
+    assert seal_service_locations(tenant_id, "noise", engine=engine) == 0
+    assert (stored(engine, tenant_id, purged).lat, stored(engine, tenant_id, purged).lon) == (
+        geo.public_point(*POINTS[1], "h3", 8)
+    )
 
 
 def test_report_includes_feature_control(engine):
