@@ -390,6 +390,7 @@ def build_report(
             purpose_limitation(session, tenant_id, decryption_log, now),
             exports(session, tenant_id, settings["k"]),
             retention(session, tenant_id, settings["retention_days"], now),
+            *(build(session, tenant_id) for build in feature_controls),
             audit_chain(session, tenant_id),
         ]
     return {

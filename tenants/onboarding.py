@@ -74,7 +74,6 @@ class OnboardingPreview:
     version: int
     changes: ManifestChanges | None
     replaced_manifest_secrets: tuple[str, ...] = ()
-    sealing_services: tuple[str, ...] = ()
 
 
 def manifest_hash(manifest: Manifest) -> str:

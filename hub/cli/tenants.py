@@ -195,6 +195,7 @@ def onboard_command(
                     result.open311_key,
                     result.replaced_manifest_secrets,
                     result.changes,
+                    result.sealing_services,
                 )
             deactivated = outcome.changes.agencies.deactivated if outcome.changes else ()
             open_requests = open_requests_by_agency(session, outcome.tenant_id, deactivated)
@@ -279,6 +280,9 @@ class OnboardingOutcome:
     open311_key: str | None
     replaced_manifest_secrets: tuple[str, ...]
     changes: ManifestChanges | None
+    # Services this run made location-sensitive (none in a dry run), whose stored requests
+    # onboarding queued for conversion.
+    sealing_services: tuple[str, ...] = ()
 
 
 @app.command("list")
