@@ -3,10 +3,13 @@
 Steps:
 
 1. start a loopback stack unless `--target` names one;
-2. onboard the example tenants, create keys and write the run configuration;
-3. run Locust as a subprocess bounded by the duration;
-4. read the raw samples and acknowledgements and check that each acknowledged item is stored;
-5. compare the figures with the criteria file and write the report.
+2. refuse a database that holds tenants other than load-test ones (`loadtests.load_tenants`)
+   unless `--allow-real-tenants` is given;
+3. onboard the `loadtest-` copies of the example tenants, point their agencies at the harness's
+   receiver, create keys and write the run configuration;
+4. run Locust as a subprocess bounded by the duration, then revoke the run's keys;
+5. read the raw samples and acknowledgements and check that each acknowledged item is stored;
+6. compare the figures with the criteria file and write the report.
 
 The exit status is 0 when every criterion passes and 1 otherwise.
 """
@@ -25,7 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from hub.core.settings import reset_settings_cache
+from loadtests import load_tenants
 from loadtests.alert_setup import alert_config, wait_for_deliveries
 from loadtests.analysis import (
     ALL_ENDPOINTS,
@@ -40,6 +46,8 @@ from loadtests.analysis import (
 from loadtests.profiles import PROFILE_DIR, load_profile
 from loadtests.report import NYC_RECORD_DAY_RATE, write_charts, write_report
 from loadtests.stack import Stack, is_distributed, onboard, start_stack
+
+log = structlog.get_logger(__name__)
 
 LOADTEST_DIR = Path(__file__).resolve().parent
 SCENARIOS = {
@@ -57,7 +65,8 @@ def default_criteria(scenario: str) -> Path:
     return own if own.is_file() else DEFAULT_CRITERIA
 
 
-# Example tenant id to the profile derived from that city's records.
+# Example tenant id (without the load-test prefix) to the profile derived from that city's
+# records.
 TENANT_PROFILES = {"new-york-city": "nyc", "san-francisco": "sf", "boston": "boston"}
 POINTS_PER_TENANT = 200
 
@@ -73,6 +82,7 @@ class RunOptions:
     profile: Path | None = None
     recheck: bool = False
     command: str = ""
+    allow_real_tenants: bool = False
 
 
 def example_manifests() -> list[Path]:
@@ -98,11 +108,13 @@ def required_attributes(service: Any) -> dict[str, str]:
     return values
 
 
-def tenant_entry(manifest_path: Path, api_key: str, profile: Path | None) -> dict[str, Any]:
-    """Describe one tenant for the load users: ids, key, catalog and points inside its area."""
-    from tenants.manifest import load_manifest
+def load_manifests() -> list[Any]:
+    """Return the load-test copies of the example manifests."""
+    return [load_tenants.load_manifest_for(path) for path in example_manifests()]
 
-    manifest = load_manifest(manifest_path)
+
+def tenant_entry(manifest: Any, api_key: str, profile: Path | None) -> dict[str, Any]:
+    """Describe one tenant for the load users: ids, key, catalog and points inside its area."""
     area = manifest.service_area
     min_lon, min_lat, max_lon, max_lat = area.bounds()
     rng = random.Random(manifest.id)
@@ -113,7 +125,8 @@ def tenant_entry(manifest_path: Path, api_key: str, profile: Path | None) -> dic
             points.append([lat, lon])
         if len(points) >= POINTS_PER_TENANT:
             break
-    profile_path = profile or PROFILE_DIR / f"{TENANT_PROFILES.get(manifest.id, 'nyc')}.yaml"
+    city = TENANT_PROFILES.get(load_tenants.base_tenant_id(manifest.id), "nyc")
+    profile_path = profile or PROFILE_DIR / f"{city}.yaml"
     return {
         "tenant_id": manifest.id,
         "jurisdiction_id": manifest.jurisdiction_id,
@@ -126,7 +139,7 @@ def tenant_entry(manifest_path: Path, api_key: str, profile: Path | None) -> dic
 
 
 def point_agencies_at(receiver: Any, engine: Any, tenant_ids: list[str]) -> None:
-    """Rewrite every agency's webhook URL to the loopback receiver, as `hub demo` does."""
+    """Rewrite the webhook URL of every agency of the load tenants to the loopback receiver."""
     from sqlalchemy import select
 
     from hub.core.db import unit_of_work
@@ -135,6 +148,8 @@ def point_agencies_at(receiver: Any, engine: Any, tenant_ids: list[str]) -> None
     from tenants.models import Agency
 
     for tenant_id in tenant_ids:
+        if not load_tenants.is_load_tenant(tenant_id):
+            raise ValueError(f"{tenant_id!r} is not a load-test tenant; its agencies stay as set")
         context = TenantContext(tenant_id=tenant_id, actor="cli:loadtest")
         with unit_of_work(context, engine=engine) as session:
             for agency in session.scalars(select(Agency)):
@@ -143,13 +158,10 @@ def point_agencies_at(receiver: Any, engine: Any, tenant_ids: list[str]) -> None
                 receiver.secrets[path] = webhook_secrets(session, agency).current or ""
 
 
-def overflow_config(manifests: list[Path], engine: Any) -> dict[str, Any]:
+def overflow_config(manifests: list[Any], engine: Any) -> dict[str, Any]:
     """Return, per tenant with contact centers, a staff key and the centers' traits."""
-    from tenants.manifest import load_manifest
-
     result: dict[str, Any] = {}
-    for path in manifests:
-        manifest = load_manifest(path)
+    for manifest in manifests:
         centers = [
             {
                 "id": center.id,
@@ -160,7 +172,7 @@ def overflow_config(manifests: list[Path], engine: Any) -> dict[str, Any]:
             for center in manifest.overflow.centers
         ]
         if centers:
-            key = onboard(path, engine, ["agent", "supervisor"], "load test")
+            key = onboard(manifest, engine, ["agent", "supervisor"], "load test")
             create_centers(engine, manifest.id)
             result[manifest.id] = {"key": key, "centers": centers}
     return result
@@ -189,21 +201,20 @@ def prepare_config(
     engine: Any,
     record_dir: Path,
     alert_receiver: Any,
-    agency_receiver: Any = None,
+    agency_receiver: Any,
 ) -> Path:
-    """Onboard the example tenants, create keys and write the run configuration file.
+    """Onboard the load-test tenants, create keys and write the run configuration file.
 
-    With an `agency_receiver`, agency deliveries go to it instead of the manifests' webhook
-    URLs; `alert_receiver` takes the alert-storm subscribers' webhook deliveries.
+    Agency deliveries go to `agency_receiver`; `alert_receiver` takes the alert-storm
+    subscribers' webhook deliveries.
     """
-    manifests = example_manifests()
+    manifests = load_manifests()
     tenants = [
-        tenant_entry(path, onboard(path, engine, ["open311"], "load test"), options.profile)
-        for path in manifests
+        tenant_entry(manifest, onboard(manifest, engine, ["open311"], "load test"), options.profile)
+        for manifest in manifests
     ]
     config: dict[str, Any] = {"tenants": tenants, "record_dir": str(record_dir)}
-    if agency_receiver is not None:
-        point_agencies_at(agency_receiver, engine, [t["tenant_id"] for t in tenants])
+    point_agencies_at(agency_receiver, engine, [t["tenant_id"] for t in tenants])
     if options.scenario == "alert-storm":
         managers = [onboard(manifests[0], engine, ["emergency_manager"], "load test") for _ in "ab"]
         config["alert"] = alert_config(tenants[0], alert_receiver, options.users, managers)
@@ -290,10 +301,19 @@ class LoadResult:
 
 
 def generate_load(options: RunOptions, record_dir: Path) -> LoadResult:
-    """Start the stack unless there is a target, run Locust, and wait for alert fan-out."""
+    """Start the stack unless there is a target, run Locust, and wait for alert fan-out.
+
+    A target or a distributed stack uses the configured database, which is checked for real
+    tenants before anything starts or changes.
+    """
     from hub.cli.demo.receiver import AgencyReceiver
 
+    if options.target is not None or is_distributed(dict(os.environ)):
+        load_tenants.check_database(
+            database_engine(), allow_real_tenants=options.allow_real_tenants
+        )
     stack: Stack | None = None
+    engine = None
     receiver = AgencyReceiver(port=0).start()
     agency_deliveries = None
     try:
@@ -302,14 +322,14 @@ def generate_load(options: RunOptions, record_dir: Path) -> LoadResult:
             use_stack_settings(stack)
         url = stack.url if stack else str(options.target)
         engine = database_engine()
-        config_path = prepare_config(
-            options, engine, record_dir, receiver, receiver if stack else None
-        )
+        config_path = prepare_config(options, engine, record_dir, receiver, receiver)
         status = run_locust(options, url, config_path)
         alert_ids = [str(a["alert_id"]) for a in read_acks(record_dir) if a.get("alert_id")]
         if alert_ids:
             wait_for_deliveries(engine, alert_ids)
     finally:
+        if engine is not None:
+            revoke_run_keys(engine)
         if stack is not None:
             stack.stop()
         receiver.stop()
@@ -324,6 +344,13 @@ def generate_load(options: RunOptions, record_dir: Path) -> LoadResult:
             "duplicates": sum(receiver.duplicates.values()) - alert_duplicates,
         }
     return LoadResult(status, url, _stack_label(stack), agency_deliveries, alert_duplicates)
+
+
+def revoke_run_keys(engine: Any) -> None:
+    """Revoke the keys of the load tenants, so none outlives the run that printed it."""
+    tenant_ids = [manifest.id for manifest in load_manifests()]
+    revoked = load_tenants.revoke_keys(engine, tenant_ids)
+    log.info("loadtest_keys_revoked", keys=revoked, tenants=tenant_ids)
 
 
 def run(options: RunOptions) -> dict[str, Any]:

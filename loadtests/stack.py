@@ -1,4 +1,4 @@
-"""Start and stop a hub stack on loopback for a load run, and onboard the example tenants.
+"""Start and stop a hub stack on loopback for a load run, and onboard the load-test tenants.
 
 With `HUB_DATABASE_URL` and `HUB_BROKER_URL` set, the stack is the distributed deployment:
 `hub serve --no-worker` with several API processes plus separate `hub worker` processes on
@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import Engine
@@ -145,8 +146,8 @@ def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
     return subprocess.Popen(hub_command(*args), env=env, stdout=log_file, stderr=log_file)
 
 
-def onboard(manifest_path: Path, engine: Engine, roles: Sequence[str], label: str) -> str:
-    """Onboard a manifest (updating the tenant when it exists) and return a new API key.
+def onboard(manifest: Any, engine: Engine, roles: Sequence[str], label: str) -> str:
+    """Onboard a `Manifest` (updating the tenant when it exists) and return a new API key.
 
     The hub's own onboarding and key functions run in this process against the stack's
     database, as `hub demo` does, so the key is known without parsing command output.
@@ -154,10 +155,8 @@ def onboard(manifest_path: Path, engine: Engine, roles: Sequence[str], label: st
     from hub.core.db import unit_of_work
     from hub.core.tenancy import SystemContext, TenantContext
     from tenants.keys import create_api_key
-    from tenants.manifest import load_manifest
     from tenants.onboarding import onboard as onboard_manifest
 
-    manifest = load_manifest(manifest_path)
     with unit_of_work(SystemContext("load test onboarding"), engine=engine) as session:
         tenant, _first_key = onboard_manifest(session, manifest, actor="cli:loadtest")
         context = TenantContext(tenant_id=tenant.id, actor="cli:loadtest")

@@ -55,9 +55,22 @@ def loadtest(
         "--recheck",
         help="Reconcile and check the records in --report again without generating load.",
     ),
+    allow_real_tenants: bool = typer.Option(
+        False,
+        "--allow-real-tenants",
+        help=(
+            "Run even though the database holds tenants other than the run's own loadtest-"
+            " tenants (a production database): the run adds its tenants, keys and requests"
+            " there. Without it such a database is rejected."
+        ),
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Run a Locust scenario headless, reconcile with the database, check the criteria."""
+    """Run a Locust scenario headless, reconcile with the database, check the criteria.
+
+    The run onboards its own `loadtest-` copies of the example tenants and revokes their keys
+    at the end; it never changes other tenants.
+    """
     from loadtests.harness import SCENARIOS, RunOptions, default_criteria, run
 
     if scenario not in SCENARIOS:
@@ -82,6 +95,7 @@ def loadtest(
         profile=profile,
         recheck=recheck,
         command=shlex.join(["hub", *sys.argv[1:]]),
+        allow_real_tenants=allow_real_tenants,
     )
     configure_logging(get_settings())
     err_console.print(f"running {scenario} for {duration} s with {users} users", highlight=False)

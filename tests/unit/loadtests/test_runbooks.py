@@ -238,3 +238,16 @@ def test_assessor_verify_pins_public_key() -> None:
     assert verify_lines
     for line in verify_lines:
         assert "--public-key" in shlex.split(line), line
+
+
+def test_runbook_load_runs_name_staging() -> None:
+    """A load run adds tenants, keys and requests to its database, so each runbook step that
+    runs `hub loadtest` says to run it on staging or says not to run it."""
+    for path in sorted(RUNBOOKS.glob("*.md")):
+        blocks = path.read_text(encoding="utf-8").split("\n\n")
+        for index, block in enumerate(blocks):
+            if "hub loadtest" not in block:
+                continue
+            # The block with the command and its neighbours: a step's text, code and note.
+            passage = "\n\n".join(blocks[max(index - 1, 0) : index + 2])
+            assert "staging" in passage or "Do not run" in passage, f"{path.name}: {block}"
