@@ -1,8 +1,12 @@
 """Liveness and readiness endpoints.
 
-`/healthz` returns 200 while the process is alive. `/readyz` returns 200 when the process can
-take work, because the database accepts a query and the outbox relay can reach the broker.
-Otherwise it returns 503 with the failing checks.
+`/healthz` returns 200 while the process is alive and serving HTTP: the liveness probe.
+
+`/readyz` is the load balancer's probe. It returns 200 while this process can serve Open311,
+which needs the database: every accepted request and its tasks are written there first (the
+transactional outbox). When the outbox relay cannot publish to the broker, the process still
+accepts requests, so `/readyz` returns 200 with `"status": "degraded"` and the failing check.
+When a database query fails it returns 503 with `"status": "not ready"`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ from sqlalchemy import text
 from hub.core.db import get_engine
 
 router = APIRouter(tags=["health"])
+
+BROKER_FAILED = (
+    "failed: the outbox relay cannot publish to the broker; requests are accepted and wait in "
+    "the outbox"
+)
 
 
 @router.get("/healthz")
@@ -34,11 +43,14 @@ def readyz() -> JSONResponse:
         checks["database"] = f"failed: {type(exc).__name__}"
     relay = active_relay()
     if relay is not None and not relay.broker_ok:
-        checks["broker"] = "failed: the outbox relay cannot publish to the broker"
+        checks["broker"] = BROKER_FAILED
     else:
         checks["broker"] = "ok"
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+
+    if checks["database"] != "ok":
+        status, code = "not ready", 503
+    elif checks["broker"] != "ok":
+        status, code = "degraded", 200
+    else:
+        status, code = "ready", 200
+    return JSONResponse({"status": status, "checks": checks}, status_code=code)
