@@ -1,10 +1,16 @@
-"""`hub db`: schema migrations."""
+"""`hub db`: schema migrations and the outbox backlog."""
 
 from __future__ import annotations
 
-import typer
+from datetime import datetime
+from typing import Any
 
-from hub.cli.output import JSON_OPTION, cli_errors, emit
+import typer
+from sqlalchemy.exc import OperationalError
+
+from hub.cli.output import JSON_OPTION, cli_errors, emit, fail, table
+from hub.core.clock import as_utc, utcnow
+from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.settings import get_settings
 
@@ -23,3 +29,71 @@ def upgrade_command(as_json: bool = JSON_OPTION) -> None:
         as_json,
         lambda d: print(f"database migrated ({backend})"),
     )
+
+
+@app.command("status")
+def status_command(as_json: bool = JSON_OPTION) -> None:
+    """Show the outbox backlog of the configured database, read-only: rows waiting to be
+    published per queue and task, and the age of the oldest due row."""
+    from hub.core.db import unit_of_work
+    from hub.core.outbox import backlog_by_task
+    from hub.core.tenancy import SystemContext
+
+    # Log lines go to stderr, so stdout holds only the report.
+    configure_logging()
+    url = get_settings().effective_database_url
+    now = utcnow()
+    try:
+        with (
+            cli_errors(),
+            unit_of_work(SystemContext("cli db status"), write=False) as session,
+        ):
+            entries = backlog_by_task(session, now)
+    except OperationalError as exc:
+        fail(
+            f"cannot read the database ({type(exc).__name__}: {str(exc.orig).strip()}); "
+            "check that it is running and that HUB_DATABASE_URL points at it"
+        )
+
+    by_task = [
+        {
+            "queue": entry.queue,
+            "task": entry.task,
+            "due": entry.due,
+            "oldest_due_seconds": _age_seconds(entry.oldest_due_at, now),
+            "scheduled": entry.scheduled,
+        }
+        for entry in entries
+    ]
+    ages = [row["oldest_due_seconds"] for row in by_task if row["oldest_due_seconds"] is not None]
+    data = {
+        "backend": url.split(":", 1)[0],
+        "outbox": {
+            "due": sum(row["due"] for row in by_task),
+            "oldest_due_seconds": max(ages, default=0.0),
+            "scheduled": sum(row["scheduled"] for row in by_task),
+            "by_task": by_task,
+        },
+    }
+    emit(data, as_json, _render_status)
+
+
+def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
+    if moment is None:
+        return None
+    return round(max((now - as_utc(moment)).total_seconds(), 0.0), 1)
+
+
+def _render_status(data: dict[str, Any]) -> None:
+    outbox = data["outbox"]
+    oldest = f", oldest due {outbox['oldest_due_seconds']} s ago" if outbox["due"] else ""
+    print(
+        f"outbox ({data['backend']}): {outbox['due']} due{oldest}, "
+        f"{outbox['scheduled']} scheduled for later"
+    )
+    rows = [
+        (row["queue"], row["task"], row["due"], row["oldest_due_seconds"], row["scheduled"])
+        for row in outbox["by_task"]
+    ]
+    if rows:
+        table("Outbox backlog", ["queue", "task", "due", "oldest due s", "scheduled"], rows)

@@ -274,6 +274,41 @@ def due_backlog(session: Session, now: datetime | None = None) -> tuple[int, dat
     return int(count or 0), oldest
 
 
+@dataclass(frozen=True)
+class BacklogEntry:
+    """Unpublished outbox rows of one task on one queue: those due now, the earliest time one
+    of them became due (None when none is due), and those scheduled for later."""
+
+    queue: str
+    task: str
+    due: int
+    oldest_due_at: datetime | None
+    scheduled: int
+
+
+def backlog_by_task(session: Session, now: datetime | None = None) -> list[BacklogEntry]:
+    """Return the unpublished rows per queue and task, in one read-only query.
+
+    A row is due when its `available_at` is at or before `now`, as `due_backlog` counts them;
+    rows scheduled for later (delivery retries) are counted apart.
+    """
+    now = now or utcnow()
+    is_due = OutboxMessage.available_at <= now
+    due = func.count().filter(is_due)
+    oldest = func.min(OutboxMessage.available_at).filter(is_due)
+    scheduled = func.count().filter(~is_due)
+    rows = session.execute(
+        select(OutboxMessage.queue, OutboxMessage.task, due, oldest, scheduled)
+        .where(OutboxMessage.published_at.is_(None))
+        .group_by(OutboxMessage.queue, OutboxMessage.task)
+        .order_by(OutboxMessage.queue, OutboxMessage.task)
+    ).all()
+    return [
+        BacklogEntry(queue, task, int(count or 0), first, int(later or 0))
+        for queue, task, count, first, later in rows
+    ]
+
+
 def backlog(engine: Any = None) -> int:
     """Return how many unpublished outbox rows are due, as `due_backlog` counts them."""
     with unit_of_work(SystemContext("outbox backlog"), engine=engine, write=False) as session:
