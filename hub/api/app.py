@@ -30,12 +30,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.core.db import close_async_readers
 from hub.core.errors import PLAIN_CODE, HubError, PayloadTooLarge
-from hub.core.logging import bind_ids, clear_ids, configure_logging
+from hub.core.logging import RepeatLimiter, bind_ids, clear_ids, configure_logging
 from hub.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, render_latest
 from hub.core.settings import Settings, get_settings
 from privacy.fields import record_pending_usage
 
 log = structlog.get_logger(__name__)
+# During a database outage every request fails the same way: one line per error class per 10 s.
+_database_down_log = RepeatLimiter(10.0)
 
 # A function that renders an error response from the request, the status, the error code and
 # the error's messages. A format that lists errors gives each message its own entry.
@@ -81,7 +83,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _database_down(request: Request, exc: OperationalError) -> Response:
-        log.error("database_unavailable", error=type(exc).__name__)
+        error = type(exc).__name__
+        _database_down_log.log(log.error, "database_unavailable", key=error, error=error)
         return _renderer_for(request)(
             request, 503, "unavailable", ["the database is unavailable; retry later"]
         )

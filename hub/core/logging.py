@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import structlog
 
@@ -82,3 +86,52 @@ def bind_ids(**ids: str | int | None) -> None:
 
 def clear_ids() -> None:
     structlog.contextvars.clear_contextvars()
+
+
+class RepeatLimiter:
+    """Log an event at most once per `interval_seconds` per key, and count the repeats.
+
+    The first occurrence of a key is logged at once. Repeats within the interval are dropped
+    and counted, and the next occurrence logged after the interval carries the count as
+    `repeats_suppressed`. A count is reported only when the event occurs again, so the
+    repeats after the last logged line of an outage stay uncounted in the log.
+    """
+
+    # Maximum keys kept. A new key beyond it makes the limiter forget the oldest key; callers
+    # key by error class, so a handful of keys is usual.
+    MAX_KEYS = 1000
+
+    def __init__(
+        self, interval_seconds: float = 10.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval_seconds = interval_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Key to (clock time of the last logged occurrence, repeats dropped since).
+        self._state: dict[Hashable, tuple[float, int]] = {}
+
+    def admit(self, key: Hashable) -> int | None:
+        """Return the repeats dropped since the key was last logged when it may be logged now,
+        or None when this occurrence is dropped."""
+        now = self._clock()
+        with self._lock:
+            state = self._state.get(key)
+            if state is not None and now - state[0] < self.interval_seconds:
+                self._state[key] = (state[0], state[1] + 1)
+                return None
+            if state is None and len(self._state) >= self.MAX_KEYS:
+                del self._state[next(iter(self._state))]
+            self._state[key] = (now, 0)
+            return state[1] if state is not None else 0
+
+    def log(
+        self, method: Callable[..., Any], event: str, *, key: Hashable = None, **fields: Any
+    ) -> None:
+        """Call `method(event, **fields)`, a logger's level method, unless the event with this
+        key was logged less than `interval_seconds` ago."""
+        suppressed = self.admit((event, key))
+        if suppressed is None:
+            return
+        if suppressed:
+            fields["repeats_suppressed"] = suppressed
+        method(event, **fields)

@@ -38,10 +38,14 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from hub.core.clock import utcnow
 from hub.core.db import Base, unit_of_work
 from hub.core.errors import InvalidInput
+from hub.core.logging import RepeatLimiter
 from hub.core.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
 from hub.core.tenancy import SystemContext
 
 log = structlog.get_logger(__name__)
+# While the broker or the database is down, each relay round fails the same way, several times
+# a second in every process: log one line per event and error class per 10 s.
+_repeat_log = RepeatLimiter(10.0)
 
 # Task arguments are identifiers only, never personal data: short tokens of letters, digits and
 # `_.:-`. An email address, a phone number with `+` or any text with spaces fails this check.
@@ -227,8 +231,13 @@ def relay_once(publish: Publisher, *, batch_size: int = 500, engine: Any = None)
             except Exception as exc:  # noqa: BLE001 - any broker error keeps the rows for later
                 connection.execute(_COUNT_ATTEMPT, [{"message_id": row_id} for row_id in ids])
                 OUTBOX_PUBLISH_FAILURES.inc()
-                log.warning(
-                    "outbox_publish_failed", outbox_id=message.id, task=message.task, error=str(exc)
+                _repeat_log.log(
+                    log.warning,
+                    "outbox_publish_failed",
+                    key=type(exc).__name__,
+                    outbox_id=message.id,
+                    task=message.task,
+                    error=str(exc),
                 )
                 break
             OUTBOX_PUBLISHED.labels(queue=message.queue).inc(len(ids))
@@ -410,7 +419,9 @@ class OutboxRelay:
                 )
                 self.database_ok = True
             except Exception as exc:  # noqa: BLE001 - the relay must survive database outages
-                log.warning("outbox_relay_round_failed", error=str(exc))
+                _repeat_log.log(
+                    log.warning, "outbox_relay_round_failed", key=type(exc).__name__, error=str(exc)
+                )
                 self.database_ok = False
                 count = 0
             if count == 0:
