@@ -20,6 +20,7 @@ from hub.core.collectors import (
     OUTBOX_PENDING,
     QUEUE_CONSUMERS,
     QUEUE_DEPTH,
+    WORKER_STARTS,
     GaugeSpec,
     Reader,
     Samples,
@@ -28,6 +29,7 @@ from hub.core.collectors import (
     age_seconds,
     outbox_reader,
     queue_depth_reader,
+    worker_starts_reader,
 )
 from hub.core.db import unit_of_work
 from hub.core.metrics import register_scrape_collector
@@ -349,6 +351,7 @@ def install_collectors() -> None:
             )
         )
         group.add(ScrapeCollector("outbox", [OUTBOX_PENDING, OUTBOX_OLDEST], outbox_reader()))
+        group.add(ScrapeCollector("worker_starts", [WORKER_STARTS], worker_starts_reader()))
         group.add(ScrapeCollector("overflow", [CONTACTS_WAITING, OLDEST_WAIT], overflow_reader()))
         group.add(ScrapeCollector("alerts", [FANOUT_LAST, FANOUT_RUNNING], fanout_reader()))
         group.add(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -113,6 +114,23 @@ class _ChildWatch:
                 action="hub serve stops; see the worker's log above, then start hub serve again",
             )
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _record_worker_start(node_name: str) -> None:
+    """Write this worker's start to the database for `hub_worker_recent_starts`.
+
+    A failure is logged and the worker starts anyway: the record feeds an alert, and a worker
+    that cannot write it can still run tasks.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from hub.core.worker_starts import record_start
+
+    host = socket.gethostname()
+    try:
+        record_start(host, node_name.replace("%h", host), os.getpid())
+    except SQLAlchemyError as exc:
+        log.warning("worker_start_not_recorded", error=type(exc).__name__, detail=str(exc))
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -241,6 +259,8 @@ def worker(
         _watch_parent(parent_pid)
     with cli_errors():
         upgrade()
+    node_name = node_name or f"hub-{os.getpid()}@%h"
+    _record_worker_start(node_name)
     if metrics_port:
         start_exporter(metrics_port)
 
@@ -281,7 +301,7 @@ def worker(
                 # Two workers with one node name collide on Celery's exclusive remote-control
                 # queue, and RabbitMQ stops the second one; the process id keeps names unique.
                 "--hostname",
-                node_name or f"hub-{os.getpid()}@%h",
+                node_name,
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",

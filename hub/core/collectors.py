@@ -194,6 +194,26 @@ def outbox_reader(engine: Any = None) -> Reader:
     return read
 
 
+WORKER_STARTS = GaugeSpec(
+    "hub_worker_recent_starts",
+    "`hub worker` processes started on each host in the last 10 minutes, from the database.",
+    ["host"],
+)
+
+
+def worker_starts_reader(engine: Any = None) -> Reader:
+    """Build a reader for the worker starts of the last 10 minutes per host."""
+    from hub.core.worker_starts import recent_starts
+
+    def read() -> Samples:
+        scope = SystemContext("metrics collector")
+        with unit_of_work(scope, engine=engine, write=False) as session:
+            starts = recent_starts(session)
+        return {WORKER_STARTS.name: [((host,), float(count)) for host, count in starts.items()]}
+
+    return read
+
+
 def age_seconds(moment: datetime | None, now: datetime | None = None) -> float:
     """Return seconds since `moment`, or 0 for None; a naive `moment` is UTC (SQLite)."""
     if moment is None:

@@ -143,6 +143,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_tenants_region"), ["region"], unique=False)
 
     op.create_table(
+        "worker_starts",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("node", sa.String(length=255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("worker_starts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_worker_starts_started_at"), ["started_at"], unique=False
+        )
+
+    op.create_table(
         "agencies",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("code", sa.String(length=64), nullable=False),
@@ -800,6 +814,10 @@ def downgrade() -> None:
     op.drop_table("alert_subscribers")
     op.drop_table("alert_rate_buckets")
     op.drop_table("agencies")
+    with op.batch_alter_table("worker_starts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_worker_starts_started_at"))
+
+    op.drop_table("worker_starts")
     with op.batch_alter_table("tenants", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tenants_region"))
 

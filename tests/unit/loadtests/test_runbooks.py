@@ -162,7 +162,8 @@ def test_alert_rules_pass_promtool() -> None:
 
 def test_alert_rules_fire_on_stalled_alert() -> None:
     """The rules about alerts that do not go out fire on a stalled alert and stay quiet on a
-    large alert paced by its rate limits (cases in alert_rules_test.yml)."""
+    large alert paced by its rate limits. HubWorkerCrashLoop fires on a worker restarted every
+    15 s but not on a rolling deploy. The cases are in alert_rules_test.yml."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package prometheus)")
@@ -242,7 +243,7 @@ def test_assessor_verify_pins_public_key() -> None:
 
 def test_runbook_load_runs_name_staging() -> None:
     """A load run adds tenants, keys and requests to its database, so each runbook step that
-    runs `hub loadtest` says to run it on staging or says not to run it."""
+    runs `hub loadtest` tells the reader to run it on staging, or not to run it."""
     for path in sorted(RUNBOOKS.glob("*.md")):
         blocks = path.read_text(encoding="utf-8").split("\n\n")
         for index, block in enumerate(blocks):
@@ -251,3 +252,17 @@ def test_runbook_load_runs_name_staging() -> None:
             # The block with the command and its neighbours: a step's text, code and note.
             passage = "\n\n".join(blocks[max(index - 1, 0) : index + 2])
             assert "staging" in passage or "Do not run" in passage, f"{path.name}: {block}"
+
+
+def test_crash_loop_rule_counts_worker_starts() -> None:
+    """HubWorkerCrashLoop reads the starts recorded in the database. A rule on changes of a
+    scraped gauge missed 5 restarts 15 s apart, because each worker was down for about 3 s."""
+    rules = {rule["alert"]: rule for group in rule_files() for rule in group["rules"]}
+    expr = rules["HubWorkerCrashLoop"]["expr"].strip()
+
+    match = re.fullmatch(r"max by \(host\) \(hub_worker_recent_starts\) > (\d+)", expr)
+    assert match, expr
+    # The drill: one start, then 5 restarts within 10 minutes.
+    assert 1 <= int(match.group(1)) < 6
+    runbook = (RUNBOOKS / "worker-crash-loop.md").read_text(encoding="utf-8")
+    assert "hub_worker_recent_starts" in runbook
