@@ -59,6 +59,7 @@ from failover.routing import Decision, decide
 from failover.tasks import AUDIT_DECISIONS_TASK
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import get_engine, unit_of_work
+from hub.core.logging import RepeatLimiter
 from hub.core.outbox import enqueue
 from hub.core.tasks import QUEUE_OVERFLOW
 from hub.core.tenancy import SystemContext, TenantContext
@@ -66,6 +67,8 @@ from privacy.audit import audit
 from tenants.models import Tenant
 
 log = structlog.get_logger(__name__)
+# While the database is down every refresh fails the same way: one line per error class per 10 s.
+_refresh_failed_log = RepeatLimiter(10.0)
 
 # A partner whose expected wait exceeds this many seconds counts as Overloaded.
 PARTNER_OVERLOADED_WAIT = 120.0
@@ -192,7 +195,10 @@ class LiveBoard:
             try:
                 self.refresh(configuration=False, statistics=due)
             except Exception as exc:  # noqa: BLE001 - the board must outlive database outages
-                log.warning("overflow_board_refresh_failed", error=type(exc).__name__)
+                error = type(exc).__name__
+                _refresh_failed_log.log(
+                    log.warning, "overflow_board_refresh_failed", key=error, error=error
+                )
 
     def ensure_loaded(self) -> None:
         if not self.loaded:

@@ -1,5 +1,5 @@
-"""`RepeatLimiter` and the repeated error lines it limits: the API's `database_unavailable`
-and the outbox relay's round and publish failures."""
+"""`RepeatLimiter` and the repeated error lines it limits: the API's `database_unavailable`,
+the outbox relay's round and publish failures, and the overflow board's refresh failures."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
+from failover import board as board_module
+from failover.board import LiveBoard
 from hub.api import app as app_module
 from hub.core import outbox
 from hub.core.db import get_engine, unit_of_work
@@ -161,3 +163,26 @@ def test_relay_publish_failure_logged_once(
 
     assert len(attempts) > 3
     assert len(events(logs, "outbox_publish_failed")) == 1
+
+
+def test_board_refresh_failure_logged_once(
+    sqlite_url: str, logs: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(board_module, "log", structlog.get_logger(board_module.__name__))
+    monkeypatch.setattr(board_module, "_refresh_failed_log", RepeatLimiter(10.0))
+    board = LiveBoard(get_engine(sqlite_url), refresh_seconds=0.01)
+    refreshes: list[bool] = []
+
+    def refresh(**kwargs: object) -> None:
+        refreshes.append(True)
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(board, "refresh", refresh)
+    board.start()
+    try:
+        time.sleep(0.5)
+    finally:
+        board.stop()
+
+    assert len(refreshes) > 3
+    assert len(events(logs, "overflow_board_refresh_failed")) == 1
