@@ -60,7 +60,9 @@ def _renderer_for(request: Request) -> ErrorRenderer:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> Response:
-        return _renderer_for(request)(request, exc.status, exc.code, exc.messages)
+        response = _renderer_for(request)(request, exc.status, exc.code, exc.messages)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -42,6 +42,11 @@ class HubError(Exception):
         """The messages that a client gets, one error entry each."""
         return (self.message,)
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that the error response carries, such as `Retry-After`."""
+        return {}
+
 
 class InvalidInput(HubError):
     status = 400
@@ -144,6 +149,21 @@ class NotFound(HubError):
 class Conflict(HubError):
     status = 409
     code = "conflict"
+
+
+class TooManyRequests(HubError):
+    """A client that exceeded its rate limit; it may retry after `retry_after_seconds`."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_seconds: int, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after_seconds = retry_after_seconds
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class Unavailable(HubError):

@@ -89,8 +89,9 @@ def format_of_path(path: str) -> str:
 
 
 # HTTP statuses the spec's error list uses as they are; other client errors become 400.
-# A 405 keeps its status so that a client sees a wrong method, not a wrong parameter.
-_SPEC_STATUSES = {400, 403, 404, 405, 409, 413, 500, 503}
+# A 405 keeps its status so that a client sees a wrong method, not a wrong parameter, and a
+# 429 so that it waits for `Retry-After` instead of changing its request.
+_SPEC_STATUSES = {400, 403, 404, 405, 409, 413, 429, 500, 503}
 
 
 def render_error(request: Request, status: int, _code: str, messages: Sequence[str]) -> Response:
