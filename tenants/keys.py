@@ -56,6 +56,8 @@ class ApiCredential:
     """The grant of a valid key: its tenant, its roles and, for partner agents, its center.
 
     `agencies` are the codes of the agencies an agency key acts for, and empty on other keys.
+    `max_posts_per_minute` is the key's own Open311 POST limit: None uses the tenant's, and
+    0 means no limit.
     """
 
     tenant_id: str
@@ -63,6 +65,7 @@ class ApiCredential:
     roles: frozenset[str]
     center_id: str | None = None
     agencies: frozenset[str] = frozenset()
+    max_posts_per_minute: int | None = None
 
     @property
     def actor(self) -> str:
@@ -179,6 +182,18 @@ def check_agencies(
     return sorted(set(agencies))
 
 
+def check_post_limit(limit: int | None, *, name: str = "max_posts_per_minute") -> int | None:
+    """Return a key's own POST limit per minute, raising InvalidInput unless it is None (the
+    tenant's limit), 0 (no limit) or a positive number."""
+    if limit is not None and limit < 0:
+        raise InvalidInput(
+            f"{name} {limit} is negative; give POST requests per minute, 0 for no limit, or "
+            "leave it out to use the tenant's open311.max_posts_per_minute_per_key",
+            field="max_posts_per_minute",
+        )
+    return limit
+
+
 def check_holder(holder: str, *, name: str = "key holder") -> str:
     """Check a key holder's name and return it without surrounding spaces.
 
@@ -285,12 +300,14 @@ def create_api_key(
     center_id: str | None = None,
     holder: str | None = None,
     agencies: list[str] | tuple[str, ...] = (),
+    max_posts_per_minute: int | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key for `ctx.tenant_id` and return the row and the raw key (shown once).
 
     `holder` names the person who uses the key, as in `check_holder`. `agencies` are agency
     codes or comma-separated lists of them, required for the agency role, as `check_agencies`
-    checks them. The session may be the tenant's own
+    checks them. `max_posts_per_minute` is the key's own Open311 POST limit (see
+    `check_post_limit`). The session may be the tenant's own
     or a system session; the caller commits.
     """
     clean_roles = check_roles(roles)
@@ -300,6 +317,7 @@ def create_api_key(
     )
     if holder is not None:
         holder = check_holder(holder)
+    check_post_limit(max_posts_per_minute)
     label = label.strip()
     if not label or len(label) > 120:
         raise InvalidInput("key label must be 1 to 120 characters", field="label")
@@ -313,6 +331,7 @@ def create_api_key(
         center_id=center_id,
         holder=holder,
         agencies=clean_agencies,
+        max_posts_per_minute=max_posts_per_minute,
         created_at=utcnow(),
     )
     session.add(row)
@@ -326,6 +345,7 @@ def create_api_key(
         center_id=center_id,
         holder=holder,
         agencies=clean_agencies,
+        max_posts_per_minute=max_posts_per_minute,
     )
     log.info("api_key_created", tenant_id=ctx.tenant_id, key_id=row.id, roles=clean_roles)
     return row, raw
@@ -478,6 +498,7 @@ def _lookup(engine: Engine, prefix: str, digest: str) -> ApiCredential | None:
         roles=frozenset(key.roles),
         center_id=key.center_id,
         agencies=frozenset(key.agencies or ()),
+        max_posts_per_minute=key.max_posts_per_minute,
     )
 
 

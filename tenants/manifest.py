@@ -621,6 +621,26 @@ class OverflowSection(_Extensible):
     service_level_target_percent: float = Field(default=80, gt=0, le=100)
 
 
+# POSTs per minute per API key when a manifest sets no limit. One key can file for a whole
+# city (its app or its call center), and 600 a minute is 10 a second, about three times the
+# 3.2 contacts a second that New York City's record day of 277,000 calls averaged.
+DEFAULT_MAX_POSTS_PER_MINUTE_PER_KEY = 600
+
+
+class Open311Section(_Strict):
+    """Limits of the Open311 API.
+
+    `max_posts_per_minute_per_key` limits the `POST requests` calls of each API key, counted
+    over every API process. A key may file that many at once after a minute without calls,
+    and then one every 60 / limit seconds. Calls over the limit get 429 with `Retry-After`.
+    `null` turns the limit off. A key created with `--max-posts-per-minute` has its own limit.
+    """
+
+    max_posts_per_minute_per_key: int | None = Field(
+        default=DEFAULT_MAX_POSTS_PER_MINUTE_PER_KEY, ge=1
+    )
+
+
 class ProfileSection(_Strict):
     """Overrides for per-tenant profile hooks (see `tenants.profile`).
 
@@ -695,6 +715,7 @@ class Manifest(_Strict):
     privacy: PrivacySection = Field(default_factory=PrivacySection)
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     overflow: OverflowSection = Field(default_factory=OverflowSection)
+    open311: Open311Section = Field(default_factory=Open311Section)
     profile: ProfileSection = Field(default_factory=ProfileSection)
 
     @field_validator("id", "region")

@@ -72,6 +72,9 @@ class ApiKey(TenantOwned, Base):
     # For agency keys: codes of the agencies whose routed requests the key may update. Empty
     # on every other key.
     agencies: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The key's own limit of Open311 POST requests per minute, in place of the manifest's
+    # `open311.max_posts_per_minute_per_key`: None uses the manifest's, 0 means no limit.
+    max_posts_per_minute: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column()
 

@@ -61,6 +61,8 @@ _NOTES = {
     "privacy.decryption_purposes[].descriptions": "language tag to text; must include English "
     "(`en`)",
     "alerts.rate_limits": "channel to messages per second, above 0",
+    "open311.max_posts_per_minute_per_key": "`POST requests` calls per minute per API key, "
+    "over all API processes; `null` turns the limit off; see docs/open311.md",
     "overflow.centers[].languages": "registered BCP 47 tags such as `en` or `es-US`",
     "overflow.centers[].hours": "the same format as `calendar.hours`",
 }

@@ -43,6 +43,7 @@ from tenants.agencies import (
 from tenants.catalog_import import build_catalog
 from tenants.keys import (
     check_holder,
+    check_post_limit,
     create_api_key,
     list_api_keys,
     revoke_api_key,
@@ -535,6 +536,7 @@ def _key_row(row: Any) -> dict[str, Any]:
         "center_id": row.center_id,
         "holder": row.holder,
         "agencies": list(row.agencies or ()),
+        "max_posts_per_minute": row.max_posts_per_minute,
         "created_at": isoformat(row.created_at),
         "revoked_at": isoformat(row.revoked_at),
     }
@@ -546,6 +548,20 @@ def _check_role_names(roles: list[str]) -> None:
         fail("give at least one --role; choose from " + ", ".join(sorted(ALL_ROLES)))
     if unknown:
         fail(f"unknown role {unknown[0]!r}; choose from {', '.join(sorted(ALL_ROLES))}")
+
+
+def _post_limit_note(limit: int | None) -> str:
+    if limit is None:
+        return ""
+    if limit == 0:
+        return ", with no limit on POST requests"
+    return f", limited to {limit} POST requests a minute"
+
+
+def _post_limit_cell(limit: int | None) -> str:
+    if limit is None:
+        return "tenant's"
+    return "no limit" if limit == 0 else str(limit)
 
 
 @keys_app.command("create")
@@ -567,6 +583,13 @@ def keys_create_command(
         "it or separate codes with commas); required with --role agency. The key may update "
         "only the requests routed to these agencies.",
     ),
+    max_posts_per_minute: int | None = typer.Option(
+        None,
+        "--max-posts-per-minute",
+        help="Open311 POST requests per minute that this key may file, over all API "
+        "processes, in place of the manifest's open311.max_posts_per_minute_per_key; 0 for "
+        "no limit. Left out, the key has the tenant's limit.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create an API key; the key is printed once and only its hash is stored."""
@@ -574,6 +597,7 @@ def keys_create_command(
     with cli_errors():
         if holder is not None:
             holder = check_holder(holder, name="--holder")
+        check_post_limit(max_posts_per_minute, name="--max-posts-per-minute")
         with _tenant_session(tenant) as (session, ctx):
             if center is not None:
                 check_partner_agent_center(session, tenant, center)
@@ -585,6 +609,7 @@ def keys_create_command(
                 center_id=center,
                 holder=holder,
                 agencies=agencies,
+                max_posts_per_minute=max_posts_per_minute,
             )
             data = {**_key_row(row), "api_key": raw}
 
@@ -593,7 +618,7 @@ def keys_create_command(
         agency_note = f", for agencies {', '.join(d['agencies'])}" if d["agencies"] else ""
         print(
             f"key {d['key_id']} for {tenant} with roles {', '.join(d['roles'])}"
-            f"{agency_note}{holder_note}"
+            f"{agency_note}{holder_note}{_post_limit_note(d['max_posts_per_minute'])}"
         )
         print(f"API key (shown once, store it now): {d['api_key']}")
 
@@ -620,6 +645,7 @@ def keys_list_command(
                 "holder",
                 "roles",
                 "agencies",
+                "posts/min",
                 "center",
                 "created",
                 "revoked",
@@ -632,6 +658,7 @@ def keys_list_command(
                     r["holder"],
                     ",".join(r["roles"]),
                     ",".join(r["agencies"]),
+                    _post_limit_cell(r["max_posts_per_minute"]),
                     r["center_id"],
                     r["created_at"],
                     r["revoked_at"],

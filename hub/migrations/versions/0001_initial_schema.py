@@ -264,6 +264,7 @@ def upgrade() -> None:
         sa.Column("center_id", sa.String(length=64), nullable=True),
         sa.Column("holder", sa.String(length=64), nullable=True),
         sa.Column("agencies", sa.JSON(), nullable=False),
+        sa.Column("max_posts_per_minute", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),

@@ -341,7 +341,7 @@ def test_keys_unknown_role(hub_cli, manifest_file):
 
 
 def test_keys_create_role_required(hub_cli, manifest_file, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("COLUMNS", "240")
     code, out = hub_cli("tenants", "keys", "create", "--help")
     assert code == 0
     # The option column comes before the type column, so other options that mention --role in
@@ -354,6 +354,42 @@ def test_keys_create_role_required(hub_cli, manifest_file, monkeypatch):
     code, out = hub_cli("tenants", "keys", "create", "--tenant", data["id"], "--json")
     assert code == 2
     assert json.loads(out)["error"].startswith("Missing option '--role'")
+
+
+def test_keys_post_limit_stored_and_listed(hub_cli, manifest_file):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    tenant = data["id"]
+
+    code, out = create_key(
+        hub_cli, "--tenant", tenant, "--role", "open311", "--max-posts-per-minute", "120"
+    )
+    assert code == 0, out
+    assert "limited to 120 POST requests a minute" in out
+    code, out = create_key(
+        hub_cli, "--tenant", tenant, "--role", "open311", "--max-posts-per-minute", "0", "--json"
+    )
+    assert code == 0, out
+    unlimited = json.loads(out)
+    code, out = hub_cli("tenants", "keys", "list", "--tenant", tenant, "--json")
+    listed = {key["key_id"]: key["max_posts_per_minute"] for key in json.loads(out)}
+
+    assert unlimited["max_posts_per_minute"] == 0
+    assert resolve_api_key(unlimited["api_key"]).max_posts_per_minute == 0
+    assert sorted(listed.values(), key=str) == [0, 120, None]
+
+
+def test_keys_post_limit_negative_rejected(hub_cli, manifest_file):
+    path, data = manifest_file
+    hub_cli("tenants", "onboard", str(path))
+    code, out = create_key(
+        hub_cli, "--tenant", data["id"], "--role", "open311", "--max-posts-per-minute", "-1"
+    )
+    _, listed = hub_cli("tenants", "keys", "list", "--tenant", data["id"], "--json")
+
+    assert code == 2
+    assert out == ""
+    assert [key["max_posts_per_minute"] for key in json.loads(listed)] == [None]
 
 
 def test_keys_agencies_stored_and_listed(hub_cli, manifest_file):

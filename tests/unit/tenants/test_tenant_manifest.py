@@ -183,6 +183,9 @@ BAD_FIELDS = [
         "fast",
         "agencies[0].max_deliveries_per_minute: ",
     ),
+    (["open311"], {"max_posts_per_minute_per_key": 0}, "open311.max_posts_per_minute_per_key: "),
+    (["open311"], {"max_posts_per_minute_per_key": 2.5}, "open311.max_posts_per_minute_per_key: "),
+    (["open311"], {"max_posts_per_minute": 60}, "open311.max_posts_per_minute: "),
     (["routing", "default"], "NOPE", "routing.default: unknown agency 'NOPE'"),
     (
         ["routing", "rules", 0],
@@ -443,6 +446,17 @@ def test_agency_delivery_cap_optional():
     assert manifest.agencies[1].max_deliveries_per_minute is None
     data["agencies"][0]["max_deliveries_per_minute"] = 0.001
     assert parse_manifest(data).agencies[0].max_deliveries_per_minute == 0.001
+
+
+def test_post_limit_default_and_off():
+    data = copy.deepcopy(_base())
+    assert parse_manifest(data).open311.max_posts_per_minute_per_key == 600
+
+    data["open311"] = {"max_posts_per_minute_per_key": None}
+    assert parse_manifest(data).open311.max_posts_per_minute_per_key is None
+
+    data["open311"] = {"max_posts_per_minute_per_key": 3000}
+    assert parse_manifest(data).open311.max_posts_per_minute_per_key == 3000
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
