@@ -10,6 +10,7 @@ from hub.core import (
     worker_starts,  # noqa: F401
 )
 from hub.core.db import Base
+from hub.open311 import models as open311_models  # noqa: F401
 from hub.requests import models as request_models  # noqa: F401
 from privacy import models as privacy_models  # noqa: F401
 from tenants import models as tenant_models  # noqa: F401

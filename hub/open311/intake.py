@@ -6,7 +6,8 @@ WAL flush, and the API a thread hand-off. Calls for one tenant that wait at the 
 them once per batch, and their rows go in with one statement per table. Each call still gets
 its response only after the commit. When the batch's transaction fails for another reason
 than a lost database, each call runs again in a transaction of its own, so a conflict of one
-call does not fail the others.
+call does not fail the others. Before the batch's transaction, the calls take their API keys'
+rate-limit tokens together (`hub.open311.ratelimit`), and a call without one writes nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from hub.core.batching import Coalescer
 from hub.core.db import unit_of_work
 from hub.core.errors import HubError
+from hub.open311.ratelimit import PostLimiter
 from hub.requests import service
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import INTAKE
@@ -40,13 +42,26 @@ MAX_BATCHES_IN_FLIGHT = 1
 BATCH_LINGER_SECONDS = 0.01
 
 Outcome = IntakeResult | Exception
+# A call of a batch: its tenant, its job, and its API key's id and POST limit per minute (None
+# for no limit) with the process's limiter.
+Call = tuple[TenantSnapshot, IntakeJob, tuple[int, int] | None, PostLimiter | None]
 _coalescers: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, Coalescer[str, tuple[TenantSnapshot, IntakeJob], IntakeResult]
+    asyncio.AbstractEventLoop, Coalescer[str, Call, IntakeResult]
 ] = weakref.WeakKeyDictionary()
 
 
-async def submit(tenant: TenantSnapshot, job: IntakeJob) -> IntakeResult:
-    """Run one POST requests call in a batch with the calls that wait for the same tenant."""
+async def submit(
+    tenant: TenantSnapshot,
+    job: IntakeJob,
+    *,
+    limit: tuple[int, int] | None = None,
+    limiter: PostLimiter | None = None,
+) -> IntakeResult:
+    """Run one POST requests call in a batch with the calls that wait for the same tenant.
+
+    `limit` is the (API key id, POST requests per minute) that `limiter` holds the call to, or
+    None for a call without a limit.
+    """
     loop = asyncio.get_running_loop()
     coalescer = _coalescers.get(loop)
     if coalescer is None:
@@ -56,15 +71,32 @@ async def submit(tenant: TenantSnapshot, job: IntakeJob) -> IntakeResult:
             max_batch=MAX_BATCH_JOBS,
             linger_seconds=BATCH_LINGER_SECONDS,
         )
-    return await coalescer.call(tenant.id, (tenant, job))
+    return await coalescer.call(tenant.id, (tenant, job, limit, limiter))
 
 
-async def _run_batch(
-    _tenant_id: str, calls: list[tuple[TenantSnapshot, IntakeJob]]
-) -> list[Outcome]:
+async def _run_batch(_tenant_id: str, calls: list[Call]) -> list[Outcome]:
+    return await run_in_threadpool(write_limited_batch, calls)
+
+
+def write_limited_batch(calls: list[Call]) -> list[Outcome]:
+    """Take the rate-limit tokens of the calls, then store the calls that got one.
+
+    Return one result or error per call, in order: 429 for a call over its key's limit.
+    """
     # The newest snapshot of the tenant serves the whole batch.
     tenant = calls[-1][0]
-    return await run_in_threadpool(write_batch, tenant, [job for _tenant, job in calls])
+    jobs = [job for _tenant, job, _limit, _limiter in calls]
+    limiter = next((limiter for *_rest, limiter in calls if limiter is not None), None)
+    if limiter is None:
+        return write_batch(tenant, jobs)
+    try:
+        rejections = limiter.admit(jobs[0].ctx, [limit for _t, _j, limit, _l in calls])
+    except OperationalError as exc:
+        # The database is unreachable, so the batch could not be stored either.
+        return [exc] * len(jobs)
+    admitted = [job for job, rejected in zip(jobs, rejections, strict=True) if rejected is None]
+    written = iter(write_batch(tenant, admitted) if admitted else [])
+    return [rejected or next(written) for rejected in rejections]
 
 
 def write_batch(tenant: TenantSnapshot, jobs: list[IntakeJob]) -> list[Outcome]:

@@ -29,7 +29,7 @@ from hub.core.errors import (
     shown,
 )
 from hub.core.tenancy import ROLE_AGENCY, ROLE_AGENT, ROLE_OPEN311, ROLE_STAFF, TenantContext
-from hub.open311 import formats, intake, params, views
+from hub.open311 import formats, intake, params, ratelimit, views
 from hub.requests import queries, service
 from hub.requests.catalog import TenantSnapshot
 from hub.requests.metrics import INTAKE
@@ -232,6 +232,12 @@ async def post_request(fmt: str, request: Request) -> Response:
     except HubError:
         INTAKE.labels(tenant=tenant.id, outcome="rejected").inc()
         raise
+    limiter: ratelimit.PostLimiter = request.app.state.post_limiter
+    per_minute = ratelimit.post_limit(tenant, credential)
+    limit = None if per_minute is None else (credential.key_id, per_minute)
+    if limit is not None:
+        # A key known to be over its limit is rejected here, without a database round trip.
+        limiter.check(tenant.id, *limit)
     degraded_check: Callable[[], bool] = request.app.state.open311_degraded
     language = _language(request, items, tenant)
     job = IntakeJob(
@@ -242,7 +248,7 @@ async def post_request(fmt: str, request: Request) -> Response:
         degraded=degraded_check(),
         language=language.tag,
     )
-    result = await intake.submit(tenant, job)
+    result = await intake.submit(tenant, job, limit=limit, limiter=limiter)
     # A replay repeats the notice stored in the first call's language, which may differ.
     headers = None if result.replayed else language.headers()
     return formats.render(
@@ -518,8 +524,10 @@ async def post_update(fmt: str, request: Request) -> Response:
 
 
 def install(app: FastAPI, *, degraded: Callable[[], bool]) -> None:
-    """Mount the endpoints, the Open311 error format and the intake degradation check."""
+    """Mount the endpoints, the Open311 error format, the intake degradation check and the
+    process's POST rate limiter."""
     app.state.open311_degraded = degraded
+    app.state.post_limiter = ratelimit.PostLimiter()
     app.state.error_renderers.append(("/open311/", formats.render_error))
     # FastAPI tries a router's routes in order, twice per call. GET and POST requests are the
     # busiest calls, so their routes go first.

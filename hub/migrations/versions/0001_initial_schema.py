@@ -22,6 +22,7 @@ TENANT_TABLES = (
     "api_keys",
     "deliveries",
     "idempotency_keys",
+    "open311_post_buckets",
     "overflow_agreements",
     "overflow_contacts",
     "overflow_switches",
@@ -289,6 +290,16 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant_id", "api_key_id", "key", name="uq_idempotency_key"),
+    )
+    op.create_table(
+        "open311_post_buckets",
+        sa.Column("api_key_id", sa.Integer(), nullable=False),
+        sa.Column("tokens", sa.BigInteger(), nullable=False),
+        sa.Column("updated", sa.Float(), nullable=False),
+        sa.Column("granted", sa.Integer(), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("tenant_id", "api_key_id", name="pk_open311_post_buckets"),
     )
     op.create_table(
         "overflow_centers",
@@ -798,6 +809,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_overflow_centers_owner_tenant_id"))
 
     op.drop_table("overflow_centers")
+    op.drop_table("open311_post_buckets")
     op.drop_table("idempotency_keys")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_index("ix_api_keys_tenant")

@@ -74,7 +74,7 @@ def test_get_names_listed_origin(cors_client, tenants_ab):
     other = _services(client, alpha, origin=OTHER_ORIGIN)
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == APP_ORIGIN
-    assert allowed.headers["access-control-expose-headers"] == "X-Request-Id"
+    assert allowed.headers["access-control-expose-headers"] == "X-Request-Id, Retry-After"
     assert allowed.headers["vary"] == "Accept-Language, Origin"
     assert "access-control-allow-credentials" not in allowed.headers
     assert "access-control-allow-origin" not in other.headers
