@@ -5,11 +5,12 @@ a minute the bucket holds at most L tokens and gains L / 60 tokens a second, and
 takes one. An idle key may therefore file L calls at once, and over any window of T seconds a
 key files at most L * (1 + T / 60) calls, whichever API processes receive them.
 
-An API process takes the tokens of a whole batch of POSTs (`hub.open311.intake`) in one
-upsert, in a transaction of its own before the batch's, so the bucket's row lock is held for
-one statement and not while the batch is written. A call that gets no token is rejected with
-429 before anything of it is written. The upsert refills and takes under the row lock
-(PostgreSQL) or the database write lock (SQLite), so two processes never take the same token.
+An API process takes the tokens of a whole batch of POSTs (`hub.open311.intake`) with one
+upsert per key, in a transaction of its own before the batch's, so the bucket's row lock is
+held for one statement and not while the batch is written. A call that gets no token is
+rejected with 429 before anything of it is written. The upsert refills and takes under the row
+lock (PostgreSQL) or the database write lock (SQLite), so two processes never take the same
+token.
 
 After a take, a process knows when the bucket will next hold a whole token, because only the
 refill adds tokens. Until then it rejects the key's calls itself (`PostLimiter`), without a
