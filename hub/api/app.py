@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio.to_thread
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
@@ -79,7 +79,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             allowed = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
             headers["Allow"] = allowed
             message = f"method {request.method} is not allowed on this path; use {allowed}"
-        response = _renderer_for(request)(request, exc.status_code, "http_error", [message])
+        # The body limit of ObserveMiddleware raises 413 as an HTTPException for chunked bodies.
+        code = PayloadTooLarge.code if exc.status_code == PayloadTooLarge.status else "http_error"
+        response = _renderer_for(request)(request, exc.status_code, code, [message])
         response.headers.update(headers)
         return response
 
@@ -191,6 +193,8 @@ class ObserveMiddleware:
                 )
                 await response(scope, receive, send_with_id)
             else:
+                if not declared:
+                    receive = self._limited(receive)
                 await self.app(scope, receive, send_with_id)
         except Exception:
             # Handled here rather than by an app-wide handler, which Starlette runs outside
@@ -215,6 +219,29 @@ class ObserveMiddleware:
             count.inc()
             latency.observe(elapsed)
             clear_ids()
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Wrap `receive` of a body sent without Content-Length (chunked) so that it raises
+        413 once the body passes the limit, before the rest of it is read into memory.
+
+        The error is FastAPI's HTTPException, because FastAPI turns any other error raised
+        while it reads a body parameter into a 400.
+        """
+        limit = self.limit
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(
+                        PayloadTooLarge.status, detail=f"request body larger than {limit} bytes"
+                    )
+            return message
+
+        return limited_receive
 
     def _series(
         self, route: str, method: str, status_class: int, tenant: str

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -58,6 +60,64 @@ def test_declared_body_over_limit_is_an_open311_error(client: TestClient) -> Non
     assert b"<code>413</code>" in response.content
     assert b"larger than 2000 bytes" in response.content
     assert response.headers["x-request-id"]
+
+
+def _post_chunked(app, path: str, content_type: bytes, chunks: int) -> tuple[int, int, bytes]:
+    """POST a body of `chunks` chunks of 1,000 bytes without Content-Length, straight to the
+    ASGI app. Returns the status, the number of chunks the app read, and the response body."""
+    read = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal read
+        read += 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": read < chunks}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", content_type), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8311),
+    }
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, read, body
+
+
+def test_chunked_body_over_limit_stops_reading(client: TestClient) -> None:
+    # 10,000 chunks of 1,000 bytes: the limit is 2,000 bytes, so the app must stop at the
+    # third chunk instead of holding 10 MB in memory before it responds.
+    status, read, body = _post_chunked(
+        client.app, "/open311/v2/requests.xml", b"application/x-www-form-urlencoded", 10_000
+    )
+    assert status == 413
+    assert read == 3
+    assert b"<code>413</code>" in body
+    assert b"larger than 2000 bytes" in body
+
+
+def test_chunked_json_body_over_limit_is_413(client: TestClient) -> None:
+    status, read, body = _post_chunked(
+        client.app, "/api/v1/requests/find", b"application/json", 10_000
+    )
+    assert status == 413
+    assert read == 3
+    assert json.loads(body)["error"] == {
+        "code": "too_large",
+        "message": "request body larger than 2000 bytes",
+    }
 
 
 def test_counts_by_route_template_and_status_class(client: TestClient) -> None:
