@@ -22,7 +22,15 @@ from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, isoformat, utcnow
 from hub.core.db import unit_of_work
-from hub.core.errors import Conflict, ErrorCollector, HubError, InvalidInput, NotFound, shown
+from hub.core.errors import (
+    PLAIN_CODE,
+    Conflict,
+    ErrorCollector,
+    HubError,
+    InvalidInput,
+    NotFound,
+    shown,
+)
 from hub.core.ids import new_token, tracking_code
 from hub.core.outbox import enqueue_now
 from hub.core.tasks import QUEUE_INTAKE
@@ -441,7 +449,10 @@ def get_request(
 
 
 def request_not_found(request_id: str) -> NotFound:
-    return NotFound(f"service request {request_id} not found", code="not_found")
+    # An id from a URL may be free text, or contain control characters that XML 1.0 cannot
+    # carry, so only a plain one is repeated.
+    shown_id = f" {request_id}" if PLAIN_CODE.fullmatch(request_id) else ""
+    return NotFound(f"service request{shown_id} not found", code="not_found")
 
 
 # How far the time an agency gives for an update may be off this server's clock: ahead of it,

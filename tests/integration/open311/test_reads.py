@@ -436,6 +436,25 @@ def test_unknown_path_and_format_are_open311_errors(client, tenants_ab):
     assert unknown_format.json()[0]["code"] == 404
 
 
+@pytest.mark.parametrize("extensions", ["false", "true"])
+@pytest.mark.parametrize(
+    ("request_id", "description"),
+    [
+        ("%01abc", "service request not found"),
+        ("call%20me%20at%20555-0100", "service request not found"),
+        ("NOSUCHID", "service request NOSUCHID not found"),
+    ],
+)
+def test_unknown_id_error_is_wellformed_xml(
+    client, tenants_ab, request_id, description, extensions
+):
+    alpha, _ = tenants_ab
+    response = _get(client, f"requests/{request_id}.xml", alpha, extensions=extensions)
+    assert response.status_code == 404
+    # fromstring raises on a control character, which XML 1.0 does not allow.
+    assert error_entries(response, "xml") == [(404, description)]
+
+
 def test_request_xml_matches_real_capture(client, tenants_ab, shared_data):
     """The element names and order of a request match a real San Francisco capture."""
     alpha, _ = tenants_ab
