@@ -56,7 +56,11 @@ def check_media_url(value: str | None) -> None:
         raise InvalidInput(
             f"media_url is longer than {MAX_MEDIA_URL_CHARS} characters", field="media_url"
         )
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        # urlsplit rejects a host in brackets that is not an IPv6 address, such as `http://[x`.
+        raise InvalidInput("media_url is not a valid URL", field="media_url") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise InvalidInput("media_url must be an absolute http or https URL", field="media_url")
     if any(ch.isspace() for ch in value) or _CONTROL.search(value):

@@ -99,7 +99,16 @@ def test_plain_text_accepted(text):
 
 
 @pytest.mark.parametrize(
-    "url", ["javascript:alert(1)", "data:image/png;base64,AAAA", "ftp://x/y", "https://", "//x/y"]
+    "url",
+    [
+        "javascript:alert(1)",
+        "data:image/png;base64,AAAA",
+        "ftp://x/y",
+        "https://",
+        "//x/y",
+        "http://[::1",
+        "http://[not-an-address]/photo.jpg",
+    ],
 )
 def test_bad_media_urls(url):
     with pytest.raises(InvalidInput):
