@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine, select
 
-from hub.core.db import get_engine, unit_of_work
+from hub.core.db import can_match_text, get_engine, unit_of_work
 from hub.core.tenancy import SystemContext
 from tenants.calendar import BusinessCalendar, sla_deadline
 from tenants.languages import localized
@@ -209,6 +209,8 @@ def _load(engine: Engine, *, tenant_id: str | None = None, jurisdiction_id: str 
 
 def _lookup(kind: str, value: str, engine: Engine | None) -> TenantInfo | None:
     engine = engine or get_engine()
+    if not can_match_text(value):
+        return None
     key = (engine, kind, value)
     hit, info = _cache.get(key)
     if hit:

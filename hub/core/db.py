@@ -134,6 +134,16 @@ def dispose_engines(*, close: bool = True) -> None:
         _read_only_binds.clear()
 
 
+def can_match_text(value: str) -> bool:
+    """Return whether `value` can equal a stored text value.
+
+    PostgreSQL rejects a text parameter that contains a NUL character with an error, so a
+    lookup by such a value from a client must return nothing without a query. The ids, tokens,
+    codes and jurisdiction ids that the hub generates or reads from manifests contain no NUL.
+    """
+    return "\x00" not in value
+
+
 def is_postgres(bind: Engine | Session | Any) -> bool:
     engine = bind.get_bind() if isinstance(bind, Session) else bind
     return engine.dialect.name == "postgresql"

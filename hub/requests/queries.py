@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, load_only
 
 from hub.core.batching import Coalescer
 from hub.core.clock import as_utc, utcnow
-from hub.core.db import AsyncReader, async_reader
+from hub.core.db import AsyncReader, async_reader, can_match_text
 from hub.core.errors import ErrorCollector, InvalidInput
 from hub.core.tenancy import TenantContext
 from hub.requests.models import ServiceRequest, StatusEvent
@@ -231,16 +231,25 @@ def query_requests(
     """
     check_query(query)
 
+    # A value that cannot match a stored one is left out of its filter, and a filter left
+    # with no value matches no request.
+    request_ids = [value for value in query.service_request_ids if can_match_text(value)]
+    service_codes = [value for value in query.service_codes if can_match_text(value)]
+    if query.service_request_ids and not request_ids:
+        return []
+
     statement = select(ServiceRequest).where(ServiceRequest.tenant_id == ctx.tenant_id)
     if query.service_request_ids:
-        statement = statement.where(ServiceRequest.id.in_(query.service_request_ids))
+        statement = statement.where(ServiceRequest.id.in_(request_ids))
     else:
         start, end = date_window(query.start_date, query.end_date, now or utcnow())
         statement = statement.where(
             ServiceRequest.requested_at >= start, ServiceRequest.requested_at <= end
         )
+        if query.service_codes and not service_codes:
+            return []
         if query.service_codes:
-            statement = statement.where(ServiceRequest.service_code.in_(query.service_codes))
+            statement = statement.where(ServiceRequest.service_code.in_(service_codes))
         statuses = set(query.statuses)
         if statuses == {"open"}:
             statement = statement.where(ServiceRequest.status != "closed")

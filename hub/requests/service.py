@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc, isoformat, utcnow
-from hub.core.db import unit_of_work
+from hub.core.db import can_match_text, unit_of_work
 from hub.core.errors import (
     PLAIN_CODE,
     Conflict,
@@ -428,7 +428,7 @@ def _accepted(
 
 
 def resolve_token(session: Session, ctx: TenantContext, token: str) -> RequestToken:
-    row = session.get(RequestToken, token)
+    row = session.get(RequestToken, token) if can_match_text(token) else None
     if row is None or row.tenant_id != ctx.tenant_id:
         raise NotFound("token not found", code="not_found")
     return row
@@ -441,6 +441,8 @@ def get_request(
 
     With `public`, only the columns the public Open311 view shows are loaded.
     """
+    if not can_match_text(request_id):
+        raise request_not_found(request_id)
     options = [queries.PUBLIC_ONLY] if public else []
     request = session.get(ServiceRequest, request_id, options=options)
     if request is None or request.tenant_id != ctx.tenant_id:

@@ -455,6 +455,27 @@ def test_unknown_id_error_is_wellformed_xml(
     assert error_entries(response, "xml") == [(404, description)]
 
 
+@pytest.mark.parametrize(
+    ("path", "params", "status"),
+    [
+        ("requests/%00.json", {}, 404),
+        ("requests/%00.json", {"extensions": "true"}, 404),
+        ("tokens/%00.json", {}, 404),
+        ("requests.json", {"service_request_id": "\x00"}, 200),
+        ("requests.json", {"service_code": "pothole,\x00"}, 200),
+        ("requests.json", {"service_code": "\x00"}, 200),
+        ("services.json", {"jurisdiction_id": "\x00"}, 404),
+        ("requests.json", {"jurisdiction_id": "x\x00.example.org"}, 404),
+    ],
+)
+def test_nul_in_parameters_is_not_500(client, tenants_ab, path, params, status):
+    alpha, _ = tenants_ab
+    response = _get(client, path, alpha, **params)
+    assert response.status_code == status
+    if status == 200:
+        assert response.json() == []
+
+
 def test_request_xml_matches_real_capture(client, tenants_ab, shared_data):
     """The element names and order of a request match a real San Francisco capture."""
     alpha, _ = tenants_ab

@@ -412,6 +412,13 @@ def test_update_field_problems_before_stored_checks(client, tenants_ab):
     assert missing.status_code == 404
 
 
+def test_update_of_nul_request_id_is_404(client, tenants_ab):
+    alpha, _ = tenants_ab
+    response = _update(client, alpha, "NUL\x00ID", "u-nul", "in_progress")
+    assert response.status_code == 404
+    assert response.json()[0]["description"] == "service request not found"
+
+
 def _graffiti(client, tenant):
     """File a graffiti request, which the tenant routes to its parks agency."""
     return _file(client, tenant, service_code="graffiti", **{"attribute[depth]": None})
