@@ -58,9 +58,11 @@ def to_xml(root: str, payload: Sequence[Any] | Mapping[str, Any]) -> bytes:
     """Serialize `payload` under `root`: a sequence gives one child per item."""
     element = Element(root)
     _fill(element, payload, root)
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + tostring(
-        element, encoding="unicode"
-    ).encode("utf-8")
+    # An XML parser reads a raw carriage return as a line feed (end-of-line handling), and
+    # ElementTree writes it raw. Values are the only place it can occur, so a character
+    # reference keeps it.
+    text = tostring(element, encoding="unicode").replace("\r", "&#13;")
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + text.encode("utf-8")
 
 
 def to_json(payload: Any) -> bytes:

@@ -32,6 +32,12 @@ def test_xml_keeps_four_byte_characters():
     assert fromstring(body).find("request/description").text == "🕳️ 𝔸"
 
 
+@pytest.mark.parametrize("text", ["a\rb", "line 1\r\nline 2", "\r"])
+def test_xml_keeps_carriage_returns(text):
+    body = formats.to_xml("service_requests", [{"account_id": text}])
+    assert fromstring(body).find("request/account_id").text == text
+
+
 def test_json_is_utf8_not_escaped():
     assert formats.to_json({"a": "ñ😀"}) == '{"a":"ñ😀"}'.encode()
 
