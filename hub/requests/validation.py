@@ -30,8 +30,9 @@ MAX_MEDIA_URL_CHARS = 2000
 # `&lt;` or `&#60;`. HTML parsers read no tag when a space follows `<`, so "a < b" and a lone
 # `&` stay allowed.
 _HTML = re.compile(r"<[A-Za-z!/?]|&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
-# C0 controls other than tab, line feed and carriage return, DEL and C1 controls.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# C0 controls other than tab, line feed and carriage return, DEL and C1 controls, and the
+# noncharacters U+FFFE and U+FFFF, which XML 1.0 cannot carry in an XML response.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 OPEN311_DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
 
 
@@ -46,7 +47,10 @@ def check_text(field: str, value: str | None, *, max_chars: int = MAX_SHORT_TEXT
     if _HTML.search(value):
         raise InvalidInput(f"{field} must be plain text without HTML markup", field=field)
     if _CONTROL.search(value):
-        raise InvalidInput(f"{field} contains control characters", field=field)
+        raise InvalidInput(
+            f"{field} contains control characters or the noncharacters U+FFFE and U+FFFF",
+            field=field,
+        )
 
 
 def check_media_url(value: str | None) -> None:

@@ -241,6 +241,16 @@ def test_free_text_service_code_not_repeated(client, tenants_ab):
     assert "fix my street" not in description
 
 
+@pytest.mark.parametrize("field", ["account_id", "description"])
+def test_xml_noncharacter_rejected(client, tenants_ab, field):
+    alpha, _ = tenants_ab
+    response = _post(client, pothole_form(alpha, **{field: "acct\ufffe9"}), fmt="xml")
+    assert response.status_code == 400
+    [(code, description)] = error_entries(response, "xml")
+    assert code == 400
+    assert description.startswith(f"{field} contains control characters")
+
+
 def test_oversized_body_is_413(client, tenants_ab):
     alpha, _ = tenants_ab
     form = pothole_form(alpha, description="y" * 2_000_000)

@@ -86,7 +86,18 @@ def test_public_point_rules():
 
 @pytest.mark.parametrize(
     "text",
-    ["<b>bold</b>", "</p>", "<!-- c -->", "<?xml", "&lt;script&gt;", "&#60;", "a\x00b", "a\x1bb"],
+    [
+        "<b>bold</b>",
+        "</p>",
+        "<!-- c -->",
+        "<?xml",
+        "&lt;script&gt;",
+        "&#60;",
+        "a\x00b",
+        "a\x1bb",
+        "a\ufffeb",
+        "a\uffffb",
+    ],
 )
 def test_markup_and_controls_rejected(text):
     with pytest.raises(InvalidInput):
