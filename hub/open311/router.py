@@ -114,9 +114,11 @@ async def _form_items(request: Request) -> Items:
         raise PayloadTooLarge(f"request body larger than {limit} bytes")
     items = list(request.query_params.multi_items())
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/x-www-form-urlencoded"):
+    # Type and subtype of a media type are case-insensitive (RFC 9110).
+    declared_type = content_type.split(";", 1)[0].strip().lower()
+    if declared_type == "application/x-www-form-urlencoded":
         items.extend(params.urlencoded_items(body))
-    elif content_type.startswith("multipart/form-data"):
+    elif declared_type == "multipart/form-data":
         try:
             form = await request.form()
         except (ValueError, AssertionError) as exc:

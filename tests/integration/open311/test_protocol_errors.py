@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from open311_support import pothole_form
@@ -71,6 +72,36 @@ def test_multipart_form_still_accepted(client, tenants_ab):
     alpha, _ = tenants_ab
     fields = {key: (None, value) for key, value in pothole_form(alpha).items()}
     response = client.post(REQUESTS, files=fields)
+
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "Application/X-WWW-Form-Urlencoded",
+        "APPLICATION/X-WWW-FORM-URLENCODED; charset=UTF-8",
+        "application/x-www-form-urlencoded ; charset=utf-8",
+    ],
+)
+def test_form_media_type_any_case(client, tenants_ab, content_type):
+    alpha, _ = tenants_ab
+    body = urlencode(pothole_form(alpha)).encode()
+    response = client.post(REQUESTS, content=body, headers={"Content-Type": content_type})
+
+    assert response.status_code == 201
+
+
+def test_multipart_media_type_any_case(client, tenants_ab):
+    alpha, _ = tenants_ab
+    fields = {key: (None, value) for key, value in pothole_form(alpha).items()}
+    request = client.build_request("POST", REQUESTS, files=fields)
+    boundary = request.headers["content-type"].split("boundary=", 1)[1]
+    response = client.post(
+        REQUESTS,
+        content=request.read(),
+        headers={"Content-Type": f"Multipart/Form-Data; boundary={boundary}"},
+    )
 
     assert response.status_code == 201
 
