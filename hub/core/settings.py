@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # threads spend more time waiting for Python's global lock than for the database.
     api_threads: int = Field(default=8, ge=1, le=200)
 
-    # Largest request body the API reads, in bytes; larger bodies get a 400.
+    # Largest request body the API reads, in bytes. A larger body gets 413.
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 
     log_level: str = "INFO"
