@@ -36,31 +36,53 @@ class IntakeDegradedCheck:
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
         engine: Engine | None = None,
         count_backlog: Callable[[], int] | None = None,
+        run_count: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self._relay_healthy = relay_healthy
         self._threshold = backlog_threshold
         self._cache_seconds = cache_seconds
         self._count = count_backlog or (lambda: backlog(engine))
+        # Runs a count off the caller's thread. Tests pass one that runs it at once.
+        self._run_count = run_count or _in_thread
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
+        self._counting = False
         self._backlog = 0
 
     def backlog(self) -> int:
+        """Return the last counted backlog, and start a new count when that one is older than
+        the cache time.
+
+        The count runs on its own thread, never on the caller's: POST requests calls this on
+        the event loop, where a slow database would stall every request of the process. So
+        a call returns the count before the one it starts.
+        """
         now = time.monotonic()
         with self._lock:
-            if now - self._checked_at < self._cache_seconds:
+            if self._counting or now - self._checked_at < self._cache_seconds:
                 return self._backlog
+            self._counting = True
             self._checked_at = now
+        self._run_count(self._refresh)
+        with self._lock:
+            return self._backlog
+
+    def _refresh(self) -> None:
         try:
             count = self._count()
         except Exception as exc:  # noqa: BLE001 - an unreadable backlog must not fail intake
             log.warning("intake_backlog_read_failed", error=type(exc).__name__)
-            return self._backlog
+            count = None
         with self._lock:
-            self._backlog = count
-        return count
+            if count is not None:
+                self._backlog = count
+            self._counting = False
 
     def __call__(self) -> bool:
         if not self._relay_healthy():
             return True
         return self.backlog() > self._threshold
+
+
+def _in_thread(job: Callable[[], None]) -> None:
+    threading.Thread(target=job, name="intake-backlog-count", daemon=True).start()

@@ -206,8 +206,34 @@ def test_degraded_check_follows_relay_and_backlog():
         backlog_threshold=100,
         cache_seconds=0,
         count_backlog=lambda: next(counts),
+        run_count=lambda job: job(),
     )
     assert check() is False
     assert check() is True
     healthy["relay"] = False
+    assert check() is True
+
+
+def test_degraded_check_never_waits_for_the_count():
+    """A slow backlog count (a database under strain) runs beside the caller, which goes on
+    with the last count instead of waiting."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def slow_count() -> int:
+        release.wait(10)
+        return 9000
+
+    check = IntakeDegradedCheck(
+        lambda: True, backlog_threshold=100, cache_seconds=0, count_backlog=slow_count
+    )
+    started = time.monotonic()
+    assert check() is False
+    assert time.monotonic() - started < 1
+    release.set()
+    deadline = time.monotonic() + 5
+    while check() is False and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert check() is True
