@@ -469,7 +469,7 @@ def _update_fields(items: Items) -> tuple[str, str, str, str | None, datetime | 
 def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> dict:
     request_id, update_id, status, resolution, updated, description = _update_fields(items)
 
-    try:
+    def post() -> tuple[str, bool, str, bool]:
         with unit_of_work(ctx) as session:
             event, created = service.post_status_update(
                 session,
@@ -483,23 +483,17 @@ def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> 
                 at=updated,
                 agencies=agencies,
             )
-            event_request_id = event.request_id
             current_status, superseded = service.update_outcome(session, ctx, event)
+            return event.request_id, created, current_status, superseded
+
+    try:
+        event_request_id, created, current_status, superseded = post()
     except IntegrityError:
-        # A concurrent delivery of the same update_id committed first.
+        # A concurrent delivery of the same update_id committed first: the second try finds
+        # it and answers as for a resend. It passes every field, so that an update whose
+        # first try failed for another reason is stored whole.
         log.info("status_update_race", tenant_id=ctx.tenant_id, request_id=request_id)
-        with unit_of_work(ctx, write=False) as session:
-            event, created = service.post_status_update(
-                session,
-                ctx,
-                request_id,
-                status,
-                update_id=update_id,
-                resolution=resolution,
-                agencies=agencies,
-            )
-            event_request_id = event.request_id
-            current_status, superseded = service.update_outcome(session, ctx, event)
+        event_request_id, created, current_status, superseded = post()
 
     # The status is the request's current one. It differs from this update's status when an
     # event dated after the update set it, and then `superseded` is true.

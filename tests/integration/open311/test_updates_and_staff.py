@@ -903,3 +903,30 @@ def test_staff_api_accepts_declared_purpose(client, tenants_ab, hub_db):
     assert default.status_code == 400
     assert default.json()["error"]["code"] == "undeclared_purpose"
     assert "(staff.resident_callback)" in default.json()["error"]["message"]
+
+
+def test_update_retried_after_integrity_error_keeps_its_note(
+    client, tenants_ab, hub_db, monkeypatch
+):
+    """When the first try of an update fails on a constraint, the second try stores the
+    update with its note, as the agency sent it."""
+    from sqlalchemy.exc import IntegrityError
+
+    alpha, _ = tenants_ab
+    request_id = _file(client, alpha)
+    real = service.post_status_update
+    calls = []
+
+    def fail_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT", {}, Exception("constraint"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "post_status_update", fail_first)
+    answer = _update(client, alpha, request_id, "agency-9", "in_progress", description="Crew out")
+
+    assert answer.status_code == 200, answer.text
+    assert len(calls) == 2
+    history = _staff(client, alpha, f"/api/v1/tenants/{alpha.id}/requests/{request_id}").json()
+    assert history["history"][-1]["note"] == "Crew out"
