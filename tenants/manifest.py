@@ -11,12 +11,13 @@ feature can read a new setting before this schema names it.
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import date
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -477,6 +478,10 @@ class DecryptionPurposeSpec(_Strict):
         return value
 
 
+# The data classes of `privacy.retention_days`; a class left out keeps its default.
+RETENTION_CLASSES = ("personal_data", "requests", "audit")
+
+
 class PrivacySection(_Extensible):
     """Open-data anonymization, retention and the purposes staff may decrypt for.
 
@@ -504,6 +509,13 @@ class PrivacySection(_Extensible):
     @classmethod
     def _positive(cls, value: dict[str, int]) -> dict[str, int]:
         for data_class, days in value.items():
+            if data_class not in RETENTION_CLASSES:
+                close = difflib.get_close_matches(data_class, RETENTION_CLASSES, n=1, cutoff=0.5)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ValueError(
+                    f"{data_class!r} is not a data class with a retention period; {hint}"
+                    f"the classes are {', '.join(RETENTION_CLASSES)}"
+                )
             if days < 1:
                 raise ValueError(f"{data_class}: retention must be at least 1 day, got {days}")
         return value
@@ -547,6 +559,10 @@ def _default_rate_limits() -> dict[str, float]:
 class AlertsSection(_Extensible):
     """Emergency alerts: approval policy, per-channel send rates (messages per second) and
     the geocode zones an alert may target."""
+
+    # Extension keys that hub.alerts reads itself (`alerts.providers.<channel>` and
+    # `alerts.public_base_url`), so validation does not warn that nothing reads them.
+    EXTENSION_KEYS: ClassVar[tuple[str, ...]] = ("providers", "public_base_url")
 
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     rate_limits: dict[str, float] = Field(default_factory=_default_rate_limits)

@@ -6,9 +6,13 @@ that tells what residents or staff would see and how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterator, Mapping
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
 
 from tenants.languages import primary_subtag, text_for
 from tenants.manifest import Manifest
@@ -42,6 +46,7 @@ def manifest_warnings(manifest: Manifest, texts: TextTables | None = None) -> li
         + _language_warnings(manifest, tables)
         + _holiday_warnings(manifest)
         + _swapped_position_warnings(manifest)
+        + _unread_setting_warnings(manifest)
     )
 
 
@@ -143,3 +148,38 @@ def _swapped_position_warnings(manifest: Manifest) -> list[str]:
         "swapped pair fits; GeoJSON positions are [lon, lat], so swap each pair if they were "
         "written as [lat, lon]"
     ]
+
+
+def _unread_setting_warnings(manifest: Manifest) -> list[str]:
+    """Warn about keys of the `privacy`, `alerts` and `overflow` sections that the hub does
+    not read. Those sections accept extra keys, so a misspelt setting would otherwise be
+    ignored without a word and its default would apply."""
+    warnings = []
+    for name in ("privacy", "alerts", "overflow"):
+        for path, section in _sections(name, getattr(manifest, name)):
+            known = list(type(section).model_fields)
+            read_by_features = getattr(type(section), "EXTENSION_KEYS", ())
+            for key in section.model_extra or {}:
+                if key in read_by_features:
+                    continue
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                warnings.append(
+                    f"{path}.{key}: the hub reads no setting of this name, so it has no "
+                    f"effect and the defaults apply{hint}"
+                )
+    return warnings
+
+
+def _sections(path: str, model: Any) -> Iterator[tuple[str, BaseModel]]:
+    """Yield `model` and every section model inside it, with their paths."""
+    if not isinstance(model, BaseModel):
+        return
+    yield path, model
+    for field in type(model).model_fields:
+        value = getattr(model, field)
+        if isinstance(value, BaseModel):
+            yield from _sections(f"{path}.{field}", value)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from _sections(f"{path}.{field}[{index}]", item)

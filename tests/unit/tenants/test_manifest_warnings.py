@@ -104,3 +104,21 @@ def test_repeated_holiday_warned():
     assert _warnings(data) == [
         "calendar.holidays[2].date: 2026-12-25 is listed twice (first at [0]); remove one"
     ]
+
+
+def test_unread_feature_setting_warned():
+    """The privacy, alerts and overflow sections accept keys the hub does not name, so a
+    misspelt setting gets a warning with the close name, and the keys the alert channels
+    read themselves get none."""
+    data = _chicago()
+    data["privacy"] = {"retention_day": {"personal_data": 30}}
+    data.setdefault("alerts", {})["providers"] = {"smtp": {"host": "mail.example.org"}}
+    data["alerts"]["public_base_url"] = "https://311.example.org"
+
+    warnings = manifest_warnings(parse_manifest(data))
+
+    unread = [w for w in warnings if "reads no setting" in w]
+    assert unread == [
+        "privacy.retention_day: the hub reads no setting of this name, so it has no effect "
+        "and the defaults apply; did you mean retention_days?"
+    ]

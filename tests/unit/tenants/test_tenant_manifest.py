@@ -685,3 +685,16 @@ def test_stored_manifest_skips_resolution_cap():
     data["services"][0]["open_data"] = {"location": "h3", "h3_resolution": 12}
 
     assert parse_manifest(data, stored=True).services[0].open_data.h3_resolution == 12
+
+
+def test_unknown_retention_class_rejected():
+    data = _base()
+    data.setdefault("privacy", {})["retention_days"] = {"personal-data": 30}
+
+    with pytest.raises(ManifestError) as raised:
+        parse_manifest(data)
+
+    assert raised.value.problems == [
+        "privacy.retention_days: 'personal-data' is not a data class with a retention period; "
+        "did you mean personal_data? the classes are personal_data, requests, audit"
+    ]
