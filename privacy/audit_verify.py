@@ -742,14 +742,23 @@ def hub_signing_keys(session: Session) -> frozenset[str]:
     keys that `rotate_root` recorded when it replaced the derived keys.
 
     The current key comes from the root key, not from the database, so a database writer who
-    re-signs a rebuilt chain with a key of their own is not trusted. A writer who adds a
-    `keys.rotate_root` entry naming such a key must also re-sign the hub chain after it,
-    which only the current key can do without failing this check.
+    re-signs a rebuilt chain with a key of their own is not trusted. A `keys.rotate_root`
+    entry counts only when a hub-chain checkpoint signed by the current key covers it: the
+    entries from the chain's start up to that checkpoint must match their hashes and links.
+    The hash chain has no secret, so an entry appended after the last such checkpoint, or
+    edited before it, names no trusted key. `rotate_root` signs the hub chain's head right
+    after its own entry.
     """
-    keys = {public_key_hex()}
+    current = public_key_hex()
+    keys = {current}
+    covered = _hub_seq_signed_by(session, current)
+    if covered == 0:
+        return frozenset(keys)
     details = session.scalars(
         select(AuditEntry.details).where(
-            AuditEntry.chain == chain_of(None), AuditEntry.action == "keys.rotate_root"
+            AuditEntry.chain == chain_of(None),
+            AuditEntry.action == "keys.rotate_root",
+            AuditEntry.seq <= covered,
         )
     )
     for detail in details:
@@ -758,6 +767,48 @@ def hub_signing_keys(session: Session) -> frozenset[str]:
             if isinstance(value, str):
                 keys.add(value.lower())
     return frozenset(keys)
+
+
+def _hub_seq_signed_by(session: Session, public_key: str) -> int:
+    """Return the highest seq of the hub chain that a valid signature under `public_key`
+    covers, with every entry up to it matching its hash and linked to the one before, or 0."""
+    chain = chain_of(None)
+    signed = [
+        *session.scalars(
+            select(AuditCheckpoint).where(
+                AuditCheckpoint.chain == chain, AuditCheckpoint.public_key == public_key
+            )
+        ),
+        *session.scalars(
+            select(AuditHead).where(AuditHead.chain == chain, AuditHead.public_key == public_key)
+        ),
+    ]
+    valid = {}
+    for row in signed:
+        if _signature_valid(_checkpoint_record(row), checkpoint_message(chain, row.seq, row.hash)):
+            valid[row.seq] = row.hash
+    if not valid:
+        return 0
+    top = max(valid)
+    covered = 0
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    entries = (
+        select(AuditEntry)
+        .where(AuditEntry.chain == chain, AuditEntry.seq <= top)
+        .order_by(AuditEntry.seq)
+    )
+    for entry in session.scalars(entries).yield_per(1000):
+        record = entry_record(entry)
+        if (
+            entry.seq != expected_seq
+            or record["prev_hash"] != prev_hash
+            or hash_record(record) != entry.hash
+        ):
+            return covered
+        if valid.get(entry.seq) == entry.hash:
+            covered = entry.seq
+        expected_seq, prev_hash = entry.seq + 1, entry.hash
+    return covered
 
 
 def verify_database(

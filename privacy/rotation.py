@@ -25,7 +25,7 @@ from hub.core.db import get_engine, unit_of_work
 from hub.core.errors import ConfigurationError
 from hub.core.settings import Settings, get_settings
 from hub.core.tenancy import SystemContext, TenantContext
-from privacy.audit import audit, public_key_hex
+from privacy.audit import audit, chain_of, checkpoint_chain, public_key_hex
 from privacy.fields import FieldCipher, database_of, reencrypt_values
 from privacy.keys import (
     KEY_BYTES,
@@ -360,6 +360,9 @@ def rotate_root(
                 "previous_audit_public_key": old_public_key,
             },
         )
+        # `hub_signing_keys` trusts the keys named above only under a signature by the
+        # current key that covers this entry.
+        checkpoint_chain(session, chain_of(None))
     log.info("root_key_rotated", old=old_key_id, new=provider.key_id, keks=len(rows))
     return {
         "old_root_key_id": old_key_id,

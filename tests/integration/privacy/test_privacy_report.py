@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select, update
 
+from hub.core.clock import utcnow
 from hub.core.db import unit_of_work
 from hub.core.errors import Forbidden, InvalidInput
 from hub.core.tenancy import SystemContext, TenantContext
@@ -300,3 +301,41 @@ def test_audit_chain_trusts_keys_before_root_rotation(engine, tenant, seed_reque
     assert chain["passed"], json.dumps(chain, default=str)
     assert before in chain["evidence"]["trusted_keys"]
     assert public_key_hex() in chain["evidence"]["trusted_keys"]
+
+
+def _append_forged_rotation(engine, public_key):
+    """Append a correctly linked `keys.rotate_root` entry naming `public_key` to the hub
+    chain, as a database writer can: the hash chain has no secret, only the signed
+    checkpoints do."""
+    from privacy.audit import HUB_CHAIN, canonical_record, chain_head, hash_record
+    from privacy.models import AuditEntry
+
+    with unit_of_work(SystemContext("test forger"), engine=engine) as session:
+        seq, prev_hash = chain_head(session, HUB_CHAIN)
+        fields = {
+            "chain": HUB_CHAIN,
+            "seq": seq + 1,
+            "tenant_id": None,
+            "at": utcnow(),
+            "actor": "cli:operator",
+            "action": "keys.rotate_root",
+            "subject": None,
+            "details": {"audit_public_key": public_key},
+            "prev_hash": prev_hash,
+        }
+        session.add(AuditEntry(**fields, hash=hash_record(canonical_record(**fields))))
+
+
+def test_audit_chain_forged_rotation_key_fails(engine, tenant, seed_requests):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    seed_requests(engine, tenant, 1)
+    forger = Ed25519PrivateKey.generate()
+    forged_public = forger.public_key().public_bytes_raw().hex()
+    _append_forged_rotation(engine, forged_public)
+    _resign_with(engine, tenant, forger)
+
+    chain = control(report(engine, tenant), "audit_chain")
+
+    assert forged_public not in chain["evidence"]["trusted_keys"]
+    assert not chain["passed"]
