@@ -249,8 +249,11 @@ def seal_batch(
         .limit(batch)
     )
     if is_postgres(session):
-        # A conversion run by the CLI and one by a worker skip the rows the other one holds.
-        query = query.with_for_update(skip_locked=True)
+        # Waits for a row that another transaction holds (a status update, a re-encryption
+        # batch, a second conversion) rather than skipping it: the run reads each id once, so
+        # a skipped row would keep its exact point. PostgreSQL re-checks the condition on the
+        # row it waited for, so one that a second conversion sealed meanwhile drops out.
+        query = query.with_for_update()
     rows = session.execute(query).all()
     if not rows:
         return SealingBatch(0, 0, None)

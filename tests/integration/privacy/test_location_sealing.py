@@ -412,3 +412,31 @@ def test_cli_seal_rejects_plain_service(hub_cli, engine):
 
     assert code == 2
     assert "not location-sensitive" in err
+
+
+def test_row_locked_elsewhere_still_sealed(pg_url):
+    """A request that another transaction holds (a status update, a re-encryption batch) when
+    the conversion reaches it is converted once that transaction ends, not skipped."""
+    import threading
+    import time
+
+    from hub.core.db import get_engine
+
+    engine = get_engine(pg_url)
+    tenant_id = new_city(engine)
+    locked_id, _other = file_noise(engine, tenant_id, POINTS)
+    make_sensitive(engine, tenant_id)
+
+    results = []
+    with unit_of_work(TenantContext(tenant_id), engine=engine) as holder:
+        holder.get(ServiceRequest, locked_id, with_for_update=True)
+        sealing = threading.Thread(
+            target=lambda: results.append(seal_service_locations(tenant_id, "noise", engine=engine))
+        )
+        sealing.start()
+        time.sleep(1.0)
+    sealing.join(timeout=30)
+
+    assert results == [2]
+    with unit_of_work(TenantContext(tenant_id), engine=engine, write=False) as session:
+        assert exposed_points(session, tenant_id)["noise"] == 0
