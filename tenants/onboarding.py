@@ -32,7 +32,7 @@ from tenants.manifest import Manifest, ServiceSpec
 from tenants.manifest_changes import ManifestChanges, manifest_changes
 from tenants.metrics import ONBOARDINGS
 from tenants.models import Agency, ManifestRevision, Service, Tenant
-from tenants.registry import STATUS_ACTIVE, invalidate_cache
+from tenants.registry import CACHE_TTL_SECONDS, STATUS_ACTIVE, invalidate_cache
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +43,12 @@ MANIFEST_HASH_PURPOSE = "tenants.manifest-hash"
 # (`hub.requests.location_sealing`). It is named here because onboarding queues it and the
 # tenants package cannot import `hub.requests`.
 SEAL_LOCATIONS_TASK = "hub.requests.seal_locations"
+# Delay of the second conversion that onboarding queues. Other processes serve their cached
+# tenant, with the service not yet sensitive, for up to `CACHE_TTL_SECONDS`, and store the
+# exact point of a request they accept meanwhile, maybe after the first conversion finished.
+# The delay adds room for an intake transaction still in flight. NOTE: a request stored later
+# than that still keeps its point; the privacy report's sensitive_locations control counts it.
+SEAL_AGAIN_AFTER_SECONDS = 6 * CACHE_TTL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -171,16 +177,19 @@ def _queue_location_sealing(session: Session, tenant_id: str, codes: list[str]) 
 
     The task runs after the commit, so it reads the new catalog. Requests stored before the
     service became location-sensitive hold their exact point in clear, and the task encrypts
-    it and keeps only the public point, as for a new request.
+    it and keeps only the public point, as for a new request. A second run follows after
+    `SEAL_AGAIN_AFTER_SECONDS` for the requests that other processes stored meanwhile.
     """
     for code in codes:
-        enqueue(
-            session,
-            SEAL_LOCATIONS_TASK,
-            queue=QUEUE_MAINTENANCE,
-            tenant_id=tenant_id,
-            service_code=code,
-        )
+        for delay in (0, SEAL_AGAIN_AFTER_SECONDS):
+            enqueue(
+                session,
+                SEAL_LOCATIONS_TASK,
+                queue=QUEUE_MAINTENANCE,
+                tenant_id=tenant_id,
+                delay_seconds=delay,
+                service_code=code,
+            )
         log.info("location_sealing_queued", tenant_id=tenant_id, service_code=code)
 
 

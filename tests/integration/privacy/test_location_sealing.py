@@ -144,8 +144,8 @@ def test_onboarding_queues_sealing_task(engine):
         ).all()
         assert [message.kwargs for message in queued] == [
             {"service_code": "noise", "tenant_id": tenant_id}
-        ]
-        assert [message.queue for message in queued] == ["maintenance"]
+        ] * 2
+        assert [message.queue for message in queued] == ["maintenance"] * 2
 
 
 def test_unchanged_sensitivity_queues_nothing(engine):
@@ -440,3 +440,34 @@ def test_row_locked_elsewhere_still_sealed(pg_url):
     assert results == [2]
     with unit_of_work(TenantContext(tenant_id), engine=engine, write=False) as session:
         assert exposed_points(session, tenant_id)["noise"] == 0
+
+
+def test_request_from_stale_cache_sealed_later(engine):
+    """Another API process serves its cached tenant, with the service not yet sensitive, for
+    up to the registry's cache lifetime after onboarding. A request it stores then has its
+    exact point in clear, after the first conversion may have finished, so onboarding queues
+    a second conversion for after that lifetime."""
+    from datetime import timedelta
+
+    from tenants.registry import CACHE_TTL_SECONDS
+
+    tenant_id = new_city(engine)
+    stale = snapshot(engine, tenant_id)
+    make_sensitive(engine, tenant_id)
+    assert seal_service_locations(tenant_id, "noise", engine=engine) == 0
+
+    ctx = TenantContext(tenant_id, actor="test")
+    data = IntakeData(service_code="noise", lat=POINTS[0][0], lon=POINTS[0][1])
+    with unit_of_work(ctx, engine=engine) as session:
+        submit_request(session, ctx, stale, data)
+
+    with unit_of_work(SystemContext("test read"), engine=engine, write=False) as session:
+        queued = session.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.tenant_id == tenant_id, OutboxMessage.task == SEAL_LOCATIONS_TASK
+            )
+        ).all()
+        delays = sorted(message.available_at - message.created_at for message in queued)
+    assert len(delays) == 2
+    assert delays[-1] > timedelta(seconds=CACHE_TTL_SECONDS)
+    assert seal_service_locations(tenant_id, "noise", engine=engine) == 1
