@@ -127,8 +127,10 @@ def undelivered(
         .distinct()
     )
     for destination, state, last_error in session.execute(errors):
-        entry = found[(destination, state)]
-        if len(entry.last_errors) < MAX_ERRORS_SHOWN:
+        # On PostgreSQL each statement reads the rows committed when it starts, so a delivery
+        # that failed after the counts were read may bring an agency and state without a count.
+        entry = found.get((destination, state))
+        if entry is not None and len(entry.last_errors) < MAX_ERRORS_SHOWN:
             entry.last_errors.add(last_error)
     return [found[key] for key in sorted(found)]
 

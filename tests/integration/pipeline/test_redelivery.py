@@ -577,3 +577,32 @@ def test_list_names_requests_of_dead_deliveries(
     )
     assert bad.exit_code != 0
     assert "unknown delivery state lost; use failed or dead" in bad.stdout
+
+
+def test_deliveries_listed_while_one_fails(
+    configured_db: Engine, receiver: AgencyReceiver, outage: tuple[str, str, str]
+) -> None:
+    """A delivery that fails between the listing's two queries (a worker routing meanwhile)
+    is left out of the listing instead of failing it."""
+    from hub.requests.redelivery import undelivered
+
+    tenant_id, _request_id, _water = outage
+    receiver.fail_paths[receiver.path_for(tenant_id, "dpw")] = 503
+    retrying = add_request(configured_db, tenant_id, ["dpw"])
+    routed = []
+    ctx = TenantContext(tenant_id, actor="test")
+
+    with unit_of_work(ctx, engine=configured_db, write=False) as session:
+        execute = session.execute
+
+        def execute_then_route(*args: Any, **kwargs: Any) -> Any:
+            result = execute(*args, **kwargs)
+            if not routed:
+                routed.append(route(retrying, tenant_id=tenant_id))
+            return result
+
+        session.execute = execute_then_route  # type: ignore[method-assign]
+        standings = undelivered(session, ctx)
+
+    assert routed == [{"retry": 1}]
+    assert ("water", "dead") in [(entry.agency, entry.state) for entry in standings]
