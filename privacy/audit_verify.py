@@ -54,6 +54,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hub.core.clock import isoformat, utcnow
+from hub.core.db import read_one_snapshot
 from privacy.audit import (
     GENESIS_HASH,
     anchor_cutoff_text,
@@ -131,7 +132,12 @@ def _anchor_record(anchor: AuditAnchor) -> dict[str, Any]:
 
 
 def export_audit(session: Session, path: Path, *, tenant_id: str | None = None) -> int:
-    """Write the audit log (one tenant's chain, or every chain) to `path`; return entry count."""
+    """Write the audit log (one tenant's chain, or every chain) to `path`; return entry count.
+
+    Call it first in its transaction, so that its queries read one snapshot: an append or a
+    retention purge committed between them would otherwise give a file that fails `verify`.
+    """
+    read_one_snapshot(session)
     entries = select(AuditEntry).order_by(AuditEntry.chain, AuditEntry.seq)
     checkpoints = select(AuditCheckpoint).order_by(AuditCheckpoint.chain, AuditCheckpoint.seq)
     signed_heads = select(AuditHead).order_by(AuditHead.chain)
@@ -818,7 +824,9 @@ def verify_database(
     trusted_keys: Collection[str] | None = None,
 ) -> VerificationResult:
     """Verify the stored chains (one tenant's, or all) the same way as an export. With
-    `trusted_keys` (see `hub_signing_keys`), a signature under any other key is a problem."""
+    `trusted_keys` (see `hub_signing_keys`), a signature under any other key is a problem.
+    Like `export_audit`, it reads one snapshot when it is first in its transaction."""
+    read_one_snapshot(session)
     entries = select(AuditEntry).order_by(AuditEntry.chain, AuditEntry.seq)
     checkpoints = select(AuditCheckpoint).order_by(AuditCheckpoint.chain, AuditCheckpoint.seq)
     anchors = select(AuditAnchor).order_by(AuditAnchor.chain)

@@ -16,6 +16,7 @@ from sqlalchemy import case, column, func, literal, select, table
 from sqlalchemy.orm import Session
 
 from hub.core.clock import as_utc
+from hub.core.db import read_one_snapshot
 from privacy.access import (
     ACTION_DECRYPT,
     ACTION_DECRYPT_BATCH,
@@ -374,8 +375,10 @@ def build_report(
     `feature_controls` run after the retention control, for checks on tables of the features
     above this package, which the composition root passes in. For a tenant whose keys were
     crypto-shredded, the controls that need its keys make no sense any more: the report gives
-    the shredding evidence and the audit chain instead.
+    the shredding evidence and the audit chain instead. Called first in its transaction, it
+    reads one snapshot, so a purge or an append committed meanwhile cannot fail a control.
     """
+    read_one_snapshot(session)
     now = now or datetime.now(UTC)
     shred = shredded_keys(session, tenant_id)
     if shred is not None:

@@ -149,6 +149,19 @@ def is_postgres(bind: Engine | Session | Any) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def read_one_snapshot(session: Session) -> None:
+    """Make every statement of the session's next transaction read one snapshot.
+
+    On PostgreSQL the transaction runs at REPEATABLE READ, because under the default READ
+    COMMITTED each statement reads the rows committed when it starts, so a reader that joins
+    several queries can see a concurrent commit in some of them only. Call it before the
+    session's first statement: a transaction already begun keeps its level. SQLite needs
+    nothing, because a transaction there reads one snapshot already.
+    """
+    if is_postgres(session) and not session.in_transaction():
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 def advisory_xact_lock(session: Session, lock_class: int, key: str) -> None:
     """Wait for the PostgreSQL advisory lock (`lock_class`, hash of `key`) and hold it until the
     session's transaction ends. Two keys with the same hash share a lock, so one only waits longer.

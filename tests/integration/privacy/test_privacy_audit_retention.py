@@ -403,3 +403,29 @@ def test_report_audit_period_enforced(engine, old_tenant):
     markdown = render_markdown(result)
     assert f"  - entries_removed: {ANCHOR_SEQ}" in markdown
     assert f"  - {old_tenant}: {ANCHOR_SEQ}" in markdown
+
+
+def test_export_during_purge_verifies(engine, old_tenant, tmp_path):
+    """A purge that commits while an export reads the chain does not make the export fail:
+    the export reads its entries, checkpoints and anchor from one snapshot."""
+    tenant = old_tenant
+    path = tmp_path / "audit.jsonl"
+    purged = []
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        checkpoint_chain(session, tenant)
+
+    with unit_of_work(SystemContext("test export"), engine=engine, write=False) as session:
+        scalars = session.scalars
+
+        def purge_after_entries(statement, *args, **kwargs):
+            result = scalars(statement, *args, **kwargs)
+            if not purged:
+                purged.append(run_retention_purge(tenant, engine=engine))
+            return result
+
+        session.scalars = purge_after_entries
+        export_audit(session, path, tenant_id=tenant)
+
+    assert purged[0]["deleted:audit_log"] == ANCHOR_SEQ
+    result = verify(path)
+    assert result.ok, [vars(problem) for problem in result.problems]
