@@ -698,3 +698,30 @@ def test_unknown_retention_class_rejected():
         "privacy.retention_days: 'personal-data' is not a data class with a retention period; "
         "did you mean personal_data? the classes are personal_data, requests, audit"
     ]
+
+
+@pytest.mark.parametrize("timezone", ["EST5EDT", "EST", "HST"])
+def test_stored_legacy_zone_still_loads(timezone):
+    """A zone name such as EST5EDT is valid IANA and was accepted before the abbreviation
+    check, so a tenant stored with it must keep loading (`stored=True`)."""
+    data = _base()
+    data["timezone"] = timezone
+
+    with pytest.raises(ManifestError):
+        parse_manifest(data)
+    assert parse_manifest(data, stored=True).timezone == timezone
+
+
+def test_stored_long_business_sla_still_loads():
+    """A tenant stored before the SLA-against-calendar check must keep loading: only intake
+    of that one service fails, not every lookup of the tenant."""
+    data = _base()
+    data["calendar"] = {"hours": {"monday": ["09:00-10:00"]}}
+    for service in data["services"]:
+        service.pop("sla_hours", None)
+    data["services"][0]["sla_hours"] = 200
+    data["services"][0]["sla_clock"] = "business"
+
+    with pytest.raises(ManifestError):
+        parse_manifest(data)
+    assert parse_manifest(data, stored=True).services[0].sla_hours == 200
