@@ -72,9 +72,11 @@ def offboard(
     closed = _close_intake(engine, ctx) if shred else False
     try:
         _export(engine, ctx, export_dir, public_key, progress, result)
-    except Exception:
+    except BaseException:
+        # Nothing was destroyed, so the tenant takes requests again until the next run. An
+        # interrupted export (Ctrl-C) counts too: onboarding rejects an
+        # `offboarding` tenant, so only a shredding offboard would reopen it otherwise.
         if closed:
-            # Nothing was destroyed, so the tenant takes requests again until the next run.
             _reopen_intake(engine, ctx)
         raise
 

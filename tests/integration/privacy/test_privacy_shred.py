@@ -167,3 +167,29 @@ def test_shred_during_dek_rotation_leaves_no_key(engine, tenant):
             select(func.count()).select_from(TenantKey).where(TenantKey.tenant_id == tenant)
         )
     assert remaining == 0
+
+
+def test_interrupted_offboarding_export_reopens_intake(engine, tenant, seed_requests, tmp_path):
+    """An export stopped with Ctrl-C destroyed nothing, so the tenant takes requests again;
+    no command other than a shredding offboard would reopen it."""
+    from tenants.offboarding import offboard
+    from tenants.registry import get_tenant, invalidate_cache
+
+    seed_requests(engine, tenant, 1)
+    recipient = X25519PrivateKey.generate().public_key().public_bytes_raw().hex().encode()
+
+    def interrupt(_rows):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        offboard(
+            tenant,
+            export_dir=tmp_path,
+            public_key=recipient,
+            shred=True,
+            actor="test",
+            engine=engine,
+            progress=interrupt,
+        )
+    invalidate_cache()
+    assert get_tenant(tenant, engine=engine).active is True
