@@ -43,6 +43,10 @@ STATUS_OFFBOARDED = "offboarded"
 # The status of a tenant whose shredding offboard has started. Its API keys and Open311 endpoint
 # reject every call.
 STATUS_OFFBOARDING = "offboarding"
+# Audit actions of the status changes around a shredding offboard's export, which stop and
+# restart a city's intake.
+ACTION_INTAKE_CLOSED = "tenant.intake_closed"
+ACTION_INTAKE_REOPENED = "tenant.intake_reopened"
 
 
 def offboard(
@@ -119,6 +123,7 @@ def _reopen_intake(engine: Engine, ctx: TenantContext) -> None:
     try:
         with unit_of_work(ctx, engine=engine) as session:
             _checked_tenant(session, ctx.tenant_id).status = STATUS_ACTIVE
+            audit(session, tenant_id=ctx.tenant_id, actor=ctx.actor, action=ACTION_INTAKE_REOPENED)
     except (SQLAlchemyError, HubError) as exc:
         log.error("tenant_intake_not_reopened", tenant_id=ctx.tenant_id, error=type(exc).__name__)
         return
@@ -134,6 +139,7 @@ def _close_intake(engine: Engine, ctx: TenantContext) -> bool:
         if tenant.status == STATUS_OFFBOARDING:
             return False
         tenant.status = STATUS_OFFBOARDING
+        audit(session, tenant_id=ctx.tenant_id, actor=ctx.actor, action=ACTION_INTAKE_CLOSED)
     invalidate_cache()
     forget_cached_keys()
     log.info("tenant_intake_closed", tenant_id=ctx.tenant_id)

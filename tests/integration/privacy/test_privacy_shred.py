@@ -193,3 +193,30 @@ def test_interrupted_offboarding_export_reopens_intake(engine, tenant, seed_requ
         )
     invalidate_cache()
     assert get_tenant(tenant, engine=engine).active is True
+
+
+def test_offboarding_intake_changes_audited(engine, tenant, tmp_path):
+    """Closing a city's intake for an offboarding, and reopening it after a failed export,
+    are on the tenant's audit chain, with who did it."""
+    from tenants.offboarding import offboard
+
+    with pytest.raises(InvalidInput):
+        offboard(
+            tenant,
+            export_dir=tmp_path,
+            public_key=b"not a key",
+            shred=True,
+            actor="cli:dana",
+            engine=engine,
+        )
+
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        entries = session.execute(
+            select(AuditEntry.action, AuditEntry.actor)
+            .where(AuditEntry.chain == tenant, AuditEntry.action.like("tenant.intake_%"))
+            .order_by(AuditEntry.seq)
+        ).all()
+    assert [tuple(entry) for entry in entries] == [
+        ("tenant.intake_closed", "cli:dana"),
+        ("tenant.intake_reopened", "cli:dana"),
+    ]
