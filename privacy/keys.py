@@ -543,6 +543,10 @@ class Keyring:
 # First key of the advisory lock that serializes changes to one tenant's key rows; the second is
 # the hash of the tenant id.
 _KEY_CHANGE_LOCK_CLASS = 311_0004
+# The advisory lock of a change to every tenant's KEK (a root key rotation). A change of one
+# tenant's keys holds it shared, and a root rotation exclusively.
+_ALL_KEYS_LOCK_CLASS = 311_0005
+_ALL_KEYS_LOCK_KEY = "root"
 
 
 def lock_tenant_keys(session: Session, tenant_id: str) -> None:
@@ -551,9 +555,18 @@ def lock_tenant_keys(session: Session, tenant_id: str) -> None:
     Every change that wraps a key under the tenant's KEK, replaces the KEK or shreds the keys
     takes it before it reads the key rows. Without it, a KEK rotation that read the rows
     before a concurrent DEK rotation committed would delete the KEK that still wraps the new
-    DEK, and every value encrypted under that DEK would be lost.
+    DEK, and every value encrypted under that DEK would be lost. It also waits for a root
+    rotation in progress (`lock_all_tenant_keys`).
     """
+    advisory_xact_lock(session, _ALL_KEYS_LOCK_CLASS, _ALL_KEYS_LOCK_KEY, shared=True)
     advisory_xact_lock(session, _KEY_CHANGE_LOCK_CLASS, tenant_id)
+
+
+def lock_all_tenant_keys(session: Session) -> None:
+    """Hold the key-change lock of every tenant until the transaction ends, for a root
+    rotation that re-wraps every KEK: it waits for the changes of single tenants in progress,
+    which would otherwise replace or delete a KEK row it is re-wrapping."""
+    advisory_xact_lock(session, _ALL_KEYS_LOCK_CLASS, _ALL_KEYS_LOCK_KEY)
 
 
 def new_kek_row(provider: KeyProvider, tenant_id: str, version: int) -> tuple[TenantKey, bytes]:

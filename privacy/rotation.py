@@ -38,6 +38,7 @@ from privacy.keys import (
     forget_key_provider,
     get_key_provider,
     kek_associated_data,
+    lock_all_tenant_keys,
     lock_tenant_keys,
     new_data_key_row,
     new_kek_row,
@@ -326,6 +327,7 @@ def rotate_root(
 
     engine = engine or get_engine(settings=settings)
     with unit_of_work(SystemContext("root key rotation", actor=actor), engine=engine) as session:
+        lock_all_tenant_keys(session)
         rows = session.scalars(select(TenantKey).where(TenantKey.kind == KIND_KEK)).all()
         now = utcnow()
         failed = []

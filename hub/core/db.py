@@ -162,17 +162,21 @@ def read_one_snapshot(session: Session) -> None:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
-def advisory_xact_lock(session: Session, lock_class: int, key: str) -> None:
+def advisory_xact_lock(
+    session: Session, lock_class: int, key: str, *, shared: bool = False
+) -> None:
     """Wait for the PostgreSQL advisory lock (`lock_class`, hash of `key`) and hold it until the
     session's transaction ends. Two keys with the same hash share a lock, so one only waits longer.
+    A `shared` lock waits only for an exclusive holder, and any number of sessions hold it.
 
     On SQLite this does nothing, because a writing transaction already holds the database's
     write lock from its BEGIN IMMEDIATE. A read-only SQLite transaction (`write=False`) holds
     no lock there.
     """
     if is_postgres(session):
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         session.execute(
-            text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:key))"),
+            text(f"SELECT {function}(:lock_class, hashtext(:key))"),
             {"lock_class": lock_class, "key": key},
         )
 

@@ -281,3 +281,39 @@ def test_kek_rotation_during_dek_rotation(engine, tenant, seed_requests):
         assert ring.versions(KIND_KEK) == [2]
         assert ring.rows[(KIND_DEK, 2)].wrapped_by == "2"
         assert len(ring.key(KIND_DEK, 2)) == KEY_BYTES
+
+
+def test_root_rotation_during_kek_rotation(engine, tenant, seed_requests):
+    """A root rotation that starts while a tenant's KEK rotation is uncommitted waits for it
+    and re-wraps the new KEK, instead of failing on the KEK row that rotation deleted."""
+    import threading
+    import time
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time, so the two cannot overlap")
+    seed_requests(engine, tenant, 1)
+    errors, results = [], []
+
+    def rotate_root_in_thread():
+        try:
+            results.append(rotate_root(engine=engine, actor="test"))
+        except Exception as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    with unit_of_work(TenantContext(tenant), engine=engine) as session:
+        assert rotate_kek(session, tenant, actor="test") == 2
+        root_thread = threading.Thread(target=rotate_root_in_thread)
+        root_thread.start()
+        # The root rotation reads the KEK rows meanwhile, or waits for this transaction.
+        time.sleep(1.0)
+    root_thread.join(timeout=30)
+    forget_key_provider()
+
+    assert not root_thread.is_alive()
+    assert errors == []
+    with unit_of_work(SystemContext("test"), engine=engine) as session:
+        kek = session.scalar(
+            select(TenantKey).where(TenantKey.tenant_id == tenant, TenantKey.kind == KIND_KEK)
+        )
+    assert kek.version == 2
+    assert kek.wrapped_by == results[0]["new_root_key_id"]
