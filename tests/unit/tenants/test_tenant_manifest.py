@@ -698,6 +698,8 @@ def test_unknown_retention_class_rejected():
         "privacy.retention_days: 'personal-data' is not a data class with a retention period; "
         "did you mean personal_data? the classes are personal_data, requests, audit"
     ]
+    # A tenant stored before the check keeps loading.
+    assert parse_manifest(data, stored=True).privacy.retention_days == {"personal-data": 30}
 
 
 @pytest.mark.parametrize("timezone", ["EST5EDT", "EST", "HST"])
