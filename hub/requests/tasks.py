@@ -69,8 +69,9 @@ def route_batch(request_ids: list[str], *, tenant_id: str) -> int:
     instead of once per request. Routing stays one task per request: a slow or failing agency
     delays only its own requests. The tasks go through the outbox like every task the hub
     queues, and the next relay round of any API or worker process publishes them. When the
-    database stays unreachable over every attempt the task fails. The delivery sweep then
-    routes the requests that have agency deliveries, as it does after a failed `route`.
+    database stays unreachable over every attempt the task raises, and `hub_task` retries it
+    with backoff. When those retries run out too, the delivery sweep routes the requests that
+    have agency deliveries, as it does after a failed `route`.
     """
     ctx = TenantContext(tenant_id=tenant_id, actor=WORKER_ACTOR)
     attempt = 1

@@ -6,6 +6,7 @@ import os
 import secrets
 
 import pytest
+from lock_support import ADVISORY_WAITERS
 from sqlalchemy import select
 
 from hub.core.db import unit_of_work
@@ -239,9 +240,7 @@ def _wait_for_advisory_lock_waiter(engine, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            waiting = conn.execute(
-                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            ).scalar()
+            waiting = conn.execute(text(ADVISORY_WAITERS)).scalar()
         if waiting:
             return
         time.sleep(0.05)

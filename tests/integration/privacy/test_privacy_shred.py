@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from lock_support import ADVISORY_WAITERS
 from sqlalchemy import select
 
 from hub.core.db import unit_of_work
@@ -145,9 +146,7 @@ def test_shred_during_dek_rotation_leaves_no_key(engine, tenant):
         except Exception as exc:  # noqa: BLE001 - reported by the assert below
             errors.append(exc)
 
-    waiting_query = text(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-    )
+    waiting_query = text(ADVISORY_WAITERS)
     with unit_of_work(TenantContext(tenant), engine=engine) as session:
         rotate_dek(session, tenant, actor="test")
         shred_thread = threading.Thread(target=shred_in_thread)
