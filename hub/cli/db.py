@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -14,7 +15,7 @@ from hub.core.logging import configure_logging
 from hub.core.migrate import upgrade
 from hub.core.settings import get_settings
 
-app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app = typer.Typer(help="Database schema migrations and the outbox backlog.", no_args_is_help=True)
 
 
 @app.command("upgrade")
@@ -31,6 +32,32 @@ def upgrade_command(as_json: bool = JSON_OPTION) -> None:
     )
 
 
+def _require_schema(url: str) -> None:
+    """Fail with the fix when the database has no hub schema yet, without creating it: an
+    embedded database file is not opened when it does not exist."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from hub.core.db import get_engine
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        if not Path(parsed.database).exists():
+            fail(
+                f"no hub database at {parsed.database} yet; create it with `hub db upgrade`, "
+                "or set HUB_DATABASE_URL to the database the hub uses"
+            )
+    try:
+        migrated = inspect(get_engine(url)).has_table("outbox")
+    except OperationalError as exc:
+        fail(
+            f"cannot read the database ({type(exc).__name__}: {str(exc.orig).strip()}); "
+            "check that it is running and that HUB_DATABASE_URL points at it"
+        )
+    if not migrated:
+        fail(f"the database at {url} has no hub tables yet; create them with `hub db upgrade`")
+
+
 @app.command("status")
 def status_command(as_json: bool = JSON_OPTION) -> None:
     """Show the outbox backlog of the configured database, read-only: rows waiting to be
@@ -42,6 +69,7 @@ def status_command(as_json: bool = JSON_OPTION) -> None:
     # Log lines go to stderr, so stdout holds only the report.
     configure_logging()
     url = get_settings().effective_database_url
+    _require_schema(url)
     now = utcnow()
     try:
         with (

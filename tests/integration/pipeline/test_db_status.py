@@ -13,6 +13,7 @@ import pytest
 from pipeline_support import create_database
 from sqlalchemy import func, select
 
+from hub.cli.bench_support import create_database as create_empty_database
 from hub.cli.bench_support import drop_database
 from hub.core.clock import utcnow
 from hub.core.db import get_engine, unit_of_work
@@ -89,3 +90,22 @@ def test_db_status_unreachable_database() -> None:
     assert result.returncode != 0
     assert "cannot read the database" in result.stderr
     assert "HUB_DATABASE_URL" in result.stderr
+
+
+def test_db_status_before_any_migration(tmp_path, pg_server) -> None:
+    """A folder with no database yet, and a database without the hub's tables, get the
+    command that creates them; no database file is created."""
+    path = tmp_path / "var" / "hub.db"
+    missing = hub_db_status(f"sqlite:///{path}")
+    assert missing.returncode == 2
+    assert f"no hub database at {path} yet" in missing.stderr
+    assert "`hub db upgrade`" in missing.stderr
+    assert not path.exists()
+
+    empty = create_empty_database(pg_server, prefix="hub_pipeline")
+    try:
+        bare = hub_db_status(empty)
+    finally:
+        drop_database(pg_server, empty)
+    assert bare.returncode == 2
+    assert "has no hub tables yet; create them with `hub db upgrade`" in bare.stderr
