@@ -125,6 +125,12 @@ def rotate_root_command(
             "configured with this key file needs it",
             markup=False,
         )
+        console.print(
+            f"back up the new root key file together with {data['derivation_key_file']}: "
+            "without it the hub derives new secrets, and blind indexes, manifest digests and "
+            "the audit signing key change",
+            markup=False,
+        )
         if data["new_derived_keys"]:
             console.print(
                 "derived secrets replaced: give auditors the new audit public key "

@@ -102,8 +102,11 @@ def test_verify_trusts_keys_across_root_rotation(cli, engine, tenant, seed_reque
     audit_file = tmp_path / "audit.jsonl"
     first = as_json(cli("audit", "export", "--out", str(audit_file), "--json"))["public_key"]
 
-    # A routine rotation keeps the signing key that auditors hold.
-    as_json(cli("privacy", "rotate-root", "--json"))
+    # A routine rotation keeps the signing key that auditors hold, and names the derivation
+    # key file to back up with the new root key.
+    routine = as_json(cli("privacy", "rotate-root", "--json"))
+    assert routine["derivation_key_file"].endswith(".derivation")
+    assert Path(routine["derivation_key_file"]).exists()
     after_routine = as_json(cli("audit", "export", "--out", str(audit_file), "--json"))
     assert after_routine["public_key"] == first
     as_json(cli("audit", "verify", str(audit_file), "--public-key", first, "--json"))
