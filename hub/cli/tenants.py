@@ -118,10 +118,27 @@ def _load_or_exit(file: Path, as_json: bool) -> Manifest:
 
 
 def _warnings(manifest: Manifest) -> list[str]:
-    """Return the manifest's warnings, with the hub's built-in status texts and notices."""
-    return manifest_warnings(
+    """Return the manifest's warnings, with the hub's built-in status texts and notices, and
+    the agencies whose webhook is a placeholder."""
+    placeholders = _placeholder_agencies(manifest)
+    found = manifest_warnings(
         manifest, {"status texts": DEFAULT_STATUS_TEXTS, "notices": BUILT_IN_NOTICES}
     )
+    if placeholders:
+        found.append(
+            f"agencies: {', '.join(placeholders)} have a placeholder webhook_url under "
+            ".invalid, so their requests will not be delivered; put the agencies' endpoints "
+            "in the manifest and onboard it again"
+        )
+    return found
+
+
+def _placeholder_agencies(manifest: Manifest) -> list[str]:
+    return [
+        agency.code
+        for agency in manifest.agencies
+        if agency.webhook_url and is_placeholder_url(agency.webhook_url)
+    ]
 
 
 def _print_warnings(warnings: list[str]) -> None:
@@ -200,11 +217,7 @@ def onboard_command(
                 )
             deactivated = outcome.changes.agencies.deactivated if outcome.changes else ()
             open_requests = open_requests_by_agency(session, outcome.tenant_id, deactivated)
-    placeholders = [
-        agency.code
-        for agency in manifest.agencies
-        if agency.webhook_url and is_placeholder_url(agency.webhook_url)
-    ]
+    placeholders = _placeholder_agencies(manifest)
     data = {
         "tenant_id": outcome.tenant_id,
         "jurisdiction_id": manifest.jurisdiction_id,
@@ -230,12 +243,6 @@ def onboard_command(
                 print(f"  {line}")
         if d["open311_api_key"]:
             print(f"Open311 API key (shown once, store it now): {d['open311_api_key']}")
-        if d["placeholder_webhooks"]:
-            print(
-                f"warning: agencies {', '.join(d['placeholder_webhooks'])} have a placeholder "
-                "webhook_url under .invalid, so their requests will not be delivered; put the "
-                "agencies' endpoints in the manifest and onboard it again"
-            )
         for code in d["replaced_manifest_secrets"]:
             print(
                 f"warning: agency {code}: the manifest's webhook_secret is the one that "

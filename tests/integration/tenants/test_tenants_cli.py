@@ -79,6 +79,10 @@ def test_onboard_warns_of_placeholder_webhooks(hub_cli, make_manifest, tmp_path)
 
     assert code == 0, out
     assert json.loads(out)["placeholder_webhooks"] == [data["agencies"][0]["code"]]
+    # validate, which touches no database, warns the same way.
+    code, out = hub_cli("tenants", "validate", str(path))
+    assert code == 0, out
+    assert f"warning: agencies: {data['agencies'][0]['code']} have a placeholder" in out
 
 
 def test_list_and_show(hub_cli, manifest_file):
