@@ -45,6 +45,7 @@ from tenants.languages import (
 )
 from tenants.manifest_errors import PATTERN_RULES, describe_error
 from tenants.manifest_yaml import YamlDocument, path_text, read_yaml
+from tenants.texts import template_problem, unknown_key_problem
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 # A DNS name with at least two labels, such as `nyc.gov` or `311.boston.gov`.
@@ -670,6 +671,25 @@ class ProfileSection(_Strict):
     status_texts: dict[str, dict[str, str]] = Field(default_factory=dict)
     group_names: dict[str, LocalizedText] = Field(default_factory=dict)
 
+    @field_validator("status_texts")
+    @classmethod
+    def _status_texts(
+        cls, value: dict[str, dict[str, str]], info: ValidationInfo
+    ) -> dict[str, dict[str, str]]:
+        # Skipped for stored manifests, which may predate the check: intake falls back to the
+        # built-in text of a template that it cannot fill.
+        if info.context and info.context.get("stored"):
+            return value
+        problems = []
+        for tag, texts in value.items():
+            for key, text in texts.items():
+                problem = unknown_key_problem(key) or template_problem(key, text)
+                if problem is not None:
+                    problems.append(f"{tag}.{key}: {problem}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return value
+
     @field_validator("group_names")
     @classmethod
     def _group_names(cls, value: dict[str, LocalizedText]) -> dict[str, LocalizedText]:
@@ -844,6 +864,23 @@ class Manifest(_Strict):
             raise ValueError("\n".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _status_text_languages(self, info: ValidationInfo) -> Manifest:
+        # An error, as for service names: residents can never pick a language that
+        # `languages` does not list. Skipped for stored manifests, which may predate the check.
+        if info.context and info.context.get("stored"):
+            return self
+        keys = {language_key(tag) for tag in self.languages}
+        problems = [
+            f"profile.status_texts.{tag}: language {tag!r} is not in languages "
+            f"({', '.join(self.languages)}); add it there or remove its texts"
+            for tag in self.profile.status_texts
+            if language_key(tag) not in keys
+        ]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     @property
     def default_language(self) -> str:
         return self.languages[0]
@@ -954,7 +991,10 @@ def _format_errors(
 
 
 # A check's message that starts with its own relative path, such as `coordinates[0]: ...`.
-_RELATIVE_PATH = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (.+)$")
+# A part may contain a colon between words, as the status text key `closed:fixed` does.
+_RELATIVE_PATH = re.compile(
+    r"^([A-Za-z_]\w*(?::\w+)*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?::\w+)*(?:\[\d+\])*)*): (.+)$"
+)
 
 
 def _join_path(path: str, message: str) -> str:

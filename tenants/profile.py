@@ -12,47 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from tenants.languages import match_language, negotiate_language, primary_subtag, text_for
 from tenants.registry import ServiceInfo, TenantInfo
-
-# Resident-facing status texts per language. Keys are request states, or `closed:<resolution>`
-# for a closed request with that resolution.
-DEFAULT_STATUS_TEXTS: dict[str, dict[str, str]] = {
-    "en": {
-        "submitted": "Received",
-        "acknowledged": "Received and assigned",
-        "in_progress": "In progress",
-        "on_hold": "On hold",
-        "closed": "Closed",
-        "closed:fixed": "Closed: fixed",
-        "closed:duplicate": "Closed: already reported",
-        "closed:not_ours": "Closed: referred to another agency",
-        "closed:no_action": "Closed: no action needed",
-        "closed:cancelled": "Closed: cancelled",
-    },
-    "es": {
-        "submitted": "Recibida",
-        "acknowledged": "Recibida y asignada",
-        "in_progress": "En curso",
-        "on_hold": "En espera",
-        "closed": "Cerrada",
-        "closed:fixed": "Cerrada: resuelta",
-        "closed:duplicate": "Cerrada: ya reportada",
-        "closed:not_ours": "Cerrada: remitida a otra agencia",
-        "closed:no_action": "Cerrada: no requiere acción",
-        "closed:cancelled": "Cerrada: cancelada",
-    },
-    "zh": {
-        "submitted": "已收到",
-        "acknowledged": "已收到並已指派",
-        "in_progress": "處理中",
-        "on_hold": "暫停處理",
-        "closed": "已結案",
-        "closed:fixed": "已結案：已修復",
-        "closed:duplicate": "已結案：已有人報告",
-        "closed:not_ours": "已結案：已轉交其他機構",
-        "closed:no_action": "已結案：無需處理",
-        "closed:cancelled": "已結案：已取消",
-    },
-}
+from tenants.texts import DEFAULT_STATUS_TEXTS
 
 
 class TenantProfile:

@@ -9,23 +9,7 @@ from __future__ import annotations
 
 from tenants.profile import first_text, profile_for
 from tenants.registry import TenantInfo
-
-BUILT_IN: dict[str, dict[str, str]] = {
-    "en": {
-        "notice.received": "Thank you. Your request has been received.",
-        "notice.expected": "Thank you. Your request has been received and is expected to be "
-        "addressed by {expected}.",
-        "notice.token": "Thank you. Your request has been queued; use the token to look up its "
-        "id shortly.",
-    },
-    "es": {
-        "notice.received": "Gracias. Hemos recibido su solicitud.",
-        "notice.expected": "Gracias. Hemos recibido su solicitud y esperamos atenderla antes "
-        "del {expected}.",
-        "notice.token": "Gracias. Su solicitud está en cola; use el token para consultar su "
-        "número en breve.",
-    },
-}
+from tenants.texts import BUILT_IN_NOTICES as BUILT_IN
 
 
 def notice_text(tenant: TenantInfo, language: str | None, key: str) -> str:
