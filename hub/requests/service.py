@@ -57,7 +57,7 @@ from hub.requests.records import (
 )
 from hub.requests.routing import ROUTE_BATCH_TASK, ROUTE_TASK
 from hub.requests.schemas import IntakeData, IntakeJob, IntakeResult
-from hub.requests.texts import notice_text
+from hub.requests.texts import format_notice, notice_text
 from hub.requests.validation import MAX_DESCRIPTION_CHARS, check_intake, check_text
 from privacy.access import check_caller
 from privacy.audit import audit
@@ -300,7 +300,7 @@ def service_notice(
     if expected_at is None:
         return notice_text(tenant, language, "notice.received")
     expected = catalog.local_time(tenant, expected_at).strftime("%Y-%m-%d %H:%M %Z")
-    return notice_text(tenant, language, "notice.expected").format(expected=expected)
+    return format_notice(tenant, language, "notice.expected", expected=expected)
 
 
 def body_hash(items: list[tuple[str, str]]) -> str:
