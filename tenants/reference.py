@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from tenants.manifest import Manifest
+from tenants.texts import PLACEHOLDERS, TEXT_KEYS
 
 _INTRO = """# Tenant manifest reference
 
@@ -65,6 +66,15 @@ _NOTES = {
     "over all API processes; `null` turns the limit off; see docs/open311.md",
     "overflow.centers[].languages": "registered BCP 47 tags such as `en` or `es-US`",
     "overflow.centers[].hours": "the same format as `calendar.hours`",
+    "profile.status_texts": "a language of `languages` to text key to text; the keys are "
+    + ", ".join(f"`{key}`" for key in TEXT_KEYS)
+    + "; "
+    + "; ".join(
+        f"`{key}` may use " + ", ".join(f"`{{{name}}}`" for name in names)
+        for key, names in PLACEHOLDERS.items()
+    )
+    + " and writes a literal brace as `{{` or `}}`; the other texts take no placeholders "
+    "and no braces",
 }
 
 
