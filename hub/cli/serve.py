@@ -19,6 +19,7 @@ import time
 import structlog
 import typer
 
+from hub.cli.demo.lock import hold_serve_lock
 from hub.cli.multiprocess_metrics import ensure_multiprocess_metrics, start_exporter
 from hub.cli.output import cli_errors
 from hub.core.logging import configure_logging
@@ -162,6 +163,11 @@ def serve(
     settings = get_settings()
     ensure_multiprocess_metrics(settings, "serve")
     configure_logging(settings)
+    var_lock = None
+    if not settings.database_url and not settings.broker_url:
+        # `hub demo` deletes the embedded database when it starts, so this server and a demo
+        # must not share a var folder.
+        var_lock = hold_serve_lock(settings)
     with cli_errors():
         upgrade()
 
@@ -206,6 +212,8 @@ def serve(
             watch.stopping = True
             stop_process(watch.child)
         log.info("serve_stopped")
+        if var_lock is not None:
+            var_lock.close()
     # With --processes above 1, uvicorn returns after SIGTERM instead of raising it again.
     if watch is not None and watch.failed:
         raise typer.Exit(1)

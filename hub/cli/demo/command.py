@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from hub.cli.demo.context import DemoContext, DemoOptions
+from hub.cli.demo.lock import hold_demo_lock
 from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail
 from hub.cli.serve import describe_exit
 from hub.core.db import get_engine
@@ -45,8 +46,6 @@ def demo(
 ) -> None:
     """Onboard the example cities, file a day of requests through Open311, route them to
     local agency receivers and print a summary per tenant."""
-    from hub.cli.demo.steps import STEPS
-
     if replay is not None and (replay_format is None or tenant is None):
         fail(f"--replay {replay} needs --format FORMAT and --tenant ID as well")
 
@@ -63,9 +62,6 @@ def demo(
         settings = settings.model_copy(update={"log_level": "WARNING"})
         logging.getLogger().setLevel(logging.WARNING)
     configure_logging(settings, force=True)
-    _start_fresh(settings)
-    with cli_errors():
-        upgrade()
     options = DemoOptions(
         requests_per_tenant=requests,
         replay_file=replay,
@@ -73,6 +69,22 @@ def demo(
         replay_tenant=tenant,
         wait_seconds=wait,
     )
+    # Taken before `_start_fresh` deletes anything. The kernel also releases it when this
+    # process dies without reaching `finally`.
+    lock = hold_demo_lock(settings)
+    try:
+        _run(settings, options, serve=serve, as_json=as_json)
+    finally:
+        lock.close()
+
+
+def _run(settings: Settings, options: DemoOptions, *, serve: bool, as_json: bool) -> None:
+    """Start from an empty database, run the steps, print the summary and serve."""
+    from hub.cli.demo.steps import STEPS
+
+    _start_fresh(settings)
+    with cli_errors():
+        upgrade()
     ctx = DemoContext(settings=settings, engine=get_engine(), options=options)
     try:
         for step in STEPS:
