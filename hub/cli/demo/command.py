@@ -11,12 +11,22 @@ import sqlite3
 import threading
 from contextlib import closing
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
 from hub.cli.demo.context import DemoContext, DemoOptions
 from hub.cli.demo.lock import hold_demo_lock
-from hub.cli.output import JSON_OPTION, cli_errors, console, emit, err_console, fail
+from hub.cli.output import (
+    JSON_OPTION,
+    cli_errors,
+    console,
+    emit,
+    err_console,
+    error_document,
+    fail,
+    print_error,
+)
 from hub.cli.serve import describe_exit
 from hub.core.db import get_engine
 from hub.core.logging import configure_logging
@@ -93,10 +103,13 @@ def _run(settings: Settings, options: DemoOptions, *, serve: bool, as_json: bool
                 section = step.run(ctx)
             if section is not None:
                 ctx.summary[step.name] = section
-        emit(ctx.summary, as_json, lambda data: _render(data, STEPS))
         problem = _problem(ctx)
         if problem is not None:
-            fail(problem, code=1)
+            # Under --json the summary contains the error, so stdout gets one JSON document.
+            ctx.summary.update(error_document(problem, 1))
+        emit(ctx.summary, as_json, lambda data: _render(data, STEPS))
+        if problem is not None:
+            _exit_after_summary(problem)
         if serve:
             _serve_until_interrupted(ctx)
     finally:
@@ -171,6 +184,12 @@ def _start_fresh(settings: Settings) -> None:
     )
 
 
+def _exit_after_summary(message: str) -> NoReturn:
+    """Print `message` on stderr only and exit 1, because stdout already contains the summary."""
+    print_error(message, code=1, as_json=False)
+    raise typer.Exit(1)
+
+
 def _problem(ctx: DemoContext) -> str | None:
     """Return why the run did not show the pipeline working, or None when it did."""
     stopped = _worker_exit_message(ctx)
@@ -230,4 +249,4 @@ def _serve_until_interrupted(ctx: DemoContext) -> None:
     while not stop.wait(1):
         stopped = _worker_exit_message(ctx)
         if stopped is not None:
-            fail(stopped, code=1)
+            _exit_after_summary(stopped)
