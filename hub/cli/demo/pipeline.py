@@ -55,6 +55,24 @@ def free_port(host: str = "127.0.0.1", preferred: int = 0) -> int:
     raise OSError(f"no free TCP port on {host}")
 
 
+def choose_api_port() -> int:
+    """Return DEMO_API_PORT when it is free, else a free port, and print a notice when it differs.
+
+    The docs' examples use port 8311, and without the notice a user who copies them would
+    reach the other program on that port.
+    """
+    port = free_port(preferred=DEMO_API_PORT)
+    if port != DEMO_API_PORT:
+        err_console.print(
+            f"[demo] port {DEMO_API_PORT} is in use by another program, so the demo API "
+            f"listens on port {port}; use http://127.0.0.1:{port} in place of "
+            f"http://127.0.0.1:{DEMO_API_PORT} in the docs' examples",
+            highlight=False,
+            markup=False,
+        )
+    return port
+
+
 def onboard_tenants(ctx: DemoContext) -> dict[str, Any]:
     """Onboard every example manifest (again, if an earlier demo did) and create an API key."""
     from tenants.keys import create_api_key
@@ -115,7 +133,7 @@ def start_server(ctx: DemoContext) -> dict[str, Any]:
     from hub.api.app import create_app
     from hub.cli.serve import start_worker_process, stop_process
 
-    port = free_port(preferred=DEMO_API_PORT)
+    port = choose_api_port()
     # The overflow step replays a surge on a simulated clock with its own board. A board on
     # the real clock in the API would evaluate the same switches at the same time and undo
     # the replay's hold times, so the API starts its board only when an overflow call needs it.
