@@ -7,6 +7,7 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -104,8 +105,11 @@ def test_rejection_retry_after_at_least_one_second():
     assert "limit of 6000 POST requests a minute" in error.message
 
 
-def test_rejection_counts_every_call_and_logs_one_line():
+def test_rejection_counts_every_call_and_logs_one_line(monkeypatch):
     tenant_id = _tenant_id()
+    # structlog caches a module's logger on first use, after which capture_logs no longer
+    # sees it; a new logger for this test is captured whatever ran before.
+    monkeypatch.setattr(ratelimit, "log", structlog.get_logger(ratelimit.__name__))
 
     with capture_logs() as logs:
         for _ in range(5):
