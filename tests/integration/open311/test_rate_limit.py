@@ -7,6 +7,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from types import SimpleNamespace
 
 import pytest
 import structlog
@@ -88,12 +89,19 @@ def _rejections(tenant_id: str) -> float:
 # --- the shared bucket ---------------------------------------------------------------------
 
 
-def test_take_grants_burst_then_refill(hub_db):
+@pytest.fixture
+def bucket(hub_db):
+    """A new tenant's key, with the context, engine and fake clock that take its tokens."""
     engine = get_engine(hub_db)
     tenant_id, _ = _onboard(engine)
     key_id, _raw = _key(engine, tenant_id)
-    ctx = TenantContext(tenant_id, actor="test")
-    clock = FakeClock()
+    return SimpleNamespace(
+        ctx=TenantContext(tenant_id, actor="test"), key_id=key_id, engine=engine, clock=FakeClock()
+    )
+
+
+def test_take_grants_burst_then_refill(bucket):
+    ctx, key_id, engine, clock = bucket.ctx, bucket.key_id, bucket.engine, bucket.clock
 
     first = ratelimit.take(ctx, key_id, 4, 6, engine=engine, clock=clock)
     second = ratelimit.take(ctx, key_id, 4, 6, engine=engine, clock=clock)
@@ -108,12 +116,8 @@ def test_take_grants_burst_then_refill(hub_db):
     assert third.wait_seconds == pytest.approx(10.0)
 
 
-def test_take_keeps_fractions_of_calls(hub_db):
-    engine = get_engine(hub_db)
-    tenant_id, _ = _onboard(engine)
-    key_id, _raw = _key(engine, tenant_id)
-    ctx = TenantContext(tenant_id, actor="test")
-    clock = FakeClock()
+def test_take_keeps_fractions_of_calls(bucket):
+    ctx, key_id, engine, clock = bucket.ctx, bucket.key_id, bucket.engine, bucket.clock
 
     ratelimit.take(ctx, key_id, 6, 6, engine=engine, clock=clock)
     clock.now += 4.0
@@ -126,22 +130,18 @@ def test_take_keeps_fractions_of_calls(hub_db):
     assert on_time.granted == 1
 
 
-def test_take_never_exceeds_capacity(hub_db):
-    engine = get_engine(hub_db)
-    tenant_id, _ = _onboard(engine)
-    key_id, _raw = _key(engine, tenant_id)
-    ctx = TenantContext(tenant_id, actor="test")
-    clock = FakeClock()
+def test_take_never_exceeds_capacity(bucket):
+    ctx, key_id, engine, clock = bucket.ctx, bucket.key_id, bucket.engine, bucket.clock
 
     ratelimit.take(ctx, key_id, 1, 5, engine=engine, clock=clock)
     clock.now += 3600.0
     after_an_hour = ratelimit.take(ctx, key_id, 20, 5, engine=engine, clock=clock)
 
     assert after_an_hour.granted == 5
-    with unit_of_work(TenantContext(tenant_id, actor="test"), engine=engine) as session:
-        bucket = session.scalars(select(PostBucket)).one()
-    assert bucket.tokens == 0
-    assert bucket.updated == clock.now
+    with unit_of_work(ctx, engine=engine) as session:
+        row = session.scalars(select(PostBucket)).one()
+    assert row.tokens == 0
+    assert row.updated == clock.now
 
 
 # --- through the API -----------------------------------------------------------------------

@@ -47,7 +47,21 @@ def test_signature_round_trip() -> None:
     assert not webhook.verify("s3cret-s3cret-s3cret", body, None)
 
 
-class _StatusServer:
+class _LoopbackServer:
+    """A threaded HTTP server on a free loopback port that serves `handler`; `url` is its hook."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _StatusServer(_LoopbackServer):
     """A loopback server that returns a fixed status and headers for every POST."""
 
     def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
@@ -69,13 +83,7 @@ class _StatusServer:
             def log_message(self, *_args: object) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 @pytest.mark.parametrize(
@@ -105,7 +113,7 @@ def test_post_classifies_status(status: int, ok: bool, transient: bool) -> None:
     assert server.seen[0][webhook.SIGNATURE_HEADER] == webhook.sign("x" * 16, b"{}")
 
 
-class _SlowBodyServer:
+class _SlowBodyServer(_LoopbackServer):
     """A loopback server that returns status 200 at once, then sends its announced body so slowly
     that reading all of it takes longer than the webhook's read timeout."""
 
@@ -126,15 +134,11 @@ class _SlowBodyServer:
             def log_message(self, *_args: object) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        Thread(target=self.server.serve_forever, daemon=True).start()
+        self._serve(Handler)
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 def test_post_ignores_response_body(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,7 +160,7 @@ def test_post_ignores_response_body(monkeypatch: pytest.MonkeyPatch) -> None:
     assert elapsed < 1.0
 
 
-class _KeepAliveServer:
+class _KeepAliveServer(_LoopbackServer):
     """A loopback HTTP/1.1 server that returns `status` (with a short body unless it is 204)
     and keeps connections open, recording the client port of each POST."""
 
@@ -183,14 +187,7 @@ class _KeepAliveServer:
             def log_message(self, *_args: object) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 @pytest.mark.parametrize("status", [200, 204])
