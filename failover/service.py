@@ -412,8 +412,8 @@ def load_contact(
     if contact is None:
         raise NotFound(f"contact {contact_id} not found", code="not_found")
     if caller.is_partner:
-        # A partner agent's key comes from one city and opens only that city's contacts: a
-        # center that answers for several cities holds a key from each, so no city can grant
+        # A partner agent's key comes from one city and opens only that city's contacts. A
+        # center that takes calls for several cities has a key from each, so no city can grant
         # access to another city's residents.
         if (
             contact.center_id != caller.center_id

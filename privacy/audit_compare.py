@@ -107,8 +107,9 @@ def compare_with_earlier(
     hash.
 
     An entry missing from `later` at or below the seq of its chain's signed anchor there was
-    removed by retention, not deleted, when `earlier` holds the entry at the anchor's seq with
-    the anchor's hash: then the signed anchor vouches for the entries up to it. Otherwise,
+    removed by retention, not deleted, when `earlier` contains the entry at the anchor's seq
+    with the anchor's hash, because the signed anchor then vouches for the entries up to it.
+    Otherwise,
     for example when `earlier` ends before the anchor, it counts as deleted.
     """
     earlier_result = verify(earlier, trusted_keys=trusted_keys)

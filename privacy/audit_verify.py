@@ -17,10 +17,11 @@ What each problem kind means:
   `type` was changed, or its line is not JSON. The entry keeps its place in its chain, found
   from the signatures and its neighbours' links, so the edit is not also reported as an entry
   deleted or inserted there.
-- `deleted`: sequence numbers jump, so entries are missing (at a chain's start too, unless a
-  valid anchor accounts for them); the first entry does not link to the chain's anchor; a
-  checkpoint names an entry that is not in the file; or a chain ends before the entry the
-  signed trailer names (the file was cut short), or the trailer itself is missing.
+- `deleted`: sequence numbers jump, so entries are missing. This applies at a chain's start
+  too, unless a valid anchor accounts for them. Also when the first entry does not link to
+  the chain's anchor, when a checkpoint names an entry that is not in the file, when a chain
+  ends before the entry the signed trailer names (the file was cut short), or when the
+  trailer itself is missing.
 - `inserted`: a sequence number repeats, or an entry does not link to the one before it.
 - `reordered`: an entry's sequence number is lower than the one before it in the file.
 - `rewritten`: a checkpoint's signed hash differs from the entry at its sequence number, so
@@ -795,6 +796,8 @@ def _hub_seq_signed_by(session: Session, public_key: str) -> int:
             valid[row.seq] = row.hash
     if not valid:
         return 0
+
+    # The hub chain is never purged, so its walk starts at the first entry.
     top = max(valid)
     covered = 0
     expected_seq, prev_hash = 1, GENESIS_HASH

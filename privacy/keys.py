@@ -544,7 +544,7 @@ class Keyring:
 # the hash of the tenant id.
 _KEY_CHANGE_LOCK_CLASS = 311_0004
 # The advisory lock of a change to every tenant's KEK (a root key rotation). A change of one
-# tenant's keys holds it shared, and a root rotation exclusively.
+# tenant's keys takes it shared, and a root rotation takes it exclusively.
 _ALL_KEYS_LOCK_CLASS = 311_0005
 _ALL_KEYS_LOCK_KEY = "root"
 
@@ -563,9 +563,12 @@ def lock_tenant_keys(session: Session, tenant_id: str) -> None:
 
 
 def lock_all_tenant_keys(session: Session) -> None:
-    """Hold the key-change lock of every tenant until the transaction ends, for a root
-    rotation that re-wraps every KEK: it waits for the changes of single tenants in progress,
-    which would otherwise replace or delete a KEK row it is re-wrapping."""
+    """Take the key-change lock of every tenant until the transaction ends, for a root rotation
+    that re-wraps every KEK.
+
+    It waits for the key changes of single tenants in progress, because they could replace or
+    delete a KEK row that the rotation is re-wrapping.
+    """
     advisory_xact_lock(session, _ALL_KEYS_LOCK_CLASS, _ALL_KEYS_LOCK_KEY)
 
 

@@ -375,8 +375,9 @@ def build_report(
     `feature_controls` run after the retention control, for checks on tables of the features
     above this package, which the composition root passes in. For a tenant whose keys were
     crypto-shredded, the controls that need its keys make no sense any more: the report gives
-    the shredding evidence and the audit chain instead. Called first in its transaction, it
-    reads one snapshot, so a purge or an append committed meanwhile cannot fail a control.
+    the shredding evidence and the audit chain instead. When it is the first call of its
+    transaction, every control reads one snapshot, so a purge or an append committed
+    meanwhile cannot fail a control.
     """
     read_one_snapshot(session)
     now = now or datetime.now(UTC)

@@ -665,13 +665,13 @@ class ProfileSection(_Strict):
 
     `status_texts` maps a language to texts by key, replacing the built-in texts for those
     keys only. A key is a request state (`submitted`, `acknowledged`, `in_progress`,
-    `on_hold`, `closed`), `closed:<resolution>` for a closed request with that resolution,
-    or an intake notice: `notice.received`, `notice.expected` (the request has an expected
-    date, which the text shows with the placeholder `{expected}`) or `notice.token` (the
-    request was queued). Validation rejects unknown keys, placeholders that the hub does not
-    fill, and languages missing from `languages`. `group_names` maps a service `group` to
-    its name per language, which Open311 service lists show in place of the group as
-    written.
+    `on_hold`, `closed`), or `closed:<resolution>` for a closed request with that resolution.
+    It may also be an intake notice. `notice.received` is the plain notice, and
+    `notice.expected` is the notice of a request with an expected date, which the text shows
+    with the placeholder `{expected}`. `notice.token` is the notice of a queued request.
+    Validation rejects unknown keys, placeholders that the hub does not fill, and languages
+    missing from `languages`. `group_names` maps a service `group` to its name per
+    language, which Open311 service lists show in place of the group as written.
     """
 
     status_texts: dict[str, dict[str, str]] = Field(default_factory=dict)

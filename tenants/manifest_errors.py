@@ -2,7 +2,7 @@
 
 Pydantic's default text, such as "Input should be a valid number, unable to parse string as a
 number", names neither the value given nor the fix. `describe_error` rewrites each error type
-that a manifest can produce into one line that quotes the value (except for secrets) and says
+that a manifest can produce into one line that quotes the value (except for secrets) and gives
 what to write, using the field's own checks (its range, its allowed values, its sections'
 fields) so that the message stays true when a field changes.
 """

@@ -1,7 +1,7 @@
 """Warnings about a valid manifest: likely mistakes that do not block onboarding.
 
 `hub tenants validate` and `hub tenants onboard` print them. Each is one `path: message` line
-that tells what residents or staff would see and how to fix it.
+that describes what residents or staff would see and how to fix it.
 """
 
 from __future__ import annotations

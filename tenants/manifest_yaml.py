@@ -99,7 +99,7 @@ def path_text(location: Location) -> str:
 def _walk(
     node: yaml.Node, location: Location, document: YamlDocument, open_nodes: set[int]
 ) -> None:
-    """Check and record `node` and its children; `open_nodes` holds the collections being
+    """Check and record `node` and its children. `open_nodes` contains the collections being
     walked, so an alias that refers to its own ancestor ends the walk there."""
     if isinstance(node, yaml.ScalarNode):
         kind = _NON_TEXT_TAGS.get(node.tag)

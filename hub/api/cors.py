@@ -19,8 +19,8 @@ ALLOWED_METHODS = ("GET", "POST")
 # Request headers beyond the CORS-safelisted ones (Accept, Accept-Language, Content-Language,
 # Content-Type) that a browser app may send.
 ALLOWED_HEADERS = ("Idempotency-Key", "X-Request-Id")
-# Response headers beyond the safelisted ones that a browser app may read. `Retry-After` tells
-# an app over its POST limit when to send again.
+# Response headers beyond the safelisted ones that a browser app may read. `Retry-After` gives
+# an app over its POST limit the seconds to wait before it sends again.
 EXPOSED_HEADERS = ("X-Request-Id", "Retry-After")
 # Seconds a browser may reuse a preflight response.
 PREFLIGHT_MAX_AGE_SECONDS = 600

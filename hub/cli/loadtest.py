@@ -59,7 +59,7 @@ def loadtest(
         False,
         "--allow-real-tenants",
         help=(
-            "Run even though the database holds tenants other than the run's own loadtest-"
+            "Run even though the database contains tenants other than the run's own loadtest-"
             " tenants (a production database): the run adds its tenants, keys and requests"
             " there. Without it such a database is rejected."
         ),

@@ -59,8 +59,8 @@ async def submit(
 ) -> IntakeResult:
     """Run one POST requests call in a batch with the calls that wait for the same tenant.
 
-    `limit` is the (API key id, POST requests per minute) that `limiter` holds the call to, or
-    None for a call without a limit.
+    `limit` is the (API key id, POST requests per minute) that `limiter` applies to the call,
+    or None for a call without a limit.
     """
     loop = asyncio.get_running_loop()
     coalescer = _coalescers.get(loop)

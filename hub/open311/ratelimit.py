@@ -1,7 +1,7 @@
 """Limits on the `POST requests` calls of each API key, over every API process.
 
 Each key has a token bucket in the database (`open311_post_buckets`). With a limit of L calls
-a minute the bucket holds at most L tokens and gains L / 60 tokens a second, and each call
+a minute the bucket contains at most L tokens and gains L / 60 tokens a second, and each call
 takes one. An idle key may therefore file L calls at once, and over any window of T seconds a
 key files at most L * (1 + T / 60) calls, whichever API processes receive them.
 
@@ -108,8 +108,8 @@ _TAKE_SQLITE = text(_take_sql(postgres=False))
 
 @dataclass(frozen=True)
 class Take:
-    """The calls granted from a bucket, and the seconds until it next holds a whole token
-    (0 when it holds one now)."""
+    """The calls granted from a bucket, and the seconds until it next contains a whole token
+    (0 when it contains one now)."""
 
     granted: int
     wait_seconds: float
@@ -197,7 +197,7 @@ class PostLimiter:
                 del self._denied_until[api_key_id]
 
     def record(self, api_key_id: int, result: Take) -> None:
-        """Remember until when the key's bucket holds no whole token, after a take."""
+        """Remember until when the key's bucket contains no whole token, after a take."""
         if result.wait_seconds <= 0:
             return
         until = self.clock() + result.wait_seconds

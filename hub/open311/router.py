@@ -489,9 +489,9 @@ def _post_update(ctx: TenantContext, agencies: frozenset[str], items: Items) -> 
     try:
         event_request_id, created, current_status, superseded = post()
     except IntegrityError:
-        # A concurrent delivery of the same update_id committed first: the second try finds
-        # it and answers as for a resend. It passes every field, so that an update whose
-        # first try failed for another reason is stored whole.
+        # A concurrent delivery of the same update_id committed first, so the second try finds
+        # it and returns the response of a resend. It passes every field, so that an update
+        # whose first try failed for another reason is stored whole.
         log.info("status_update_race", tenant_id=ctx.tenant_id, request_id=request_id)
         event_request_id, created, current_status, superseded = post()
 

@@ -249,10 +249,11 @@ def seal_batch(
         .limit(batch)
     )
     if is_postgres(session):
-        # Waits for a row that another transaction holds (a status update, a re-encryption
-        # batch, a second conversion) rather than skipping it: the run reads each id once, so
-        # a skipped row would keep its exact point. PostgreSQL re-checks the condition on the
-        # row it waited for, so one that a second conversion sealed meanwhile drops out.
+        # Waits for a row that another transaction has locked (a status update, a
+        # re-encryption batch, a second conversion) instead of skipping it. The run reads each
+        # id once, so a skipped row would keep its exact point. PostgreSQL re-checks the
+        # condition on the row it waited for, so one that a second conversion sealed meanwhile
+        # drops out.
         query = query.with_for_update()
     rows = session.execute(query).all()
     if not rows:

@@ -2,8 +2,8 @@
 
 A demo starts by deleting the database an earlier demo left in its var folder. A second demo on
 the same folder would delete the database under the first one's API and worker. So a demo
-holds an exclusive `fcntl.flock` on `demo.lock` in the var folder for as long as it runs, and
-`hub serve` on the embedded default holds a shared one. The kernel releases the lock when its
+takes an exclusive `fcntl.flock` on `demo.lock` in the var folder for as long as it runs, and
+`hub serve` on the embedded default takes a shared one. The kernel releases the lock when its
 process exits, however it exits, so the lock cannot go stale. The file also stores the pid of
 the process that took the lock last, for the message that names it.
 """

@@ -70,7 +70,7 @@ def status_of(url: str) -> int | None:
 
 
 def readiness_of(port: int) -> dict:
-    """Return the `/readyz` body, or a status of "no answer" when the API does not answer."""
+    """Return the `/readyz` body, or a status of "no answer" when the API does not respond."""
     try:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=3).json()
     except (httpx.HTTPError, ValueError):

@@ -514,8 +514,8 @@ def test_supervisor_status_and_roles(client, engine, board, tenant):
         assert row.overflow_on is True
 
 
-def test_partner_key_opens_only_its_own_citys_contacts(client, engine, board, tenant, other_tenant):
-    """A center that answers for two cities holds a key from each; the key of one city
+def test_partner_key_own_city_only(client, engine, board, tenant, other_tenant):
+    """A center that takes calls for two cities has a key from each. The key of one city
     neither lists nor opens the other city's contacts there."""
     partner, contact_id = _routed_to(client, engine, board, tenant, "standard")
     with unit_of_work(SystemContext("test key"), engine=engine) as session:

@@ -208,7 +208,7 @@ def test_agent_key_takes_no_center(hub_cli, engine, tenant):
     assert "needs the partner_agent role" in result.stderr
 
 
-def test_agreement_dates_are_whole_days_in_the_citys_zone(hub_cli, engine, tenant, tmp_path):
+def test_agreement_dates_city_whole_days(hub_cli, engine, tenant, tmp_path):
     """`valid_from: 2027-01-01` starts at midnight in the city (America/New_York), and
     `valid_until: 2027-12-31` includes the 31st there."""
     from datetime import date

@@ -44,7 +44,7 @@ def hub_loadtest(stack: Stack, args: list[str], report_dir: Path) -> tuple[int, 
     env.pop("PROMETHEUS_MULTIPROC_DIR")
     command = [sys.executable, "-m", "hub.cli.main", "loadtest", *args]
     command += ["--target", stack.url, "--report", str(report_dir), "--json"]
-    # The session's database also holds the tenants of other tests.
+    # The session's database also contains the tenants of other tests.
     command.append("--allow-real-tenants")
     result = subprocess.run(
         command, env=env, cwd=report_dir, capture_output=True, text=True, timeout=180

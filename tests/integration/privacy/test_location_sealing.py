@@ -415,8 +415,8 @@ def test_cli_seal_rejects_plain_service(hub_cli, engine):
 
 
 def test_row_locked_elsewhere_still_sealed(pg_url):
-    """A request that another transaction holds (a status update, a re-encryption batch) when
-    the conversion reaches it is converted once that transaction ends, not skipped."""
+    """A request that another transaction has locked (a status update, a re-encryption batch)
+    when the conversion reaches it is converted once that transaction ends, not skipped."""
     import threading
     import time
 

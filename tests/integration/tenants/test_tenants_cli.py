@@ -126,7 +126,8 @@ def test_show_lists_agencies_without_secrets(hub_cli, make_manifest, tmp_path):
     assert code == 0, text
     assert "Agencies" in text
     assert data["agencies"][0]["code"] in text
-    assert "2.5" in text and "no cap" in text
+    assert "2.5" in text
+    assert "no cap" in text
     assert "given-secret" not in text
 
 

@@ -243,7 +243,7 @@ def test_assessor_verify_pins_public_key() -> None:
 
 def test_runbook_load_runs_name_staging() -> None:
     """A load run adds tenants, keys and requests to its database, so each runbook step that
-    runs `hub loadtest` tells the reader to run it on staging, or not to run it."""
+    runs `hub loadtest` directs the reader to run it on staging, or not to run it."""
     for path in sorted(RUNBOOKS.glob("*.md")):
         blocks = path.read_text(encoding="utf-8").split("\n\n")
         for index, block in enumerate(blocks):

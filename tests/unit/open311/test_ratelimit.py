@@ -107,8 +107,8 @@ def test_rejection_retry_after_at_least_one_second():
 
 def test_rejection_counts_every_call_and_logs_one_line(monkeypatch):
     tenant_id = _tenant_id()
-    # structlog caches a module's logger on first use, after which capture_logs no longer
-    # sees it; a new logger for this test is captured whatever ran before.
+    # structlog caches a module's logger on first use, and capture_logs misses a cached one.
+    # A new logger for this test is captured whatever ran before.
     monkeypatch.setattr(ratelimit, "log", structlog.get_logger(ratelimit.__name__))
 
     with capture_logs() as logs:
